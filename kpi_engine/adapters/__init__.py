@@ -1,0 +1,1 @@
+"""Built-in adapters; each registers through the kpi_engine entry-point group."""

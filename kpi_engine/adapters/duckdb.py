@@ -1,0 +1,143 @@
+"""The built-in, embedded DuckDB adapter: results with no server.
+
+Settings (``warehouse:`` in kpi_engine.yaml):
+
+- ``path``: a DuckDB database file, opened read-only. Or a URL ``duckdb:///abs/file.duckdb``
+  / ``duckdb://relative/file.duckdb``.
+- ``data``: a folder of CSV or Parquet files; each file becomes a read-only view
+  named after the file (``leads.csv`` -> ``leads``) in an in-memory database.
+
+Registered through the ``kpi_engine`` entry-point group like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlglot import exp
+
+from ..errors import WarehouseError
+from ..hookspecs import Adapter, Connection, Rows, hookimpl
+
+DATA_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
+_VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DuckDBConnection(Connection):
+    dialect = "duckdb"
+
+    def __init__(self, connection, where: str):
+        self._connection = connection
+        self._where = where
+        self._lock = threading.Lock()
+
+    def execute(self, query) -> Rows:
+        import duckdb
+
+        sql = query.sql(dialect=self.dialect) if isinstance(query, exp.Expression) else None
+        if sql is None:
+            raise TypeError("DuckDBConnection.execute takes a sqlglot expression")
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql)
+            columns = tuple(d[0] for d in cursor.description or ())
+            return Rows(columns, cursor.fetchall())
+        except duckdb.Error as error:
+            raise WarehouseError(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
+                                 "Check that the tables and columns the sources name exist "
+                                 "('kpi-engine validate' checks them).") from None
+        finally:
+            cursor.close()
+
+    def columns(self, relation) -> Mapping[str, str] | None:
+        import duckdb
+
+        query = exp.select(exp.Star()).from_(relation).limit(0)
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            cursor.execute(query.sql(dialect=self.dialect))
+            return {d[0]: str(d[1]) for d in cursor.description}
+        except duckdb.CatalogException:
+            return None
+        except duckdb.Error as error:
+            raise WarehouseError(f"cannot describe {relation.sql(dialect=self.dialect)} in DuckDB: {_first_line(error)}",
+                                 None, "Check the source's table or sql.") from None
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+class DuckDBAdapter(Adapter):
+    name = "duckdb"
+    dialect = "duckdb"
+    description = "Embedded DuckDB: a database file (read-only) or a folder of CSV/Parquet files"
+
+    @classmethod
+    def connect(cls, settings: Mapping[str, Any], project_root: Path) -> Connection:
+        import duckdb
+
+        path, data = settings.get("path"), settings.get("data")
+        url = settings.get("url")
+        if url:
+            rest = re.sub(r"^duckdb:(//)?", "", str(url))
+            path = rest if rest not in ("", ":memory:") else None
+        unknown = set(settings) - {"url", "path", "data"}
+        if unknown:
+            raise WarehouseError(f"unknown DuckDB setting(s): {', '.join(sorted(unknown))}.", None,
+                                 "DuckDB takes 'path' (a database file) and/or 'data' (a folder of CSV/Parquet files).")
+        try:
+            if path:
+                file = (project_root / path).resolve()
+                if not file.is_file():
+                    raise WarehouseError(f"the DuckDB database file '{file}' does not exist.", None,
+                                         "Fix 'path' in kpi_engine.yaml, or create the database first.")
+                connection = duckdb.connect(str(file), read_only=True)
+                where = file.name
+            else:
+                connection = duckdb.connect(":memory:")
+                where = "in-memory"
+        except duckdb.Error as error:
+            raise WarehouseError(f"cannot open the DuckDB database: {_first_line(error)}", None,
+                                 "Check that the file is a DuckDB database and not locked by a writer.") from None
+        if data:
+            folder = (project_root / data).resolve()
+            _attach_files(connection, folder)
+            where = f"data folder {data}"
+        return DuckDBConnection(connection, where)
+
+
+def _attach_files(connection, folder: Path) -> None:
+    """Expose each CSV/Parquet file of ``folder`` as a view named after it."""
+    import duckdb
+
+    if not folder.is_dir():
+        raise WarehouseError(f"the data folder '{folder}' does not exist.", None,
+                             "Fix 'data' in kpi_engine.yaml (relative to the project folder).")
+    for file in sorted(folder.iterdir()):
+        reader = DATA_SUFFIXES.get(file.suffix.lower())
+        if reader is None or not _VIEW_NAME.match(file.stem):
+            continue
+        source = exp.Table(this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(str(file))]))
+        view = exp.Create(kind="VIEW", this=exp.Table(this=exp.to_identifier(file.stem, quoted=True)),
+                          expression=exp.select(exp.Star()).from_(source))
+        try:
+            connection.execute(view.sql(dialect="duckdb"))
+        except duckdb.Error as error:
+            raise WarehouseError(f"cannot read data file '{file.name}': {_first_line(error)}", None,
+                                 "Check that it is a well-formed CSV (with a header row) or Parquet file.") from None
+
+
+@hookimpl
+def kpi_engine_adapters():
+    return [DuckDBAdapter]

@@ -1,0 +1,253 @@
+"""The ``kpi-engine`` command line. Library errors become one clear message and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import KpiEngineError, ProjectInvalid, UsageError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(error: KpiEngineError) -> None:
+    """Print a library error without a traceback and exit with its code."""
+    if isinstance(error, ProjectInvalid):
+        for item in error.errors:
+            click.echo(f"Error: {item}", err=True)
+        click.echo(f"{error.message}.", err=True)
+    else:
+        click.echo(f"Error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KpiEngineError as error:
+            _fail(error)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _split(values) -> tuple[str, ...]:
+    """--by a,b --by c -> (a, b, c)"""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+project_argument = click.argument("project", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
+
+
+def query_options(fn):
+    """Options shared by compile and evaluate: what to compute and how to slice it."""
+    options = [
+        click.argument("kpis", nargs=-1),
+        click.option("--all", "all_kpis", is_flag=True, help="Every KPI of the project."),
+        click.option("--formula", "formulas", multiple=True, metavar="EXPR",
+                     help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)'. Repeatable."),
+        click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", help="Dimensions to group by. Repeatable."),
+        click.option("--grain", type=click.Choice(["day", "week", "month", "quarter", "year"]),
+                     help="Time bucket. Without it, one total for the whole range."),
+        click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive), YYYY-MM-DD."),
+        click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="End day (exclusive), YYYY-MM-DD."),
+        click.option("--where", metavar="CONDITION", help="Filter on dimensions: \"channel in ('ppc', 'email')\"."),
+        click.option("--having", metavar="CONDITION", help="Filter on KPI values: 'cost_per_lead > 100'."),
+        click.option("--order", "order_by", multiple=True, metavar="COLUMN",
+                     help="Sort by an output column; prefix '-' for descending. Repeatable."),
+        click.option("--limit", type=click.IntRange(min=0), help="At most this many rows."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit):
+    names = list(kpis)
+    if all_kpis:
+        names = list(project.project.kpis) + [k for k in names if k not in project.project.kpis]
+    if not names and not formulas:
+        raise UsageError("no KPI given.", None,
+                         "Name KPIs after the project folder, use --all, or pass --formula; "
+                         "'kpi-engine list PROJECT' shows the KPIs.")
+    return names, dict(by=_split(by), grain=grain, start=start.date() if start else None,
+                       end=end.date() if end else None, where=where, having=having,
+                       order_by=tuple(order_by), limit=limit, formulas=tuple(formulas))
+
+
+def _open(path: Path, warehouse: str | None):
+    from .engine import open_project
+
+    return open_project(path, warehouse=warehouse)
+
+
+warehouse_option = click.option("--warehouse", metavar="URL", envvar="KPI_ENGINE_WAREHOUSE",
+                                 help="Override the project's warehouse, e.g. duckdb:///other.duckdb.")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="kpi-engine")
+def cli() -> None:
+    """Define marketing and sales KPIs in YAML; compile them to SQL; run them on your warehouse.
+
+    PROJECT is a folder holding kpi_engine.yaml and YAML files of sources and KPIs.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
+@click.option("--offline", is_flag=True, help="Do not open the warehouse (skip table and column checks).")
+@warehouse_option
+@handle_errors
+def validate(project: Path, offline: bool, warehouse: str | None) -> None:
+    """Check every spec file and formula; report all problems with file:line:column."""
+    kpi_project = _open(project, warehouse)
+    with kpi_project:
+        model = kpi_project.model(describe=not offline)
+    checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
+    click.echo(f"OK: project '{kpi_project.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
+               f"{checked} are valid.")
+
+
+@cli.command("list", context_settings=CONTEXT)
+@project_argument
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def list_(project: Path, fmt: str) -> None:
+    """List the KPIs and sources of a project, with where each is defined."""
+    import json
+
+    from .spec import load_project
+
+    loaded = load_project(project)
+    kpis = [{"name": k.name, "label": k.label, "unit": k.unit, "defined_in": str(k.where(key=True)).split(" (")[0],
+             "formula": " ".join(k.formula.split())} for k in loaded.kpis.values()]
+    sources = [{"name": s.name, "relation": s.table or "(sql)", "time": s.time,
+                "dimensions": list(s.dimension_names), "defined_in": str(s.where(key=True)).split(" (")[0]}
+               for s in loaded.sources.values()]
+    if fmt == "json":
+        click.echo(json.dumps({"kpis": kpis, "sources": sources}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160, no_color=not sys.stdout.isatty(), highlight=False)
+    table = Table(title=f"KPIs of {loaded.config.name}", title_justify="left", show_edge=False)
+    for header in ("name", "label", "unit", "defined in"):
+        table.add_column(header, no_wrap=True)
+    for k in kpis:
+        table.add_row(k["name"], k["label"] or "", k["unit"], k["defined_in"])
+    console.print(table)
+    console.print()
+    table = Table(title="Sources", title_justify="left", show_edge=False)
+    for header in ("name", "relation", "time", "dimensions", "defined in"):
+        table.add_column(header, no_wrap=True)
+    for s in sources:
+        table.add_row(s["name"], s["relation"], s["time"] or "", ", ".join(s["dimensions"]), s["defined_in"])
+    console.print(table)
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
+@query_options
+@click.option("--dialect", metavar="NAME", help="Any sqlglot dialect: postgres, snowflake, bigquery, spark, ... "
+                                               "Default: the warehouse's.")
+@click.option("--offline", is_flag=True, help="Do not open the warehouse to read column types.")
+@warehouse_option
+@handle_errors
+def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | None, **query) -> None:
+    """Print the SQL that computes KPIS (one CTE per source, then the join)."""
+    with _open(project, warehouse) as kpi_project:
+        names, options = _request_options(kpi_project, **query)
+        compiled = kpi_project.compile(names, dialect=dialect, describe=not offline, **options)
+        click.echo(compiled.sql(pretty=True) + ";")
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
+@query_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (atomically) instead of standard output.")
+@warehouse_option
+@handle_errors
+def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, **query) -> None:
+    """Compute KPIS on the project's warehouse and print them."""
+    from .output import render
+
+    with _open(project, warehouse) as kpi_project:
+        names, options = _request_options(kpi_project, **query)
+        result = kpi_project.evaluate(names, **options)
+        color = output is None and fmt == "table" and sys.stdout.isatty()
+        text = render(result, fmt, kpi_project.project.config.currency, color)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomically(output, text)
+        click.echo(f"Wrote {len(result)} rows to {output}.", err=True)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(f"cannot write '{path}': folder '{directory}' does not exist.", None, "Create it first.")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def plugins(fmt: str) -> None:
+    """List registered adapters and plugins, and where each comes from."""
+    import json
+
+    from .plugins import default_registry
+
+    registry = default_registry()
+    adapters = registry.adapters()
+    rows = []
+    for info in registry.plugins.values():
+        provided = [name for name, a in adapters.items() if a.plugin.name == info.name]
+        dialects = [adapters[name].adapter.dialect for name in provided]
+        rows.append({"plugin": info.name, "adapters": provided, "dialects": dialects, "module": info.module,
+                     "distribution": f"{info.distribution} {info.version}" if info.distribution else None,
+                     "status": f"failed: {info.error}" if info.error else "ok"})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for header in ("plugin", "adapters", "dialect", "module", "package", "status"):
+        table.add_column(header)
+    for row in rows:
+        table.add_row(row["plugin"], ", ".join(row["adapters"]), ", ".join(row["dialects"]), row["module"],
+                      row["distribution"] or "", row["status"])
+    Console(width=160, no_color=not sys.stdout.isatty(), highlight=False).print(table)
+
+
+def main() -> None:
+    cli(prog_name="kpi-engine")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,186 @@
+"""The Python API: open a project, compile or evaluate KPIs.
+
+    from kpi_engine import open_project
+
+    with open_project("examples/marketing") as project:
+        result = project.evaluate(["cost_per_lead", "nps"], by=["channel"], grain="month")
+        result.to_dicts()      # or result.to_pandas()
+        print(project.compile(["cost_per_lead"], dialect="postgres").sql())
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .compiler import CompiledQuery, Request, compile_request, source_relation
+from .errors import KpiEngineError, Location, ProjectInvalid, ResolveError, UsageError, WarehouseError
+from .hookspecs import Connection
+from .plugins import Registry, default_registry
+from .resolve import Model, column_type, resolve
+from .result import Result
+from .spec import Project, load_project
+
+_URL_SCHEME = re.compile(r"^([a-z][a-z0-9_+]*):")
+
+
+def warehouse_settings(warehouse: str | Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(adapter name, settings) from a URL or a ``warehouse:`` mapping."""
+    if warehouse is None:
+        raise UsageError("no warehouse is configured.", None,
+                         "Add 'warehouse:' to kpi_engine.yaml (e.g. 'warehouse: {adapter: duckdb, data: data}') "
+                         "or pass --warehouse URL.")
+    if isinstance(warehouse, str):
+        match = _URL_SCHEME.match(warehouse)
+        if not match:
+            raise UsageError(f"'{redact(warehouse)}' is not a warehouse URL.", None,
+                             "Write it as scheme://..., e.g. duckdb:///path/to/file.duckdb.")
+        return match.group(1).split("+")[0], {"url": warehouse}
+    settings = dict(warehouse)
+    return str(settings.pop("adapter")), settings
+
+
+def redact(text: str) -> str:
+    """Hide the password of any URL in ``text`` (scheme://user:password@host)."""
+    return re.sub(r"(//[^/:@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+class KpiProject:
+    """A loaded project plus, when needed, an open warehouse connection."""
+
+    def __init__(self, project: Project, *, warehouse: str | Mapping[str, Any] | None = None,
+                 registry: Registry | None = None):
+        self.project = project
+        self.registry = registry or default_registry()
+        self._warehouse = warehouse if warehouse is not None else project.config.warehouse
+        self._connection: Connection | None = None
+        self._model: Model | None = None
+        self._lock = threading.Lock()
+
+    # -- set-up
+    @property
+    def name(self) -> str:
+        return self.project.config.name
+
+    @property
+    def dialect(self) -> str:
+        """The dialect the warehouse speaks and ``sql:`` sources are written in."""
+        if self.project.config.dialect:
+            return self.project.config.dialect
+        if self._warehouse is None:
+            return "duckdb"
+        adapter_name, _ = warehouse_settings(self._warehouse)
+        return self.registry.adapter(adapter_name).dialect
+
+    def connection(self) -> Connection:
+        with self._lock:
+            if self._connection is None:
+                adapter_name, settings = warehouse_settings(self._warehouse)
+                adapter = self.registry.adapter(adapter_name)
+                self._connection = adapter.connect(settings, self.project.config.root)
+            return self._connection
+
+    def model(self, describe: bool = True) -> Model:
+        """The resolved model. With ``describe``, sources and columns are checked against
+        the warehouse too, and column types are known to the type checker."""
+        if self._model is not None and (self._model.catalog or not describe):
+            return self._model
+        catalog: dict[str, dict[str, str]] = {}
+        errors: list[KpiEngineError] = []
+        if describe:
+            catalog, errors = self._describe()
+        try:
+            model = resolve(self.project, catalog)
+        except ProjectInvalid as invalid:
+            errors.extend(invalid.errors)
+        if errors:
+            raise ProjectInvalid(errors)
+        self._model = model
+        return model
+
+    def _describe(self) -> tuple[dict[str, dict[str, str]], list[KpiEngineError]]:
+        connection = self.connection()
+        catalog: dict[str, dict[str, str]] = {}
+        errors: list[KpiEngineError] = []
+        for source in self.project.sources.values():
+            try:
+                relation = source_relation(source, self.dialect)
+                described = connection.columns(relation)
+            except KpiEngineError as error:
+                errors.append(error)
+                continue
+            if described is None:
+                what = f"table '{source.table}'" if source.table else "the source's query"
+                errors.append(ResolveError(f"{what} does not exist in the warehouse.",
+                                           source.where("table" if source.table else "sql"),
+                                           "Fix the name (schema.table), or create the table."))
+                continue
+            catalog[source.name] = {col: column_type(raw) for col, raw in described.items()}
+        return catalog, errors
+
+    # -- queries
+    def compile(self, kpis: Sequence[str] = (), *, dialect: str | None = None, describe: bool = True,
+                **options: Any) -> CompiledQuery:
+        """Compile KPIs into one query. ``options`` are the fields of ``compiler.Request``:
+        by, grain, start, end, where, having, order_by, limit, formulas."""
+        request = make_request(kpis, **options)
+        return compile_request(self.model(describe), request, dialect or self.dialect, self.dialect)
+
+    def evaluate(self, kpis: Sequence[str] = (), **options: Any) -> Result:
+        """Compile and run on the project's warehouse; returns a ``Result``."""
+        query = self.compile(kpis, **options)
+        rows = self.connection().execute(query.expression)
+        return Result(query.columns, rows.rows, query.sql())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def __enter__(self) -> "KpiProject":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_request(kpis: Sequence[str] = (), *, by: Iterable[str] = (), grain: str | None = None,
+                 start: dt.date | str | None = None, end: dt.date | str | None = None, where: str | None = None,
+                 having: str | None = None, order_by: Iterable[str] = (), limit: int | None = None,
+                 formulas: Iterable[str] = ()) -> Request:
+    if isinstance(kpis, str):
+        kpis = [kpis]
+    if isinstance(by, str):
+        by = [by]
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    if isinstance(formulas, str):
+        formulas = [formulas]
+    return Request(kpis=tuple(kpis), formulas=tuple(formulas), dimensions=tuple(by), grain=grain,
+                   start=_date(start, "start"), end=_date(end, "end"), where=where, having=having,
+                   order_by=tuple(order_by), limit=limit)
+
+
+def _date(value: dt.date | str | None, what: str) -> dt.date | None:
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise UsageError(f"'{value}' is not a date ({what}).", None, "Write dates as YYYY-MM-DD.") from None
+
+
+def open_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None,
+                 registry: Registry | None = None) -> KpiProject:
+    """Load a project folder (raises ``ProjectInvalid`` listing every problem in its files)."""
+    return KpiProject(load_project(path), warehouse=warehouse, registry=registry)
+
+
+__all__ = ["KpiProject", "open_project", "make_request", "redact", "warehouse_settings", "Location",
+           "WarehouseError"]

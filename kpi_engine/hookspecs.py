@@ -1,0 +1,101 @@
+"""The plugin contract of kpi-engine: hook specifications and the adapter interface.
+
+A plugin is a module (or object) registered under the ``kpi_engine`` entry-point
+group. It implements one or more hooks below, marked with ``hookimpl``::
+
+    # pyproject.toml of the plugin
+    [project.entry-points.kpi_engine]
+    mywarehouse = "kpi_engine_mywarehouse"
+
+    # kpi_engine_mywarehouse/__init__.py
+    from kpi_engine.hookspecs import Adapter, Connection, hookimpl
+
+    class MyAdapter(Adapter):
+        name = "mywarehouse"
+        dialect = "postgres"
+        ...
+
+    @hookimpl
+    def kpi_engine_adapters():
+        return [MyAdapter]
+
+The built-in DuckDB adapter is registered exactly this way, from kpi-engine's own
+pyproject.toml. ``kpi-engine plugins`` lists what is registered and from where.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import pluggy
+
+PROJECT_NAME = "kpi_engine"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a query returns: column names and the rows, as tuples in column order."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple]
+
+
+class Connection(abc.ABC):
+    """An open connection to one warehouse. Used from one thread at a time."""
+
+    #: The sqlglot dialect queries are rendered in.
+    dialect: str
+
+    @abc.abstractmethod
+    def execute(self, query) -> Rows:
+        """Run a sqlglot expression (a SELECT) and return all its rows.
+
+        Render it with ``query.sql(dialect=self.dialect)``; never accept SQL text
+        from elsewhere. Raise ``kpi_engine.errors.WarehouseError`` on failure, with
+        a message that names the problem and never contains a password.
+        """
+
+    @abc.abstractmethod
+    def columns(self, relation) -> Mapping[str, str] | None:
+        """Column names and warehouse type names of a relation (a sqlglot Table or
+        Subquery), or None when the relation does not exist. Used by validation to
+        check that sources, columns and types exist."""
+
+    def close(self) -> None:
+        """Release the connection. The default does nothing."""
+
+
+class Adapter(abc.ABC):
+    """A kind of warehouse. The class itself is registered; ``connect`` makes connections."""
+
+    #: Short name: the ``adapter:`` value in kpi_engine.yaml and the URL scheme.
+    name: ClassVar[str]
+    #: The sqlglot dialect of this warehouse (e.g. "duckdb", "postgres", "spark").
+    dialect: ClassVar[str]
+    #: One line shown by ``kpi-engine plugins``.
+    description: ClassVar[str] = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def connect(cls, settings: Mapping[str, Any], project_root: Path) -> Connection:
+        """Open a connection.
+
+        ``settings`` is the ``warehouse:`` mapping of kpi_engine.yaml (without
+        ``adapter``), or ``{"url": "..."}`` when a URL was given. Relative paths are
+        relative to ``project_root``. Raise ``WarehouseError`` when the warehouse
+        cannot be opened, saying how to fix it.
+        """
+
+
+@hookspec
+def kpi_engine_adapters() -> Sequence[type[Adapter]]:
+    """Return the adapter classes this plugin provides.
+
+    Called once per process when the registry first needs adapters. Every class
+    must subclass ``Adapter`` and have a ``name`` no other plugin uses.
+    """

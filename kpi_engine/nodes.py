@@ -1,0 +1,177 @@
+"""Typed AST of the formula language.
+
+The parser produces the *syntactic* nodes (``Name`` and ``Call`` for anything
+named); ``resolve`` replaces them with the *semantic* nodes (``Column``,
+``KpiRef``, ``Aggregate``, ``Function``) once it knows what each name means.
+Every node is frozen and carries its position inside the formula text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from typing import Iterator, Union
+
+
+@dataclass(frozen=True)
+class Pos:
+    line: int = 1
+    column: int = 1
+
+
+@dataclass(frozen=True)
+class Node:
+    pos: Pos = field(default=Pos(), compare=False, repr=False, kw_only=True)
+
+    def children(self) -> Iterator["Node"]:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Node):
+                yield value
+            elif isinstance(value, tuple):
+                yield from (item for item in value if isinstance(item, Node))
+
+    def walk(self) -> Iterator["Node"]:
+        """This node and every node below it, parents first."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def map(self, fn) -> "Node":
+        """Rebuild the tree bottom-up, replacing each node by ``fn(node)``."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Node):
+                changes[f.name] = value.map(fn)
+            elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
+                changes[f.name] = tuple(v.map(fn) if isinstance(v, Node) else v for v in value)
+        return fn(replace(self, **changes) if changes else self)
+
+
+# --- literals -----------------------------------------------------------------
+
+Number = Union[int, Decimal]
+
+
+@dataclass(frozen=True)
+class NumberLit(Node):
+    value: Number
+
+
+@dataclass(frozen=True)
+class StringLit(Node):
+    value: str
+
+
+@dataclass(frozen=True)
+class BoolLit(Node):
+    value: bool
+
+
+@dataclass(frozen=True)
+class NullLit(Node):
+    pass
+
+
+# --- operators ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Unary(Node):
+    op: str  # "-" or "not"
+    operand: Node
+
+
+@dataclass(frozen=True)
+class Binary(Node):
+    op: str  # + - * / %
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class Compare(Node):
+    op: str  # = != < <= > >=
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class Logical(Node):
+    op: str  # "and" or "or"
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class InList(Node):
+    operand: Node
+    items: tuple[Node, ...]
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class Between(Node):
+    operand: Node
+    low: Node
+    high: Node
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class IsNull(Node):
+    operand: Node
+    negated: bool = False
+
+
+# --- names and calls as parsed ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Name(Node):
+    """An identifier as written: ``cost_per_lead``, ``leads`` or ``orders.amount``."""
+
+    parts: tuple[str, ...]
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    """``name(args [where condition])`` before resolution."""
+
+    name: str
+    args: tuple[Node, ...]
+    where: Node | None = None
+
+
+# --- resolved nodes ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column(Node):
+    source: str
+    name: str
+
+
+@dataclass(frozen=True)
+class KpiRef(Node):
+    name: str
+
+
+@dataclass(frozen=True)
+class Aggregate(Node):
+    """An aggregate over one source's rows; ``arg`` is None for ``count(source)``."""
+
+    func: str  # sum count count_distinct avg min max
+    source: str
+    arg: Node | None
+    where: Node | None = None
+
+
+@dataclass(frozen=True)
+class Function(Node):
+    """A scalar function from the allowlist (if, coalesce, nullif, abs, round, ...)."""
+
+    name: str
+    args: tuple[Node, ...]

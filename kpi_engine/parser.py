@@ -1,0 +1,206 @@
+"""Formula text -> typed AST (``nodes``), using the Lark grammar in grammar/formula.lark.
+
+The parser is built once, lazily, on first use (LALR, so parsing is linear and
+fast). Syntax errors become ``FormulaError`` with the formula, a caret under the
+offending column and what was expected there.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+
+from lark import Lark, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import nodes as n
+from .errors import FormulaError, Location
+
+MAX_FORMULA_LENGTH = 10_000
+MAX_NESTING_DEPTH = 100
+
+# What the user should read instead of Lark's terminal names.
+_TERMINAL_NAMES = {
+    "NUMBER": "a number", "STRING": "a 'string'", "NAME": "a name", "LPAR": "'('", "RPAR": "')'",
+    "COMMA": "','", "DOT": "'.'", "COMPARE_OP": "a comparison (= != < <= > >=)",
+    "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'", "MINUS": "'-'", "PLUS": "'+'",
+    "_OR": "'or'", "_AND": "'and'", "_NOT": "'not'", "NOT": "'not'", "_IN": "'in'",
+    "_BETWEEN": "'between'", "_IS": "'is'", "_NULL": "'null'", "_TRUE": "'true'",
+    "_FALSE": "'false'", "_WHERE": "'where'", "$END": "the end of the formula",
+}
+
+
+@dataclass(frozen=True)
+class FormulaSource:
+    """Where a formula's text sits in a spec file, to turn formula positions into file ones.
+
+    ``line``/``column`` are the file position of the formula's first character;
+    ``indent`` is set for YAML block scalars, whose later lines start at that column.
+    """
+
+    file: str | None = None
+    line: int = 1
+    column: int = 1
+    indent: int | None = None
+    obj: str | None = None
+
+    def locate(self, pos: n.Pos) -> Location:
+        if self.file is None:
+            return Location(obj=self.obj) if self.obj else Location(obj=f"formula, line {pos.line}, column {pos.column}")
+        if pos.line == 1:
+            return Location(self.file, self.line, self.column + pos.column - 1, self.obj)
+        indent = self.indent if self.indent is not None else 1
+        return Location(self.file, self.line + pos.line - 1, indent + pos.column - 1, self.obj)
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    grammar = resources.files("kpi_engine").joinpath("grammar/formula.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def _pos(meta_or_token) -> n.Pos:
+    return n.Pos(getattr(meta_or_token, "line", 1) or 1, getattr(meta_or_token, "column", 1) or 1)
+
+
+class _Depth(Exception):
+    pass
+
+
+@v_args(meta=True, inline=True)
+class _ToAst(Transformer):
+    """Lark tree -> nodes. Tracks nesting depth so hostile input fails cleanly."""
+
+    def __default__(self, data, children, meta):  # pragma: no cover - every rule is handled
+        raise AssertionError(f"unhandled grammar rule {data}")
+
+    def number(self, meta, token):
+        text = str(token)
+        try:
+            value = int(text) if text.isdigit() else Decimal(text)
+        except (ValueError, InvalidOperation):  # pragma: no cover - the regex only admits numbers
+            raise FormulaError(f"'{text}' is not a number")
+        return n.NumberLit(value, pos=_pos(meta))
+
+    def string(self, meta, token):
+        return n.StringLit(str(token)[1:-1].replace("''", "'"), pos=_pos(meta))
+
+    def true(self, meta):
+        return n.BoolLit(True, pos=_pos(meta))
+
+    def false(self, meta):
+        return n.BoolLit(False, pos=_pos(meta))
+
+    def null(self, meta):
+        return n.NullLit(pos=_pos(meta))
+
+    def name(self, meta, *parts):
+        return n.Name(tuple(str(p) for p in parts), pos=_pos(meta))
+
+    def arguments(self, meta, *args):
+        return tuple(args)
+
+    def call(self, meta, name, args, where):
+        return n.Call(str(name), args or (), where, pos=_pos(meta))
+
+    def neg(self, meta, operand):
+        return n.Unary("-", operand, pos=_pos(meta))
+
+    def not_op(self, meta, operand):
+        return n.Unary("not", operand, pos=_pos(meta))
+
+    def binary(self, meta, left, op, right):
+        return n.Binary(str(op), left, right, pos=_pos(meta))
+
+    def compare(self, meta, left, op, right):
+        op = {"==": "=", "<>": "!="}.get(str(op), str(op))
+        return n.Compare(op, left, right, pos=_pos(meta))
+
+    def and_op(self, meta, left, right):
+        return n.Logical("and", left, right, pos=_pos(meta))
+
+    def or_op(self, meta, left, right):
+        return n.Logical("or", left, right, pos=_pos(meta))
+
+    def in_list(self, meta, operand, negated, *items):
+        return n.InList(operand, tuple(items), negated is not None, pos=_pos(meta))
+
+    def between(self, meta, operand, negated, low, high):
+        return n.Between(operand, low, high, negated is not None, pos=_pos(meta))
+
+    def is_null(self, meta, operand, negated):
+        return n.IsNull(operand, negated is not None, pos=_pos(meta))
+
+
+def _nesting_depth(text: str) -> int:
+    depth = deepest = 0
+    in_string = False
+    for char in text:
+        if char == "'":
+            in_string = not in_string
+        elif not in_string and char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif not in_string and char == ")":
+            depth -= 1
+    return deepest
+
+
+def _caret(text: str, pos: n.Pos) -> str:
+    lines = text.splitlines() or [""]
+    line = lines[min(pos.line, len(lines)) - 1]
+    return f"    {line}\n    {' ' * (pos.column - 1)}^"
+
+
+def _expected(error: UnexpectedInput) -> str:
+    names = getattr(error, "expected", None) or getattr(error, "allowed", None) or set()
+    shown = sorted({_TERMINAL_NAMES.get(name, name.lower()) for name in names if not name.startswith("__")})
+    return ", ".join(shown)
+
+
+def parse(text: str, source: FormulaSource | None = None) -> n.Node:
+    """Parse one formula; raise ``FormulaError`` with a caret on bad input."""
+    source = source or FormulaSource()
+    if not isinstance(text, str) or not text.strip():
+        raise FormulaError("the formula is empty.", source.locate(n.Pos()),
+                           "Write an expression such as 'sum(orders.amount) / count(orders)'.")
+    if len(text) > MAX_FORMULA_LENGTH:
+        raise FormulaError(f"the formula is {len(text):,} characters long; the limit is {MAX_FORMULA_LENGTH:,}.",
+                           source.locate(n.Pos()), "Split it into smaller KPIs that reference each other by name.")
+    if _nesting_depth(text) > MAX_NESTING_DEPTH:
+        raise FormulaError(f"the formula nests parentheses more than {MAX_NESTING_DEPTH} deep.",
+                           source.locate(n.Pos()), "Split it into smaller KPIs that reference each other by name.")
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as error:
+        raise _syntax_error(text, error, source) from None
+    try:
+        return _ToAst().transform(tree)
+    except VisitError as error:  # an error raised inside a transformer callback
+        if isinstance(error.orig_exc, FormulaError):
+            raise error.orig_exc from None
+        raise
+
+
+def _syntax_error(text: str, error: UnexpectedInput, source: FormulaSource) -> FormulaError:
+    at_end = isinstance(error, UnexpectedEOF) or (
+        isinstance(error, UnexpectedToken) and error.token.type == "$END")
+    if at_end:
+        lines = text.rstrip().splitlines() or [""]
+        pos = n.Pos(len(lines), len(lines[-1]) + 1)
+        found = "the formula ends too early"
+    else:
+        pos = n.Pos(error.line if error.line > 0 else 1, error.column if error.column > 0 else 1)
+        if isinstance(error, UnexpectedCharacters):
+            char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
+            found = "a comment is not part of the formula language" if text.startswith(("--", "/*", "#"), error.pos_in_stream) \
+                else f"unexpected character {char!r}"
+        elif isinstance(error, UnexpectedToken):
+            found = f"unexpected {str(error.token)!r}"
+        else:  # pragma: no cover - Lark raises only the three above
+            found = "syntax error"
+    expected = _expected(error)
+    hint = f"Expected {expected}." if expected else None
+    return FormulaError(f"formula syntax error: {found}.", source.locate(pos), hint, detail=_caret(text, pos))

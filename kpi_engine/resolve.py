@@ -1,0 +1,532 @@
+"""Give every name in every formula its meaning, and check the project is consistent.
+
+Input: a loaded ``spec.Project`` (and, when the warehouse is reachable, a catalog
+of each source's columns and their types). Output: a ``Model`` whose KPIs hold
+semantic ASTs (``Aggregate``, ``Column``, ``KpiRef``, ``Function``), their
+dependency order, the sources each KPI reads and the dimensions it can be sliced by.
+Every problem is collected and raised at once as ``ProjectInvalid``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from . import nodes as n
+from .errors import FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean
+from .parser import FormulaSource, parse
+from .spec import KpiSpec, Project, SourceSpec
+
+AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max"}
+NUMERIC_AGGREGATES = {"sum", "avg"}
+
+# name -> (min args, max args or None for any). Each compiles to one sqlglot node.
+FUNCTIONS: dict[str, tuple[int, int | None]] = {
+    "if": (3, 3),
+    "coalesce": (1, None),
+    "nullif": (2, 2),
+    "abs": (1, 1),
+    "round": (1, 2),
+    "least": (1, None),
+    "greatest": (1, None),
+}
+
+# Type categories of values. UNKNOWN when the warehouse could not be described.
+NUMBER, STRING, BOOLEAN, DATE, TIMESTAMP, NULL, UNKNOWN = (
+    "number", "string", "boolean", "date", "timestamp", "null", "unknown")
+
+Catalog = Mapping[str, Mapping[str, str]]  # source -> column -> type category
+
+
+@dataclass(frozen=True)
+class ResolvedKpi:
+    spec: KpiSpec
+    expr: n.Node
+    references: tuple[str, ...]  # KPIs used directly
+    sources: frozenset[str]  # sources read, through references too
+    dimensions: tuple[str, ...]  # dimensions shared by every source read
+
+
+@dataclass(frozen=True)
+class Model:
+    project: Project
+    kpis: Mapping[str, ResolvedKpi]
+    catalog: Catalog = field(default_factory=dict)
+
+    @property
+    def sources(self) -> Mapping[str, SourceSpec]:
+        return self.project.sources
+
+    def kpi(self, name: str) -> ResolvedKpi:
+        if name not in self.kpis:
+            raise QueryError(f"unknown KPI '{name}'.", Location(obj=f"project '{self.project.config.name}'"),
+                             did_you_mean(name, self.kpis) or "The project defines no KPIs yet.")
+        return self.kpis[name]
+
+    def dimensions_of(self, sources: Iterable[str]) -> tuple[str, ...]:
+        """Dimensions declared on every one of ``sources``, in the first source's order."""
+        names = sorted(sources)
+        if not names:
+            return ()
+        common = set(self.sources[names[0]].dimension_names)
+        for name in names[1:]:
+            common &= set(self.sources[name].dimension_names)
+        return tuple(d for d in self.sources[names[0]].dimension_names if d in common)
+
+
+def column_type(raw: str) -> str:
+    """Map a warehouse type name (INTEGER, VARCHAR(20), TIMESTAMP WITH TIME ZONE...) to a category."""
+    t = raw.upper()
+    if t.startswith(("BOOL",)):
+        return BOOLEAN
+    if t.startswith(("TIMESTAMP", "DATETIME")):
+        return TIMESTAMP
+    if t == "DATE":
+        return DATE
+    if t.startswith(("VARCHAR", "CHAR", "TEXT", "STRING", "UUID", "ENUM", "NVARCHAR", "CHARACTER")):
+        return STRING
+    if t.startswith(("INT", "BIGINT", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT",
+                     "UTINYINT", "DECIMAL", "NUMERIC", "DOUBLE", "FLOAT", "REAL", "NUMBER")):
+        return NUMBER
+    return UNKNOWN
+
+
+class _Scope:
+    """What names mean while resolving one formula, and where to report problems."""
+
+    def __init__(self, model_sources: Mapping[str, SourceSpec], catalog: Catalog, kpi_names: Iterable[str],
+                 where: FormulaSource, text: str, errors: list[KpiEngineError]):
+        self.sources = model_sources
+        self.catalog = catalog
+        self.kpi_names = set(kpi_names)
+        self.where = where
+        self.text = text
+        self.errors = errors
+
+    def error(self, node: n.Node, message: str, hint: str | None = None) -> None:
+        self.errors.append(FormulaError(message, self.where.locate(node.pos), hint, detail=_caret(self.text, node.pos)))
+
+    def columns(self, source: str) -> Mapping[str, str] | None:
+        """Known columns of a source with their types, or None when nothing is known."""
+        spec = self.sources[source]
+        known: dict[str, str] = {}
+        for col in (spec.time, *spec.primary_key, *(d.column for d in spec.dimensions)):
+            if col:
+                known.setdefault(col, UNKNOWN)
+        known.update(spec.columns)
+        described = self.catalog.get(source)
+        if described is None:
+            return known if spec.columns else None
+        merged = dict(described)
+        for col, typ in known.items():
+            if col not in merged and spec.columns.get(col):
+                merged[col] = typ
+        return merged
+
+
+def _caret(text: str, pos: n.Pos) -> str:
+    lines = text.splitlines() or [""]
+    line = lines[min(pos.line, len(lines)) - 1]
+    return f"    {line}\n    {' ' * (pos.column - 1)}^"
+
+
+class _Resolver:
+    """Resolves one formula. ``mode`` says what bare names outside aggregates mean."""
+
+    def __init__(self, scope: _Scope, mode: str):
+        self.scope = scope
+        self.mode = mode  # "kpi": KPI refs; "dimension": dimension refs; "having": KPI refs
+        self.kpi_refs: list[str] = []
+        self.sources_used: set[str] = set()
+
+    # -- entry point
+    def resolve(self, node: n.Node) -> tuple[n.Node, str]:
+        return self._expr(node, agg_source=None)
+
+    # -- expressions
+    def _expr(self, node: n.Node, agg_source: str | None) -> tuple[n.Node, str]:
+        scope = self.scope
+        if isinstance(node, n.NumberLit):
+            return node, NUMBER
+        if isinstance(node, n.StringLit):
+            return node, STRING
+        if isinstance(node, n.BoolLit):
+            return node, BOOLEAN
+        if isinstance(node, n.NullLit):
+            return node, NULL
+        if isinstance(node, n.Name):
+            return self._name(node, agg_source)
+        if isinstance(node, n.Call):
+            return self._call(node, agg_source)
+        if isinstance(node, n.Unary):
+            operand, t = self._expr(node.operand, agg_source)
+            self._expect(node.operand, t, BOOLEAN if node.op == "not" else NUMBER)
+            return n.Unary(node.op, operand, pos=node.pos), (BOOLEAN if node.op == "not" else NUMBER)
+        if isinstance(node, n.Binary):
+            left, lt = self._expr(node.left, agg_source)
+            right, rt = self._expr(node.right, agg_source)
+            self._expect(node.left, lt, NUMBER)
+            self._expect(node.right, rt, NUMBER)
+            return n.Binary(node.op, left, right, pos=node.pos), NUMBER
+        if isinstance(node, n.Logical):
+            left, lt = self._expr(node.left, agg_source)
+            right, rt = self._expr(node.right, agg_source)
+            self._expect(node.left, lt, BOOLEAN)
+            self._expect(node.right, rt, BOOLEAN)
+            return n.Logical(node.op, left, right, pos=node.pos), BOOLEAN
+        if isinstance(node, n.Compare):
+            left, lt = self._expr(node.left, agg_source)
+            right, rt = self._expr(node.right, agg_source)
+            self._comparable(node, lt, rt)
+            return n.Compare(node.op, left, right, pos=node.pos), BOOLEAN
+        if isinstance(node, n.InList):
+            operand, t = self._expr(node.operand, agg_source)
+            items = []
+            for item in node.items:
+                resolved, it = self._expr(item, agg_source)
+                self._comparable(item, t, it)
+                items.append(resolved)
+            return n.InList(operand, tuple(items), node.negated, pos=node.pos), BOOLEAN
+        if isinstance(node, n.Between):
+            operand, t = self._expr(node.operand, agg_source)
+            low, lt = self._expr(node.low, agg_source)
+            high, ht = self._expr(node.high, agg_source)
+            self._comparable(node.low, t, lt)
+            self._comparable(node.high, t, ht)
+            return n.Between(operand, low, high, node.negated, pos=node.pos), BOOLEAN
+        if isinstance(node, n.IsNull):
+            operand, _ = self._expr(node.operand, agg_source)
+            return n.IsNull(operand, node.negated, pos=node.pos), BOOLEAN
+        raise AssertionError(f"unexpected node {node!r}")  # pragma: no cover
+
+    def _expect(self, node: n.Node, actual: str, wanted: str) -> None:
+        if actual in (UNKNOWN, NULL) or actual == wanted:
+            return
+        if wanted == NUMBER:
+            self.scope.error(node, f"expected a number here, but this is a {actual}.",
+                             "Arithmetic works on numbers only; compare text with '=' or 'in (...)' instead.")
+        else:
+            self.scope.error(node, f"expected a condition (true/false) here, but this is a {actual}.",
+                             "Write a comparison such as 'status = 'paid'' or 'amount > 0'.")
+
+    def _comparable(self, node: n.Node, a: str, b: str) -> None:
+        groups = {NUMBER: "number", STRING: "string", BOOLEAN: "boolean", DATE: "time", TIMESTAMP: "time"}
+        if a in groups and b in groups and groups[a] != groups[b]:
+            # Dates and timestamps compare with date strings ('2025-01-01'), a common idiom.
+            if {groups[a], groups[b]} == {"time", "string"}:
+                return
+            self.scope.error(node, f"cannot compare a {a} with a {b}.",
+                             "Compare values of the same kind; quote text as 'text'.")
+
+    def _name(self, node: n.Name, agg_source: str | None) -> tuple[n.Node, str]:
+        scope = self.scope
+        if agg_source is not None:
+            return self._column(node, agg_source)
+        if len(node.parts) == 1:
+            name = node.parts[0]
+            if self.mode == "dimension":
+                return n.Name(node.parts, pos=node.pos), UNKNOWN  # checked by resolve_filter
+            if name in scope.kpi_names:
+                self.kpi_refs.append(name)
+                return n.KpiRef(name, pos=node.pos), NUMBER
+            if name in scope.sources:
+                scope.error(node, f"'{name}' is a source, not a value.",
+                            f"Aggregate it, e.g. 'count({name})'.")
+            else:
+                scope.error(node, f"unknown KPI '{name}'.", did_you_mean(name, scope.kpi_names) or None)
+            return n.NullLit(pos=node.pos), UNKNOWN
+        if len(node.parts) == 2 and node.parts[0] in scope.sources:
+            scope.error(node, f"column '{node.dotted}' is used outside an aggregate.",
+                        f"Wrap it in an aggregate such as 'sum({node.dotted})' or 'max({node.dotted})'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        scope.error(node, f"'{node.dotted}' is not a KPI or a source column.",
+                    did_you_mean(node.parts[0], list(scope.sources) + list(scope.kpi_names)) or None)
+        return n.NullLit(pos=node.pos), UNKNOWN
+
+    def _column(self, node: n.Name, source: str) -> tuple[n.Node, str]:
+        scope = self.scope
+        if len(node.parts) == 1:
+            col = node.parts[0]
+        elif len(node.parts) == 2 and node.parts[0] == source:
+            col = node.parts[1]
+        elif len(node.parts) == 2 and node.parts[0] in scope.sources:
+            scope.error(node, f"'{node.dotted}' belongs to source '{node.parts[0]}', but this aggregate reads '{source}'.",
+                        "An aggregate reads one source; compute the other part in its own aggregate.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        else:
+            scope.error(node, f"'{node.dotted}' is not a column of source '{source}'.",
+                        f"Write a column as 'column' or '{source}.column'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        columns = scope.columns(source)
+        if columns is not None and col not in columns:
+            scope.error(node, f"source '{source}' has no column '{col}'.", did_you_mean(col, columns) or None)
+            return n.NullLit(pos=node.pos), UNKNOWN
+        return n.Column(source, col, pos=node.pos), (columns or {}).get(col, UNKNOWN)
+
+    def _call(self, node: n.Call, agg_source: str | None) -> tuple[n.Node, str]:
+        scope = self.scope
+        name = node.name.lower()
+        if name in AGGREGATES:
+            if agg_source is not None:
+                scope.error(node, f"'{name}' is an aggregate inside another aggregate.",
+                            "Aggregate once; to combine aggregates, write them side by side: 'sum(a.x) / count(a)'.")
+                return n.NullLit(pos=node.pos), UNKNOWN
+            if self.mode == "dimension":
+                scope.error(node, "aggregates are not allowed in a dimension filter.",
+                            "Filter on dimension values here, e.g. \"channel = 'email'\"; filter on KPI values with --having.")
+                return n.NullLit(pos=node.pos), UNKNOWN
+            return self._aggregate(node, name)
+        if node.where is not None:
+            scope.error(node, f"'where' only applies to aggregates, not to '{name}'.",
+                        "Move the condition into an aggregate, e.g. 'count(leads where ...)'.")
+        if name not in FUNCTIONS:
+            scope.error(node, f"unknown function '{node.name}'.",
+                        did_you_mean(name, list(FUNCTIONS) + sorted(AGGREGATES)) or None)
+            return n.NullLit(pos=node.pos), UNKNOWN
+        low, high = FUNCTIONS[name]
+        count = len(node.args)
+        if count < low or (high is not None and count > high):
+            wanted = str(low) if low == high else (f"{low} or more" if high is None else f"{low} to {high}")
+            scope.error(node, f"'{name}' takes {wanted} argument{'s' if wanted != '1' else ''}, not {count}.",
+                        _USAGE.get(name))
+            return n.NullLit(pos=node.pos), UNKNOWN
+        resolved = [self._expr(arg, agg_source) for arg in node.args]
+        args = tuple(r[0] for r in resolved)
+        types = [r[1] for r in resolved]
+        if name == "if":
+            self._expect(node.args[0], types[0], BOOLEAN)
+            result = next((t for t in types[1:] if t not in (NULL, UNKNOWN)), UNKNOWN)
+        elif name in ("abs", "round"):
+            for arg, t in zip(node.args, types):
+                self._expect(arg, t, NUMBER)
+            result = NUMBER
+        else:
+            result = next((t for t in types if t not in (NULL, UNKNOWN)), UNKNOWN)
+        return n.Function(name, args, pos=node.pos), result
+
+    def _aggregate(self, node: n.Call, func: str) -> tuple[n.Node, str]:
+        scope = self.scope
+        if len(node.args) != 1:
+            scope.error(node, f"'{func}' takes one argument, not {len(node.args)}.",
+                        f"Write '{func}(source.column)'" + (" or 'count(source)'." if func == "count" else "."))
+            return n.NullLit(pos=node.pos), UNKNOWN
+        arg = node.args[0]
+        source = self._aggregate_source(arg)
+        if source is None:
+            scope.error(arg, f"cannot tell which source '{func}' reads.",
+                        f"Name the source: '{func}(source.column)'" + (" or 'count(source)'." if func == "count" else "."))
+            return n.NullLit(pos=node.pos), UNKNOWN
+        self.sources_used.add(source)
+        if isinstance(arg, n.Name) and arg.parts == (source,):
+            if func != "count":
+                scope.error(arg, f"'{func}({source})' needs a column.",
+                            f"Write '{func}({source}.column)'; only count can take a whole source.")
+                return n.NullLit(pos=node.pos), UNKNOWN
+            value, value_type = None, NUMBER
+        else:
+            value, value_type = self._expr(arg, source)
+            if func in NUMERIC_AGGREGATES and value_type not in (NUMBER, UNKNOWN, NULL):
+                scope.error(arg, f"'{func}' needs numbers, but this is a {value_type}.",
+                            "Use count or count_distinct for text, or aggregate a numeric column.")
+        where = None
+        if node.where is not None:
+            where, where_type = self._expr(node.where, source)
+            self._expect(node.where, where_type, BOOLEAN)
+        result = value_type if func in ("min", "max") else NUMBER
+        return n.Aggregate(func, source, value, where, pos=node.pos), result
+
+    def _aggregate_source(self, arg: n.Node) -> str | None:
+        """The one source an aggregate's argument reads: the first 'source' or 'source.column' in it."""
+        for node in arg.walk():
+            if isinstance(node, n.Name) and node.parts[0] in self.scope.sources:
+                return node.parts[0]
+        return None
+
+
+_USAGE = {
+    "if": "Write 'if(condition, value_if_true, value_if_false)'.",
+    "nullif": "Write 'nullif(value, value_that_means_null)'.",
+    "round": "Write 'round(value)' or 'round(value, digits)'.",
+    "abs": "Write 'abs(value)'.",
+}
+
+
+def resolve(project: Project, catalog: Catalog | None = None) -> Model:
+    """Resolve every KPI of ``project``; raise ``ProjectInvalid`` with every problem found."""
+    catalog = catalog or {}
+    errors: list[KpiEngineError] = []
+    errors.extend(_source_errors(project, catalog))
+
+    parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
+    for name, spec in project.kpis.items():
+        try:
+            tree = parse(spec.formula, spec.formula_source)
+        except FormulaError as error:
+            errors.append(error)
+            continue
+        scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors)
+        resolver = _Resolver(scope, "kpi")
+        expr, result_type = resolver.resolve(tree)
+        if result_type not in (NUMBER, UNKNOWN, NULL):
+            scope.error(tree, f"a KPI formula must give a number, but this gives a {result_type}.",
+                        "Aggregate or count it, e.g. 'count(source where condition)'.")
+        parsed[name] = (expr, result_type, list(dict.fromkeys(resolver.kpi_refs)), resolver.sources_used)
+
+    cycles = _cycles({name: refs for name, (_, _, refs, _) in parsed.items()})
+    for cycle in cycles:
+        spec = project.kpis[cycle[0]]
+        errors.append(ResolveError(f"KPIs reference each other in a cycle: {' -> '.join(cycle)}.",
+                                   spec.where("formula"), "Break the cycle: one of them must be computed from sources."))
+    in_cycle = {name for cycle in cycles for name in cycle}
+
+    resolved: dict[str, ResolvedKpi] = {}
+
+    def build(name: str) -> ResolvedKpi | None:
+        if name in resolved:
+            return resolved[name]
+        if name not in parsed or name in in_cycle:
+            return None
+        expr, _, refs, direct_sources = parsed[name]
+        sources = set(direct_sources)
+        for ref in refs:
+            dep = build(ref)
+            if dep is None:
+                return None
+            sources |= dep.sources
+        model_dims = Model(project, {}).dimensions_of(sources)
+        resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims)
+        return resolved[name]
+
+    for name in parsed:
+        kpi = build(name)
+        if kpi is None or kpi.spec.dimensions is None:
+            continue
+        for i, dim in enumerate(kpi.spec.dimensions):
+            if dim not in kpi.dimensions:
+                missing = sorted(s for s in kpi.sources if dim not in project.sources[s].dimension_names)
+                errors.append(ResolveError(
+                    f"dimension '{dim}' is not available on every source this KPI reads (missing on: {', '.join(missing)}).",
+                    kpi.spec.where("dimensions", i),
+                    f"Declare '{dim}' on {', '.join(missing)} or remove it from the KPI's dimensions."))
+    if errors:
+        raise ProjectInvalid(sorted(errors, key=_error_order))
+    return Model(project, resolved, catalog)
+
+
+def _error_order(error: KpiEngineError):
+    loc = error.location or Location()
+    return (loc.file or "", loc.line or 0, loc.column or 0)
+
+
+def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineError]:
+    """Columns a source declares (time, key, dimensions) must exist when the warehouse was described."""
+    for source in project.sources.values():
+        for rel_index, rel in enumerate(source.relationships):
+            if rel.to not in project.sources:
+                yield ResolveError(f"relationship to unknown source '{rel.to}'.",
+                                   source.where("relationships", rel_index, "to"),
+                                   did_you_mean(rel.to, project.sources) or None)
+        described = catalog.get(source.name)
+        if described is None:
+            continue
+        checks = [("time", source.time, ("time",))]
+        checks += [("primary key", col, ("primary_key",)) for col in source.primary_key]
+        checks += [("dimension", d.column, ("dimensions", i)) for i, d in enumerate(source.dimensions)]
+        for what, col, path in checks:
+            if col and col not in described:
+                yield ResolveError(f"{what} column '{col}' does not exist in {source.table or 'the query'}.",
+                                   source.where(*path), did_you_mean(col, described) or None)
+        if source.time and described.get(source.time) not in (DATE, TIMESTAMP, UNKNOWN, None):
+            yield ResolveError(f"time column '{source.time}' is a {described[source.time]}, not a date or timestamp.",
+                               source.where("time"), "Point 'time' at a DATE or TIMESTAMP column.")
+
+
+def _cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """Every distinct reference cycle, each as a path that starts and ends at the same KPI."""
+    found: list[list[str]] = []
+    seen_sets: set[frozenset[str]] = set()
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        stack.append(name)
+        for ref in graph.get(name, []):
+            if state.get(ref) == 1:
+                cycle = stack[stack.index(ref):] + [ref]
+                key = frozenset(cycle)
+                if key not in seen_sets:
+                    seen_sets.add(key)
+                    found.append(cycle)
+            elif state.get(ref) is None and ref in graph:
+                visit(ref)
+        stack.pop()
+        state[name] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name)
+    return found
+
+
+def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "formula") -> tuple[n.Node, str]:
+    """Resolve an ad-hoc formula (``--formula``), a ``--where`` or a ``--having`` condition.
+
+    ``mode`` is "kpi" (names are KPIs), "dimension" (names are dimensions, no
+    aggregates) or "having" (names are KPIs; the result must be a condition).
+    """
+    where = FormulaSource(obj=label)
+    tree = parse(text, where)
+    errors: list[KpiEngineError] = []
+    scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors)
+    expr, result_type = _Resolver(scope, mode).resolve(tree)
+    if mode in ("dimension", "having") and result_type not in (BOOLEAN, UNKNOWN):
+        scope.error(tree, f"the {label} must be a condition (true/false).",
+                    "Write a comparison such as \"channel = 'email'\" or 'cost_per_lead > 100'.")
+    if mode == "kpi" and result_type not in (NUMBER, UNKNOWN, NULL):
+        scope.error(tree, f"the {label} must give a number, but this gives a {result_type}.",
+                    "Aggregate or count it, e.g. 'count(source where condition)'.")
+    if errors:
+        raise errors[0] if len(errors) == 1 else ProjectInvalid(errors)
+    return expr, result_type
+
+
+def expand(model: Model, expr: n.Node, cache: dict[str, n.Node] | None = None) -> n.Node:
+    """Inline every KPI reference, leaving a tree of aggregates, literals and functions."""
+    cache = {} if cache is None else cache
+
+    def inline(node: n.Node) -> n.Node:
+        if isinstance(node, n.KpiRef):
+            if node.name not in cache:
+                cache[node.name] = expand(model, model.kpi(node.name).expr, cache)
+            return cache[node.name]
+        return node
+
+    return expr.map(inline)
+
+
+def aggregates_in(expr: n.Node) -> list[n.Aggregate]:
+    return list(dict.fromkeys(node for node in expr.walk() if isinstance(node, n.Aggregate)))
+
+
+def filter_dimensions(expr: n.Node) -> list[n.Name]:
+    return [node for node in expr.walk() if isinstance(node, n.Name)]
+
+
+def topological(model: Model, names: Iterable[str]) -> list[str]:
+    """``names`` and everything they reference, dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        for ref in model.kpi(name).references:
+            visit(ref)
+        order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
+
+
+MapFn = Callable[[n.Node], n.Node]

@@ -1,0 +1,485 @@
+"""Spec files -> frozen dataclasses. The only module that knows YAML.
+
+Every file of a project is loaded with the position of each value, validated with
+the JSON Schema shipped in ``kpi_engine/schema``, and turned into ``SourceSpec`` and
+``KpiSpec`` objects that remember where each of their fields was written. All
+problems of all files are collected and raised together as ``ProjectInvalid``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from .errors import KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean
+from .parser import FormulaSource
+
+CONFIG_FILE = "kpi_engine.yaml"
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+Path_ = tuple  # a JSON path inside one file: ("kpis", "cost_per_lead", "formula")
+
+
+# --- loaded objects -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Positions:
+    """File positions of the values (and mapping keys) inside one spec object."""
+
+    file: str
+    values: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
+    keys: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def at(self, path: Path_, obj: str | None = None, key: bool = False) -> Location:
+        """The location of ``path``, or of its nearest ancestor that has one."""
+        table = self.keys if key else self.values
+        path = tuple(path)
+        while path and path not in table:
+            path = path[:-1]
+        line, column = table.get(path) or self.values.get(path, (None, None))
+        return Location(self.file, line, column, obj)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    column: str
+    label: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Relationship:
+    to: str
+    on: str
+    to_column: str | None = None
+    type: str = "many_to_one"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    table: str | None
+    sql: str | None
+    time: str | None
+    primary_key: tuple[str, ...]
+    dimensions: tuple[Dimension, ...]
+    columns: Mapping[str, str]
+    relationships: tuple[Relationship, ...]
+    label: str | None
+    description: str | None
+    positions: Positions = field(compare=False, repr=False)
+    path: Path_ = field(compare=False, repr=False, default=())
+
+    def where(self, *subpath: Any, key: bool = False) -> Location:
+        return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
+
+    def dimension(self, name: str) -> Dimension | None:
+        return next((d for d in self.dimensions if d.name == name), None)
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dimensions)
+
+
+@dataclass(frozen=True)
+class KpiSpec:
+    name: str
+    formula: str
+    formula_source: FormulaSource
+    label: str | None
+    description: str | None
+    unit: str
+    format: str | None
+    owner: str | None
+    tags: tuple[str, ...]
+    dimensions: tuple[str, ...] | None
+    positions: Positions = field(compare=False, repr=False)
+    path: Path_ = field(compare=False, repr=False, default=())
+
+    def where(self, *subpath: Any, key: bool = False) -> Location:
+        return self.positions.at(self.path + subpath, f"kpi '{self.name}'", key)
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    name: str
+    root: Path
+    warehouse: str | Mapping[str, Any] | None
+    dialect: str | None
+    currency: str
+    positions: Positions = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Project:
+    config: ProjectConfig
+    sources: Mapping[str, SourceSpec]
+    kpis: Mapping[str, KpiSpec]
+    files: tuple[str, ...]
+
+
+# --- YAML with positions ----------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so 'on:' or 'no' stay text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+class _Document:
+    """Plain Python data of one YAML document plus the position of every value."""
+
+    def __init__(self, file: str, text: str):
+        self.file = file
+        self.text = text
+        self.values: dict[Path_, tuple[int, int]] = {}
+        self.keys: dict[Path_, tuple[int, int]] = {}
+        self.nodes: dict[Path_, yaml.Node] = {}
+        self.errors: list[SpecError] = []
+        self.data: Any = None
+
+    def load(self) -> "_Document":
+        try:
+            loader = _Loader(self.text)
+            try:
+                root = loader.get_single_node()
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as error:
+            self.errors.append(self._yaml_error(error))
+            return self
+        except yaml.YAMLError as error:  # pragma: no cover - PyYAML marks nearly every error
+            self.errors.append(SpecError(f"not valid YAML: {error}", Location(self.file)))
+            return self
+        if root is None:
+            self.errors.append(SpecError("the file is empty.", Location(self.file, 1, 1),
+                                         "Declare 'sources:' and/or 'kpis:' in it, or delete it."))
+            return self
+        self.data = self._build(root, (), loader)
+        return self
+
+    def _yaml_error(self, error: yaml.MarkedYAMLError) -> SpecError:
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or "syntax error"
+        hint = "Check indentation and quoting around this place."
+        if "\t" in problem or "tab" in problem.lower():
+            hint = "YAML does not allow tabs for indentation; indent with spaces."
+        where = Location(self.file, mark.line + 1, mark.column + 1) if mark else Location(self.file)
+        return SpecError(f"not valid YAML: {problem}.", where, hint)
+
+    def _build(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader) -> Any:
+        self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.nodes[path] = node
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                # Keys are names: take a plain key's text as written (never 1.5 or null).
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if not isinstance(key, str):
+                    self.errors.append(SpecError(
+                        "a mapping key must be a plain name, not a list or mapping.",
+                        Location(self.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
+                        "Write names as plain words, e.g. 'cost_per_lead:'."))
+                    key = str(key)
+                child = path + (key,)
+                if key in result:
+                    first = self.keys[child]
+                    self.errors.append(SpecError(
+                        f"duplicate key '{key}' (first defined at line {first[0]}).",
+                        Location(self.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
+                        "Remove or rename one of them; YAML would silently keep only the last."))
+                    continue
+                self.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                result[key] = self._build(value_node, child, loader)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(item, path + (i,), loader) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    def positions(self) -> Positions:
+        return Positions(self.file, self.values, self.keys)
+
+    def formula_source(self, path: Path_, obj: str) -> tuple[str, FormulaSource]:
+        """The formula text to parse and how its positions map onto the file.
+
+        Single-line scalars map column for column. Block and multi-line scalars are
+        re-read from the raw file text (the formula language treats newlines as
+        spaces) so that every line and column of the formula is the file's own.
+        """
+        node = self.nodes[path]
+        start, end = node.start_mark, node.end_mark
+        value = node.value
+        if node.style in ("|", ">"):
+            lines = self.text.splitlines()[start.line + 1:end.line + 1]
+            raw = "\n".join(lines).rstrip()
+            return raw, FormulaSource(self.file, start.line + 2, 1, indent=1, obj=obj)
+        quoted = node.style in ("'", '"')
+        if start.line != end.line and not quoted:
+            raw = self.text[start.index:end.index]
+            return raw, FormulaSource(self.file, start.line + 1, start.column + 1, indent=1, obj=obj)
+        offset = 1 if quoted else 0
+        return value, FormulaSource(self.file, start.line + 1, start.column + 1 + offset, indent=1, obj=obj)
+
+
+# --- schema validation --------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(schema_name: str):
+    from jsonschema import Draft202012Validator
+
+    text = resources.files("kpi_engine").joinpath(f"schema/{schema_name}").read_text(encoding="utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _allowed_properties(schema: Mapping[str, Any], root: Mapping[str, Any]) -> list[str]:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = root["$defs"][name]
+    return list(schema.get("properties", {}))
+
+
+def _schema_errors(doc: _Document, schema_name: str) -> list[SpecError]:
+    validator = _validator(schema_name)
+    found: list[SpecError] = []
+    for error in sorted(validator.iter_errors(doc.data), key=lambda e: doc.positions().at(tuple(e.absolute_path)).line or 0):
+        found.extend(_explain(doc, error, validator.schema))
+    return found
+
+
+def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
+    """Turn one jsonschema error into messages that say what, where and how to fix."""
+    path = tuple(error.absolute_path)
+    positions = doc.positions()
+    where = positions.at(path)
+    field_name = ".".join(str(p) for p in path) or "the file"
+    if error.validator == "additionalProperties":
+        allowed = _allowed_properties(error.schema, root_schema) if isinstance(error.schema, dict) else []
+        extras = [key for key in error.instance if key not in allowed] if isinstance(error.instance, dict) else []
+        for key in extras:
+            hint = did_you_mean(key, allowed) or "Remove it."
+            yield SpecError(f"unknown field '{key}' in {field_name}.", positions.at(path + (key,), key=True), hint)
+        return
+    if error.validator == "propertyNames":
+        bad = error.instance
+        yield SpecError(f"'{bad}' is not a valid name in {field_name}.", positions.at(path + (bad,), key=True),
+                        "Names start with a letter or '_' and contain only letters, digits and '_'.")
+        return
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield SpecError(f"{field_name} is missing the required field '{missing}'.", where,
+                        f"Add '{missing}:' to it.")
+        return
+    if error.validator == "pattern" and path and path[-1] in ("table",):
+        yield SpecError(f"{field_name}: {error.instance!r} is not a valid table name.", where,
+                        "Write table, schema.table or catalog.schema.table with letters, digits, '_', '$' or '-'.")
+        return
+    if error.validator == "pattern":
+        yield SpecError(f"{field_name}: {error.instance!r} is not a valid name.", where,
+                        "Names start with a letter or '_' and contain only letters, digits and '_'.")
+        return
+    if error.validator == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        hint = did_you_mean(str(error.instance), [str(o) for o in error.validator_value])
+        yield SpecError(f"{field_name}: {error.instance!r} is not one of: {options}.", where, hint or None)
+        return
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        article = "an" if expected[0] in "aeiou" else "a"
+        got = type(error.instance).__name__.replace("dict", "mapping").replace("list", "list").replace("NoneType", "nothing")
+        yield SpecError(f"{field_name} must be {article} {expected}, not {got}.", where,
+                        "Fix the value's type (quote it if it should be text).")
+        return
+    if error.validator == "oneOf" and error.context:
+        # Report the alternative that got furthest rather than jsonschema's summary.
+        best = max(error.context, key=lambda e: len(e.absolute_path))
+        yield from _explain(doc, best, root_schema)
+        return
+    if error.validator == "minProperties" and not path:
+        yield SpecError("the file declares nothing.", where, "Add 'sources:' and/or 'kpis:' to it, or delete it.")
+        return
+    yield SpecError(f"{field_name}: {error.message}.", where, None)
+
+
+# --- project loading ------------------------------------------------------------------
+
+
+def find_project_root(path: str | Path) -> Path:
+    root = Path(path)
+    if root.is_file() and root.name == CONFIG_FILE:
+        root = root.parent
+    if not root.exists():
+        raise SpecError(f"project folder '{root}' does not exist.", None,
+                        "Pass the folder that holds kpi_engine.yaml.")
+    if not (root / CONFIG_FILE).is_file():
+        raise SpecError(f"'{root}' has no {CONFIG_FILE}.", Location(str(root)),
+                        f"Create {CONFIG_FILE} with at least 'name:' (see 'kpi-engine --help'), or pass the project folder.")
+    return root
+
+
+def _read(path: Path, shown: str) -> tuple[str | None, SpecError | None]:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        return None, SpecError(f"cannot read the file: {error.strerror}.", Location(shown), "Check its permissions.")
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        return None, SpecError(f"the file is not valid UTF-8 (byte 0x{raw[error.start]:02x}).",
+                               Location(shown, line, column), "Save it as UTF-8.")
+
+
+def _spec_files(root: Path) -> list[Path]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix in SPEC_SUFFIXES and path.name != CONFIG_FILE:
+            files.append(path)
+    return files
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_project(path: str | Path) -> Project:
+    """Load and schema-check every file of a project; raise ``ProjectInvalid`` listing all problems."""
+    root = find_project_root(path).resolve()
+    errors: list[KpiEngineError] = []
+
+    config_file = root / CONFIG_FILE
+    config_shown = _display(config_file, root)
+    text, error = _read(config_file, config_shown)
+    config = None
+    if error:
+        errors.append(error)
+    else:
+        doc = _Document(config_shown, text).load()
+        errors.extend(doc.errors)
+        if not doc.errors:
+            if doc.data is None or not isinstance(doc.data, dict):
+                errors.append(SpecError("the project file must be a mapping.", Location(config_shown, 1, 1),
+                                        "Write at least 'name: my_project'."))
+            else:
+                schema_errors = _schema_errors(doc, "project.schema.json")
+                errors.extend(schema_errors)
+                if not schema_errors:
+                    data = doc.data
+                    config = ProjectConfig(name=data["name"], root=root, warehouse=data.get("warehouse"),
+                                           dialect=data.get("dialect"), currency=data.get("currency", "USD"),
+                                           positions=doc.positions())
+
+    sources: dict[str, SourceSpec] = {}
+    kpis: dict[str, KpiSpec] = {}
+    shown_files = []
+    for path_ in _spec_files(root):
+        shown = _display(path_, root)
+        shown_files.append(shown)
+        text, error = _read(path_, shown)
+        if error:
+            errors.append(error)
+            continue
+        doc = _Document(shown, text).load()
+        errors.extend(doc.errors)
+        if doc.errors or doc.data is None:
+            continue
+        if not isinstance(doc.data, dict):
+            errors.append(SpecError("a spec file must be a mapping with 'sources:' and/or 'kpis:'.",
+                                    Location(shown, 1, 1), "Start the file with 'sources:' or 'kpis:'."))
+            continue
+        schema_errors = _schema_errors(doc, "spec.schema.json")
+        if schema_errors:
+            errors.extend(schema_errors)
+            continue
+        for name, body in (doc.data.get("sources") or {}).items():
+            spec = _source(name, body or {}, doc)
+            if name in sources:
+                errors.append(_duplicate("source", name, spec.where(key=True), sources[name].where(key=True)))
+                continue
+            sources[name] = spec
+        for name, body in (doc.data.get("kpis") or {}).items():
+            spec = _kpi(name, body, doc)
+            if name in kpis:
+                errors.append(_duplicate("KPI", name, spec.where(key=True), kpis[name].where(key=True)))
+                continue
+            kpis[name] = spec
+    errors.extend(_source_shape_errors(sources))
+    if errors:
+        raise ProjectInvalid(errors)
+    assert config is not None
+    return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files))
+
+
+def _duplicate(kind: str, name: str, here: Location, first: Location) -> SpecError:
+    return SpecError(f"{kind} '{name}' is defined twice (first at {first.file}:{first.line}).", here,
+                     f"Rename or remove one of them; {kind} names are unique across the project.")
+
+
+def _source(name: str, body: Mapping[str, Any], doc: _Document) -> SourceSpec:
+    dimensions = []
+    for item in body.get("dimensions", []):
+        if isinstance(item, str):
+            dimensions.append(Dimension(item, item))
+        else:
+            dimensions.append(Dimension(item["name"], item.get("column", item["name"]),
+                                        item.get("label"), item.get("description")))
+    key = body.get("primary_key", ())
+    relationships = tuple(Relationship(r["to"], r["on"], r.get("to_column"), r.get("type", "many_to_one"))
+                          for r in body.get("relationships", []))
+    return SourceSpec(
+        name=name, table=body.get("table"), sql=body.get("sql"), time=body.get("time"),
+        primary_key=(key,) if isinstance(key, str) else tuple(key),
+        dimensions=tuple(dimensions), columns=dict(body.get("columns", {})), relationships=relationships,
+        label=body.get("label"), description=body.get("description"),
+        positions=doc.positions(), path=("sources", name))
+
+
+def _kpi(name: str, body: Mapping[str, Any], doc: _Document) -> KpiSpec:
+    path = ("kpis", name)
+    text, source = doc.formula_source(path + ("formula",), f"kpi '{name}'")
+    dims = body.get("dimensions")
+    return KpiSpec(
+        name=name, formula=text, formula_source=source, label=body.get("label"),
+        description=body.get("description"), unit=body.get("unit", "number"), format=body.get("format"),
+        owner=body.get("owner"), tags=tuple(body.get("tags", ())),
+        dimensions=tuple(dims) if dims is not None else None, positions=doc.positions(), path=path)
+
+
+def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:
+    """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
+    for source in sources.values():
+        if bool(source.table) == bool(source.sql):
+            yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
+                            source.where(key=True),
+                            "Use 'table: schema.name' for a table or view, or 'sql: select ...' for a derived source.")
+        seen = set()
+        for i, dim in enumerate(source.dimensions):
+            if dim.name in seen:
+                yield SpecError(f"dimension '{dim.name}' is declared twice.", source.where("dimensions", i),
+                                "Remove the second one.")
+            seen.add(dim.name)
