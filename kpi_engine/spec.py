@@ -178,7 +178,7 @@ class _Document:
         mark = error.problem_mark or error.context_mark
         problem = error.problem or "syntax error"
         hint = "Check indentation and quoting around this place."
-        if "\t" in problem or "tab" in problem.lower():
+        if "\t" in problem or "\\t" in problem or "tab" in problem.lower():
             hint = "YAML does not allow tabs for indentation; indent with spaces."
         where = Location(self.file, mark.line + 1, mark.column + 1) if mark else Location(self.file)
         return SpecError(f"not valid YAML: {problem}.", where, hint)
@@ -260,9 +260,9 @@ def _allowed_properties(schema: Mapping[str, Any], root: Mapping[str, Any]) -> l
 def _schema_errors(doc: _Document, schema_name: str) -> list[SpecError]:
     validator = _validator(schema_name)
     found: list[SpecError] = []
-    for error in sorted(validator.iter_errors(doc.data), key=lambda e: doc.positions().at(tuple(e.absolute_path)).line or 0):
+    for error in validator.iter_errors(doc.data):
         found.extend(_explain(doc, error, validator.schema))
-    return found
+    return sorted(found, key=lambda e: (e.location.line or 0, e.location.column or 0))
 
 
 def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
@@ -285,7 +285,7 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
         return
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        yield SpecError(f"{field_name} is missing the required field '{missing}'.", where,
+        yield SpecError(f"{field_name} is missing the required field '{missing}'.", positions.at(path, key=True),
                         f"Add '{missing}:' to it.")
         return
     if error.validator == "pattern" and path and path[-1] in ("table",):
