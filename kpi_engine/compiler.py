@@ -59,6 +59,7 @@ class OutputColumn:
     role: str  # "time", "dimension" or "kpi"
     unit: str | None = None
     label: str | None = None
+    format: str | None = None  # the KPI's display format spec
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,8 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
     outputs: list[tuple[OutputColumn, n.Node]] = []
     for name in dict.fromkeys(request.kpis):
         kpi = model.kpi(name)
-        outputs.append((OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label), expand(model, kpi.expr, cache)))
+        column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format)
+        outputs.append((column, expand(model, kpi.expr, cache)))
     for i, text in enumerate(request.formulas):
         label = "formula" if i == 0 else f"formula_{i + 1}"
         expr, _ = resolve_formula(model, text, "kpi", label)

@@ -15,26 +15,32 @@ FORMATS = ("table", "csv", "json")
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥"}
 
 
-def format_value(value: Any, unit: str | None, currency: str = "USD") -> str:
-    """A human-readable cell: 12.5%, $1,234.00, 1,234."""
+def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str | None = None) -> str:
+    """A human-readable cell: 12.5%, $1,234.00, 1,234. ``spec`` is the KPI's ``format``
+    (a Python format spec such as ',.1f'), replacing the unit's default number format."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if not isinstance(value, (int, float)):
         return str(value)
+    default = {"percent": ",.1f", "currency": ",.2f", "days": ",.1f", "seconds": ",.0f"}.get(unit, ",.2f")
+    if unit == "count" and float(value).is_integer():
+        default = ",.0f"
+    try:
+        number = format(value, spec or default)
+    except ValueError:
+        number = format(value, default)
     if unit == "percent":
-        return f"{value:,.1f}%"
+        return f"{number}%"
     if unit == "currency":
         symbol = _CURRENCY_SYMBOLS.get(currency)
-        return f"{symbol}{value:,.2f}" if symbol else f"{value:,.2f} {currency}"
-    if unit == "count":
-        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+        return f"{symbol}{number}" if symbol else f"{number} {currency}"
     if unit == "days":
-        return f"{value:,.1f} d"
+        return f"{number} d"
     if unit == "seconds":
-        return f"{value:,.0f} s"
-    return f"{value:,.2f}"
+        return f"{number} s"
+    return number
 
 
 def render(result: Result, fmt: str, currency: str = "USD", color: bool | None = None) -> str:
@@ -85,7 +91,8 @@ def to_table(result: Result, currency: str = "USD", color: bool | None = None) -
         header = column.name if not column.unit or column.unit == "number" else f"{column.name} ({column.unit})"
         table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
     for row in result.to_dicts():
-        table.add_row(*[format_value(row[c.name], c.unit if c.role == "kpi" else None, currency)
+        table.add_row(*[format_value(row[c.name], c.unit, currency, c.format) if c.role == "kpi"
+                        else ("(null)" if row[c.name] is None else format_value(row[c.name], None))
                         for c in result.columns])
     buffer = io.StringIO()
     console = Console(file=buffer, width=max(80, 16 * len(result.columns)), force_terminal=bool(color),

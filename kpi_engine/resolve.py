@@ -359,6 +359,12 @@ def resolve(project: Project, catalog: Catalog | None = None) -> Model:
 
     parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
     for name, spec in project.kpis.items():
+        if spec.format is not None:
+            try:
+                format(1234.5, spec.format)
+            except ValueError:
+                errors.append(ResolveError(f"format {spec.format!r} is not a number format.", spec.where("format"),
+                                           "Use a Python format spec such as ',.2f' or ',.0f'."))
         try:
             tree = parse(spec.formula, spec.formula_source)
         except FormulaError as error:
