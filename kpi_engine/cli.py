@@ -111,11 +111,13 @@ def cli() -> None:
 @handle_errors
 def validate(project: Path, offline: bool, warehouse: str | None) -> None:
     """Check every spec file and formula; report all problems with file:line:column."""
-    kpi_project = _open(project, warehouse)
-    with kpi_project:
-        model = kpi_project.model(describe=not offline)
+    from .engine import check_project
+
+    model, errors = check_project(project, warehouse=warehouse, describe=not offline)
+    if errors:
+        _fail(ProjectInvalid(errors))
     checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
-    click.echo(f"OK: project '{kpi_project.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
+    click.echo(f"OK: project '{model.project.config.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
                f"{checked} are valid.")
 
 

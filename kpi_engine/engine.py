@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .compiler import CompiledQuery, Request, compile_request, source_relation
-from .errors import KpiEngineError, Location, ProjectInvalid, ResolveError, UsageError, WarehouseError
+from .errors import KpiEngineError, in_file_order, Location, ProjectInvalid, ResolveError, UsageError, WarehouseError
 from .hookspecs import Connection
 from .plugins import Registry, default_registry
 from .resolve import Model, column_type, resolve
 from .result import Result
-from .spec import Project, load_project
+from .spec import Project, load_project, read_project
 
 _URL_SCHEME = re.compile(r"^([a-z][a-z0-9_+]*):")
 
@@ -174,6 +174,27 @@ def _date(value: dt.date | str | None, what: str) -> dt.date | None:
         return dt.date.fromisoformat(str(value))
     except ValueError:
         raise UsageError(f"'{value}' is not a date ({what}).", None, "Write dates as YYYY-MM-DD.") from None
+
+
+def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None, describe: bool = True,
+                  registry: Registry | None = None) -> tuple[Model | None, list[KpiEngineError]]:
+    """Validate a project: the model when it is sound, and every problem found in it.
+
+    Goes as far as it can: objects with schema problems are left out and the rest is
+    still resolved and checked against the warehouse.
+    """
+    project, errors = read_project(path)
+    if project is None:
+        return None, errors
+    model = None
+    with KpiProject(project, warehouse=warehouse, registry=registry) as kpi_project:
+        try:
+            model = kpi_project.model(describe)
+        except ProjectInvalid as invalid:
+            errors.extend(invalid.errors)
+        except KpiEngineError as error:
+            errors.append(error)
+    return (None if errors else model), in_file_order(errors)
 
 
 def open_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None,

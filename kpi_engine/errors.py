@@ -96,6 +96,15 @@ class ProjectInvalid(KpiEngineError):
         return "\n".join(str(error) for error in self.errors)
 
 
+def in_file_order(errors: Iterable[KpiEngineError]) -> list[KpiEngineError]:
+    """Errors sorted by file, line and column; errors without a file come last."""
+    def key(error: KpiEngineError):
+        loc = error.location or Location()
+        return (loc.file is None, loc.file or "", loc.line or 0, loc.column or 0)
+
+    return sorted(errors, key=key)
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A 'Did you mean ...?' hint, or a list of what exists when nothing is close."""
     options = sorted(set(candidates))

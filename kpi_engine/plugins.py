@@ -50,15 +50,18 @@ class Registry:
     def _load_entry_points(self) -> None:
         disabled = {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
         for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if entry_point.name in disabled or entry_point.name in self.plugins:
+            if entry_point.name in disabled:
                 continue
             dist = getattr(entry_point, "dist", None)
             info = PluginInfo(entry_point.name, entry_point.value, dist.name if dist else None,
                               dist.version if dist else None)
+            if entry_point.name in self.plugins:
+                self._record(_failed(info, f"another installed plugin is already named '{entry_point.name}'"))
+                continue
             try:
                 plugin = entry_point.load()
             except Exception as error:  # a broken plugin must not take the others down
-                self.plugins[entry_point.name] = _failed(info, f"import failed: {type(error).__name__}: {error}")
+                self._record(_failed(info, f"import failed: {type(error).__name__}: {error}"))
                 continue
             self.register(plugin, info)
 
@@ -66,16 +69,26 @@ class Registry:
         """Register a plugin object (a module or any object with hook implementations)."""
         if isinstance(info, str):
             info = PluginInfo(info, getattr(plugin, "__name__", type(plugin).__name__))
+        if info.name in self.plugins:
+            self._record(_failed(info, f"another plugin is already registered as '{info.name}'"))
+            return
         try:
             self.manager.register(plugin, name=info.name)
             self.manager.check_pending()
         except (ValueError, pluggy.PluginValidationError) as error:
             if self.manager.is_registered(plugin):
                 self.manager.unregister(plugin)
-            self.plugins[info.name] = _failed(info, f"invalid plugin: {error}")
+            self._record(_failed(info, f"invalid plugin: {error}"))
             return
         self.plugins[info.name] = info
         self._adapters = None
+
+    def _record(self, info: PluginInfo) -> None:
+        """Keep a failed plugin's record without replacing a working one of the same name."""
+        key, i = info.name, 2
+        while key in self.plugins:
+            key, i = f"{info.name}#{i}", i + 1
+        self.plugins[key] = info
 
     def adapters(self) -> Mapping[str, AdapterInfo]:
         """Every usable adapter by name. Each plugin's hook is called on its own, so one

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from . import nodes as n
-from .errors import FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean
+from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean,
+                     in_file_order)
 from .parser import FormulaSource, parse
 from .spec import KpiSpec, Project, SourceSpec
 
@@ -370,6 +371,8 @@ def resolve(project: Project, catalog: Catalog | None = None) -> Model:
         except FormulaError as error:
             errors.append(error)
             continue
+        if _mentions(tree, project.broken):
+            continue  # it uses something whose own spec is invalid and already reported
         scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors)
         resolver = _Resolver(scope, "kpi")
         expr, result_type = resolver.resolve(tree)
@@ -415,13 +418,12 @@ def resolve(project: Project, catalog: Catalog | None = None) -> Model:
                     kpi.spec.where("dimensions", i),
                     f"Declare '{dim}' on {', '.join(missing)} or remove it from the KPI's dimensions."))
     if errors:
-        raise ProjectInvalid(sorted(errors, key=_error_order))
+        raise ProjectInvalid(in_file_order(errors))
     return Model(project, resolved, catalog)
 
 
-def _error_order(error: KpiEngineError):
-    loc = error.location or Location()
-    return (loc.file or "", loc.line or 0, loc.column or 0)
+def _mentions(tree: n.Node, names: frozenset[str]) -> bool:
+    return bool(names) and any(isinstance(node, n.Name) and node.parts[0] in names for node in tree.walk())
 
 
 def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineError]:

@@ -125,6 +125,7 @@ class Project:
     sources: Mapping[str, SourceSpec]
     kpis: Mapping[str, KpiSpec]
     files: tuple[str, ...]
+    broken: frozenset[str] = frozenset()  # names left out because their spec is invalid
 
 
 # --- YAML with positions ----------------------------------------------------------
@@ -257,12 +258,16 @@ def _allowed_properties(schema: Mapping[str, Any], root: Mapping[str, Any]) -> l
     return list(schema.get("properties", {}))
 
 
-def _schema_errors(doc: _Document, schema_name: str) -> list[SpecError]:
+def _schema_errors(doc: _Document, schema_name: str) -> list[tuple[Path_, SpecError]]:
+    """Each schema problem with the JSON path of the value it concerns, in file order."""
     validator = _validator(schema_name)
-    found: list[SpecError] = []
+    found: list[tuple[Path_, SpecError]] = []
     for error in validator.iter_errors(doc.data):
-        found.extend(_explain(doc, error, validator.schema))
-    return sorted(found, key=lambda e: (e.location.line or 0, e.location.column or 0))
+        path = tuple(error.absolute_path)
+        if error.validator == "propertyNames":  # the problem is the key itself
+            path += (error.instance,)
+        found.extend((path, spec_error) for spec_error in _explain(doc, error, validator.schema))
+    return sorted(found, key=lambda item: (item[1].location.line or 0, item[1].location.column or 0))
 
 
 def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
@@ -367,9 +372,15 @@ def _display(path: Path, root: Path) -> str:
         return str(path)
 
 
-def load_project(path: str | Path) -> Project:
-    """Load and schema-check every file of a project; raise ``ProjectInvalid`` listing all problems."""
+def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]]:
+    """Load what can be loaded, and every problem found on the way.
+
+    Objects with schema problems are left out of the project and their names kept in
+    ``Project.broken``, so that validation can go on checking the rest without
+    reporting knock-on "unknown name" errors for them.
+    """
     root = find_project_root(path).resolve()
+    broken: set[str] = set()
     errors: list[KpiEngineError] = []
 
     config_file = root / CONFIG_FILE
@@ -387,7 +398,7 @@ def load_project(path: str | Path) -> Project:
                                         "Write at least 'name: my_project'."))
             else:
                 schema_errors = _schema_errors(doc, "project.schema.json")
-                errors.extend(schema_errors)
+                errors.extend(error for _, error in schema_errors)
                 if not schema_errors:
                     data = doc.data
                     config = ProjectConfig(name=data["name"], root=root, warehouse=data.get("warehouse"),
@@ -413,26 +424,35 @@ def load_project(path: str | Path) -> Project:
                                     Location(shown, 1, 1), "Start the file with 'sources:' or 'kpis:'."))
             continue
         schema_errors = _schema_errors(doc, "spec.schema.json")
-        if schema_errors:
-            errors.extend(schema_errors)
-            continue
-        for name, body in (doc.data.get("sources") or {}).items():
-            spec = _source(name, body or {}, doc)
-            if name in sources:
-                errors.append(_duplicate("source", name, spec.where(key=True), sources[name].where(key=True)))
+        errors.extend(error for _, error in schema_errors)
+        bad_paths = [path for path, _ in schema_errors]
+        for section, kind, build, found in (("sources", "source", _source, sources), ("kpis", "KPI", _kpi, kpis)):
+            entries = doc.data.get(section)
+            if not isinstance(entries, dict):
                 continue
-            sources[name] = spec
-        for name, body in (doc.data.get("kpis") or {}).items():
-            spec = _kpi(name, body, doc)
-            if name in kpis:
-                errors.append(_duplicate("KPI", name, spec.where(key=True), kpis[name].where(key=True)))
-                continue
-            kpis[name] = spec
+            for name, body in entries.items():
+                # An object with a schema problem is left out; the rest of the file is still checked.
+                if any(path[:2] == (section, name) for path in bad_paths):
+                    broken.add(name)
+                    continue
+                spec = build(name, body or {}, doc)
+                if name in found:
+                    errors.append(_duplicate(kind, name, spec.where(key=True), found[name].where(key=True)))
+                    continue
+                found[name] = spec
     errors.extend(_source_shape_errors(sources))
+    if config is None:
+        return None, errors
+    return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files),
+                   broken=frozenset(broken)), errors
+
+
+def load_project(path: str | Path) -> Project:
+    """Load and schema-check every file of a project; raise ``ProjectInvalid`` listing all problems."""
+    project, errors = read_project(path)
     if errors:
         raise ProjectInvalid(errors)
-    assert config is not None
-    return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files))
+    return project
 
 
 def _duplicate(kind: str, name: str, here: Location, first: Location) -> SpecError:
