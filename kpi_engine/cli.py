@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .calendar import GRAINS
 from .errors import KpiEngineError, ProjectInvalid, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -57,7 +58,7 @@ def query_options(fn):
         click.option("--formula", "formulas", multiple=True, metavar="EXPR",
                      help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)'. Repeatable."),
         click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", help="Dimensions to group by. Repeatable."),
-        click.option("--grain", type=click.Choice(["day", "week", "month", "quarter", "year"]),
+        click.option("--grain", type=click.Choice(GRAINS),
                      help="Time bucket. Without it, one total for the whole range."),
         click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive), YYYY-MM-DD."),
         click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="End day (exclusive), YYYY-MM-DD."),
@@ -66,13 +67,15 @@ def query_options(fn):
         click.option("--order", "order_by", multiple=True, metavar="COLUMN",
                      help="Sort by an output column; prefix '-' for descending. Repeatable."),
         click.option("--limit", type=click.IntRange(min=0), help="At most this many rows."),
+        click.option("--fill", is_flag=True,
+                     help="Dense series: every period of --from/--to for every dimension value (0 counts, null ratios)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit):
+def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit, fill):
     names = list(kpis)
     if all_kpis:
         names = list(project.project.kpis) + [k for k in names if k not in project.project.kpis]
@@ -82,7 +85,7 @@ def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, w
                          "'kpi-engine list PROJECT' shows the KPIs.")
     return names, dict(by=_split(by), grain=grain, start=start.date() if start else None,
                        end=end.date() if end else None, where=where, having=having,
-                       order_by=tuple(order_by), limit=limit, formulas=tuple(formulas))
+                       order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill)
 
 
 def _open(path: Path, warehouse: str | None):

@@ -4,8 +4,9 @@ Shape of every query (readable with ``kpi-engine compile``):
 
     WITH <source> AS (            -- one CTE per source, shared by every KPI asked for
       SELECT <time bucket> AS period, <dimensions>, <each aggregate once>
-      FROM <table> WHERE <time range> AND <--where> GROUP BY <bucket>, <dimensions>
-    ), keys AS (                  -- only with several sources: every key any of them has
+      FROM <table> [LEFT JOIN <related source for a dimension>] [LEFT JOIN <per-entity subquery>]
+      WHERE <time range> AND <--where> GROUP BY <bucket>, <dimensions>
+    ), keys AS (                  -- with several sources or --fill: every key any of them has
       SELECT period, <dimensions> FROM a UNION SELECT ... FROM b
     )
     SELECT keys.period, <dimensions>, <KPI formulas over the CTE columns>
@@ -13,28 +14,33 @@ Shape of every query (readable with ``kpi-engine compile``):
     WHERE <--having> ORDER BY ... LIMIT ...
 
 Aggregating each source before joining is what keeps a cross-source ratio such as
-``sum(ad_spend.spend) / count(leads)`` free of join fan-out. Everything is built
-as sqlglot nodes: identifiers are quoted by sqlglot, values become literals.
+``sum(ad_spend.spend) / count(leads)`` free of join fan-out. Time functions
+(previous, cumulative, rolling, share) add two CTEs: ``series`` (the joined grouped
+rows) and ``windowed`` (window functions over that series), and the requested range
+is applied after the windows, so the first period can see the ones before it.
+Everything is built as sqlglot nodes: identifiers are quoted, values are literals.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
+from .calendar import GRAINS, Calendar
 from .errors import Location, QueryError, SpecError, did_you_mean
-from .resolve import DATE, Model, aggregates_in, expand, resolve_formula
+from .resolve import TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, resolve_formula
 from .spec import SourceSpec
 
-GRAINS = ("day", "week", "month", "quarter", "year")
 PERIOD = "period"
-KEYS_CTE = "keys"
-ADDITIVE = {"count", "count_distinct", "sum"}  # no rows means 0, not null
+KEYS_CTE, SPINE_CTE, SERIES_CTE, WINDOWED_CTE = "keys", "spine", "series", "windowed"
+PERIOD_INDEX = "period_index"
+ADDITIVE = {"count", "count_distinct", "sum", "last", "first"}  # no rows means 0, not null
+MAX_FILL_PERIODS = 100_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Request:
     having: str | None = None
     order_by: tuple[str, ...] = ()  # output column names; prefix '-' for descending
     limit: int | None = None
+    fill: bool = False  # a dense series: every period of the range for every dimension value
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,10 @@ def _col(name: str, table: str | None = None) -> exp.Column:
     return exp.Column(this=_ident(name), table=_ident(table) if table else None)
 
 
+def _table_ref(name: str) -> exp.Table:
+    return exp.Table(this=_ident(name))
+
+
 def _number(value) -> exp.Expression:
     return exp.Literal.number(str(value))
 
@@ -105,6 +116,16 @@ def _wrap(expression: exp.Expression) -> exp.Expression:
     """Parenthesise operands that are themselves operations: sqlglot renders trees as built."""
     composite = (exp.Binary, exp.Not, exp.Neg, exp.Between, exp.In, exp.Case)
     return exp.Paren(this=expression) if isinstance(expression, composite) else expression
+
+
+def _date(value: dt.date) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+
+
+def _bound(value: dt.date, is_date_column: bool) -> exp.Expression:
+    if is_date_column:
+        return _date(value)
+    return exp.cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")
 
 
 def _literal(node: n.Node) -> exp.Expression:
@@ -117,7 +138,7 @@ def _literal(node: n.Node) -> exp.Expression:
     return exp.Null()
 
 
-def source_relation(source: SourceSpec, read_dialect: str) -> exp.Expression:
+def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = None) -> exp.Expression:
     """The FROM item of a source: its table, or its ``sql:`` parsed into a subquery.
 
     A ``sql:`` source is parsed with sqlglot in the warehouse's dialect and must be
@@ -134,52 +155,40 @@ def source_relation(source: SourceSpec, read_dialect: str) -> exp.Expression:
         if len(query) != 1 or not isinstance(query[0], exp.Query):
             raise SpecError("the source's sql must be exactly one SELECT statement.", source.where("sql"),
                             "Remove any other statement; a source only reads data.")
-        return exp.Subquery(this=query[0], alias=exp.TableAlias(this=_ident(source.name)))
+        return exp.Subquery(this=query[0], alias=exp.TableAlias(this=_ident(alias or source.name)))
     parts = source.table.split(".")
     table = exp.Table(this=_ident(parts[-1]),
                       db=_ident(parts[-2]) if len(parts) > 1 else None,
                       catalog=_ident(parts[-3]) if len(parts) > 2 else None)
-    return exp.alias_(table, _ident(source.name), table=True)
+    return exp.alias_(table, _ident(alias or source.name), table=True)
 
 
-def time_bucket(column: exp.Expression, grain: str, dialect: str) -> exp.Expression:
-    """The start date of the ``grain`` period containing ``column``, as a DATE.
-
-    Weeks start on Monday. Truncating a TIMESTAMP and casting back to DATE renders
-    correctly on DuckDB, PostgreSQL, Snowflake, BigQuery, Spark and Trino.
-    """
-    unit = exp.var(grain.upper())
-    if dialect == "bigquery" and grain == "week":
-        unit = exp.var("WEEK(MONDAY)")
-    truncated = exp.TimestampTrunc(this=exp.cast(column, "TIMESTAMP"), unit=unit)
-    return exp.cast(truncated, "DATE")
-
-
-def _date_literal(value: dt.date, column_type: str | None) -> exp.Expression:
-    if column_type == DATE:
-        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
-    return exp.cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")
+def time_bucket(column: exp.Expression, grain: str, dialect: str, calendar: Calendar = Calendar()) -> exp.Expression:
+    """The start date of the ``grain`` period containing ``column`` (see ``Calendar.bucket``)."""
+    return calendar.bucket(column, grain, dialect)
 
 
 # --- formula nodes -> sqlglot ------------------------------------------------------------
 
 
-class _Scalar:
-    """Compiles row-level expressions (inside an aggregate, or a --where filter)."""
+@dataclass(frozen=True)
+class WindowLeaf(n.Node):
+    """An aggregate's value taken over the time series: what a TimeOp becomes per aggregate.
 
-    def __init__(self, column_of):
-        self.column_of = column_of  # n.Column | n.Name -> exp.Expression
+    kind: previous (N periods back), cumulative (running total), rolling (last N
+    periods) or total (across the dimension values of the period, for share()).
+    """
 
-    def __call__(self, node: n.Node) -> exp.Expression:
-        return _compile_common(node, self)
+    kind: str
+    agg: n.Aggregate
+    periods: int | None = None
+    reset: str | None = None
 
 
 def _compile_common(node: n.Node, recurse) -> exp.Expression:
     """Operators, literals and functions: the same at row level and at KPI level."""
     if isinstance(node, (n.NumberLit, n.StringLit, n.BoolLit, n.NullLit)):
         return _literal(node)
-    if isinstance(node, (n.Column, n.Name)):
-        return recurse.column_of(node)
     if isinstance(node, n.Unary):
         operand = recurse(node.operand)
         return exp.Not(this=_wrap(operand)) if node.op == "not" else exp.Neg(this=_wrap(operand))
@@ -227,7 +236,71 @@ def _function(name: str, args: list[exp.Expression]) -> exp.Expression:
         return exp.Least(this=args[0], expressions=args[1:])
     if name == "greatest":
         return exp.Greatest(this=args[0], expressions=args[1:])
+    if name == "days_between":
+        # Whole calendar days from the first to the second, the same on every engine.
+        return exp.DateDiff(this=exp.cast(args[1], "DATE"), expression=exp.cast(args[0], "DATE"), unit=exp.var("DAY"))
     raise AssertionError(f"function {name} has no compiler")  # pragma: no cover
+
+
+def _aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression | None) -> exp.Expression:
+    """COUNT/SUM/... of ``arg`` over the rows where ``where`` holds (CASE inside the aggregate)."""
+    value: exp.Expression = arg if arg is not None else (_number(1) if where is not None else exp.Star())
+    if where is not None:
+        value = exp.Case(ifs=[exp.If(this=where, true=value)])
+    if func == "count":
+        return exp.Count(this=value)
+    if func == "count_distinct":
+        return exp.Count(this=exp.Distinct(expressions=[value]))
+    cls = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[func]
+    return cls(this=value)
+
+
+# --- time functions -> window leaves ------------------------------------------------------
+
+
+def _lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
+    """Push previous/cumulative/rolling/share down to the aggregates they are built from.
+
+    cumulative(a / b) is cumulative(a) / cumulative(b): a ratio is accumulated as its
+    numerator and denominator, never as the ratio. avg is split into sum / count for
+    the same reason.
+    """
+
+    def lower(node: n.Node) -> n.Node:
+        if not isinstance(node, n.TimeOp):
+            return node
+        if node.func != "share" and grain is None:
+            raise QueryError(f"{node.func}() needs a time grain.", None,
+                             "Add --grain (day, week, month, quarter, year, ...).")
+        if node.func == "share":
+            return n.Binary("/", node.operand, _leaves(node.operand, "total", None, None), pos=node.pos)
+        return _leaves(node.operand, node.func, node.periods, node.reset)
+
+    return expr.map(lower)
+
+
+def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None) -> n.Node:
+    def leaf(node: n.Node) -> n.Node:
+        if not isinstance(node, n.Aggregate):
+            return node
+        if node.func == "avg" and kind != "previous":
+            total = n.Aggregate("sum", node.source, node.arg, node.where, pos=node.pos)
+            count = n.Aggregate("count", node.source, node.arg, node.where, pos=node.pos)
+            return n.Binary("/", WindowLeaf(kind, total, periods, reset), WindowLeaf(kind, count, periods, reset))
+        if kind != "previous" and node.func == "count_distinct":
+            raise QueryError(f"count_distinct cannot be added up across {_across(kind)}.", None,
+                             "Distinct counts of separate periods or groups overlap; count distinct over the whole "
+                             "range instead (drop --grain or the time function).")
+        if kind in ("cumulative", "rolling") and node.func in ("last", "first"):
+            raise QueryError(f"{node.func}() takes a snapshot; snapshots cannot be added up across periods.", None,
+                             f"Use previous() on a snapshot, or {kind}() on a flow such as a count or a sum.")
+        return WindowLeaf(kind, node, periods, reset)
+
+    return operand.map(leaf)
+
+
+def _across(kind: str) -> str:
+    return "dimension values" if kind == "total" else "periods"
 
 
 # --- the query ------------------------------------------------------------------------
@@ -249,226 +322,414 @@ class _SourcePlan:
                 parts += ["where", first]
             base = "_".join(parts)
             name, i = base, 2
-            while name in self.aggregates.values() or name == PERIOD or self.source.dimension(name):
+            while name in self.aggregates.values() or name in (PERIOD, PERIOD_INDEX) or self.source.dimension(name):
                 name, i = f"{base}_{i}", i + 1
             self.aggregates[agg] = name
         return self.aggregates[agg]
+
+    @property
+    def snapshots(self) -> bool:
+        return any(agg.func in ("last", "first") for agg in self.aggregates)
+
+
+class _Compiler:
+    def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str):
+        self.model = model
+        self.request = request
+        self.dialect = dialect
+        self.read_dialect = read_dialect
+        self.calendar = model.project.config.calendar
+        self.grain = request.grain
+        self.dims = tuple(dict.fromkeys(request.dimensions))
+        self.keys = ([PERIOD] if self.grain else []) + list(self.dims)
+
+    # -- checks
+    def check_request(self) -> None:
+        request = self.request
+        if not request.kpis and not request.formulas:
+            raise QueryError("nothing to compute.", None, "Name one or more KPIs, or pass --formula.")
+        if request.grain is not None and request.grain not in GRAINS:
+            raise QueryError(f"unknown time grain '{request.grain}'.", None,
+                             f"Use one of: {', '.join(GRAINS)}. " + (did_you_mean(request.grain, GRAINS) or ""))
+        if request.start and request.end and request.start >= request.end:
+            raise QueryError(f"the time range is empty: --from {request.start} is not before --to {request.end}.",
+                             None, "--from is inclusive and --to exclusive; pick a later --to.")
+        if request.limit is not None and request.limit < 0:
+            raise QueryError("--limit must be zero or more.", None, None)
+        if request.fill and not (request.grain and request.start and request.end):
+            raise QueryError("--fill needs --grain, --from and --to.", None,
+                             "A dense series lists every period of a range: give the range and the grain.")
+
+    def paths(self, source: str) -> dict[str, DimensionPath]:
+        return dimension_paths(self.model.sources, source)
+
+    def check_dimensions(self, plans: dict[str, _SourcePlan]) -> None:
+        for dim in self.dims:
+            if dim == PERIOD:
+                raise QueryError("'period' is the time column; use --grain, not --by period.", None, None)
+            missing = [name for name in plans if dim not in self.paths(name)]
+            if missing:
+                everywhere = self.model.dimensions_of(plans)
+                anywhere = {d for name in plans for d in self.paths(name)}
+                if len(missing) == len(plans) and dim not in anywhere:
+                    hint = did_you_mean(dim, anywhere) or None
+                else:
+                    hint = (f"Dimensions available on every source of this request: {', '.join(everywhere) or 'none'}. "
+                            f"Or declare '{dim}' on {', '.join(missing)} (or a relationship to a source that has it).")
+                raise QueryError(f"cannot slice by '{dim}': sources {', '.join(sorted(missing))} do not have it.",
+                                 None, hint)
+
+    def check_filter_dimension(self, plans: dict[str, _SourcePlan], name: n.Name) -> None:
+        dim = name.dotted
+        if len(name.parts) != 1 or any(dim not in self.paths(source) for source in plans):
+            everywhere = self.model.dimensions_of(plans)
+            raise QueryError(f"--where uses '{dim}', which is not a dimension of every source read "
+                             f"({', '.join(plans)}).", Location(obj="--where filter"),
+                             (did_you_mean(dim, everywhere) or "") + f" Filterable dimensions: {', '.join(everywhere) or 'none'}.")
+
+    # -- main
+    def compile(self) -> CompiledQuery:
+        self.check_request()
+        model, request = self.model, self.request
+        cache: dict[str, n.Node] = {}
+        outputs: list[tuple[OutputColumn, n.Node]] = []
+        for name in dict.fromkeys(request.kpis):
+            kpi = model.kpi(name)
+            column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format)
+            outputs.append((column, expand(model, kpi.expr, cache)))
+        for i, text in enumerate(request.formulas):
+            label = "formula" if i == 0 else f"formula_{i + 1}"
+            expr, _ = resolve_formula(model, text, "kpi", label)
+            outputs.append((OutputColumn(label, "kpi", "number", text), expand(model, expr, cache)))
+        having = None
+        if request.having:
+            having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
+            having = expand(model, having_expr, cache)
+
+        outputs = [(column, _lower_time_ops(expr, self.grain)) for column, expr in outputs]
+        having = _lower_time_ops(having, self.grain) if having is not None else None
+        expressions = [expr for _, expr in outputs] + ([having] if having is not None else [])
+        leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
+
+        plans: dict[str, _SourcePlan] = {}
+        for expr in expressions:
+            for agg in aggregates_in(expr):
+                plans.setdefault(agg.source, _SourcePlan(model.sources[agg.source])).column_for(agg)
+        if not plans:
+            raise QueryError("the request reads no source: every formula is a constant.", None,
+                             "Use at least one aggregate such as 'count(leads)'.")
+        self.check_dimensions(plans)
+        time_needed = self.grain is not None or request.start is not None or request.end is not None
+        for plan in plans.values():
+            if (time_needed or plan.snapshots) and not plan.source.time:
+                raise QueryError(f"source '{plan.source.name}' has no time column, so it cannot be cut by time.",
+                                 plan.source.where(key=True),
+                                 "Declare 'time: <column>' on the source, or drop --grain/--from/--to "
+                                 "(and last()/first(), which need a time).")
+        where = None
+        if request.where:
+            where, _ = resolve_formula(model, request.where, "dimension", "--where filter")
+            for name in (node for node in where.walk() if isinstance(node, n.Name)):
+                self.check_filter_dimension(plans, name)
+
+        start = self.widened_start(leaves)
+        ctes: list[tuple[str, exp.Expression]] = [(name, self.source_cte(plan, where, start))
+                                                  for name, plan in plans.items()]
+        key_table, body, key_ctes = self.join_sources(plans, start)
+        ctes += key_ctes
+        columns = self.key_columns()
+        for column, _ in outputs:
+            if column.name in self.keys:
+                raise QueryError(f"KPI '{column.name}' has the same name as an output key column.", None,
+                                 "Rename the KPI or the dimension.")
+            columns.append(column)
+
+        def current(agg: n.Aggregate) -> exp.Expression:
+            column = _col(plans[agg.source].aggregates[agg], agg.source)
+            # A source with no rows for a key contributes 0 to a count or sum, not null.
+            return exp.Coalesce(this=column, expressions=[_number(0)]) if agg.func in ADDITIVE else column
+
+        if leaves:
+            # series: the joined grouped rows; windowed: window functions over that series.
+            series_columns = {agg: f"{agg.source}__{plans[agg.source].aggregates[agg]}"
+                              for expr in expressions for agg in aggregates_in(expr)}
+            series_selects = [_col(k, key_table) for k in self.keys]
+            if self.grain:
+                index = self.calendar.period_index(_col(PERIOD, key_table), self.grain)
+                series_selects.append(exp.alias_(index, _ident(PERIOD_INDEX)))
+            series_selects += [exp.alias_(current(agg), _ident(alias)) for agg, alias in series_columns.items()]
+            ctes.append((SERIES_CTE, body.select(*series_selects)))
+            leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.agg]}_{i + 1}" for i, leaf in enumerate(leaves)}
+            windows = [exp.alias_(self.window(leaf, series_columns[leaf.agg]), _ident(alias))
+                       for leaf, alias in leaf_columns.items()]
+            ctes.append((WINDOWED_CTE, exp.select(exp.Star(), *windows).from_(_table_ref(SERIES_CTE))))
+            key_table, body = WINDOWED_CTE, exp.select().from_(_table_ref(WINDOWED_CTE))
+            if request.start and self.grain:
+                # Earlier periods were read only for the windows; show the requested ones.
+                first = self.calendar.period_start(request.start, self.grain)
+                body = body.where(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)))
+            measure = _Measure(lambda agg: _col(series_columns[agg], WINDOWED_CTE),
+                               lambda leaf: _col(leaf_columns[leaf], WINDOWED_CTE))
+        else:
+            measure = _Measure(current, None)
+
+        selects = [exp.alias_(_col(k, key_table), _ident(k)) for k in self.keys]
+        selects += [exp.alias_(exp.cast(measure(expr), "DOUBLE"), _ident(column.name)) for column, expr in outputs]
+        query = body.select(*selects)
+        if having is not None:
+            query = query.where(measure(having))
+        query = self.order_and_limit(query, columns)
+        for name, cte in ctes:
+            query = query.with_(_ident(name), as_=cte)
+        return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
+
+    def key_columns(self) -> list[OutputColumn]:
+        columns = [OutputColumn(PERIOD, "time", None, self.grain)] if self.grain else []
+        return columns + [OutputColumn(dim, "dimension") for dim in self.dims]
+
+    def order_and_limit(self, query: exp.Select, columns: list[OutputColumn]) -> exp.Select:
+        names = [c.name for c in columns]
+        terms = []
+        for item in self.request.order_by or tuple(self.keys):
+            desc = item.startswith("-")
+            name = item.lstrip("-+")
+            if name not in names:
+                raise QueryError(f"cannot order by '{name}': it is not an output column.", None,
+                                 did_you_mean(name, names) or None)
+            terms.append(exp.Ordered(this=_col(name), desc=desc, nulls_first=False))
+        if terms:
+            query = query.order_by(*terms)
+        if self.request.limit is not None:
+            query = query.limit(self.request.limit)
+        return query
+
+    # -- time range
+    def widened_start(self, leaves: Sequence[WindowLeaf]) -> dt.date | None | bool:
+        """The first day source rows are read from: earlier than --from when a time
+        function needs earlier periods; None when it needs all history."""
+        start = self.request.start
+        if start is None or not leaves or not self.grain:
+            return start
+        first = self.calendar.period_start(start, self.grain)
+        earliest = first
+        for leaf in leaves:
+            if leaf.kind == "previous":
+                earliest = min(earliest, self.calendar.shift(first, self.grain, -leaf.periods))
+            elif leaf.kind == "rolling":
+                earliest = min(earliest, self.calendar.shift(first, self.grain, -(leaf.periods - 1)))
+            elif leaf.kind == "cumulative":
+                if leaf.reset is None:
+                    return None
+                earliest = min(earliest, self.calendar.period_start(first, leaf.reset))
+        return earliest
+
+    # -- per-source CTE
+    def column(self, source: SourceSpec, name: str, table: str | None = None) -> exp.Expression:
+        """A column of a source; timestamps are seen in the project's time zone."""
+        column_type = self.model.catalog.get(source.name, {}).get(name) or source.columns.get(name)
+        return self.calendar.local_time(_col(name, table or source.name), column_type == TIMESTAMP)
+
+    def time_column(self, source: SourceSpec) -> tuple[exp.Expression, bool]:
+        """The source's time column in the project's time zone, and whether it is a DATE."""
+        column_type = self.model.catalog.get(source.name, {}).get(source.time) or source.columns.get(source.time)
+        return self.column(source, source.time), column_type == "date"
+
+    def source_cte(self, plan: _SourcePlan, where: n.Node | None, start) -> exp.Select:
+        source = plan.source
+        name = source.name
+        joins: dict[str, exp.Expression] = {}  # alias -> ON condition, in join order
+        relations: dict[str, exp.Expression] = {}
+
+        def dimension_column(dim: str) -> exp.Expression:
+            path = self.paths(name)[dim]
+            table = name
+            for from_source, rel in path.joins:
+                alias = f"{table}__{rel.to}"
+                if alias not in joins:
+                    relations[alias] = source_relation(self.model.sources[rel.to], self.read_dialect, alias)
+                    joins[alias] = exp.EQ(this=_col(rel.on, table), expression=_col(rel.to_column or rel.on, alias))
+                table = alias
+            return _col(path.dimension.column, table)
+
+        lookups: dict[n.EntityLookup, str] = {}
+
+        def row_value(node: n.Node) -> exp.Expression:
+            if isinstance(node, n.Column):
+                return self.column(source, node.name)
+            if isinstance(node, n.Name):  # a dimension in --where
+                return dimension_column(node.dotted)
+            if isinstance(node, n.EntityLookup):
+                alias = lookups.setdefault(node, f"{node.source}_per_{node.key}_{len(lookups) + 1}")
+                if alias not in joins:
+                    relations[alias] = self.entity_subquery(node, alias)
+                    joins[alias] = exp.EQ(this=_col(node.key, name), expression=_col(node.key, alias))
+                value = _col("value", alias)
+                return exp.Coalesce(this=value, expressions=[_number(0)]) if node.func in ADDITIVE else value
+            return _compile_common(node, row_value)
+
+        time, is_date = (self.time_column(source) if source.time else (None, False))
+        selects: list[exp.Expression] = []
+        group: list[exp.Expression] = []
+        if self.grain:
+            bucket = self.calendar.bucket(time, self.grain, self.dialect)
+            selects.append(exp.alias_(bucket, _ident(PERIOD)))
+            group.append(bucket.copy())
+        for dim in self.dims:
+            column = dimension_column(dim)
+            selects.append(exp.alias_(column, _ident(dim)))
+            group.append(column.copy())
+        for agg, alias in plan.aggregates.items():
+            selects.append(exp.alias_(self.aggregate(agg, row_value), _ident(alias)))
+
+        range_conditions = []
+        if start:
+            range_conditions.append(exp.GTE(this=time.copy(), expression=_bound(start, is_date)))
+        if self.request.end:
+            range_conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
+        relation = source_relation(source, self.read_dialect)
+        if plan.snapshots:
+            # Mark each row's period's first and last snapshot time, over the rows in range.
+            partition = [self.calendar.bucket(time.copy(), self.grain, self.dialect)] if self.grain else []
+            inner = exp.select(exp.Column(this=exp.Star(), table=_ident(name)),
+                               exp.alias_(exp.Window(this=exp.Max(this=time.copy()), partition_by=partition),
+                                          _ident("_last_time")),
+                               exp.alias_(exp.Window(this=exp.Min(this=time.copy()), partition_by=[p.copy() for p in partition]),
+                                          _ident("_first_time"))).from_(relation)
+            if range_conditions:
+                inner = inner.where(exp.and_(*range_conditions))
+            relation = exp.Subquery(this=inner, alias=exp.TableAlias(this=_ident(name)))
+            range_conditions = []
+        query = exp.select(*selects).from_(relation)
+        for alias, condition in joins.items():
+            query = query.join(relations[alias], on=condition, join_type="LEFT")
+        conditions = list(range_conditions)
+        if where is not None:
+            conditions.append(_wrap(row_value(where)))
+        if conditions:
+            query = query.where(exp.and_(*conditions))
+        if group:
+            query = query.group_by(*group)
+        return query
+
+    def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression]) -> exp.Expression:
+        arg = row_value(agg.arg) if agg.arg is not None else None
+        where = row_value(agg.where) if agg.where is not None else None
+        if agg.func in ("last", "first"):
+            # Semi-additive: only rows of the period's last (first) snapshot count, summed across entities.
+            marker = "_last_time" if agg.func == "last" else "_first_time"
+            time, _ = self.time_column(agg_source := self.model.sources[agg.source])
+            at_snapshot = exp.EQ(this=time, expression=_col(marker, agg_source.name))
+            where = at_snapshot if where is None else exp.and_(at_snapshot, _wrap(where))
+            return _aggregate_sql("sum" if arg is not None else "count", arg, where)
+        return _aggregate_sql(agg.func, arg, where)
+
+    def entity_subquery(self, lookup: n.EntityLookup, alias: str) -> exp.Expression:
+        """One row per key value of the inner source: cannot fan out when joined on the key."""
+        inner = self.model.sources[lookup.source]
+
+        def inner_value(node: n.Node) -> exp.Expression:
+            if isinstance(node, n.Column):
+                return self.column(inner, node.name)
+            return _compile_common(node, inner_value)
+
+        value = _aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None,
+                               inner_value(lookup.where) if lookup.where is not None else None)
+        key = _col(lookup.key, inner.name)
+        subquery = exp.select(exp.alias_(key, _ident(lookup.key)), exp.alias_(value, _ident("value"))) \
+            .from_(source_relation(inner, self.read_dialect)).group_by(key.copy())
+        return exp.Subquery(this=subquery, alias=exp.TableAlias(this=_ident(alias)))
+
+    # -- joining the sources
+    def join_sources(self, plans: dict[str, _SourcePlan], start) -> tuple[str, exp.Select, list]:
+        """FROM clause over the source CTEs: the table that holds the keys, the SELECT
+        with its FROM and joins, and the CTEs it needs (the keys)."""
+        keys = self.keys
+        if len(plans) == 1 and not self.request.fill:
+            (only,) = plans
+            return only, exp.select().from_(_table_ref(only)), []
+        if not keys:  # no grain, no dimensions: every CTE is one row
+            names = list(plans)
+            body = exp.select().from_(_table_ref(names[0]))
+            for name in names[1:]:
+                body = body.join(_table_ref(name), join_type="CROSS")
+            return names[0], body, []
+        union = None
+        for name in plans:
+            part = exp.select(*[_col(k, name) for k in keys]).from_(_table_ref(name))
+            union = part if union is None else exp.union(union, part, distinct=True)
+        if self.request.fill:
+            union = self.dense_keys(union, start)
+        body = exp.select().from_(_table_ref(KEYS_CTE))
+        for name in plans:
+            condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys])
+            body = body.join(_table_ref(name), on=condition, join_type="LEFT")
+        return KEYS_CTE, body, [(KEYS_CTE, union)]
+
+    def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
+        """Observed keys plus every period of the range for every observed dimension value."""
+        first = start if isinstance(start, dt.date) else self.request.start
+        periods = self.calendar.periods(first, self.request.end, self.grain)
+        if len(periods) > MAX_FILL_PERIODS:
+            raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
+                             "Use a coarser --grain or a shorter range.")
+        spine = exp.values([(_date(p),) for p in periods], alias=SPINE_CTE, columns=[PERIOD])
+        dense = exp.select(_col(PERIOD, SPINE_CTE), *[_col(d, "observed") for d in self.dims]).from_(spine)
+        if self.dims:
+            combos = exp.select(*[_col(d) for d in self.dims]).distinct().from_(
+                exp.Subquery(this=observed.copy(), alias=exp.TableAlias(this=_ident("observed_keys"))))
+            dense = dense.join(exp.Subquery(this=combos, alias=exp.TableAlias(this=_ident("observed"))),
+                               join_type="CROSS")
+        return exp.union(observed, dense, distinct=True)
+
+    # -- windows
+    def window(self, leaf: WindowLeaf, column: str) -> exp.Expression:
+        value = _col(column, SERIES_CTE)
+        func = {"min": exp.Min, "max": exp.Max}.get(leaf.agg.func, exp.Sum)
+        dims = [_col(d, SERIES_CTE) for d in self.dims]
+        if leaf.kind == "total":
+            partition = [_col(PERIOD, SERIES_CTE)] if self.grain else []
+            return exp.Window(this=func(this=value), partition_by=partition)
+        order = exp.Order(expressions=[exp.Ordered(this=_col(PERIOD_INDEX, SERIES_CTE))])
+        step = self.calendar.index_step(self.grain)
+        if leaf.kind == "cumulative":
+            partition = dims
+            if leaf.reset:
+                if GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
+                    raise QueryError(f"cumulative(x, '{leaf.reset}') restarts more often than the --grain "
+                                     f"'{self.grain}' periods it adds up.", None,
+                                     f"Use a coarser restart than '{self.grain}', or a finer --grain.")
+                partition = dims + [self.calendar.bucket(_col(PERIOD, SERIES_CTE), leaf.reset, self.dialect)]
+            spec = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
+            return exp.Window(this=func(this=value), partition_by=partition, order=order, spec=spec)
+        if leaf.kind == "rolling":
+            spec = exp.WindowSpec(kind="RANGE", start=_number((leaf.periods - 1) * step), start_side="PRECEDING",
+                                  end="CURRENT ROW")
+            return exp.Window(this=func(this=value), partition_by=dims, order=order, spec=spec)
+        # previous: a frame of exactly the period N back holds that period's row, or none.
+        offset = _number(leaf.periods * step)
+        spec = exp.WindowSpec(kind="RANGE", start=offset, start_side="PRECEDING", end=offset.copy(),
+                              end_side="PRECEDING")
+        window = exp.Window(this=exp.Max(this=value), partition_by=dims, order=order, spec=spec)
+        return exp.Coalesce(this=window, expressions=[_number(0)]) if leaf.agg.func in ADDITIVE else window
+
+
+class _Measure:
+    """Compiles KPI-level expressions: aggregates and window leaves become columns."""
+
+    def __init__(self, aggregate: Callable[[n.Aggregate], exp.Expression],
+                 window: Callable[[WindowLeaf], exp.Expression] | None):
+        self.aggregate = aggregate
+        self.window = window
+
+    def __call__(self, node: n.Node) -> exp.Expression:
+        if isinstance(node, n.Aggregate):
+            return self.aggregate(node)
+        if isinstance(node, WindowLeaf):
+            return self.window(node)
+        return _compile_common(node, self)
 
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb") -> CompiledQuery:
     """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``."""
     check_dialect(dialect)
-    if not request.kpis and not request.formulas:
-        raise QueryError("nothing to compute.", None, "Name one or more KPIs, or pass --formula.")
-    if request.grain is not None and request.grain not in GRAINS:
-        raise QueryError(f"unknown time grain '{request.grain}'.", None,
-                         f"Use one of: {', '.join(GRAINS)}. " + (did_you_mean(request.grain, GRAINS) or ""))
-    if request.start and request.end and request.start >= request.end:
-        raise QueryError(f"the time range is empty: --from {request.start} is not before --to {request.end}.", None,
-                         "--from is inclusive and --to exclusive; pick a later --to.")
-    if request.limit is not None and request.limit < 0:
-        raise QueryError("--limit must be zero or more.", None, None)
-
-    # 1. What each output column computes, with KPI references inlined.
-    cache: dict[str, n.Node] = {}
-    outputs: list[tuple[OutputColumn, n.Node]] = []
-    for name in dict.fromkeys(request.kpis):
-        kpi = model.kpi(name)
-        column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format)
-        outputs.append((column, expand(model, kpi.expr, cache)))
-    for i, text in enumerate(request.formulas):
-        label = "formula" if i == 0 else f"formula_{i + 1}"
-        expr, _ = resolve_formula(model, text, "kpi", label)
-        outputs.append((OutputColumn(label, "kpi", "number", text), expand(model, expr, cache)))
-    having = None
-    if request.having:
-        having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
-        having = expand(model, having_expr, cache)
-
-    # 2. One plan per source, each aggregate computed once.
-    plans: dict[str, _SourcePlan] = {}
-    for _, expr in outputs + ([(None, having)] if having is not None else []):
-        for agg in aggregates_in(expr):
-            plan = plans.setdefault(agg.source, _SourcePlan(model.sources[agg.source]))
-            plan.column_for(agg)
-    if not plans:
-        raise QueryError("the request reads no source: every formula is a constant.", None,
-                         "Use at least one aggregate such as 'count(leads)'.")
-
-    dims = tuple(dict.fromkeys(request.dimensions))
-    _check_dimensions(model, plans, dims)
-    time_needed = request.grain is not None or request.start is not None or request.end is not None
-    if time_needed:
-        for plan in plans.values():
-            if not plan.source.time:
-                raise QueryError(f"source '{plan.source.name}' has no time column, so it cannot be cut by time.",
-                                 plan.source.where(key=True),
-                                 "Declare 'time: <column>' on the source, or drop --grain/--from/--to.")
-    where = None
-    if request.where:
-        where, _ = resolve_formula(model, request.where, "dimension", "--where filter")
-        for name in (node for node in where.walk() if isinstance(node, n.Name)):
-            _check_filter_dimension(model, plans, name)
-
-    # 3. The query.
-    keys = ([PERIOD] if request.grain else []) + list(dims)
-    ctes = [(name, _source_cte(model, plan, request, dims, where, dialect, read_dialect)) for name, plan in plans.items()]
-    query = exp.Select()
-    for name, cte in ctes:
-        query = query.with_(_ident(name), as_=cte)
-
-    if len(plans) == 1:
-        (only,) = plans
-        key_table = only
-        query = query.from_(exp.Table(this=_ident(only)))
-    elif keys:
-        union = None
-        for name in plans:
-            part = exp.select(*[_col(k, name) for k in keys]).from_(exp.Table(this=_ident(name)))
-            union = part if union is None else exp.union(union, part, distinct=True)
-        query = query.with_(_ident(KEYS_CTE), as_=union)
-        key_table = KEYS_CTE
-        query = query.from_(exp.Table(this=_ident(KEYS_CTE)))
-        for name in plans:
-            condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys])
-            query = query.join(exp.Table(this=_ident(name)), on=condition, join_type="LEFT")
-    else:  # no grain, no dimensions: every CTE is one row
-        names = list(plans)
-        key_table = names[0]
-        query = query.from_(exp.Table(this=_ident(names[0])))
-        for name in names[1:]:
-            query = query.join(exp.Table(this=_ident(name)), join_type="CROSS")
-
-    columns: list[OutputColumn] = []
-    selects: list[exp.Expression] = []
-    if request.grain:
-        columns.append(OutputColumn(PERIOD, "time", None, request.grain))
-        selects.append(exp.alias_(_col(PERIOD, key_table), _ident(PERIOD)))
-    for dim in dims:
-        columns.append(OutputColumn(dim, "dimension"))
-        selects.append(exp.alias_(_col(dim, key_table), _ident(dim)))
-    measure = _Measure(plans)
-    for column, expr in outputs:
-        if column.name in keys:
-            raise QueryError(f"KPI '{column.name}' has the same name as an output key column.", None,
-                             "Rename the KPI or the dimension.")
-        columns.append(column)
-        selects.append(exp.alias_(exp.cast(measure(expr), "DOUBLE"), _ident(column.name)))
-    query = query.select(*selects)
-    if having is not None:
-        query = query.where(measure(having))
-
-    order = request.order_by or tuple(keys)
-    names = [c.name for c in columns]
-    order_terms = []
-    for item in order:
-        desc = item.startswith("-")
-        name = item.lstrip("-+")
-        if name not in names:
-            raise QueryError(f"cannot order by '{name}': it is not an output column.", None,
-                             did_you_mean(name, names) or None)
-        order_terms.append(exp.Ordered(this=_col(name), desc=desc, nulls_first=False))
-    if order_terms:
-        query = query.order_by(*order_terms)
-    if request.limit is not None:
-        query = query.limit(request.limit)
-    return CompiledQuery(query, tuple(columns), dialect, tuple(plans))
-
-
-class _Measure:
-    """Compiles KPI-level expressions: each aggregate becomes its CTE column."""
-
-    def __init__(self, plans: dict[str, _SourcePlan]):
-        self.plans = plans
-
-    def __call__(self, node: n.Node) -> exp.Expression:
-        if isinstance(node, n.Aggregate):
-            column = _col(self.plans[node.source].aggregates[node], node.source)
-            # A source with no rows for a key contributes 0 to a count or sum, not null.
-            return exp.Coalesce(this=column, expressions=[_number(0)]) if node.func in ADDITIVE else column
-        return _compile_common(node, self)
-
-    def column_of(self, node):  # pragma: no cover - resolve never leaves bare columns at KPI level
-        raise AssertionError(f"column {node!r} outside an aggregate")
-
-
-def _check_dimensions(model: Model, plans: dict[str, _SourcePlan], dims: Sequence[str]) -> None:
-    for dim in dims:
-        if dim == PERIOD:
-            raise QueryError("'period' is the time column; use --grain, not --by period.", None, None)
-        missing = [name for name, plan in plans.items() if not plan.source.dimension(dim)]
-        if missing:
-            everywhere = model.dimensions_of(plans)
-            anywhere = {d for plan in plans.values() for d in plan.source.dimension_names}
-            if len(missing) == len(plans) and dim not in anywhere:
-                hint = did_you_mean(dim, anywhere) or None
-            else:
-                hint = (f"Dimensions available on every source of this request: {', '.join(everywhere) or 'none'}. "
-                        f"Or declare '{dim}' on {', '.join(missing)}.")
-            raise QueryError(f"cannot slice by '{dim}': sources {', '.join(sorted(missing))} do not have it.",
-                             None, hint)
-
-
-def _check_filter_dimension(model: Model, plans: dict[str, _SourcePlan], name: n.Name) -> None:
-    dim = name.dotted
-    if len(name.parts) != 1 or any(not plan.source.dimension(dim) for plan in plans.values()):
-        everywhere = model.dimensions_of(plans)
-        raise QueryError(f"--where uses '{dim}', which is not a dimension of every source read "
-                         f"({', '.join(plans)}).", Location(obj="--where filter"),
-                         (did_you_mean(dim, everywhere) or "") + f" Filterable dimensions: {', '.join(everywhere) or 'none'}.")
-
-
-def _source_cte(model: Model, plan: _SourcePlan, request: Request, dims: Sequence[str], where: n.Node | None,
-                dialect: str, read_dialect: str) -> exp.Select:
-    source = plan.source
-    name = source.name
-
-    def column_of(node) -> exp.Expression:
-        if isinstance(node, n.Column):
-            return _col(node.name, name)
-        dimension = source.dimension(node.dotted)  # a dimension in --where
-        return _col(dimension.column, name)
-
-    scalar = _Scalar(column_of)
-    selects: list[exp.Expression] = []
-    group: list[exp.Expression] = []
-    if request.grain:
-        bucket = time_bucket(_col(source.time, name), request.grain, dialect)
-        selects.append(exp.alias_(bucket, _ident(PERIOD)))
-        group.append(bucket.copy())
-    for dim in dims:
-        column = _col(source.dimension(dim).column, name)
-        selects.append(exp.alias_(column, _ident(dim)))
-        group.append(column.copy())
-    for agg, alias in plan.aggregates.items():
-        selects.append(exp.alias_(_aggregate(agg, scalar), _ident(alias)))
-
-    query = exp.select(*selects).from_(source_relation(source, read_dialect))
-    conditions = []
-    time_type = model.catalog.get(name, {}).get(source.time) or source.columns.get(source.time or "")
-    if request.start:
-        conditions.append(exp.GTE(this=_col(source.time, name), expression=_date_literal(request.start, time_type)))
-    if request.end:
-        conditions.append(exp.LT(this=_col(source.time, name), expression=_date_literal(request.end, time_type)))
-    if where is not None:
-        conditions.append(_wrap(scalar(where)))
-    if conditions:
-        query = query.where(exp.and_(*conditions))
-    if group:
-        query = query.group_by(*group)
-    return query
-
-
-def _aggregate(agg: n.Aggregate, scalar: _Scalar) -> exp.Expression:
-    if agg.arg is None:  # count(source)
-        value: exp.Expression = _number(1) if agg.where is not None else exp.Star()
-    else:
-        value = scalar(agg.arg)
-    if agg.where is not None:
-        value = exp.Case(ifs=[exp.If(this=scalar(agg.where), true=value)])
-    if agg.func == "count":
-        return exp.Count(this=value)
-    if agg.func == "count_distinct":
-        return exp.Count(this=exp.Distinct(expressions=[value]))
-    cls = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[agg.func]
-    return cls(this=value)
+    return _Compiler(model, request, dialect, read_dialect).compile()

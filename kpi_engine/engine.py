@@ -151,7 +151,7 @@ class KpiProject:
 def make_request(kpis: Sequence[str] = (), *, by: Iterable[str] = (), grain: str | None = None,
                  start: dt.date | str | None = None, end: dt.date | str | None = None, where: str | None = None,
                  having: str | None = None, order_by: Iterable[str] = (), limit: int | None = None,
-                 formulas: Iterable[str] = ()) -> Request:
+                 formulas: Iterable[str] = (), fill: bool = False) -> Request:
     if isinstance(kpis, str):
         kpis = [kpis]
     if isinstance(by, str):
@@ -162,7 +162,7 @@ def make_request(kpis: Sequence[str] = (), *, by: Iterable[str] = (), grain: str
         formulas = [formulas]
     return Request(kpis=tuple(kpis), formulas=tuple(formulas), dimensions=tuple(by), grain=grain,
                    start=_date(start, "start"), end=_date(end, "end"), where=where, having=having,
-                   order_by=tuple(order_by), limit=limit)
+                   order_by=tuple(order_by), limit=limit, fill=fill)
 
 
 def _date(value: dt.date | str | None, what: str) -> dt.date | None:

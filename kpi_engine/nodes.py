@@ -144,6 +144,7 @@ class Call(Node):
     name: str
     args: tuple[Node, ...]
     where: Node | None = None
+    per: str | None = None  # ``count(orders per customer_id)``: one value per entity
 
 
 # --- resolved nodes ---------------------------------------------------------------
@@ -167,6 +168,37 @@ class Aggregate(Node):
     source: str
     arg: Node | None
     where: Node | None = None
+
+
+@dataclass(frozen=True)
+class EntityLookup(Node):
+    """A per-entity aggregate used inside another aggregate's filter.
+
+    ``count(orders per customer_id)`` in ``sum(orders.amount where count(orders per
+    customer_id) > 1)`` is, for each order row, the number of orders of the same
+    customer (over all time): computed as one grouped subquery joined on the key,
+    so it can never fan out.
+    """
+
+    func: str
+    source: str
+    arg: Node | None
+    where: Node | None
+    key: str
+
+
+@dataclass(frozen=True)
+class TimeOp(Node):
+    """A KPI-level operation over the time series: previous, cumulative, rolling, share.
+
+    ``periods`` is N for previous(x, N) and rolling(x, N); ``reset`` is the grain at
+    which cumulative(x, 'year') starts again.
+    """
+
+    func: str
+    operand: Node
+    periods: int | None = None
+    reset: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,14 @@ from . import nodes as n
 from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean,
                      in_file_order)
 from .parser import FormulaSource, parse
-from .spec import KpiSpec, Project, SourceSpec
+from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
 
-AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max"}
-NUMERIC_AGGREGATES = {"sum", "avg"}
+AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"}
+NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"}
+SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/first snapshot of a period
+# name -> (min args, max args). KPI-level operations over the time series.
+TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1)}
+CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
 
 # name -> (min args, max args or None for any). Each compiles to one sqlglot node.
 FUNCTIONS: dict[str, tuple[int, int | None]] = {
@@ -30,6 +34,7 @@ FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "round": (1, 2),
     "least": (1, None),
     "greatest": (1, None),
+    "days_between": (2, 2),
 }
 
 # Type categories of values. UNKNOWN when the warehouse could not be described.
@@ -65,14 +70,47 @@ class Model:
         return self.kpis[name]
 
     def dimensions_of(self, sources: Iterable[str]) -> tuple[str, ...]:
-        """Dimensions declared on every one of ``sources``, in the first source's order."""
+        """Dimensions reachable from every one of ``sources``, in the first source's order."""
         names = sorted(sources)
         if not names:
             return ()
-        common = set(self.sources[names[0]].dimension_names)
+        common = set(dimension_paths(self.sources, names[0]))
         for name in names[1:]:
-            common &= set(self.sources[name].dimension_names)
-        return tuple(d for d in self.sources[names[0]].dimension_names if d in common)
+            common &= set(dimension_paths(self.sources, name))
+        return tuple(d for d in dimension_paths(self.sources, names[0]) if d in common)
+
+
+@dataclass(frozen=True)
+class DimensionPath:
+    """How a source reaches a dimension: through zero or more many-to-one relationships."""
+
+    joins: tuple[tuple[str, Relationship], ...]  # (from source, relationship) hops
+    dimension: Dimension
+
+    @property
+    def owner(self) -> str:
+        """The source whose table holds the dimension's column."""
+        return self.joins[-1][1].to if self.joins else ""
+
+
+def dimension_paths(sources: Mapping[str, SourceSpec], name: str) -> dict[str, DimensionPath]:
+    """Every dimension ``name`` can be sliced by: its own first, then those of sources it
+    reaches through many-to-one relationships, nearest first (breadth-first)."""
+    found: dict[str, DimensionPath] = {}
+    frontier: list[tuple[str, tuple[tuple[str, Relationship], ...]]] = [(name, ())]
+    visited = {name}
+    while frontier:
+        next_frontier = []
+        for source_name, joins in frontier:
+            source = sources[source_name]
+            for dim in source.dimensions:
+                found.setdefault(dim.name, DimensionPath(joins, dim))
+            for rel in source.relationships:
+                if rel.to in sources and rel.to not in visited:
+                    visited.add(rel.to)
+                    next_frontier.append((rel.to, joins + ((source_name, rel),)))
+        frontier = next_frontier
+    return found
 
 
 def column_type(raw: str) -> str:
@@ -139,6 +177,7 @@ class _Resolver:
         self.mode = mode  # "kpi": KPI refs; "dimension": dimension refs; "having": KPI refs
         self.kpi_refs: list[str] = []
         self.sources_used: set[str] = set()
+        self.in_time_op = False
 
     # -- entry point
     def resolve(self, node: n.Node) -> tuple[n.Node, str]:
@@ -267,10 +306,15 @@ class _Resolver:
     def _call(self, node: n.Call, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope
         name = node.name.lower()
+        if name in AGGREGATES and node.per is not None:
+            return self._entity_lookup(node, name, agg_source)
+        if name in TIME_FUNCTIONS:
+            return self._time_op(node, name, agg_source)
         if name in AGGREGATES:
             if agg_source is not None:
                 scope.error(node, f"'{name}' is an aggregate inside another aggregate.",
-                            "Aggregate once; to combine aggregates, write them side by side: 'sum(a.x) / count(a)'.")
+                            "Aggregate once; to combine aggregates, write them side by side: 'sum(a.x) / count(a)'. "
+                            "For a per-entity value in a filter, add 'per <key>': 'count(orders per customer_id) > 1'.")
                 return n.NullLit(pos=node.pos), UNKNOWN
             if self.mode == "dimension":
                 scope.error(node, "aggregates are not allowed in a dimension filter.",
@@ -297,6 +341,12 @@ class _Resolver:
         if name == "if":
             self._expect(node.args[0], types[0], BOOLEAN)
             result = next((t for t in types[1:] if t not in (NULL, UNKNOWN)), UNKNOWN)
+        elif name == "days_between":
+            for arg, t in zip(node.args, types):
+                if t not in (DATE, TIMESTAMP, UNKNOWN, NULL):
+                    scope.error(arg, f"days_between needs dates or timestamps, but this is a {t}.",
+                                "Pass two date or timestamp columns: 'days_between(created_at, customer_at)'.")
+            result = NUMBER
         elif name in ("abs", "round"):
             for arg, t in zip(node.args, types):
                 self._expect(arg, t, NUMBER)
@@ -304,6 +354,73 @@ class _Resolver:
         else:
             result = next((t for t in types if t not in (NULL, UNKNOWN)), UNKNOWN)
         return n.Function(name, args, pos=node.pos), result
+
+    def _time_op(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
+        scope = self.scope
+        if agg_source is not None or self.mode == "dimension":
+            scope.error(node, f"'{func}' works on KPI values, not on rows.",
+                        f"Use it outside aggregates, e.g. '{func}(revenue)' or '{func}(sum(orders.amount))'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        if self.in_time_op:
+            scope.error(node, f"'{func}' inside another time function is not supported.",
+                        "Define the inner one as its own KPI and apply the outer one in a dashboard, "
+                        "or write the formula without nesting.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        low, high = TIME_FUNCTIONS[func]
+        usage = {"previous": "previous(x) or previous(x, 12)", "cumulative": "cumulative(x) or cumulative(x, 'year')",
+                 "rolling": "rolling(x, 3)", "share": "share(x)"}[func]
+        if not low <= len(node.args) <= high:
+            scope.error(node, f"'{func}' takes {low if low == high else f'{low} or {high}'} argument"
+                              f"{'s' if high > 1 else ''}, not {len(node.args)}.", f"Write '{usage}'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        if node.where is not None:
+            scope.error(node, f"'where' only applies to aggregates, not to '{func}'.",
+                        "Put the condition in the aggregates of the KPI.")
+        self.in_time_op = True
+        try:
+            operand, operand_type = self._expr(node.args[0], None)
+        finally:
+            self.in_time_op = False
+        self._expect(node.args[0], operand_type, NUMBER)
+        periods = reset = None
+        if len(node.args) == 2:
+            arg = node.args[1]
+            if func == "cumulative":
+                if not (isinstance(arg, n.StringLit) and arg.value in CUMULATIVE_RESETS):
+                    scope.error(arg, "cumulative's second argument is the period it restarts at.",
+                                f"Write one of: {', '.join(repr(r) for r in CUMULATIVE_RESETS)}.")
+                else:
+                    reset = arg.value
+            elif not (isinstance(arg, n.NumberLit) and isinstance(arg.value, int) and 1 <= arg.value <= 10_000):
+                scope.error(arg, f"{func}'s second argument must be a whole number of periods (1 or more).",
+                            f"Write '{usage}'.")
+            else:
+                periods = arg.value
+        elif func == "previous":
+            periods = 1
+        return n.TimeOp(func, operand, periods, reset, pos=node.pos), NUMBER
+
+    def _entity_lookup(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
+        scope = self.scope
+        if agg_source is None:
+            scope.error(node, f"'{func}(... per {node.per})' gives one value per entity, so it only makes sense "
+                              "inside another aggregate's filter.",
+                        f"Use it in a 'where', e.g. 'sum(orders.amount where count(orders per customer_id) > 1)'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        if func in SNAPSHOT_AGGREGATES:
+            scope.error(node, f"'{func}' cannot be used per entity.", "Use min, max, sum, count or avg per entity.")
+            return n.NullLit(pos=node.pos), UNKNOWN
+        inner = n.Call(node.name, node.args, node.where, None, pos=node.pos)
+        resolved, value_type = self._aggregate(inner, func)
+        if not isinstance(resolved, n.Aggregate):
+            return resolved, value_type
+        for source in (resolved.source, agg_source):
+            columns = scope.columns(source)
+            if columns is not None and node.per not in columns:
+                scope.error(node, f"'per {node.per}' needs a column '{node.per}' in source '{source}', which has none.",
+                            did_you_mean(node.per, columns) or "The key must have the same name in both sources.")
+        lookup = n.EntityLookup(func, resolved.source, resolved.arg, resolved.where, node.per, pos=node.pos)
+        return lookup, value_type
 
     def _aggregate(self, node: n.Call, func: str) -> tuple[n.Node, str]:
         scope = self.scope
@@ -319,9 +436,9 @@ class _Resolver:
             return n.NullLit(pos=node.pos), UNKNOWN
         self.sources_used.add(source)
         if isinstance(arg, n.Name) and arg.parts == (source,):
-            if func != "count":
+            if func not in ("count", "last", "first"):
                 scope.error(arg, f"'{func}({source})' needs a column.",
-                            f"Write '{func}({source}.column)'; only count can take a whole source.")
+                            f"Write '{func}({source}.column)'; only count, last and first can take a whole source.")
                 return n.NullLit(pos=node.pos), UNKNOWN
             value, value_type = None, NUMBER
         else:
@@ -434,6 +551,18 @@ def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineErro
                 yield ResolveError(f"relationship to unknown source '{rel.to}'.",
                                    source.where("relationships", rel_index, "to"),
                                    did_you_mean(rel.to, project.sources) or None)
+                continue
+            target = project.sources[rel.to]
+            target_column = rel.to_column or rel.on
+            # Many-to-one is only safe when the far side is unique: its whole primary key.
+            if target.primary_key != (target_column,):
+                key = ", ".join(target.primary_key) or "none declared"
+                yield ResolveError(
+                    f"relationship {source.name}.{rel.on} -> {rel.to}.{target_column} could fan out: "
+                    f"'{target_column}' is not the primary key of '{rel.to}' (primary key: {key}).",
+                    source.where("relationships", rel_index),
+                    f"Point it at {rel.to}'s primary key, or declare 'primary_key: {target_column}' on {rel.to} "
+                    "if each value appears once; a one-to-many link cannot carry dimensions.")
         described = catalog.get(source.name)
         if described is None:
             continue

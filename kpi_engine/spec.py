@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from .calendar import Calendar
 from .errors import KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean
 from .parser import FormulaSource
 
@@ -117,6 +118,7 @@ class ProjectConfig:
     dialect: str | None
     currency: str
     positions: Positions = field(compare=False, repr=False)
+    calendar: Calendar = field(default_factory=Calendar)
 
 
 @dataclass(frozen=True)
@@ -401,9 +403,12 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                 errors.extend(error for _, error in schema_errors)
                 if not schema_errors:
                     data = doc.data
+                    errors.extend(_config_errors(data, doc))
                     config = ProjectConfig(name=data["name"], root=root, warehouse=data.get("warehouse"),
                                            dialect=data.get("dialect"), currency=data.get("currency", "USD"),
-                                           positions=doc.positions())
+                                           positions=doc.positions(),
+                                           calendar=Calendar(data.get("timezone"), data.get("week_start", "monday"),
+                                                             data.get("fiscal_year_start", 1)))
 
     sources: dict[str, SourceSpec] = {}
     kpis: dict[str, KpiSpec] = {}
@@ -453,6 +458,18 @@ def load_project(path: str | Path) -> Project:
     if errors:
         raise ProjectInvalid(errors)
     return project
+
+
+def _config_errors(data: Mapping[str, Any], doc: _Document) -> Iterator[SpecError]:
+    zone = data.get("timezone")
+    if zone:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            yield SpecError(f"unknown time zone '{zone}'.", doc.positions().at(("timezone",)),
+                            "Use an IANA name such as 'UTC', 'Europe/Paris' or 'America/New_York'.")
 
 
 def _duplicate(kind: str, name: str, here: Location, first: Location) -> SpecError:

@@ -1,0 +1,112 @@
+"""Time grains: bucketing in SQL, period arithmetic in Python, period indexes for windows.
+
+One ``Calendar`` per project (from kpi_engine.yaml): the time zone timestamps are
+converted to before they are cut into periods, the first day of the week and the
+first month of the fiscal year. The SQL side and the Python side (used to widen a
+range for ``previous``/``rolling`` and to list the periods of a dense series) follow
+the same rules, and tests hold them to each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # sqlglot is imported where SQL is built, to keep start-up fast
+    from sqlglot import exp
+
+GRAINS = ("day", "week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# Grain -> (unit of the period index, periods of that unit per grain). Months and
+# days are the two index units, so that RANGE window frames count periods exactly.
+_INDEX = {"day": ("day", 1), "week": ("day", 7), "month": ("month", 1), "quarter": ("month", 3),
+          "year": ("month", 12), "fiscal_quarter": ("month", 3), "fiscal_year": ("month", 12)}
+_EPOCH = dt.date(1970, 1, 5)  # a Monday
+
+
+@dataclass(frozen=True)
+class Calendar:
+    timezone: str | None = None  # IANA name; None keeps timestamps as stored
+    week_start: str = "monday"
+    fiscal_year_start: int = 1  # month 1..12
+
+    # --- SQL -------------------------------------------------------------------------
+
+    def local_time(self, column: exp.Expression, is_timestamp: bool) -> exp.Expression:
+        """Timestamps are stored in UTC; convert them to the project's zone. Dates stay as they are."""
+        from sqlglot import exp
+
+        if not self.timezone or not is_timestamp:
+            return column
+        return exp.ConvertTimezone(source_tz=exp.Literal.string("UTC"), target_tz=exp.Literal.string(self.timezone),
+                                   timestamp=exp.cast(column, "TIMESTAMP"))
+
+    def bucket(self, column: exp.Expression, grain: str, dialect: str) -> exp.Expression:
+        """The first day (a DATE) of the ``grain`` period that contains ``column``."""
+        from sqlglot import exp
+
+        value = exp.cast(column, "TIMESTAMP")
+        shift_unit, shift = self._shift(grain)
+        if shift:
+            value = exp.DateAdd(this=value, expression=exp.Literal.number(shift), unit=exp.var(shift_unit))
+        unit = grain.replace("fiscal_", "")
+        unit_node = exp.var(unit.upper())
+        if dialect == "bigquery" and unit == "week":
+            unit_node = exp.var("WEEK(MONDAY)")
+        start = exp.TimestampTrunc(this=value, unit=unit_node)
+        if shift:
+            start = exp.DateAdd(this=start, expression=exp.Literal.number(-shift), unit=exp.var(shift_unit))
+        return exp.cast(start, "DATE")
+
+    def _shift(self, grain: str) -> tuple[str, int]:
+        """Truncating (t + shift) and subtracting the shift moves the period boundaries."""
+        if grain == "week":
+            return "DAY", (7 - WEEKDAYS.index(self.week_start)) % 7
+        if grain.startswith("fiscal_"):
+            return "MONTH", -(self.fiscal_year_start - 1)
+        return "DAY", 0
+
+    @staticmethod
+    def period_index(period: exp.Expression, grain: str) -> exp.Expression:
+        """An integer that grows by ``index_step(grain)`` from one period to the next."""
+        from sqlglot import exp
+
+        unit, _ = _INDEX[grain]
+        if unit == "month":
+            return exp.Add(this=exp.Mul(this=exp.Year(this=period.copy()), expression=exp.Literal.number(12)),
+                           expression=exp.Month(this=period.copy()))
+        return exp.DateDiff(this=period.copy(), expression=exp.cast(exp.Literal.string(_EPOCH.isoformat()), "DATE"),
+                            unit=exp.var("DAY"))
+
+    @staticmethod
+    def index_step(grain: str) -> int:
+        return _INDEX[grain][1]
+
+    # --- Python ----------------------------------------------------------------------
+
+    def period_start(self, day: dt.date, grain: str) -> dt.date:
+        if grain == "day":
+            return day
+        if grain == "week":
+            return day - dt.timedelta(days=(day.weekday() - WEEKDAYS.index(self.week_start)) % 7)
+        months = {"month": 1, "quarter": 3, "year": 12, "fiscal_quarter": 3, "fiscal_year": 12}[grain]
+        first = self.fiscal_year_start if grain.startswith("fiscal_") else 1
+        offset = (day.year * 12 + day.month - first) // months * months + first
+        return dt.date((offset - 1) // 12, (offset - 1) % 12 + 1, 1)
+
+    def shift(self, period: dt.date, grain: str, periods: int) -> dt.date:
+        """The start of the period ``periods`` periods after the one starting at ``period``."""
+        unit, step = _INDEX[grain]
+        if unit == "day":
+            return period + dt.timedelta(days=step * periods)
+        months = period.year * 12 + period.month - 1 + step * periods
+        return dt.date(months // 12, months % 12 + 1, 1)
+
+    def periods(self, start: dt.date, end: dt.date, grain: str) -> list[dt.date]:
+        """Starts of every period that overlaps [start, end)."""
+        result, current = [], self.period_start(start, grain)
+        while current < end:
+            result.append(current)
+            current = self.shift(current, grain, 1)
+        return result
