@@ -269,7 +269,7 @@ def _lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
     def lower(node: n.Node) -> n.Node:
         if not isinstance(node, n.TimeOp):
             return node
-        if node.func != "share" and grain is None:
+        if node.func in ("previous", "rolling") and grain is None:
             raise QueryError(f"{node.func}() needs a time grain.", None,
                              "Add --grain (day, week, month, quarter, year, ...).")
         if node.func == "share":
@@ -508,7 +508,13 @@ class _Compiler:
         """The first day source rows are read from: earlier than --from when a time
         function needs earlier periods; None when it needs all history."""
         start = self.request.start
-        if start is None or not leaves or not self.grain:
+        if start is None or not leaves:
+            return start
+        if not self.grain:  # only cumulative and share are allowed without a grain
+            if any(leaf.kind == "cumulative" for leaf in leaves):
+                raise QueryError("cumulative() without --grain cannot be combined with --from: the one total row "
+                                 "cannot both start at --from and include earlier history.", None,
+                                 "Add --grain (the last period then holds the running total), or drop --from.")
             return start
         first = self.calendar.period_start(start, self.grain)
         earliest = first
@@ -581,7 +587,8 @@ class _Compiler:
         for agg, alias in plan.aggregates.items():
             selects.append(exp.alias_(self.aggregate(agg, row_value), _ident(alias)))
 
-        range_conditions = []
+        # A row belongs to the period of its time; a row without one belongs to none.
+        range_conditions = [exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null()))] if source.time else []
         if start:
             range_conditions.append(exp.GTE(this=time.copy(), expression=_bound(start, is_date)))
         if self.request.end:
@@ -689,6 +696,8 @@ class _Compiler:
         if leaf.kind == "total":
             partition = [_col(PERIOD, SERIES_CTE)] if self.grain else []
             return exp.Window(this=func(this=value), partition_by=partition)
+        if not self.grain:  # cumulative over the whole range: the total from the start of data
+            return value
         order = exp.Order(expressions=[exp.Ordered(this=_col(PERIOD_INDEX, SERIES_CTE))])
         step = self.calendar.index_step(self.grain)
         if leaf.kind == "cumulative":

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from .calendar import Calendar
-from .errors import KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean
+from .errors import KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean, in_file_order
 from .parser import FormulaSource
 
 CONFIG_FILE = "kpi_engine.yaml"
@@ -79,6 +79,8 @@ class SourceSpec:
     description: str | None
     positions: Positions = field(compare=False, repr=False)
     path: Path_ = field(compare=False, repr=False, default=())
+    library: str | None = None  # the include it comes from
+    overrides: Location | None = None  # the library definition this one overrides
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -103,8 +105,11 @@ class KpiSpec:
     owner: str | None
     tags: tuple[str, ...]
     dimensions: tuple[str, ...] | None
+    target: Mapping[str, Any] | None
     positions: Positions = field(compare=False, repr=False)
     path: Path_ = field(compare=False, repr=False, default=())
+    library: str | None = None  # the include it comes from
+    overrides: Location | None = None  # the library definition this one overrides
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"kpi '{self.name}'", key)
@@ -119,6 +124,7 @@ class ProjectConfig:
     currency: str
     positions: Positions = field(compare=False, repr=False)
     calendar: Calendar = field(default_factory=Calendar)
+    include: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -408,12 +414,16 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                                            dialect=data.get("dialect"), currency=data.get("currency", "USD"),
                                            positions=doc.positions(),
                                            calendar=Calendar(data.get("timezone"), data.get("week_start", "monday"),
-                                                             data.get("fiscal_year_start", 1)))
+                                                             data.get("fiscal_year_start", 1)),
+                                           include=tuple(data.get("include", ())))
 
-    sources: dict[str, SourceSpec] = {}
-    kpis: dict[str, KpiSpec] = {}
+    # Every entry of every file, library files first; merged by name below.
+    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}}
     shown_files = []
-    for path_ in _spec_files(root):
+    spec_files = [(file, library) for library, folder in (_libraries(config, errors) if config else [])
+                  for file in _spec_files(folder)]
+    spec_files += [(file, None) for file in _spec_files(root)]
+    for path_, library in spec_files:
         shown = _display(path_, root)
         shown_files.append(shown)
         text, error = _read(path_, shown)
@@ -431,21 +441,26 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
         schema_errors = _schema_errors(doc, "spec.schema.json")
         errors.extend(error for _, error in schema_errors)
         bad_paths = [path for path, _ in schema_errors]
-        for section, kind, build, found in (("sources", "source", _source, sources), ("kpis", "KPI", _kpi, kpis)):
-            entries = doc.data.get(section)
-            if not isinstance(entries, dict):
+        for section in entries:
+            found = doc.data.get(section)
+            if not isinstance(found, dict):
                 continue
-            for name, body in entries.items():
+            for name, body in found.items():
                 # An object with a schema problem is left out; the rest of the file is still checked.
                 if any(path[:2] == (section, name) for path in bad_paths):
                     broken.add(name)
                     continue
-                spec = build(name, body or {}, doc)
-                if name in found:
-                    errors.append(_duplicate(kind, name, spec.where(key=True), found[name].where(key=True)))
-                    continue
+                entries[section].setdefault(name, []).append(_Entry(body or {}, doc, library))
+
+    sources: dict[str, SourceSpec] = {}
+    kpis: dict[str, KpiSpec] = {}
+    for section, kind, build, found in (("sources", "source", _source, sources), ("kpis", "KPI", _kpi, kpis)):
+        for name, items in entries[section].items():
+            spec = _merge(section, kind, name, items, build, errors)
+            if spec is not None:
                 found[name] = spec
     errors.extend(_source_shape_errors(sources))
+    errors = in_file_order(errors)
     if config is None:
         return None, errors
     return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files),
@@ -472,12 +487,71 @@ def _config_errors(data: Mapping[str, Any], doc: _Document) -> Iterator[SpecErro
                             "Use an IANA name such as 'UTC', 'Europe/Paris' or 'America/New_York'.")
 
 
+@dataclass(frozen=True)
+class _Entry:
+    body: Mapping[str, Any]
+    doc: _Document
+    library: str | None  # the include it comes from, None for the project's own files
+
+
+def _merge(section: str, kind: str, name: str, items: list[_Entry], build, errors: list) -> Any:
+    """One spec per name: a project entry overrides a library entry field by field."""
+    def where(entry: _Entry) -> Location:
+        return entry.doc.positions().at((section, name), key=True)
+
+    own = [item for item in items if item.library is None]
+    library = [item for item in items if item.library is not None]
+    for group in (own, library):
+        for extra in group[1:]:
+            errors.append(_duplicate(kind, name, where(extra), where(group[0])))
+    base, top = (library[0] if library else None), (own[0] if own else None)
+    if base and top:
+        body = {**base.body, **top.body}
+        spec = build(name, body, top.doc, overrides=where(base), fallback=base.doc)
+    else:
+        entry = top or base
+        spec = build(name, dict(entry.body), entry.doc, library=entry.library)
+    if section == "kpis" and not spec.formula:
+        errors.append(SpecError(f"KPI '{name}' has no formula.", where(top or base),
+                                "Add 'formula:'; only a KPI that overrides a library KPI may leave it out."))
+        return None
+    return spec
+
+
+def _libraries(config: "ProjectConfig", errors: list) -> list[tuple[str, Path]]:
+    """The folders named by ``include:``: a path relative to the project, or builtin:<name>."""
+    found = []
+    for index, item in enumerate(config.include):
+        where = config.positions.at(("include", index))
+        if item.startswith("builtin:"):
+            name = item.split(":", 1)[1]
+            folder = Path(str(resources.files("kpi_engine").joinpath("definitions", name)))
+            hint = f"Built-in libraries: {', '.join(builtin_libraries()) or 'none installed'}."
+        else:
+            folder = (config.root / item).resolve()
+            hint = "Give a folder of spec files, relative to the project folder."
+        if not folder.is_dir():
+            errors.append(SpecError(f"included library '{item}' does not exist.", where, hint))
+            continue
+        found.append((item, folder))
+    return found
+
+
+def builtin_libraries() -> list[str]:
+    """Names of the KPI libraries shipped inside the package (include them as builtin:<name>)."""
+    folder = resources.files("kpi_engine").joinpath("definitions")
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(("_", ".")))
+
+
 def _duplicate(kind: str, name: str, here: Location, first: Location) -> SpecError:
     return SpecError(f"{kind} '{name}' is defined twice (first at {first.file}:{first.line}).", here,
                      f"Rename or remove one of them; {kind} names are unique across the project.")
 
 
-def _source(name: str, body: Mapping[str, Any], doc: _Document) -> SourceSpec:
+def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | None = None,
+            overrides: Location | None = None, fallback: _Document | None = None) -> SourceSpec:
     dimensions = []
     for item in body.get("dimensions", []):
         if isinstance(item, str):
@@ -493,18 +567,22 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document) -> SourceSpec:
         primary_key=(key,) if isinstance(key, str) else tuple(key),
         dimensions=tuple(dimensions), columns=dict(body.get("columns", {})), relationships=relationships,
         label=body.get("label"), description=body.get("description"),
-        positions=doc.positions(), path=("sources", name))
+        positions=doc.positions(), path=("sources", name), library=library, overrides=overrides)
 
 
-def _kpi(name: str, body: Mapping[str, Any], doc: _Document) -> KpiSpec:
+def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None = None,
+         overrides: Location | None = None, fallback: _Document | None = None) -> KpiSpec:
     path = ("kpis", name)
-    text, source = doc.formula_source(path + ("formula",), f"kpi '{name}'")
+    formula_doc = doc if (path + ("formula",)) in doc.nodes or fallback is None else fallback
+    text, source = formula_doc.formula_source(path + ("formula",), f"kpi '{name}'") \
+        if (path + ("formula",)) in formula_doc.nodes else ("", FormulaSource(doc.file, obj=f"kpi '{name}'"))
     dims = body.get("dimensions")
     return KpiSpec(
         name=name, formula=text, formula_source=source, label=body.get("label"),
         description=body.get("description"), unit=body.get("unit", "number"), format=body.get("format"),
         owner=body.get("owner"), tags=tuple(body.get("tags", ())),
-        dimensions=tuple(dims) if dims is not None else None, positions=doc.positions(), path=path)
+        dimensions=tuple(dims) if dims is not None else None, target=body.get("target"),
+        positions=doc.positions(), path=path, library=library, overrides=overrides)
 
 
 def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:

@@ -64,8 +64,7 @@ def test_every_schema_problem_is_reported_with_its_position(make_project):
         """})
     found = problems(root)
     assert [where(e) for e in found] == [
-        ("kpis.yaml", 2, 3),   # a: missing formula
-        ("kpis.yaml", 3, 5),   # a: unknown field formla
+        ("kpis.yaml", 3, 5),   # a: unknown field formla (a is then left out)
         ("kpis.yaml", 6, 11),  # b: unit
         ("kpis.yaml", 9, 11),  # c: tags
         ("kpis.yaml", 10, 3),  # d: missing formula
@@ -74,7 +73,7 @@ def test_every_schema_problem_is_reported_with_its_position(make_project):
     assert "unknown field 'formla'" in text and "Did you mean 'formula'?" in text
     assert "'percentage' is not one of" in text and "Did you mean 'percent'?" in text
     assert "kpis.c.tags must be an array, not int" in text
-    assert "missing the required field 'formula'" in text
+    assert "KPI 'd' has no formula." in text
 
 
 def test_yaml_syntax_errors_and_tabs(make_project):
