@@ -88,15 +88,14 @@ def to_table(result: Result, currency: str = "USD", color: bool | None = None) -
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for column in result.columns:
         numeric = column.role == "kpi"
-        header = column.name if not column.unit or column.unit == "number" else f"{column.name} ({column.unit})"
-        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
+        table.add_column(column.name, justify="right" if numeric else "left", no_wrap=True)
     for row in result.to_dicts():
         table.add_row(*[format_value(row[c.name], c.unit, currency, c.format) if c.role == "kpi"
                         else ("(null)" if row[c.name] is None else format_value(row[c.name], None))
                         for c in result.columns])
     buffer = io.StringIO()
-    console = Console(file=buffer, width=max(80, 16 * len(result.columns)), force_terminal=bool(color),
-                      no_color=not color, highlight=False)
+    # Tables never wrap or truncate: wide results scroll rather than lose digits.
+    console = Console(file=buffer, width=10_000, force_terminal=bool(color), no_color=not color, highlight=False)
     console.print(table)
     footer = f"{len(result)} row{'s' if len(result) != 1 else ''}"
     return buffer.getvalue() + footer + "\n"

@@ -235,7 +235,7 @@ class _Document:
         start, end = node.start_mark, node.end_mark
         value = node.value
         if node.style in ("|", ">"):
-            lines = self.text.splitlines()[start.line + 1:end.line + 1]
+            lines = self.text.splitlines()[start.line + 1:end.line]  # the end mark is where the next line starts
             raw = "\n".join(lines).rstrip()
             return raw, FormulaSource(self.file, start.line + 2, 1, indent=1, obj=obj)
         quoted = node.style in ("'", '"')

@@ -153,3 +153,18 @@ def test_block_formula_positions_point_into_the_file(make_project):
     with pytest.raises(FormulaError) as info:
         parse(kpi.formula, kpi.formula_source)
     assert where(info.value) == ("k.yaml", 5, 24)
+
+
+def test_a_block_formula_ends_where_the_next_key_starts(make_project):
+    root = make_project({"sources.yaml": SOURCES, "k.yaml": """
+        kpis:
+          x:
+            formula: >
+              count(leads)
+                / count(leads)
+
+          y:
+            formula: count(leads)
+        """})
+    project = load_project(root)
+    assert " ".join(project.kpis["x"].formula.split()) == "count(leads) / count(leads)"
