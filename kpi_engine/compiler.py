@@ -163,11 +163,6 @@ def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = N
     return exp.alias_(table, _ident(alias or source.name), table=True)
 
 
-def time_bucket(column: exp.Expression, grain: str, dialect: str, calendar: Calendar = Calendar()) -> exp.Expression:
-    """The start date of the ``grain`` period containing ``column`` (see ``Calendar.bucket``)."""
-    return calendar.bucket(column, grain, dialect)
-
-
 # --- formula nodes -> sqlglot ------------------------------------------------------------
 
 

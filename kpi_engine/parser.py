@@ -148,7 +148,7 @@ def _nesting_depth(text: str) -> int:
     return deepest
 
 
-def _caret(text: str, pos: n.Pos) -> str:
+def caret(text: str, pos: n.Pos) -> str:
     lines = text.splitlines() or [""]
     line = lines[min(pos.line, len(lines)) - 1]
     return f"    {line}\n    {' ' * (pos.column - 1)}^"
@@ -203,4 +203,4 @@ def _syntax_error(text: str, error: UnexpectedInput, source: FormulaSource) -> F
             found = "syntax error"
     expected = _expected(error)
     hint = f"Expected {expected}." if expected else None
-    return FormulaError(f"formula syntax error: {found}.", source.locate(pos), hint, detail=_caret(text, pos))
+    return FormulaError(f"formula syntax error: {found}.", source.locate(pos), hint, detail=caret(text, pos))

@@ -10,12 +10,12 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from . import nodes as n
 from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean,
                      in_file_order)
-from .parser import FormulaSource, parse
+from .parser import FormulaSource, caret, parse
 from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
 
 AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"}
@@ -143,7 +143,7 @@ class _Scope:
         self.errors = errors
 
     def error(self, node: n.Node, message: str, hint: str | None = None) -> None:
-        self.errors.append(FormulaError(message, self.where.locate(node.pos), hint, detail=_caret(self.text, node.pos)))
+        self.errors.append(FormulaError(message, self.where.locate(node.pos), hint, detail=caret(self.text, node.pos)))
 
     def columns(self, source: str) -> Mapping[str, str] | None:
         """Known columns of a source with their types, or None when nothing is known."""
@@ -161,12 +161,6 @@ class _Scope:
             if col not in merged and spec.columns.get(col):
                 merged[col] = typ
         return merged
-
-
-def _caret(text: str, pos: n.Pos) -> str:
-    lines = text.splitlines() or [""]
-    line = lines[min(pos.line, len(lines)) - 1]
-    return f"    {line}\n    {' ' * (pos.column - 1)}^"
 
 
 class _Resolver:
@@ -644,26 +638,3 @@ def expand(model: Model, expr: n.Node, cache: dict[str, n.Node] | None = None) -
 
 def aggregates_in(expr: n.Node) -> list[n.Aggregate]:
     return list(dict.fromkeys(node for node in expr.walk() if isinstance(node, n.Aggregate)))
-
-
-def filter_dimensions(expr: n.Node) -> list[n.Name]:
-    return [node for node in expr.walk() if isinstance(node, n.Name)]
-
-
-def topological(model: Model, names: Iterable[str]) -> list[str]:
-    """``names`` and everything they reference, dependencies first."""
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in order:
-            return
-        for ref in model.kpi(name).references:
-            visit(ref)
-        order.append(name)
-
-    for name in names:
-        visit(name)
-    return order
-
-
-MapFn = Callable[[n.Node], n.Node]
