@@ -428,7 +428,8 @@ class _Compiler:
                 self.check_filter_dimension(plans, name)
 
         start = self.widened_start(leaves)
-        ctes: list[tuple[str, exp.Expression]] = [(name, self.source_cte(plan, where, start))
+        self.cte = self.cte_names(plans)
+        ctes: list[tuple[str, exp.Expression]] = [(self.cte[name], self.source_cte(plan, where, start))
                                                   for name, plan in plans.items()]
         key_table, body, key_ctes = self.join_sources(plans, start)
         ctes += key_ctes
@@ -440,7 +441,7 @@ class _Compiler:
             columns.append(column)
 
         def current(agg: n.Aggregate) -> exp.Expression:
-            column = _col(plans[agg.source].aggregates[agg], agg.source)
+            column = _col(plans[agg.source].aggregates[agg], self.cte[agg.source])
             # A source with no rows for a key contributes 0 to a count or sum, not null.
             return exp.Coalesce(this=column, expressions=[_number(0)]) if agg.func in ADDITIVE else column
 
@@ -477,6 +478,18 @@ class _Compiler:
         for name, cte in ctes:
             query = query.with_(_ident(name), as_=cte)
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
+
+    def cte_names(self, plans: dict[str, _SourcePlan]) -> dict[str, str]:
+        """<source>_agg for each source's CTE, never the name of a table the query reads
+        (a CTE would hide that table from the CTEs after it)."""
+        tables = {source.table.rsplit(".", 1)[-1].lower() for source in self.model.sources.values() if source.table}
+        names = {}
+        for source in plans:
+            name = f"{source}_agg"
+            while name.lower() in tables or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE):
+                name += "_"
+            names[source] = name
+        return names
 
     def key_columns(self) -> list[OutputColumn]:
         columns = [OutputColumn(PERIOD, "time", None, self.grain)] if self.grain else []
@@ -648,21 +661,21 @@ class _Compiler:
         keys = self.keys
         if len(plans) == 1 and not self.request.fill:
             (only,) = plans
-            return only, exp.select().from_(_table_ref(only)), []
+            return self.cte[only], exp.select().from_(_table_ref(self.cte[only])), []
         if not keys:  # no grain, no dimensions: every CTE is one row
-            names = list(plans)
+            names = [self.cte[name] for name in plans]
             body = exp.select().from_(_table_ref(names[0]))
             for name in names[1:]:
                 body = body.join(_table_ref(name), join_type="CROSS")
             return names[0], body, []
         union = None
-        for name in plans:
+        for name in (self.cte[source] for source in plans):
             part = exp.select(*[_col(k, name) for k in keys]).from_(_table_ref(name))
             union = part if union is None else exp.union(union, part, distinct=True)
         if self.request.fill:
             union = self.dense_keys(union, start)
         body = exp.select().from_(_table_ref(KEYS_CTE))
-        for name in plans:
+        for name in (self.cte[source] for source in plans):
             condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys])
             body = body.join(_table_ref(name), on=condition, join_type="LEFT")
         return KEYS_CTE, body, [(KEYS_CTE, union)]

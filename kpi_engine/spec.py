@@ -420,11 +420,11 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     # Every entry of every file, library files first; merged by name below.
     entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}}
     shown_files = []
-    spec_files = [(file, library) for library, folder in (_libraries(config, errors) if config else [])
-                  for file in _spec_files(folder)]
-    spec_files += [(file, None) for file in _spec_files(root)]
-    for path_, library in spec_files:
-        shown = _display(path_, root)
+    spec_files = [(file, library, f"{library}/{file.relative_to(folder)}" if library.startswith("builtin:") else None)
+                  for library, folder in (_libraries(config, errors) if config else []) for file in _spec_files(folder)]
+    spec_files += [(file, None, None) for file in _spec_files(root)]
+    for path_, library, label in spec_files:
+        shown = label or _display(path_, root)
         shown_files.append(shown)
         text, error = _read(path_, shown)
         if error:
@@ -525,7 +525,7 @@ def _libraries(config: "ProjectConfig", errors: list) -> list[tuple[str, Path]]:
         where = config.positions.at(("include", index))
         if item.startswith("builtin:"):
             name = item.split(":", 1)[1]
-            folder = Path(str(resources.files("kpi_engine").joinpath("definitions", name)))
+            folder = Path(str(resources.files("kpi_engine.definitions").joinpath(name)))
             hint = f"Built-in libraries: {', '.join(builtin_libraries()) or 'none installed'}."
         else:
             folder = (config.root / item).resolve()
@@ -539,9 +539,7 @@ def _libraries(config: "ProjectConfig", errors: list) -> list[tuple[str, Path]]:
 
 def builtin_libraries() -> list[str]:
     """Names of the KPI libraries shipped inside the package (include them as builtin:<name>)."""
-    folder = resources.files("kpi_engine").joinpath("definitions")
-    if not folder.is_dir():
-        return []
+    folder = resources.files("kpi_engine.definitions")
     return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(("_", ".")))
 
 

@@ -283,14 +283,14 @@ def test_compile_has_one_cte_per_source_and_parses_back(project, dialect, quote)
     sql = result.stdout.strip()
     assert sql.endswith(";")
     q = quote
-    assert f"WITH {q}ad_spend{q} AS" in sql
-    assert f"{q}leads{q} AS" in sql
+    assert f"WITH {q}ad_spend_agg{q} AS" in sql
+    assert f"{q}leads_agg{q} AS" in sql
     parsed = sqlglot.parse_one(sql.rstrip(";"), read=dialect)
     assert isinstance(parsed, exp.Select)
     ctes = [cte.alias for cte in parsed.ctes]
     # One CTE per source (plus the key union that joins them).
-    assert ctes[:2] == ["ad_spend", "leads"]
-    assert set(ctes) - {"ad_spend", "leads"} <= {"keys"}
+    assert ctes[:2] == ["ad_spend_agg", "leads_agg"]
+    assert set(ctes) - {"ad_spend_agg", "leads_agg"} <= {"keys"}
     tables = {t.name for t in parsed.find_all(exp.Table)}
     assert {"ad_spend", "leads"} <= tables
 
@@ -298,8 +298,8 @@ def test_compile_has_one_cte_per_source_and_parses_back(project, dialect, quote)
 def test_compile_without_dimensions_still_one_cte_per_source(project):
     result = ok("compile", project, "cpl", "--dialect", "postgres", "--offline")
     sql = result.stdout.strip()
-    assert sql.count('"ad_spend" AS (') == 1
-    assert sql.count('"leads" AS (') == 1
+    assert sql.count('"ad_spend_agg" AS (') == 1
+    assert sql.count('"leads_agg" AS (') == 1
     sqlglot.parse_one(sql.rstrip(";"), read="postgres")
 
 

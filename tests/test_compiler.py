@@ -223,7 +223,7 @@ def test_one_cte_per_source_however_many_kpis(project):
     query = project.compile(["spend", "lead_count", "cpl", "close_rate", "qualified_share", "avg_score"],
                             by=["channel"], grain="month")
     ctes = [cte.alias for cte in query.expression.args["with_"].expressions]
-    assert ctes == ["ad_spend", "leads", "keys"]
+    assert ctes == ["ad_spend_agg", "leads_agg", "keys"]
     leads_cte = query.expression.args["with_"].expressions[1].this
     # count(leads) is shared by four KPIs but computed once.
     assert sum(1 for _ in leads_cte.find_all(exp.Count)) == 3  # count(*), close filter, qualified filter
@@ -240,6 +240,22 @@ def test_dialects_render_and_parse_back(project, dialect, marker):
     parsed = sqlglot.parse_one(sql, read=dialect)
     assert {t.name for t in parsed.find_all(exp.Table)} >= {"ad_spend", "leads"}
     assert "NULLIF" in sql.upper()
+
+
+def test_a_cte_never_hides_a_table_a_later_cte_reads(make_project):
+    from conftest import write_project
+
+    root = make_project({"s.yaml": """
+        sources:
+          leads: {table: leads, time: created_at}
+          won: {table: leads, time: customer_at}
+          leads_agg: {table: leads_agg, time: at}
+        """}, {"leads": LEADS[:50], "leads_agg": [{"at": "2025-01-01", "x": 1}]})
+    with KpiProject(load_project(root)) as project:
+        row = project.evaluate(formulas=["count(leads)", "count(won)", "count(leads_agg)"]).to_dicts()[0]
+        sql = project.compile(formulas=["count(leads)", "count(won)", "count(leads_agg)"]).sql()
+    assert (row["formula"], row["formula_2"], row["formula_3"]) == (50, sum(1 for r in LEADS[:50] if r["customer_at"]), 1)
+    assert '"leads_agg_" AS (' in sql  # renamed: a table is called leads_agg
 
 
 def test_bigquery_weeks_start_on_monday(project):
