@@ -78,7 +78,7 @@ def query_options(fn):
 def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit, fill):
     names = list(kpis)
     if all_kpis:
-        names = list(project.project.kpis) + [k for k in names if k not in project.project.kpis]
+        names = _all_kpis(project, _split(by), grain) + [k for k in names if k not in project.project.kpis]
     if not names and not formulas:
         raise UsageError("no KPI given.", None,
                          "Name KPIs after the project folder, use --all, or pass --formula; "
@@ -86,6 +86,25 @@ def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, w
     return names, dict(by=_split(by), grain=grain, start=start.date() if start else None,
                        end=end.date() if end else None, where=where, having=having,
                        order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill)
+
+
+def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
+    """Every KPI that can answer this request; says on stderr which cannot and why."""
+    model = project.model()
+    usable, skipped = [], []
+    for name in project.project.kpis:
+        kpi = model.kpi(name)
+        missing = [d for d in by if d not in kpi.dimensions]
+        if missing:
+            skipped.append(f"{name} (no {', '.join(missing)})")
+        elif grain is None and model.needs_grain(name):
+            skipped.append(f"{name} (needs --grain)")
+        else:
+            usable.append(name)
+    if skipped:
+        click.echo(f"Note: left out {len(skipped)} KPI{'s' if len(skipped) != 1 else ''}: {', '.join(skipped)}.",
+                   err=True)
+    return usable
 
 
 def _open(path: Path, warehouse: str | None):
@@ -124,6 +143,11 @@ def validate(project: Path, offline: bool, warehouse: str | None) -> None:
                f"{checked} are valid.")
 
 
+def _origin(location) -> str | None:
+    """file:line of a definition (None when there is none)."""
+    return f"{location.file}:{location.line}" if location else None
+
+
 @cli.command("list", context_settings=CONTEXT)
 @project_argument
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -135,11 +159,11 @@ def list_(project: Path, fmt: str) -> None:
     from .spec import load_project
 
     loaded = load_project(project)
-    kpis = [{"name": k.name, "label": k.label, "unit": k.unit, "defined_in": str(k.where(key=True)).split(" (")[0],
-             "formula": " ".join(k.formula.split())} for k in loaded.kpis.values()]
+    kpis = [{"name": k.name, "label": k.label, "unit": k.unit, "defined_in": _origin(k.where(key=True)),
+             "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split())} for k in loaded.kpis.values()]
     sources = [{"name": s.name, "relation": s.table or "(sql)", "time": s.time,
-                "dimensions": list(s.dimension_names), "defined_in": str(s.where(key=True)).split(" (")[0]}
-               for s in loaded.sources.values()]
+                "dimensions": list(s.dimension_names), "defined_in": _origin(s.where(key=True)),
+                "overrides": _origin(s.overrides)} for s in loaded.sources.values()]
     if fmt == "json":
         click.echo(json.dumps({"kpis": kpis, "sources": sources}, indent=2))
         return
@@ -148,17 +172,18 @@ def list_(project: Path, fmt: str) -> None:
 
     console = Console(width=160, no_color=not sys.stdout.isatty(), highlight=False)
     table = Table(title=f"KPIs of {loaded.config.name}", title_justify="left", show_edge=False)
-    for header in ("name", "label", "unit", "defined in"):
+    for header in ("name", "label", "unit", "defined in", "overrides"):
         table.add_column(header, no_wrap=True)
     for k in kpis:
-        table.add_row(k["name"], k["label"] or "", k["unit"], k["defined_in"])
+        table.add_row(k["name"], k["label"] or "", k["unit"], k["defined_in"], k["overrides"] or "")
     console.print(table)
     console.print()
     table = Table(title="Sources", title_justify="left", show_edge=False)
-    for header in ("name", "relation", "time", "dimensions", "defined in"):
+    for header in ("name", "relation", "time", "dimensions", "defined in", "overrides"):
         table.add_column(header, no_wrap=True)
     for s in sources:
-        table.add_row(s["name"], s["relation"], s["time"] or "", ", ".join(s["dimensions"]), s["defined_in"])
+        table.add_row(s["name"], s["relation"], s["time"] or "", ", ".join(s["dimensions"]), s["defined_in"],
+                      s["overrides"] or "")
     console.print(table)
 
 
@@ -215,6 +240,24 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the catalogue to this file instead of standard output.")
+@handle_errors
+def docs(project: Path, output: Path | None) -> None:
+    """Generate a Markdown catalogue of every KPI: formula, description, unit, dimensions, target."""
+    from .catalog import markdown
+
+    with _open(project, None) as kpi_project:
+        text = markdown(kpi_project.model(describe=False))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomically(output, text)
+        click.echo(f"Wrote {output}.", err=True)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -58,6 +58,7 @@ class KpiProject:
         self._warehouse = warehouse if warehouse is not None else project.config.warehouse
         self._connection: Connection | None = None
         self._model: Model | None = None
+        self._unavailable: dict[str, KpiEngineError] = {}  # sources whose table cannot be read
         self._lock = threading.Lock()
 
     # -- set-up
@@ -83,15 +84,21 @@ class KpiProject:
                 self._connection = adapter.connect(settings, self.project.config.root)
             return self._connection
 
-    def model(self, describe: bool = True) -> Model:
+    def model(self, describe: bool = True, strict: bool = True) -> Model:
         """The resolved model. With ``describe``, sources and columns are checked against
-        the warehouse too, and column types are known to the type checker."""
-        if self._model is not None and (self._model.catalog or not describe):
+        the warehouse too, and column types are known to the type checker.
+
+        ``strict=False`` tolerates sources whose table is missing (a team that adopts a
+        library without every table): they fail only when a request reads them.
+        """
+        if self._model is not None and (self._model.catalog or not describe) and (not strict or not self._unavailable):
             return self._model
         catalog: dict[str, dict[str, str]] = {}
         errors: list[KpiEngineError] = []
         if describe:
-            catalog, errors = self._describe()
+            catalog, self._unavailable = self._describe()
+            if strict:
+                errors.extend(self._unavailable.values())
         try:
             model = resolve(self.project, catalog)
         except ProjectInvalid as invalid:
@@ -101,25 +108,26 @@ class KpiProject:
         self._model = model
         return model
 
-    def _describe(self) -> tuple[dict[str, dict[str, str]], list[KpiEngineError]]:
+    def _describe(self) -> tuple[dict[str, dict[str, str]], dict[str, KpiEngineError]]:
+        """Column types of every source, and the sources that cannot be read, with why."""
         connection = self.connection()
         catalog: dict[str, dict[str, str]] = {}
-        errors: list[KpiEngineError] = []
+        unavailable: dict[str, KpiEngineError] = {}
         for source in self.project.sources.values():
             try:
                 relation = source_relation(source, self.dialect)
                 described = connection.columns(relation)
             except KpiEngineError as error:
-                errors.append(error)
+                unavailable[source.name] = error
                 continue
             if described is None:
                 what = f"table '{source.table}'" if source.table else "the source's query"
-                errors.append(ResolveError(f"{what} does not exist in the warehouse.",
-                                           source.where("table" if source.table else "sql"),
-                                           "Fix the name (schema.table), or create the table."))
+                unavailable[source.name] = ResolveError(f"{what} does not exist in the warehouse.",
+                                                        source.where("table" if source.table else "sql"),
+                                                        "Fix the name (schema.table), or create the table.")
                 continue
             catalog[source.name] = {col: column_type(raw) for col, raw in described.items()}
-        return catalog, errors
+        return catalog, unavailable
 
     # -- queries
     def compile(self, kpis: Sequence[str] = (), *, dialect: str | None = None, describe: bool = True,
@@ -127,7 +135,11 @@ class KpiProject:
         """Compile KPIs into one query. ``options`` are the fields of ``compiler.Request``:
         by, grain, start, end, where, having, order_by, limit, formulas."""
         request = make_request(kpis, **options)
-        return compile_request(self.model(describe), request, dialect or self.dialect, self.dialect)
+        query = compile_request(self.model(describe, strict=False), request, dialect or self.dialect, self.dialect)
+        missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
+        if missing:
+            raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)
+        return query
 
     def evaluate(self, kpis: Sequence[str] = (), **options: Any) -> Result:
         """Compile and run on the project's warehouse; returns a ``Result``."""

@@ -69,6 +69,11 @@ class Model:
                              did_you_mean(name, self.kpis) or "The project defines no KPIs yet.")
         return self.kpis[name]
 
+    def needs_grain(self, name: str) -> bool:
+        """True when the KPI (or one it references) compares periods: previous() or rolling()."""
+        return any(isinstance(node, n.TimeOp) and node.func in ("previous", "rolling")
+                   for node in expand(self, self.kpi(name).expr).walk())
+
     def dimensions_of(self, sources: Iterable[str]) -> tuple[str, ...]:
         """Dimensions reachable from every one of ``sources``, in the first source's order."""
         names = sorted(sources)
