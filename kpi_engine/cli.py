@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 import tempfile
@@ -206,36 +207,55 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @query_options
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", default="table", show_default=True, metavar="FORMAT",
+              help="table, csv, json, or a format added by a plugin (see 'kpi-engine plugins').")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @warehouse_option
 @handle_errors
 def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
-    from .output import render
+    from .output import FORMATS, render
 
     with _open(project, warehouse) as kpi_project:
+        writer = None
+        if fmt not in FORMATS:
+            writers = kpi_project.registry.writers()
+            if fmt not in writers:
+                raise UsageError(f"unknown output format '{fmt}'.", None,
+                                 f"Use one of: {', '.join(list(FORMATS) + sorted(writers))}.")
+            writer = writers[fmt]
+            if writer.binary and output is None:
+                raise UsageError(f"the '{fmt}' format is binary.", None, "Write it to a file with --output FILE.")
         names, options = _request_options(kpi_project, **query)
         result = kpi_project.evaluate(names, **options)
-        color = output is None and fmt == "table" and sys.stdout.isatty()
-        text = render(result, fmt, kpi_project.project.config.currency, color)
+        if writer is not None:
+            buffer = io.BytesIO() if writer.binary else io.StringIO()
+            writer.write(result, buffer)
+            content = buffer.getvalue()
+        else:
+            color = output is None and fmt == "table" and sys.stdout.isatty()
+            content = render(result, fmt, kpi_project.project.config.currency, color)
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(content, nl=False)
     else:
-        write_atomically(output, text)
+        write_atomically(output, content)
         click.echo(f"Wrote {len(result)} rows to {output}.", err=True)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, content: str | bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: never a half-written file."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise UsageError(f"cannot write '{path}': folder '{directory}' does not exist.", None, "Create it first.")
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        if isinstance(content, bytes):
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(content)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -272,10 +292,12 @@ def plugins(fmt: str) -> None:
     registry = default_registry()
     adapters = registry.adapters()
     rows = []
-    for info in registry.plugins.values():
-        provided = [name for name, a in adapters.items() if a.plugin.name == info.name]
-        dialects = [adapters[name].adapter.dialect for name in provided]
-        rows.append({"plugin": info.name, "adapters": provided, "dialects": dialects, "module": info.module,
+    for info in list(registry.plugins.values()):
+        provided = registry.provided_by(info.name)
+        info = registry.plugins.get(info.name, info)  # calling the hooks may have marked it failed
+        rows.append({"plugin": info.name, **provided,
+                     "dialects": [adapters[name].adapter.dialect for name in provided["adapters"]],
+                     "module": info.module,
                      "distribution": f"{info.distribution} {info.version}" if info.distribution else None,
                      "status": f"failed: {info.error}" if info.error else "ok"})
     if fmt == "json":
@@ -285,11 +307,12 @@ def plugins(fmt: str) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False)
-    for header in ("plugin", "adapters", "dialect", "module", "package", "status"):
+    for header in ("plugin", "provides", "module", "package", "status"):
         table.add_column(header)
     for row in rows:
-        table.add_row(row["plugin"], ", ".join(row["adapters"]), ", ".join(row["dialects"]), row["module"],
-                      row["distribution"] or "", row["status"])
+        provides = [f"adapter {a} ({d})" for a, d in zip(row["adapters"], row["dialects"])]
+        provides += [f"function {f}" for f in row["functions"]] + [f"format {f}" for f in row["formats"]]
+        table.add_row(row["plugin"], ", ".join(provides), row["module"], row["distribution"] or "", row["status"])
     Console(width=160, no_color=not sys.stdout.isatty(), highlight=False).print(table)
 
 

@@ -180,8 +180,9 @@ class WindowLeaf(n.Node):
     reset: str | None = None
 
 
-def _compile_common(node: n.Node, recurse) -> exp.Expression:
-    """Operators, literals and functions: the same at row level and at KPI level."""
+def _compile_common(node: n.Node, recurse, function=None) -> exp.Expression:
+    """Operators, literals and functions: the same at row level and at KPI level.
+    ``function(name, args)`` compiles function calls (built-in or from a plugin)."""
     if isinstance(node, (n.NumberLit, n.StringLit, n.BoolLit, n.NullLit)):
         return _literal(node)
     if isinstance(node, n.Unary):
@@ -212,7 +213,7 @@ def _compile_common(node: n.Node, recurse) -> exp.Expression:
         result = exp.Is(this=_wrap(recurse(node.operand)), expression=exp.Null())
         return exp.Not(this=result) if node.negated else result
     if isinstance(node, n.Function):
-        return _function(node.name, [recurse(a) for a in node.args])
+        return (function or _function)(node.name, [recurse(a) for a in node.args])
     raise AssertionError(f"cannot compile {node!r} here")  # pragma: no cover
 
 
@@ -337,6 +338,16 @@ class _Compiler:
         self.grain = request.grain
         self.dims = tuple(dict.fromkeys(request.dimensions))
         self.keys = ([PERIOD] if self.grain else []) + list(self.dims)
+
+    def function(self, name: str, args: list[exp.Expression]) -> exp.Expression:
+        plugin = self.model.functions.get(name)
+        if plugin is None:
+            return _function(name, args)
+        result = plugin.compile(args, self.dialect)
+        if not isinstance(result, exp.Expression):
+            raise QueryError(f"the plugin function '{name}' returned {type(result).__name__}, not a sqlglot expression.",
+                             None, "Fix the plugin: compile() must build its result from sqlglot nodes.")
+        return result
 
     # -- checks
     def check_request(self) -> None:
@@ -465,9 +476,9 @@ class _Compiler:
                 first = self.calendar.period_start(request.start, self.grain)
                 body = body.where(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)))
             measure = _Measure(lambda agg: _col(series_columns[agg], WINDOWED_CTE),
-                               lambda leaf: _col(leaf_columns[leaf], WINDOWED_CTE))
+                               lambda leaf: _col(leaf_columns[leaf], WINDOWED_CTE), self.function)
         else:
-            measure = _Measure(current, None)
+            measure = _Measure(current, None, self.function)
 
         selects = [exp.alias_(_col(k, key_table), _ident(k)) for k in self.keys]
         selects += [exp.alias_(exp.cast(measure(expr), "DOUBLE"), _ident(column.name)) for column, expr in outputs]
@@ -579,7 +590,7 @@ class _Compiler:
                     joins[alias] = exp.EQ(this=_col(node.key, name), expression=_col(node.key, alias))
                 value = _col("value", alias)
                 return exp.Coalesce(this=value, expressions=[_number(0)]) if node.func in ADDITIVE else value
-            return _compile_common(node, row_value)
+            return _compile_common(node, row_value, self.function)
 
         time, is_date = (self.time_column(source) if source.time else (None, False))
         selects: list[exp.Expression] = []
@@ -645,7 +656,7 @@ class _Compiler:
         def inner_value(node: n.Node) -> exp.Expression:
             if isinstance(node, n.Column):
                 return self.column(inner, node.name)
-            return _compile_common(node, inner_value)
+            return _compile_common(node, inner_value, self.function)
 
         value = _aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None,
                                inner_value(lookup.where) if lookup.where is not None else None)
@@ -734,16 +745,17 @@ class _Measure:
     """Compiles KPI-level expressions: aggregates and window leaves become columns."""
 
     def __init__(self, aggregate: Callable[[n.Aggregate], exp.Expression],
-                 window: Callable[[WindowLeaf], exp.Expression] | None):
+                 window: Callable[[WindowLeaf], exp.Expression] | None, function):
         self.aggregate = aggregate
         self.window = window
+        self.function = function
 
     def __call__(self, node: n.Node) -> exp.Expression:
         if isinstance(node, n.Aggregate):
             return self.aggregate(node)
         if isinstance(node, WindowLeaf):
             return self.window(node)
-        return _compile_common(node, self)
+        return _compile_common(node, self, self.function)
 
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb") -> CompiledQuery:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .compiler import CompiledQuery, Request, compile_request, source_relation
-from .errors import KpiEngineError, in_file_order, Location, ProjectInvalid, ResolveError, UsageError, WarehouseError
+from .errors import KpiEngineError, Location, ProjectInvalid, ResolveError, UsageError, WarehouseError, in_file_order
 from .hookspecs import Connection
 from .plugins import Registry, default_registry
 from .resolve import Model, column_type, resolve
@@ -100,7 +101,7 @@ class KpiProject:
             if strict:
                 errors.extend(self._unavailable.values())
         try:
-            model = resolve(self.project, catalog)
+            model = resolve(self.project, catalog, self.registry.functions())
         except ProjectInvalid as invalid:
             errors.extend(invalid.errors)
         if errors:
@@ -135,10 +136,13 @@ class KpiProject:
         """Compile KPIs into one query. ``options`` are the fields of ``compiler.Request``:
         by, grain, start, end, where, having, order_by, limit, formulas."""
         request = make_request(kpis, **options)
-        query = compile_request(self.model(describe, strict=False), request, dialect or self.dialect, self.dialect)
+        target = dialect or self.dialect
+        query = compile_request(self.model(describe, strict=False), request, target, self.dialect)
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
         if missing:
             raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)
+        for adapter in self.registry.adapters_for_dialect(target):  # e.g. SQLite's date functions
+            query = replace(query, expression=adapter.prepare(query.expression))
         return query
 
     def evaluate(self, kpis: Sequence[str] = (), **options: Any) -> Result:

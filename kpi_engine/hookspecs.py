@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import IO, Any, Callable, ClassVar, Mapping, Sequence
 
 import pluggy
 
@@ -81,6 +81,16 @@ class Adapter(abc.ABC):
     description: ClassVar[str] = ""
 
     @classmethod
+    def prepare(cls, query):
+        """Rewrite a compiled sqlglot query for this warehouse before it is rendered.
+
+        Called for ``compile --dialect <this dialect>`` and before ``execute``. Use it
+        where sqlglot's rendering of a node does not run on this engine (for example
+        date truncation on SQLite). The default returns the query unchanged.
+        """
+        return query
+
+    @classmethod
     @abc.abstractmethod
     def connect(cls, settings: Mapping[str, Any], project_root: Path) -> Connection:
         """Open a connection.
@@ -99,3 +109,46 @@ def kpi_engine_adapters() -> Sequence[type[Adapter]]:
     Called once per process when the registry first needs adapters. Every class
     must subclass ``Adapter`` and have a ``name`` no other plugin uses.
     """
+
+
+@dataclass(frozen=True)
+class FormulaFunction:
+    """A function added to the formula language by a plugin.
+
+    ``compile`` receives the compiled arguments (sqlglot expressions) and the target
+    dialect, and returns a sqlglot expression: build it with sqlglot's nodes, never
+    by formatting SQL text. ``returns`` is the type of the result: number, string,
+    boolean, date or timestamp.
+    """
+
+    name: str
+    min_args: int
+    max_args: int | None
+    compile: Callable[[list, str], Any]
+    returns: str = "number"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ResultWriter:
+    """An output format added by a plugin: ``kpi-engine evaluate --format <name>``.
+
+    ``write`` receives a ``kpi_engine.result.Result`` and an open file (text, or
+    bytes when ``binary``) and writes the whole result to it.
+    """
+
+    name: str
+    write: Callable[[Any, IO], None]
+    binary: bool = False
+    description: str = ""
+
+
+@hookspec
+def kpi_engine_functions() -> Sequence[FormulaFunction]:
+    """Return formula functions this plugin adds. Names must not clash with built-in
+    functions or aggregates, or with another plugin's."""
+
+
+@hookspec
+def kpi_engine_writers() -> Sequence[ResultWriter]:
+    """Return output formats this plugin adds. Names must not clash with table, csv, json."""

@@ -16,7 +16,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, did_you_mean
-from .hookspecs import Adapter
+from .hookspecs import Adapter, FormulaFunction, ResultWriter
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 #: Comma-separated entry-point names to skip, e.g. for debugging a broken plugin.
@@ -44,6 +44,8 @@ class Registry:
         self.manager.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
         self._adapters: dict[str, AdapterInfo] | None = None
+        self._functions: dict[str, tuple[FormulaFunction, PluginInfo]] | None = None
+        self._writers: dict[str, tuple[ResultWriter, PluginInfo]] | None = None
         if load_entry_points:
             self._load_entry_points()
 
@@ -81,7 +83,7 @@ class Registry:
             self._record(_failed(info, f"invalid plugin: {error}"))
             return
         self.plugins[info.name] = info
-        self._adapters = None
+        self._adapters = self._functions = self._writers = None
 
     def _record(self, info: PluginInfo) -> None:
         """Keep a failed plugin's record without replacing a working one of the same name."""
@@ -90,29 +92,75 @@ class Registry:
             key, i = f"{info.name}#{i}", i + 1
         self.plugins[key] = info
 
-    def adapters(self) -> Mapping[str, AdapterInfo]:
-        """Every usable adapter by name. Each plugin's hook is called on its own, so one
-        that raises is reported and skipped instead of breaking the rest."""
-        if self._adapters is not None:
-            return self._adapters
-        found: dict[str, AdapterInfo] = {}
-        for impl in self.manager.hook.kpi_engine_adapters.get_hookimpls():
+    def _collect(self, hook: str, key, problem_of) -> dict[str, tuple[Any, PluginInfo]]:
+        """Call one hook plugin by plugin: a plugin that raises or returns something
+        invalid is reported by name and skipped; the others keep working."""
+        found: dict[str, tuple[Any, PluginInfo]] = {}
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
             info = self.plugins[impl.plugin_name]
             try:
-                classes = list(impl.function() or [])
+                items = list(impl.function() or [])
             except Exception as error:
-                self.plugins[info.name] = _failed(info, f"kpi_engine_adapters raised {type(error).__name__}: {error}")
+                self.plugins[info.name] = _failed(info, f"{hook} raised {type(error).__name__}: {error}")
                 continue
-            for cls in classes:
-                problem = _adapter_problem(cls)
-                if problem is None and cls.name in found:
-                    problem = f"adapter name '{cls.name}' is already registered by {found[cls.name].plugin.name}"
+            for item in items:
+                problem = problem_of(item)
+                if problem is None and key(item) in found:
+                    problem = f"the name '{key(item)}' is already registered by {found[key(item)][1].name}"
                 if problem:
                     self.plugins[info.name] = _failed(info, problem)
                     continue
-                found[cls.name] = AdapterInfo(cls, info)
-        self._adapters = found
+                found[key(item)] = (item, info)
         return found
+
+    def adapters(self) -> Mapping[str, AdapterInfo]:
+        """Every usable adapter by name."""
+        if self._adapters is None:
+            found = self._collect("kpi_engine_adapters", lambda cls: cls.name, _adapter_problem)
+            self._adapters = {name: AdapterInfo(cls, info) for name, (cls, info) in found.items()}
+        return self._adapters
+
+    def functions(self) -> Mapping[str, FormulaFunction]:
+        """Formula functions added by plugins, by name."""
+        if self._functions is None:
+            from .resolve import AGGREGATES, FUNCTIONS, TIME_FUNCTIONS
+
+            builtin = set(FUNCTIONS) | AGGREGATES | set(TIME_FUNCTIONS)
+
+            def problem(fn) -> str | None:
+                if not isinstance(fn, FormulaFunction):
+                    return f"{fn!r} is not a kpi_engine.hookspecs.FormulaFunction"
+                if fn.name in builtin or not fn.name.isidentifier() or fn.name != fn.name.lower():
+                    return f"function name '{fn.name}' clashes with a built-in or is not a lowercase name"
+                return None
+
+            self._functions = self._collect("kpi_engine_functions", lambda fn: fn.name, problem)
+        return {name: fn for name, (fn, _) in self._functions.items()}
+
+    def writers(self) -> Mapping[str, ResultWriter]:
+        """Output formats added by plugins, by name."""
+        if self._writers is None:
+            from .output import FORMATS
+
+            def problem(writer) -> str | None:
+                if not isinstance(writer, ResultWriter):
+                    return f"{writer!r} is not a kpi_engine.hookspecs.ResultWriter"
+                if writer.name in FORMATS:
+                    return f"output format '{writer.name}' is built in"
+                return None
+
+            self._writers = self._collect("kpi_engine_writers", lambda w: w.name, problem)
+        return {name: writer for name, (writer, _) in self._writers.items()}
+
+    def provided_by(self, plugin: str) -> dict[str, list[str]]:
+        """What one plugin adds: adapter, function and output-format names."""
+        self.functions(), self.writers()
+        return {"adapters": [n for n, a in self.adapters().items() if a.plugin.name == plugin],
+                "functions": [n for n, (_, info) in self._functions.items() if info.name == plugin],
+                "formats": [n for n, (_, info) in self._writers.items() if info.name == plugin]}
+
+    def adapters_for_dialect(self, dialect: str) -> list[type[Adapter]]:
+        return [info.adapter for info in self.adapters().values() if info.adapter.dialect == dialect]
 
     def adapter(self, name: str) -> type[Adapter]:
         adapters = self.adapters()

@@ -10,7 +10,7 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import nodes as n
 from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean,
@@ -58,6 +58,7 @@ class Model:
     project: Project
     kpis: Mapping[str, ResolvedKpi]
     catalog: Catalog = field(default_factory=dict)
+    functions: Mapping[str, Any] = field(default_factory=dict)  # plugin FormulaFunctions by name
 
     @property
     def sources(self) -> Mapping[str, SourceSpec]:
@@ -139,7 +140,9 @@ class _Scope:
     """What names mean while resolving one formula, and where to report problems."""
 
     def __init__(self, model_sources: Mapping[str, SourceSpec], catalog: Catalog, kpi_names: Iterable[str],
-                 where: FormulaSource, text: str, errors: list[KpiEngineError]):
+                 where: FormulaSource, text: str, errors: list[KpiEngineError],
+                 functions: Mapping[str, Any] | None = None):
+        self.functions = functions or {}
         self.sources = model_sources
         self.catalog = catalog
         self.kpi_names = set(kpi_names)
@@ -323,11 +326,12 @@ class _Resolver:
         if node.where is not None:
             scope.error(node, f"'where' only applies to aggregates, not to '{name}'.",
                         "Move the condition into an aggregate, e.g. 'count(leads where ...)'.")
-        if name not in FUNCTIONS:
-            scope.error(node, f"unknown function '{node.name}'.",
-                        did_you_mean(name, list(FUNCTIONS) + sorted(AGGREGATES)) or None)
+        plugin = scope.functions.get(name)
+        if name not in FUNCTIONS and plugin is None:
+            known = list(FUNCTIONS) + sorted(AGGREGATES) + list(TIME_FUNCTIONS) + list(scope.functions)
+            scope.error(node, f"unknown function '{node.name}'.", did_you_mean(name, known) or None)
             return n.NullLit(pos=node.pos), UNKNOWN
-        low, high = FUNCTIONS[name]
+        low, high = (plugin.min_args, plugin.max_args) if plugin else FUNCTIONS[name]
         count = len(node.args)
         if count < low or (high is not None and count > high):
             wanted = str(low) if low == high else (f"{low} or more" if high is None else f"{low} to {high}")
@@ -337,7 +341,9 @@ class _Resolver:
         resolved = [self._expr(arg, agg_source) for arg in node.args]
         args = tuple(r[0] for r in resolved)
         types = [r[1] for r in resolved]
-        if name == "if":
+        if plugin is not None:
+            result = plugin.returns
+        elif name == "if":
             self._expect(node.args[0], types[0], BOOLEAN)
             result = next((t for t in types[1:] if t not in (NULL, UNKNOWN)), UNKNOWN)
         elif name == "days_between":
@@ -468,9 +474,11 @@ _USAGE = {
 }
 
 
-def resolve(project: Project, catalog: Catalog | None = None) -> Model:
-    """Resolve every KPI of ``project``; raise ``ProjectInvalid`` with every problem found."""
+def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping[str, Any] | None = None) -> Model:
+    """Resolve every KPI of ``project``; raise ``ProjectInvalid`` with every problem found.
+    ``functions`` are formula functions added by plugins."""
     catalog = catalog or {}
+    functions = functions or {}
     errors: list[KpiEngineError] = []
     errors.extend(_source_errors(project, catalog))
 
@@ -489,7 +497,7 @@ def resolve(project: Project, catalog: Catalog | None = None) -> Model:
             continue
         if _mentions(tree, project.broken):
             continue  # it uses something whose own spec is invalid and already reported
-        scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors)
+        scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors, functions)
         resolver = _Resolver(scope, "kpi")
         expr, result_type = resolver.resolve(tree)
         if result_type not in (NUMBER, UNKNOWN, NULL):
@@ -535,7 +543,7 @@ def resolve(project: Project, catalog: Catalog | None = None) -> Model:
                     f"Declare '{dim}' on {', '.join(missing)} or remove it from the KPI's dimensions."))
     if errors:
         raise ProjectInvalid(in_file_order(errors))
-    return Model(project, resolved, catalog)
+    return Model(project, resolved, catalog, functions)
 
 
 def _mentions(tree: n.Node, names: frozenset[str]) -> bool:
@@ -614,7 +622,7 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
     where = FormulaSource(obj=label)
     tree = parse(text, where)
     errors: list[KpiEngineError] = []
-    scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors)
+    scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors, model.functions)
     expr, result_type = _Resolver(scope, mode).resolve(tree)
     if mode in ("dimension", "having") and result_type not in (BOOLEAN, UNKNOWN):
         scope.error(tree, f"the {label} must be a condition (true/false).",
