@@ -36,7 +36,6 @@ from typing import Callable
 from reference import Data, Row, load  # noqa: F401  (load is re-exported for the tests)
 
 Key = tuple
-Number = "int | Decimal | Fraction"
 
 # source name -> (table, time column)
 SOURCES = {
@@ -82,9 +81,10 @@ def ratio(numerator, denominator, scale: int = 1) -> Fraction | None:
 class Library:
     """The data with a grouping: placing rows into keys and the basic measures over them."""
 
-    def __init__(self, data: Data, by_channel: bool):
+    def __init__(self, data: Data, by_channel: bool, only_keys=None):
         self.data = data
         self.by_channel = by_channel
+        self.only_keys = None if only_keys is None else set(only_keys)
         self.customer_channel = {row["customer_id"]: row["channel"]
                                  for row in data.get("customers", [])}
 
@@ -108,7 +108,9 @@ class Library:
             yield self.key(month, self.channel(table, row)), row
 
     def keys(self, *sources: str) -> set[Key]:
-        """Keys where at least one row of one of ``sources`` exists."""
+        """Keys where at least one row of one of ``sources`` exists (or the keys asked for)."""
+        if self.only_keys is not None:
+            return set(self.only_keys)
         return {key for source in sources for key, _ in self.rows(source)}
 
     @staticmethod
@@ -244,12 +246,13 @@ def lead_to_opportunity_rate(lib: Library):
     """#8 Lead-to-opportunity rate = 100 x leads created in P with at least one opportunity
     (any time) / new_contacts.
 
-    The opportunities are read (as a lookup of lead ids), so their keys count as well.
+    The opportunities are only a lookup of lead ids over all time, not placed in periods: the
+    keys are those of the leads.
     """
     with_opportunity = {row["lead_id"] for row in lib.data.get("opportunities", [])}
     hits = lib.count("leads", lambda row: row["lead_id"] in with_opportunity)
     leads = lib.new_contacts()
-    return {key: ratio(hits[key], leads[key], 100) for key in lib.keys("leads", "opportunities")}
+    return {key: ratio(hits[key], leads[key], 100) for key in lib.keys("leads")}
 
 
 def time_to_conversion_days(lib: Library):
@@ -490,7 +493,11 @@ KPIS: dict[str, Callable[[Library], dict]] = {function.__name__: function for fu
 )}
 
 
-def compute(data: Data, kpi_name: str, by_channel: bool) -> dict[Key, float | None]:
-    """The values of one KPI by month (and channel): ``{(month[, channel]): float | None}``."""
-    values = KPIS[kpi_name](Library(data, by_channel))
+def compute(data: Data, kpi_name: str, by_channel: bool, keys=None) -> dict[Key, float | None]:
+    """The values of one KPI by month (and channel): ``{(month[, channel]): float | None}``.
+
+    On the KPI's own keys, or on ``keys`` when given (the reading evaluated on keys where the
+    KPI's sources may have no rows, as when it is evaluated together with other KPIs).
+    """
+    values = KPIS[kpi_name](Library(data, by_channel, keys))
     return {key: None if value is None else float(value) for key, value in values.items()}
