@@ -23,6 +23,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 _INDEX = {"day": ("day", 1), "week": ("day", 7), "month": ("month", 1), "quarter": ("month", 3),
           "year": ("month", 12), "fiscal_quarter": ("month", 3), "fiscal_year": ("month", 12)}
 _EPOCH = dt.date(1970, 1, 5)  # a Monday
+_ORACLE_FORMATS = {"day": "DD", "week": "IW", "month": "MM", "quarter": "Q", "year": "YYYY"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ class Calendar:
         unit_node = exp.var(unit.upper())
         if dialect == "bigquery" and unit == "week":
             unit_node = exp.var("WEEK(MONDAY)")
-        start = exp.TimestampTrunc(this=value, unit=unit_node)
+        if dialect == "oracle":  # Oracle truncates dates with TRUNC(date, format); sqlglot has no node for it
+            start = exp.Anonymous(this="TRUNC", expressions=[value, exp.Literal.string(_ORACLE_FORMATS[unit])])
+        else:
+            start = exp.TimestampTrunc(this=value, unit=unit_node)
         if shift:
             start = exp.DateAdd(this=start, expression=exp.Literal.number(-shift), unit=exp.var(shift_unit))
         return exp.cast(start, "DATE")

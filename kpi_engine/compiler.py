@@ -717,7 +717,11 @@ class _Compiler:
             return exp.Window(this=func(this=value), partition_by=partition)
         if not self.grain:  # cumulative over the whole range: the total from the start of data
             return value
-        order = exp.Order(expressions=[exp.Ordered(this=_col(PERIOD_INDEX, SERIES_CTE))])
+        # The index is never null; say so in the dialect's own default so none has to emulate NULLS LAST.
+        from sqlglot.dialects.dialect import Dialect
+
+        nulls_first = Dialect.get_or_raise(self.dialect).NULL_ORDERING == "nulls_are_small"
+        order = exp.Order(expressions=[exp.Ordered(this=_col(PERIOD_INDEX, SERIES_CTE), nulls_first=nulls_first)])
         step = self.calendar.index_step(self.grain)
         if leaf.kind == "cumulative":
             partition = dims

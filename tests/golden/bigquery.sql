@@ -1,0 +1,399 @@
+-- cost_per_lead_by_channel_month
+WITH `ad_spend_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`ad_spend`.`spend_date` AS DATETIME), MONTH) AS DATE) AS `period`,
+    `ad_spend`.`channel` AS `channel`,
+    SUM(`ad_spend`.`spend`) AS `sum_spend`
+  FROM `ad_spend` AS `ad_spend`
+  WHERE
+    NOT `ad_spend`.`spend_date` IS NULL
+    AND `ad_spend`.`spend_date` >= CAST('2025-01-01 00:00:00' AS DATETIME)
+    AND `ad_spend`.`spend_date` < CAST('2025-07-01 00:00:00' AS DATETIME)
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`ad_spend`.`spend_date` AS DATETIME), MONTH) AS DATE),
+    `ad_spend`.`channel`
+), `leads_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), MONTH) AS DATE) AS `period`,
+    `leads`.`channel` AS `channel`,
+    COUNT(*) AS `count`
+  FROM `leads` AS `leads`
+  WHERE
+    NOT `leads`.`created_at` IS NULL
+    AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
+    AND `leads`.`created_at` < CAST('2025-07-01 00:00:00' AS DATETIME)
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), MONTH) AS DATE),
+    `leads`.`channel`
+), `keys` AS (
+  SELECT
+    `ad_spend_agg`.`period`,
+    `ad_spend_agg`.`channel`
+  FROM `ad_spend_agg`
+  UNION DISTINCT
+  SELECT
+    `leads_agg`.`period`,
+    `leads_agg`.`channel`
+  FROM `leads_agg`
+)
+SELECT
+  `keys`.`period` AS `period`,
+  `keys`.`channel` AS `channel`,
+  CAST(COALESCE(`ad_spend_agg`.`sum_spend`, 0) / NULLIF(COALESCE(`leads_agg`.`count`, 0), 0) AS FLOAT64) AS `cost_per_lead`
+FROM `keys`
+LEFT JOIN `ad_spend_agg`
+  ON `keys`.`period` IS NOT DISTINCT FROM `ad_spend_agg`.`period`
+  AND `keys`.`channel` IS NOT DISTINCT FROM `ad_spend_agg`.`channel`
+LEFT JOIN `leads_agg`
+  ON `keys`.`period` IS NOT DISTINCT FROM `leads_agg`.`period`
+  AND `keys`.`channel` IS NOT DISTINCT FROM `leads_agg`.`channel`
+ORDER BY
+  `period` ASC NULLS LAST,
+  `channel` ASC NULLS LAST;
+
+-- nps_by_quarter
+WITH `nps_responses_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`nps_responses`.`responded_at` AS DATETIME), QUARTER) AS DATE) AS `period`,
+    COUNT(CASE WHEN `nps_responses`.`score` >= 9 THEN 1 END) AS `count_where_score`,
+    COUNT(CASE WHEN `nps_responses`.`score` <= 6 THEN 1 END) AS `count_where_score_2`,
+    COUNT(*) AS `count`
+  FROM `nps_responses` AS `nps_responses`
+  WHERE
+    NOT `nps_responses`.`responded_at` IS NULL
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`nps_responses`.`responded_at` AS DATETIME), QUARTER) AS DATE)
+)
+SELECT
+  `nps_responses_agg`.`period` AS `period`,
+  CAST((
+    100 * (
+      COALESCE(`nps_responses_agg`.`count_where_score`, 0) - COALESCE(`nps_responses_agg`.`count_where_score_2`, 0)
+    )
+  ) / NULLIF(COALESCE(`nps_responses_agg`.`count`, 0), 0) AS FLOAT64) AS `nps`
+FROM `nps_responses_agg`
+ORDER BY
+  `period` ASC NULLS LAST;
+
+-- mrr_by_month
+WITH `subscriptions_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`subscriptions`.`snapshot_date` AS DATETIME), MONTH) AS DATE) AS `period`,
+    SUM(
+      CASE
+        WHEN `subscriptions`.`snapshot_date` = `subscriptions`.`_last_time`
+        THEN `subscriptions`.`mrr`
+      END
+    ) AS `last_mrr`
+  FROM (
+    SELECT
+      `subscriptions`.*,
+      MAX(`subscriptions`.`snapshot_date`) OVER (
+        PARTITION BY CAST(TIMESTAMP_TRUNC(CAST(`subscriptions`.`snapshot_date` AS DATETIME), MONTH) AS DATE)
+      ) AS `_last_time`,
+      MIN(`subscriptions`.`snapshot_date`) OVER (
+        PARTITION BY CAST(TIMESTAMP_TRUNC(CAST(`subscriptions`.`snapshot_date` AS DATETIME), MONTH) AS DATE)
+      ) AS `_first_time`
+    FROM `subscriptions` AS `subscriptions`
+    WHERE
+      NOT `subscriptions`.`snapshot_date` IS NULL
+  ) AS `subscriptions`
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`subscriptions`.`snapshot_date` AS DATETIME), MONTH) AS DATE)
+)
+SELECT
+  `subscriptions_agg`.`period` AS `period`,
+  CAST(COALESCE(`subscriptions_agg`.`last_mrr`, 0) AS FLOAT64) AS `mrr`
+FROM `subscriptions_agg`
+ORDER BY
+  `period` ASC NULLS LAST;
+
+-- revenue_growth_by_channel_month
+WITH `orders_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`orders`.`ordered_at` AS DATETIME), MONTH) AS DATE) AS `period`,
+    `orders__customers`.`channel` AS `channel`,
+    SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
+  FROM `orders` AS `orders`
+  LEFT JOIN `customers` AS `orders__customers`
+    ON `orders`.`customer_id` = `orders__customers`.`customer_id`
+  WHERE
+    NOT `orders`.`ordered_at` IS NULL
+    AND `orders`.`ordered_at` >= CAST('2024-12-01 00:00:00' AS DATETIME)
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`orders`.`ordered_at` AS DATETIME), MONTH) AS DATE),
+    `orders__customers`.`channel`
+), `series` AS (
+  SELECT
+    `orders_agg`.`period`,
+    `orders_agg`.`channel`,
+    EXTRACT(YEAR FROM `orders_agg`.`period`) * 12 + EXTRACT(MONTH FROM `orders_agg`.`period`) AS `period_index`,
+    COALESCE(`orders_agg`.`sum_amount_where_status`, 0) AS `orders__sum_amount_where_status`
+  FROM `orders_agg`
+), `windowed` AS (
+  SELECT
+    *,
+    COALESCE(
+      MAX(`series`.`orders__sum_amount_where_status`) OVER (
+        PARTITION BY `series`.`channel`
+        ORDER BY `series`.`period_index`
+        RANGE BETWEEN 1 PRECEDING AND 1 PRECEDING
+      ),
+      0
+    ) AS `previous_orders__sum_amount_where_status_1`
+  FROM `series`
+)
+SELECT
+  `windowed`.`period` AS `period`,
+  `windowed`.`channel` AS `channel`,
+  CAST((
+    100 * (
+      `windowed`.`orders__sum_amount_where_status` - `windowed`.`previous_orders__sum_amount_where_status_1`
+    )
+  ) / NULLIF(`windowed`.`previous_orders__sum_amount_where_status_1`, 0) AS FLOAT64) AS `revenue_growth_rate`
+FROM `windowed`
+WHERE
+  `windowed`.`period` >= CAST('2025-01-01' AS DATE)
+ORDER BY
+  `period` ASC NULLS LAST,
+  `channel` ASC NULLS LAST;
+
+-- ltv_to_cac_by_channel_quarter
+WITH `orders_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`orders`.`ordered_at` AS DATETIME), QUARTER) AS DATE) AS `period`,
+    `orders__customers`.`channel` AS `channel`,
+    SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
+  FROM `orders` AS `orders`
+  LEFT JOIN `customers` AS `orders__customers`
+    ON `orders`.`customer_id` = `orders__customers`.`customer_id`
+  WHERE
+    NOT `orders`.`ordered_at` IS NULL
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`orders`.`ordered_at` AS DATETIME), QUARTER) AS DATE),
+    `orders__customers`.`channel`
+), `customers_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`customers`.`acquired_at` AS DATETIME), QUARTER) AS DATE) AS `period`,
+    `customers`.`channel` AS `channel`,
+    COUNT(*) AS `count`
+  FROM `customers` AS `customers`
+  WHERE
+    NOT `customers`.`acquired_at` IS NULL
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`customers`.`acquired_at` AS DATETIME), QUARTER) AS DATE),
+    `customers`.`channel`
+), `ad_spend_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`ad_spend`.`spend_date` AS DATETIME), QUARTER) AS DATE) AS `period`,
+    `ad_spend`.`channel` AS `channel`,
+    SUM(`ad_spend`.`spend`) AS `sum_spend`
+  FROM `ad_spend` AS `ad_spend`
+  WHERE
+    NOT `ad_spend`.`spend_date` IS NULL
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`ad_spend`.`spend_date` AS DATETIME), QUARTER) AS DATE),
+    `ad_spend`.`channel`
+), `keys` AS (
+  SELECT
+    `orders_agg`.`period`,
+    `orders_agg`.`channel`
+  FROM `orders_agg`
+  UNION DISTINCT
+  SELECT
+    `customers_agg`.`period`,
+    `customers_agg`.`channel`
+  FROM `customers_agg`
+  UNION DISTINCT
+  SELECT
+    `ad_spend_agg`.`period`,
+    `ad_spend_agg`.`channel`
+  FROM `ad_spend_agg`
+), `series` AS (
+  SELECT
+    `keys`.`period`,
+    `keys`.`channel`,
+    EXTRACT(YEAR FROM `keys`.`period`) * 12 + EXTRACT(MONTH FROM `keys`.`period`) AS `period_index`,
+    COALESCE(`orders_agg`.`sum_amount_where_status`, 0) AS `orders__sum_amount_where_status`,
+    COALESCE(`customers_agg`.`count`, 0) AS `customers__count`,
+    COALESCE(`ad_spend_agg`.`sum_spend`, 0) AS `ad_spend__sum_spend`
+  FROM `keys`
+  LEFT JOIN `orders_agg`
+    ON `keys`.`period` IS NOT DISTINCT FROM `orders_agg`.`period`
+    AND `keys`.`channel` IS NOT DISTINCT FROM `orders_agg`.`channel`
+  LEFT JOIN `customers_agg`
+    ON `keys`.`period` IS NOT DISTINCT FROM `customers_agg`.`period`
+    AND `keys`.`channel` IS NOT DISTINCT FROM `customers_agg`.`channel`
+  LEFT JOIN `ad_spend_agg`
+    ON `keys`.`period` IS NOT DISTINCT FROM `ad_spend_agg`.`period`
+    AND `keys`.`channel` IS NOT DISTINCT FROM `ad_spend_agg`.`channel`
+), `windowed` AS (
+  SELECT
+    *,
+    SUM(`series`.`orders__sum_amount_where_status`) OVER (
+      PARTITION BY `series`.`channel`
+      ORDER BY `series`.`period_index`
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS `cumulative_orders__sum_amount_where_status_1`,
+    SUM(`series`.`customers__count`) OVER (
+      PARTITION BY `series`.`channel`
+      ORDER BY `series`.`period_index`
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS `cumulative_customers__count_2`
+  FROM `series`
+)
+SELECT
+  `windowed`.`period` AS `period`,
+  `windowed`.`channel` AS `channel`,
+  CAST((
+    `windowed`.`cumulative_orders__sum_amount_where_status_1` / NULLIF(`windowed`.`cumulative_customers__count_2`, 0)
+  ) / NULLIF(
+    (
+      `windowed`.`ad_spend__sum_spend` / NULLIF(`windowed`.`customers__count`, 0)
+    ),
+    0
+  ) AS FLOAT64) AS `ltv_to_cac`
+FROM `windowed`
+ORDER BY
+  `period` ASC NULLS LAST,
+  `channel` ASC NULLS LAST;
+
+-- lead_to_opportunity_by_week
+WITH `leads_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), WEEK(MONDAY)) AS DATE) AS `period`,
+    COUNT(CASE WHEN COALESCE(`opportunities_per_lead_id_1`.`value`, 0) > 0 THEN 1 END) AS `count_where_filter`,
+    COUNT(*) AS `count`
+  FROM `leads` AS `leads`
+  LEFT JOIN (
+    SELECT
+      `opportunities`.`lead_id` AS `lead_id`,
+      COUNT(*) AS `value`
+    FROM `opportunities` AS `opportunities`
+    GROUP BY
+      `opportunities`.`lead_id`
+  ) AS `opportunities_per_lead_id_1`
+    ON `leads`.`lead_id` = `opportunities_per_lead_id_1`.`lead_id`
+  WHERE
+    NOT `leads`.`created_at` IS NULL AND (
+      `leads`.`channel` <> 'email'
+    )
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), WEEK(MONDAY)) AS DATE)
+)
+SELECT
+  `leads_agg`.`period` AS `period`,
+  CAST((
+    100 * COALESCE(`leads_agg`.`count_where_filter`, 0)
+  ) / NULLIF(COALESCE(`leads_agg`.`count`, 0), 0) AS FLOAT64) AS `lead_to_opportunity_rate`
+FROM `leads_agg`
+ORDER BY
+  `period` ASC NULLS LAST;
+
+-- repeat_revenue_by_channel
+WITH `orders_agg` AS (
+  SELECT
+    `orders__customers`.`channel` AS `channel`,
+    SUM(
+      CASE
+        WHEN (
+          `orders`.`status` = 'paid'
+        )
+        AND (
+          COALESCE(`orders_per_customer_id_1`.`value`, 0) > 1
+        )
+        THEN `orders`.`amount`
+      END
+    ) AS `sum_amount_where_status`
+  FROM `orders` AS `orders`
+  LEFT JOIN `customers` AS `orders__customers`
+    ON `orders`.`customer_id` = `orders__customers`.`customer_id`
+  LEFT JOIN (
+    SELECT
+      `orders`.`customer_id` AS `customer_id`,
+      COUNT(CASE WHEN `orders`.`status` = 'paid' THEN 1 END) AS `value`
+    FROM `orders` AS `orders`
+    GROUP BY
+      `orders`.`customer_id`
+  ) AS `orders_per_customer_id_1`
+    ON `orders`.`customer_id` = `orders_per_customer_id_1`.`customer_id`
+  WHERE
+    NOT `orders`.`ordered_at` IS NULL
+  GROUP BY
+    `orders__customers`.`channel`
+)
+SELECT
+  `orders_agg`.`channel` AS `channel`,
+  CAST(COALESCE(`orders_agg`.`sum_amount_where_status`, 0) AS FLOAT64) AS `repeat_customer_revenue`
+FROM `orders_agg`
+WHERE
+  COALESCE(`orders_agg`.`sum_amount_where_status`, 0) > 0
+ORDER BY
+  `channel` ASC NULLS LAST;
+
+-- lead_share_filled
+WITH `leads_agg` AS (
+  SELECT
+    CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), MONTH) AS DATE) AS `period`,
+    `leads`.`channel` AS `channel`,
+    COUNT(*) AS `count`
+  FROM `leads` AS `leads`
+  WHERE
+    NOT `leads`.`created_at` IS NULL
+    AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
+    AND `leads`.`created_at` < CAST('2025-04-01 00:00:00' AS DATETIME)
+  GROUP BY
+    CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), MONTH) AS DATE),
+    `leads`.`channel`
+), `keys` AS (
+  SELECT
+    `leads_agg`.`period`,
+    `leads_agg`.`channel`
+  FROM `leads_agg`
+  UNION DISTINCT
+  SELECT
+    `spine`.`period`,
+    `observed`.`channel`
+  FROM UNNEST([
+    STRUCT(CAST('2025-01-01' AS DATE) AS period),
+    STRUCT(CAST('2025-02-01' AS DATE) AS period),
+    STRUCT(CAST('2025-03-01' AS DATE) AS period)
+  ]) AS spine
+  CROSS JOIN (
+    SELECT DISTINCT
+      `channel`
+    FROM (
+      SELECT
+        `leads_agg`.`period`,
+        `leads_agg`.`channel`
+      FROM `leads_agg`
+    ) AS `observed_keys`
+  ) AS `observed`
+), `series` AS (
+  SELECT
+    `keys`.`period`,
+    `keys`.`channel`,
+    EXTRACT(YEAR FROM `keys`.`period`) * 12 + EXTRACT(MONTH FROM `keys`.`period`) AS `period_index`,
+    COALESCE(`leads_agg`.`count`, 0) AS `leads__count`
+  FROM `keys`
+  LEFT JOIN `leads_agg`
+    ON `keys`.`period` IS NOT DISTINCT FROM `leads_agg`.`period`
+    AND `keys`.`channel` IS NOT DISTINCT FROM `leads_agg`.`channel`
+), `windowed` AS (
+  SELECT
+    *,
+    SUM(`series`.`leads__count`) OVER (PARTITION BY `series`.`period`) AS `total_leads__count_1`
+  FROM `series`
+)
+SELECT
+  `windowed`.`period` AS `period`,
+  `windowed`.`channel` AS `channel`,
+  CAST(100 * (
+    `windowed`.`leads__count` / NULLIF(`windowed`.`total_leads__count_1`, 0)
+  ) AS FLOAT64) AS `lead_share`
+FROM `windowed`
+WHERE
+  `windowed`.`period` >= CAST('2025-01-01' AS DATE)
+ORDER BY
+  `period` ASC NULLS LAST,
+  `channel` ASC NULLS LAST;

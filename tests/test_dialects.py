@@ -1,0 +1,76 @@
+"""Every sqlglot dialect compiles: golden SQL per dialect for representative library KPIs,
+and each rendered query parses back with sqlglot in that dialect.
+
+Golden files are reviewed by eye for engines we cannot run here; regenerate them after an
+intended change with  KPI_ENGINE_UPDATE_GOLDEN=1 python -m pytest tests/test_dialects.py
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from kpi_engine.engine import open_project
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+DIALECTS = ["snowflake", "bigquery", "redshift", "databricks", "trino", "clickhouse", "mysql", "tsql", "oracle",
+            "postgres", "spark", "duckdb"]
+# One case per kind of KPI: cross-source ratio, filtered counts, snapshot, previous(), cumulative(),
+# per-entity lookup, a dimension through a relationship, share().
+CASES = {
+    "cost_per_lead_by_channel_month": (["cost_per_lead"], dict(by=["channel"], grain="month",
+                                                              start="2025-01-01", end="2025-07-01")),
+    "nps_by_quarter": (["nps"], dict(grain="quarter")),
+    "mrr_by_month": (["mrr"], dict(grain="month")),
+    "revenue_growth_by_channel_month": (["revenue_growth_rate"], dict(by=["channel"], grain="month",
+                                                                      start="2025-01-01")),
+    "ltv_to_cac_by_channel_quarter": (["ltv_to_cac"], dict(by=["channel"], grain="quarter")),
+    "lead_to_opportunity_by_week": (["lead_to_opportunity_rate"], dict(grain="week", where="channel != 'email'")),
+    "repeat_revenue_by_channel": (["repeat_customer_revenue"], dict(by=["channel"], having="repeat_customer_revenue > 0")),
+    "lead_share_filled": (["lead_share"], dict(by=["channel"], grain="month", start="2025-01-01",
+                                               end="2025-04-01", fill=True)),
+}
+
+
+@pytest.fixture(scope="module")
+def project():
+    with open_project(ROOT / "examples" / "marketing") as kpi_project:
+        yield kpi_project
+
+
+def render(project, dialect: str) -> str:
+    parts = []
+    for name, (kpis, options) in CASES.items():
+        sql = project.compile(kpis, dialect=dialect, describe=False, **options).sql()
+        parts.append(f"-- {name}\n{sql};\n")
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_golden_sql(project, dialect):
+    text = render(project, dialect)
+    path = GOLDEN / f"{dialect}.sql"
+    if os.environ.get("KPI_ENGINE_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.read_text() == text, f"SQL for {dialect} changed; review and regenerate the golden file"
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_parses_back_in_its_dialect(project, dialect, case):
+    kpis, options = CASES[case]
+    sql = project.compile(kpis, dialect=dialect, describe=False, **options).sql()
+    parsed = sqlglot.parse_one(sql, read=dialect)
+    assert isinstance(parsed, exp.Query)
+    # Nothing was lost on the way: the same tables are read.
+    tables = {t.name for t in parsed.find_all(exp.Table) if t.name}
+    assert tables & {"leads", "ad_spend", "orders", "subscriptions", "nps_responses", "customers"}
+
+
+def test_no_dialect_is_left_with_date_functions_it_does_not_have(project):
+    oracle = render(project, "oracle")
+    assert "TIMESTAMP_TRUNC" not in oracle and "TRUNC(" in oracle
+    assert "WEEK(MONDAY)" in render(project, "bigquery")
