@@ -1,0 +1,169 @@
+"""The conformance kit: a ready test for adapter plugins.
+
+A plugin author loads the standard fixture data set (the library's standard tables,
+small and deterministic, shipped here) into their warehouse, points a project that
+includes the marketing library at it, and checks every KPI against reference values
+computed independently of the engine (a plain-Python implementation of each KPI's
+textbook formula, run on the same rows)::
+
+    from kpi_engine.testing import TABLES, fixture_rows, assert_conformance
+
+    def test_my_adapter_conforms(tmp_path):
+        for table, columns in TABLES.items():
+            create_table(table, columns)                       # your DDL, using your types
+            insert_rows(table, fixture_rows(table))            # typed Python values
+        assert_conformance({"adapter": "mywarehouse", ...}, tmp_path)
+
+DuckDB, PostgreSQL, Spark and the SQLite plugin all run this same check.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+# Column types of the standard tables: integer, decimal, text, boolean, date, timestamp.
+TABLES: dict[str, dict[str, str]] = {
+    "ad_spend": {"spend_date": "date", "channel": "text", "campaign": "text", "spend": "decimal"},
+    "customers": {"customer_id": "integer", "lead_id": "integer", "acquired_at": "date", "channel": "text",
+                  "industry": "text", "plan": "text", "churned_at": "date"},
+    "email_list": {"snapshot_date": "date", "subscribers": "integer", "new_subscribers": "integer",
+                   "unsubscribes": "integer", "channel": "text"},
+    "email_sends": {"send_id": "integer", "sent_at": "timestamp", "campaign": "text", "contact_id": "integer",
+                    "delivered": "boolean", "inbox": "boolean", "opened": "boolean", "clicked": "boolean",
+                    "unsubscribed": "boolean", "bounced": "boolean", "channel": "text"},
+    "leads": {"lead_id": "integer", "created_at": "timestamp", "channel": "text", "campaign": "text",
+              "industry": "text", "company_size": "text", "is_qualified": "boolean", "mql_at": "timestamp",
+              "sql_at": "timestamp", "opportunity_at": "timestamp", "customer_at": "timestamp",
+              "customer_id": "integer"},
+    "nps_responses": {"response_id": "integer", "responded_at": "timestamp", "customer_id": "integer",
+                      "channel": "text", "score": "integer"},
+    "opportunities": {"opportunity_id": "integer", "lead_id": "integer", "created_at": "timestamp",
+                      "channel": "text", "amount": "decimal", "stage": "text", "closed_at": "timestamp"},
+    "orders": {"order_id": "integer", "customer_id": "integer", "ordered_at": "timestamp", "amount": "decimal",
+               "status": "text", "product": "text"},
+    "social_followers": {"snapshot_date": "date", "network": "text", "followers": "integer", "channel": "text"},
+    "social_posts": {"post_id": "integer", "posted_at": "timestamp", "network": "text", "channel": "text",
+                     "likes": "integer", "comments": "integer", "shares": "integer", "saves": "integer",
+                     "clicks": "integer"},
+    "subscriptions": {"snapshot_date": "date", "customer_id": "integer", "plan": "text", "mrr": "decimal",
+                      "channel": "text"},
+    "web_sessions": {"session_id": "integer", "started_at": "timestamp", "channel": "text",
+                     "landing_page": "text", "pages_viewed": "integer", "duration_seconds": "integer",
+                     "is_bounce": "boolean"},
+}
+
+#: The requests the kit checks: every library KPI by month and channel, and by month.
+GROUPINGS = {"month_channel": dict(by=["channel"], grain="month"), "month": dict(grain="month")}
+
+
+def fixture_dir() -> Path:
+    """The folder of the fixture CSV files (one per standard table)."""
+    return Path(str(resources.files("kpi_engine.testing").joinpath("data")))
+
+
+def _convert(value: str, kind: str) -> Any:
+    if value == "":
+        return None
+    if kind == "integer":
+        return int(value)
+    if kind == "decimal":
+        return Decimal(value)
+    if kind == "boolean":
+        return value == "true"
+    if kind == "date":
+        return dt.date.fromisoformat(value)
+    if kind == "timestamp":
+        return dt.datetime.fromisoformat(value)
+    return value
+
+
+def fixture_rows(table: str) -> list[tuple]:
+    """The fixture rows of a standard table as typed Python values, in ``TABLES[table]`` column order."""
+    columns = TABLES[table]
+    with open(fixture_dir() / f"{table}.csv", newline="", encoding="utf-8") as handle:
+        return [tuple(_convert(row[name], kind) for name, kind in columns.items()) for row in csv.DictReader(handle)]
+
+
+def expected_values() -> dict[str, dict[str, dict[str, float | None]]]:
+    """Reference values: {grouping: {kpi: {"2024-01-01|email": value}}}, computed by the
+    independent plain-Python implementation in the kpi-engine repository (tests/reference_library.py)."""
+    text = resources.files("kpi_engine.testing").joinpath("expected.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def key_of(row: Mapping[str, Any]) -> str:
+    """How a result row is keyed in ``expected_values``: period|channel."""
+    period = row.get("period")
+    parts = [period.isoformat() if isinstance(period, (dt.date, dt.datetime)) else str(period)]
+    if "channel" in row:
+        parts.append("" if row["channel"] is None else str(row["channel"]))
+    return "|".join(parts)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    grouping: str
+    kpi: str
+    key: str
+    expected: float | None | str  # "missing" when the key is absent on that side
+    actual: float | None | str
+
+    def __str__(self) -> str:
+        return f"{self.kpi} [{self.grouping} {self.key}]: expected {self.expected}, got {self.actual}"
+
+
+def _same(expected: float | None, actual: Any, rel: float) -> bool:
+    if expected is None or actual is None:
+        return expected is None and actual is None
+    return math.isclose(float(actual), expected, rel_tol=rel, abs_tol=1e-9)
+
+
+def write_project(folder: Path, warehouse: str | Mapping[str, Any], *, timezone: str | None = None) -> Path:
+    """A project in ``folder`` that includes the marketing library and reads ``warehouse``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"name": "conformance", "warehouse": warehouse, "include": ["builtin:marketing"]}
+    if timezone:
+        config["timezone"] = timezone
+    (folder / "kpi_engine.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")  # JSON is YAML
+    return folder
+
+
+def check_conformance(warehouse: str | Mapping[str, Any], folder: Path, *, registry=None,
+                      kpis: Iterable[str] | None = None, rel: float = 1e-9) -> list[Mismatch]:
+    """Evaluate the library on ``warehouse`` (holding the fixture tables) and list every
+    value that differs from the reference. Each grouping is one query for all KPIs."""
+    from ..engine import KpiProject
+    from ..spec import load_project
+
+    expected = expected_values()
+    names = list(kpis) if kpis is not None else sorted(expected["month_channel"])
+    mismatches: list[Mismatch] = []
+    with KpiProject(load_project(write_project(Path(folder), warehouse)), registry=registry) as project:
+        for grouping, options in GROUPINGS.items():
+            rows = {key_of(row): row for row in project.evaluate(names, **options).to_dicts()}
+            for kpi in names:
+                reference = expected[grouping][kpi]
+                # The reference holds every key the whole library has rows for, as one query returns.
+                for key in reference.keys() | rows.keys():
+                    value = reference.get(key, "missing")
+                    actual = rows[key][kpi] if key in rows else "missing"
+                    if value == "missing" or actual == "missing" or not _same(value, actual, rel):
+                        mismatches.append(Mismatch(grouping, kpi, key, value, actual))
+    return mismatches
+
+
+def assert_conformance(warehouse: str | Mapping[str, Any], folder: Path, **options) -> None:
+    """``check_conformance`` that fails with the first mismatches listed."""
+    mismatches = check_conformance(warehouse, folder, **options)
+    if mismatches:
+        shown = "\n".join(f"  {m}" for m in mismatches[:20])
+        more = f"\n  ... and {len(mismatches) - 20} more" if len(mismatches) > 20 else ""
+        raise AssertionError(f"{len(mismatches)} KPI values differ from the reference:\n{shown}{more}")
