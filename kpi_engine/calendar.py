@@ -26,6 +26,13 @@ _EPOCH = dt.date(1970, 1, 5)  # a Monday
 _ORACLE_FORMATS = {"day": "DD", "week": "IW", "month": "MM", "quarter": "Q", "year": "YYYY"}
 
 
+def cast(expression: "exp.Expression", kind: str) -> "exp.Expression":
+    """CAST(expression AS kind) without sqlglot parsing the type name each time."""
+    from sqlglot import exp
+
+    return exp.Cast(this=expression, to=exp.DataType(this=exp.DataType.Type[kind]))
+
+
 @dataclass(frozen=True)
 class Calendar:
     timezone: str | None = None  # IANA name; None keeps timestamps as stored
@@ -41,13 +48,13 @@ class Calendar:
         if not self.timezone or not is_timestamp:
             return column
         return exp.ConvertTimezone(source_tz=exp.Literal.string("UTC"), target_tz=exp.Literal.string(self.timezone),
-                                   timestamp=exp.cast(column, "TIMESTAMP"))
+                                   timestamp=cast(column, "TIMESTAMP"))
 
     def bucket(self, column: exp.Expression, grain: str, dialect: str) -> exp.Expression:
         """The first day (a DATE) of the ``grain`` period that contains ``column``."""
         from sqlglot import exp
 
-        value = exp.cast(column, "TIMESTAMP")
+        value = cast(column, "TIMESTAMP")
         shift_unit, shift = self._shift(grain)
         if shift:
             value = exp.DateAdd(this=value, expression=exp.Literal.number(shift), unit=exp.var(shift_unit))
@@ -61,7 +68,7 @@ class Calendar:
             start = exp.TimestampTrunc(this=value, unit=unit_node)
         if shift:
             start = exp.DateAdd(this=start, expression=exp.Literal.number(-shift), unit=exp.var(shift_unit))
-        return exp.cast(start, "DATE")
+        return cast(start, "DATE")
 
     def _shift(self, grain: str) -> tuple[str, int]:
         """Truncating (t + shift) and subtracting the shift moves the period boundaries."""
@@ -80,7 +87,7 @@ class Calendar:
         if unit == "month":
             return exp.Add(this=exp.Mul(this=exp.Year(this=period.copy()), expression=exp.Literal.number(12)),
                            expression=exp.Month(this=period.copy()))
-        return exp.DateDiff(this=period.copy(), expression=exp.cast(exp.Literal.string(_EPOCH.isoformat()), "DATE"),
+        return exp.DateDiff(this=period.copy(), expression=cast(exp.Literal.string(_EPOCH.isoformat()), "DATE"),
                             unit=exp.var("DAY"))
 
     @staticmethod

@@ -31,7 +31,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import GRAINS, Calendar
+from .calendar import GRAINS, Calendar, cast
 from .errors import Location, QueryError, SpecError, did_you_mean
 from .resolve import TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, resolve_formula
 from .spec import SourceSpec
@@ -119,13 +119,13 @@ def _wrap(expression: exp.Expression) -> exp.Expression:
 
 
 def _date(value: dt.date) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+    return cast(exp.Literal.string(value.isoformat()), "DATE")
 
 
 def _bound(value: dt.date, is_date_column: bool) -> exp.Expression:
     if is_date_column:
         return _date(value)
-    return exp.cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")
+    return cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")
 
 
 def _literal(node: n.Node) -> exp.Expression:
@@ -150,17 +150,17 @@ def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = N
         except sqlglot.errors.ParseError as error:
             first = error.errors[0] if error.errors else {}
             detail = first.get("description", str(error).splitlines()[0])
-            raise SpecError(f"the source's sql does not parse as {read_dialect} SQL: {detail}.", source.where("sql"),
+            raise SpecError(f"the source's sql does not parse as {read_dialect} SQL: {detail}.", source.where("sql", copy=False),
                             "Write a single SELECT statement in the warehouse's dialect.") from None
         if len(query) != 1 or not isinstance(query[0], exp.Query):
-            raise SpecError("the source's sql must be exactly one SELECT statement.", source.where("sql"),
+            raise SpecError("the source's sql must be exactly one SELECT statement.", source.where("sql", copy=False),
                             "Remove any other statement; a source only reads data.")
         return exp.Subquery(this=query[0], alias=exp.TableAlias(this=_ident(alias or source.name)))
     parts = source.table.split(".")
     table = exp.Table(this=_ident(parts[-1]),
                       db=_ident(parts[-2]) if len(parts) > 1 else None,
                       catalog=_ident(parts[-3]) if len(parts) > 2 else None)
-    return exp.alias_(table, _ident(alias or source.name), table=True)
+    return exp.alias_(table, _ident(alias or source.name), table=True, copy=False)
 
 
 # --- formula nodes -> sqlglot ------------------------------------------------------------
@@ -234,7 +234,7 @@ def _function(name: str, args: list[exp.Expression]) -> exp.Expression:
         return exp.Greatest(this=args[0], expressions=args[1:])
     if name == "days_between":
         # Whole calendar days from the first to the second, the same on every engine.
-        return exp.DateDiff(this=exp.cast(args[1], "DATE"), expression=exp.cast(args[0], "DATE"), unit=exp.var("DAY"))
+        return exp.DateDiff(this=cast(args[1], "DATE"), expression=cast(args[0], "DATE"), unit=exp.var("DAY"))
     raise AssertionError(f"function {name} has no compiler")  # pragma: no cover
 
 
@@ -429,7 +429,7 @@ class _Compiler:
         for plan in plans.values():
             if (time_needed or plan.snapshots) and not plan.source.time:
                 raise QueryError(f"source '{plan.source.name}' has no time column, so it cannot be cut by time.",
-                                 plan.source.where(key=True),
+                                 plan.source.where(key=True, copy=False),
                                  "Declare 'time: <column>' on the source, or drop --grain/--from/--to "
                                  "(and last()/first(), which need a time).")
         where = None
@@ -463,31 +463,31 @@ class _Compiler:
             series_selects = [_col(k, key_table) for k in self.keys]
             if self.grain:
                 index = self.calendar.period_index(_col(PERIOD, key_table), self.grain)
-                series_selects.append(exp.alias_(index, _ident(PERIOD_INDEX)))
-            series_selects += [exp.alias_(current(agg), _ident(alias)) for agg, alias in series_columns.items()]
-            ctes.append((SERIES_CTE, body.select(*series_selects)))
+                series_selects.append(exp.alias_(index, _ident(PERIOD_INDEX), copy=False))
+            series_selects += [exp.alias_(current(agg), _ident(alias), copy=False) for agg, alias in series_columns.items()]
+            ctes.append((SERIES_CTE, body.select(*series_selects, copy=False)))
             leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.agg]}_{i + 1}" for i, leaf in enumerate(leaves)}
-            windows = [exp.alias_(self.window(leaf, series_columns[leaf.agg]), _ident(alias))
+            windows = [exp.alias_(self.window(leaf, series_columns[leaf.agg]), _ident(alias), copy=False)
                        for leaf, alias in leaf_columns.items()]
-            ctes.append((WINDOWED_CTE, exp.select(exp.Star(), *windows).from_(_table_ref(SERIES_CTE))))
-            key_table, body = WINDOWED_CTE, exp.select().from_(_table_ref(WINDOWED_CTE))
+            ctes.append((WINDOWED_CTE, exp.select(exp.Star(), *windows, copy=False).from_(_table_ref(SERIES_CTE), copy=False)))
+            key_table, body = WINDOWED_CTE, exp.select(copy=False).from_(_table_ref(WINDOWED_CTE), copy=False)
             if request.start and self.grain:
                 # Earlier periods were read only for the windows; show the requested ones.
                 first = self.calendar.period_start(request.start, self.grain)
-                body = body.where(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)))
+                body = body.where(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)), copy=False)
             measure = _Measure(lambda agg: _col(series_columns[agg], WINDOWED_CTE),
                                lambda leaf: _col(leaf_columns[leaf], WINDOWED_CTE), self.function)
         else:
             measure = _Measure(current, None, self.function)
 
-        selects = [exp.alias_(_col(k, key_table), _ident(k)) for k in self.keys]
-        selects += [exp.alias_(exp.cast(measure(expr), "DOUBLE"), _ident(column.name)) for column, expr in outputs]
-        query = body.select(*selects)
+        selects = [exp.alias_(_col(k, key_table), _ident(k), copy=False) for k in self.keys]
+        selects += [exp.alias_(cast(measure(expr), "DOUBLE"), _ident(column.name), copy=False) for column, expr in outputs]
+        query = body.select(*selects, copy=False)
         if having is not None:
-            query = query.where(measure(having))
+            query = query.where(measure(having), copy=False)
         query = self.order_and_limit(query, columns)
         for name, cte in ctes:
-            query = query.with_(_ident(name), as_=cte)
+            query = query.with_(_ident(name), as_=cte, copy=False)
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
 
     def cte_names(self, plans: dict[str, _SourcePlan]) -> dict[str, str]:
@@ -517,9 +517,9 @@ class _Compiler:
                                  did_you_mean(name, names) or None)
             terms.append(exp.Ordered(this=_col(name), desc=desc, nulls_first=False))
         if terms:
-            query = query.order_by(*terms)
+            query = query.order_by(*terms, copy=False)
         if self.request.limit is not None:
-            query = query.limit(self.request.limit)
+            query = query.limit(self.request.limit, copy=False)
         return query
 
     # -- time range
@@ -597,14 +597,14 @@ class _Compiler:
         group: list[exp.Expression] = []
         if self.grain:
             bucket = self.calendar.bucket(time, self.grain, self.dialect)
-            selects.append(exp.alias_(bucket, _ident(PERIOD)))
+            selects.append(exp.alias_(bucket, _ident(PERIOD), copy=False))
             group.append(bucket.copy())
         for dim in self.dims:
             column = dimension_column(dim)
-            selects.append(exp.alias_(column, _ident(dim)))
+            selects.append(exp.alias_(column, _ident(dim), copy=False))
             group.append(column.copy())
         for agg, alias in plan.aggregates.items():
-            selects.append(exp.alias_(self.aggregate(agg, row_value), _ident(alias)))
+            selects.append(exp.alias_(self.aggregate(agg, row_value), _ident(alias), copy=False))
 
         # A row belongs to the period of its time; a row without one belongs to none.
         range_conditions = [exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null()))] if source.time else []
@@ -618,23 +618,23 @@ class _Compiler:
             partition = [self.calendar.bucket(time.copy(), self.grain, self.dialect)] if self.grain else []
             inner = exp.select(exp.Column(this=exp.Star(), table=_ident(name)),
                                exp.alias_(exp.Window(this=exp.Max(this=time.copy()), partition_by=partition),
-                                          _ident("_last_time")),
+                                          _ident("_last_time"), copy=False),
                                exp.alias_(exp.Window(this=exp.Min(this=time.copy()), partition_by=[p.copy() for p in partition]),
-                                          _ident("_first_time"))).from_(relation)
+                                          _ident("_first_time"), copy=False), copy=False).from_(relation, copy=False)
             if range_conditions:
-                inner = inner.where(exp.and_(*range_conditions))
+                inner = inner.where(exp.and_(*range_conditions, copy=False), copy=False)
             relation = exp.Subquery(this=inner, alias=exp.TableAlias(this=_ident(name)))
             range_conditions = []
-        query = exp.select(*selects).from_(relation)
+        query = exp.select(*selects, copy=False).from_(relation, copy=False)
         for alias, condition in joins.items():
-            query = query.join(relations[alias], on=condition, join_type="LEFT")
+            query = query.join(relations[alias], on=condition, join_type="LEFT", copy=False)
         conditions = list(range_conditions)
         if where is not None:
             conditions.append(_wrap(row_value(where)))
         if conditions:
-            query = query.where(exp.and_(*conditions))
+            query = query.where(exp.and_(*conditions, copy=False), copy=False)
         if group:
-            query = query.group_by(*group)
+            query = query.group_by(*group, copy=False)
         return query
 
     def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression]) -> exp.Expression:
@@ -645,7 +645,7 @@ class _Compiler:
             marker = "_last_time" if agg.func == "last" else "_first_time"
             time, _ = self.time_column(agg_source := self.model.sources[agg.source])
             at_snapshot = exp.EQ(this=time, expression=_col(marker, agg_source.name))
-            where = at_snapshot if where is None else exp.and_(at_snapshot, _wrap(where))
+            where = at_snapshot if where is None else exp.and_(at_snapshot, _wrap(where), copy=False)
             return _aggregate_sql("sum" if arg is not None else "count", arg, where)
         return _aggregate_sql(agg.func, arg, where)
 
@@ -661,8 +661,8 @@ class _Compiler:
         value = _aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None,
                                inner_value(lookup.where) if lookup.where is not None else None)
         key = _col(lookup.key, inner.name)
-        subquery = exp.select(exp.alias_(key, _ident(lookup.key)), exp.alias_(value, _ident("value"))) \
-            .from_(source_relation(inner, self.read_dialect)).group_by(key.copy())
+        subquery = exp.select(exp.alias_(key, _ident(lookup.key), copy=False), exp.alias_(value, _ident("value"), copy=False), copy=False) \
+            .from_(source_relation(inner, self.read_dialect), copy=False).group_by(key.copy(), copy=False)
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=_ident(alias)))
 
     # -- joining the sources
@@ -672,23 +672,23 @@ class _Compiler:
         keys = self.keys
         if len(plans) == 1 and not self.request.fill:
             (only,) = plans
-            return self.cte[only], exp.select().from_(_table_ref(self.cte[only])), []
+            return self.cte[only], exp.select(copy=False).from_(_table_ref(self.cte[only]), copy=False), []
         if not keys:  # no grain, no dimensions: every CTE is one row
             names = [self.cte[name] for name in plans]
-            body = exp.select().from_(_table_ref(names[0]))
+            body = exp.select(copy=False).from_(_table_ref(names[0]), copy=False)
             for name in names[1:]:
-                body = body.join(_table_ref(name), join_type="CROSS")
+                body = body.join(_table_ref(name), join_type="CROSS", copy=False)
             return names[0], body, []
         union = None
         for name in (self.cte[source] for source in plans):
-            part = exp.select(*[_col(k, name) for k in keys]).from_(_table_ref(name))
-            union = part if union is None else exp.union(union, part, distinct=True)
+            part = exp.select(*[_col(k, name) for k in keys], copy=False).from_(_table_ref(name), copy=False)
+            union = part if union is None else exp.union(union, part, distinct=True, copy=False)
         if self.request.fill:
             union = self.dense_keys(union, start)
-        body = exp.select().from_(_table_ref(KEYS_CTE))
+        body = exp.select(copy=False).from_(_table_ref(KEYS_CTE), copy=False)
         for name in (self.cte[source] for source in plans):
-            condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys])
-            body = body.join(_table_ref(name), on=condition, join_type="LEFT")
+            condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys], copy=False)
+            body = body.join(_table_ref(name), on=condition, join_type="LEFT", copy=False)
         return KEYS_CTE, body, [(KEYS_CTE, union)]
 
     def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
@@ -699,13 +699,13 @@ class _Compiler:
             raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
         spine = exp.values([(_date(p),) for p in periods], alias=SPINE_CTE, columns=[PERIOD])
-        dense = exp.select(_col(PERIOD, SPINE_CTE), *[_col(d, "observed") for d in self.dims]).from_(spine)
+        dense = exp.select(_col(PERIOD, SPINE_CTE), *[_col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)
         if self.dims:
-            combos = exp.select(*[_col(d) for d in self.dims]).distinct().from_(
-                exp.Subquery(this=observed.copy(), alias=exp.TableAlias(this=_ident("observed_keys"))))
+            combos = exp.select(*[_col(d) for d in self.dims], copy=False).distinct(copy=False).from_(
+                exp.Subquery(this=observed.copy(), alias=exp.TableAlias(this=_ident("observed_keys"))), copy=False)
             dense = dense.join(exp.Subquery(this=combos, alias=exp.TableAlias(this=_ident("observed"))),
-                               join_type="CROSS")
-        return exp.union(observed, dense, distinct=True)
+                               join_type="CROSS", copy=False)
+        return exp.union(observed, dense, distinct=True, copy=False)
 
     # -- windows
     def window(self, leaf: WindowLeaf, column: str) -> exp.Expression:
