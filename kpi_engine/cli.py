@@ -208,14 +208,14 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @project_argument
 @query_options
 @click.option("--format", "fmt", default="table", show_default=True, metavar="FORMAT",
-              help="table, csv, json, or a format added by a plugin (see 'kpi-engine plugins').")
+              help="table, csv, json, parquet (to --output), or a format added by a plugin.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @warehouse_option
 @handle_errors
 def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
-    from .output import FORMATS, render
+    from .output import FORMATS, STREAMED, render, write_stream
 
     with _open(project, warehouse) as kpi_project:
         writer = None
@@ -228,6 +228,11 @@ def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None
             if writer.binary and output is None:
                 raise UsageError(f"the '{fmt}' format is binary.", None, "Write it to a file with --output FILE.")
         names, options = _request_options(kpi_project, **query)
+        if writer is None and output is not None and fmt in STREAMED:
+            compiled, batches = kpi_project.stream(names, **options)
+            count = write_stream(fmt, [c.name for c in compiled.columns], batches, output)
+            click.echo(f"Wrote {count} rows to {output}.", err=True)
+            return
         result = kpi_project.evaluate(names, **options)
         if writer is not None:
             buffer = io.BytesIO() if writer.binary else io.StringIO()

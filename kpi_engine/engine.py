@@ -151,6 +151,13 @@ class KpiProject:
         rows = self.connection().execute(query.expression)
         return Result(query.columns, rows.rows, query.sql())
 
+    def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, **options: Any):
+        """Compile and run, returning (the compiled query, an iterator of row batches):
+        for results too large to hold in memory (see ``output.write_stream``)."""
+        query = self.compile(kpis, **options)
+        _, batches = self.connection().stream(query.expression, batch_size)
+        return query, batches
+
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, ClassVar, Mapping, Sequence
+from typing import IO, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import pluggy
 
@@ -59,6 +59,13 @@ class Connection(abc.ABC):
         from elsewhere. Raise ``kpi_engine.errors.WarehouseError`` on failure, with
         a message that names the problem and never contains a password.
         """
+
+    def stream(self, query, batch_size: int = 10_000) -> tuple[tuple[str, ...], Iterator[list[tuple]]]:
+        """Like ``execute``, but the rows come in batches, so a large result never has to
+        fit in memory. The default runs ``execute`` and hands its rows out in slices;
+        adapters whose driver can fetch incrementally should override it."""
+        rows = self.execute(query)
+        return rows.columns, (rows.rows[i:i + batch_size] for i in range(0, len(rows.rows), batch_size))
 
     @abc.abstractmethod
     def columns(self, relation) -> Mapping[str, str] | None:

@@ -9,9 +9,10 @@ import json
 import math
 from typing import Any
 
-from .result import Result
+from .result import Result, _plain
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "parquet")
+STREAMED = ("csv", "json", "parquet")  # written batch by batch: a result never has to fit in memory
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥"}
 
 
@@ -44,6 +45,10 @@ def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str 
 
 
 def render(result: Result, fmt: str, currency: str = "USD", color: bool | None = None) -> str:
+    if fmt == "parquet":
+        from .errors import UsageError
+
+        raise UsageError("the parquet format is binary.", None, "Write it to a file with --output FILE.")
     if fmt == "csv":
         return to_csv(result)
     if fmt == "json":
@@ -62,6 +67,68 @@ def _json_value(value: Any) -> Any:
 def to_json(result: Result) -> str:
     rows = [{k: _json_value(v) for k, v in row.items()} for row in result.to_dicts()]
     return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_stream(fmt: str, names: list[str], batches, path) -> int:
+    """Write rows batch by batch to a temporary file beside ``path``, then rename it into
+    place: memory stays flat whatever the row count, and a failure leaves no partial file.
+    Returns the number of rows written."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    os.close(fd)
+    count = 0
+    try:
+        if fmt == "parquet":
+            count = _write_parquet(names, batches, temp)
+        else:
+            with open(temp, "w", encoding="utf-8", newline="") as handle:
+                if fmt == "csv":
+                    writer = csv.writer(handle, lineterminator="\n")
+                    writer.writerow(names)
+                    for batch in batches:
+                        writer.writerows(["" if v is None else _csv_value(_plain(v)) for v in row] for row in batch)
+                        count += len(batch)
+                else:
+                    handle.write("[")
+                    for batch in batches:
+                        for row in batch:
+                            record = {k: _json_value(_plain(v)) for k, v in zip(names, row)}
+                            handle.write(("\n  " if count == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
+                            count += 1
+                    handle.write("\n]\n" if count else "]\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_parquet(names: list[str], batches, path: str) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        from .errors import UsageError
+
+        raise UsageError("writing parquet needs pyarrow.", None, "pip install 'kpi-engine[pandas]'") from None
+    writer, count = None, 0
+    try:
+        for batch in batches:
+            table = pa.Table.from_pylist([dict(zip(names, (_plain(v) for v in row))) for row in batch])
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            count += len(batch)
+        if writer is None:  # no rows: still a valid file with the column names
+            pq.write_table(pa.table({name: pa.array([], pa.null()) for name in names}), path)
+    finally:
+        if writer is not None:
+            writer.close()
+    return count
 
 
 def to_csv(result: Result) -> str:

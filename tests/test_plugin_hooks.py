@@ -97,7 +97,7 @@ def test_a_plugin_output_format(root, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["| region | revenue |", "| eu | 5500.0 |", "| us | 2250.0 |"]
     unknown = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--format", "xlsx"])
-    assert unknown.exit_code == 2 and "Use one of: table, csv, json, markdown." in unknown.stderr
+    assert unknown.exit_code == 2 and "Use one of: table, csv, json, parquet, markdown." in unknown.stderr
     listing = json.loads(CliRunner().invoke(cli, ["plugins", "--format", "json"]).stdout)
     by_name = {row["plugin"]: row for row in listing}
     assert by_name["plugin0"]["formats"] == ["markdown"] and by_name["plugin0"]["status"] == "ok"

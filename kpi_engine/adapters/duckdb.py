@@ -35,23 +35,47 @@ class DuckDBConnection(Connection):
         self._lock = threading.Lock()
 
     def execute(self, query) -> Rows:
-        import duckdb
+        columns, batches = self.stream(query, batch_size=None)
+        return Rows(columns, [row for batch in batches for row in batch])
 
-        sql = query.sql(dialect=self.dialect) if isinstance(query, exp.Expression) else None
-        if sql is None:
-            raise TypeError("DuckDBConnection.execute takes a sqlglot expression")
+    def stream(self, query, batch_size: int | None = 10_000):
+        """Rows in batches of ``batch_size`` (all at once when None), fetched as they are read."""
+        if not isinstance(query, exp.Expression):
+            raise TypeError("DuckDBConnection takes a sqlglot expression")
+        sql = query.sql(dialect=self.dialect)
         with self._lock:
             cursor = self._connection.cursor()
         try:
             cursor.execute(sql)
-            columns = tuple(d[0] for d in cursor.description or ())
-            return Rows(columns, cursor.fetchall())
-        except duckdb.Error as error:
-            raise WarehouseError(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
-                                 "Check that the tables and columns the sources name exist "
-                                 "('kpi-engine validate' checks them).") from None
+        except self._errors as error:
+            cursor.close()
+            raise self._failure(error) from None
+        columns = tuple(d[0] for d in cursor.description or ())
+        return columns, self._batches(cursor, batch_size)
+
+    def _batches(self, cursor, batch_size: int | None):
+        try:
+            while True:
+                batch = cursor.fetchall() if batch_size is None else cursor.fetchmany(batch_size)
+                if batch:
+                    yield batch
+                if not batch or batch_size is None:
+                    return
+        except self._errors as error:
+            raise self._failure(error) from None
         finally:
             cursor.close()
+
+    @property
+    def _errors(self):
+        import duckdb
+
+        return duckdb.Error
+
+    def _failure(self, error: Exception) -> WarehouseError:
+        return WarehouseError(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
+                              "Check that the tables and columns the sources name exist "
+                              "('kpi-engine validate' checks them).")
 
     def columns(self, relation) -> Mapping[str, str] | None:
         import duckdb
