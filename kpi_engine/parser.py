@@ -161,8 +161,16 @@ def _expected(error: UnexpectedInput) -> str:
 
 
 def parse(text: str, source: FormulaSource | None = None) -> n.Node:
-    """Parse one formula; raise ``FormulaError`` with a caret on bad input."""
-    source = source or FormulaSource()
+    """Parse one formula; raise ``FormulaError`` with a caret on bad input.
+
+    Trees are immutable, so a formula seen before (same text, same place) is parsed once
+    per process: re-validating or re-compiling a project does not parse it again.
+    """
+    return _parse(text, source or FormulaSource())
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(text: str, source: FormulaSource) -> n.Node:
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("the formula is empty.", source.locate(n.Pos()),
                            "Write an expression such as 'sum(orders.amount) / count(orders)'.")

@@ -246,6 +246,14 @@ class _Document:
         return value, FormulaSource(self.file, start.line + 1, start.column + 1 + offset, indent=1, obj=obj)
 
 
+@functools.lru_cache(maxsize=1024)
+def _load_document(shown: str, text: str) -> _Document:
+    """Parsed YAML with positions, keyed by file name and content: a long-running process
+    (an API server, a notebook) re-reads only the files that changed. Documents are not
+    modified after loading, so sharing them is safe."""
+    return _Document(shown, text).load()
+
+
 # --- schema validation --------------------------------------------------------------
 
 
@@ -430,7 +438,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
         if error:
             errors.append(error)
             continue
-        doc = _Document(shown, text).load()
+        doc = _load_document(shown, text)
         errors.extend(doc.errors)
         if doc.errors or doc.data is None:
             continue
