@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import threading
 from dataclasses import replace
@@ -35,18 +36,35 @@ def warehouse_settings(warehouse: str | Mapping[str, Any] | None) -> tuple[str, 
                          "Add 'warehouse:' to kpi_engine.yaml (e.g. 'warehouse: {adapter: duckdb, data: data}') "
                          "or pass --warehouse URL.")
     if isinstance(warehouse, str):
-        match = _URL_SCHEME.match(warehouse)
+        # A URL keeps its ${VAR}s for the adapter to fill in after parsing it (a password may
+        # hold '/', '@' or ':'); a value that is wholly a variable, e.g. ${DATABASE_URL}, is
+        # filled in here to find its scheme.
+        url = warehouse if _URL_SCHEME.match(warehouse) else _interpolate(warehouse)
+        match = _URL_SCHEME.match(url)
         if not match:
-            raise UsageError(f"'{redact(warehouse)}' is not a warehouse URL.", None,
+            raise UsageError(f"'{redact(url)}' is not a warehouse URL.", None,
                              "Write it as scheme://..., e.g. duckdb:///path/to/file.duckdb.")
-        return match.group(1).split("+")[0], {"url": warehouse}
+        return match.group(1).split("+")[0], {"url": url}
     settings = dict(warehouse)
     return str(settings.pop("adapter")), settings
 
 
 def redact(text: str) -> str:
-    """Hide the password of any URL in ``text`` (scheme://user:password@host)."""
-    return re.sub(r"(//[^/:@\s]*:)[^@\s]*@", r"\1***@", text)
+    """Hide the password of any URL in ``text`` (scheme://user:password@host), up to the
+    last '@' of the URL, so a password that contains '@' does not leak either."""
+    return re.sub(r"(//[^/:@\s]*:)\S*@", r"\1***@", text)
+
+
+def _interpolate(value: str) -> str:
+    """${NAME} -> the environment variable NAME, so URLs with passwords live in the environment."""
+    def replace_variable(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise UsageError(f"the environment variable {name} used in the warehouse URL is not set.", None,
+                             f"Set {name}, or write the URL without ${{{name}}}.")
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace_variable, value)
 
 
 class KpiProject:
@@ -61,6 +79,7 @@ class KpiProject:
         self._model: Model | None = None
         self._unavailable: dict[str, KpiEngineError] = {}  # sources whose table cannot be read
         self._lock = threading.Lock()
+        self._model_lock = threading.RLock()
 
     # -- set-up
     @property
@@ -92,6 +111,10 @@ class KpiProject:
         ``strict=False`` tolerates sources whose table is missing (a team that adopts a
         library without every table): they fail only when a request reads them.
         """
+        with self._model_lock:  # threads evaluating at once describe the warehouse once
+            return self._build_model(describe, strict)
+
+    def _build_model(self, describe: bool, strict: bool) -> Model:
         if self._model is not None and (self._model.catalog or not describe) and (not strict or not self._unavailable):
             return self._model
         catalog: dict[str, dict[str, str]] = {}

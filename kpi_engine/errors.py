@@ -84,6 +84,24 @@ class WarehouseError(KpiEngineError):
     """The warehouse cannot be opened, or a query failed there."""
 
 
+class ConnectionFailed(WarehouseError):
+    """The warehouse cannot be reached or opened: unreachable host, wrong password, no such database."""
+
+    exit_code = 3
+
+
+class QueryFailed(WarehouseError):
+    """The warehouse ran the query and refused it: a missing table or column, a type error."""
+
+    exit_code = 4
+
+
+class QueryTimeout(WarehouseError):
+    """The query ran longer than the configured timeout and was cancelled in the warehouse."""
+
+    exit_code = 5
+
+
 class ProjectInvalid(KpiEngineError):
     """Several problems found at once; ``errors`` holds each, in file order."""
 

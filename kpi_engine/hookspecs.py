@@ -46,7 +46,9 @@ class Rows:
 
 
 class Connection(abc.ABC):
-    """An open connection to one warehouse. Used from one thread at a time."""
+    """An open connection to one warehouse. A project shares it between threads, so
+    ``execute``, ``stream`` and ``columns`` must be safe to call concurrently (a lock, a
+    cursor per call, or a small pool)."""
 
     #: The sqlglot dialect queries are rendered in.
     dialect: str
@@ -80,8 +82,10 @@ class Connection(abc.ABC):
 class Adapter(abc.ABC):
     """A kind of warehouse. The class itself is registered; ``connect`` makes connections."""
 
-    #: Short name: the ``adapter:`` value in kpi_engine.yaml and the URL scheme.
+    #: Short name: the ``adapter:`` value in kpi_engine.yaml (and a URL scheme).
     name: ClassVar[str]
+    #: Further URL schemes that select this adapter (e.g. "postgresql" beside "postgres").
+    schemes: ClassVar[tuple[str, ...]] = ()
     #: The sqlglot dialect of this warehouse (e.g. "duckdb", "postgres", "spark").
     dialect: ClassVar[str]
     #: One line shown by ``kpi-engine plugins``.
@@ -103,9 +107,12 @@ class Adapter(abc.ABC):
         """Open a connection.
 
         ``settings`` is the ``warehouse:`` mapping of kpi_engine.yaml (without
-        ``adapter``), or ``{"url": "..."}`` when a URL was given. Relative paths are
-        relative to ``project_root``. Raise ``WarehouseError`` when the warehouse
-        cannot be opened, saying how to fix it.
+        ``adapter``), or ``{"url": "..."}`` when a URL was given; ``query_timeout``
+        (seconds) is set when the user asks for one, and the query must then be
+        cancelled in the warehouse and ``QueryTimeout`` raised. Relative paths are
+        relative to ``project_root``. Raise ``ConnectionFailed`` when the warehouse
+        cannot be opened, ``QueryFailed`` when it refuses a query, each saying how to
+        fix it and never showing a password.
         """
 
 

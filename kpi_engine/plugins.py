@@ -163,7 +163,11 @@ class Registry:
         return [info.adapter for info in self.adapters().values() if info.adapter.dialect == dialect]
 
     def adapter(self, name: str) -> type[Adapter]:
+        """The adapter called ``name``, or whose URL schemes include it."""
         adapters = self.adapters()
+        by_scheme = next((info for info in adapters.values() if name in getattr(info.adapter, "schemes", ())), None)
+        if name not in adapters and by_scheme is not None:
+            return by_scheme.adapter
         if name not in adapters:
             broken = [p for p in self.plugins.values() if p.error]
             note = "".join(f" Plugin '{p.name}' failed: {p.error}." for p in broken)

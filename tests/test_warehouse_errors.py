@@ -14,7 +14,7 @@ def run(*args):
 def test_a_database_file_that_does_not_exist(make_project):
     root = make_project({"s.yaml": SPEC}, config="name: x\nwarehouse: {adapter: duckdb, path: missing.duckdb}\n")
     result = run("evaluate", str(root), "n")
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # the warehouse cannot be opened
     assert "the DuckDB database file" in result.stderr and "missing.duckdb" in result.stderr
     assert "Traceback" not in result.output
 
@@ -23,7 +23,7 @@ def test_a_file_that_is_not_a_database(make_project):
     root = make_project({"s.yaml": SPEC}, config="name: x\nwarehouse: duckdb://not_a_db.duckdb\n")
     (root / "not_a_db.duckdb").write_text("hello")
     result = run("evaluate", str(root), "n")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr.startswith("Error: cannot open the DuckDB database")
 
 

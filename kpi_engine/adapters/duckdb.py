@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from sqlglot import exp
 
-from ..errors import WarehouseError
+from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
 from ..hookspecs import Adapter, Connection, Rows, hookimpl
 
 DATA_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
@@ -29,9 +29,10 @@ _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class DuckDBConnection(Connection):
     dialect = "duckdb"
 
-    def __init__(self, connection, where: str):
+    def __init__(self, connection, where: str, timeout: float | None = None):
         self._connection = connection
         self._where = where
+        self._timeout = timeout
         self._lock = threading.Lock()
 
     def execute(self, query) -> Rows:
@@ -44,12 +45,23 @@ class DuckDBConnection(Connection):
             raise TypeError("DuckDBConnection takes a sqlglot expression")
         sql = query.sql(dialect=self.dialect)
         with self._lock:
-            cursor = self._connection.cursor()
+            cursor = self._connection.cursor()  # one cursor per query: threads do not share state
+        # The timeout cancels the query inside DuckDB (interrupt), as Ctrl-C does.
+        timer = threading.Timer(self._timeout, cursor.interrupt) if self._timeout else None
+        if timer:
+            timer.start()
         try:
             cursor.execute(sql)
+        except KeyboardInterrupt:
+            cursor.interrupt()
+            cursor.close()
+            raise
         except self._errors as error:
             cursor.close()
-            raise self._failure(error) from None
+            raise self._failure(error, timed_out=timer is not None and timer.finished.is_set()) from None
+        finally:
+            if timer:
+                timer.cancel()
         columns = tuple(d[0] for d in cursor.description or ())
         return columns, self._batches(cursor, batch_size)
 
@@ -72,10 +84,14 @@ class DuckDBConnection(Connection):
 
         return duckdb.Error
 
-    def _failure(self, error: Exception) -> WarehouseError:
-        return WarehouseError(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
-                              "Check that the tables and columns the sources name exist "
-                              "('kpi-engine validate' checks them).")
+    def _failure(self, error: Exception, timed_out: bool = False) -> WarehouseError:
+        if timed_out:
+            return QueryTimeout(f"the query ran longer than the {self._timeout:g} s timeout and was cancelled "
+                                f"in DuckDB ({self._where}).", None,
+                                "Narrow the request (--from/--to, fewer KPIs) or raise query_timeout / --timeout.")
+        return QueryFailed(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
+                           "Check that the tables and columns the sources name exist "
+                           "('kpi-engine validate' checks them).")
 
     def columns(self, relation) -> Mapping[str, str] | None:
         import duckdb
@@ -116,7 +132,8 @@ class DuckDBAdapter(Adapter):
         if url:
             rest = re.sub(r"^duckdb:(//)?", "", str(url))
             path = rest if rest not in ("", ":memory:") else None
-        unknown = set(settings) - {"url", "path", "data"}
+        timeout = settings.get("query_timeout")
+        unknown = set(settings) - {"url", "path", "data", "query_timeout"}
         if unknown:
             raise WarehouseError(f"unknown DuckDB setting(s): {', '.join(sorted(unknown))}.", None,
                                  "DuckDB takes 'path' (a database file) and/or 'data' (a folder of CSV/Parquet files).")
@@ -124,7 +141,7 @@ class DuckDBAdapter(Adapter):
             if path:
                 file = (project_root / path).resolve()
                 if not file.is_file():
-                    raise WarehouseError(f"the DuckDB database file '{file}' does not exist.", None,
+                    raise ConnectionFailed(f"the DuckDB database file '{file}' does not exist.", None,
                                          "Fix 'path' in kpi_engine.yaml, or create the database first.")
                 connection = duckdb.connect(str(file), read_only=True)
                 where = file.name
@@ -132,13 +149,13 @@ class DuckDBAdapter(Adapter):
                 connection = duckdb.connect(":memory:")
                 where = "in-memory"
         except duckdb.Error as error:
-            raise WarehouseError(f"cannot open the DuckDB database: {_first_line(error)}", None,
+            raise ConnectionFailed(f"cannot open the DuckDB database: {_first_line(error)}", None,
                                  "Check that the file is a DuckDB database and not locked by a writer.") from None
         if data:
             folder = (project_root / data).resolve()
             _attach_files(connection, folder)
             where = f"data folder {data}"
-        return DuckDBConnection(connection, where)
+        return DuckDBConnection(connection, where, float(timeout) if timeout else None)
 
 
 def _attach_files(connection, folder: Path) -> None:
@@ -146,7 +163,7 @@ def _attach_files(connection, folder: Path) -> None:
     import duckdb
 
     if not folder.is_dir():
-        raise WarehouseError(f"the data folder '{folder}' does not exist.", None,
+        raise ConnectionFailed(f"the data folder '{folder}' does not exist.", None,
                              "Fix 'data' in kpi_engine.yaml (relative to the project folder).")
     for file in sorted(folder.iterdir()):
         reader = DATA_SUFFIXES.get(file.suffix.lower())
@@ -158,7 +175,7 @@ def _attach_files(connection, folder: Path) -> None:
         try:
             connection.execute(view.sql(dialect="duckdb"))
         except duckdb.Error as error:
-            raise WarehouseError(f"cannot read data file '{file.name}': {_first_line(error)}", None,
+            raise ConnectionFailed(f"cannot read data file '{file.name}': {_first_line(error)}", None,
                                  "Check that it is a well-formed CSV (with a header row) or Parquet file.") from None
 
 
