@@ -108,10 +108,10 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     return usable
 
 
-def _open(path: Path, warehouse: str | None):
+def _open(path: Path, warehouse: str | None, timeout: float | None = None):
     from .engine import open_project
 
-    return open_project(path, warehouse=warehouse)
+    return open_project(path, warehouse=warehouse, timeout=timeout)
 
 
 warehouse_option = click.option("--warehouse", metavar="URL", envvar="KPI_ENGINE_WAREHOUSE",
@@ -212,12 +212,15 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @warehouse_option
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Cancel the query in the warehouse after this long (exit code 5).")
 @handle_errors
-def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, **query) -> None:
+def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, timeout: float | None,
+             **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
     from .output import FORMATS, STREAMED, render, write_stream
 
-    with _open(project, warehouse) as kpi_project:
+    with _open(project, warehouse, timeout) as kpi_project:
         writer = None
         if fmt not in FORMATS:
             writers = kpi_project.registry.writers()

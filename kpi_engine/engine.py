@@ -71,8 +71,9 @@ class KpiProject:
     """A loaded project plus, when needed, an open warehouse connection."""
 
     def __init__(self, project: Project, *, warehouse: str | Mapping[str, Any] | None = None,
-                 registry: Registry | None = None):
+                 registry: Registry | None = None, timeout: float | None = None):
         self.project = project
+        self.timeout = timeout  # seconds; the warehouse cancels longer queries
         self.registry = registry or default_registry()
         self._warehouse = warehouse if warehouse is not None else project.config.warehouse
         self._connection: Connection | None = None
@@ -100,6 +101,8 @@ class KpiProject:
         with self._lock:
             if self._connection is None:
                 adapter_name, settings = warehouse_settings(self._warehouse)
+                if self.timeout is not None:
+                    settings["query_timeout"] = self.timeout
                 adapter = self.registry.adapter(adapter_name)
                 self._connection = adapter.connect(settings, self.project.config.root)
             return self._connection
@@ -244,9 +247,9 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
 
 
 def open_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None,
-                 registry: Registry | None = None) -> KpiProject:
+                 registry: Registry | None = None, timeout: float | None = None) -> KpiProject:
     """Load a project folder (raises ``ProjectInvalid`` listing every problem in its files)."""
-    return KpiProject(load_project(path), warehouse=warehouse, registry=registry)
+    return KpiProject(load_project(path), warehouse=warehouse, registry=registry, timeout=timeout)
 
 
 __all__ = ["KpiProject", "open_project", "make_request", "redact", "warehouse_settings", "Location",
