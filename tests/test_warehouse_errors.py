@@ -41,3 +41,17 @@ def test_an_unknown_adapter(make_project):
     result = run("evaluate", str(root), "n")
     assert result.exit_code == 1
     assert "no adapter named 'snowflake' is installed" in result.stderr
+
+
+def test_urls_are_redacted_whatever_the_password_holds():
+    from kpi_engine.engine import redact
+
+    assert redact("postgresql://ana:s3cr@t/x@db.example.com:5432/m") == "postgresql://ana:***@db.example.com:5432/m"
+    assert redact("see postgres://u:p@h/db and duckdb:///tmp/x") == "see postgres://u:***@h/db and duckdb:///tmp/x"
+    assert redact("duckdb:///no/password/here.duckdb") == "duckdb:///no/password/here.duckdb"
+
+
+def test_a_bad_url_is_echoed_redacted(make_project):
+    root = make_project({"s.yaml": SPEC})
+    result = run("evaluate", str(root), "n", "--warehouse", "notaurl//user:hunter2@host")
+    assert result.exit_code == 2 and "hunter2" not in result.output and "***" in result.stderr
