@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import nodes
 from .resolve import Model
 
 _UNIT_NAMES = {"count": "count", "currency": "currency", "percent": "percent (15 means 15%)", "ratio": "ratio",
@@ -51,4 +52,36 @@ def markdown(model: Model) -> str:
                  ("Tags", ", ".join(spec.tags)),
                  ("Defined in", f"{where.file}:{where.line}")]
         lines += [f"- {name}: {value}" for name, value in facts if value]
+    return "\n".join(lines) + "\n"
+
+
+def explain(model: Model, name: str) -> str:
+    """A KPI in words: label, description, formula, the tree of KPIs and sources it is built
+    from, the dimensions it can be sliced by, its target and where it is defined."""
+    kpi = model.kpi(name)
+    spec = kpi.spec
+    where = spec.where(key=True)
+    lines = [f"{spec.name}: {spec.label or spec.name} ({_UNIT_NAMES.get(spec.unit, spec.unit)})"]
+    if spec.description:
+        lines.append(" ".join(spec.description.split()))
+    lines += ["", "Formula:", *("  " + line.strip() for line in spec.formula.strip().splitlines()), "",
+              "Built from:"]
+
+    def tree(current: str, depth: int, seen: frozenset[str]) -> None:
+        node = model.kpis[current]
+        for ref in node.references:
+            lines.append(f"{'  ' * depth}- KPI {ref}" + (" (cycle)" if ref in seen else ""))
+            if ref not in seen:
+                tree(ref, depth + 1, seen | {ref})
+        own = sorted({n.source for n in node.expr.walk() if isinstance(n, (nodes.Aggregate, nodes.EntityLookup))})
+        for source in own:
+            relation = model.sources[source].table or "(sql)"
+            lines.append(f"{'  ' * depth}- source {source} ({relation}, time {model.sources[source].time})")
+
+    tree(name, 1, frozenset({name}))
+    lines += ["", "Dimensions: " + (", ".join(kpi.dimensions) or "none")]
+    if spec.target:
+        lines.append("Target: " + _target(spec.target))
+    lines.append(f"Defined in: {where.file}:{where.line}" +
+                 (f" (overrides {spec.overrides.file}:{spec.overrides.line})" if spec.overrides else ""))
     return "\n".join(lines) + "\n"

@@ -272,6 +272,23 @@ def write_atomically(path: Path, content: str | bytes) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @project_argument
+@click.argument("kpi")
+@click.option("--dialect", metavar="NAME", help="Show the SQL in this dialect (default: the warehouse's).")
+@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
+              help="The grain of the SQL shown.")
+@handle_errors
+def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
+    """Describe a KPI: meaning, formula, what it is built from, dimensions and its SQL."""
+    from .catalog import explain as explain_text
+
+    with _open(project, None) as kpi_project:
+        model = kpi_project.model(describe=False)
+        query = kpi_project.compile([kpi], grain=grain, dialect=dialect, describe=False)
+        click.echo(explain_text(model, kpi) + "\nSQL (by " + grain + "):\n" + query.sql() + ";")
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the catalogue to this file instead of standard output.")
 @handle_errors

@@ -169,3 +169,16 @@ def test_docs_kpis_md_is_generated_from_the_library():
     assert generated.exit_code == 0
     assert (ROOT / "docs" / "kpis.md").read_text() == generated.stdout, \
         "docs/kpis.md is stale: run kpi-engine docs definitions/marketing -o docs/kpis.md"
+
+
+def test_explain_shows_meaning_formula_tree_dimensions_and_sql():
+    result = CliRunner().invoke(cli, ["explain", str(ROOT / "examples" / "marketing"), "ltv_to_cac",
+                                      "--dialect", "snowflake"])
+    assert result.exit_code == 0
+    text = result.stdout
+    assert text.startswith("ltv_to_cac: LTV:CAC ratio (ratio)\n")
+    assert "  - KPI customer_lifetime_value\n    - KPI revenue\n      - source orders (orders, time ordered_at)\n" in text
+    assert "Dimensions: channel\nTarget: at least 3; higher is better\n" in text
+    assert 'WITH "orders_agg" AS (' in text and "SUM(" in text
+    unknown = CliRunner().invoke(cli, ["explain", str(ROOT / "examples" / "marketing"), "ltv_to_cak"])
+    assert unknown.exit_code == 1 and "Did you mean 'ltv_to_cac'?" in unknown.stderr
