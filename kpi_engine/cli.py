@@ -272,6 +272,42 @@ def write_atomically(path: Path, content: str | bytes) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @project_argument
+@click.argument("kpis", nargs=-1)
+@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True)
+@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]),
+              help="Check the last period complete before this day (default: today).")
+@click.option("--by", "by", multiple=True, metavar="DIM", help="Check each value of these dimensions too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@warehouse_option
+@handle_errors
+def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str, warehouse: str | None) -> None:
+    """Check KPI targets (min/max) for the latest complete period; exit 1 when any is breached."""
+    import datetime as dt
+    import json
+
+    from .targets import check_targets
+
+    with _open(project, warehouse) as kpi_project:
+        report = check_targets(kpi_project, list(kpis), grain, (as_of.date() if as_of else dt.date.today()),
+                               _split(by))
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(f"Targets for the {grain} starting {report['period']} (complete before {report['as_of']}):")
+        for item in report["results"]:
+            where = "".join(f" [{k}={v}]" for k, v in item["dimensions"].items())
+            value = "no data" if item["value"] is None else f"{item['value']:,.4g}"
+            line = f"  {item['status'].upper():8} {item['kpi']}{where}: {value} (target {item['target']})"
+            if item["status"] == "breached":
+                line += f", off by {item['gap']:,.4g}"
+            click.echo(line)
+        click.echo(f"{report['breached']} breached, {report['ok']} on target, {report['no_data']} without data.")
+    if report["breached"]:
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
 @click.argument("kpi")
 @click.option("--dialect", metavar="NAME", help="Show the SQL in this dialect (default: the warehouse's).")
 @click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
