@@ -127,6 +127,62 @@ def cli() -> None:
     """
 
 
+_INIT_FILES = {
+    "kpi_engine.yaml": """\
+# A kpi-engine project. Evaluate it with:  kpi-engine evaluate {folder} --all --grain month
+name: {name}
+warehouse:
+  adapter: duckdb
+  data: data            # every data/<table>.csv is a read-only table named after the file
+# include: [builtin:marketing]   # the 38-KPI marketing library (docs/library.md)
+""",
+    "sources.yaml": """\
+sources:
+  orders:
+    label: Orders
+    table: orders
+    time: ordered_at
+    primary_key: order_id
+    dimensions: [channel]
+""",
+    "kpis.yaml": """\
+kpis:
+  revenue:
+    label: Revenue
+    description: Paid order revenue in the period.
+    unit: currency
+    formula: sum(orders.amount where status = 'paid')
+
+  average_order_value:
+    label: Average order value
+    unit: currency
+    formula: revenue / count(orders where status = 'paid')
+""",
+    "data/orders.csv": """\
+order_id,ordered_at,channel,amount,status
+1,2025-01-05 10:00:00,email,120.00,paid
+2,2025-01-19 15:30:00,ppc,80.00,paid
+3,2025-02-02 09:15:00,email,200.00,paid
+4,2025-02-14 18:45:00,ppc,50.00,refunded
+5,2025-02-20 11:00:00,ppc,150.00,paid
+""",
+}
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@handle_errors
+def init(folder: Path) -> None:
+    """Create a small working project in FOLDER: config, a source, two KPIs and sample data."""
+    if folder.exists() and any(folder.iterdir()):
+        raise UsageError(f"'{folder}' is not empty.", None, "Choose a new folder; init never overwrites files.")
+    for relative, template in _INIT_FILES.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template.format(name=folder.name.replace("-", "_") or "my_kpis", folder=folder))
+    click.echo(f"Created {folder}. Next:\n  kpi-engine evaluate {folder} --all --grain month")
+
+
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.option("--offline", is_flag=True, help="Do not open the warehouse (skip table and column checks).")
