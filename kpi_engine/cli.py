@@ -51,14 +51,43 @@ def _split(values) -> tuple[str, ...]:
 project_argument = click.argument("project", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
 
 
+def _project_of(ctx) -> Path | None:
+    return ctx.params.get("project")
+
+
+def _complete_kpis(ctx, param, incomplete: str):
+    """Shell completion of KPI names from the project named earlier on the line."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from .spec import load_project
+
+        project = load_project(_project_of(ctx))
+    except Exception:  # completion must never fail loudly
+        return []
+    return [CompletionItem(name, help=spec.label) for name, spec in project.kpis.items() if name.startswith(incomplete)]
+
+
+def _complete_dimensions(ctx, param, incomplete: str):
+    try:
+        from .spec import load_project
+
+        project = load_project(_project_of(ctx))
+    except Exception:
+        return []
+    names = sorted({d for source in project.sources.values() for d in source.dimension_names})
+    return [name for name in names if name.startswith(incomplete)]
+
+
 def query_options(fn):
     """Options shared by compile and evaluate: what to compute and how to slice it."""
     options = [
-        click.argument("kpis", nargs=-1),
+        click.argument("kpis", nargs=-1, shell_complete=_complete_kpis),
         click.option("--all", "all_kpis", is_flag=True, help="Every KPI of the project."),
         click.option("--formula", "formulas", multiple=True, metavar="EXPR",
                      help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)'. Repeatable."),
-        click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", help="Dimensions to group by. Repeatable."),
+        click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", shell_complete=_complete_dimensions,
+                     help="Dimensions to group by. Repeatable."),
         click.option("--grain", type=click.Choice(GRAINS),
                      help="Time bucket. Without it, one total for the whole range."),
         click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive), YYYY-MM-DD."),
@@ -124,6 +153,9 @@ def cli() -> None:
     """Define marketing and sales KPIs in YAML; compile them to SQL; run them on your warehouse.
 
     PROJECT is a folder holding kpi_engine.yaml and YAML files of sources and KPIs.
+
+    Shell completion (commands, KPI names, dimensions): add to ~/.bashrc
+    eval "$(_KPI_ENGINE_COMPLETE=bash_source kpi-engine)"  (zsh_source / fish_source for other shells).
     """
 
 
@@ -364,7 +396,7 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
 
 @cli.command(context_settings=CONTEXT)
 @project_argument
-@click.argument("kpi")
+@click.argument("kpi", shell_complete=_complete_kpis)
 @click.option("--dialect", metavar="NAME", help="Show the SQL in this dialect (default: the warehouse's).")
 @click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
               help="The grain of the SQL shown.")
