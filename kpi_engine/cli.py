@@ -52,7 +52,8 @@ project_argument = click.argument("project", type=click.Path(file_okay=True, dir
 
 
 def _project_of(ctx) -> Path | None:
-    return ctx.params.get("project")
+    """The PROJECT argument while completing (click leaves it unparsed before an option value)."""
+    return ctx.params.get("project") or (Path(ctx.args[0]) if ctx.args else None)
 
 
 def _complete_kpis(ctx, param, incomplete: str):
