@@ -508,3 +508,31 @@ def test_parallel_evaluations_from_threads_through_one_project(warehouse, passwo
             worker.join(timeout=300)
     assert not failures, failures[:5]
     assert done == [rounds] * threads
+
+
+# --- the conformance kit ---------------------------------------------------------------------------
+
+PG_TYPES = {"integer": "bigint", "decimal": "numeric(14, 2)", "text": "text", "boolean": "boolean",
+            "date": "date", "timestamp": "timestamp"}
+
+
+def test_postgres_passes_the_conformance_kit(pg_server, tmp_path):
+    from psycopg import sql
+
+    from kpi_engine.testing import TABLES as KIT_TABLES, assert_conformance, fixture_rows
+
+    schema = "conformance"
+    with pg_server.connect() as connection:
+        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        for table, columns in KIT_TABLES.items():
+            target = sql.Identifier(schema, table)
+            ddl = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(PG_TYPES[kind]))
+                                     for name, kind in columns.items())
+            connection.execute(sql.SQL("CREATE TABLE {} ({})").format(target, ddl))
+            with connection.cursor() as cursor, cursor.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as copy:
+                for row in fixture_rows(table):
+                    copy.write_row(row)
+    # The library's sources read unqualified tables: point the session at the schema.
+    url = f"{pg_server.url}?options=-csearch_path%3D{schema}"
+    assert_conformance({"adapter": "postgres", "url": url}, tmp_path / "project")
