@@ -395,6 +395,28 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
         sys.exit(1)
 
 
+@cli.command("test", context_settings=CONTEXT)
+@project_argument
+@click.argument("names", nargs=-1)
+@handle_errors
+def test_command(project: Path, names: tuple[str, ...]) -> None:
+    """Run the KPI unit tests declared under 'tests:' on embedded DuckDB; exit 1 if any fails."""
+    from .kpi_tests import run_tests
+    from .spec import load_project
+
+    loaded = load_project(project)
+    outcomes = run_tests(loaded, list(names))
+    for outcome in outcomes:
+        origin = f" ({outcome.library})" if outcome.library else ""
+        click.echo(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}{origin}")
+        for problem in outcome.problems:
+            click.echo(f"     {problem}")
+    failed = sum(not o.passed for o in outcomes)
+    click.echo(f"{len(outcomes) - failed} passed, {failed} failed.")
+    if failed:
+        sys.exit(1)
+
+
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpi", shell_complete=_complete_kpis)

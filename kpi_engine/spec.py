@@ -116,6 +116,19 @@ class KpiSpec:
 
 
 @dataclass(frozen=True)
+class TestSpec:
+    """A KPI unit test: input rows per table and the KPI values expected from them."""
+
+    name: str
+    body: Mapping[str, Any]
+    positions: Positions = field(compare=False, repr=False)
+    library: str | None = None
+
+    def where(self, *subpath: Any) -> Location:
+        return self.positions.at(("tests", self.name) + subpath, f"test '{self.name}'")
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     name: str
     root: Path
@@ -134,6 +147,7 @@ class Project:
     kpis: Mapping[str, KpiSpec]
     files: tuple[str, ...]
     broken: frozenset[str] = frozenset()  # names left out because their spec is invalid
+    tests: Mapping[str, "TestSpec"] = field(default_factory=dict)
 
 
 # --- YAML with positions ----------------------------------------------------------
@@ -426,7 +440,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                                            include=tuple(data.get("include", ())))
 
     # Every entry of every file, library files first; merged by name below.
-    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}}
+    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}}
     shown_files = []
     spec_files = [(file, library, f"{library}/{file.relative_to(folder)}" if library.startswith("builtin:") else None)
                   for library, folder in (_libraries(config, errors) if config else []) for file in _spec_files(folder)]
@@ -462,6 +476,14 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
 
     sources: dict[str, SourceSpec] = {}
     kpis: dict[str, KpiSpec] = {}
+    tests: dict[str, TestSpec] = {}
+    for name, items in entries["tests"].items():
+        # A project test replaces a library test of the same name as a whole.
+        own = [item for item in items if item.library is None] or items
+        for extra in own[1:]:
+            errors.append(_duplicate("test", name, extra.doc.positions().at(("tests", name), key=True),
+                                     own[0].doc.positions().at(("tests", name), key=True)))
+        tests[name] = TestSpec(name, own[0].body, own[0].doc.positions(), own[0].library)
     for section, kind, build, found in (("sources", "source", _source, sources), ("kpis", "KPI", _kpi, kpis)):
         for name, items in entries[section].items():
             spec = _merge(section, kind, name, items, build, errors)
@@ -472,7 +494,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     if config is None:
         return None, errors
     return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files),
-                   broken=frozenset(broken)), errors
+                   broken=frozenset(broken), tests=tests), errors
 
 
 def load_project(path: str | Path) -> Project:
