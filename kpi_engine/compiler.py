@@ -31,7 +31,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import GRAINS, Calendar, cast
+from .calendar import GRAINS, cast
 from .errors import Location, QueryError, SpecError, did_you_mean
 from .resolve import TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, resolve_formula
 from .spec import SourceSpec
@@ -568,7 +568,7 @@ class _Compiler:
         def dimension_column(dim: str) -> exp.Expression:
             path = self.paths(name)[dim]
             table = name
-            for from_source, rel in path.joins:
+            for _, rel in path.joins:
                 alias = f"{table}__{rel.to}"
                 if alias not in joins:
                     relations[alias] = source_relation(self.model.sources[rel.to], self.read_dialect, alias)

@@ -187,7 +187,6 @@ class _Resolver:
 
     # -- expressions
     def _expr(self, node: n.Node, agg_source: str | None) -> tuple[n.Node, str]:
-        scope = self.scope
         if isinstance(node, n.NumberLit):
             return node, NUMBER
         if isinstance(node, n.StringLit):
@@ -410,7 +409,7 @@ class _Resolver:
         if agg_source is None:
             scope.error(node, f"'{func}(... per {node.per})' gives one value per entity, so it only makes sense "
                               "inside another aggregate's filter.",
-                        f"Use it in a 'where', e.g. 'sum(orders.amount where count(orders per customer_id) > 1)'.")
+                        "Use it in a 'where', e.g. 'sum(orders.amount where count(orders per customer_id) > 1)'.")
             return n.NullLit(pos=node.pos), UNKNOWN
         if func in SNAPSHOT_AGGREGATES:
             scope.error(node, f"'{func}' cannot be used per entity.", "Use min, max, sum, count or avg per entity.")

@@ -1,0 +1,578 @@
+"""The Apache Spark adapter (PySpark): ``pip install 'kpi-engine[spark]'``.
+
+For teams whose data has outgrown one machine: the same compiled query runs as Spark SQL, on a
+local Spark, a standalone/YARN/Kubernetes cluster, or a Spark Connect server. Spark needs Java
+(17 or newer for Spark 4).
+
+Settings (``warehouse:`` in kpi_engine.yaml)::
+
+    warehouse:
+      adapter: spark
+      master: local[4]              # or spark://host:7077, yarn, k8s://...  (default local[*])
+      # remote: sc://host:15002     # Spark Connect instead of master
+      app_name: kpi-engine
+      config:                       # any Spark configuration
+        spark.sql.shuffle.partitions: 8
+      data: data                    # a folder of CSV/Parquet files -> temporary views
+      database: marketing           # and/or tables of a database of the catalog
+
+or a URL (``--warehouse``): ``spark://host:7077`` (a standalone master), ``spark:local[4]``
+(local mode) or ``sc://host:15002`` (Spark Connect).
+
+- ``data``: each ``<name>.csv`` / ``<name>.parquet`` of the folder becomes a temporary view
+  ``<name>``. CSV files are read with their header row and typed by inference: integers,
+  decimals, dates, timestamps and booleans (``true``/``false`` in any case) get proper types.
+  With Spark Connect the folder must be readable by the server.
+- ``database``: unqualified table names are looked up in that database (``USE``).
+- When a Spark session is already active in the process (a notebook, spark-submit), it is
+  reused. Data views, ``database`` and ``config`` then go to a session of their own that shares
+  the Spark application (``newSession``), so the active session is never changed.
+- Queries run with the session time zone UTC unless ``config`` sets
+  ``spark.sql.session.timeZone``: timestamps are read as stored (in UTC), and the project's
+  ``timezone:`` converts them, as on every other warehouse.
+- ``query_timeout`` (seconds, or ``--timeout``) cancels the Spark jobs of a query that runs longer.
+
+Registered through the ``kpi_engine`` entry-point group, like DuckDB.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import re
+import shutil
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from sqlglot import exp
+
+from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
+from ..hookspecs import Adapter, Connection, Rows, hookimpl
+
+INSTALL_HINT = "pip install 'kpi-engine[spark]'"
+SETTINGS = ("url", "master", "remote", "app_name", "config", "data", "database", "query_timeout")
+DEFAULT_MASTER = "local[*]"
+DEFAULT_APP_NAME = "kpi-engine"
+TIME_ZONE_CONF = "spark.sql.session.timeZone"
+DATA_SUFFIXES = (".csv", ".parquet")
+SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
+_VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Spark error classes that mean "this relation does not exist".
+_MISSING_RELATION = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "DATABASE_NOT_FOUND", "CATALOG_NOT_FOUND",
+                     "PATH_NOT_FOUND")
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def parse_url(url: str) -> dict[str, str]:
+    """A warehouse URL -> ``{"master": ...}`` or ``{"remote": ...}``.
+
+    ``spark://host:7077`` is a standalone master, ``spark:local[4]`` / ``spark://local[4]`` local
+    mode (``spark:yarn`` and ``spark:k8s://...`` likewise name a master), ``sc://host:15002`` a
+    Spark Connect server.
+    """
+    text = str(url).strip()
+    scheme, _, rest = text.partition(":")
+    scheme = scheme.lower()
+    if scheme == "sc":
+        return {"remote": text}
+    if scheme == "spark":
+        bare = rest[2:] if rest.startswith("//") else rest
+        if re.fullmatch(r"local(\[(\*|\d+)(,\s*\d+)?\])?|yarn|k8s://\S+|mesos://\S+", bare):
+            return {"master": bare}
+        if rest.startswith("//") and bare:
+            return {"master": text}
+    raise WarehouseError(f"'{text}' is not a Spark URL.", None,
+                         "Write spark://host:7077 (a standalone master), spark:local[4] (local mode) or "
+                         "sc://host:15002 (Spark Connect).")
+
+
+def spark_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the settings and fill in the defaults: master/remote, app_name, config, data, database."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise WarehouseError(f"unknown Spark setting(s): {', '.join(unknown)}.", None,
+                             f"Spark takes {', '.join(s for s in SETTINGS if s != 'query_timeout')}.")
+    result = {key: settings[key] for key in SETTINGS if settings.get(key) not in (None, "")}
+    if "url" in result:
+        for key, value in parse_url(result.pop("url")).items():
+            result.setdefault(key, value)
+    if "master" in result and "remote" in result:
+        raise WarehouseError("the Spark settings 'master' and 'remote' cannot both be set.", None,
+                             "Use 'master' for a Spark cluster (or local mode), 'remote' for a Spark Connect server.")
+    if "remote" in result and not str(result["remote"]).startswith("sc://"):
+        raise WarehouseError(f"the Spark setting 'remote' must be a Spark Connect URL, not '{result['remote']}'.",
+                             None, "Write it as sc://host:15002.")
+    config = result.get("config", {})
+    if not isinstance(config, Mapping):
+        raise WarehouseError("the Spark setting 'config' must be a mapping of Spark configuration keys to values.",
+                             None, "For example 'config: {spark.sql.shuffle.partitions: 8}'.")
+    result["config"] = {str(key): _conf_value(value) for key, value in config.items()}
+    if "database" in result and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?",
+                                                   str(result["database"])):
+        raise WarehouseError(f"the Spark setting 'database' is not a database name: '{result['database']}'.", None,
+                             "Write a name such as 'marketing' or 'catalog.marketing'.")
+    if "query_timeout" in result:
+        try:
+            timeout = float(result["query_timeout"])
+        except (TypeError, ValueError):
+            timeout = float("nan")
+        if not timeout > 0 or timeout == float("inf"):
+            raise WarehouseError("the warehouse setting 'query_timeout' must be a positive number of seconds.",
+                                 None, "For example 'query_timeout: 300'.")
+        result["query_timeout"] = timeout
+    return result
+
+
+def _conf_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error, without PySpark's error class prefix and JVM stack."""
+    text = str(getattr(error, "getMessage", lambda: "")() or error) if _is_pyspark_error(error) else str(error)
+    text = text.strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0].strip()
+    return line
+
+
+def _is_pyspark_error(error: BaseException) -> bool:
+    return type(error).__module__.startswith("pyspark")
+
+
+def _error_class(error: BaseException) -> str:
+    getter = getattr(error, "getCondition", None) or getattr(error, "getErrorClass", None)
+    try:
+        value = getter() if getter else None
+    except Exception:  # pragma: no cover - older PySpark
+        value = None
+    if value:
+        return str(value)
+    match = re.match(r"\s*\[([A-Z0-9_.]+)\]", str(error))
+    return match.group(1) if match else ""
+
+
+def find_java() -> str | None:
+    """The java executable Spark will start: $JAVA_HOME/bin/java, else java on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = Path(home) / "bin" / "java"
+        return str(candidate) if candidate.exists() else None
+    return shutil.which("java")
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+_sessions_lock = threading.Lock()
+#: Spark sessions this adapter started, with how many open connections use each: the last
+#: connection to close stops it. A session that was already running is never stopped.
+_owned: dict[int, list] = {}
+
+
+def _import_pyspark():
+    try:
+        from pyspark.sql import SparkSession  # noqa: F401
+    except ImportError as error:
+        raise ConnectionFailed(f"the Spark adapter needs PySpark, which is not installed ({error}).", None,
+                               f"Install it with: {INSTALL_HINT} (Spark also needs Java 17 or newer).") from None
+    import pyspark
+
+    return pyspark
+
+
+def _open_session(options: Mapping[str, Any]):
+    """(the session queries run in, the session to release on close or None)."""
+    _import_pyspark()
+    from pyspark.sql import SparkSession
+
+    config: dict[str, str] = dict(options["config"])
+    isolate = bool(options.get("data") or options.get("database") or config)
+    remote = options.get("remote")
+    if remote:
+        active = _active_session(remote=True)
+        if active is not None and not isolate:
+            return active, None
+        builder = SparkSession.builder.remote(remote).appName(options.get("app_name", DEFAULT_APP_NAME))
+        for key, value in config.items():
+            builder = builder.config(key, value)
+        try:
+            session = builder.create() if hasattr(builder, "create") else builder.getOrCreate()
+        except Exception as error:
+            raise ConnectionFailed(f"cannot connect to the Spark Connect server {remote}: {_first_line(error)}",
+                                   None, "Check that the server runs and that 'remote' is sc://host:port; "
+                                   "Spark Connect also needs pip install 'pyspark[connect]'.") from None
+        _ensure_time_zone(session, config)
+        return session, None
+
+    active = _active_session(remote=False)
+    owner = None
+    if active is None:
+        if find_java() is None:
+            raise ConnectionFailed("Spark needs Java, and none was found (no $JAVA_HOME, no java on PATH).", None,
+                                   "Install a Java runtime, 17 or newer (e.g. apt-get install openjdk-17-jre-headless), "
+                                   "or set JAVA_HOME to one.")
+        master = options.get("master", DEFAULT_MASTER)
+        builder = SparkSession.builder.master(master).appName(options.get("app_name", DEFAULT_APP_NAME))
+        builder = builder.config(TIME_ZONE_CONF, "UTC")
+        for key, value in config.items():
+            builder = builder.config(key, value)
+        with _sessions_lock:
+            try:
+                root = builder.getOrCreate()
+            except Exception as error:
+                raise ConnectionFailed(f"cannot start Spark (master {master}): {_first_line(error)}", None,
+                                       "Check 'master', the Java installation (Java 17+ for Spark 4) and JAVA_HOME."
+                                       ) from None
+            entry = _owned.setdefault(id(root), [root, 0])
+            entry[1] += 1
+        owner = root
+    else:
+        root = active
+    if not isolate:
+        return root, owner
+    try:
+        session = root.newSession()  # own temporary views, SQL configuration and current database
+    except Exception as error:
+        _release(owner)
+        raise ConnectionFailed(f"cannot open a Spark session: {_first_line(error)}", None,
+                               "Check that the Spark application is still running.") from None
+    try:
+        _ensure_time_zone(session, config)
+        for key, value in config.items():
+            _set_conf(session, key, value)
+    except WarehouseError:
+        _release(owner)
+        raise
+    return session, owner
+
+
+def _active_session(remote: bool):
+    from pyspark.sql import SparkSession
+
+    try:
+        session = SparkSession.getActiveSession()
+    except Exception:  # no session, or a Connect/classic mismatch
+        return None
+    if session is None:
+        return None
+    is_connect = type(session).__module__.startswith("pyspark.sql.connect")
+    return session if is_connect == remote else None
+
+
+def _ensure_time_zone(session, config: Mapping[str, str]) -> None:
+    if TIME_ZONE_CONF not in config:
+        _set_conf(session, TIME_ZONE_CONF, "UTC")
+
+
+def _set_conf(session, key: str, value: str) -> None:
+    try:
+        if session.conf.get(key, None) == value:
+            return
+        session.conf.set(key, value)
+    except Exception as error:
+        raise ConnectionFailed(f"cannot set the Spark configuration '{key}' on the running Spark application: "
+                               f"{_first_line(error)}", None,
+                               "Static settings (executor memory, cores...) must be given when Spark starts: "
+                               "set them where the running session was created, or remove them from 'config'.") from None
+
+
+def _release(owner) -> None:
+    if owner is None:
+        return
+    with _sessions_lock:
+        entry = _owned.get(id(owner))
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _owned[id(owner)]
+    try:
+        owner.stop()
+    except Exception:  # pragma: no cover - the JVM may already be gone at exit
+        pass
+
+
+def _register_data(session, folder: Path) -> list[str]:
+    """Each CSV/Parquet file of ``folder`` as a temporary view named after it."""
+    if not folder.is_dir():
+        raise ConnectionFailed(f"the data folder '{folder}' does not exist.", None,
+                               "Fix 'data' in kpi_engine.yaml (relative to the project folder).")
+    names = []
+    for file in sorted(folder.iterdir()):
+        suffix = file.suffix.lower()
+        if suffix not in DATA_SUFFIXES or not _VIEW_NAME.match(file.stem) or not file.is_file():
+            continue
+        try:
+            if suffix == ".parquet":
+                frame = session.read.parquet(str(file))
+            else:
+                frame = _read_csv(session, file)
+            frame.createOrReplaceTempView(file.stem)
+        except Exception as error:
+            raise ConnectionFailed(f"cannot read data file '{file.name}' with Spark: {_first_line(error)}", None,
+                                   "Check that it is a well-formed CSV (with a header row) or Parquet file.") from None
+        names.append(file.stem)
+    return names
+
+
+def _read_csv(session, file: Path):
+    """A CSV file with typed columns: header row, inferred numbers, dates, timestamps and booleans."""
+    from pyspark.sql import functions as F
+
+    frame = (session.read.option("header", True).option("inferSchema", True).option("prefersDate", True)
+             .option("mode", "FAILFAST").option("multiLine", False).option("escape", '"')
+             .csv(str(file)))
+    # Spark infers 'true'/'false' as booleans; a column that also holds 'True', 'TRUE'... stays a
+    # string. Cast those (every non-empty value is true or false, in any case) to booleans.
+    strings = [field.name for field in frame.schema.fields if field.dataType.simpleString() == "string"]
+    if not strings:
+        return frame
+    checks = [F.max(F.when(F.col(name).isNotNull() & ~F.lower(F.trim(F.col(name))).isin("true", "false"), 1)
+                    .otherwise(0)).alias(f"c{i}") for i, name in enumerate(strings)]
+    checks += [F.count(F.col(name)).alias(f"n{i}") for i, name in enumerate(strings)]
+    stats = frame.agg(*checks).collect()[0]
+    booleans = {name for i, name in enumerate(strings) if stats[f"n{i}"] and not stats[f"c{i}"]}
+    if not booleans:
+        return frame
+    return frame.select(*[(F.lower(F.trim(F.col(field.name))) == "true").alias(field.name)
+                          if field.name in booleans else F.col(field.name) for field in frame.schema.fields])
+
+
+# --- the connection ----------------------------------------------------------------------------
+
+
+class SparkConnection(Connection):
+    dialect = "spark"
+
+    def __init__(self, session, where: str, timeout: float | None = None, owner=None):
+        self.session = session
+        self._where = where
+        self._timeout = timeout
+        self._owner = owner
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- queries
+    def execute(self, query) -> Rows:
+        columns, batches = self.stream(query, batch_size=None)
+        return Rows(columns, [row for batch in batches for row in batch])
+
+    def stream(self, query, batch_size: int | None = 10_000):
+        """Rows in batches of ``batch_size`` (all at once when None). Batches are fetched
+        partition by partition (``toLocalIterator``), in the order of the query."""
+        if not isinstance(query, exp.Expression):
+            raise TypeError("SparkConnection takes a sqlglot expression")
+        sql = query.sql(dialect=self.dialect)
+        with self._cancelling() as cancel:
+            try:
+                frame = self.session.sql(sql)
+                columns = tuple(frame.columns)
+                converters = _converters(frame.schema, self._session_time_zone())
+                if batch_size is None:
+                    rows = [_row(row, converters) for row in frame.collect()]
+            except Exception as error:
+                raise self._failure(error, timed_out=cancel.fired) from None
+        if batch_size is None:
+            return columns, iter([rows] if rows else [])
+        return columns, self._batches(frame, batch_size, converters)
+
+    def _batches(self, frame, batch_size: int, converters) -> Iterator[list[tuple]]:
+        with self._cancelling() as cancel:
+            try:
+                rows = frame.toLocalIterator()
+                while True:
+                    batch = [_row(row, converters) for row in itertools.islice(rows, batch_size)]
+                    if batch:
+                        yield batch
+                    if len(batch) < batch_size:
+                        return
+            except Exception as error:
+                raise self._failure(error, timed_out=cancel.fired) from None
+
+    def _session_time_zone(self) -> str:
+        try:
+            return self.session.conf.get(TIME_ZONE_CONF) or "UTC"
+        except Exception:  # pragma: no cover
+            return "UTC"
+
+    def _cancelling(self):
+        return _Cancel(self.session, self._timeout)
+
+    def _failure(self, error: BaseException, timed_out: bool = False) -> WarehouseError:
+        if isinstance(error, WarehouseError):
+            return error
+        if timed_out:
+            return QueryTimeout(f"the query ran longer than the {self._timeout:g} s timeout and its Spark jobs were "
+                                f"cancelled ({self._where}).", None,
+                                "Narrow the request (--from/--to, fewer KPIs) or raise query_timeout / --timeout.")
+        if _is_connection_lost(error):
+            return ConnectionFailed(f"lost the connection to Spark ({self._where}): {_first_line(error)}", None,
+                                    "Check that the Spark application (or Spark Connect server) is still running.")
+        return QueryFailed(f"the query failed in Spark ({self._where}): {_first_line(error)}", None, SOURCE_HINT)
+
+    # -- describing relations
+    def columns(self, relation) -> Mapping[str, str] | None:
+        query = exp.select(exp.Star()).from_(relation.copy()).limit(0)
+        try:
+            schema = self.session.sql(query.sql(dialect=self.dialect)).schema
+        except Exception as error:
+            if _error_class(error).startswith(_MISSING_RELATION):
+                return None
+            what = "the source's sql" if isinstance(relation, exp.Subquery) else relation.sql(dialect=self.dialect)
+            raise WarehouseError(f"cannot describe {what} in Spark: {_first_line(error)}", None,
+                                 "Check the source's table or sql.") from None
+        return {field.name: field.dataType.simpleString() for field in schema.fields}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _release(self._owner)
+
+
+class _Cancel:
+    """Tags the Spark jobs started by the current thread; a timer interrupts them after the timeout."""
+
+    def __init__(self, session, timeout: float | None):
+        self.session = session
+        self.timeout = timeout
+        self.fired = False
+        self.tag = f"kpi-engine-{uuid.uuid4().hex}"
+        self._timer: threading.Timer | None = None
+        self._tagged = False
+
+    def __enter__(self) -> "_Cancel":
+        if not self.timeout:
+            return self
+        try:
+            self.session.addTag(self.tag)
+            self._tagged = True
+        except Exception:  # pragma: no cover - Spark < 4 without job tags: use a job group
+            self.session.sparkContext.setJobGroup(self.tag, "kpi-engine query", interruptOnCancel=True)
+        self._timer = threading.Timer(self.timeout, self._cancel)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def _cancel(self) -> None:
+        self.fired = True
+        try:
+            if self._tagged:
+                self.session.interruptTag(self.tag)
+            else:  # pragma: no cover
+                self.session.sparkContext.cancelJobGroup(self.tag)
+        except Exception:  # pragma: no cover - the query may have just finished
+            pass
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._tagged:
+            try:
+                self.session.removeTag(self.tag)
+            except Exception:  # pragma: no cover
+                pass
+
+
+def _is_connection_lost(error: BaseException) -> bool:
+    name = type(error).__name__
+    text = str(error)
+    return name in ("Py4JNetworkError", "ConnectionRefusedError") or "SparkContext was shut down" in text \
+        or "Cannot call methods on a stopped SparkContext" in text or "StatusCode.UNAVAILABLE" in text
+
+
+def _converters(schema, time_zone: str):
+    """Per column, a function that fixes a collected value, or None.
+
+    PySpark hands a TIMESTAMP (with local time zone) back as a naive datetime in the *Python
+    process's* time zone; show it in the session time zone instead, as Spark SQL does."""
+    converters = []
+    for field in schema.fields:
+        if field.dataType.typeName() == "timestamp":
+            converters.append(_timestamp_converter(time_zone))
+        else:
+            converters.append(None)
+    return converters if any(converters) else None
+
+
+def _timestamp_converter(time_zone: str):
+    from zoneinfo import ZoneInfo
+
+    try:
+        zone = ZoneInfo(time_zone)
+    except Exception:  # an offset such as +02:00
+        zone = dt.timezone.utc if time_zone.upper() in ("UTC", "Z", "ETC/UTC") else None
+
+    def convert(value):
+        if not isinstance(value, dt.datetime) or zone is None:
+            return value
+        return value.astimezone(zone).replace(tzinfo=None)  # naive = the process's local time
+
+    return convert
+
+
+def _row(row, converters) -> tuple:
+    if converters is None:
+        return tuple(row)
+    return tuple(value if convert is None or value is None else convert(value)
+                 for value, convert in zip(row, converters))
+
+
+# --- the adapter -------------------------------------------------------------------------------
+
+
+class SparkAdapter(Adapter):
+    name = "spark"
+    schemes = ("sc",)
+    dialect = "spark"
+    description = "Apache Spark (PySpark): local, a cluster or Spark Connect; tables of a catalog or CSV/Parquet files"
+
+    @classmethod
+    def prepare(cls, query):
+        return query
+
+    @classmethod
+    def connect(cls, settings: Mapping[str, Any], project_root: Path) -> Connection:
+        options = spark_settings(settings)
+        session, owner = _open_session(options)
+        try:
+            where = _describe_target(options)
+            database = options.get("database")
+            if database:
+                try:
+                    session.sql(f"USE {exp.to_table(str(database)).sql(dialect='spark')}")
+                except Exception as error:
+                    raise ConnectionFailed(f"cannot use the Spark database '{database}': {_first_line(error)}", None,
+                                           "Fix 'database' in kpi_engine.yaml (SHOW DATABASES lists them).") from None
+            data = options.get("data")
+            if data:
+                _register_data(session, (project_root / str(data)).resolve())
+        except BaseException:
+            _release(owner)
+            raise
+        return SparkConnection(session, where, options.get("query_timeout"), owner)
+
+
+def _describe_target(options: Mapping[str, Any]) -> str:
+    parts = [f"Spark Connect {options['remote']}" if options.get("remote") else
+             f"Spark {options.get('master', 'active session')}"]
+    if options.get("data"):
+        parts.append(f"data folder {options['data']}")
+    if options.get("database"):
+        parts.append(f"database {options['database']}")
+    return ", ".join(parts)
+
+
+@hookimpl
+def kpi_engine_adapters():
+    return [SparkAdapter]
