@@ -77,7 +77,16 @@ class CompiledQuery:
     sources: tuple[str, ...] = field(default=())
 
     def sql(self, pretty: bool = True) -> str:
-        return self.expression.sql(dialect=self.dialect, pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE)
+        """The query as text. sqlglot refuses (instead of silently degrading) what the dialect
+        cannot express; that becomes a QueryError naming the dialect."""
+        try:
+            return self.expression.sql(dialect=self.dialect, pretty=pretty,
+                                       unsupported_level=sqlglot.ErrorLevel.RAISE)
+        except sqlglot.errors.UnsupportedError as error:
+            reason = (str(error).strip().splitlines() or ["an unsupported construct"])[0].rstrip(".")
+            raise QueryError(f"the query cannot be written in the {self.dialect} dialect: {reason}.", None,
+                             "Drop the option that needs it (e.g. --fill), or install an adapter plugin for "
+                             "this warehouse that rewrites it.") from None
 
 
 def check_dialect(dialect: str) -> str:

@@ -74,3 +74,17 @@ def test_no_dialect_is_left_with_date_functions_it_does_not_have(project):
     oracle = render(project, "oracle")
     assert "TIMESTAMP_TRUNC" not in oracle and "TRUNC(" in oracle
     assert "WEEK(MONDAY)" in render(project, "bigquery")
+
+
+def test_what_a_dialect_cannot_express_is_a_clear_error(project):
+    from kpi_engine.errors import QueryError
+
+    from kpi_engine.compiler import compile_request
+    from kpi_engine.engine import make_request
+
+    # sqlglot cannot name the columns of a VALUES alias in SQLite; --fill needs that. (The SQLite
+    # plugin's prepare() rewrites it; without the plugin this is what a user gets.)
+    request = make_request(["new_contacts"], grain="month", start="2025-01-01", end="2025-03-01", fill=True)
+    query = compile_request(project.model(describe=False), request, "sqlite")
+    with pytest.raises(QueryError, match="cannot be written in the sqlite dialect: Named columns are not supported"):
+        query.sql()
