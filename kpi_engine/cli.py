@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -14,6 +12,7 @@ import click
 from . import __version__
 from .calendar import GRAINS
 from .errors import KpiEngineError, ProjectInvalid, UsageError
+from .files import write_atomically
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -340,25 +339,6 @@ def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None
         click.echo(f"Wrote {len(result)} rows to {output}.", err=True)
 
 
-def write_atomically(path: Path, content: str | bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(f"cannot write '{path}': folder '{directory}' does not exist.", None, "Create it first.")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        if isinstance(content, bytes):
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(content)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1)
@@ -436,20 +416,51 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @project_argument
+@click.argument("kpis", nargs=-1, shell_complete=_complete_kpis)
+@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
+              help="The periods of the figures and of the charts.")
+@click.option("--by", "by", metavar="DIM", shell_complete=_complete_dimensions,
+              help="One line per value of this dimension in the charts of the KPIs it can slice.")
+@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]),
+              help="Report the last period complete before this day (default: today).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The HTML file to write (atomically).")
+@warehouse_option
+@handle_errors
+def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_of, output: Path,
+           warehouse: str | None) -> None:
+    """Write a self-contained HTML report of KPIS (default: all): latest value, change, target, trend chart."""
+    import datetime as dt
+
+    from .report import build_report
+
+    with _open(project, warehouse) as kpi_project:
+        page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
+                            as_of=as_of.date() if as_of else dt.date.today())
+    write_atomically(output, page)
+    click.echo(f"Wrote {output}.", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the catalogue to this file instead of standard output.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "html"]), default="markdown", show_default=True,
+              help="Markdown, or one self-contained HTML page with a table of contents.")
 @handle_errors
-def docs(project: Path, output: Path | None) -> None:
-    """Generate a Markdown catalogue of every KPI: formula, description, unit, dimensions, target."""
+def docs(project: Path, output: Path | None, fmt: str) -> None:
+    """Generate a catalogue of every KPI: formula, description, unit, dimensions, target."""
     from .catalog import markdown
+    from .report import catalog_html
 
     with _open(project, None) as kpi_project:
-        text = markdown(kpi_project.model(describe=False))
+        model = kpi_project.model(describe=False)
+        text = catalog_html(model) if fmt == "html" else markdown(model)
     if output is None:
         click.echo(text, nl=False)
-    else:
-        write_atomically(output, text)
-        click.echo(f"Wrote {output}.", err=True)
+        return
+    write_atomically(output, text)
+    click.echo(f"Wrote {output}.", err=True)
 
 
 @cli.command(context_settings=CONTEXT)

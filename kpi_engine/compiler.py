@@ -32,8 +32,9 @@ from sqlglot import exp
 
 from . import nodes as n
 from .calendar import GRAINS, cast
-from .errors import Location, QueryError, SpecError, did_you_mean
-from .resolve import TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, resolve_formula
+from .errors import Location, QueryError, did_you_mean
+from .resolve import (TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, parse_source_sql,
+                      resolve_formula)
 from .spec import SourceSpec
 
 PERIOD = "period"
@@ -79,9 +80,15 @@ class CompiledQuery:
     def sql(self, pretty: bool = True) -> str:
         """The query as text. sqlglot refuses (instead of silently degrading) what the dialect
         cannot express; that becomes a QueryError naming the dialect."""
+        from .parser import _deep_recursion
+
         try:
-            return self.expression.sql(dialect=self.dialect, pretty=pretty,
-                                       unsupported_level=sqlglot.ErrorLevel.RAISE)
+            with _deep_recursion():
+                return self.expression.sql(dialect=self.dialect, pretty=pretty,
+                                           unsupported_level=sqlglot.ErrorLevel.RAISE)
+        except RecursionError:
+            raise QueryError("the query is too deeply nested to write out.", None,
+                             "Split long formulas into KPIs that reference each other.") from None
         except sqlglot.errors.UnsupportedError as error:
             reason = (str(error).strip().splitlines() or ["an unsupported construct"])[0].rstrip(".")
             raise QueryError(f"the query cannot be written in the {self.dialect} dialect: {reason}.", None,
@@ -154,16 +161,7 @@ def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = N
     one SELECT; it is re-rendered from the tree like everything else.
     """
     if source.sql:
-        try:
-            query = sqlglot.parse(source.sql, read=read_dialect)
-        except sqlglot.errors.ParseError as error:
-            first = error.errors[0] if error.errors else {}
-            detail = first.get("description", str(error).splitlines()[0])
-            raise SpecError(f"the source's sql does not parse as {read_dialect} SQL: {detail}.", source.where("sql", copy=False),
-                            "Write a single SELECT statement in the warehouse's dialect.") from None
-        if len(query) != 1 or not isinstance(query[0], exp.Query):
-            raise SpecError("the source's sql must be exactly one SELECT statement.", source.where("sql", copy=False),
-                            "Remove any other statement; a source only reads data.")
+        query = [parse_source_sql(source, read_dialect)]
         return exp.Subquery(this=query[0], alias=exp.TableAlias(this=_ident(alias or source.name)))
     parts = source.table.split(".")
     table = exp.Table(this=_ident(parts[-1]),
@@ -438,7 +436,7 @@ class _Compiler:
         for plan in plans.values():
             if (time_needed or plan.snapshots) and not plan.source.time:
                 raise QueryError(f"source '{plan.source.name}' has no time column, so it cannot be cut by time.",
-                                 plan.source.where(key=True, copy=False),
+                                 plan.source.where(key=True),
                                  "Declare 'time: <column>' on the source, or drop --grain/--from/--to "
                                  "(and last()/first(), which need a time).")
         where = None

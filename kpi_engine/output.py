@@ -73,37 +73,27 @@ def write_stream(fmt: str, names: list[str], batches, path) -> int:
     """Write rows batch by batch to a temporary file beside ``path``, then rename it into
     place: memory stays flat whatever the row count, and a failure leaves no partial file.
     Returns the number of rows written."""
-    import os
-    import tempfile
-    from pathlib import Path
+    from .files import replacing
 
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
     count = 0
-    try:
+    with replacing(path) as temp:
         if fmt == "parquet":
-            count = _write_parquet(names, batches, temp)
-        else:
-            with open(temp, "w", encoding="utf-8", newline="") as handle:
-                if fmt == "csv":
-                    writer = csv.writer(handle, lineterminator="\n")
-                    writer.writerow(names)
-                    for batch in batches:
-                        writer.writerows(["" if v is None else _csv_value(_plain(v)) for v in row] for row in batch)
-                        count += len(batch)
-                else:
-                    handle.write("[")
-                    for batch in batches:
-                        for row in batch:
-                            record = {k: _json_value(_plain(v)) for k, v in zip(names, row)}
-                            handle.write(("\n  " if count == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
-                            count += 1
-                    handle.write("\n]\n" if count else "]\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+            return _write_parquet(names, batches, str(temp))
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            if fmt == "csv":
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(names)
+                for batch in batches:
+                    writer.writerows(["" if v is None else _csv_value(_plain(v)) for v in row] for row in batch)
+                    count += len(batch)
+            else:
+                handle.write("[")
+                for batch in batches:
+                    for row in batch:
+                        record = {k: _json_value(_plain(v)) for k, v in zip(names, row)}
+                        handle.write(("\n  " if count == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
+                        count += 1
+                handle.write("\n]\n" if count else "]\n")
     return count
 
 

@@ -7,7 +7,9 @@ offending column and what was expected there.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -134,18 +136,44 @@ class _ToAst(Transformer):
         return n.IsNull(operand, negated is not None, pos=_pos(meta))
 
 
-def _nesting_depth(text: str) -> int:
+_NOT_THE_LANGUAGE = {"--": "a comment ('--')", "/*": "a comment ('/*')", "#": "a comment ('#')", ";": "a ';'",
+                     '"': "a double quote", "`": "a backtick"}
+
+
+def _scan(text: str) -> tuple[int, tuple[str, int] | None, int | None]:
+    """One pass outside string literals: the deepest parenthesis nesting, the first thing that
+    is not part of the language (what, offset), and the offset of a string left open."""
     depth = deepest = 0
-    in_string = False
-    for char in text:
-        if char == "'":
-            in_string = not in_string
-        elif not in_string and char == "(":
+    opened = None
+    foreign = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if opened is not None:
+            if char == "'":
+                if text.startswith("''", i):
+                    i += 2
+                    continue
+                opened = None
+        elif char == "'":
+            opened = i
+        elif char == "(":
             depth += 1
             deepest = max(deepest, depth)
-        elif not in_string and char == ")":
+        elif char == ")":
             depth -= 1
-    return deepest
+        elif foreign is None:
+            for token, what in _NOT_THE_LANGUAGE.items():
+                if text.startswith(token, i):
+                    foreign = (what, i)
+                    break
+        i += 1
+    return deepest, foreign, opened
+
+
+def _pos_of(text: str, offset: int) -> n.Pos:
+    line = text.count("\n", 0, offset) + 1
+    return n.Pos(line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
 
 
 def caret(text: str, pos: n.Pos) -> str:
@@ -177,19 +205,52 @@ def _parse(text: str, source: FormulaSource) -> n.Node:
     if len(text) > MAX_FORMULA_LENGTH:
         raise FormulaError(f"the formula is {len(text):,} characters long; the limit is {MAX_FORMULA_LENGTH:,}.",
                            source.locate(n.Pos()), "Split it into smaller KPIs that reference each other by name.")
-    if _nesting_depth(text) > MAX_NESTING_DEPTH:
+    deepest, foreign, opened = _scan(text)
+    if deepest > MAX_NESTING_DEPTH:
         raise FormulaError(f"the formula nests parentheses more than {MAX_NESTING_DEPTH} deep.",
                            source.locate(n.Pos()), "Split it into smaller KPIs that reference each other by name.")
+    if opened is not None:
+        pos = _pos_of(text, opened)
+        raise FormulaError("formula syntax error: a 'string' is not closed.", source.locate(pos),
+                           "End it with a single quote; write '' for a quote inside the text.", detail=caret(text, pos))
+    if foreign is not None:
+        what, offset = foreign
+        pos = _pos_of(text, offset)
+        raise FormulaError(f"formula syntax error: {what} is not part of the formula language.", source.locate(pos),
+                           "A formula is one expression: no comments or statements; quote text with single quotes; "
+                           "write 'x - -y' with a space for a double minus. Put notes in the KPI's description.",
+                           detail=caret(text, pos))
     try:
-        tree = _lark().parse(text)
+        with _deep_recursion():
+            tree = _lark().parse(text)
+            return _ToAst().transform(tree)
     except UnexpectedInput as error:
         raise _syntax_error(text, error, source) from None
-    try:
-        return _ToAst().transform(tree)
     except VisitError as error:  # an error raised inside a transformer callback
         if isinstance(error.orig_exc, FormulaError):
             raise error.orig_exc from None
+        if isinstance(error.orig_exc, RecursionError):
+            raise _too_long(source) from None
         raise
+    except RecursionError:
+        raise _too_long(source) from None
+
+
+def _too_long(source: FormulaSource) -> FormulaError:
+    return FormulaError("the formula chains too many operators to process.", source.locate(n.Pos()),
+                        "Split it into smaller KPIs that reference each other by name.")
+
+
+@contextlib.contextmanager
+def _deep_recursion(limit: int = 6000):
+    """Long operator chains (a + b + c + ...) make deep trees; parsing and compiling them
+    recurse once per level. Allow more than Python's default 1,000 while it lasts."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def _syntax_error(text: str, error: UnexpectedInput, source: FormulaSource) -> FormulaError:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from . import nodes as n
-from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, did_you_mean,
+from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, SpecError,
+                     did_you_mean,
                      in_file_order)
 from .parser import FormulaSource, caret, parse
 from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
@@ -153,6 +154,15 @@ class _Scope:
     def error(self, node: n.Node, message: str, hint: str | None = None) -> None:
         self.errors.append(FormulaError(message, self.where.locate(node.pos), hint, detail=caret(self.text, node.pos)))
 
+    def dimension_type(self, name: str) -> str:
+        """The type of a dimension's column in the first source that declares it, when known."""
+        for source in self.sources.values():
+            dimension = source.dimension(name)
+            if dimension is not None:
+                return (self.catalog.get(source.name) or {}).get(dimension.column) or \
+                    source.columns.get(dimension.column, UNKNOWN)
+        return UNKNOWN
+
     def columns(self, source: str) -> Mapping[str, str] | None:
         """Known columns of a source with their types, or None when nothing is known."""
         spec = self.sources[source]
@@ -164,11 +174,7 @@ class _Scope:
         described = self.catalog.get(source)
         if described is None:
             return known if spec.columns else None
-        merged = dict(described)
-        for col, typ in known.items():
-            if col not in merged and spec.columns.get(col):
-                merged[col] = typ
-        return merged
+        return described  # the warehouse has the last word; declared columns it lacks are reported
 
 
 class _Resolver:
@@ -265,8 +271,8 @@ class _Resolver:
             return self._column(node, agg_source)
         if len(node.parts) == 1:
             name = node.parts[0]
-            if self.mode == "dimension":
-                return n.Name(node.parts, pos=node.pos), UNKNOWN  # checked by resolve_filter
+            if self.mode == "dimension":  # which sources have it is checked by the compiler
+                return n.Name(node.parts, pos=node.pos), scope.dimension_type(name)
             if name in scope.kpi_names:
                 self.kpi_refs.append(name)
                 return n.KpiRef(name, pos=node.pos), NUMBER
@@ -344,6 +350,7 @@ class _Resolver:
             result = plugin.returns
         elif name == "if":
             self._expect(node.args[0], types[0], BOOLEAN)
+            self._same_kind(node.args[1:], types[1:])
             result = next((t for t in types[1:] if t not in (NULL, UNKNOWN)), UNKNOWN)
         elif name == "days_between":
             for arg, t in zip(node.args, types):
@@ -355,9 +362,15 @@ class _Resolver:
             for arg, t in zip(node.args, types):
                 self._expect(arg, t, NUMBER)
             result = NUMBER
-        else:
+        else:  # coalesce, nullif, least, greatest: values of one kind
+            self._same_kind(node.args, types)
             result = next((t for t in types if t not in (NULL, UNKNOWN)), UNKNOWN)
         return n.Function(name, args, pos=node.pos), result
+
+    def _same_kind(self, args, types) -> None:
+        known = [(arg, t) for arg, t in zip(args, types) if t not in (NULL, UNKNOWN)]
+        for arg, t in known[1:]:
+            self._comparable(arg, known[0][1], t)
 
     def _time_op(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope
@@ -435,8 +448,14 @@ class _Resolver:
         arg = node.args[0]
         source = self._aggregate_source(arg)
         if source is None:
-            scope.error(arg, f"cannot tell which source '{func}' reads.",
-                        f"Name the source: '{func}(source.column)'" + (" or 'count(source)'." if func == "count" else "."))
+            first = next((node.parts[0] for node in arg.walk() if isinstance(node, n.Name)), None)
+            close = did_you_mean(first, scope.sources) if first else ""
+            if first and close.startswith("Did you mean"):
+                scope.error(arg, f"unknown source '{first}'.", close)
+            else:
+                scope.error(arg, f"cannot tell which source '{func}' reads.",
+                            f"Name the source: '{func}(source.column)'" + (" or 'count(source)'." if func == "count" else ".")
+                            + (f" Sources: {', '.join(sorted(scope.sources))}." if scope.sources else ""))
             return n.NullLit(pos=node.pos), UNKNOWN
         self.sources_used.add(source)
         if isinstance(arg, n.Name) and arg.parts == (source,):
@@ -466,6 +485,10 @@ class _Resolver:
 
 
 _USAGE = {
+    "coalesce": "Write 'coalesce(value, fallback, ...)'.",
+    "least": "Write 'least(a, b, ...)'.",
+    "greatest": "Write 'greatest(a, b, ...)'.",
+    "days_between": "Write 'days_between(start_time, end_time)'.",
     "if": "Write 'if(condition, value_if_true, value_if_false)'.",
     "nullif": "Write 'nullif(value, value_that_means_null)'.",
     "round": "Write 'round(value)' or 'round(value, digits)'.",
@@ -569,9 +592,18 @@ def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineErro
                     source.where("relationships", rel_index),
                     f"Point it at {rel.to}'s primary key, or declare 'primary_key: {target_column}' on {rel.to} "
                     "if each value appears once; a one-to-many link cannot carry dimensions.")
+        if source.sql:
+            try:
+                parse_source_sql(source, project.config.dialect or "duckdb")
+            except SpecError as error:
+                yield error
         described = catalog.get(source.name)
         if described is None:
             continue
+        for column in source.columns:
+            if column not in described:
+                yield ResolveError(f"declared column '{column}' does not exist in {source.table or 'the query'}.",
+                                   source.where("columns", column, key=True), did_you_mean(column, described) or None)
         checks = [("time", source.time, ("time",))]
         checks += [("primary key", col, ("primary_key",)) for col in source.primary_key]
         checks += [("dimension", d.column, ("dimensions", i)) for i, d in enumerate(source.dimensions)]
@@ -582,6 +614,27 @@ def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineErro
         if source.time and described.get(source.time) not in (DATE, TIMESTAMP, UNKNOWN, None):
             yield ResolveError(f"time column '{source.time}' is a {described[source.time]}, not a date or timestamp.",
                                source.where("time"), "Point 'time' at a DATE or TIMESTAMP column.")
+
+
+def parse_source_sql(source: SourceSpec, dialect: str):
+    """A ``sql:`` source parsed by sqlglot: exactly one SELECT, or a SpecError at its place."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = sqlglot.parse(source.sql, read=dialect)
+    except sqlglot.errors.ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        detail = first.get("description", str(error).splitlines()[0])
+        raise SpecError(f"the source's sql does not parse as {dialect} SQL: {detail}.", source.where("sql"),
+                        "Write a single SELECT statement in the warehouse's dialect.") from None
+    except sqlglot.errors.SqlglotError as error:
+        raise SpecError(f"the source's sql cannot be read: {str(error).splitlines()[0]}.", source.where("sql"),
+                        "Write a single SELECT statement in the warehouse's dialect.") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise SpecError("the source's sql must be exactly one SELECT statement.", source.where("sql"),
+                        "Remove any other statement; a source only reads data.")
+    return statements[0]
 
 
 def _cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:

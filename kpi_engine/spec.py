@@ -165,12 +165,22 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
+MAX_VALUES = 200_000  # values one spec file may hold once aliases are expanded
+
+
+class _TooBig(Exception):
+    def __init__(self, node):
+        self.node = node
+
+
 class _Document:
     """Plain Python data of one YAML document plus the position of every value."""
 
-    def __init__(self, file: str, text: str):
+    def __init__(self, file: str, text: str, empty_hint: str = "Declare 'sources:' and/or 'kpis:' in it, or delete it."):
         self.file = file
         self.text = text
+        self.empty_hint = empty_hint
+        self.budget = MAX_VALUES
         self.values: dict[Path_, tuple[int, int]] = {}
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.nodes: dict[Path_, yaml.Node] = {}
@@ -191,10 +201,17 @@ class _Document:
             self.errors.append(SpecError(f"not valid YAML: {error}", Location(self.file)))
             return self
         if root is None:
-            self.errors.append(SpecError("the file is empty.", Location(self.file, 1, 1),
-                                         "Declare 'sources:' and/or 'kpis:' in it, or delete it."))
+            self.errors.append(SpecError("the file is empty.", Location(self.file, 1, 1), self.empty_hint))
             return self
-        self.data = self._build(root, (), loader)
+        try:
+            self.data = self._build(root, (), loader)
+        except _TooBig as too_big:
+            mark = too_big.node.start_mark
+            self.errors.append(SpecError(f"the file expands to more than {MAX_VALUES:,} values (through YAML aliases?).",
+                                         Location(self.file, mark.line + 1, mark.column + 1),
+                                         "Write the values out, or split the file; aliases that nest aliases "
+                                         "multiply the document."))
+            self.data = None
         return self
 
     def _yaml_error(self, error: yaml.MarkedYAMLError) -> SpecError:
@@ -209,6 +226,9 @@ class _Document:
     def _build(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader) -> Any:
         self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         self.nodes[path] = node
+        self.budget -= 1
+        if self.budget < 0:  # aliases can make a 1 KB file expand to billions of values
+            raise _TooBig(node)
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -233,7 +253,15 @@ class _Document:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self._build(item, path + (i,), loader) for i, item in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
+        try:
+            return loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as error:  # e.g. !!int abc, a bad date
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            self.errors.append(SpecError(f"cannot read the value {node.value!r}: {problem}.",
+                                         Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1),
+                                         "Remove the '!!' tag or write the value in the usual form (dates as "
+                                         "YYYY-MM-DD); quote it to keep it as text."))
+            return None
 
     def positions(self) -> Positions:
         return Positions(self.file, self.values, self.keys)
@@ -420,7 +448,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     if error:
         errors.append(error)
     else:
-        doc = _Document(config_shown, text).load()
+        doc = _Document(config_shown, text, "Write at least 'name: my_project' and a 'warehouse:'.").load()
         errors.extend(doc.errors)
         if not doc.errors:
             if doc.data is None or not isinstance(doc.data, dict):

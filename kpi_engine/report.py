@@ -1,0 +1,492 @@
+"""Self-contained HTML pages: a KPI report with trend charts, and the KPI catalogue.
+
+Each page is one file with its CSS, its charts (inline SVG drawn here) and a tiny script
+inline: no external URL of any kind, so it opens offline and can be mailed or archived.
+A Content-Security-Policy allows only the page's own style and script (by hash), so even
+a spec text that slipped through unescaped could neither run nor load anything.
+
+    from kpi_engine import open_project
+    from kpi_engine.report import build_report, write_html
+
+    with open_project("examples/marketing") as project:
+        write_html("report.html", build_report(project, ["revenue", "nps"], by="channel"))
+
+Every text that comes from specs or from the warehouse (labels, descriptions, formulas,
+dimension values) is untrusted and escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .calendar import GRAINS
+from .catalog import _UNIT_NAMES, _target
+from .engine import _date
+from .errors import QueryError, UsageError
+from .files import write_atomically
+from .output import format_value
+from .resolve import Model
+from .targets import _describe
+
+# Line colours of the series of a chart; past ten, colours repeat with a dash pattern.
+PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
+           "#475569", "#ea580c")
+_DASHES = ("", "6 3", "2 3", "8 3 2 3")
+_MAX_MARKERS = 60  # periods above which a chart marks only the latest point
+
+# Chart geometry (SVG user units; the chart scales to its column).
+_WIDTH, _HEIGHT = 640, 200
+_LEFT, _RIGHT, _TOP, _BOTTOM = 78, 14, 12, 30
+
+_STYLE = """
+:root { color-scheme: light; --ink: #1f2937; --muted: #6b7280; --line: #e5e7eb; --ok: #15803d;
+        --bad: #b91c1c; --none: #6b7280; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px 32px 48px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto,
+       "Helvetica Neue", Arial, sans-serif; color: var(--ink); background: #f9fafb; }
+header h1 { margin: 0 0 4px; font-size: 24px; }
+header p { margin: 0 0 16px; color: var(--muted); }
+h2 { font-size: 18px; margin: 0 0 2px; }
+h2 code { font-size: 18px; }
+table.summary { border-collapse: collapse; width: 100%; max-width: 1100px; background: #fff;
+                margin-bottom: 24px; }
+table.summary th, table.summary td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); }
+table.summary .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+a { color: #1d4ed8; text-decoration: none; }
+a:hover { text-decoration: underline; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
+section.kpi { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 20px;
+              margin: 0 0 16px; max-width: 1100px; }
+section.kpi .name { color: var(--muted); font-size: 12px; }
+section.kpi p.description { margin: 6px 0 10px; max-width: 75ch; }
+dl.figures { display: flex; flex-wrap: wrap; gap: 8px 32px; margin: 8px 0 12px; }
+dl.figures div { min-width: 140px; }
+dl.figures dt { color: var(--muted); font-size: 12px; }
+dl.figures dd { margin: 0; font-size: 18px; font-variant-numeric: tabular-nums; }
+.good { color: var(--ok); }
+.bad { color: var(--bad); }
+.status { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 13px; color: #fff; }
+.status.ok { background: var(--ok); }
+.status.breached { background: var(--bad); }
+.status.no-data { background: var(--none); }
+.note { color: var(--muted); font-size: 12px; }
+svg.trend { display: block; width: 100%; max-width: 760px; height: auto; }
+svg.trend .grid { stroke: var(--line); stroke-width: 1; }
+svg.trend .latest { stroke: #9ca3af; stroke-width: 1; stroke-dasharray: 3 3; }
+svg.trend text { font-size: 11px; fill: var(--muted); }
+svg.trend polyline { fill: none; stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
+ul.legend { list-style: none; display: flex; flex-wrap: wrap; gap: 4px 16px; padding: 0; margin: 6px 0 0; }
+ul.legend svg { vertical-align: middle; margin-right: 4px; }
+p.nodata { color: var(--muted); font-style: italic; }
+nav.toc table { border-collapse: collapse; background: #fff; margin-bottom: 24px; }
+nav.toc td, nav.toc th { text-align: left; padding: 4px 10px; border-bottom: 1px solid var(--line); }
+pre.formula { background: #f3f4f6; padding: 8px 12px; border-radius: 6px; overflow-x: auto; white-space: pre-wrap; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 8px 0 0; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; }
+"""
+
+# Counts the charts and their lines once the page is rendered, for people and for the
+# browser test: an error for any chart without a line.
+_REPORT_SCRIPT = """
+(function () {
+  var charts = document.querySelectorAll("svg.trend");
+  var lines = document.querySelectorAll("svg.trend polyline");
+  for (var i = 0; i < charts.length; i++) {
+    if (!charts[i].querySelector("polyline")) {
+      console.error("kpi-report-error: the chart of " + charts[i].getAttribute("data-kpi") + " has no line");
+    }
+  }
+  console.log("kpi-report-ready charts=" + charts.length + " lines=" + lines.length);
+})();
+"""
+
+_CATALOG_SCRIPT = """
+(function () {
+  var sections = document.querySelectorAll("section.kpi");
+  var links = document.querySelectorAll("a[href^='#']");
+  for (var i = 0; i < links.length; i++) {
+    if (!document.getElementById(links[i].getAttribute("href").slice(1))) {
+      console.error("kpi-catalog-error: broken link " + links[i].getAttribute("href"));
+    }
+  }
+  console.log("kpi-catalog-ready kpis=" + sections.length);
+})();
+"""
+
+
+# --- the report ------------------------------------------------------------------------
+
+
+def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month", by: str | None = None,
+                 as_of: dt.date | str | None = None) -> str:
+    """One self-contained HTML page: for each KPI its label and description, its value in the
+    latest ``grain`` period complete before ``as_of`` (default today), the change from the
+    period before, its min/max target status and a trend chart of every period up to the
+    latest; with ``by``, one line per value of that dimension for the KPIs it can slice.
+
+    Two queries at most: every KPI by period, then the ones ``by`` can slice, by period and
+    dimension. ``project`` is a ``KpiProject``.
+    """
+    if grain not in GRAINS:
+        raise UsageError(f"unknown grain '{grain}'.", None, f"Use one of: {', '.join(GRAINS)}.")
+    model = project.model(strict=False)  # a missing table fails only the KPIs that read it
+    names = list(dict.fromkeys(kpis)) if kpis else list(project.project.kpis)
+    if not names:
+        raise UsageError("the project defines no KPIs.", None, "Add KPIs to a spec file first.")
+    specs = {name: model.kpi(name).spec for name in names}  # raises on an unknown name
+    calendar = project.project.config.calendar
+    currency = project.project.config.currency
+    as_of = _date(as_of, "as_of") or dt.date.today()
+    end = calendar.period_start(as_of, grain)  # the current, incomplete period starts here
+    latest = calendar.shift(end, grain, -1)
+    previous = calendar.shift(latest, grain, -1)
+
+    totals: dict[str, dict[dt.date, float | None]] = {name: {} for name in names}
+    first = latest
+    for row in project.evaluate(names, grain=grain, end=end).to_dicts():
+        period = _day(row["period"])
+        first = min(first, period)
+        for name in names:
+            totals[name][period] = _number(row.get(name))
+
+    split: dict[str, dict[Any, dict[dt.date, float | None]]] = {}
+    unsplit: list[str] = []
+    if by:
+        split_names = [name for name in names if by in model.kpi(name).dimensions]
+        unsplit = [name for name in names if name not in split_names]
+        if not split_names:
+            known = sorted({d for name in names for d in model.kpi(name).dimensions})
+            raise QueryError(f"none of the KPIs of the report can be sliced by '{by}'.", None,
+                             f"Dimensions of these KPIs: {', '.join(known) or 'none'}.")
+        split = {name: {} for name in split_names}
+        for row in project.evaluate(split_names, by=[by], grain=grain, end=end).to_dicts():
+            period = _day(row["period"])
+            first = min(first, period)
+            for name in split_names:
+                split[name].setdefault(row.get(by), {})[period] = _number(row.get(name))
+
+    axis = calendar.periods(first, end, grain)
+    labels = {period: period_label(period, grain) for period in axis}
+    cards, summary = [], []
+    for name in names:
+        spec = specs[name]
+        values = totals[name]
+        current, before = values.get(latest), values.get(previous)
+        shown = format_value(current, spec.unit, currency, spec.format)
+        absolute, percent = change_text(current, before, spec.unit, currency, spec.format)
+        trend = _trend_class(current, before, spec.target)
+        status, target_text = target_status(current, spec.target)
+        title = spec.label or name
+
+        if name in split:
+            series = [(_dimension_text(value), split[name][value]) for value in _ordered(split[name])]
+        else:
+            series = [(None, values)]
+        chart = _chart(name, title, series, axis, labels, latest, spec.unit, currency, spec.format)
+
+        status_html = ""
+        if status:
+            status_html = f"<div><dt>Target {escape(target_text)}</dt><dd>{_status_badge(status)}</dd></div>"
+        goal = _target(spec.target) if spec.target else ""
+        unit_name = _UNIT_NAMES.get(spec.unit, spec.unit)
+        parts = [f'<section class="kpi" id="kpi-{escape(name)}">',
+                 f'<h2>{escape(title)}</h2><div class="name"><code>{escape(name)}</code> · {escape(unit_name)}</div>']
+        if spec.description:
+            parts.append(f'<p class="description">{escape(" ".join(spec.description.split()))}</p>')
+        parts.append('<dl class="figures">'
+                     f'<div><dt>{escape(labels.get(latest, period_label(latest, grain)))}</dt>'
+                     f'<dd class="latest">{escape(shown)}</dd></div>'
+                     f'<div><dt>Change vs {escape(period_label(previous, grain))}</dt>'
+                     f'<dd class="change {trend}">{escape(absolute)} ({escape(percent)})</dd></div>'
+                     f"{status_html}</dl>")
+        if goal:
+            parts.append(f'<p class="note">Goal: {escape(goal)}</p>')
+        if by and name in unsplit:
+            parts.append(f'<p class="note">Not split by {escape(by)}: this KPI cannot be sliced by it.</p>')
+        parts.append(chart)
+        parts.append("</section>")
+        cards.append("\n".join(parts))
+        summary.append(f'<tr><td><a href="#kpi-{escape(name)}">{escape(title)}</a></td>'
+                       f'<td class="num">{escape(shown)}</td>'
+                       f'<td class="num {trend}">{escape(absolute)} ({escape(percent)})</td>'
+                       f"<td>{_status_badge(status)}</td></tr>")
+
+    heading = (f"{escape(grain.replace('_', ' ').capitalize())} KPIs · latest complete period "
+               f"{escape(labels.get(latest, period_label(latest, grain)))} (before {escape(as_of.isoformat())})")
+    if by:
+        heading += f" · split by {escape(by)}"
+    body = "\n".join([
+        f"<header><h1>KPI report: {escape(project.project.config.name)}</h1><p>{heading}</p></header>",
+        ('<table class="summary"><thead><tr><th>KPI</th><th class="num">Latest</th><th class="num">Change</th>'
+         "<th>Target</th></tr></thead>"),
+        "<tbody>", *summary, "</tbody></table>",
+        *cards,
+    ])
+    return _page(f"KPI report: {project.project.config.name}", body, _REPORT_SCRIPT)
+
+
+def write_report(project, path: str | Path, kpis: Sequence[str] | None = None, grain: str = "month",
+                 by: str | None = None, as_of: dt.date | str | None = None) -> Path:
+    """Build the report and write it atomically to ``path``; returns the path."""
+    path = Path(path)
+    write_html(path, build_report(project, kpis, grain=grain, by=by, as_of=as_of))
+    return path
+
+
+def write_html(path: str | Path, content: str) -> None:
+    """Write a page atomically (see ``files.write_atomically``)."""
+    write_atomically(path, content)
+
+
+def period_label(period: dt.date, grain: str) -> str:
+    """2025-12 for a month, 2025 Q4, 2025, week of 2025-12-01, or the first day."""
+    if grain == "month":
+        return f"{period.year:04d}-{period.month:02d}"
+    if grain == "quarter":
+        return f"{period.year} Q{(period.month - 1) // 3 + 1}"
+    if grain == "year":
+        return str(period.year)
+    if grain == "week":
+        return f"week of {period.isoformat()}"
+    if grain.startswith("fiscal_"):
+        return f"{grain.replace('_', ' ')} from {period.isoformat()}"
+    return period.isoformat()
+
+
+def change_text(current: float | None, previous: float | None, unit: str | None, currency: str = "USD",
+                spec: str | None = None) -> tuple[str, str]:
+    """(absolute, percent) change from ``previous`` to ``current``: ('+$12.00', '+5.0%').
+
+    The absolute change is in the KPI's unit, except that a change of a percent KPI is in
+    percentage points ('+1.5 pts'). The percent change is relative to the size of the
+    previous value, so its sign is the direction of the change even when that value is
+    negative (an NPS of -10); it is '–' when the previous value is 0 or either is missing.
+    """
+    if current is None or previous is None:
+        return "–", "–"
+    delta = current - previous
+    absolute = ("-" if delta < 0 else "+") + format_value(abs(delta), unit, currency, spec)
+    if unit == "percent" and absolute.endswith("%"):
+        absolute = absolute[:-1] + " pts"
+    percent = "–" if previous == 0 else f"{100 * delta / abs(previous):+,.1f}%"
+    return absolute, percent
+
+
+def target_status(value: float | None, target) -> tuple[str | None, str]:
+    """('ok' | 'breached' | 'no data', '>= 3') for a KPI with a min or max target, as
+    ``kpi-engine check`` decides it; (None, '') without one."""
+    if not target or not {"min", "max"} & set(target):
+        return None, ""
+    if value is None:
+        return "no data", _describe(target)
+    breached = ("min" in target and value < target["min"]) or ("max" in target and value > target["max"])
+    return ("breached" if breached else "ok"), _describe(target)
+
+
+def _status_badge(status: str | None) -> str:
+    if not status:
+        return ""
+    return f'<span class="status {status.replace(" ", "-")}">{escape(status)}</span>'
+
+
+def _trend_class(current: float | None, previous: float | None, target) -> str:
+    """'good' or 'bad' when the KPI has a direction and moved, else ''."""
+    direction = (target or {}).get("direction")
+    if current is None or previous is None or current == previous or direction not in (
+            "higher_is_better", "lower_is_better"):
+        return ""
+    return "good" if (current > previous) == (direction == "higher_is_better") else "bad"
+
+
+def _day(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _number(value: Any) -> float | None:
+    """A value a chart can draw, or None (nulls, NaN, infinities, non-numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _ordered(values: Iterable[Any]) -> list[Any]:
+    """Dimension values in a stable order, null last."""
+    return sorted(values, key=lambda v: (v is None, str(v)))
+
+
+def _dimension_text(value: Any) -> str:
+    return "(null)" if value is None else str(value)
+
+
+# --- charts ----------------------------------------------------------------------------
+
+
+def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, float | None]]],
+           axis: list[dt.date], labels: dict[dt.date, str], latest: dt.date, unit: str | None, currency: str,
+           spec: str | None) -> str:
+    """An inline SVG line chart: one polyline per series (with a legend when there are
+    several), markers with the value in a tooltip, y labels in the KPI's unit."""
+    drawn = [(label, values) for label, values in series
+             if any(values.get(period) is not None for period in axis)]
+    if not drawn:
+        return f'<p class="nodata">No values up to {escape(labels.get(latest, latest.isoformat()))}.</p>'
+    numbers = [values[p] for _, values in drawn for p in axis if values.get(p) is not None]
+    low, high = min(numbers), max(numbers)
+    if low == high:
+        pad = abs(low) * 0.1 or 1.0
+        low, high = low - pad, high + pad
+    else:
+        pad = (high - low) * 0.06
+        low, high = low - pad, high + pad
+    plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
+    index = {period: i for i, period in enumerate(axis)}
+
+    def x(period: dt.date) -> float:
+        return _LEFT + (index[period] * plot_w / (len(axis) - 1) if len(axis) > 1 else plot_w / 2)
+
+    def y(value: float) -> float:
+        return _TOP + (high - value) * plot_h / (high - low)
+
+    caption = escape(f"Trend of {title}")
+    out = [(f'<svg class="trend" data-kpi="{escape(name)}" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
+            f'aria-label="{caption}">'), f"<title>{caption}</title>"]
+    for value in _ticks(low, high):  # grid lines at round values, labelled in the KPI's unit
+        gy = y(value)
+        out.append(f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" y1="{gy:.1f}" y2="{gy:.1f}"/>')
+        out.append(f'<text x="{_LEFT - 6}" y="{gy + 4:.1f}" text-anchor="end">'
+                   f"{escape(format_value(value, unit, currency, spec))}</text>")
+    ticks = sorted({0, len(axis) - 1, (len(axis) - 1) // 2}) if len(axis) > 2 else list(range(len(axis)))
+    for i in ticks:
+        anchor = "start" if i == 0 and len(axis) > 1 else ("end" if i == len(axis) - 1 and len(axis) > 1 else "middle")
+        out.append(f'<text x="{x(axis[i]):.1f}" y="{_HEIGHT - 10}" text-anchor="{anchor}">'
+                   f"{escape(labels[axis[i]])}</text>")
+    if latest in index:
+        lx = x(latest)
+        out.append(f'<line class="latest" x1="{lx:.1f}" x2="{lx:.1f}" y1="{_TOP}" y2="{_HEIGHT - _BOTTOM}"/>')
+    legend = []
+    for number, (label, values) in enumerate(drawn):
+        colour = PALETTE[number % len(PALETTE)]
+        dash = _DASHES[(number // len(PALETTE)) % len(_DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        points = [(p, values[p]) for p in axis if values.get(p) is not None]
+        coords = " ".join(f"{x(p):.1f},{y(v):.1f}" for p, v in points)
+        name_attr = f' data-series="{escape(label)}"' if label is not None else ""
+        out.append(f'<polyline points="{coords}" stroke="{colour}"{dash_attr}{name_attr}/>')
+        marked = points if len(axis) <= _MAX_MARKERS else points[-1:]
+        for p, v in marked:
+            tip = f"{labels[p]}: {format_value(v, unit, currency, spec)}"
+            if label is not None:
+                tip = f"{label}, {tip}"
+            out.append(f'<circle cx="{x(p):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}">'
+                       f"<title>{escape(tip)}</title></circle>")
+        if label is not None:
+            line = (f'<line x1="1" x2="17" y1="6" y2="6" stroke="{colour}" stroke-width="3"{dash_attr}/>')
+            legend.append(f'<li><svg width="18" height="12" viewBox="0 0 18 12" aria-hidden="true">{line}</svg>'
+                          f"{escape(label)}</li>")
+    out.append("</svg>")
+    if legend:
+        out.append('<ul class="legend">' + "".join(legend) + "</ul>")
+    return "\n".join(out)
+
+
+def _ticks(low: float, high: float, most: int = 5) -> list[float]:
+    """Round values (1, 2, 2.5 or 5 times a power of ten apart) in [low, high]: the
+    finest such spacing that gives at most ``most`` of them."""
+    magnitude = 10 ** math.floor(math.log10((high - low) / most))
+    for step in (m * magnitude for m in (1, 2, 2.5, 5, 10, 20, 25, 50, 100)):
+        first, last = math.ceil(low / step), math.floor(high / step)
+        if last - first + 1 <= most:
+            return [round(i * step, 12) + 0.0 for i in range(first, last + 1)]
+    return [low, high]  # not reached: 100 x magnitude leaves at most one value
+
+
+# --- the catalogue ---------------------------------------------------------------------
+
+
+def catalog_html(model: Model) -> str:
+    """The KPI catalogue of ``kpi-engine docs`` as one browsable HTML page: a table of
+    contents, then per KPI its label, description, formula, unit, sources, dimensions, the
+    KPIs it uses (linked), target, owner, tags and where it is defined."""
+    project = model.project
+    kpis = [model.kpis[name] for name in project.kpis]  # in the order the files define them
+    toc = ['<nav class="toc"><table><thead><tr><th>KPI</th><th>Label</th><th>Unit</th></tr></thead><tbody>']
+    for kpi in kpis:
+        spec = kpi.spec
+        toc.append(f'<tr><td><a href="#kpi-{escape(spec.name)}"><code>{escape(spec.name)}</code></a></td>'
+                   f"<td>{escape(spec.label or '')}</td><td>{escape(spec.unit)}</td></tr>")
+    toc.append("</tbody></table></nav>")
+    sections = []
+    for kpi in kpis:
+        spec = kpi.spec
+        where = spec.where(key=True)
+        formula = "\n".join(line.rstrip() for line in spec.formula.strip().splitlines())
+        facts = [("Unit", escape(_UNIT_NAMES.get(spec.unit, spec.unit))),
+                 ("Sources", ", ".join(f"<code>{escape(s)}</code>" for s in sorted(kpi.sources))),
+                 ("Dimensions", ", ".join(f"<code>{escape(d)}</code>" for d in kpi.dimensions) or "none"),
+                 ("Uses", ", ".join(f'<a href="#kpi-{escape(r)}"><code>{escape(r)}</code></a>'
+                                    for r in kpi.references if r in model.kpis)),
+                 ("Target", escape(_target(spec.target))),
+                 ("Owner", escape(spec.owner or "")),
+                 ("Tags", escape(", ".join(spec.tags))),
+                 ("Defined in", escape(f"{where.file}:{where.line}")),
+                 ("Overrides", escape(f"{spec.overrides.file}:{spec.overrides.line}") if spec.overrides else "")]
+        parts = [f'<section class="kpi" id="kpi-{escape(spec.name)}">', f"<h2><code>{escape(spec.name)}</code></h2>"]
+        if spec.label:
+            parts.append(f"<p><strong>{escape(spec.label)}</strong></p>")
+        if spec.description:
+            parts.append(f'<p class="description">{escape(" ".join(spec.description.split()))}</p>')
+        parts.append(f'<pre class="formula">{escape(formula)}</pre>')
+        parts.append('<dl class="facts">' + "".join(f"<dt>{label}</dt><dd>{value}</dd>"
+                                                     for label, value in facts if value) + "</dl>")
+        parts.append("</section>")
+        sections.append("\n".join(parts))
+    header = (f"<header><h1>KPI catalogue: {escape(project.config.name)}</h1>"
+              f"<p>{len(kpis)} KPIs, generated from the YAML specs by kpi-engine.</p></header>")
+    body = "\n".join([header, *toc, *sections])
+    return _page(f"KPI catalogue: {project.config.name}", body, _CATALOG_SCRIPT)
+
+
+# --- the page --------------------------------------------------------------------------
+
+
+def _hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def _page(title: str, body: str, script: str) -> str:
+    """The HTML document around ``body``: inline style and script, allowed by hash only."""
+    policy = (f"default-src 'none'; style-src {_hash(_STYLE)}; script-src {_hash(script)}; "
+              "base-uri 'none'; form-action 'none'")
+    return "\n".join([
+        "<!doctype html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{escape(policy, quote=False)}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        body,
+        f"<script>{script}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+__all__ = ["build_report", "catalog_html", "change_text", "period_label", "target_status", "write_html",
+           "write_report"]
