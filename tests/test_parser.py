@@ -70,7 +70,10 @@ def test_positions_are_recorded():
     ("sum(a.b) / )", 12, "unexpected ')'"),
     ("a ! b", 3, "unexpected character '!'"),
     ("a between 1", 12, "ends too early"),
-    ("count(leads) /* c */", 15, "unexpected"),
+    ("count(leads) /* c */", 14, "a comment ('/*') is not part of the formula language"),
+    ("revenue -- note", 9, "a comment ('--') is not part of the formula language"),
+    ("count(leads where x = 'a)", 23, "a 'string' is not closed"),
+    ("x; drop table t", 2, "a ';' is not part of the formula language"),
     ("1 2", 3, "unexpected '2'"),
 ])
 def test_syntax_errors_show_a_caret_and_what_was_expected(text, column, expected):
