@@ -282,6 +282,14 @@ def _lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
     return expr.map(lower)
 
 
+def _lower_for(name: str, expr: n.Node, grain: str | None) -> n.Node:
+    """``_lower_time_ops`` for one output column; its errors name the KPI."""
+    try:
+        return _lower_time_ops(expr, grain)
+    except QueryError as error:
+        raise QueryError(error.message, error.location or Location(obj=f"kpi '{name}'"), error.hint) from None
+
+
 def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None) -> n.Node:
     def leaf(node: n.Node) -> n.Node:
         if not isinstance(node, n.Aggregate):
@@ -419,7 +427,7 @@ class _Compiler:
             having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
             having = expand(model, having_expr, cache)
 
-        outputs = [(column, _lower_time_ops(expr, self.grain)) for column, expr in outputs]
+        outputs = [(column, _lower_for(column.name, expr, self.grain)) for column, expr in outputs]
         having = _lower_time_ops(having, self.grain) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else [])
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
@@ -771,5 +779,12 @@ class _Measure:
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb") -> CompiledQuery:
     """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``."""
+    from .parser import _deep_recursion
+
     check_dialect(dialect)
-    return _Compiler(model, request, dialect, read_dialect).compile()
+    try:
+        with _deep_recursion():
+            return _Compiler(model, request, dialect, read_dialect).compile()
+    except RecursionError:
+        raise QueryError("the formulas chain too many operators to compile.", None,
+                         "Split long formulas into KPIs that reference each other.") from None

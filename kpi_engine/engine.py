@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .compiler import CompiledQuery, Request, compile_request, source_relation
-from .errors import KpiEngineError, Location, ProjectInvalid, ResolveError, UsageError, WarehouseError, in_file_order
+from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
+                     in_file_order)
 from .hookspecs import Connection
+from .parser import _deep_recursion
 from .plugins import Registry, default_registry
 from .resolve import Model, column_type, resolve
 from .result import Result
@@ -143,6 +145,9 @@ class KpiProject:
         for source in self.project.sources.values():
             try:
                 relation = source_relation(source, self.dialect)
+            except SpecError:
+                continue  # a sql: source that does not parse: resolve reports it once
+            try:
                 described = connection.columns(relation)
             except KpiEngineError as error:
                 unavailable[source.name] = error
@@ -174,14 +179,18 @@ class KpiProject:
     def evaluate(self, kpis: Sequence[str] = (), **options: Any) -> Result:
         """Compile and run on the project's warehouse; returns a ``Result``."""
         query = self.compile(kpis, **options)
-        rows = self.connection().execute(query.expression)
-        return Result(query.columns, rows.rows, query.sql())
+        sql = query.sql()  # renders once here, so a query too deep to write out fails cleanly first
+        with _deep_recursion():  # adapters render the same tree
+            rows = self.connection().execute(query.expression)
+        return Result(query.columns, rows.rows, sql)
 
     def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, **options: Any):
         """Compile and run, returning (the compiled query, an iterator of row batches):
         for results too large to hold in memory (see ``output.write_stream``)."""
         query = self.compile(kpis, **options)
-        _, batches = self.connection().stream(query.expression, batch_size)
+        query.sql()  # fails cleanly if the query is too deep to write out
+        with _deep_recursion():
+            _, batches = self.connection().stream(query.expression, batch_size)
         return query, batches
 
     def close(self) -> None:

@@ -574,6 +574,17 @@ def _mentions(tree: n.Node, names: frozenset[str]) -> bool:
 
 def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineError]:
     """Columns a source declares (time, key, dimensions) must exist when the warehouse was described."""
+    dialect = project.config.dialect
+    if dialect:
+        from sqlglot.dialects import DIALECTS
+        from sqlglot.dialects.dialect import Dialect
+
+        try:
+            Dialect.get_or_raise(dialect)
+        except ValueError:
+            yield ResolveError(f"unknown SQL dialect '{dialect}'.", project.config.positions.at(("dialect",)),
+                               did_you_mean(dialect, [d.lower() for d in DIALECTS]) or None)
+            dialect = None
     for source in project.sources.values():
         for rel_index, rel in enumerate(source.relationships):
             if rel.to not in project.sources:
@@ -594,7 +605,7 @@ def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineErro
                     "if each value appears once; a one-to-many link cannot carry dimensions.")
         if source.sql:
             try:
-                parse_source_sql(source, project.config.dialect or "duckdb")
+                parse_source_sql(source, dialect or "duckdb")
             except SpecError as error:
                 yield error
         described = catalog.get(source.name)

@@ -355,6 +355,14 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
         yield SpecError(f"{field_name}: {error.instance!r} is not a valid table name.", where,
                         "Write table, schema.table or catalog.schema.table with letters, digits, '_', '$' or '-'.")
         return
+    if error.validator == "pattern" and path and path[-1] == "timezone":
+        yield SpecError(f"{field_name}: {error.instance!r} is not a time zone name.", where,
+                        "Use an IANA name such as 'UTC', 'Europe/Paris' or 'America/New_York'.")
+        return
+    if error.validator == "pattern" and path and path[-1] == "currency":
+        yield SpecError(f"{field_name}: {error.instance!r} is not a currency code.", where,
+                        "Write the 3-letter ISO code in capitals, e.g. USD or EUR.")
+        return
     if error.validator == "pattern":
         yield SpecError(f"{field_name}: {error.instance!r} is not a valid name.", where,
                         "Names start with a letter or '_' and contain only letters, digits and '_'.")

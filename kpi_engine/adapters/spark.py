@@ -37,13 +37,16 @@ Registered through the ``kpi_engine`` entry-point group, like DuckDB.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
+import logging
 import re
-import shutil
 import os
+import shutil
 import threading
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -59,6 +62,7 @@ DEFAULT_APP_NAME = "kpi-engine"
 TIME_ZONE_CONF = "spark.sql.session.timeZone"
 DATA_SUFFIXES = (".csv", ".parquet")
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
+PANDAS_WARNING = "PySpark does not yet fully support pandas"
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Spark error classes that mean "this relation does not exist".
 _MISSING_RELATION = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "DATABASE_NOT_FOUND", "CATALOG_NOT_FOUND",
@@ -135,13 +139,20 @@ def _conf_value(value: Any) -> str:
 
 
 def _first_line(error: BaseException) -> str:
-    """The first line of an error, without PySpark's error class prefix and JVM stack."""
-    text = str(getattr(error, "getMessage", lambda: "")() or error) if _is_pyspark_error(error) else str(error)
-    text = text.strip()
+    """The first line of an error's message: for Spark, ``[ERROR_CLASS] what went wrong``,
+    without the query plan or the JVM stack that follow."""
+    text = ""
+    java = getattr(error, "java_exception", None)  # a Py4JJavaError PySpark did not convert
+    if java is not None and not _is_pyspark_error(error):
+        try:
+            text = str(java.getMessage() or java.toString())
+        except Exception:  # pragma: no cover - the JVM may be gone
+            text = ""
+    text = (text or str(error)).strip()
     if not text:
         return type(error).__name__
-    line = text.splitlines()[0].strip()
-    return line
+    # "...; line 1 pos 43;" points into the generated query, which the user did not write.
+    return re.sub(r";?\s*line \d+ pos \d+;?$", "", text.splitlines()[0].strip()).rstrip(";")
 
 
 def _is_pyspark_error(error: BaseException) -> bool:
@@ -169,11 +180,46 @@ def find_java() -> str | None:
     return shutil.which("java")
 
 
+# --- PySpark's error logging --------------------------------------------------------------------
+
+#: PySpark 4 logs every analysis error it raises, as JSON with the JVM stack, to stderr. The
+#: adapter turns those errors into one clear message; while it runs a call, the log is dropped.
+_QUIET_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+_quiet = threading.local()
+
+
+class _DropWhileQuiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_quiet, "active", False)
+
+
+def _install_quiet_filter() -> None:
+    try:
+        from pyspark.logger import PySparkLogger  # PySpark 4; earlier versions do not log errors
+    except ImportError:
+        return
+    for name in _QUIET_LOGGERS:
+        logger = PySparkLogger.getLogger(name)  # created as PySpark creates it, with its JSON handler
+        if not any(isinstance(f, _DropWhileQuiet) for f in logger.filters):
+            logger.addFilter(_DropWhileQuiet())
+
+
+@contextlib.contextmanager
+def _quietly():
+    """PySpark's error log is dropped for the calls made by this thread inside the block."""
+    before = getattr(_quiet, "active", False)
+    _quiet.active = True
+    try:
+        yield
+    finally:
+        _quiet.active = before
+
+
 # --- sessions ----------------------------------------------------------------------------------
 
 _sessions_lock = threading.Lock()
-#: Spark sessions this adapter started, with how many open connections use each: the last
-#: connection to close stops it. A session that was already running is never stopped.
+#: Spark applications (and Spark Connect sessions) this adapter started, with the session and how
+#: many open connections use it: the last to close stops it. One already running is never stopped.
 _owned: dict[int, list] = {}
 
 
@@ -193,6 +239,7 @@ def _open_session(options: Mapping[str, Any]):
     _import_pyspark()
     from pyspark.sql import SparkSession
 
+    _install_quiet_filter()
     config: dict[str, str] = dict(options["config"])
     isolate = bool(options.get("data") or options.get("database") or config)
     remote = options.get("remote")
@@ -209,33 +256,25 @@ def _open_session(options: Mapping[str, Any]):
             raise ConnectionFailed(f"cannot connect to the Spark Connect server {remote}: {_first_line(error)}",
                                    None, "Check that the server runs and that 'remote' is sc://host:port; "
                                    "Spark Connect also needs pip install 'pyspark[connect]'.") from None
-        _ensure_time_zone(session, config)
-        return session, None
-
-    active = _active_session(remote=False)
-    owner = None
-    if active is None:
-        if find_java() is None:
-            raise ConnectionFailed("Spark needs Java, and none was found (no $JAVA_HOME, no java on PATH).", None,
-                                   "Install a Java runtime, 17 or newer (e.g. apt-get install openjdk-17-jre-headless), "
-                                   "or set JAVA_HOME to one.")
-        master = options.get("master", DEFAULT_MASTER)
-        builder = SparkSession.builder.master(master).appName(options.get("app_name", DEFAULT_APP_NAME))
-        builder = builder.config(TIME_ZONE_CONF, "UTC")
-        for key, value in config.items():
-            builder = builder.config(key, value)
         with _sessions_lock:
-            try:
-                root = builder.getOrCreate()
-            except Exception as error:
-                raise ConnectionFailed(f"cannot start Spark (master {master}): {_first_line(error)}", None,
-                                       "Check 'master', the Java installation (Java 17+ for Spark 4) and JAVA_HOME."
-                                       ) from None
-            entry = _owned.setdefault(id(root), [root, 0])
+            _owned[_key(session)] = [session, 1]
+        try:
+            _ensure_time_zone(session, config)
+        except WarehouseError:
+            _release(session)
+            raise
+        return session, session
+
+    with _sessions_lock:
+        root = _active_session(remote=False)
+        if root is None:
+            root = _start(options, config)
+            _owned[_key(root)] = [root, 0]
+        entry = _owned.get(_key(root))
+        owner = None
+        if entry is not None:  # started by this adapter: stopped when its last connection closes
             entry[1] += 1
-        owner = root
-    else:
-        root = active
+            owner = entry[0]
     if not isolate:
         return root, owner
     try:
@@ -254,17 +293,49 @@ def _open_session(options: Mapping[str, Any]):
     return session, owner
 
 
-def _active_session(remote: bool):
+def _start(options: Mapping[str, Any], config: Mapping[str, str]):
+    """Start a Spark application (local mode or a cluster's master)."""
     from pyspark.sql import SparkSession
 
+    if find_java() is None:
+        raise ConnectionFailed("Spark needs Java, and none was found (no $JAVA_HOME, no java on PATH).", None,
+                               "Install a Java runtime, 17 or newer (e.g. apt-get install openjdk-17-jre-headless), "
+                               "or set JAVA_HOME to one.")
+    master = options.get("master", DEFAULT_MASTER)
+    builder = SparkSession.builder.master(master).appName(options.get("app_name", DEFAULT_APP_NAME))
+    builder = builder.config(TIME_ZONE_CONF, "UTC")
+    for key, value in config.items():
+        builder = builder.config(key, value)
     try:
-        session = SparkSession.getActiveSession()
-    except Exception:  # no session, or a Connect/classic mismatch
+        with warnings.catch_warnings():  # PySpark warns about pandas versions, which the engine does not use
+            warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
+            return builder.getOrCreate()
+    except Exception as error:
+        raise ConnectionFailed(f"cannot start Spark (master {master}): {_first_line(error)}", None,
+                               "Check 'master', and the Java installation (Java 17 or newer for Spark 4, "
+                               "found through JAVA_HOME or PATH).") from None
+
+
+def _active_session(remote: bool):
+    """The Spark session already running in this process (classic or Spark Connect), or None."""
+    if remote:
+        try:
+            from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+            return RemoteSession.getActiveSession()
+        except Exception:  # Spark Connect's client libraries are not installed
+            return None
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if SparkContext._active_spark_context is None:
         return None
-    if session is None:
+    try:
+        # The active session is per thread; the default one (the builder's) is for the process.
+        return SparkSession.getActiveSession() or getattr(SparkSession, "_instantiatedSession", None) \
+            or SparkSession.builder.getOrCreate()
+    except Exception:  # pragma: no cover - a context that is shutting down
         return None
-    is_connect = type(session).__module__.startswith("pyspark.sql.connect")
-    return session if is_connect == remote else None
 
 
 def _ensure_time_zone(session, config: Mapping[str, str]) -> None:
@@ -284,21 +355,31 @@ def _set_conf(session, key: str, value: str) -> None:
                                "set them where the running session was created, or remove them from 'config'.") from None
 
 
+def _key(session) -> int:
+    """What identifies a Spark application: its SparkContext (a Spark Connect session: itself)."""
+    try:
+        return id(session.sparkContext)
+    except Exception:  # Spark Connect sessions have no SparkContext
+        return id(session)
+
+
 def _release(owner) -> None:
+    """One connection less on a Spark application this adapter started; stop it after the last."""
     if owner is None:
         return
     with _sessions_lock:
-        entry = _owned.get(id(owner))
+        key = _key(owner)
+        entry = _owned.get(key)
         if entry is None:
             return
         entry[1] -= 1
         if entry[1] > 0:
             return
-        del _owned[id(owner)]
-    try:
-        owner.stop()
-    except Exception:  # pragma: no cover - the JVM may already be gone at exit
-        pass
+        del _owned[key]
+        try:
+            owner.stop()
+        except Exception:  # pragma: no cover - the JVM may already be gone at exit
+            pass
 
 
 def _register_data(session, folder: Path) -> list[str]:
@@ -312,11 +393,9 @@ def _register_data(session, folder: Path) -> list[str]:
         if suffix not in DATA_SUFFIXES or not _VIEW_NAME.match(file.stem) or not file.is_file():
             continue
         try:
-            if suffix == ".parquet":
-                frame = session.read.parquet(str(file))
-            else:
-                frame = _read_csv(session, file)
-            frame.createOrReplaceTempView(file.stem)
+            with _quietly():
+                frame = session.read.parquet(str(file)) if suffix == ".parquet" else _read_csv(session, file)
+                frame.createOrReplaceTempView(file.stem)
         except Exception as error:
             raise ConnectionFailed(f"cannot read data file '{file.name}' with Spark: {_first_line(error)}", None,
                                    "Check that it is a well-formed CSV (with a header row) or Parquet file.") from None
@@ -325,26 +404,10 @@ def _register_data(session, folder: Path) -> list[str]:
 
 
 def _read_csv(session, file: Path):
-    """A CSV file with typed columns: header row, inferred numbers, dates, timestamps and booleans."""
-    from pyspark.sql import functions as F
-
-    frame = (session.read.option("header", True).option("inferSchema", True).option("prefersDate", True)
-             .option("mode", "FAILFAST").option("multiLine", False).option("escape", '"')
-             .csv(str(file)))
-    # Spark infers 'true'/'false' as booleans; a column that also holds 'True', 'TRUE'... stays a
-    # string. Cast those (every non-empty value is true or false, in any case) to booleans.
-    strings = [field.name for field in frame.schema.fields if field.dataType.simpleString() == "string"]
-    if not strings:
-        return frame
-    checks = [F.max(F.when(F.col(name).isNotNull() & ~F.lower(F.trim(F.col(name))).isin("true", "false"), 1)
-                    .otherwise(0)).alias(f"c{i}") for i, name in enumerate(strings)]
-    checks += [F.count(F.col(name)).alias(f"n{i}") for i, name in enumerate(strings)]
-    stats = frame.agg(*checks).collect()[0]
-    booleans = {name for i, name in enumerate(strings) if stats[f"n{i}"] and not stats[f"c{i}"]}
-    if not booleans:
-        return frame
-    return frame.select(*[(F.lower(F.trim(F.col(field.name))) == "true").alias(field.name)
-                          if field.name in booleans else F.col(field.name) for field in frame.schema.fields])
+    """A CSV file with typed columns: the header row names them; integers, decimals, dates,
+    timestamps and booleans ('true'/'false' in any case) are inferred; empty fields are null."""
+    return (session.read.option("header", True).option("inferSchema", True).option("prefersDate", True)
+            .option("mode", "FAILFAST").csv(str(file)))
 
 
 # --- the connection ----------------------------------------------------------------------------
@@ -368,11 +431,12 @@ class SparkConnection(Connection):
 
     def stream(self, query, batch_size: int | None = 10_000):
         """Rows in batches of ``batch_size`` (all at once when None). Batches are fetched
-        partition by partition (``toLocalIterator``), in the order of the query."""
+        partition by partition (``toLocalIterator``), in the order of the query; the timeout
+        then applies to each batch."""
         if not isinstance(query, exp.Expression):
             raise TypeError("SparkConnection takes a sqlglot expression")
         sql = query.sql(dialect=self.dialect)
-        with self._cancelling() as cancel:
+        with self._cancelling() as cancel, _quietly():
             try:
                 frame = self.session.sql(sql)
                 columns = tuple(frame.columns)
@@ -386,17 +450,19 @@ class SparkConnection(Connection):
         return columns, self._batches(frame, batch_size, converters)
 
     def _batches(self, frame, batch_size: int, converters) -> Iterator[list[tuple]]:
-        with self._cancelling() as cancel:
-            try:
-                rows = frame.toLocalIterator()
-                while True:
+        rows = None
+        while True:
+            with self._cancelling() as cancel, _quietly():
+                try:
+                    if rows is None:
+                        rows = frame.toLocalIterator()
                     batch = [_row(row, converters) for row in itertools.islice(rows, batch_size)]
-                    if batch:
-                        yield batch
-                    if len(batch) < batch_size:
-                        return
-            except Exception as error:
-                raise self._failure(error, timed_out=cancel.fired) from None
+                except Exception as error:
+                    raise self._failure(error, timed_out=cancel.fired) from None
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
 
     def _session_time_zone(self) -> str:
         try:
@@ -423,11 +489,13 @@ class SparkConnection(Connection):
     def columns(self, relation) -> Mapping[str, str] | None:
         query = exp.select(exp.Star()).from_(relation.copy()).limit(0)
         try:
-            schema = self.session.sql(query.sql(dialect=self.dialect)).schema
+            with _quietly():
+                schema = self.session.sql(query.sql(dialect=self.dialect)).schema
         except Exception as error:
             if _error_class(error).startswith(_MISSING_RELATION):
                 return None
-            what = "the source's sql" if isinstance(relation, exp.Subquery) else relation.sql(dialect=self.dialect)
+            what = (f"the source's sql (source '{relation.alias}')" if isinstance(relation, exp.Subquery)
+                    else relation.sql(dialect=self.dialect))
             raise WarehouseError(f"cannot describe {what} in Spark: {_first_line(error)}", None,
                                  "Check the source's table or sql.") from None
         return {field.name: field.dataType.simpleString() for field in schema.fields}
@@ -539,6 +607,44 @@ class SparkAdapter(Adapter):
 
     @classmethod
     def prepare(cls, query):
+        """Make Spark compute what DuckDB computes: divide and average in DOUBLE, and LEAST /
+        GREATEST of a null are null.
+
+        Spark divides two DECIMALs in DECIMAL arithmetic and cuts the quotient to 6 decimal
+        places when the exact result type would exceed 38 digits (``SUM(decimal(12,2)) /
+        SUM(...)`` is such a case), and ``AVG`` of a DECIMAL keeps only 4 more decimals than
+        its input: a ratio of money columns read from a catalog table came out as 0.057347
+        instead of 0.0573468247... Casting the dividend of every division and the argument
+        of every AVG to DOUBLE gives the same values as the other warehouses. (Integer
+        division needs nothing: Spark's ``/`` is always a true division.)
+
+        The engine's ``least(a, b)`` / ``greatest(a, b)`` are null when an argument is null
+        (sqlglot's ``ignore_nulls=False``; DuckDB runs them that way), but Spark's skip nulls:
+        ``least(roi, 0)`` was 0 where ROI is null. They get a guard:
+        ``CASE WHEN a IS NULL OR b IS NULL THEN NULL ELSE LEAST(a, b) END``.
+
+        The query given is not modified, and preparing twice changes nothing more.
+        """
+        query = query.copy()
+        for node in list(query.find_all(exp.Div)):
+            if not _is_double(node.this):
+                node.set("this", _as_double(node.this))
+        for node in list(query.find_all(exp.Avg)):
+            if not isinstance(node.this, exp.Distinct) and not _is_double(node.this):
+                node.set("this", _as_double(node.this))
+        # Innermost first, so that a LEAST inside a LEAST is guarded too.
+        for node in reversed(list(query.find_all(exp.Least, exp.Greatest))):
+            if node.args.get("ignore_nulls"):
+                continue
+            node.set("ignore_nulls", True)  # what Spark's LEAST/GREATEST do; the guard below keeps nulls
+            values = [v for v in (node.this, *node.expressions) if not isinstance(v, exp.Literal)]  # never null
+            if len(values) + len(node.expressions) < 2 or not values:
+                continue
+            any_null = exp.or_(*[exp.Is(this=exp.paren(v.copy(), copy=False) if isinstance(v, exp.Binary) else v.copy(),
+                                        expression=exp.Null()) for v in values], copy=False)
+            guarded = exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())])
+            node.replace(guarded)
+            guarded.set("default", node)
         return query
 
     @classmethod
@@ -550,7 +656,8 @@ class SparkAdapter(Adapter):
             database = options.get("database")
             if database:
                 try:
-                    session.sql(f"USE {exp.to_table(str(database)).sql(dialect='spark')}")
+                    with _quietly():
+                        session.sql(f"USE {exp.to_table(str(database)).sql(dialect='spark')}")
                 except Exception as error:
                     raise ConnectionFailed(f"cannot use the Spark database '{database}': {_first_line(error)}", None,
                                            "Fix 'database' in kpi_engine.yaml (SHOW DATABASES lists them).") from None
@@ -561,6 +668,14 @@ class SparkAdapter(Adapter):
             _release(owner)
             raise
         return SparkConnection(session, where, options.get("query_timeout"), owner)
+
+
+def _is_double(node) -> bool:
+    return isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.DOUBLE)
+
+
+def _as_double(node):
+    return exp.Cast(this=node, to=exp.DataType(this=exp.DataType.Type.DOUBLE))
 
 
 def _describe_target(options: Mapping[str, Any]) -> str:
