@@ -217,8 +217,9 @@ def _compile_common(node: n.Node, recurse, function=None) -> exp.Expression:
         result = exp.Between(this=_wrap(recurse(node.operand)), low=recurse(node.low), high=recurse(node.high))
         return exp.Not(this=result) if node.negated else result
     if isinstance(node, n.IsNull):
-        result = exp.Is(this=_wrap(recurse(node.operand)), expression=exp.Null())
-        return exp.Not(this=result) if node.negated else result
+        # x IS NOT NULL, not NOT (x IS NULL): engines push the former down into their scans.
+        null = exp.Not(this=exp.Null()) if node.negated else exp.Null()
+        return exp.Is(this=_wrap(recurse(node.operand)), expression=null)
     if isinstance(node, n.Function):
         return (function or _function)(node.name, [recurse(a) for a in node.args])
     raise AssertionError(f"cannot compile {node!r} here")  # pragma: no cover
@@ -622,7 +623,7 @@ class _Compiler:
             selects.append(exp.alias_(self.aggregate(agg, row_value), _ident(alias), copy=False))
 
         # A row belongs to the period of its time; a row without one belongs to none.
-        range_conditions = [exp.Not(this=exp.Is(this=time.copy(), expression=exp.Null()))] if source.time else []
+        range_conditions = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))] if source.time else []
         if start:
             range_conditions.append(exp.GTE(this=time.copy(), expression=_bound(start, is_date)))
         if self.request.end:

@@ -6,9 +6,7 @@ WITH "ad_spend_agg" AS (
     SUM("ad_spend"."spend") AS "sum_spend"
   FROM "ad_spend" AS "ad_spend"
   WHERE
-    NOT (
-      "ad_spend"."spend_date" IS NULL
-    )
+    "ad_spend"."spend_date" IS NOT NULL
     AND "ad_spend"."spend_date" >= CAST('2025-01-01 00:00:00' AS Nullable(DateTime))
     AND "ad_spend"."spend_date" < CAST('2025-07-01 00:00:00' AS Nullable(DateTime))
   GROUP BY
@@ -21,9 +19,7 @@ WITH "ad_spend_agg" AS (
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
   WHERE
-    NOT (
-      "leads"."created_at" IS NULL
-    )
+    "leads"."created_at" IS NOT NULL
     AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS Nullable(DateTime))
     AND "leads"."created_at" < CAST('2025-07-01 00:00:00' AS Nullable(DateTime))
   GROUP BY
@@ -64,9 +60,7 @@ WITH "nps_responses_agg" AS (
     COUNT(*) AS "count"
   FROM "nps_responses" AS "nps_responses"
   WHERE
-    NOT (
-      "nps_responses"."responded_at" IS NULL
-    )
+    "nps_responses"."responded_at" IS NOT NULL
   GROUP BY
     CAST(dateTrunc('QUARTER', CAST("nps_responses"."responded_at" AS Nullable(DateTime))) AS Nullable(DATE))
 )
@@ -102,9 +96,7 @@ WITH "subscriptions_agg" AS (
       ) AS "_first_time"
     FROM "subscriptions" AS "subscriptions"
     WHERE
-      NOT (
-        "subscriptions"."snapshot_date" IS NULL
-      )
+      "subscriptions"."snapshot_date" IS NOT NULL
   ) AS "subscriptions"
   GROUP BY
     CAST(dateTrunc('MONTH', CAST("subscriptions"."snapshot_date" AS Nullable(DateTime))) AS Nullable(DATE))
@@ -126,9 +118,7 @@ WITH "orders_agg" AS (
   LEFT JOIN "customers" AS "orders__customers"
     ON "orders"."customer_id" = "orders__customers"."customer_id"
   WHERE
-    NOT (
-      "orders"."ordered_at" IS NULL
-    )
+    "orders"."ordered_at" IS NOT NULL
     AND "orders"."ordered_at" >= CAST('2024-12-01 00:00:00' AS Nullable(DateTime))
   GROUP BY
     CAST(dateTrunc('MONTH', CAST("orders"."ordered_at" AS Nullable(DateTime))) AS Nullable(DATE)),
@@ -178,9 +168,7 @@ WITH "orders_agg" AS (
   LEFT JOIN "customers" AS "orders__customers"
     ON "orders"."customer_id" = "orders__customers"."customer_id"
   WHERE
-    NOT (
-      "orders"."ordered_at" IS NULL
-    )
+    "orders"."ordered_at" IS NOT NULL
   GROUP BY
     CAST(dateTrunc('QUARTER', CAST("orders"."ordered_at" AS Nullable(DateTime))) AS Nullable(DATE)),
     "orders__customers"."channel"
@@ -191,9 +179,7 @@ WITH "orders_agg" AS (
     COUNT(*) AS "count"
   FROM "customers" AS "customers"
   WHERE
-    NOT (
-      "customers"."acquired_at" IS NULL
-    )
+    "customers"."acquired_at" IS NOT NULL
   GROUP BY
     CAST(dateTrunc('QUARTER', CAST("customers"."acquired_at" AS Nullable(DateTime))) AS Nullable(DATE)),
     "customers"."channel"
@@ -204,9 +190,7 @@ WITH "orders_agg" AS (
     SUM("ad_spend"."spend") AS "sum_spend"
   FROM "ad_spend" AS "ad_spend"
   WHERE
-    NOT (
-      "ad_spend"."spend_date" IS NULL
-    )
+    "ad_spend"."spend_date" IS NOT NULL
   GROUP BY
     CAST(dateTrunc('QUARTER', CAST("ad_spend"."spend_date" AS Nullable(DateTime))) AS Nullable(DATE)),
     "ad_spend"."channel"
@@ -291,9 +275,7 @@ WITH "leads_agg" AS (
   ) AS "opportunities_per_lead_id_1"
     ON "leads"."lead_id" = "opportunities_per_lead_id_1"."lead_id"
   WHERE
-    NOT (
-      "leads"."created_at" IS NULL
-    ) AND (
+    "leads"."created_at" IS NOT NULL AND (
       "leads"."channel" <> 'email'
     )
   GROUP BY
@@ -336,9 +318,7 @@ WITH "orders_agg" AS (
   ) AS "orders_per_customer_id_1"
     ON "orders"."customer_id" = "orders_per_customer_id_1"."customer_id"
   WHERE
-    NOT (
-      "orders"."ordered_at" IS NULL
-    )
+    "orders"."ordered_at" IS NOT NULL
   GROUP BY
     "orders__customers"."channel"
 )
@@ -359,9 +339,7 @@ WITH "leads_agg" AS (
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
   WHERE
-    NOT (
-      "leads"."created_at" IS NULL
-    )
+    "leads"."created_at" IS NOT NULL
     AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS Nullable(DateTime))
     AND "leads"."created_at" < CAST('2025-04-01 00:00:00' AS Nullable(DateTime))
   GROUP BY

@@ -6,7 +6,7 @@ WITH "ad_spend_agg" AS (
     SUM("ad_spend"."spend") AS "sum_spend"
   FROM "ad_spend" AS "ad_spend"
   WHERE
-    NOT "ad_spend"."spend_date" IS NULL
+    "ad_spend"."spend_date" IS NOT NULL
     AND "ad_spend"."spend_date" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
     AND "ad_spend"."spend_date" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
   GROUP BY
@@ -19,7 +19,7 @@ WITH "ad_spend_agg" AS (
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
   WHERE
-    NOT "leads"."created_at" IS NULL
+    "leads"."created_at" IS NOT NULL
     AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
     AND "leads"."created_at" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
   GROUP BY
@@ -60,7 +60,7 @@ WITH "nps_responses_agg" AS (
     COUNT(*) AS "count"
   FROM "nps_responses" AS "nps_responses"
   WHERE
-    NOT "nps_responses"."responded_at" IS NULL
+    "nps_responses"."responded_at" IS NOT NULL
   GROUP BY
     CAST(DATE_TRUNC('QUARTER', CAST("nps_responses"."responded_at" AS TIMESTAMP)) AS DATE)
 )
@@ -96,7 +96,7 @@ WITH "subscriptions_agg" AS (
       ) AS "_first_time"
     FROM "subscriptions" AS "subscriptions"
     WHERE
-      NOT "subscriptions"."snapshot_date" IS NULL
+      "subscriptions"."snapshot_date" IS NOT NULL
   ) AS "subscriptions"
   GROUP BY
     CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
@@ -118,7 +118,7 @@ WITH "orders_agg" AS (
   LEFT JOIN "customers" AS "orders__customers"
     ON "orders"."customer_id" = "orders__customers"."customer_id"
   WHERE
-    NOT "orders"."ordered_at" IS NULL
+    "orders"."ordered_at" IS NOT NULL
     AND "orders"."ordered_at" >= CAST('2024-12-01 00:00:00' AS TIMESTAMP)
   GROUP BY
     CAST(DATE_TRUNC('MONTH', CAST("orders"."ordered_at" AS TIMESTAMP)) AS DATE),
@@ -168,7 +168,7 @@ WITH "orders_agg" AS (
   LEFT JOIN "customers" AS "orders__customers"
     ON "orders"."customer_id" = "orders__customers"."customer_id"
   WHERE
-    NOT "orders"."ordered_at" IS NULL
+    "orders"."ordered_at" IS NOT NULL
   GROUP BY
     CAST(DATE_TRUNC('QUARTER', CAST("orders"."ordered_at" AS TIMESTAMP)) AS DATE),
     "orders__customers"."channel"
@@ -179,7 +179,7 @@ WITH "orders_agg" AS (
     COUNT(*) AS "count"
   FROM "customers" AS "customers"
   WHERE
-    NOT "customers"."acquired_at" IS NULL
+    "customers"."acquired_at" IS NOT NULL
   GROUP BY
     CAST(DATE_TRUNC('QUARTER', CAST("customers"."acquired_at" AS TIMESTAMP)) AS DATE),
     "customers"."channel"
@@ -190,7 +190,7 @@ WITH "orders_agg" AS (
     SUM("ad_spend"."spend") AS "sum_spend"
   FROM "ad_spend" AS "ad_spend"
   WHERE
-    NOT "ad_spend"."spend_date" IS NULL
+    "ad_spend"."spend_date" IS NOT NULL
   GROUP BY
     CAST(DATE_TRUNC('QUARTER', CAST("ad_spend"."spend_date" AS TIMESTAMP)) AS DATE),
     "ad_spend"."channel"
@@ -275,7 +275,7 @@ WITH "leads_agg" AS (
   ) AS "opportunities_per_lead_id_1"
     ON "leads"."lead_id" = "opportunities_per_lead_id_1"."lead_id"
   WHERE
-    NOT "leads"."created_at" IS NULL AND (
+    "leads"."created_at" IS NOT NULL AND (
       "leads"."channel" <> 'email'
     )
   GROUP BY
@@ -318,7 +318,7 @@ WITH "orders_agg" AS (
   ) AS "orders_per_customer_id_1"
     ON "orders"."customer_id" = "orders_per_customer_id_1"."customer_id"
   WHERE
-    NOT "orders"."ordered_at" IS NULL
+    "orders"."ordered_at" IS NOT NULL
   GROUP BY
     "orders__customers"."channel"
 )
@@ -339,7 +339,7 @@ WITH "leads_agg" AS (
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
   WHERE
-    NOT "leads"."created_at" IS NULL
+    "leads"."created_at" IS NOT NULL
     AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
     AND "leads"."created_at" < CAST('2025-04-01 00:00:00' AS TIMESTAMP)
   GROUP BY

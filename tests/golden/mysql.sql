@@ -9,7 +9,7 @@ WITH `ad_spend_agg` AS (
     SUM(`ad_spend`.`spend`) AS `sum_spend`
   FROM `ad_spend` AS `ad_spend`
   WHERE
-    NOT `ad_spend`.`spend_date` IS NULL
+    `ad_spend`.`spend_date` IS NOT NULL
     AND `ad_spend`.`spend_date` >= CAST('2025-01-01 00:00:00' AS DATETIME)
     AND `ad_spend`.`spend_date` < CAST('2025-07-01 00:00:00' AS DATETIME)
   GROUP BY
@@ -28,7 +28,7 @@ WITH `ad_spend_agg` AS (
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
   WHERE
-    NOT `leads`.`created_at` IS NULL
+    `leads`.`created_at` IS NOT NULL
     AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
     AND `leads`.`created_at` < CAST('2025-07-01 00:00:00' AS DATETIME)
   GROUP BY
@@ -75,7 +75,7 @@ WITH `nps_responses_agg` AS (
     COUNT(*) AS `count`
   FROM `nps_responses` AS `nps_responses`
   WHERE
-    NOT `nps_responses`.`responded_at` IS NULL
+    `nps_responses`.`responded_at` IS NOT NULL
   GROUP BY
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
@@ -123,7 +123,7 @@ WITH `subscriptions_agg` AS (
       ) AS `_first_time`
     FROM `subscriptions` AS `subscriptions`
     WHERE
-      NOT `subscriptions`.`snapshot_date` IS NULL
+      `subscriptions`.`snapshot_date` IS NOT NULL
   ) AS `subscriptions`
   GROUP BY
     CAST(DATE_ADD(
@@ -151,7 +151,7 @@ WITH `orders_agg` AS (
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
   WHERE
-    NOT `orders`.`ordered_at` IS NULL
+    `orders`.`ordered_at` IS NOT NULL
     AND `orders`.`ordered_at` >= CAST('2024-12-01 00:00:00' AS DATETIME)
   GROUP BY
     CAST(DATE_ADD(
@@ -207,7 +207,7 @@ WITH `orders_agg` AS (
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
   WHERE
-    NOT `orders`.`ordered_at` IS NULL
+    `orders`.`ordered_at` IS NOT NULL
   GROUP BY
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
@@ -224,7 +224,7 @@ WITH `orders_agg` AS (
     COUNT(*) AS `count`
   FROM `customers` AS `customers`
   WHERE
-    NOT `customers`.`acquired_at` IS NULL
+    `customers`.`acquired_at` IS NOT NULL
   GROUP BY
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
@@ -241,7 +241,7 @@ WITH `orders_agg` AS (
     SUM(`ad_spend`.`spend`) AS `sum_spend`
   FROM `ad_spend` AS `ad_spend`
   WHERE
-    NOT `ad_spend`.`spend_date` IS NULL
+    `ad_spend`.`spend_date` IS NOT NULL
   GROUP BY
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
@@ -332,7 +332,7 @@ WITH `leads_agg` AS (
   ) AS `opportunities_per_lead_id_1`
     ON `leads`.`lead_id` = `opportunities_per_lead_id_1`.`lead_id`
   WHERE
-    NOT `leads`.`created_at` IS NULL AND (
+    `leads`.`created_at` IS NOT NULL AND (
       `leads`.`channel` <> 'email'
     )
   GROUP BY
@@ -378,7 +378,7 @@ WITH `orders_agg` AS (
   ) AS `orders_per_customer_id_1`
     ON `orders`.`customer_id` = `orders_per_customer_id_1`.`customer_id`
   WHERE
-    NOT `orders`.`ordered_at` IS NULL
+    `orders`.`ordered_at` IS NOT NULL
   GROUP BY
     `orders__customers`.`channel`
 )
@@ -402,7 +402,7 @@ WITH `leads_agg` AS (
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
   WHERE
-    NOT `leads`.`created_at` IS NULL
+    `leads`.`created_at` IS NOT NULL
     AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
     AND `leads`.`created_at` < CAST('2025-04-01 00:00:00' AS DATETIME)
   GROUP BY
