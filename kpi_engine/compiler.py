@@ -576,6 +576,7 @@ class _Compiler:
         return self.column(source, source.time), column_type == "date"
 
     def source_cte(self, plan: _SourcePlan, where: n.Node | None, start) -> exp.Select:
+        self._start = start  # the first day read, for snapshot_times
         source = plan.source
         name = source.name
         joins: dict[str, exp.Expression] = {}  # alias -> ON condition, in join order
@@ -609,6 +610,11 @@ class _Compiler:
             return _compile_common(node, row_value, self.function)
 
         time, is_date = (self.time_column(source) if source.time else (None, False))
+        for agg in plan.aggregates:
+            alias = f"{name}_{agg.func}_snapshot"
+            if agg.func in ("last", "first") and alias not in joins:
+                relations[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
+                joins[alias] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", alias))
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:
@@ -629,18 +635,6 @@ class _Compiler:
         if self.request.end:
             range_conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
         relation = source_relation(source, self.read_dialect)
-        if plan.snapshots:
-            # Mark each row's period's first and last snapshot time, over the rows in range.
-            partition = [self.calendar.bucket(time.copy(), self.grain, self.dialect)] if self.grain else []
-            inner = exp.select(exp.Column(this=exp.Star(), table=_ident(name)),
-                               exp.alias_(exp.Window(this=exp.Max(this=time.copy()), partition_by=partition),
-                                          _ident("_last_time"), copy=False),
-                               exp.alias_(exp.Window(this=exp.Min(this=time.copy()), partition_by=[p.copy() for p in partition]),
-                                          _ident("_first_time"), copy=False), copy=False).from_(relation, copy=False)
-            if range_conditions:
-                inner = inner.where(exp.and_(*range_conditions, copy=False), copy=False)
-            relation = exp.Subquery(this=inner, alias=exp.TableAlias(this=_ident(name)))
-            range_conditions = []
         query = exp.select(*selects, copy=False).from_(relation, copy=False)
         for alias, condition in joins.items():
             query = query.join(relations[alias], on=condition, join_type="LEFT", copy=False)
@@ -658,12 +652,30 @@ class _Compiler:
         where = row_value(agg.where) if agg.where is not None else None
         if agg.func in ("last", "first"):
             # Semi-additive: only rows of the period's last (first) snapshot count, summed across entities.
-            marker = "_last_time" if agg.func == "last" else "_first_time"
-            time, _ = self.time_column(agg_source := self.model.sources[agg.source])
-            at_snapshot = exp.EQ(this=time, expression=_col(marker, agg_source.name))
+            at_snapshot = exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"),
+                                 expression=exp.Not(this=exp.Null()))
             where = at_snapshot if where is None else exp.and_(at_snapshot, _wrap(where), copy=False)
             return _aggregate_sql("sum" if arg is not None else "count", arg, where)
         return _aggregate_sql(agg.func, arg, where)
+
+    def snapshot_times(self, agg: n.Aggregate) -> exp.Select:
+        """The last (first) snapshot time of each period, over all the source's rows in range:
+        SELECT MAX(time) ... GROUP BY period, one row per period. Joined to the rows on the time
+        column itself (a cheap hash join, never a fan-out), it marks the rows at the snapshot."""
+        source = self.model.sources[agg.source]
+        time, is_date = self.time_column(source)
+        pick = exp.Max if agg.func == "last" else exp.Min
+        conditions = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
+        if self._start:
+            conditions.append(exp.GTE(this=time.copy(), expression=_bound(self._start, is_date)))
+        if self.request.end:
+            conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
+        query = exp.select(exp.alias_(pick(this=time.copy()), _ident("snapshot_time"), copy=False),
+                           copy=False).from_(source_relation(source, self.read_dialect), copy=False)
+        query = query.where(exp.and_(*conditions, copy=False), copy=False)
+        if self.grain:
+            query = query.group_by(self.calendar.bucket(time.copy(), self.grain, self.dialect), copy=False)
+        return query
 
     def entity_subquery(self, lookup: n.EntityLookup, alias: str) -> exp.Expression:
         """One row per key value of the inner source: cannot fan out when joined on the key."""

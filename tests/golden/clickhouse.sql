@@ -81,23 +81,23 @@ WITH "subscriptions_agg" AS (
     CAST(dateTrunc('MONTH', CAST("subscriptions"."snapshot_date" AS Nullable(DateTime))) AS Nullable(DATE)) AS "period",
     SUM(
       CASE
-        WHEN "subscriptions"."snapshot_date" = "subscriptions"."_last_time"
+        WHEN "subscriptions_last_snapshot"."snapshot_time" IS NOT NULL
         THEN "subscriptions"."mrr"
       END
     ) AS "last_mrr"
-  FROM (
+  FROM "subscriptions" AS "subscriptions"
+  LEFT JOIN (
     SELECT
-      "subscriptions".*,
-      MAX("subscriptions"."snapshot_date") OVER (
-        PARTITION BY CAST(dateTrunc('MONTH', CAST("subscriptions"."snapshot_date" AS Nullable(DateTime))) AS Nullable(DATE))
-      ) AS "_last_time",
-      MIN("subscriptions"."snapshot_date") OVER (
-        PARTITION BY CAST(dateTrunc('MONTH', CAST("subscriptions"."snapshot_date" AS Nullable(DateTime))) AS Nullable(DATE))
-      ) AS "_first_time"
+      MAX("subscriptions"."snapshot_date") AS "snapshot_time"
     FROM "subscriptions" AS "subscriptions"
     WHERE
       "subscriptions"."snapshot_date" IS NOT NULL
-  ) AS "subscriptions"
+    GROUP BY
+      CAST(dateTrunc('MONTH', CAST("subscriptions"."snapshot_date" AS Nullable(DateTime))) AS Nullable(DATE))
+  ) AS "subscriptions_last_snapshot"
+    ON "subscriptions"."snapshot_date" = "subscriptions_last_snapshot"."snapshot_time"
+  WHERE
+    "subscriptions"."snapshot_date" IS NOT NULL
   GROUP BY
     CAST(dateTrunc('MONTH', CAST("subscriptions"."snapshot_date" AS Nullable(DateTime))) AS Nullable(DATE))
 )

@@ -81,23 +81,23 @@ WITH "subscriptions_agg" AS (
     CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE) AS "period",
     SUM(
       CASE
-        WHEN "subscriptions"."snapshot_date" = "subscriptions"."_last_time"
+        WHEN "subscriptions_last_snapshot"."snapshot_time" IS NOT NULL
         THEN "subscriptions"."mrr"
       END
     ) AS "last_mrr"
-  FROM (
+  FROM "subscriptions" AS "subscriptions"
+  LEFT JOIN (
     SELECT
-      "subscriptions".*,
-      MAX("subscriptions"."snapshot_date") OVER (
-        PARTITION BY CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
-      ) AS "_last_time",
-      MIN("subscriptions"."snapshot_date") OVER (
-        PARTITION BY CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
-      ) AS "_first_time"
+      MAX("subscriptions"."snapshot_date") AS "snapshot_time"
     FROM "subscriptions" AS "subscriptions"
     WHERE
       "subscriptions"."snapshot_date" IS NOT NULL
-  ) AS "subscriptions"
+    GROUP BY
+      CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
+  ) AS "subscriptions_last_snapshot"
+    ON "subscriptions"."snapshot_date" = "subscriptions_last_snapshot"."snapshot_time"
+  WHERE
+    "subscriptions"."snapshot_date" IS NOT NULL
   GROUP BY
     CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
 )
