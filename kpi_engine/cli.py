@@ -137,6 +137,17 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     return usable
 
 
+def _progress(message: str):
+    """A spinner with elapsed time on a terminal's stderr while the warehouse works; nothing otherwise."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(f"{message}...", spinner="dots")
+
+
 def _open(path: Path, warehouse: str | None, timeout: float | None = None):
     from .engine import open_project
 
@@ -324,7 +335,8 @@ def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None
             count = write_stream(fmt, [c.name for c in compiled.columns], batches, output)
             click.echo(f"Wrote {count} rows to {output}.", err=True)
             return
-        result = kpi_project.evaluate(names, **options)
+        with _progress(f"Evaluating {len(names) + len(options['formulas'])} KPIs"):
+            result = kpi_project.evaluate(names, **options)
         if writer is not None:
             buffer = io.BytesIO() if writer.binary else io.StringIO()
             writer.write(result, buffer)
