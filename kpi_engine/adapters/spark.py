@@ -41,8 +41,8 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
-import re
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -223,15 +223,12 @@ _sessions_lock = threading.Lock()
 _owned: dict[int, list] = {}
 
 
-def _import_pyspark():
+def _import_pyspark() -> None:
     try:
         from pyspark.sql import SparkSession  # noqa: F401
     except ImportError as error:
         raise ConnectionFailed(f"the Spark adapter needs PySpark, which is not installed ({error}).", None,
                                f"Install it with: {INSTALL_HINT} (Spark also needs Java 17 or newer).") from None
-    import pyspark
-
-    return pyspark
 
 
 def _open_session(options: Mapping[str, Any]):
@@ -303,13 +300,16 @@ def _start(options: Mapping[str, Any], config: Mapping[str, str]):
                                "or set JAVA_HOME to one.")
     master = options.get("master", DEFAULT_MASTER)
     builder = SparkSession.builder.master(master).appName(options.get("app_name", DEFAULT_APP_NAME))
-    builder = builder.config(TIME_ZONE_CONF, "UTC")
-    for key, value in config.items():
+    # Timestamps as stored (UTC), and no progress bars in the middle of the command's output.
+    for key, value in {TIME_ZONE_CONF: "UTC", "spark.ui.showConsoleProgress": "false", **config}.items():
         builder = builder.config(key, value)
     try:
         with warnings.catch_warnings():  # PySpark warns about pandas versions, which the engine does not use
             warnings.filterwarnings("ignore", message=PANDAS_WARNING, category=FutureWarning)
-            return builder.getOrCreate()
+            session = builder.getOrCreate()
+        # Spark's own WARN lines would bury the one clear message of a failed command.
+        session.sparkContext.setLogLevel("ERROR")
+        return session
     except Exception as error:
         raise ConnectionFailed(f"cannot start Spark (master {master}): {_first_line(error)}", None,
                                "Check 'master', and the Java installation (Java 17 or newer for Spark 4, "
@@ -509,45 +509,72 @@ class SparkConnection(Connection):
 
 
 class _Cancel:
-    """Tags the Spark jobs started by the current thread; a timer interrupts them after the timeout."""
+    """Tags the Spark jobs the current thread starts inside the block; after ``timeout`` seconds,
+    or on Ctrl-C, the jobs with the tag are cancelled.
+
+    Classic Spark: SparkContext job tags (``addJobTag`` / ``cancelJobsWithTag``). Spark Connect:
+    operation tags of the session (``addTag`` / ``interruptTag``). A cancel that comes while the
+    query is still being planned finds no job yet, so it is repeated until the block ends.
+    """
+
+    RETRY_SECONDS = 0.5
 
     def __init__(self, session, timeout: float | None):
         self.session = session
         self.timeout = timeout
         self.fired = False
         self.tag = f"kpi-engine-{uuid.uuid4().hex}"
-        self._timer: threading.Timer | None = None
+        self._done = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._context = None  # the SparkContext in classic mode; None with Spark Connect
         self._tagged = False
 
     def __enter__(self) -> "_Cancel":
-        if not self.timeout:
-            return self
         try:
-            self.session.addTag(self.tag)
+            self._context = self.session.sparkContext
+        except Exception:  # Spark Connect has no SparkContext
+            self._context = None
+        try:
+            if self._context is not None:
+                self._context.addJobTag(self.tag)
+            else:
+                self.session.addTag(self.tag)
             self._tagged = True
-        except Exception:  # pragma: no cover - Spark < 4 without job tags: use a job group
-            self.session.sparkContext.setJobGroup(self.tag, "kpi-engine query", interruptOnCancel=True)
-        self._timer = threading.Timer(self.timeout, self._cancel)
-        self._timer.daemon = True
-        self._timer.start()
+        except Exception:  # pragma: no cover - a Spark without job tags: no cancelling
+            self._tagged = False
+        if self.timeout and self._tagged:
+            self._watcher = threading.Thread(target=self._watch, name="kpi-engine-spark-timeout", daemon=True)
+            self._watcher.start()
         return self
 
-    def _cancel(self) -> None:
+    def _watch(self) -> None:
+        if self._done.wait(self.timeout):
+            return
         self.fired = True
+        while True:
+            self.cancel()
+            if self._done.wait(self.RETRY_SECONDS):
+                return
+
+    def cancel(self) -> None:
         try:
-            if self._tagged:
+            if self._context is not None:
+                self._context.cancelJobsWithTag(self.tag)
+            else:
                 self.session.interruptTag(self.tag)
-            else:  # pragma: no cover
-                self.session.sparkContext.cancelJobGroup(self.tag)
         except Exception:  # pragma: no cover - the query may have just finished
             pass
 
-    def __exit__(self, *exc) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+    def __exit__(self, kind, value, traceback) -> None:
+        self._done.set()
+        if kind is KeyboardInterrupt and self._tagged:
+            self.cancel()  # Ctrl-C: do not leave the jobs running in the cluster
         if self._tagged:
             try:
-                self.session.removeTag(self.tag)
+                if self._context is not None:
+                    self._context.removeJobTag(self.tag)
+                else:
+                    self.session.removeTag(self.tag)
             except Exception:  # pragma: no cover
                 pass
 
@@ -576,10 +603,15 @@ def _converters(schema, time_zone: str):
 def _timestamp_converter(time_zone: str):
     from zoneinfo import ZoneInfo
 
-    try:
-        zone = ZoneInfo(time_zone)
-    except Exception:  # an offset such as +02:00
-        zone = dt.timezone.utc if time_zone.upper() in ("UTC", "Z", "ETC/UTC") else None
+    offset = re.fullmatch(r"(?:UTC|GMT)?([+-])(\d{1,2}):?(\d{2})?", time_zone.strip())
+    if offset:  # Spark also takes zone offsets such as +02:00
+        sign = -1 if offset.group(1) == "-" else 1
+        zone = dt.timezone(sign * dt.timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3) or 0)))
+    else:
+        try:
+            zone = ZoneInfo(time_zone)
+        except Exception:  # not a zone Python knows: leave the values as PySpark gives them
+            zone = None
 
     def convert(value):
         if not isinstance(value, dt.datetime) or zone is None:
@@ -638,7 +670,7 @@ class SparkAdapter(Adapter):
                 continue
             node.set("ignore_nulls", True)  # what Spark's LEAST/GREATEST do; the guard below keeps nulls
             values = [v for v in (node.this, *node.expressions) if not isinstance(v, exp.Literal)]  # never null
-            if len(values) + len(node.expressions) < 2 or not values:
+            if not node.expressions or not values:  # one argument, or only constants: nothing to guard
                 continue
             any_null = exp.or_(*[exp.Is(this=exp.paren(v.copy(), copy=False) if isinstance(v, exp.Binary) else v.copy(),
                                         expression=exp.Null()) for v in values], copy=False)
@@ -652,7 +684,7 @@ class SparkAdapter(Adapter):
         options = spark_settings(settings)
         session, owner = _open_session(options)
         try:
-            where = _describe_target(options)
+            where = _describe_target(options, reused=owner is None and not options.get("remote"))
             database = options.get("database")
             if database:
                 try:
@@ -678,9 +710,14 @@ def _as_double(node):
     return exp.Cast(this=node, to=exp.DataType(this=exp.DataType.Type.DOUBLE))
 
 
-def _describe_target(options: Mapping[str, Any]) -> str:
-    parts = [f"Spark Connect {options['remote']}" if options.get("remote") else
-             f"Spark {options.get('master', 'active session')}"]
+def _describe_target(options: Mapping[str, Any], reused: bool) -> str:
+    """Where queries run, for messages: 'master local[4], data folder data'."""
+    if options.get("remote"):
+        parts = [f"Spark Connect {options['remote']}"]
+    elif reused:
+        parts = ["active session"]
+    else:
+        parts = [f"master {options.get('master', DEFAULT_MASTER)}"]
     if options.get("data"):
         parts.append(f"data folder {options['data']}")
     if options.get("database"):

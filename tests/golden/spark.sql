@@ -39,7 +39,7 @@ WITH `ad_spend_agg` AS (
 SELECT
   `keys`.`period` AS `period`,
   `keys`.`channel` AS `channel`,
-  CAST(COALESCE(`ad_spend_agg`.`sum_spend`, 0) / NULLIF(COALESCE(`leads_agg`.`count`, 0), 0) AS DOUBLE) AS `cost_per_lead`
+  CAST(CAST(COALESCE(`ad_spend_agg`.`sum_spend`, 0) AS DOUBLE) / NULLIF(COALESCE(`leads_agg`.`count`, 0), 0) AS DOUBLE) AS `cost_per_lead`
 FROM `keys`
 LEFT JOIN `ad_spend_agg`
   ON `keys`.`period` IS NOT DISTINCT FROM `ad_spend_agg`.`period`
@@ -66,11 +66,11 @@ WITH `nps_responses_agg` AS (
 )
 SELECT
   `nps_responses_agg`.`period` AS `period`,
-  CAST((
+  CAST(CAST((
     100 * (
       COALESCE(`nps_responses_agg`.`count_where_score`, 0) - COALESCE(`nps_responses_agg`.`count_where_score_2`, 0)
     )
-  ) / NULLIF(COALESCE(`nps_responses_agg`.`count`, 0), 0) AS DOUBLE) AS `nps`
+  ) AS DOUBLE) / NULLIF(COALESCE(`nps_responses_agg`.`count`, 0), 0) AS DOUBLE) AS `nps`
 FROM `nps_responses_agg`
 ORDER BY
   `period` ASC NULLS LAST;
@@ -146,11 +146,11 @@ WITH `orders_agg` AS (
 SELECT
   `windowed`.`period` AS `period`,
   `windowed`.`channel` AS `channel`,
-  CAST((
+  CAST(CAST((
     100 * (
       `windowed`.`orders__sum_amount_where_status` - `windowed`.`previous_orders__sum_amount_where_status_1`
     )
-  ) / NULLIF(`windowed`.`previous_orders__sum_amount_where_status_1`, 0) AS DOUBLE) AS `revenue_growth_rate`
+  ) AS DOUBLE) / NULLIF(`windowed`.`previous_orders__sum_amount_where_status_1`, 0) AS DOUBLE) AS `revenue_growth_rate`
 FROM `windowed`
 WHERE
   `windowed`.`period` >= CAST('2025-01-01' AS DATE)
@@ -245,11 +245,11 @@ WITH `orders_agg` AS (
 SELECT
   `windowed`.`period` AS `period`,
   `windowed`.`channel` AS `channel`,
-  CAST((
-    `windowed`.`cumulative_orders__sum_amount_where_status_1` / NULLIF(`windowed`.`cumulative_customers__count_2`, 0)
-  ) / NULLIF(
+  CAST(CAST((
+    CAST(`windowed`.`cumulative_orders__sum_amount_where_status_1` AS DOUBLE) / NULLIF(`windowed`.`cumulative_customers__count_2`, 0)
+  ) AS DOUBLE) / NULLIF(
     (
-      `windowed`.`ad_spend__sum_spend` / NULLIF(`windowed`.`customers__count`, 0)
+      CAST(`windowed`.`ad_spend__sum_spend` AS DOUBLE) / NULLIF(`windowed`.`customers__count`, 0)
     ),
     0
   ) AS DOUBLE) AS `ltv_to_cac`
@@ -283,9 +283,9 @@ WITH `leads_agg` AS (
 )
 SELECT
   `leads_agg`.`period` AS `period`,
-  CAST((
+  CAST(CAST((
     100 * COALESCE(`leads_agg`.`count_where_filter`, 0)
-  ) / NULLIF(COALESCE(`leads_agg`.`count`, 0), 0) AS DOUBLE) AS `lead_to_opportunity_rate`
+  ) AS DOUBLE) / NULLIF(COALESCE(`leads_agg`.`count`, 0), 0) AS DOUBLE) AS `lead_to_opportunity_rate`
 FROM `leads_agg`
 ORDER BY
   `period` ASC NULLS LAST;
@@ -388,7 +388,7 @@ SELECT
   `windowed`.`period` AS `period`,
   `windowed`.`channel` AS `channel`,
   CAST(100 * (
-    `windowed`.`leads__count` / NULLIF(`windowed`.`total_leads__count_1`, 0)
+    CAST(`windowed`.`leads__count` AS DOUBLE) / NULLIF(`windowed`.`total_leads__count_1`, 0)
   ) AS DOUBLE) AS `lead_share`
 FROM `windowed`
 WHERE
