@@ -4,10 +4,12 @@
 The example warehouse (examples/marketing/data/*.csv) is read through the adapter's ``data``
 setting; the whole marketing library evaluated on Spark must give what DuckDB gives on the
 same files, within floating-point tolerance, with None where DuckDB has None. Then: the SQL of
-every grain, time zones and fiscal calendars, --fill/--where/--having, DECIMAL columns (why
-``SparkAdapter.prepare`` divides in DOUBLE), tables of a catalog database, clear errors (a
-missing table, a bad ``sql:`` source, a failing query, settings), ``compile --dialect spark``,
-timeouts, streaming and threads.
+every grain, time zones and fiscal calendars, --fill/--where/--having, DECIMAL columns and
+LEAST/GREATEST of null (what ``SparkAdapter.prepare`` rewrites, and why), CSV/Parquet typing,
+tables of a catalog database, clear errors (a missing table, a bad ``sql:`` source, a failing
+query, settings, no PySpark, no Java), ``compile --dialect spark``, the command line in a fresh
+process (Spark started and stopped by the adapter), timeouts, streaming, threads, and the
+conformance kit (kpi_engine.testing).
 
 Every test has the ``spark`` marker. Skipped when PySpark or Java 17+ is missing, unless
 KPI_ENGINE_REQUIRE_SPARK is set (CI), where that is a failure.
@@ -21,6 +23,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -35,8 +38,14 @@ from kpi_engine.adapters.spark import SparkAdapter, parse_url, spark_settings  #
 from kpi_engine.cli import cli  # noqa: E402
 from kpi_engine.compiler import compile_request  # noqa: E402
 from kpi_engine.engine import KpiProject, make_request  # noqa: E402
-from kpi_engine.errors import (ConnectionFailed, KpiEngineError, ProjectInvalid, QueryFailed,  # noqa: E402
-                               QueryTimeout, WarehouseError)
+from kpi_engine.errors import (  # noqa: E402
+    ConnectionFailed,
+    KpiEngineError,
+    ProjectInvalid,
+    QueryFailed,
+    QueryTimeout,
+    WarehouseError,
+)
 from kpi_engine.plugins import Registry  # noqa: E402
 from kpi_engine.spec import load_project  # noqa: E402
 
@@ -206,7 +215,8 @@ def test_totals_without_grain_or_dimensions(example):
                        keys=("channel",)) > 30
 
 
-@pytest.mark.parametrize("grain, start, end", [("week", "2024-02-01", "2024-07-01"), ("day", "2024-03-01", "2024-04-15"),
+@pytest.mark.parametrize("grain, start, end", [("week", "2024-02-01", "2024-07-01"),
+                                               ("day", "2024-03-01", "2024-04-15"),
                                                ("quarter", None, None), ("fiscal_year", None, None)])
 def test_grains_time_zone_and_fiscal_calendar(projects, grain, start, end):
     # Weeks from Sunday (DATE_ADD before and after DATE_TRUNC), fiscal years from April
@@ -284,8 +294,8 @@ def test_without_prepare_spark_cuts_decimal_ratios_to_six_places(projects, decim
     compiled = compile_request(on_spark.model(), make_request(["ltv_to_cac"], by=["channel"]), "spark", "spark")
     assert "AS DOUBLE) /" not in compiled.sql()
     truncated = dict(on_spark.connection().execute(compiled.expression).rows)
-    expected = {row["channel"]: row["ltv_to_cac"] for row in on_duckdb.evaluate(["ltv_to_cac"], by=["channel"]).to_dicts()
-                if row["ltv_to_cac"] is not None}
+    on_duckdb_rows = on_duckdb.evaluate(["ltv_to_cac"], by=["channel"]).to_dicts()
+    expected = {row["channel"]: row["ltv_to_cac"] for row in on_duckdb_rows if row["ltv_to_cac"] is not None}
     assert len(expected) >= 4
     assert all(round(truncated[channel], 6) == truncated[channel] for channel in expected)  # six places
     assert any(truncated[channel] != pytest.approx(value, rel=1e-9) for channel, value in expected.items())
@@ -309,8 +319,9 @@ def test_prepare_divides_and_averages_in_double():
 
 def test_prepare_keeps_least_and_greatest_of_a_null_null():
     # As compiled for least(a, greatest(b, 1), 0): null when an argument is null, as on DuckDB.
-    query = exp.select(exp.Least(this=exp.column("a"), expressions=[
-        exp.Greatest(this=exp.column("b"), expressions=[exp.Literal.number(1)]), exp.Literal.number(0)]).as_("x")).from_("t")
+    greatest = exp.Greatest(this=exp.column("b"), expressions=[exp.Literal.number(1)])
+    least = exp.Least(this=exp.column("a"), expressions=[greatest, exp.Literal.number(0)])
+    query = exp.select(least.as_("x")).from_("t")
     assert query.sql(dialect="duckdb").startswith("SELECT CASE WHEN a IS NULL OR")
     prepared = SparkAdapter.prepare(query)
     assert prepared.sql(dialect="spark") == (
@@ -353,7 +364,8 @@ def test_csv_views_have_warehouse_types(example):
     assert connection.columns(exp.to_table("ad_spend")) == {"spend_date": "date", "channel": "string",
                                                             "campaign": "string", "spend": "double"}
     assert connection.columns(exp.to_table("email_sends"))["opened"] == "boolean"
-    subquery = sqlglot.parse_one("SELECT COUNT(*) AS n, CAST(1.5 AS DOUBLE) AS x FROM leads", read="spark").subquery("q")
+    subquery = sqlglot.parse_one("SELECT COUNT(*) AS n, CAST(1.5 AS DOUBLE) AS x FROM leads",
+                                 read="spark").subquery("q")
     assert connection.columns(subquery) == {"n": "bigint", "x": "double"}
     assert connection.columns(exp.to_table("no_such_table")) is None
     assert connection.columns(exp.to_table("no_such_schema.leads")) is None
@@ -370,8 +382,8 @@ def test_csv_and_parquet_typing(spark, registry, tmp_path):
         "1,2024-01-05 10:00:00,2024-01-05,true,TRUE,1.50,a,\n"
         "2,2024-02-29T23:59:58,2024-02-29,false,False,2,b,x\n"
         "3,,,,,,,\n")
-    duckdb.execute(f"COPY (SELECT 1 AS id, CAST('2024-03-01 08:00:00' AS TIMESTAMP) AS at, 12.34::DECIMAL(12,2) AS amount,"
-                   f" true AS ok) TO '{data / 'typed.parquet'}' (FORMAT parquet)")
+    duckdb.execute("COPY (SELECT 1 AS id, CAST('2024-03-01 08:00:00' AS TIMESTAMP) AS at, "
+                   f"12.34::DECIMAL(12,2) AS amount, true AS ok) TO '{data / 'typed.parquet'}' (FORMAT parquet)")
     (data / "notes.txt").write_text("not a table")
     (data / "bad-name.csv").write_text("a\n1\n")  # not an identifier: left out, as on DuckDB
     root = write_project(tmp_path / "p", {"adapter": "spark", "data": "../data"})  # relative to the project
@@ -384,7 +396,7 @@ def test_csv_and_parquet_typing(spark, registry, tmp_path):
         assert connection.columns(exp.to_table("typed")) == {"id": "int", "at": "timestamp_ntz",
                                                             "amount": "decimal(12,2)", "ok": "boolean"}
         assert connection.execute(sqlglot.parse_one("SELECT at, amount FROM typed")).rows == [
-            (dt.datetime(2024, 3, 1, 8), __import__("decimal").Decimal("12.34"))]
+            (dt.datetime(2024, 3, 1, 8), Decimal("12.34"))]
         rows = connection.execute(sqlglot.parse_one("SELECT id, happened_at, day, shouty FROM events ORDER BY id")).rows
         assert rows == [(1, dt.datetime(2024, 1, 5, 10), dt.date(2024, 1, 5), True),
                         (2, dt.datetime(2024, 2, 29, 23, 59, 58), dt.date(2024, 2, 29), False), (3, None, None, None)]
@@ -517,7 +529,8 @@ def test_settings_errors(spark, registry, tmp_path):
     assert spark.conf.get("spark.sql.shuffle.partitions") == "4"
 
 
-#: Runs the command line with the Spark adapter registered (before its entry point is installed).
+#: Runs command lines one after the other in one process, with DuckDB and Spark registered as in
+#: make_registry() (whatever entry points the installed metadata has).
 CLI_SCRIPT = """
 import sys
 import kpi_engine.adapters.duckdb, kpi_engine.adapters.spark
@@ -548,9 +561,11 @@ def test_the_command_line_starts_and_stops_its_own_spark(spark, small_data, tmp_
                                           "config": {"spark.sql.shuffle.partitions": 2,
                                                      "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}},
                          {"extra.yaml": spec})
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
     done = subprocess.run([sys.executable, "-c", CLI_SCRIPT, "evaluate", str(root), "prospects_n", "::",
                            "evaluate", str(root), "cost_per_lead", "--by", "channel", "--format", "csv"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=workdir)
     lines = done.stdout.splitlines()
     assert lines[0] == "exit=1 running=False", done.stdout + done.stderr  # stopped after the command ...
     assert lines[1] == "channel,cost_per_lead"
@@ -558,6 +573,7 @@ def test_the_command_line_starts_and_stops_its_own_spark(spark, small_data, tmp_
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "table 'prospects' does not exist in the warehouse." in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "SQLQueryContextLogger" not in done.stderr
+    assert list(workdir.iterdir()) == []  # no spark-warehouse/ left in the current directory
 
 
 def test_urls_and_settings_parsing():

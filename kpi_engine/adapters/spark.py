@@ -30,6 +30,10 @@ or a URL (``--warehouse``): ``spark://host:7077`` (a standalone master), ``spark
 - Queries run with the session time zone UTC unless ``config`` sets
   ``spark.sql.session.timeZone``: timestamps are read as stored (in UTC), and the project's
   ``timezone:`` converts them, as on every other warehouse.
+- When the adapter starts Spark itself (``kpi-engine`` on the command line), it stops it when the
+  project is closed, keeps Spark's log to errors, and puts Spark's default warehouse folder in a
+  temporary folder instead of ``./spark-warehouse`` (set ``spark.sql.warehouse.dir`` in ``config``
+  to use another).
 - ``query_timeout`` (seconds, or ``--timeout``) cancels the Spark jobs of a query that runs longer.
 
 Registered through the ``kpi_engine`` entry-point group, like DuckDB.
@@ -44,6 +48,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import uuid
 import warnings
@@ -60,6 +65,7 @@ SETTINGS = ("url", "master", "remote", "app_name", "config", "data", "database",
 DEFAULT_MASTER = "local[*]"
 DEFAULT_APP_NAME = "kpi-engine"
 TIME_ZONE_CONF = "spark.sql.session.timeZone"
+WAREHOUSE_DIR_CONF = "spark.sql.warehouse.dir"
 DATA_SUFFIXES = (".csv", ".parquet")
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
@@ -221,6 +227,8 @@ _sessions_lock = threading.Lock()
 #: Spark applications (and Spark Connect sessions) this adapter started, with the session and how
 #: many open connections use it: the last to close stops it. One already running is never stopped.
 _owned: dict[int, list] = {}
+#: The temporary warehouse folder of each Spark application this adapter started.
+_scratch: dict[int, str | None] = {}
 
 
 def _import_pyspark() -> None:
@@ -300,8 +308,15 @@ def _start(options: Mapping[str, Any], config: Mapping[str, str]):
                                "or set JAVA_HOME to one.")
     master = options.get("master", DEFAULT_MASTER)
     builder = SparkSession.builder.master(master).appName(options.get("app_name", DEFAULT_APP_NAME))
-    # Timestamps as stored (UTC), and no progress bars in the middle of the command's output.
-    for key, value in {TIME_ZONE_CONF: "UTC", "spark.ui.showConsoleProgress": "false", **config}.items():
+    # Timestamps as stored (UTC); no progress bars in the middle of the command's output; and
+    # Spark's default warehouse folder (it creates ./spark-warehouse when it looks up a table)
+    # in a temporary folder, not in the user's current directory: the engine creates no tables.
+    defaults = {TIME_ZONE_CONF: "UTC", "spark.ui.showConsoleProgress": "false"}
+    scratch = None
+    if WAREHOUSE_DIR_CONF not in config:
+        scratch = tempfile.mkdtemp(prefix="kpi-engine-spark-")
+        defaults[WAREHOUSE_DIR_CONF] = str(Path(scratch) / "spark-warehouse")
+    for key, value in {**defaults, **config}.items():
         builder = builder.config(key, value)
     try:
         with warnings.catch_warnings():  # PySpark warns about pandas versions, which the engine does not use
@@ -309,8 +324,11 @@ def _start(options: Mapping[str, Any], config: Mapping[str, str]):
             session = builder.getOrCreate()
         # Spark's own WARN lines would bury the one clear message of a failed command.
         session.sparkContext.setLogLevel("ERROR")
+        _scratch[_key(session)] = scratch
         return session
     except Exception as error:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise ConnectionFailed(f"cannot start Spark (master {master}): {_first_line(error)}", None,
                                "Check 'master', and the Java installation (Java 17 or newer for Spark 4, "
                                "found through JAVA_HOME or PATH).") from None
@@ -351,8 +369,8 @@ def _set_conf(session, key: str, value: str) -> None:
     except Exception as error:
         raise ConnectionFailed(f"cannot set the Spark configuration '{key}' on the running Spark application: "
                                f"{_first_line(error)}", None,
-                               "Static settings (executor memory, cores...) must be given when Spark starts: "
-                               "set them where the running session was created, or remove them from 'config'.") from None
+                               "Static settings (executor memory, cores...) must be given when Spark starts: set "
+                               "them where the running session was created, or remove them from 'config'.") from None
 
 
 def _key(session) -> int:
@@ -376,10 +394,13 @@ def _release(owner) -> None:
         if entry[1] > 0:
             return
         del _owned[key]
+        scratch = _scratch.pop(key, None)
         try:
             owner.stop()
         except Exception:  # pragma: no cover - the JVM may already be gone at exit
             pass
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _register_data(session, folder: Path) -> list[str]:
