@@ -375,3 +375,28 @@ def test_compile_shows_windows_in_readable_ctes(project):
     assert "CAST('2024-12-01 00:00:00' AS TIMESTAMP)" not in sql  # all-time cumulative wins
     growth_only = project.compile(["lead_growth"], grain="month", start="2025-01-01").sql()
     assert "CAST('2024-12-01 00:00:00' AS TIMESTAMP)" in growth_only
+
+
+@pytest.mark.parametrize("grain", ["day", "week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year"])
+@pytest.mark.parametrize("week_start, fiscal_year_start", [("monday", 1), ("sunday", 4), ("thursday", 11)])
+def test_sql_buckets_of_dates_and_timestamps_match_the_python_calendar(grain, week_start, fiscal_year_start):
+    """DATE columns are truncated as dates and TIMESTAMP columns as timestamps (two SQL
+    shapes): both must put every day of two years where Calendar.period_start does."""
+    import duckdb
+    from sqlglot import exp
+
+    from kpi_engine.calendar import Calendar
+
+    calendar = Calendar(week_start=week_start, fiscal_year_start=fiscal_year_start)
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(731)]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT d::DATE AS d, d::TIMESTAMP + INTERVAL 23 HOUR AS ts "
+                "FROM range(DATE '2024-01-01', DATE '2026-01-01', INTERVAL 1 DAY) AS r(d)")
+    as_date = calendar.bucket(exp.column("d"), grain, "duckdb", is_date=True)
+    as_timestamp = calendar.bucket(exp.column("ts"), grain, "duckdb")
+    query = exp.select(exp.column("d"), as_date, as_timestamp).from_("t").order_by("d").sql("duckdb")
+    rows = con.execute(query).fetchall()
+    assert [row[0] for row in rows] == days
+    expected = [calendar.period_start(day, grain) for day in days]
+    assert [row[1] for row in rows] == expected
+    assert [row[2] for row in rows] == expected

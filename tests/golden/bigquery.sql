@@ -55,8 +55,8 @@ ORDER BY
 WITH `nps_responses_agg` AS (
   SELECT
     CAST(TIMESTAMP_TRUNC(CAST(`nps_responses`.`responded_at` AS DATETIME), QUARTER) AS DATE) AS `period`,
-    COUNT(CASE WHEN `nps_responses`.`score` >= 9 THEN 1 END) AS `count_where_score`,
-    COUNT(CASE WHEN `nps_responses`.`score` <= 6 THEN 1 END) AS `count_where_score_2`,
+    COUNTIF(`nps_responses`.`score` >= 9) AS `count_where_score`,
+    COUNTIF(`nps_responses`.`score` <= 6) AS `count_where_score_2`,
     COUNT(*) AS `count`
   FROM `nps_responses` AS `nps_responses`
   WHERE
@@ -80,10 +80,11 @@ WITH `subscriptions_agg` AS (
   SELECT
     CAST(TIMESTAMP_TRUNC(CAST(`subscriptions`.`snapshot_date` AS DATETIME), MONTH) AS DATE) AS `period`,
     SUM(
-      CASE
-        WHEN `subscriptions_last_snapshot`.`snapshot_time` IS NOT NULL
-        THEN `subscriptions`.`mrr`
-      END
+      IF(
+        `subscriptions_last_snapshot`.`snapshot_time` IS NOT NULL,
+        `subscriptions`.`mrr`,
+        NULL
+      )
     ) AS `last_mrr`
   FROM `subscriptions` AS `subscriptions`
   LEFT JOIN (
@@ -113,7 +114,7 @@ WITH `orders_agg` AS (
   SELECT
     CAST(TIMESTAMP_TRUNC(CAST(`orders`.`ordered_at` AS DATETIME), MONTH) AS DATE) AS `period`,
     `orders__customers`.`channel` AS `channel`,
-    SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
+    SUM(IF(`orders`.`status` = 'paid', `orders`.`amount`, NULL)) AS `sum_amount_where_status`
   FROM `orders` AS `orders`
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
@@ -163,7 +164,7 @@ WITH `orders_agg` AS (
   SELECT
     CAST(TIMESTAMP_TRUNC(CAST(`orders`.`ordered_at` AS DATETIME), QUARTER) AS DATE) AS `period`,
     `orders__customers`.`channel` AS `channel`,
-    SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
+    SUM(IF(`orders`.`status` = 'paid', `orders`.`amount`, NULL)) AS `sum_amount_where_status`
   FROM `orders` AS `orders`
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
@@ -262,7 +263,7 @@ ORDER BY
 WITH `leads_agg` AS (
   SELECT
     CAST(TIMESTAMP_TRUNC(CAST(`leads`.`created_at` AS DATETIME), WEEK(MONDAY)) AS DATE) AS `period`,
-    COUNT(CASE WHEN COALESCE(`opportunities_per_lead_id_1`.`value`, 0) > 0 THEN 1 END) AS `count_where_filter`,
+    COUNTIF(COALESCE(`opportunities_per_lead_id_1`.`value`, 0) > 0) AS `count_where_filter`,
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
   LEFT JOIN (
@@ -295,15 +296,16 @@ WITH `orders_agg` AS (
   SELECT
     `orders__customers`.`channel` AS `channel`,
     SUM(
-      CASE
-        WHEN (
+      IF(
+        (
           `orders`.`status` = 'paid'
         )
         AND (
           COALESCE(`orders_per_customer_id_1`.`value`, 0) > 1
-        )
-        THEN `orders`.`amount`
-      END
+        ),
+        `orders`.`amount`,
+        NULL
+      )
     ) AS `sum_amount_where_status`
   FROM `orders` AS `orders`
   LEFT JOIN `customers` AS `orders__customers`
@@ -311,8 +313,12 @@ WITH `orders_agg` AS (
   LEFT JOIN (
     SELECT
       `orders`.`customer_id` AS `customer_id`,
-      COUNT(CASE WHEN `orders`.`status` = 'paid' THEN 1 END) AS `value`
+      COUNT(*) AS `value`
     FROM `orders` AS `orders`
+    WHERE
+      (
+        `orders`.`status` = 'paid'
+      )
     GROUP BY
       `orders`.`customer_id`
   ) AS `orders_per_customer_id_1`

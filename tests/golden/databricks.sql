@@ -55,8 +55,10 @@ ORDER BY
 WITH `nps_responses_agg` AS (
   SELECT
     CAST(DATE_TRUNC('QUARTER', CAST(`nps_responses`.`responded_at` AS TIMESTAMP)) AS DATE) AS `period`,
-    COUNT(CASE WHEN `nps_responses`.`score` >= 9 THEN 1 END) AS `count_where_score`,
-    COUNT(CASE WHEN `nps_responses`.`score` <= 6 THEN 1 END) AS `count_where_score_2`,
+    COUNT(*) FILTER(WHERE
+      `nps_responses`.`score` >= 9) AS `count_where_score`,
+    COUNT(*) FILTER(WHERE
+      `nps_responses`.`score` <= 6) AS `count_where_score_2`,
     COUNT(*) AS `count`
   FROM `nps_responses` AS `nps_responses`
   WHERE
@@ -79,12 +81,8 @@ ORDER BY
 WITH `subscriptions_agg` AS (
   SELECT
     CAST(DATE_TRUNC('MONTH', CAST(`subscriptions`.`snapshot_date` AS TIMESTAMP)) AS DATE) AS `period`,
-    SUM(
-      CASE
-        WHEN `subscriptions_last_snapshot`.`snapshot_time` IS NOT NULL
-        THEN `subscriptions`.`mrr`
-      END
-    ) AS `last_mrr`
+    SUM(`subscriptions`.`mrr`) FILTER(WHERE
+      `subscriptions_last_snapshot`.`snapshot_time` IS NOT NULL) AS `last_mrr`
   FROM `subscriptions` AS `subscriptions`
   LEFT JOIN (
     SELECT
@@ -113,7 +111,8 @@ WITH `orders_agg` AS (
   SELECT
     CAST(DATE_TRUNC('MONTH', CAST(`orders`.`ordered_at` AS TIMESTAMP)) AS DATE) AS `period`,
     `orders__customers`.`channel` AS `channel`,
-    SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
+    SUM(`orders`.`amount`) FILTER(WHERE
+      `orders`.`status` = 'paid') AS `sum_amount_where_status`
   FROM `orders` AS `orders`
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
@@ -163,7 +162,8 @@ WITH `orders_agg` AS (
   SELECT
     CAST(DATE_TRUNC('QUARTER', CAST(`orders`.`ordered_at` AS TIMESTAMP)) AS DATE) AS `period`,
     `orders__customers`.`channel` AS `channel`,
-    SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
+    SUM(`orders`.`amount`) FILTER(WHERE
+      `orders`.`status` = 'paid') AS `sum_amount_where_status`
   FROM `orders` AS `orders`
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
@@ -262,7 +262,8 @@ ORDER BY
 WITH `leads_agg` AS (
   SELECT
     CAST(DATE_TRUNC('WEEK', CAST(`leads`.`created_at` AS TIMESTAMP)) AS DATE) AS `period`,
-    COUNT(CASE WHEN COALESCE(`opportunities_per_lead_id_1`.`value`, 0) > 0 THEN 1 END) AS `count_where_filter`,
+    COUNT(*) FILTER(WHERE
+      COALESCE(`opportunities_per_lead_id_1`.`value`, 0) > 0) AS `count_where_filter`,
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
   LEFT JOIN (
@@ -294,25 +295,25 @@ ORDER BY
 WITH `orders_agg` AS (
   SELECT
     `orders__customers`.`channel` AS `channel`,
-    SUM(
-      CASE
-        WHEN (
-          `orders`.`status` = 'paid'
-        )
-        AND (
-          COALESCE(`orders_per_customer_id_1`.`value`, 0) > 1
-        )
-        THEN `orders`.`amount`
-      END
-    ) AS `sum_amount_where_status`
+    SUM(`orders`.`amount`) FILTER(WHERE
+      (
+        `orders`.`status` = 'paid'
+      )
+      AND (
+        COALESCE(`orders_per_customer_id_1`.`value`, 0) > 1
+      )) AS `sum_amount_where_status`
   FROM `orders` AS `orders`
   LEFT JOIN `customers` AS `orders__customers`
     ON `orders`.`customer_id` = `orders__customers`.`customer_id`
   LEFT JOIN (
     SELECT
       `orders`.`customer_id` AS `customer_id`,
-      COUNT(CASE WHEN `orders`.`status` = 'paid' THEN 1 END) AS `value`
+      COUNT(*) AS `value`
     FROM `orders` AS `orders`
+    WHERE
+      (
+        `orders`.`status` = 'paid'
+      )
     GROUP BY
       `orders`.`customer_id`
   ) AS `orders_per_customer_id_1`

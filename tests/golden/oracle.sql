@@ -311,8 +311,12 @@ WITH "orders_agg" AS (
   LEFT JOIN (
     SELECT
       "orders"."customer_id" AS "customer_id",
-      COUNT(CASE WHEN "orders"."status" = 'paid' THEN 1 END) AS "value"
+      COUNT(*) AS "value"
     FROM "orders" "orders"
+    WHERE
+      (
+        "orders"."status" = 'paid'
+      )
     GROUP BY
       "orders"."customer_id"
   ) "orders_per_customer_id_1"

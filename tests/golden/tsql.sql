@@ -55,8 +55,8 @@ ORDER BY
 WITH [nps_responses_agg] AS (
   SELECT
     CAST(DATETRUNC(QUARTER, CAST([nps_responses].[responded_at] AS DATETIME2)) AS DATE) AS [period],
-    COUNT(CASE WHEN [nps_responses].[score] >= 9 THEN 1 END) AS [count_where_score],
-    COUNT(CASE WHEN [nps_responses].[score] <= 6 THEN 1 END) AS [count_where_score_2],
+    COUNT(IIF([nps_responses].[score] >= 9, 1, NULL)) AS [count_where_score],
+    COUNT(IIF([nps_responses].[score] <= 6, 1, NULL)) AS [count_where_score_2],
     COUNT(*) AS [count]
   FROM [nps_responses] AS [nps_responses]
   WHERE
@@ -80,10 +80,11 @@ WITH [subscriptions_agg] AS (
   SELECT
     CAST(DATETRUNC(MONTH, CAST([subscriptions].[snapshot_date] AS DATETIME2)) AS DATE) AS [period],
     SUM(
-      CASE
-        WHEN [subscriptions_last_snapshot].[snapshot_time] IS NOT NULL
-        THEN [subscriptions].[mrr]
-      END
+      IIF(
+        [subscriptions_last_snapshot].[snapshot_time] IS NOT NULL,
+        [subscriptions].[mrr],
+        NULL
+      )
     ) AS [last_mrr]
   FROM [subscriptions] AS [subscriptions]
   LEFT JOIN (
@@ -113,7 +114,7 @@ WITH [orders_agg] AS (
   SELECT
     CAST(DATETRUNC(MONTH, CAST([orders].[ordered_at] AS DATETIME2)) AS DATE) AS [period],
     [orders__customers].[channel] AS [channel],
-    SUM(CASE WHEN [orders].[status] = 'paid' THEN [orders].[amount] END) AS [sum_amount_where_status]
+    SUM(IIF([orders].[status] = 'paid', [orders].[amount], NULL)) AS [sum_amount_where_status]
   FROM [orders] AS [orders]
   LEFT JOIN [customers] AS [orders__customers]
     ON [orders].[customer_id] = [orders__customers].[customer_id]
@@ -163,7 +164,7 @@ WITH [orders_agg] AS (
   SELECT
     CAST(DATETRUNC(QUARTER, CAST([orders].[ordered_at] AS DATETIME2)) AS DATE) AS [period],
     [orders__customers].[channel] AS [channel],
-    SUM(CASE WHEN [orders].[status] = 'paid' THEN [orders].[amount] END) AS [sum_amount_where_status]
+    SUM(IIF([orders].[status] = 'paid', [orders].[amount], NULL)) AS [sum_amount_where_status]
   FROM [orders] AS [orders]
   LEFT JOIN [customers] AS [orders__customers]
     ON [orders].[customer_id] = [orders__customers].[customer_id]
@@ -262,7 +263,7 @@ ORDER BY
 WITH [leads_agg] AS (
   SELECT
     CAST(DATETRUNC(WEEK, CAST([leads].[created_at] AS DATETIME2)) AS DATE) AS [period],
-    COUNT(CASE WHEN COALESCE([opportunities_per_lead_id_1].[value], 0) > 0 THEN 1 END) AS [count_where_filter],
+    COUNT(IIF(COALESCE([opportunities_per_lead_id_1].[value], 0) > 0, 1, NULL)) AS [count_where_filter],
     COUNT(*) AS [count]
   FROM [leads] AS [leads]
   LEFT JOIN (
@@ -295,15 +296,16 @@ WITH [orders_agg] AS (
   SELECT
     [orders__customers].[channel] AS [channel],
     SUM(
-      CASE
-        WHEN (
+      IIF(
+        (
           [orders].[status] = 'paid'
         )
         AND (
           COALESCE([orders_per_customer_id_1].[value], 0) > 1
-        )
-        THEN [orders].[amount]
-      END
+        ),
+        [orders].[amount],
+        NULL
+      )
     ) AS [sum_amount_where_status]
   FROM [orders] AS [orders]
   LEFT JOIN [customers] AS [orders__customers]
@@ -311,8 +313,12 @@ WITH [orders_agg] AS (
   LEFT JOIN (
     SELECT
       [orders].[customer_id] AS [customer_id],
-      COUNT(CASE WHEN [orders].[status] = 'paid' THEN 1 END) AS [value]
+      COUNT(*) AS [value]
     FROM [orders] AS [orders]
+    WHERE
+      (
+        [orders].[status] = 'paid'
+      )
     GROUP BY
       [orders].[customer_id]
   ) AS [orders_per_customer_id_1]
