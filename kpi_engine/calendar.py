@@ -58,8 +58,8 @@ class Calendar:
         from sqlglot import exp
 
         shift_unit, shift = self._shift(grain)
-        if is_date and grain == "day":
-            return column
+        if is_date and grain == "day":  # the cast is a no-op, but tells typeless engines (SQLite) it is a date
+            return cast(column, "DATE")
         value = column if is_date else cast(column, "TIMESTAMP")
         if shift:
             value = exp.DateAdd(this=value, expression=exp.Literal.number(shift), unit=exp.var(shift_unit))

@@ -41,6 +41,7 @@ PERIOD = "period"
 KEYS_CTE, SPINE_CTE, SERIES_CTE, WINDOWED_CTE = "keys", "spine", "series", "windowed"
 PERIOD_INDEX = "period_index"
 ADDITIVE = {"count", "count_distinct", "sum", "last", "first"}  # no rows means 0, not null
+_REGROUPABLE = {"count", "sum", "min", "max", "last", "first"}  # day totals add up to period totals
 MAX_FILL_PERIODS = 100_000
 
 
@@ -623,15 +624,23 @@ class _Compiler:
             return _compile_common(node, row_value, self.function)
 
         time, is_date = (self.time_column(source) if source.time else (None, False))
+        # A DATE column holds few distinct values: grouping the rows by day first and cutting
+        # the days into periods afterwards truncates (and marks snapshots on) a few thousand
+        # day rows instead of every row. Only aggregates that add up across days allow it.
+        by_day = (is_date and self.grain not in (None, "day")
+                  and all(agg.func in _REGROUPABLE for agg in plan.aggregates))
+        snapshots: dict[str, exp.Expression] = {}
         for agg in plan.aggregates:
             alias = f"{name}_{agg.func}_snapshot"
-            if agg.func in ("last", "first") and alias not in joins:
-                relations[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
-                joins[alias] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", alias))
+            if agg.func in ("last", "first") and alias not in snapshots:
+                snapshots[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
+                if not by_day:
+                    relations[alias] = snapshots[alias]
+                    joins[alias] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", alias))
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:
-            bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
+            bucket = time.copy() if by_day else self.calendar.bucket(time, self.grain, self.dialect, is_date)
             selects.append(exp.alias_(bucket, _ident(PERIOD), copy=False))
             group.append(bucket.copy())
         for dim in self.dims:
@@ -639,7 +648,7 @@ class _Compiler:
             selects.append(exp.alias_(column, _ident(dim), copy=False))
             group.append(column.copy())
         for agg, alias in plan.aggregates.items():
-            selects.append(exp.alias_(self.aggregate(agg, row_value), _ident(alias), copy=False))
+            selects.append(exp.alias_(self.aggregate(agg, row_value, at_snapshot=not by_day), _ident(alias), copy=False))
 
         # A row belongs to the period of its time; a row without one belongs to none.
         range_conditions = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))] if source.time else []
@@ -658,11 +667,44 @@ class _Compiler:
             query = query.where(exp.and_(*conditions, copy=False), copy=False)
         if group:
             query = query.group_by(*group, copy=False)
-        return query
+        return self.days_to_periods(query, plan, snapshots) if by_day else query
 
-    def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression]) -> exp.Expression:
+    def days_to_periods(self, by_day: exp.Select, plan: _SourcePlan, snapshots: dict[str, exp.Expression]) -> exp.Select:
+        """Second stage of a source grouped by day: cut the days into periods and add up the
+        day totals; snapshot aggregates keep the days that are their period's snapshot."""
+        days = "days"
+        bucket = self.calendar.bucket(_col(PERIOD, days), self.grain, self.dialect, is_date=True)
+        selects = [exp.alias_(bucket, _ident(PERIOD), copy=False)]
+        group = [bucket.copy()]
+        for dim in self.dims:
+            selects.append(exp.alias_(_col(dim, days), _ident(dim), copy=False))
+            group.append(_col(dim, days))
+        for agg, alias in plan.aggregates.items():
+            day_total = _col(alias, days)
+            if agg.func in ("last", "first"):
+                at_snapshot = exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"),
+                                     expression=exp.Not(this=exp.Null()))
+                value = _aggregate_sql("sum", day_total, at_snapshot, self.dialect)
+                if agg.arg is None:  # a count of no rows is 0, a sum of none is NULL
+                    value = exp.Coalesce(this=value, expressions=[_number(0)])
+            else:
+                value = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=day_total)
+            selects.append(exp.alias_(value, _ident(alias), copy=False))
+        query = exp.select(*selects, copy=False).from_(
+            exp.Subquery(this=by_day, alias=exp.TableAlias(this=_ident(days))), copy=False)
+        for alias, relation in snapshots.items():
+            query = query.join(relation, on=exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)),
+                               join_type="LEFT", copy=False)
+        return query.group_by(*group, copy=False)
+
+    def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression],
+                  at_snapshot: bool = True) -> exp.Expression:
+        """The aggregate over a source's rows. With ``at_snapshot=False`` a snapshot aggregate
+        covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
+        if agg.func in ("last", "first") and not at_snapshot:
+            return _aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         if agg.func in ("last", "first"):
             # Semi-additive: only rows of the period's last (first) snapshot count, summed across entities.
             at_snapshot = exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"),
@@ -686,9 +728,16 @@ class _Compiler:
         query = exp.select(exp.alias_(pick(this=time.copy()), _ident("snapshot_time"), copy=False),
                            copy=False).from_(source_relation(source, self.read_dialect), copy=False)
         query = query.where(exp.and_(*conditions, copy=False), copy=False)
-        if self.grain:
-            query = query.group_by(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date), copy=False)
-        return query
+        if not self.grain:
+            return query
+        if not is_date:
+            return query.group_by(self.calendar.bucket(time.copy(), self.grain, self.dialect), copy=False)
+        # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
+        days = query.group_by(time.copy(), copy=False)
+        days.set("expressions", [exp.alias_(time.copy(), _ident(PERIOD), copy=False)])
+        return exp.select(exp.alias_(pick(this=_col(PERIOD, "snapshot_days")), _ident("snapshot_time"), copy=False), copy=False) \
+            .from_(exp.Subquery(this=days, alias=exp.TableAlias(this=_ident("snapshot_days"))), copy=False) \
+            .group_by(self.calendar.bucket(_col(PERIOD, "snapshot_days"), self.grain, self.dialect, is_date=True), copy=False)
 
     def entity_subquery(self, lookup: n.EntityLookup, alias: str) -> exp.Expression:
         """One row per key value of the inner source: cannot fan out when joined on the key."""
