@@ -19,8 +19,8 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from .calendar import Calendar
-from .errors import KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean, in_file_order
-from .parser import FormulaSource
+from .errors import FormulaError, KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean, in_file_order
+from .parser import FormulaSource, parse
 
 CONFIG_FILE = "kpi_engine.yaml"
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -167,6 +167,13 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
 
 MAX_VALUES = 200_000  # values one spec file may hold once aliases are expanded
 
+# PyYAML errors whose context mark is an opening bracket or quote: what was opened, how to close it.
+_OPENED = {
+    "while parsing a flow sequence": ("'['", "Close it with ']' where the list ends."),
+    "while parsing a flow mapping": ("'{'", "Close it with '}' where the mapping ends."),
+    "while scanning a quoted scalar": ("quote", "End the text with the same quote it starts with."),
+}
+
 
 class _TooBig(Exception):
     def __init__(self, node):
@@ -220,6 +227,21 @@ class _Document:
         hint = "Check indentation and quoting around this place."
         if "\t" in problem or "\\t" in problem or "tab" in problem.lower():
             hint = "YAML does not allow tabs for indentation; indent with spaces."
+        opened = error.context_mark if error.context in _OPENED else None
+        if opened and (not mark or mark.line > opened.line):
+            # A bracket or quote runs on past its line: the mistake is almost always where it
+            # was opened, not where PyYAML gave up (often the end of the file).
+            what, close = _OPENED[error.context]
+            ended = not mark or "end of stream" in problem or "<stream end>" in problem
+            state = ("never closed" if ended
+                     else f"still open at {self.file}:{mark.line + 1}:{mark.column + 1} ({problem})")
+            return SpecError(f"not valid YAML: the {what} opened here is {state}.",
+                             Location(self.file, opened.line + 1, opened.column + 1), f"{close} {hint}")
+        if error.context and problem.startswith("but "):
+            problem = f"{error.context}, {problem}"  # PyYAML splits this sentence in two
+        if error.context and "single document" in error.context:
+            hint = ("A spec file holds a single document: remove the '---' line, or move what follows it "
+                    "to a file of its own.")
         where = Location(self.file, mark.line + 1, mark.column + 1) if mark else Location(self.file)
         return SpecError(f"not valid YAML: {problem}.", where, hint)
 
@@ -322,10 +344,53 @@ def _schema_errors(doc: _Document, schema_name: str) -> list[tuple[Path_, SpecEr
     found: list[tuple[Path_, SpecError]] = []
     for error in validator.iter_errors(doc.data):
         path = tuple(error.absolute_path)
-        if error.validator == "propertyNames":  # the problem is the key itself
+        if _checks_a_key(error):  # the problem is the key itself
             path += (error.instance,)
         found.extend((path, spec_error) for spec_error in _explain(doc, error, validator.schema))
     return sorted(found, key=lambda item: (item[1].location.line or 0, item[1].location.column or 0))
+
+
+def _checks_a_key(error) -> bool:
+    """Whether a jsonschema error comes from ``propertyNames``: its instance is then a key of
+    the mapping at its path, not a value."""
+    return "propertyNames" in error.absolute_schema_path
+
+
+def _fitting_branch(error) -> list:
+    """The errors of the first oneOf/anyOf alternative whose type fits the value.
+
+    A list given where a name or a list is allowed is checked as a list, and a mapping as
+    the object form: reporting "must be a string" for it would send the reader the wrong way.
+    When no alternative fits, the first (the main form) is reported.
+    """
+    branches: dict[int, list] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    for errors in branches.values():
+        if not any(sub.validator == "type" and not sub.relative_path for sub in errors):
+            return errors
+    return branches[min(branches)]
+
+
+def _formula_problem(text: str) -> FormulaError | None:
+    """What the formula parser says about ``text``, so a formula the schema rejects reads the
+    same as one given with --formula."""
+    try:
+        parse(text)
+    except FormulaError as error:
+        return error
+    return None
+
+
+def _first_repeat(items: list) -> Any:
+    """The first item equal to an earlier one, in linear time (a hostile list may be long)."""
+    seen = set()
+    for item in items:
+        key = json.dumps(item, sort_keys=True, default=str)  # lists and mappings are not hashable
+        if key in seen:
+            return item
+        seen.add(key)
+    return None
 
 
 def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
@@ -334,17 +399,19 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
     positions = doc.positions()
     where = positions.at(path)
     field_name = ".".join(str(p) for p in path) or "the file"
+    if _checks_a_key(error):
+        where = positions.at(path + (error.instance,), key=True)
+    elif list(error.absolute_schema_path)[-3:-1] == ["properties", "formula"] and isinstance(error.instance, str):
+        problem = _formula_problem(error.instance)
+        if problem is not None:
+            yield SpecError(f"{field_name}: {problem.message}", where, problem.hint)
+            return
     if error.validator == "additionalProperties":
         allowed = _allowed_properties(error.schema, root_schema) if isinstance(error.schema, dict) else []
         extras = [key for key in error.instance if key not in allowed] if isinstance(error.instance, dict) else []
         for key in extras:
             hint = did_you_mean(key, allowed) or "Remove it."
             yield SpecError(f"unknown field '{key}' in {field_name}.", positions.at(path + (key,), key=True), hint)
-        return
-    if error.validator == "propertyNames":
-        bad = error.instance
-        yield SpecError(f"'{bad}' is not a valid name in {field_name}.", positions.at(path + (bad,), key=True),
-                        "Names start with a letter or '_' and contain only letters, digits and '_'.")
         return
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
@@ -379,10 +446,26 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
         yield SpecError(f"{field_name} must be {article} {expected}, not {got}.", where,
                         "Fix the value's type (quote it if it should be text).")
         return
-    if error.validator == "oneOf" and error.context:
-        # Report the alternative that got furthest rather than jsonschema's summary.
-        best = max(error.context, key=lambda e: len(e.absolute_path))
-        yield from _explain(doc, best, root_schema)
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # Explain the alternative meant for this kind of value rather than jsonschema's summary.
+        for sub in _fitting_branch(error):
+            yield from _explain(doc, sub, root_schema)
+        return
+    if error.validator == "minItems":
+        least = "one item" if error.validator_value == 1 else f"{error.validator_value} items"
+        state = f"has only {len(error.instance)}" if error.instance else "is empty"
+        yield SpecError(f"{field_name} {state}; it needs at least {least}.", where,
+                        "Add to the list, or leave the field out.")
+        return
+    if error.validator == "maxLength":
+        subject = f"{field_name}: the name" if _checks_a_key(error) else field_name
+        yield SpecError(f"{subject} is {len(error.instance):,} characters long; "
+                        f"the limit is {error.validator_value:,}.", where, "Shorten it.")
+        return
+    if error.validator == "uniqueItems":
+        repeated = _first_repeat(error.instance)
+        yield SpecError(f"{field_name} has non-unique items: {repeated!r} is listed more than once.", where,
+                        f"Remove the repeated {repeated!r}; each item may appear only once.")
         return
     if error.validator == "minProperties" and not path:
         yield SpecError("the file declares nothing.", where, "Add 'sources:' and/or 'kpis:' to it, or delete it.")

@@ -79,7 +79,9 @@ def test_every_schema_problem_is_reported_with_its_position(make_project):
 def test_yaml_syntax_errors_and_tabs(make_project):
     root = make_project({"a.yaml": "kpis:\n  x: {formula: count(leads)\n", "b.yaml": "kpis:\n\tx: 1\n"})
     found = problems(root)
-    assert where(found[0])[:2] == ("a.yaml", 3)
+    # An unclosed '{' is reported where it was opened, not at the end of the file.
+    assert where(found[0]) == ("a.yaml", 2, 6)
+    assert "the '{' opened here is never closed" in str(found[0])
     assert where(found[1])[:2] == ("b.yaml", 2)
     assert "indent with spaces" in str(found[1])
 
