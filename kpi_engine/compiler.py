@@ -71,22 +71,39 @@ class OutputColumn:
     format: str | None = None  # the KPI's display format spec
 
 
+# Dialects whose rendering by sqlglot does not change what the tree says (others, such as
+# Snowflake, BigQuery and T-SQL, rewrite FILTER clauses in the tree while rendering it).
+_RENDERED_IN_PLACE = frozenset({"duckdb", "postgres", "spark", "databricks", "trino", "redshift", "mysql",
+                                "oracle", "clickhouse"})
+
+
 @dataclass(frozen=True)
 class CompiledQuery:
     expression: exp.Select
     columns: tuple[OutputColumn, ...]
     dialect: str
     sources: tuple[str, ...] = field(default=())
+    _texts: dict[bool, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, pretty: bool = True) -> str:
         """The query as text. sqlglot refuses (instead of silently degrading) what the dialect
-        cannot express; that becomes a QueryError naming the dialect."""
+        cannot express; that becomes a QueryError naming the dialect.
+
+        In the dialects of ``_RENDERED_IN_PLACE`` the tree is rendered without sqlglot's
+        defensive deep copy (a fifth of the time of compiling a KPI): the compiler built it for
+        this query alone, and sqlglot's preparation for those dialects leaves a tree that
+        renders the same again when an adapter runs it (tests/test_dialects.py checks it). The
+        text is kept for later calls."""
         from .parser import _deep_recursion
 
+        if pretty in self._texts:
+            return self._texts[pretty]
         try:
             with _deep_recursion():
-                return self.expression.sql(dialect=self.dialect, pretty=pretty,
-                                           unsupported_level=sqlglot.ErrorLevel.RAISE)
+                self._texts[pretty] = self.expression.sql(
+                    dialect=self.dialect, pretty=pretty, copy=self.dialect not in _RENDERED_IN_PLACE,
+                    unsupported_level=sqlglot.ErrorLevel.RAISE)
+                return self._texts[pretty]
         except RecursionError:
             raise QueryError("the query is too deeply nested to write out.", None,
                              "Split long formulas into KPIs that reference each other.") from None
@@ -123,6 +140,11 @@ def _col(name: str, table: str | None = None) -> exp.Column:
 
 def _table_ref(name: str) -> exp.Table:
     return exp.Table(this=_ident(name))
+
+
+def _left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression) -> None:
+    """Add a LEFT JOIN in place. (Select.join parses its join_type text on every call.)"""
+    query.append("joins", exp.Join(this=relation, side="LEFT", on=on))
 
 
 def _number(value) -> exp.Expression:
@@ -659,7 +681,7 @@ class _Compiler:
         relation = source_relation(source, self.read_dialect)
         query = exp.select(*selects, copy=False).from_(relation, copy=False)
         for alias, condition in joins.items():
-            query = query.join(relations[alias], on=condition, join_type="LEFT", copy=False)
+            _left_join(query, relations[alias], condition)
         conditions = list(range_conditions)
         if where is not None:
             conditions.append(_wrap(row_value(where)))
@@ -693,8 +715,7 @@ class _Compiler:
         query = exp.select(*selects, copy=False).from_(
             exp.Subquery(this=by_day, alias=exp.TableAlias(this=_ident(days))), copy=False)
         for alias, relation in snapshots.items():
-            query = query.join(relation, on=exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)),
-                               join_type="LEFT", copy=False)
+            _left_join(query, relation, exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)))
         return query.group_by(*group, copy=False)
 
     def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression],
@@ -772,7 +793,7 @@ class _Compiler:
             names = [self.cte[name] for name in plans]
             body = exp.select(copy=False).from_(_table_ref(names[0]), copy=False)
             for name in names[1:]:
-                body = body.join(_table_ref(name), join_type="CROSS", copy=False)
+                body.append("joins", exp.Join(this=_table_ref(name), kind="CROSS"))
             return names[0], body, []
         union = None
         for name in (self.cte[source] for source in plans):
@@ -783,7 +804,7 @@ class _Compiler:
         body = exp.select(copy=False).from_(_table_ref(KEYS_CTE), copy=False)
         for name in (self.cte[source] for source in plans):
             condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys], copy=False)
-            body = body.join(_table_ref(name), on=condition, join_type="LEFT", copy=False)
+            _left_join(body, _table_ref(name), condition)
         return KEYS_CTE, body, [(KEYS_CTE, union)]
 
     def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:

@@ -88,3 +88,25 @@ def test_what_a_dialect_cannot_express_is_a_clear_error(project):
     query = compile_request(project.model(describe=False), request, "sqlite")
     with pytest.raises(QueryError, match="cannot be written in the sqlite dialect: Named columns are not supported"):
         query.sql()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_rendering_leaves_a_tree_that_renders_the_same_again(project, dialect):
+    """CompiledQuery.sql renders its tree in place (no copy) in the dialects of
+    _RENDERED_IN_PLACE; adapters render the same tree again to run it, so the first rendering
+    must not change what the tree says."""
+    cases = list(CASES.values()) + [
+        ([], dict(formulas=["round(avg(days_between(leads.created_at, leads.customer_at)), 1)",
+                            "least(count(leads), 5) + abs(greatest(sum(ad_spend.spend), 1))"],
+                  by=["channel"], grain="day", start="2025-01-01", end="2025-02-01", order_by=["-formula"],
+                  limit=3)),
+        (["cost_per_lead", "lead_share", "revenue_growth_rate"], dict(grain="year", fill=True, start="2024-01-01",
+                                                                  end="2026-01-01")),
+    ]
+    for kpis, options in cases:
+        query = project.compile(kpis, dialect=dialect, describe=False, **options)
+        pristine = query.expression.sql(dialect=dialect)  # sqlglot copies the tree for this one
+        assert query.sql(pretty=False) == pristine
+        assert query.sql() == query.sql()
+        assert query.expression.sql(dialect=dialect) == pristine
+        assert query.expression.sql(dialect=dialect, pretty=True) == query.sql()
