@@ -651,10 +651,12 @@ class _Compiler:
         # day rows instead of every row. Only aggregates that add up across days allow it.
         by_day = (is_date and self.grain not in (None, "day")
                   and all(agg.func in _REGROUPABLE for agg in plan.aggregates))
+        # Snapshot times come from a scan of their own, unless the day totals see every row
+        # (no --where): then they are read off the days, and the source is scanned once.
         snapshots: dict[str, exp.Expression] = {}
         for agg in plan.aggregates:
             alias = f"{name}_{agg.func}_snapshot"
-            if agg.func in ("last", "first") and alias not in snapshots:
+            if agg.func in ("last", "first") and alias not in snapshots and not (by_day and where is None):
                 snapshots[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
                 if not by_day:
                     relations[alias] = snapshots[alias]
@@ -689,13 +691,25 @@ class _Compiler:
             query = query.where(exp.and_(*conditions, copy=False), copy=False)
         if group:
             query = query.group_by(*group, copy=False)
-        return self.days_to_periods(query, plan, snapshots) if by_day else query
+        return self.days_to_periods(query, plan, snapshots if where is not None else None) if by_day else query
 
-    def days_to_periods(self, by_day: exp.Select, plan: _SourcePlan, snapshots: dict[str, exp.Expression]) -> exp.Select:
+    def days_to_periods(self, by_day: exp.Select, plan: _SourcePlan,
+                        snapshots: dict[str, exp.Expression] | None) -> exp.Select:
         """Second stage of a source grouped by day: cut the days into periods and add up the
-        day totals; snapshot aggregates keep the days that are their period's snapshot."""
-        days = "days"
+        day totals; snapshot aggregates keep the days that are their period's snapshot.
+        Without ``snapshots`` they are the last (first) day of each period among the days,
+        which are then a CTE of their own, read twice."""
+        days = f"{plan.source.name}_days"
         bucket = self.calendar.bucket(_col(PERIOD, days), self.grain, self.dialect, is_date=True)
+        if snapshots is None:
+            snapshots = {}
+            for agg in plan.aggregates:
+                alias = f"{agg.source}_{agg.func}_snapshot"
+                if agg.func in ("last", "first") and alias not in snapshots:
+                    pick = exp.Max if agg.func == "last" else exp.Min
+                    times = exp.select(exp.alias_(pick(this=_col(PERIOD, days)), _ident("snapshot_time"), copy=False),
+                                       copy=False).from_(_table_ref(days), copy=False).group_by(bucket.copy(), copy=False)
+                    snapshots[alias] = exp.Subquery(this=times, alias=exp.TableAlias(this=_ident(alias)))
         selects = [exp.alias_(bucket, _ident(PERIOD), copy=False)]
         group = [bucket.copy()]
         for dim in self.dims:
@@ -712,8 +726,8 @@ class _Compiler:
             else:
                 value = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=day_total)
             selects.append(exp.alias_(value, _ident(alias), copy=False))
-        query = exp.select(*selects, copy=False).from_(
-            exp.Subquery(this=by_day, alias=exp.TableAlias(this=_ident(days))), copy=False)
+        query = exp.select(*selects, copy=False).from_(_table_ref(days), copy=False)
+        query.set("with_", exp.With(expressions=[exp.CTE(this=by_day, alias=exp.TableAlias(this=_ident(days)))]))
         for alias, relation in snapshots.items():
             _left_join(query, relation, exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)))
         return query.group_by(*group, copy=False)

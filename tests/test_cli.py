@@ -283,16 +283,19 @@ def test_compile_has_one_cte_per_source_and_parses_back(project, dialect, quote)
     sql = result.stdout.strip()
     assert sql.endswith(";")
     q = quote
-    assert f"WITH {q}ad_spend_agg{q} AS" in sql
+    assert f"{q}ad_spend_agg{q} AS" in sql
     assert f"{q}leads_agg{q} AS" in sql
     parsed = sqlglot.parse_one(sql.rstrip(";"), read=dialect)
     assert isinstance(parsed, exp.Select)
-    ctes = [cte.alias for cte in parsed.ctes]
-    # One CTE per source (plus the key union that joins them).
-    assert ctes[:2] == ["ad_spend_agg", "leads_agg"]
-    assert set(ctes) - {"ad_spend_agg", "leads_agg"} <= {"keys"}
-    tables = {t.name for t in parsed.find_all(exp.Table)}
-    assert {"ad_spend", "leads"} <= tables
+    ctes = [cte.alias for cte in parsed.find_all(exp.CTE)]
+    # One CTE per source, plus the key union that joins them; both time columns here are
+    # DATEs, so a source's day totals come first (nested in its CTE, or hoisted where the
+    # dialect has no nested WITH).
+    assert [name for name in ctes if name.endswith("_agg")] == ["ad_spend_agg", "leads_agg"]
+    assert set(ctes) - {"ad_spend_agg", "leads_agg"} <= {"keys", "ad_spend_days", "leads_days"}
+    # Each table is read once.
+    tables = [t.name for t in parsed.find_all(exp.Table) if t.name in ("ad_spend", "leads")]
+    assert sorted(tables) == ["ad_spend", "leads"]
 
 
 def test_compile_without_dimensions_still_one_cte_per_source(project):
