@@ -99,6 +99,17 @@ class KpiProject:
         adapter_name, _ = warehouse_settings(self._warehouse)
         return self.registry.adapter(adapter_name).dialect
 
+    def _adapter_dialect(self) -> str | None:
+        """The warehouse adapter's dialect, known from its class without connecting; None when no
+        warehouse is configured or its adapter is not installed (connecting reports that)."""
+        if self._warehouse is None:
+            return None
+        try:
+            adapter_name, _ = warehouse_settings(self._warehouse)
+            return self.registry.adapter(adapter_name).dialect
+        except KpiEngineError:
+            return None
+
     def connection(self) -> Connection:
         with self._lock:
             if self._connection is None:
@@ -129,7 +140,7 @@ class KpiProject:
             if strict:
                 errors.extend(self._unavailable.values())
         try:
-            model = resolve(self.project, catalog, self.registry.functions())
+            model = resolve(self.project, catalog, self.registry.functions(), self._adapter_dialect())
         except ProjectInvalid as invalid:
             errors.extend(invalid.errors)
         if errors:

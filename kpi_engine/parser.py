@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 
-from lark import Lark, Transformer, v_args
+from lark import Lark, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import nodes as n
@@ -22,6 +23,13 @@ from .errors import FormulaError, Location
 
 MAX_FORMULA_LENGTH = 10_000
 MAX_NESTING_DEPTH = 100
+# Levels of operators and function calls (see tree_depth): count(x) is 1, a + b + c + d is 3 (a chain
+# nests to the left), (a + b) + (c + d) is 2.
+# Every later stage walks the tree recursively, and warehouses cap expression depth too (DuckDB at
+# about 490 of these levels, Spark's parser between 225 and 300), so a formula is held well below them,
+# and a KPI with the KPIs it references written out in full (what the SQL carries) a little more.
+MAX_FORMULA_DEPTH = 100
+MAX_EXPANDED_DEPTH = 150
 
 # What the user should read instead of Lark's terminal names.
 _TERMINAL_NAMES = {
@@ -223,6 +231,10 @@ def _parse(text: str, source: FormulaSource) -> n.Node:
     try:
         with _deep_recursion():
             tree = _lark().parse(text)
+            depth = tree_depth(tree)
+            if depth > MAX_FORMULA_DEPTH:
+                raise too_deep(f"the formula nests operators and function calls {depth:,} levels deep; "
+                               f"the limit is {MAX_FORMULA_DEPTH}.", source.locate(n.Pos()))
             return _ToAst().transform(tree)
     except UnexpectedInput as error:
         raise _syntax_error(text, error, source) from None
@@ -236,21 +248,55 @@ def _parse(text: str, source: FormulaSource) -> n.Node:
         raise _too_long(source) from None
 
 
+# Lark rules that are not a level of their own: an argument list, and the leaves.
+_NOT_A_LEVEL = frozenset({"arguments", "number", "string", "true", "false", "null", "name"})
+
+
+def tree_depth(tree) -> int:
+    """Levels of operators and calls in a Lark parse tree, counted without recursion (the
+    tree may be thousands deep); the same count as ``resolve.formula_depth`` on the AST."""
+    depths: dict[int, int] = {}
+    for subtree in tree.iter_subtrees():  # children before their parents
+        below = max((depths[id(c)] for c in subtree.children if isinstance(c, Tree)), default=0)
+        depths[id(subtree)] = below + (subtree.data not in _NOT_A_LEVEL)
+    return depths[id(tree)]
+
+
+def too_deep(message: str, location: Location,
+             remedy: str = "Split it into smaller KPIs that reference each other by name") -> FormulaError:
+    return FormulaError(message, location, f"{remedy}, or group long chains in parentheses: "
+                                           "(a + b) + (c + d) is 2 levels deep, a + b + c + d is 3.")
+
+
 def _too_long(source: FormulaSource) -> FormulaError:
     return FormulaError("the formula chains too many operators to process.", source.locate(n.Pos()),
                         "Split it into smaller KPIs that reference each other by name.")
 
 
+_recursion_lock = threading.Lock()
+_recursion_users = 0  # threads (or nested blocks) inside _deep_recursion
+_recursion_previous = 0
+
+
 @contextlib.contextmanager
 def _deep_recursion(limit: int = 6000):
-    """Long operator chains (a + b + c + ...) make deep trees; parsing and compiling them
-    recurse once per level. Allow more than Python's default 1,000 while it lasts."""
-    previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, limit))
+    """Deep trees (up to MAX_EXPANDED_DEPTH levels, several Python frames each in sqlglot's
+    generator) are parsed, compiled and rendered recursively. Allow more than Python's
+    default 1,000 frames while it lasts. The limit is process-wide: it is restored only when
+    the last thread inside leaves, so one thread finishing cannot cut another's short."""
+    global _recursion_users, _recursion_previous
+    with _recursion_lock:
+        if _recursion_users == 0:
+            _recursion_previous = sys.getrecursionlimit()
+        _recursion_users += 1
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), limit))
     try:
         yield
     finally:
-        sys.setrecursionlimit(previous)
+        with _recursion_lock:
+            _recursion_users -= 1
+            if _recursion_users == 0:
+                sys.setrecursionlimit(_recursion_previous)
 
 
 def _syntax_error(text: str, error: UnexpectedInput, source: FormulaSource) -> FormulaError:

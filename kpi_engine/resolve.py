@@ -16,7 +16,7 @@ from . import nodes as n
 from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, SpecError,
                      did_you_mean,
                      in_file_order)
-from .parser import FormulaSource, caret, parse
+from .parser import MAX_EXPANDED_DEPTH, FormulaSource, caret, parse, too_deep
 from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
 
 AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"}
@@ -52,6 +52,7 @@ class ResolvedKpi:
     references: tuple[str, ...]  # KPIs used directly
     sources: frozenset[str]  # sources read, through references too
     dimensions: tuple[str, ...]  # dimensions shared by every source read
+    depth: int = 0  # levels of operators and calls once the KPIs it references are written out
 
 
 @dataclass(frozen=True)
@@ -496,13 +497,15 @@ _USAGE = {
 }
 
 
-def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping[str, Any] | None = None) -> Model:
+def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping[str, Any] | None = None,
+            warehouse_dialect: str | None = None) -> Model:
     """Resolve every KPI of ``project``; raise ``ProjectInvalid`` with every problem found.
-    ``functions`` are formula functions added by plugins."""
+    ``functions`` are formula functions added by plugins; ``sql:`` sources are read in the
+    project's ``dialect:``, else in ``warehouse_dialect`` (the adapter's), else as DuckDB SQL."""
     catalog = catalog or {}
     functions = functions or {}
     errors: list[KpiEngineError] = []
-    errors.extend(_source_errors(project, catalog))
+    errors.extend(_source_errors(project, catalog, warehouse_dialect))
 
     parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
     for name, spec in project.kpis.items():
@@ -549,12 +552,19 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
                 return None
             sources |= dep.sources
         model_dims = Model(project, {}).dimensions_of(sources)
-        resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims)
+        depth = formula_depth(expr, {ref: resolved[ref].depth for ref in refs})
+        resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims, depth)
         return resolved[name]
 
     for name in parsed:
         kpi = build(name)
-        if kpi is None or kpi.spec.dimensions is None:
+        if kpi is None:
+            continue
+        # Reported where a chain of references first goes too deep, not again at every KPI above it.
+        if kpi.depth > MAX_EXPANDED_DEPTH and all(resolved[ref].depth <= MAX_EXPANDED_DEPTH for ref in kpi.references):
+            errors.append(_expanded_too_deep(kpi.depth, {ref: resolved[ref].depth for ref in kpi.references},
+                                             kpi.spec.formula_source.locate(n.Pos())))
+        if kpi.spec.dimensions is None:
             continue
         for i, dim in enumerate(kpi.spec.dimensions):
             if dim not in kpi.dimensions:
@@ -568,11 +578,31 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
     return Model(project, resolved, catalog, functions)
 
 
+def formula_depth(expr: n.Node, kpi_depths: Mapping[str, int]) -> int:
+    """Levels of operators and calls, as ``parser.tree_depth`` counts them; a KPI reference is
+    as deep as that KPI written out in full (``kpi_depths``). Formulas are at most
+    MAX_FORMULA_DEPTH deep, so the recursion is short."""
+    if isinstance(expr, n.KpiRef):
+        return kpi_depths[expr.name]
+    if isinstance(expr, (n.NumberLit, n.StringLit, n.BoolLit, n.NullLit, n.Name, n.Column)):
+        return 0
+    # count(leads) has no child node but is a call: one level, as in the parser's count.
+    return 1 + max((formula_depth(child, kpi_depths) for child in expr.children()), default=0)
+
+
+def _expanded_too_deep(depth: int, ref_depths: Mapping[str, int], location: Location) -> FormulaError:
+    deepest = max(ref_depths, key=ref_depths.get)
+    return too_deep(f"the formula is {depth:,} levels deep once the KPIs it references are written out in full "
+                    f"('{deepest}' is {ref_depths[deepest]:,} by itself); the limit is {MAX_EXPANDED_DEPTH}.",
+                    location, "Make the KPIs it builds on less deep")
+
+
 def _mentions(tree: n.Node, names: frozenset[str]) -> bool:
     return bool(names) and any(isinstance(node, n.Name) and node.parts[0] in names for node in tree.walk())
 
 
-def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineError]:
+def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | None = None
+                   ) -> Iterable[KpiEngineError]:
     """Columns a source declares (time, key, dimensions) must exist when the warehouse was described."""
     dialect = project.config.dialect
     if dialect:
@@ -605,7 +635,7 @@ def _source_errors(project: Project, catalog: Catalog) -> Iterable[KpiEngineErro
                     "if each value appears once; a one-to-many link cannot carry dimensions.")
         if source.sql:
             try:
-                parse_source_sql(source, dialect or "duckdb")
+                parse_source_sql(source, dialect or warehouse_dialect or "duckdb")
             except SpecError as error:
                 yield error
         described = catalog.get(source.name)
@@ -686,7 +716,13 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
     tree = parse(text, where)
     errors: list[KpiEngineError] = []
     scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors, model.functions)
-    expr, result_type = _Resolver(scope, mode).resolve(tree)
+    resolver = _Resolver(scope, mode)
+    expr, result_type = resolver.resolve(tree)
+    if not errors:
+        ref_depths = {ref: model.kpi(ref).depth for ref in resolver.kpi_refs}
+        depth = formula_depth(expr, ref_depths)
+        if depth > MAX_EXPANDED_DEPTH:
+            raise _expanded_too_deep(depth, ref_depths, where.locate(n.Pos()))
     if mode in ("dimension", "having") and result_type not in (BOOLEAN, UNKNOWN):
         scope.error(tree, f"the {label} must be a condition (true/false).",
                     "Write a comparison such as \"channel = 'email'\" or 'cost_per_lead > 100'.")

@@ -19,6 +19,7 @@ the test says so.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import signal
 from collections.abc import Mapping
@@ -594,18 +595,26 @@ CASES: list[Case] = [
             "Split it into smaller KPIs"),
     spec("nesting_beyond_limit_in_spec", kpi("(" * 101 + "1" + ")" * 101), 3, 14, "more than 100 deep",
          "Split it into smaller KPIs"),
-    formula("long_operator_chain", "+".join(["1"] * 4_000), "chains too many operators",
+    # Depth: one level per operator of a chain, one per call (count(leads) is 1, 1 + 1 is 1).
+    formula("long_operator_chain", "+".join(["1"] * 4_000), "3,999 levels deep", "the limit is 100",
             "Split it into smaller KPIs"),
-    formula("long_sum_chain", "+".join(["count(leads)"] * 700), "Split",
-            bug="700 terms (9,099 characters, no parentheses) parse, then compiler._compile_common recurses once "
-                "per term: RecursionError traceback"),
-    formula("long_unary_minus_chain", "- " * 600 + "count(leads)", "Split",
-            bug="600 unary minuses (1,212 characters) parse, then compiler._compile_common recurses once per "
-                "minus: RecursionError traceback"),
-    formula("sum_of_200_aggregates", "+".join(["count(leads)"] * 200), "Split",
-            bug="200 terms (2,599 characters) compile, then the DuckDB adapter renders the tree again "
-                "(DuckDBConnection.stream -> query.sql) without the raised recursion limit: RecursionError traceback "
-                "from sqlglot's generator"),
+    formula("long_sum_chain", "+".join(["count(leads)"] * 700), "700 levels deep", "the limit is 100", "Split",
+            "(a + b) + (c + d) is 2 levels deep"),
+    formula("long_unary_minus_chain", "- " * 600 + "count(leads)", "601 levels deep", "the limit is 100", "Split"),
+    formula("sum_of_200_aggregates", "+".join(["count(leads)"] * 200), "200 levels deep", "the limit is 100",
+            "Split"),
+    formula("sum_of_101_aggregates", "+".join(["count(leads)"] * 101), "101 levels deep", "Split"),
+    formula("long_chain_in_compile", "+".join(["count(leads)"] * 200), "200 levels deep", "Split", extra=(),
+            command="compile"),
+    run("long_chain_in_where", ("evaluate", "{p}", "cpl", "--where", "not " * 101 + "channel = 'ppc'"), 1,
+        "--where", "102 levels deep", "the limit is 100"),
+    run("long_chain_in_having", ("evaluate", "{p}", "cpl", "--grain", "month", "--having",
+                                 " and ".join(["cpl > 1"] * 101)), 1, "--having", "101 levels deep"),
+    # k0 is count(leads), 1 level; each k{i} = k{i-1} + count(leads) adds one: k150 is the first past 150.
+    spec("chain_of_kpis_too_deep", "kpis:\n  k0:\n    formula: count(leads)\n" + "".join(
+        f"  k{i}:\n    formula: k{i - 1} + count(leads)\n" for i in range(1, 160)), 303, 14,
+        "151 levels deep once the KPIs it references are written out", "'k149' is 150 by itself",
+        "the limit is 150", "Make the KPIs it builds on less deep"),
 ]
 
 
@@ -642,6 +651,37 @@ def test_the_base_project_is_valid(tmp_path):
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, ["evaluate", str(root), "cpl", "--by", "channel", "--grain", "month"])
     assert result.exit_code == 0, result.output
+
+
+def _grouped_sum(terms: list[str]) -> str:
+    """a + b + c + d as (a + b) + (c + d): as many terms, about log2(len) levels deep."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    sides = (_grouped_sum(terms[:half]), _grouped_sum(terms[half:]))
+    return "+".join(f"({side})" if "+" in side else side for side in sides)
+
+
+def test_formulas_within_the_depth_limits_run(tmp_path):
+    """The limits the cases above hit leave room: a chain of 100 levels in one formula, 150
+    through references, and a long sum grouped in parentheses, as the hint suggests."""
+    from kpi_engine import open_project
+
+    chain = "kpis:\n  k0:\n    formula: count(leads)\n" + "".join(
+        f"  k{i}:\n    formula: k{i - 1} + count(leads)\n" for i in range(1, 150))  # k149 is 150 levels deep
+    root = tmp_path / "project"
+    _materialise(root, {"chain.yaml": chain})
+    # LEADS_CSV has two leads in January 2025 and one in February.
+    jan, feb = dt.date(2025, 1, 1), dt.date(2025, 2, 1)
+    grouped = _grouped_sum(["count(leads)"] * 500)
+    assert len(grouped) <= 10_000
+    formulas = ["+".join(["count(leads)"] * 100), "- " * 99 + "count(leads)", grouped, "k148 + 1"]
+    with open_project(root) as project:
+        rows = project.evaluate(["k149"], formulas=formulas, grain="month").to_dicts()
+    assert [(r["period"], r["k149"], r["formula"], r["formula_2"], r["formula_3"], r["formula_4"]) for r in rows] == [
+        (jan, 150 * 2, 100 * 2, -2, 500 * 2, 149 * 2 + 1),
+        (feb, 150 * 1, 100 * 1, -1, 500 * 1, 149 * 1 + 1),
+    ]
 
 
 @pytest.mark.parametrize("case", list(_params()))

@@ -4,7 +4,8 @@ import pytest
 
 from kpi_engine import nodes as n
 from kpi_engine.errors import FormulaError
-from kpi_engine.parser import MAX_FORMULA_LENGTH, MAX_NESTING_DEPTH, FormulaSource, parse
+from kpi_engine.parser import (MAX_FORMULA_DEPTH, MAX_FORMULA_LENGTH, MAX_NESTING_DEPTH, FormulaSource,
+                               _deep_recursion, parse)
 
 
 def name(*parts):
@@ -108,3 +109,57 @@ def test_limits_give_clear_errors():
         parse(deep)
     ok = "(" * MAX_NESTING_DEPTH + "1" + ")" * MAX_NESTING_DEPTH
     assert parse(ok) == n.NumberLit(1)
+
+
+@pytest.mark.parametrize("make, depth", [
+    (lambda k: "+".join(["x"] * (k + 1)), lambda k: k),  # k operators in a chain
+    (lambda k: "- " * (k - 1) + "count(x)", lambda k: k),  # k - 1 minuses over a call
+    (lambda k: "not " * (k - 1) + "x > 1", lambda k: k),
+    (lambda k: "abs(" * 50 + " * ".join(["x"] * (k - 49)) + ")" * 50, lambda k: k),  # calls count too
+])
+def test_operators_nest_at_most_100_deep(make, depth):
+    assert MAX_FORMULA_DEPTH == 100
+    parse(make(100))
+    with pytest.raises(FormulaError) as raised:
+        parse(make(101), FormulaSource("k.yaml", line=4, column=14))
+    assert raised.value.message == (f"the formula nests operators and function calls {depth(101)} levels deep; "
+                                    "the limit is 100.")
+    assert (raised.value.location.file, raised.value.location.line, raised.value.location.column) == ("k.yaml", 4, 14)
+    assert raised.value.hint.startswith("Split it into smaller KPIs that reference each other by name, or group")
+
+
+def test_a_long_chain_grouped_in_parentheses_is_shallow():
+    with pytest.raises(FormulaError, match="799 levels deep"):
+        parse("+".join(["x"] * 800))
+    # The same 800 terms as 16 groups of 49 '+', joined by 15 more: 64 levels.
+    grouped = parse("+".join("(" + "+".join(["x"] * 50) + ")" for _ in range(16)))
+    assert sum(node == name("x") for node in grouped.walk()) == 800
+    with pytest.raises(FormulaError, match="106 levels deep"):  # 8 groups of 99 '+', joined by 7 more
+        parse("+".join("(" + "+".join(["x"] * 100) + ")" for _ in range(8)))
+
+
+def test_the_raised_recursion_limit_lasts_until_the_last_thread_leaves():
+    """One thread leaving must not lower the limit under another that is still rendering."""
+    import sys
+    import threading
+
+    default = sys.getrecursionlimit()
+    entered, release = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        with _deep_recursion():
+            entered.set()
+            release.wait(10)
+            seen.append(sys.getrecursionlimit())
+
+    thread = threading.Thread(target=other)
+    with _deep_recursion():
+        thread.start()
+        assert entered.wait(10)
+    # This thread has left; the other is still inside.
+    assert sys.getrecursionlimit() >= 6000
+    release.set()
+    thread.join(10)
+    assert seen[0] >= 6000
+    assert sys.getrecursionlimit() == default

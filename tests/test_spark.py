@@ -475,8 +475,6 @@ def test_a_bad_sql_source(spark, registry, small_data, tmp_path):
                                          "parse as") for error in raised.value.errors), raised.value.errors
 
 
-@pytest.mark.xfail(strict=True, reason="core: resolve._source_errors parses sql: sources as DuckDB SQL unless "
-                   "kpi_engine.yaml sets 'dialect:', instead of in the warehouse adapter's dialect (spark)")
 def test_a_sql_source_in_spark_sql(spark, registry, small_data, tmp_path):
     # Backquoted identifiers are Spark SQL, not DuckDB SQL.
     spec = ("sources:\n  paid_leads:\n    sql: SELECT `lead_id`, `created_at`, `channel` FROM `leads` "
