@@ -259,10 +259,8 @@ def _function(name: str, args: list[exp.Expression]) -> exp.Expression:
         return exp.Abs(this=args[0])
     if name == "round":
         return exp.Round(this=args[0], decimals=args[1] if len(args) > 1 else None)
-    if name == "least":
-        return exp.Least(this=args[0], expressions=args[1:])
-    if name == "greatest":
-        return exp.Greatest(this=args[0], expressions=args[1:])
+    if name in ("least", "greatest"):
+        return _null_if_any_null(args, exp.Least if name == "least" else exp.Greatest)
     if name == "days_between":
         # Whole calendar days from the first to the second, the same on every engine.
         return exp.DateDiff(this=cast(args[1], "DATE"), expression=cast(args[0], "DATE"), unit=exp.var("DAY"))
@@ -274,6 +272,18 @@ def _function(name: str, args: list[exp.Expression]) -> exp.Expression:
 # an aggregate over CASE. The others get the portable CASE form.
 _FILTER_DIALECTS = frozenset({"duckdb", "postgres", "sqlite", "spark", "databricks", "trino", "presto",
                               "athena", "snowflake", "bigquery", "tsql"})
+
+
+def _null_if_any_null(args: list[exp.Expression], cls: type[exp.Func]) -> exp.Expression:
+    """least()/greatest() are null when an argument is null, on every warehouse: PostgreSQL,
+    Spark and BigQuery skip nulls, Snowflake, MySQL and Oracle do not, so the guard is written
+    out and the function inside told it never sees a null."""
+    call = cls(this=args[0], expressions=args[1:], ignore_nulls=True)
+    values = [arg for arg in args if not isinstance(arg, exp.Literal)]  # a literal is never null
+    if len(args) == 1 or not values:
+        return call
+    any_null = exp.or_(*[exp.Is(this=_wrap(value.copy()), expression=exp.Null()) for value in values], copy=False)
+    return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=call)
 
 
 def _aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression | None,

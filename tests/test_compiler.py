@@ -182,6 +182,8 @@ def test_filters_in_aggregates_and_functions(project):
     ("nullif(count(leads), 1500)", None),
     ("abs(-2.5) + round(2.345, 2) + 0 * count(leads)", 4.85),
     ("least(count(leads), 10) + greatest(1, 2, 3)", 13),
+    ("least(count(leads) / 0, 10)", None),  # null if any argument is null, on every warehouse
+    ("greatest(1, nullif(count(leads), 1500), 2)", None),
     ("-count(leads) + 7 % 4", -1497),
     ("count(leads where channel is null) + count(leads where channel not in ('ppc'))",
      sum(1 for r in LEADS if not r["channel"]) + sum(1 for r in LEADS if r["channel"] and r["channel"] != "ppc")),

@@ -207,6 +207,16 @@ def test_every_library_kpi_runs_on_postgres_like_on_duckdb(pg_project, duck_proj
     assert assert_same(on_pg, on_duckdb, names) > 300
 
 
+def test_least_and_greatest_of_a_null_are_null_as_on_duckdb(pg_project, duck_project):
+    # PostgreSQL's own LEAST/GREATEST skip nulls: least(null, 0) would be 0 there.
+    formulas = ["least(ad_spend_total / nullif(0 * new_contacts, 0), 0)", "greatest(close_rate, 1, 0 / 0)",
+                "least(close_rate, 1000)"]
+    on_pg = pg_project.evaluate(formulas=formulas, by=["channel"]).to_dicts()
+    assert on_pg == duck_project.evaluate(formulas=formulas, by=["channel"]).to_dicts()
+    assert all(row["formula"] is None and row["formula_2"] is None for row in on_pg)
+    assert all(row["formula_3"] is not None for row in on_pg)
+
+
 def test_round_runs_on_postgres(pg_project, duck_project):
     import psycopg
 

@@ -317,28 +317,15 @@ def test_prepare_divides_and_averages_in_double():
     assert query.sql(dialect="spark") == before  # the query given is not modified
 
 
-def test_prepare_keeps_least_and_greatest_of_a_null_null():
-    # As compiled for least(a, greatest(b, 1), 0): null when an argument is null, as on DuckDB.
-    greatest = exp.Greatest(this=exp.column("b"), expressions=[exp.Literal.number(1)])
-    least = exp.Least(this=exp.column("a"), expressions=[greatest, exp.Literal.number(0)])
-    query = exp.select(least.as_("x")).from_("t")
-    assert query.sql(dialect="duckdb").startswith("SELECT CASE WHEN a IS NULL OR")
-    prepared = SparkAdapter.prepare(query)
-    assert prepared.sql(dialect="spark") == (
-        "SELECT CASE WHEN a IS NULL OR CASE WHEN b IS NULL THEN NULL ELSE GREATEST(b, 1) END IS NULL THEN NULL "
-        "ELSE LEAST(a, CASE WHEN b IS NULL THEN NULL ELSE GREATEST(b, 1) END, 0) END AS x FROM t")
-    assert SparkAdapter.prepare(prepared).sql(dialect="spark") == prepared.sql(dialect="spark")
-    # Spark SQL text already means Spark's LEAST (nulls skipped): left as written.
-    written = sqlglot.parse_one("SELECT LEAST(a, b) AS m FROM t", read="spark")
-    assert SparkAdapter.prepare(written).sql(dialect="spark") == "SELECT LEAST(a, b) AS m FROM t"
-
-
 def test_least_and_greatest_of_null_on_spark(example):
-    connection = example[0].connection()
+    on_spark, on_duckdb = example
     query = exp.select(exp.Least(this=exp.Null(), expressions=[exp.Literal.number(0)]).as_("l"),
                        exp.Greatest(this=exp.Literal.number(2), expressions=[exp.Literal.number(5)]).as_("g"))
-    assert connection.execute(query).rows == [(0, 5)]  # Spark skips the null ...
-    assert connection.execute(SparkAdapter.prepare(query)).rows == [(None, 5)]  # ... prepared, it does not
+    assert on_spark.connection().execute(query).rows == [(0, 5)]  # Spark's own LEAST skips the null ...
+    formulas = ["least(count(leads) / 0, 0)", "greatest(1, nullif(count(leads), count(leads)), 2)", "least(3, 2, 5)"]
+    rows = on_spark.evaluate(formulas=formulas).to_dicts()  # ... the engine's least() does not
+    assert rows == on_duckdb.evaluate(formulas=formulas).to_dicts() == [
+        {"formula": None, "formula_2": None, "formula_3": 2}]
 
 
 # --- the warehouse: sessions, views, types, catalog tables ---------------------------------------------

@@ -660,8 +660,7 @@ class SparkAdapter(Adapter):
 
     @classmethod
     def prepare(cls, query):
-        """Make Spark compute what DuckDB computes: divide and average in DOUBLE, and LEAST /
-        GREATEST of a null are null.
+        """Make Spark compute what DuckDB computes: divide and average in DOUBLE.
 
         Spark divides two DECIMALs in DECIMAL arithmetic and cuts the quotient to 6 decimal
         places when the exact result type would exceed 38 digits (``SUM(decimal(12,2)) /
@@ -670,11 +669,6 @@ class SparkAdapter(Adapter):
         instead of 0.0573468247... Casting the dividend of every division and the argument
         of every AVG to DOUBLE gives the same values as the other warehouses. (Integer
         division needs nothing: Spark's ``/`` is always a true division.)
-
-        The engine's ``least(a, b)`` / ``greatest(a, b)`` are null when an argument is null
-        (sqlglot's ``ignore_nulls=False``; DuckDB runs them that way), but Spark's skip nulls:
-        ``least(roi, 0)`` was 0 where ROI is null. They get a guard:
-        ``CASE WHEN a IS NULL OR b IS NULL THEN NULL ELSE LEAST(a, b) END``.
 
         The query given is not modified, and preparing twice changes nothing more.
         """
@@ -685,19 +679,6 @@ class SparkAdapter(Adapter):
         for node in list(query.find_all(exp.Avg)):
             if not isinstance(node.this, exp.Distinct) and not _is_double(node.this):
                 node.set("this", _as_double(node.this))
-        # Innermost first, so that a LEAST inside a LEAST is guarded too.
-        for node in reversed(list(query.find_all(exp.Least, exp.Greatest))):
-            if node.args.get("ignore_nulls"):
-                continue
-            node.set("ignore_nulls", True)  # what Spark's LEAST/GREATEST do; the guard below keeps nulls
-            values = [v for v in (node.this, *node.expressions) if not isinstance(v, exp.Literal)]  # never null
-            if not node.expressions or not values:  # one argument, or only constants: nothing to guard
-                continue
-            any_null = exp.or_(*[exp.Is(this=exp.paren(v.copy(), copy=False) if isinstance(v, exp.Binary) else v.copy(),
-                                        expression=exp.Null()) for v in values], copy=False)
-            guarded = exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())])
-            node.replace(guarded)
-            guarded.set("default", node)
         return query
 
     @classmethod
