@@ -553,13 +553,14 @@ class _Compiler:
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
 
     def cte_names(self, plans: dict[str, _SourcePlan]) -> dict[str, str]:
-        """<source>_agg for each source's CTE, never the name of a table the query reads
-        (a CTE would hide that table from the CTEs after it)."""
+        """<source>_agg for each source's CTE (and <source>_agg_days for its day totals, see
+        days_to_periods), never the name of a table the query reads (a CTE would hide that
+        table from the CTEs after it)."""
         tables = {source.table.rsplit(".", 1)[-1].lower() for source in self.model.sources.values() if source.table}
         names = {}
         for source in plans:
             name = f"{source}_agg"
-            while name.lower() in tables or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE):
+            while {name.lower(), f"{name}_days".lower()} & tables or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE):
                 name += "_"
             names[source] = name
         return names
@@ -709,7 +710,7 @@ class _Compiler:
         day totals; snapshot aggregates keep the days that are their period's snapshot.
         Without ``snapshots`` they are the last (first) day of each period among the days,
         which are then a CTE of their own, read twice."""
-        days = f"{plan.source.name}_days"
+        days = f"{self.cte[plan.source.name]}_days"
         bucket = self.calendar.bucket(_col(PERIOD, days), self.grain, self.dialect, is_date=True)
         if snapshots is None:
             snapshots = {}

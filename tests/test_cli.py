@@ -292,7 +292,7 @@ def test_compile_has_one_cte_per_source_and_parses_back(project, dialect, quote)
     # DATEs, so a source's day totals come first (nested in its CTE, or hoisted where the
     # dialect has no nested WITH).
     assert [name for name in ctes if name.endswith("_agg")] == ["ad_spend_agg", "leads_agg"]
-    assert set(ctes) - {"ad_spend_agg", "leads_agg"} <= {"keys", "ad_spend_days", "leads_days"}
+    assert set(ctes) - {"ad_spend_agg", "leads_agg"} <= {"keys", "ad_spend_agg_days", "leads_agg_days"}
     # Each table is read once.
     tables = [t.name for t in parsed.find_all(exp.Table) if t.name in ("ad_spend", "leads")]
     assert sorted(tables) == ["ad_spend", "leads"]

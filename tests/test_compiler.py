@@ -281,3 +281,20 @@ def test_bad_requests_are_clear(project, options, message):
     with pytest.raises(KpiEngineError) as info:
         project.compile(kpis, **options)
     assert message in str(info.value)
+
+
+def test_day_totals_never_hide_a_table_either(make_project):
+    # snaps has a DATE time column, so by month its rows are first summed by day in a CTE named
+    # snaps_agg_days, unless a table the query reads is called that.
+    root = make_project({"s.yaml": """
+        sources:
+          snaps: {table: snaps, time: day, columns: {day: date}}
+          other: {table: snaps_agg_days, time: day, columns: {day: date}}
+        """}, {"snaps": [{"day": "2025-01-0%d" % d, "v": d} for d in (1, 2, 3)],
+               "snaps_agg_days": [{"day": "2025-01-05", "v": 7}]})
+    with KpiProject(load_project(root)) as project:
+        formulas = ["sum(snaps.v)", "sum(other.v)"]
+        rows = project.evaluate(formulas=formulas, grain="month").to_dicts()
+        sql = project.compile(formulas=formulas, grain="month").sql()
+    assert [(r["formula"], r["formula_2"]) for r in rows] == [(6, 7)]
+    assert '"snaps_agg__days" AS (' in sql

@@ -110,3 +110,16 @@ def test_rendering_leaves_a_tree_that_renders_the_same_again(project, dialect):
         assert query.sql() == query.sql()
         assert query.expression.sql(dialect=dialect) == pristine
         assert query.expression.sql(dialect=dialect, pretty=True) == query.sql()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_day_totals_of_date_sources_parse_back(project, dialect):
+    """With the warehouse described, DATE sources are grouped by day in a CTE of their own
+    (nested in the source's CTE, or hoisted by sqlglot where WITH cannot nest)."""
+    sql = project.compile(["mrr", "active_subscriptions", "cost_per_lead"], dialect=dialect, grain="quarter",
+                          by=["channel"]).sql()
+    parsed = sqlglot.parse_one(sql, read=dialect)
+    names = {cte.alias for cte in parsed.find_all(exp.CTE)}
+    assert {"subscriptions_agg_days", "ad_spend_agg_days", "subscriptions_agg", "leads_agg"} <= names
+    # subscriptions is read once: its snapshot days come from its day totals.
+    assert sum(1 for t in parsed.find_all(exp.Table) if t.name == "subscriptions") == 1

@@ -423,8 +423,8 @@ def test_a_date_source_grouped_by_day_then_by_period_matches_plain_python(make_p
     formulas = ["count(snaps)", "sum(snaps.amount where paid)", "min(snaps.amount)", "max(snaps.amount)",
                 "last(snaps)", "last(snaps.amount)", "first(snaps.amount where paid)", "count_distinct(snaps.account)"]
     with KpiProject(load_project(make_project({"s.yaml": spec}, {"snaps": rows}))) as project:
-        assert '"snaps_days" AS' in project.compile(formulas=formulas[:-1], by=["channel"], grain="month").sql()
-        assert '"snaps_days" AS' not in project.compile(formulas=formulas, by=["channel"], grain="month").sql()
+        assert '"snaps_agg_days" AS' in project.compile(formulas=formulas[:-1], by=["channel"], grain="month").sql()
+        assert '"snaps_agg_days" AS' not in project.compile(formulas=formulas, by=["channel"], grain="month").sql()
         two_stage = rows_by_key(project.evaluate(formulas=formulas[:-1], by=["channel"], grain="month"))
         one_stage = rows_by_key(project.evaluate(formulas=formulas, by=["channel"], grain="month"))
 
