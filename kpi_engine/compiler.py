@@ -286,6 +286,21 @@ def _null_if_any_null(args: list[exp.Expression], cls: type[exp.Func]) -> exp.Ex
     return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=call)
 
 
+def _existence_test(node: n.Node) -> tuple[n.EntityLookup, bool] | None:
+    """``count(x per key) > 0`` (or ``>= 1``, ``!= 0``) asks whether the key has a row at all,
+    ``= 0`` (or ``< 1``, ``<= 0``) whether it has none: (the lookup, True/False) for those,
+    None for other conditions. A join to the distinct keys answers them without counting."""
+    if not (isinstance(node, n.Compare) and isinstance(node.left, n.EntityLookup)
+            and node.left.func in ("count", "count_distinct") and isinstance(node.right, n.NumberLit)):
+        return None
+    test = (node.op, node.right.value)
+    if test in ((">", 0), (">=", 1), ("!=", 0)):
+        return node.left, True
+    if test in (("=", 0), ("<", 1), ("<=", 0)):
+        return node.left, False
+    return None
+
+
 def _aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression | None,
                    dialect: str) -> exp.Expression:
     """COUNT/SUM/... of ``arg`` over the rows where ``where`` holds."""
@@ -640,19 +655,28 @@ class _Compiler:
                 table = alias
             return _col(path.dimension.column, table)
 
-        lookups: dict[n.EntityLookup, str] = {}
+        lookups: dict[tuple[n.EntityLookup, bool], str] = {}  # (lookup, keys only) -> alias
+
+        def lookup_join(lookup: n.EntityLookup, keys_only: bool) -> str:
+            word = "with" if keys_only else "per"
+            alias = lookups.setdefault((lookup, keys_only), f"{lookup.source}_{word}_{lookup.key}_{len(lookups) + 1}")
+            if alias not in joins:
+                relations[alias] = self.entity_subquery(lookup, alias, keys_only)
+                joins[alias] = exp.EQ(this=_col(lookup.key, name), expression=_col(lookup.key, alias))
+            return alias
 
         def row_value(node: n.Node) -> exp.Expression:
             if isinstance(node, n.Column):
                 return self.column(source, node.name)
             if isinstance(node, n.Name):  # a dimension in --where
                 return dimension_column(node.dotted)
+            existence = _existence_test(node)
+            if existence is not None:
+                lookup, present = existence
+                key = _col(lookup.key, lookup_join(lookup, keys_only=True))
+                return exp.Is(this=key, expression=exp.Not(this=exp.Null()) if present else exp.Null())
             if isinstance(node, n.EntityLookup):
-                alias = lookups.setdefault(node, f"{node.source}_per_{node.key}_{len(lookups) + 1}")
-                if alias not in joins:
-                    relations[alias] = self.entity_subquery(node, alias)
-                    joins[alias] = exp.EQ(this=_col(node.key, name), expression=_col(node.key, alias))
-                value = _col("value", alias)
+                value = _col("value", lookup_join(node, keys_only=False))
                 return exp.Coalesce(this=value, expressions=[_number(0)]) if node.func in ADDITIVE else value
             return _compile_common(node, row_value, self.function)
 
@@ -785,8 +809,9 @@ class _Compiler:
             .from_(exp.Subquery(this=days, alias=exp.TableAlias(this=_ident("snapshot_days"))), copy=False) \
             .group_by(self.calendar.bucket(_col(PERIOD, "snapshot_days"), self.grain, self.dialect, is_date=True), copy=False)
 
-    def entity_subquery(self, lookup: n.EntityLookup, alias: str) -> exp.Expression:
-        """One row per key value of the inner source: cannot fan out when joined on the key."""
+    def entity_subquery(self, lookup: n.EntityLookup, alias: str, keys_only: bool = False) -> exp.Expression:
+        """One row per key value of the inner source: cannot fan out when joined on the key.
+        With ``keys_only``, just the distinct keys that have a row (see _existence_test)."""
         inner = self.model.sources[lookup.source]
 
         def inner_value(node: n.Node) -> exp.Expression:
@@ -797,13 +822,20 @@ class _Compiler:
         # The condition filters the rows before grouping: a key left without rows is
         # missing from the subquery, which reads as 0 for counts and sums and NULL
         # otherwise, exactly what the aggregate over no rows gives.
-        value = _aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
-                               self.dialect)
+        conditions = [_wrap(inner_value(lookup.where))] if lookup.where is not None else []
         key = _col(lookup.key, inner.name)
-        subquery = exp.select(exp.alias_(key, _ident(lookup.key), copy=False), exp.alias_(value, _ident("value"), copy=False), copy=False) \
-            .from_(source_relation(inner, self.read_dialect), copy=False).group_by(key.copy(), copy=False)
-        if lookup.where is not None:
-            subquery = subquery.where(_wrap(inner_value(lookup.where)), copy=False)
+        selects = [exp.alias_(key, _ident(lookup.key), copy=False)]
+        if keys_only:
+            if lookup.arg is not None:  # count(x.col per key) counts the rows where col is not null
+                conditions.append(exp.Is(this=_wrap(inner_value(lookup.arg)), expression=exp.Not(this=exp.Null())))
+        else:
+            value = _aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
+                                   self.dialect)
+            selects.append(exp.alias_(value, _ident("value"), copy=False))
+        subquery = exp.select(*selects, copy=False).from_(source_relation(inner, self.read_dialect), copy=False) \
+            .group_by(key.copy(), copy=False)
+        if conditions:
+            subquery = subquery.where(exp.and_(*conditions, copy=False), copy=False)
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=_ident(alias)))
 
     # -- joining the sources

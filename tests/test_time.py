@@ -267,6 +267,26 @@ def test_conversion_across_a_one_to_many_link_does_not_fan_out(project):
         assert row["lead_to_opportunity"] == approx(expected)
 
 
+@pytest.mark.parametrize("condition, has_one", [
+    ("count(opportunities per lead_id) >= 1", True), ("count(opportunities per lead_id) != 0", True),
+    ("count(opportunities per lead_id) = 0", False), ("count(opportunities per lead_id) < 1", False),
+    ("count_distinct(opportunities.created_at per lead_id) > 0", True),
+])
+def test_existence_tests_join_the_distinct_keys(project, condition, has_one):
+    """count(x per key) compared with 0 only asks whether the key has a row: compiled as a join
+    to the distinct keys instead of a grouped count; same values as counting."""
+    with_opportunity = {r["lead_id"] for r in DATA["opportunities"]}
+    formula = f"count(leads where {condition})"
+    assert "opportunities_with_lead_id" in project.compile(formulas=[formula]).sql()
+    rows = project.evaluate(formulas=[formula], by=["channel"]).to_dicts()
+    for row in rows:
+        leads = [r for r in DATA["leads"] if r["channel"] == row["channel"]]
+        assert row["formula"] == sum(1 for r in leads if (r["lead_id"] in with_opportunity) == has_one)
+    counted = project.evaluate(formulas=["count(leads where count(opportunities per lead_id) > 1)"]).to_dicts()
+    several = sum(1 for r in DATA["leads"] if sum(o["lead_id"] == r["lead_id"] for o in DATA["opportunities"]) > 1)
+    assert counted[0]["formula"] == several  # a threshold other than 0 still counts
+
+
 # --- 5 and 6. related dimensions and entity-level values --------------------------------
 
 

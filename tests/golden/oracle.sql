@@ -262,18 +262,17 @@ ORDER BY
 WITH "leads_agg" AS (
   SELECT
     CAST(TRUNC(CAST("leads"."created_at" AS TIMESTAMP), 'IW') AS DATE) AS "period",
-    COUNT(CASE WHEN COALESCE("opportunities_per_lead_id_1"."value", 0) > 0 THEN 1 END) AS "count_where_filter",
+    COUNT(CASE WHEN "opportunities_with_lead_id_1"."lead_id" IS NOT NULL THEN 1 END) AS "count_where_filter",
     COUNT(*) AS "count"
   FROM "leads" "leads"
   LEFT JOIN (
     SELECT
-      "opportunities"."lead_id" AS "lead_id",
-      COUNT(*) AS "value"
+      "opportunities"."lead_id" AS "lead_id"
     FROM "opportunities" "opportunities"
     GROUP BY
       "opportunities"."lead_id"
-  ) "opportunities_per_lead_id_1"
-    ON "leads"."lead_id" = "opportunities_per_lead_id_1"."lead_id"
+  ) "opportunities_with_lead_id_1"
+    ON "leads"."lead_id" = "opportunities_with_lead_id_1"."lead_id"
   WHERE
     "leads"."created_at" IS NOT NULL AND (
       "leads"."channel" <> 'email'

@@ -263,18 +263,17 @@ WITH "leads_agg" AS (
   SELECT
     CAST(DATE_TRUNC('WEEK', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE) AS "period",
     COUNT(*) FILTER(WHERE
-      COALESCE("opportunities_per_lead_id_1"."value", 0) > 0) AS "count_where_filter",
+      "opportunities_with_lead_id_1"."lead_id" IS NOT NULL) AS "count_where_filter",
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
   LEFT JOIN (
     SELECT
-      "opportunities"."lead_id" AS "lead_id",
-      COUNT(*) AS "value"
+      "opportunities"."lead_id" AS "lead_id"
     FROM "opportunities" AS "opportunities"
     GROUP BY
       "opportunities"."lead_id"
-  ) AS "opportunities_per_lead_id_1"
-    ON "leads"."lead_id" = "opportunities_per_lead_id_1"."lead_id"
+  ) AS "opportunities_with_lead_id_1"
+    ON "leads"."lead_id" = "opportunities_with_lead_id_1"."lead_id"
   WHERE
     "leads"."created_at" IS NOT NULL AND (
       "leads"."channel" <> 'email'
