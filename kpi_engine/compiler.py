@@ -286,6 +286,17 @@ def _null_if_any_null(args: list[exp.Expression], cls: type[exp.Func]) -> exp.Ex
     return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=call)
 
 
+def _snapshot_aggregates(plan: "_SourcePlan") -> dict[str, n.Aggregate]:
+    """The plan's last()/first() aggregates by the alias of their snapshot-times subquery
+    (one per kind: every last() of a source shares its period-end days)."""
+    return {f"{agg.source}_{agg.func}_snapshot": agg for agg in plan.aggregates if agg.func in ("last", "first")}
+
+
+def _at_snapshot(agg: n.Aggregate) -> exp.Expression:
+    """True on the rows (or days) joined to their period's snapshot time (see snapshot_times)."""
+    return exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"), expression=exp.Not(this=exp.Null()))
+
+
 def _existence_test(node: n.Node) -> tuple[n.EntityLookup, bool] | None:
     """``count(x per key) > 0`` (or ``>= 1``, ``!= 0``) asks whether the key has a row at all,
     ``= 0`` (or ``< 1``, ``<= 0``) whether it has none: (the lookup, True/False) for those,
@@ -304,10 +315,9 @@ def _existence_test(node: n.Node) -> tuple[n.EntityLookup, bool] | None:
 def _aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression | None,
                    dialect: str) -> exp.Expression:
     """COUNT/SUM/... of ``arg`` over the rows where ``where`` holds."""
-    use_filter = where is not None and dialect in _FILTER_DIALECTS
-    value: exp.Expression = arg if arg is not None else (
-        _number(1) if where is not None and not use_filter else exp.Star())
-    if where is not None and not use_filter:
+    case_when = where is not None and dialect not in _FILTER_DIALECTS
+    value: exp.Expression = arg if arg is not None else (_number(1) if case_when else exp.Star())
+    if case_when:
         value = exp.Case(ifs=[exp.If(this=where, true=value)])
     if func == "count":
         result: exp.Expression = exp.Count(this=value)
@@ -315,7 +325,7 @@ def _aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression 
         result = exp.Count(this=exp.Distinct(expressions=[value]))
     else:
         result = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[func](this=value)
-    if use_filter:
+    if where is not None and not case_when:
         result = exp.Filter(this=result, expression=exp.Where(this=where))
     return result
 
@@ -638,7 +648,7 @@ class _Compiler:
         return self.column(source, source.time), column_type == "date"
 
     def source_cte(self, plan: _SourcePlan, where: n.Node | None, start) -> exp.Select:
-        self._start = start  # the first day read, for snapshot_times
+        self._start = start  # the first day read, for range_conditions
         source = plan.source
         name = source.name
         joins: dict[str, exp.Expression] = {}  # alias -> ON condition, in join order
@@ -686,16 +696,10 @@ class _Compiler:
         # day rows instead of every row. Only aggregates that add up across days allow it.
         by_day = (is_date and self.grain not in (None, "day")
                   and all(agg.func in _REGROUPABLE for agg in plan.aggregates))
-        # Snapshot times come from a scan of their own, unless the day totals see every row
-        # (no --where): then they are read off the days, and the source is scanned once.
-        snapshots: dict[str, exp.Expression] = {}
-        for agg in plan.aggregates:
-            alias = f"{name}_{agg.func}_snapshot"
-            if agg.func in ("last", "first") and alias not in snapshots and not (by_day and where is None):
-                snapshots[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
-                if not by_day:
-                    relations[alias] = snapshots[alias]
-                    joins[alias] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", alias))
+        if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
+            for alias, agg in _snapshot_aggregates(plan).items():
+                relations[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
+                joins[alias] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", alias))
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:
@@ -709,42 +713,38 @@ class _Compiler:
         for agg, alias in plan.aggregates.items():
             selects.append(exp.alias_(self.aggregate(agg, row_value, at_snapshot=not by_day), _ident(alias), copy=False))
 
-        # A row belongs to the period of its time; a row without one belongs to none.
-        range_conditions = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))] if source.time else []
-        if start:
-            range_conditions.append(exp.GTE(this=time.copy(), expression=_bound(start, is_date)))
-        if self.request.end:
-            range_conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
         relation = source_relation(source, self.read_dialect)
         query = exp.select(*selects, copy=False).from_(relation, copy=False)
         for alias, condition in joins.items():
             _left_join(query, relations[alias], condition)
-        conditions = list(range_conditions)
+        conditions = self.range_conditions(time, is_date) if source.time else []
         if where is not None:
             conditions.append(_wrap(row_value(where)))
         if conditions:
             query = query.where(exp.and_(*conditions, copy=False), copy=False)
         if group:
             query = query.group_by(*group, copy=False)
-        return self.days_to_periods(query, plan, snapshots if where is not None else None) if by_day else query
+        # Without --where the day totals see every row in range, so the snapshot days can be
+        # read off them and the source is scanned once; with it they need a scan of their own.
+        return self.days_to_periods(query, plan, snapshots_off_days=where is None) if by_day else query
 
-    def days_to_periods(self, by_day: exp.Select, plan: _SourcePlan,
-                        snapshots: dict[str, exp.Expression] | None) -> exp.Select:
+    def range_conditions(self, time: exp.Expression, is_date: bool) -> list[exp.Expression]:
+        """A row belongs to the period of its time; a row without one belongs to none."""
+        conditions: list[exp.Expression] = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
+        if self._start:
+            conditions.append(exp.GTE(this=time.copy(), expression=_bound(self._start, is_date)))
+        if self.request.end:
+            conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
+        return conditions
+
+    def days_to_periods(self, by_day: exp.Select, plan: _SourcePlan, snapshots_off_days: bool) -> exp.Select:
         """Second stage of a source grouped by day: cut the days into periods and add up the
-        day totals; snapshot aggregates keep the days that are their period's snapshot.
-        Without ``snapshots`` they are the last (first) day of each period among the days,
-        which are then a CTE of their own, read twice."""
+        day totals; snapshot aggregates keep the days that are their period's snapshot. The
+        day totals are a CTE of their own, read twice when the snapshot days come from them."""
         days = f"{self.cte[plan.source.name]}_days"
         bucket = self.calendar.bucket(_col(PERIOD, days), self.grain, self.dialect, is_date=True)
-        if snapshots is None:
-            snapshots = {}
-            for agg in plan.aggregates:
-                alias = f"{agg.source}_{agg.func}_snapshot"
-                if agg.func in ("last", "first") and alias not in snapshots:
-                    pick = exp.Max if agg.func == "last" else exp.Min
-                    times = exp.select(exp.alias_(pick(this=_col(PERIOD, days)), _ident("snapshot_time"), copy=False),
-                                       copy=False).from_(_table_ref(days), copy=False).group_by(bucket.copy(), copy=False)
-                    snapshots[alias] = exp.Subquery(this=times, alias=exp.TableAlias(this=_ident(alias)))
+        snapshots = {alias: self.snapshot_times(agg, days if snapshots_off_days else None)
+                     for alias, agg in _snapshot_aggregates(plan).items()}
         selects = [exp.alias_(bucket, _ident(PERIOD), copy=False)]
         group = [bucket.copy()]
         for dim in self.dims:
@@ -753,9 +753,7 @@ class _Compiler:
         for agg, alias in plan.aggregates.items():
             day_total = _col(alias, days)
             if agg.func in ("last", "first"):
-                at_snapshot = exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"),
-                                     expression=exp.Not(this=exp.Null()))
-                value = _aggregate_sql("sum", day_total, at_snapshot, self.dialect)
+                value = _aggregate_sql("sum", day_total, _at_snapshot(agg), self.dialect)
                 if agg.arg is None:  # a count of no rows is 0, a sum of none is NULL
                     value = exp.Coalesce(this=value, expressions=[_number(0)])
             else:
@@ -763,8 +761,9 @@ class _Compiler:
             selects.append(exp.alias_(value, _ident(alias), copy=False))
         query = exp.select(*selects, copy=False).from_(_table_ref(days), copy=False)
         query.set("with_", exp.With(expressions=[exp.CTE(this=by_day, alias=exp.TableAlias(this=_ident(days)))]))
-        for alias, relation in snapshots.items():
-            _left_join(query, relation, exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)))
+        for alias, times in snapshots.items():
+            _left_join(query, exp.Subquery(this=times, alias=exp.TableAlias(this=_ident(alias))),
+                       exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)))
         return query.group_by(*group, copy=False)
 
     def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression],
@@ -777,37 +776,37 @@ class _Compiler:
             return _aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         if agg.func in ("last", "first"):
             # Semi-additive: only rows of the period's last (first) snapshot count, summed across entities.
-            at_snapshot = exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"),
-                                 expression=exp.Not(this=exp.Null()))
-            where = at_snapshot if where is None else exp.and_(at_snapshot, _wrap(where), copy=False)
+            where = _at_snapshot(agg) if where is None else exp.and_(_at_snapshot(agg), _wrap(where), copy=False)
             return _aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         return _aggregate_sql(agg.func, arg, where, self.dialect)
 
-    def snapshot_times(self, agg: n.Aggregate) -> exp.Select:
+    def snapshot_times(self, agg: n.Aggregate, days: str | None = None) -> exp.Select:
         """The last (first) snapshot time of each period, over all the source's rows in range:
         SELECT MAX(time) ... GROUP BY period, one row per period. Joined to the rows on the time
-        column itself (a cheap hash join, never a fan-out), it marks the rows at the snapshot."""
+        column itself (a cheap hash join, never a fan-out), it marks the rows at the snapshot.
+        ``days`` names a CTE of the source's day totals (days_to_periods) to read them off."""
+        pick = exp.Max if agg.func == "last" else exp.Min
+
+        def per_period(time: exp.Expression, relation: exp.Expression, is_date: bool) -> exp.Select:
+            query = exp.select(exp.alias_(pick(this=time.copy()), _ident("snapshot_time"), copy=False),
+                               copy=False).from_(relation, copy=False)
+            if self.grain:
+                query = query.group_by(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date), copy=False)
+            return query
+
+        if days is not None:
+            return per_period(_col(PERIOD, days), _table_ref(days), is_date=True)
         source = self.model.sources[agg.source]
         time, is_date = self.time_column(source)
-        pick = exp.Max if agg.func == "last" else exp.Min
-        conditions = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
-        if self._start:
-            conditions.append(exp.GTE(this=time.copy(), expression=_bound(self._start, is_date)))
-        if self.request.end:
-            conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
-        query = exp.select(exp.alias_(pick(this=time.copy()), _ident("snapshot_time"), copy=False),
-                           copy=False).from_(source_relation(source, self.read_dialect), copy=False)
-        query = query.where(exp.and_(*conditions, copy=False), copy=False)
-        if not self.grain:
-            return query
-        if not is_date:
-            return query.group_by(self.calendar.bucket(time.copy(), self.grain, self.dialect), copy=False)
+        relation = source_relation(source, self.read_dialect)
+        in_range = exp.and_(*self.range_conditions(time, is_date), copy=False)
+        if not (is_date and self.grain):
+            return per_period(time, relation, is_date=False).where(in_range, copy=False)
         # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
-        days = query.group_by(time.copy(), copy=False)
-        days.set("expressions", [exp.alias_(time.copy(), _ident(PERIOD), copy=False)])
-        return exp.select(exp.alias_(pick(this=_col(PERIOD, "snapshot_days")), _ident("snapshot_time"), copy=False), copy=False) \
-            .from_(exp.Subquery(this=days, alias=exp.TableAlias(this=_ident("snapshot_days"))), copy=False) \
-            .group_by(self.calendar.bucket(_col(PERIOD, "snapshot_days"), self.grain, self.dialect, is_date=True), copy=False)
+        distinct_days = exp.select(exp.alias_(time.copy(), _ident(PERIOD), copy=False), copy=False) \
+            .from_(relation, copy=False).where(in_range, copy=False).group_by(time.copy(), copy=False)
+        return per_period(_col(PERIOD, "snapshot_days"),
+                          exp.Subquery(this=distinct_days, alias=exp.TableAlias(this=_ident("snapshot_days"))), is_date=True)
 
     def entity_subquery(self, lookup: n.EntityLookup, alias: str, keys_only: bool = False) -> exp.Expression:
         """One row per key value of the inner source: cannot fan out when joined on the key.

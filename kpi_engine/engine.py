@@ -92,23 +92,21 @@ class KpiProject:
     @property
     def dialect(self) -> str:
         """The dialect the warehouse speaks and ``sql:`` sources are written in."""
-        if self.project.config.dialect:
-            return self.project.config.dialect
-        if self._warehouse is None:
-            return "duckdb"
-        adapter_name, _ = warehouse_settings(self._warehouse)
-        return self.registry.adapter(adapter_name).dialect
+        return self.project.config.dialect or self._adapter_dialect(missing_ok=False) or "duckdb"
 
-    def _adapter_dialect(self) -> str | None:
+    def _adapter_dialect(self, missing_ok: bool = True) -> str | None:
         """The warehouse adapter's dialect, known from its class without connecting; None when no
-        warehouse is configured or its adapter is not installed (connecting reports that)."""
+        warehouse is configured, or (``missing_ok``) when its adapter is not installed: connecting
+        reports that."""
         if self._warehouse is None:
             return None
         try:
             adapter_name, _ = warehouse_settings(self._warehouse)
             return self.registry.adapter(adapter_name).dialect
         except KpiEngineError:
-            return None
+            if missing_ok:
+                return None
+            raise
 
     def connection(self) -> Connection:
         with self._lock:
