@@ -310,12 +310,14 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
               help="table, csv, json, parquet (to --output), or a format added by a plugin.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
+@click.option("--complete-only", "complete_only", is_flag=True,
+              help="Only periods that are complete: inside --from/--to and inside every source's data.")
 @warehouse_option
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Cancel the query in the warehouse after this long (exit code 5).")
 @handle_errors
-def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, timeout: float | None,
-             **query) -> None:
+def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, warehouse: str | None,
+             timeout: float | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
     from .output import FORMATS, STREAMED, render, write_stream
 
@@ -331,12 +333,12 @@ def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None
                 raise UsageError(f"the '{fmt}' format is binary.", None, "Write it to a file with --output FILE.")
         names, options = _request_options(kpi_project, **query)
         if writer is None and output is not None and fmt in STREAMED:
-            compiled, batches = kpi_project.stream(names, **options)
+            compiled, batches = kpi_project.stream(names, complete_only=complete_only, **options)
             count = write_stream(fmt, [c.name for c in compiled.columns], batches, output)
             click.echo(f"Wrote {count} rows to {output}.", err=True)
             return
         with _progress(f"Evaluating {len(names) + len(options['formulas'])} KPIs"):
-            result = kpi_project.evaluate(names, **options)
+            result = kpi_project.evaluate(names, complete_only=complete_only, **options)
         if writer is not None:
             buffer = io.BytesIO() if writer.binary else io.StringIO()
             writer.write(result, buffer)

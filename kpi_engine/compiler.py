@@ -40,7 +40,8 @@ from .spec import SourceSpec
 PERIOD = "period"
 KEYS_CTE, SPINE_CTE, SERIES_CTE, WINDOWED_CTE = "keys", "spine", "series", "windowed"
 PERIOD_INDEX = "period_index"
-ADDITIVE = {"count", "count_distinct", "sum", "last", "first"}  # no rows means 0, not null
+ZERO_WHEN_EMPTY = {"count", "count_distinct", "sum"}  # no rows means 0, not null
+SNAPSHOTS = {"last", "first"}  # no snapshot in the period means null; no rows at the snapshot 0
 _REGROUPABLE = {"count", "sum", "min", "max", "last", "first"}  # day totals add up to period totals
 MAX_FILL_PERIODS = 100_000
 
@@ -65,10 +66,14 @@ class Request:
 @dataclass(frozen=True)
 class OutputColumn:
     name: str
-    role: str  # "time", "dimension" or "kpi"
+    role: str  # "time", "dimension", "kpi" or "flag"
     unit: str | None = None
     label: str | None = None
     format: str | None = None  # the KPI's display format spec
+
+
+# Added to every evaluated row by the engine: is the row's period complete (completeness.py)?
+COMPLETE_COLUMN = OutputColumn("complete", "flag", None, "whether the period is complete")
 
 
 # Dialects whose rendering by sqlglot does not change what the tree says (others, such as
@@ -286,15 +291,23 @@ def _null_if_any_null(args: list[exp.Expression], cls: type[exp.Func]) -> exp.Ex
     return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=call)
 
 
-def _snapshot_aggregates(plan: "_SourcePlan") -> dict[str, n.Aggregate]:
-    """The plan's last()/first() aggregates by the alias of their snapshot-times subquery
-    (one per kind: every last() of a source shares its period-end days)."""
-    return {f"{agg.source}_{agg.func}_snapshot": agg for agg in plan.aggregates if agg.func in ("last", "first")}
-
-
-def _at_snapshot(agg: n.Aggregate) -> exp.Expression:
+def _at_snapshot(snapshot: str) -> exp.Expression:
     """True on the rows (or days) joined to their period's snapshot time (see snapshot_times)."""
-    return exp.Is(this=_col("snapshot_time", f"{agg.source}_{agg.func}_snapshot"), expression=exp.Not(this=exp.Null()))
+    return exp.Is(this=_col("snapshot_time", snapshot), expression=exp.Not(this=exp.Null()))
+
+
+def _has_snapshot(snapshot: str) -> exp.Expression:
+    """True when the keys' period has a snapshot (the snapshot times joined by period)."""
+    return exp.Is(this=_col("snapshot_time", snapshot), expression=exp.Not(this=exp.Null()))
+
+
+def _present(marker: exp.Expression) -> exp.Expression:
+    return exp.Is(this=marker, expression=exp.Not(this=exp.Null()))
+
+
+def _keys_match(keys: Sequence[str], left: str, right: str) -> exp.Expression:
+    """Null-safe equality of the key columns of two relations."""
+    return exp.and_(*[exp.NullSafeEQ(this=_col(k, left), expression=_col(k, right)) for k in keys], copy=False)
 
 
 def _existence_test(node: n.Node) -> tuple[n.EntityLookup, bool] | None:
@@ -389,6 +402,10 @@ def _across(kind: str) -> str:
 # --- the query ------------------------------------------------------------------------
 
 
+# Names derived from a source's CTE name; none may be a table's name (see cte_names).
+_CTE_SUFFIXES = ("", "_days", "_last", "_first", "_history", "_values")
+
+
 @dataclass
 class _SourcePlan:
     source: SourceSpec
@@ -413,6 +430,26 @@ class _SourcePlan:
     @property
     def snapshots(self) -> bool:
         return any(agg.func in ("last", "first") for agg in self.aggregates)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One grouping of a source's rows: its CTE name, what it aggregates, and the first day read
+    (the requested range, or the longer one of the windows)."""
+
+    name: str
+    plan: _SourcePlan
+    start: dt.date | None
+
+    def snapshot_cte(self, agg: n.Aggregate) -> str | None:
+        """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
+        return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS else None
+
+    def snapshots(self) -> dict[str, n.Aggregate]:
+        return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if agg.func in SNAPSHOTS}
+
+    def snapshot_ctes(self) -> list[str]:
+        return list(self.snapshots())
 
 
 class _Compiler:
@@ -486,10 +523,13 @@ class _Compiler:
         model, request = self.model, self.request
         cache: dict[str, n.Node] = {}
         outputs: list[tuple[OutputColumn, n.Node]] = []
+        fill_values: dict[str, float] = {}  # KPI -> fill_nulls_with
         for name in dict.fromkeys(request.kpis):
             kpi = model.kpi(name)
             column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format)
             outputs.append((column, expand(model, kpi.expr, cache)))
+            if kpi.spec.fill_nulls_with is not None:
+                fill_values[name] = kpi.spec.fill_nulls_with
         for i, text in enumerate(request.formulas):
             label = "formula" if i == 0 else f"formula_{i + 1}"
             expr, _ = resolve_formula(model, text, "kpi", label)
@@ -525,50 +565,141 @@ class _Compiler:
             for name in (node for node in where.walk() if isinstance(node, n.Name)):
                 self.check_filter_dimension(plans, name)
 
-        start = self.widened_start(leaves)
+        # Time functions read earlier periods than --from. When --from falls inside a period, the
+        # plain aggregates still count from --from and only the windows read the whole periods
+        # before it, so the sources they read are grouped a second time over the longer range.
+        history_start = self.widened_start(leaves)
+        history_leaves = [leaf for leaf in leaves if leaf.kind != "total"]
+        split = (bool(history_leaves) and history_start != request.start
+                 and self.calendar.period_start(request.start, self.grain) != request.start)
+        history: dict[str, _SourcePlan] = {}
+        if split:
+            for leaf in history_leaves:
+                history.setdefault(leaf.agg.source, _SourcePlan(model.sources[leaf.agg.source])).column_for(leaf.agg)
         self.cte = self.cte_names(plans)
-        ctes: list[tuple[str, exp.Expression]] = [(self.cte[name], self.source_cte(plan, where, start))
-                                                  for name, plan in plans.items()]
-        key_table, body, key_ctes = self.join_sources(plans, start)
+        ranges = {name: _Read(self.cte[name], plan, request.start if split else history_start)
+                  for name, plan in plans.items()}
+        histories = {name: _Read(f"{self.cte[name]}_history", plan, history_start) for name, plan in history.items()}
+
+        # Which KPIs need their cells blanked outside their own row set (see docs/semantics.md).
+        kpi_sources = {column.name: {agg.source for agg in aggregates_in(expr)} for column, expr in outputs}
+        masked = set()
+        for name, sources in kpi_sources.items():
+            if not self.keys:
+                continue  # one total row: every KPI has it
+            if request.fill:  # the dense rows are the KPI's own when it has those dimension values
+                needs_mask = bool(self.dims) and sources != set(plans)
+            else:  # the keys are every source's rows, and with split the longer range's too
+                needs_mask = split or sources != set(plans)
+            if needs_mask:
+                masked.add(name)
+        row_filter = split and not request.fill
+        self.marked = bool(masked) or row_filter
+        reads = list(ranges.values()) + list(histories.values())
+        rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
+
+        ctes: list[tuple[str, exp.Expression]] = []
+        for read in reads:
+            ctes += self.source_ctes(read, where, marked=self.marked and read in ranges.values())
+        key_table, body, key_ctes = self.join_sources([read.name for read in reads],
+                                                      history_start if isinstance(history_start, dt.date) else request.start)
         ctes += key_ctes
+        values_of = {}  # source -> relation holding its observed dimension values (under --fill)
+        if request.fill and masked:
+            for name, read in ranges.items():
+                values_of[name] = self.join_observed_values(body, read)
+        snapshot_joined = set()
+        if rows_may_be_missing:
+            for read in reads:
+                for snapshot in read.snapshot_ctes():
+                    self.join_snapshot_periods(body, snapshot, key_table)
+                    snapshot_joined.add(snapshot)
+
         columns = self.key_columns()
         for column, _ in outputs:
-            if column.name in self.keys:
-                raise QueryError(f"KPI '{column.name}' has the same name as an output key column.", None,
+            if column.name in self.keys or column.name == COMPLETE_COLUMN.name:
+                raise QueryError(f"KPI '{column.name}' has the same name as an output column "
+                                 f"({', '.join(self.keys + [COMPLETE_COLUMN.name])}).", None,
                                  "Rename the KPI or the dimension.")
             columns.append(column)
 
-        def current(agg: n.Aggregate) -> exp.Expression:
-            column = _col(plans[agg.source].aggregates[agg], self.cte[agg.source])
-            # A source with no rows for a key contributes 0 to a count or sum, not null.
-            return exp.Coalesce(this=column, expressions=[_number(0)]) if agg.func in ADDITIVE else column
+        def value(read: _Read, agg: n.Aggregate) -> exp.Expression:
+            """An aggregate at the current key, by the empty rule: no rows count 0 and sum 0, a period
+            with no snapshot at all has no last()/first() value, other aggregates are null."""
+            column = _col(read.plan.aggregates[agg], read.name)
+            if agg.func in ZERO_WHEN_EMPTY or agg.func in SNAPSHOTS:
+                column = exp.Coalesce(this=column, expressions=[_number(0)])
+            snapshot = read.snapshot_cte(agg)
+            if snapshot in snapshot_joined:
+                column = exp.Case(ifs=[exp.If(this=_has_snapshot(snapshot), true=column)])
+            return column
+
+        def presence(source: str) -> exp.Expression:
+            return _col(self.marker, values_of.get(source, ranges[source].name))
 
         if leaves:
             # series: the joined grouped rows; windowed: window functions over that series.
             series_columns = {agg: f"{agg.source}__{plans[agg.source].aggregates[agg]}"
                               for expr in expressions for agg in aggregates_in(expr)}
+            history_columns = {leaf.agg: f"{series_columns[leaf.agg]}__history" for leaf in history_leaves
+                               if leaf.agg.source in histories}
+            presence_columns = {source: f"{source}__present" for source in plans} if self.marked else {}
             series_selects = [_col(k, key_table) for k in self.keys]
             if self.grain:
                 index = self.calendar.period_index(_col(PERIOD, key_table), self.grain)
                 series_selects.append(exp.alias_(index, _ident(PERIOD_INDEX), copy=False))
-            series_selects += [exp.alias_(current(agg), _ident(alias), copy=False) for agg, alias in series_columns.items()]
+            series_selects += [exp.alias_(value(ranges[agg.source], agg), _ident(alias), copy=False)
+                               for agg, alias in series_columns.items()]
+            series_selects += [exp.alias_(value(histories[agg.source], agg), _ident(alias), copy=False)
+                               for agg, alias in history_columns.items()]
+            series_selects += [exp.alias_(presence(source), _ident(alias), copy=False)
+                               for source, alias in presence_columns.items()]
             ctes.append((SERIES_CTE, body.select(*series_selects, copy=False)))
             leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.agg]}_{i + 1}" for i, leaf in enumerate(leaves)}
-            windows = [exp.alias_(self.window(leaf, series_columns[leaf.agg]), _ident(alias), copy=False)
+            windows = [exp.alias_(self.window(leaf, history_columns.get(leaf.agg, series_columns[leaf.agg])
+                                              if leaf.kind != "total" else series_columns[leaf.agg]),
+                                  _ident(alias), copy=False)
                        for leaf, alias in leaf_columns.items()]
             ctes.append((WINDOWED_CTE, exp.select(exp.Star(), *windows, copy=False).from_(_table_ref(SERIES_CTE), copy=False)))
             key_table, body = WINDOWED_CTE, exp.select(copy=False).from_(_table_ref(WINDOWED_CTE), copy=False)
+            conditions = []
             if request.start and self.grain:
                 # Earlier periods were read only for the windows; show the requested ones.
                 first = self.calendar.period_start(request.start, self.grain)
-                body = body.where(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)), copy=False)
-            measure = _Measure(lambda agg: _col(series_columns[agg], WINDOWED_CTE),
-                               lambda leaf: _col(leaf_columns[leaf], WINDOWED_CTE), self.function)
+                conditions.append(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)))
+            if row_filter:  # keys of the longer range that no source has in the requested one
+                conditions.append(exp.or_(*[_present(_col(alias, WINDOWED_CTE)) for alias in presence_columns.values()],
+                                          copy=False))
+            if conditions:
+                body = body.where(exp.and_(*conditions, copy=False), copy=False)
+            backs = {}
+            for leaf in leaves:
+                if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS:
+                    read = histories.get(leaf.agg.source, ranges[leaf.agg.source])
+                    backs[leaf] = self.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf.periods)
+
+            def window_value(leaf: WindowLeaf) -> exp.Expression:
+                column = _col(leaf_columns[leaf], WINDOWED_CTE)
+                if leaf in backs:  # no row N periods back: 0 if that period has a snapshot, else null
+                    fallback = exp.Case(ifs=[exp.If(this=_has_snapshot(backs[leaf]), true=_number(0))])
+                    return exp.Coalesce(this=column, expressions=[fallback])
+                return column
+
+            measure = _Measure(lambda agg: _col(series_columns[agg], WINDOWED_CTE), window_value, self.function)
+            present_column = lambda source: _col(presence_columns[source], WINDOWED_CTE)  # noqa: E731
         else:
-            measure = _Measure(current, None, self.function)
+            measure = _Measure(lambda agg: value(ranges[agg.source], agg), None, self.function)
+            present_column = presence
 
         selects = [exp.alias_(_col(k, key_table), _ident(k), copy=False) for k in self.keys]
-        selects += [exp.alias_(cast(measure(expr), "DOUBLE"), _ident(column.name), copy=False) for column, expr in outputs]
+        for column, expr in outputs:
+            result = measure(expr)
+            if column.name in fill_values:
+                result = exp.Coalesce(this=result, expressions=[_number(fill_values[column.name])])
+            if column.name in masked:  # outside the KPI's own rows its cell is empty
+                present = exp.or_(*[_present(present_column(s)) for s in sorted(kpi_sources[column.name])], copy=False)
+                result = exp.Case(ifs=[exp.If(this=present, true=result)])
+            selects.append(exp.alias_(cast(result, "DOUBLE"), _ident(column.name), copy=False))
         query = body.select(*selects, copy=False)
         if having is not None:
             query = query.where(measure(having), copy=False)
@@ -578,16 +709,20 @@ class _Compiler:
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
 
     def cte_names(self, plans: dict[str, _SourcePlan]) -> dict[str, str]:
-        """<source>_agg for each source's CTE (and <source>_agg_days for its day totals, see
-        days_to_periods), never the name of a table the query reads (a CTE would hide that
-        table from the CTEs after it)."""
+        """<source>_agg for each source's CTE (and the CTEs named after it: day totals, snapshot
+        times, the longer range of the windows), never the name of a table the query reads (a CTE
+        would hide that table from the CTEs after it)."""
         tables = {source.table.rsplit(".", 1)[-1].lower() for source in self.model.sources.values() if source.table}
         names = {}
         for source in plans:
             name = f"{source}_agg"
-            while {name.lower(), f"{name}_days".lower()} & tables or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE):
+            while ({f"{name}{suffix}{more}".lower() for suffix in _CTE_SUFFIXES for more in _CTE_SUFFIXES} & tables
+                   or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE)):
                 name += "_"
             names[source] = name
+        self.marker = "present"
+        while self.marker in self.dims:
+            self.marker += "_"
         return names
 
     def key_columns(self) -> list[OutputColumn]:
@@ -636,7 +771,7 @@ class _Compiler:
                 earliest = min(earliest, self.calendar.period_start(first, leaf.reset))
         return earliest
 
-    # -- per-source CTE
+    # -- per-source CTEs
     def column(self, source: SourceSpec, name: str, table: str | None = None) -> exp.Expression:
         """A column of a source; timestamps are seen in the project's time zone."""
         column_type = self.model.catalog.get(source.name, {}).get(name) or source.columns.get(name)
@@ -647,8 +782,10 @@ class _Compiler:
         column_type = self.model.catalog.get(source.name, {}).get(source.time) or source.columns.get(source.time)
         return self.column(source, source.time), column_type == "date"
 
-    def source_cte(self, plan: _SourcePlan, where: n.Node | None, start) -> exp.Select:
-        self._start = start  # the first day read, for range_conditions
+    def source_ctes(self, read: "_Read", where: n.Node | None, marked: bool) -> list[tuple[str, exp.Expression]]:
+        """The CTEs that group one source's rows from ``read.start``: [its day totals], [the snapshot
+        time of each period], then its rows grouped by key (with a presence marker when ``marked``)."""
+        plan, start = read.plan, read.start
         source = plan.source
         name = source.name
         joins: dict[str, exp.Expression] = {}  # alias -> ON condition, in join order
@@ -687,7 +824,7 @@ class _Compiler:
                 return exp.Is(this=key, expression=exp.Not(this=exp.Null()) if present else exp.Null())
             if isinstance(node, n.EntityLookup):
                 value = _col("value", lookup_join(node, keys_only=False))
-                return exp.Coalesce(this=value, expressions=[_number(0)]) if node.func in ADDITIVE else value
+                return exp.Coalesce(this=value, expressions=[_number(0)]) if node.func in ZERO_WHEN_EMPTY else value
             return _compile_common(node, row_value, self.function)
 
         time, is_date = (self.time_column(source) if source.time else (None, False))
@@ -696,10 +833,13 @@ class _Compiler:
         # day rows instead of every row. Only aggregates that add up across days allow it.
         by_day = (is_date and self.grain not in (None, "day")
                   and all(agg.func in _REGROUPABLE for agg in plan.aggregates))
+        days = f"{read.name}_days"
+        ctes: list[tuple[str, exp.Expression]] = []
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
-            for alias, agg in _snapshot_aggregates(plan).items():
-                relations[alias] = exp.Subquery(this=self.snapshot_times(agg), alias=exp.TableAlias(this=_ident(alias)))
-                joins[alias] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", alias))
+            for snapshot, agg in read.snapshots().items():
+                ctes.append((snapshot, self.snapshot_times(agg, start)))
+                joins[snapshot] = exp.EQ(this=time.copy(), expression=_col("snapshot_time", snapshot))
+                relations[snapshot] = _table_ref(snapshot)
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:
@@ -711,95 +851,101 @@ class _Compiler:
             selects.append(exp.alias_(column, _ident(dim), copy=False))
             group.append(column.copy())
         for agg, alias in plan.aggregates.items():
-            selects.append(exp.alias_(self.aggregate(agg, row_value, at_snapshot=not by_day), _ident(alias), copy=False))
+            selects.append(exp.alias_(self.aggregate(agg, read, row_value, at_snapshot=not by_day), _ident(alias),
+                                      copy=False))
+        if marked and not by_day:
+            selects.append(exp.alias_(_number(1), _ident(self.marker), copy=False))
 
-        relation = source_relation(source, self.read_dialect)
-        query = exp.select(*selects, copy=False).from_(relation, copy=False)
+        conditions = self.range_conditions(time, is_date, start) if source.time else []
+        if where is not None:  # before the joins are added: a --where dimension may need one of its own
+            conditions.append(_wrap(row_value(where)))
+        query = exp.select(*selects, copy=False).from_(source_relation(source, self.read_dialect), copy=False)
         for alias, condition in joins.items():
             _left_join(query, relations[alias], condition)
-        conditions = self.range_conditions(time, is_date) if source.time else []
-        if where is not None:
-            conditions.append(_wrap(row_value(where)))
         if conditions:
             query = query.where(exp.and_(*conditions, copy=False), copy=False)
         if group:
             query = query.group_by(*group, copy=False)
+        if not by_day:
+            return ctes + [(read.name, query)]
         # Without --where the day totals see every row in range, so the snapshot days can be
         # read off them and the source is scanned once; with it they need a scan of their own.
-        return self.days_to_periods(query, plan, snapshots_off_days=where is None) if by_day else query
+        ctes.append((days, query))
+        for snapshot, agg in read.snapshots().items():
+            ctes.append((snapshot, self.snapshot_times(agg, start, days if where is None else None)))
+        return ctes + [(read.name, self.days_to_periods(read, days, marked))]
 
-    def range_conditions(self, time: exp.Expression, is_date: bool) -> list[exp.Expression]:
+    def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None) -> list[exp.Expression]:
         """A row belongs to the period of its time; a row without one belongs to none."""
         conditions: list[exp.Expression] = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
-        if self._start:
-            conditions.append(exp.GTE(this=time.copy(), expression=_bound(self._start, is_date)))
+        if start:
+            conditions.append(exp.GTE(this=time.copy(), expression=_bound(start, is_date)))
         if self.request.end:
             conditions.append(exp.LT(this=time.copy(), expression=_bound(self.request.end, is_date)))
         return conditions
 
-    def days_to_periods(self, by_day: exp.Select, plan: _SourcePlan, snapshots_off_days: bool) -> exp.Select:
+    def days_to_periods(self, read: "_Read", days: str, marked: bool) -> exp.Select:
         """Second stage of a source grouped by day: cut the days into periods and add up the
-        day totals; snapshot aggregates keep the days that are their period's snapshot. The
-        day totals are a CTE of their own, read twice when the snapshot days come from them."""
-        days = f"{self.cte[plan.source.name]}_days"
+        day totals; snapshot aggregates keep the days that are their period's snapshot."""
         bucket = self.calendar.bucket(_col(PERIOD, days), self.grain, self.dialect, is_date=True)
-        snapshots = {alias: self.snapshot_times(agg, days if snapshots_off_days else None)
-                     for alias, agg in _snapshot_aggregates(plan).items()}
         selects = [exp.alias_(bucket, _ident(PERIOD), copy=False)]
         group = [bucket.copy()]
         for dim in self.dims:
             selects.append(exp.alias_(_col(dim, days), _ident(dim), copy=False))
             group.append(_col(dim, days))
-        for agg, alias in plan.aggregates.items():
+        for agg, alias in read.plan.aggregates.items():
             day_total = _col(alias, days)
-            if agg.func in ("last", "first"):
-                value = _aggregate_sql("sum", day_total, _at_snapshot(agg), self.dialect)
+            if agg.func in SNAPSHOTS:
+                value = _aggregate_sql("sum", day_total, _at_snapshot(read.snapshot_cte(agg)), self.dialect)
                 if agg.arg is None:  # a count of no rows is 0, a sum of none is NULL
                     value = exp.Coalesce(this=value, expressions=[_number(0)])
             else:
                 value = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=day_total)
             selects.append(exp.alias_(value, _ident(alias), copy=False))
+        if marked:
+            selects.append(exp.alias_(_number(1), _ident(self.marker), copy=False))
         query = exp.select(*selects, copy=False).from_(_table_ref(days), copy=False)
-        query.set("with_", exp.With(expressions=[exp.CTE(this=by_day, alias=exp.TableAlias(this=_ident(days)))]))
-        for alias, times in snapshots.items():
-            _left_join(query, exp.Subquery(this=times, alias=exp.TableAlias(this=_ident(alias))),
-                       exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", alias)))
+        for snapshot in read.snapshots():
+            _left_join(query, _table_ref(snapshot), exp.EQ(this=_col(PERIOD, days), expression=_col("snapshot_time", snapshot)))
         return query.group_by(*group, copy=False)
 
-    def aggregate(self, agg: n.Aggregate, row_value: Callable[[n.Node], exp.Expression],
+    def aggregate(self, agg: n.Aggregate, read: "_Read", row_value: Callable[[n.Node], exp.Expression],
                   at_snapshot: bool = True) -> exp.Expression:
         """The aggregate over a source's rows. With ``at_snapshot=False`` a snapshot aggregate
         covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
-        if agg.func in ("last", "first") and not at_snapshot:
+        if agg.func in SNAPSHOTS and not at_snapshot:
             return _aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
-        if agg.func in ("last", "first"):
+        if agg.func in SNAPSHOTS:
             # Semi-additive: only rows of the period's last (first) snapshot count, summed across entities.
-            where = _at_snapshot(agg) if where is None else exp.and_(_at_snapshot(agg), _wrap(where), copy=False)
+            marked = _at_snapshot(read.snapshot_cte(agg))
+            where = marked if where is None else exp.and_(marked, _wrap(where), copy=False)
             return _aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         return _aggregate_sql(agg.func, arg, where, self.dialect)
 
-    def snapshot_times(self, agg: n.Aggregate, days: str | None = None) -> exp.Select:
-        """The last (first) snapshot time of each period, over all the source's rows in range:
-        SELECT MAX(time) ... GROUP BY period, one row per period. Joined to the rows on the time
-        column itself (a cheap hash join, never a fan-out), it marks the rows at the snapshot.
+    def snapshot_times(self, agg: n.Aggregate, start: dt.date | None, days: str | None = None) -> exp.Select:
+        """The period and the last (first) snapshot time of each period with rows, over all the
+        source's rows in range: SELECT period, MAX(time) ... GROUP BY period. Joined to the rows on
+        the time column itself (a cheap hash join, never a fan-out), it marks the rows at the
+        snapshot; joined to the keys on the period, it tells a period without any snapshot.
         ``days`` names a CTE of the source's day totals (days_to_periods) to read them off."""
         pick = exp.Max if agg.func == "last" else exp.Min
 
         def per_period(time: exp.Expression, relation: exp.Expression, is_date: bool) -> exp.Select:
-            query = exp.select(exp.alias_(pick(this=time.copy()), _ident("snapshot_time"), copy=False),
-                               copy=False).from_(relation, copy=False)
+            selects = [exp.alias_(pick(this=time.copy()), _ident("snapshot_time"), copy=False)]
             if self.grain:
-                query = query.group_by(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date), copy=False)
-            return query
+                bucket = self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date)
+                selects.insert(0, exp.alias_(bucket, _ident(PERIOD), copy=False))
+            query = exp.select(*selects, copy=False).from_(relation, copy=False)
+            return query.group_by(bucket.copy(), copy=False) if self.grain else query
 
         if days is not None:
             return per_period(_col(PERIOD, days), _table_ref(days), is_date=True)
         source = self.model.sources[agg.source]
         time, is_date = self.time_column(source)
         relation = source_relation(source, self.read_dialect)
-        in_range = exp.and_(*self.range_conditions(time, is_date), copy=False)
+        in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
         if not (is_date and self.grain):
             return per_period(time, relation, is_date=False).where(in_range, copy=False)
         # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
@@ -838,35 +984,59 @@ class _Compiler:
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=_ident(alias)))
 
     # -- joining the sources
-    def join_sources(self, plans: dict[str, _SourcePlan], start) -> tuple[str, exp.Select, list]:
-        """FROM clause over the source CTEs: the table that holds the keys, the SELECT
+    def join_sources(self, names: list[str], start) -> tuple[str, exp.Select, list]:
+        """FROM clause over the grouped CTEs ``names``: the table that holds the keys, the SELECT
         with its FROM and joins, and the CTEs it needs (the keys)."""
         keys = self.keys
-        if len(plans) == 1 and not self.request.fill:
-            (only,) = plans
-            return self.cte[only], exp.select(copy=False).from_(_table_ref(self.cte[only]), copy=False), []
+        if len(names) == 1 and not self.request.fill:
+            return names[0], exp.select(copy=False).from_(_table_ref(names[0]), copy=False), []
         if not keys:  # no grain, no dimensions: every CTE is one row
-            names = [self.cte[name] for name in plans]
             body = exp.select(copy=False).from_(_table_ref(names[0]), copy=False)
             for name in names[1:]:
                 body.append("joins", exp.Join(this=_table_ref(name), kind="CROSS"))
             return names[0], body, []
         union = None
-        for name in (self.cte[source] for source in plans):
+        for name in names:
             part = exp.select(*[_col(k, name) for k in keys], copy=False).from_(_table_ref(name), copy=False)
             union = part if union is None else exp.union(union, part, distinct=True, copy=False)
         if self.request.fill:
             union = self.dense_keys(union, start)
         body = exp.select(copy=False).from_(_table_ref(KEYS_CTE), copy=False)
-        for name in (self.cte[source] for source in plans):
-            condition = exp.and_(*[exp.NullSafeEQ(this=_col(k, KEYS_CTE), expression=_col(k, name)) for k in keys], copy=False)
-            _left_join(body, _table_ref(name), condition)
+        for name in names:
+            _left_join(body, _table_ref(name), _keys_match(keys, KEYS_CTE, name))
         return KEYS_CTE, body, [(KEYS_CTE, union)]
+
+    def join_observed_values(self, body: exp.Select, read: "_Read") -> str:
+        """Join the dimension values a source has anywhere in range (--fill lists every period for
+        them); returns the alias, whose marker is null for values the source never has."""
+        alias = f"{read.name}_values"
+        values = exp.select(*[_col(d, read.name) for d in self.dims], exp.alias_(_number(1), _ident(self.marker), copy=False),
+                            copy=False).distinct(copy=False).from_(_table_ref(read.name), copy=False)
+        _left_join(body, exp.Subquery(this=values, alias=exp.TableAlias(this=_ident(alias))),
+                   _keys_match(self.dims, KEYS_CTE, alias))
+        return alias
+
+    def join_snapshot_periods(self, body: exp.Select, snapshot: str, key_table: str) -> None:
+        """Join a source's snapshot times to the keys by period (one row per period, or the one
+        row without a grain), to tell a period without any snapshot from one with no rows here."""
+        if self.grain:
+            _left_join(body, _table_ref(snapshot), exp.EQ(this=_col(PERIOD, key_table), expression=_col(PERIOD, snapshot)))
+        else:
+            body.append("joins", exp.Join(this=_table_ref(snapshot), kind="CROSS"))
+
+    def join_snapshot_back(self, body: exp.Select, snapshot: str, periods: int) -> str:
+        """Join the snapshot times of the period ``periods`` back from each windowed row; returns the alias."""
+        alias = f"{snapshot}_back_{periods}"
+        if not any(join.alias_or_name == alias for join in body.args.get("joins") or []):
+            index = self.calendar.period_index(_col(PERIOD, alias), self.grain)
+            back = exp.Sub(this=_col(PERIOD_INDEX, WINDOWED_CTE), expression=_number(periods * self.calendar.index_step(self.grain)))
+            _left_join(body, exp.alias_(_table_ref(snapshot), _ident(alias), table=True, copy=False),
+                       exp.EQ(this=index, expression=back))
+        return alias
 
     def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
         """Observed keys plus every period of the range for every observed dimension value."""
-        first = start if isinstance(start, dt.date) else self.request.start
-        periods = self.calendar.periods(first, self.request.end, self.grain)
+        periods = self.calendar.periods(start, self.request.end, self.grain)
         if len(periods) > MAX_FILL_PERIODS:
             raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
@@ -914,7 +1084,7 @@ class _Compiler:
         spec = exp.WindowSpec(kind="RANGE", start=offset, start_side="PRECEDING", end=offset.copy(),
                               end_side="PRECEDING")
         window = exp.Window(this=exp.Max(this=value), partition_by=dims, order=order, spec=spec)
-        return exp.Coalesce(this=window, expressions=[_number(0)]) if leaf.agg.func in ADDITIVE else window
+        return exp.Coalesce(this=window, expressions=[_number(0)]) if leaf.agg.func in ZERO_WHEN_EMPTY else window
 
 
 class _Measure:

@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .compiler import CompiledQuery, Request, compile_request, source_relation
+from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, source_relation
+from .completeness import Extent, as_date, complete_range, extent_query, is_complete
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
                      in_file_order)
 from .hookspecs import Connection
@@ -174,33 +175,78 @@ class KpiProject:
     def compile(self, kpis: Sequence[str] = (), *, dialect: str | None = None, describe: bool = True,
                 **options: Any) -> CompiledQuery:
         """Compile KPIs into one query. ``options`` are the fields of ``compiler.Request``:
-        by, grain, start, end, where, having, order_by, limit, formulas."""
-        request = make_request(kpis, **options)
+        by, grain, start, end, where, having, order_by, limit, formulas, fill."""
+        return self._compile(make_request(kpis, **options), dialect, describe)
+
+    def _compile(self, request: Request, dialect: str | None = None, describe: bool = True) -> CompiledQuery:
         target = dialect or self.dialect
         query = compile_request(self.model(describe, strict=False), request, target, self.dialect)
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
         if missing:
             raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)
-        for adapter in self.registry.adapters_for_dialect(target):  # e.g. SQLite's date functions
-            query = replace(query, expression=adapter.prepare(query.expression))
-        return query
+        return replace(query, expression=self._prepare(query.expression, target))
 
-    def evaluate(self, kpis: Sequence[str] = (), **options: Any) -> Result:
-        """Compile and run on the project's warehouse; returns a ``Result``."""
-        query = self.compile(kpis, **options)
+    def _prepare(self, expression, dialect: str):
+        for adapter in self.registry.adapters_for_dialect(dialect):  # e.g. SQLite's date functions
+            expression = adapter.prepare(expression)
+        return expression
+
+    def extents(self, sources: Iterable[str]) -> dict[str, Extent]:
+        """The first and last day each source (with a time column) has data for, in one query."""
+        model = self.model(strict=False)
+        timed = [name for name in dict.fromkeys(sources) if model.sources[name].time]
+        if not timed:
+            return {}
+        query = self._prepare(extent_query(model, timed, source_relation, self.dialect), self.dialect)
+        with _deep_recursion():
+            rows = self.connection().execute(query).rows
+        return {row[0]: Extent(as_date(row[1]), as_date(row[2])) for row in rows}
+
+    def _run_plan(self, kpis: Sequence[str], complete_only: bool, options: Mapping[str, Any]):
+        """The query to run and a function adding each row's ``complete`` flag (None when no
+        row can be complete, under ``complete_only``)."""
+        request = make_request(kpis, **options)
+        query = self._compile(request)
+        calendar = self.project.config.calendar
+        extents = self.extents(query.sources) if request.grain or request.start or request.end else {}
+        if complete_only and request.grain:  # complete periods are contiguous: run on them alone
+            narrowed = complete_range(request.grain, request.start, request.end, extents, calendar)
+            if narrowed is None:
+                return query, None
+            query = self._compile(replace(request, start=narrowed[0], end=narrowed[1]))
+
+        def flag(row: tuple) -> tuple:
+            period = as_date(row[0]) if request.grain else None
+            return row + (is_complete(period, request.grain, request.start, request.end, extents, calendar),)
+
+        if complete_only and not request.grain and not is_complete(None, None, request.start, request.end,
+                                                                   extents, calendar):
+            return query, None
+        return replace(query, columns=query.columns + (COMPLETE_COLUMN,)), flag
+
+    def evaluate(self, kpis: Sequence[str] = (), *, complete_only: bool = False, **options: Any) -> Result:
+        """Compile and run on the project's warehouse; returns a ``Result`` whose last column,
+        ``complete``, says whether each row's period is complete (see completeness.py).
+        ``complete_only`` keeps the complete rows alone."""
+        query, flag = self._run_plan(kpis, complete_only, options)
         sql = query.sql()  # renders once here, so a query too deep to write out fails cleanly first
+        if flag is None:
+            return Result(query.columns + (COMPLETE_COLUMN,), [], sql)
         with _deep_recursion():  # adapters render the same tree
             rows = self.connection().execute(query.expression)
-        return Result(query.columns, rows.rows, sql)
+        return Result(query.columns, [flag(tuple(row)) for row in rows.rows], sql)
 
-    def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, **options: Any):
+    def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, complete_only: bool = False,
+               **options: Any):
         """Compile and run, returning (the compiled query, an iterator of row batches):
         for results too large to hold in memory (see ``output.write_stream``)."""
-        query = self.compile(kpis, **options)
+        query, flag = self._run_plan(kpis, complete_only, options)
         query.sql()  # fails cleanly if the query is too deep to write out
+        if flag is None:
+            return replace(query, columns=query.columns + (COMPLETE_COLUMN,)), iter(())
         with _deep_recursion():
             _, batches = self.connection().stream(query.expression, batch_size)
-        return query, batches
+        return query, ([flag(tuple(row)) for row in batch] for batch in batches)
 
     def close(self) -> None:
         with self._lock:

@@ -131,11 +131,21 @@ def to_csv(result: Result) -> str:
 
 
 def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if isinstance(value, float):
         return repr(value)  # full precision, machine-readable
     return value
+
+
+def _cell(value: Any, column, currency: str) -> str:
+    if column.role == "kpi":
+        return format_value(value, column.unit, currency, column.format)
+    if column.role == "flag":
+        return "yes" if value else "no"
+    return "(null)" if value is None else format_value(value, None)
 
 
 def to_table(result: Result, currency: str = "USD", color: bool | None = None) -> str:
@@ -147,9 +157,7 @@ def to_table(result: Result, currency: str = "USD", color: bool | None = None) -
         numeric = column.role == "kpi"
         table.add_column(column.name, justify="right" if numeric else "left", no_wrap=True)
     for row in result.to_dicts():
-        table.add_row(*[format_value(row[c.name], c.unit, currency, c.format) if c.role == "kpi"
-                        else ("(null)" if row[c.name] is None else format_value(row[c.name], None))
-                        for c in result.columns])
+        table.add_row(*[_cell(row[c.name], c, currency) for c in result.columns])
     buffer = io.StringIO()
     # Tables never wrap or truncate: wide results scroll rather than lose digits.
     console = Console(file=buffer, width=10_000, force_terminal=bool(color), no_color=not color, highlight=False)

@@ -53,6 +53,7 @@ class ResolvedKpi:
     sources: frozenset[str]  # sources read, through references too
     dimensions: tuple[str, ...]  # dimensions shared by every source read
     depth: int = 0  # levels of operators and calls once the KPIs it references are written out
+    time_functions: bool = False  # uses previous/cumulative/rolling/share, itself or through references
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class _Resolver:
         self.kpi_refs: list[str] = []
         self.sources_used: set[str] = set()
         self.in_time_op = False
+        self.in_entity_lookup = False
 
     # -- entry point
     def resolve(self, node: n.Node) -> tuple[n.Node, str]:
@@ -428,8 +430,17 @@ class _Resolver:
         if func in SNAPSHOT_AGGREGATES:
             scope.error(node, f"'{func}' cannot be used per entity.", "Use min, max, sum, count or avg per entity.")
             return n.NullLit(pos=node.pos), UNKNOWN
+        if self.in_entity_lookup:
+            scope.error(node, f"'{func}(... per {node.per})' inside another per-entity aggregate is not supported.",
+                        "Per-entity values are computed one level deep: make the inner condition a plain row "
+                        "condition, or define the inner per-entity test on its own source.")
+            return n.NullLit(pos=node.pos), UNKNOWN
         inner = n.Call(node.name, node.args, node.where, None, pos=node.pos)
-        resolved, value_type = self._aggregate(inner, func)
+        self.in_entity_lookup = True
+        try:
+            resolved, value_type = self._aggregate(inner, func)
+        finally:
+            self.in_entity_lookup = False
         if not isinstance(resolved, n.Aggregate):
             return resolved, value_type
         for source in (resolved.source, agg_source):
@@ -553,13 +564,19 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
             sources |= dep.sources
         model_dims = Model(project, {}).dimensions_of(sources)
         depth = formula_depth(expr, {ref: resolved[ref].depth for ref in refs})
-        resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims, depth)
+        time_functions = any(isinstance(node, n.TimeOp) for node in expr.walk()) or \
+            any(resolved[ref].time_functions for ref in refs)
+        resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims, depth,
+                                     time_functions)
         return resolved[name]
 
     for name in parsed:
         kpi = build(name)
         if kpi is None:
             continue
+        nested = _time_function_over_time_function(kpi.expr, lambda ref: resolved[ref].time_functions)
+        if nested is not None:
+            errors.append(nested.error(kpi.spec.formula_source, kpi.spec.formula))
         # Reported where a chain of references first goes too deep, not again at every KPI above it.
         if kpi.depth > MAX_EXPANDED_DEPTH and all(resolved[ref].depth <= MAX_EXPANDED_DEPTH for ref in kpi.references):
             errors.append(_expanded_too_deep(kpi.depth, {ref: resolved[ref].depth for ref in kpi.references},
@@ -576,6 +593,30 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
     if errors:
         raise ProjectInvalid(in_file_order(errors))
     return Model(project, resolved, catalog, functions)
+
+
+@dataclass(frozen=True)
+class _NestedTimeFunction:
+    outer: n.TimeOp
+    kpi: str
+
+    def error(self, where: FormulaSource, text: str) -> FormulaError:
+        return FormulaError(f"'{self.outer.func}' is applied to KPI '{self.kpi}', which already uses a time function "
+                            "(previous, cumulative, rolling or share); time functions over time functions are not "
+                            "supported yet.", where.locate(self.outer.pos),
+                            f"Apply '{self.outer.func}' to the aggregates or KPIs that '{self.kpi}' is built from, "
+                            "or show the two KPIs side by side.", detail=caret(text, self.outer.pos))
+
+
+def _time_function_over_time_function(expr: n.Node, uses_time) -> _NestedTimeFunction | None:
+    """A time function whose operand references a KPI that has one (``previous(revenue_growth_rate)``):
+    the compiler windows aggregates once, so this is refused when the project is checked."""
+    for node in expr.walk():
+        if isinstance(node, n.TimeOp):
+            for inner in node.operand.walk():
+                if isinstance(inner, n.KpiRef) and uses_time(inner.name):
+                    return _NestedTimeFunction(node, inner.name)
+    return None
 
 
 def formula_depth(expr: n.Node, kpi_depths: Mapping[str, int]) -> int:
@@ -723,6 +764,10 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
         depth = formula_depth(expr, ref_depths)
         if depth > MAX_EXPANDED_DEPTH:
             raise _expanded_too_deep(depth, ref_depths, where.locate(n.Pos()))
+    if not errors:
+        nested = _time_function_over_time_function(expr, lambda ref: model.kpi(ref).time_functions)
+        if nested is not None:
+            errors.append(nested.error(where, text))
     if mode in ("dimension", "having") and result_type not in (BOOLEAN, UNKNOWN):
         scope.error(tree, f"the {label} must be a condition (true/false).",
                     "Write a comparison such as \"channel = 'email'\" or 'cost_per_lead > 100'.")

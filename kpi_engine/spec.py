@@ -109,6 +109,7 @@ class KpiSpec:
     positions: Positions = field(compare=False, repr=False)
     path: Path_ = field(compare=False, repr=False, default=())
     library: str | None = None  # the include it comes from
+    fill_nulls_with: float | int | None = None  # shown instead of null inside the KPI's own rows
     overrides: Location | None = None  # the library definition this one overrides
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
@@ -729,7 +730,8 @@ def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None
         description=body.get("description"), unit=body.get("unit", "number"), format=body.get("format"),
         owner=body.get("owner"), tags=tuple(body.get("tags", ())),
         dimensions=tuple(dims) if dims is not None else None, target=body.get("target"),
-        positions=doc.positions(), path=path, library=library, overrides=overrides)
+        positions=doc.positions(), path=path, library=library, overrides=overrides,
+        fill_nulls_with=body.get("fill_nulls_with"))
 
 
 def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:

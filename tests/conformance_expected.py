@@ -27,11 +27,12 @@ def build() -> str:
         keys = set()  # every key any KPI has rows for: what one query for the whole library returns
         for name in reference_library.KPIS:
             keys |= set(reference_library.compute(data, name, by_channel))
-        result[grouping] = {
-            name: {"|".join("" if part is None else str(part) for part in key): value
-                   for key, value in sorted(reference_library.compute(data, name, by_channel, keys=keys).items(),
-                                            key=lambda item: str(item[0]))}
-            for name in sorted(reference_library.KPIS)}
+        result[grouping] = {}
+        for name in sorted(reference_library.KPIS):
+            own = reference_library.compute(data, name, by_channel)  # the KPI's own rows
+            # on the keys of the other KPIs its cell is empty (docs/semantics.md, row sets)
+            result[grouping][name] = {"|".join("" if part is None else str(part) for part in key): own.get(key)
+                                      for key in sorted(keys, key=str)}
     return json.dumps(result, indent=1, sort_keys=True) + "\n"
 
 

@@ -154,11 +154,15 @@ def test_empty_cells_zero_counts_and_null_ratios(project):
     rows = {(r["period"], r["channel"]): r
             for r in project.evaluate(["spend", "lead_count", "cpl"], by=["channel"], grain="month").to_dicts()}
     social_march = rows[(dt.date(2025, 3, 1), "paid_social")]
-    assert social_march["lead_count"] == 0 and social_march["cpl"] is None and social_march["spend"] > 0
+    # No lead that month: the row is spend's, not lead_count's (asked alone it has no such row), so its
+    # cell is empty; cpl reads both sources, so it has the row, and 0 leads make it null.
+    assert social_march["lead_count"] is None and social_march["cpl"] is None and social_march["spend"] > 0
+    alone = {(r["period"], r["channel"]) for r in project.evaluate(["lead_count"], by=["channel"], grain="month").to_dicts()}
+    assert (dt.date(2025, 3, 1), "paid_social") not in alone
     email_january = rows[(dt.date(2025, 1, 1), "email")]
-    assert email_january["spend"] == 0 and email_january["cpl"] == 0
+    assert email_january["spend"] is None and email_january["cpl"] == 0  # no spend rows: not spend's row
     organic = rows[(dt.date(2025, 1, 1), "organic")]
-    assert organic["spend"] == 0 and organic["cpl"] == 0  # a free channel: spend rows absent
+    assert organic["spend"] is None and organic["cpl"] == 0  # a free channel: spend rows absent
     null_channel = rows[(dt.date(2025, 1, 1), None)]
     assert null_channel["lead_count"] == sum(1 for r in LEADS if not r["channel"] and r["created_at"].startswith("2025-01"))
 
@@ -225,8 +229,9 @@ def test_one_cte_per_source_however_many_kpis(project):
     query = project.compile(["spend", "lead_count", "cpl", "close_rate", "qualified_share", "avg_score"],
                             by=["channel"], grain="month")
     ctes = [cte.alias for cte in query.expression.args["with_"].expressions]
-    assert ctes == ["ad_spend_agg", "leads_agg", "keys"]
-    leads_cte = query.expression.args["with_"].expressions[1].this
+    # ad_spend has a DATE time column: its rows are grouped by day first (ad_spend_agg_days).
+    assert ctes == ["ad_spend_agg_days", "ad_spend_agg", "leads_agg", "keys"]
+    leads_cte = query.expression.args["with_"].expressions[2].this
     # count(leads) is shared by four KPIs but computed once.
     assert sum(1 for _ in leads_cte.find_all(exp.Count)) == 3  # count(*), close filter, qualified filter
 

@@ -94,7 +94,22 @@ ORDER BY
   CASE WHEN `nps_responses_agg`.`period` IS NULL THEN 1 ELSE 0 END, `nps_responses_agg`.`period` ASC;
 
 -- mrr_by_month
-WITH `subscriptions_agg` AS (
+WITH `subscriptions_agg_last` AS (
+  SELECT
+    CAST(DATE_ADD(
+      '0000-01-01 00:00:00',
+      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`subscriptions`.`snapshot_date` AS DATETIME))) MONTH
+    ) AS DATE) AS `period`,
+    MAX(`subscriptions`.`snapshot_date`) AS `snapshot_time`
+  FROM `subscriptions` AS `subscriptions`
+  WHERE
+    `subscriptions`.`snapshot_date` IS NOT NULL
+  GROUP BY
+    CAST(DATE_ADD(
+      '0000-01-01 00:00:00',
+      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`subscriptions`.`snapshot_date` AS DATETIME))) MONTH
+    ) AS DATE)
+), `subscriptions_agg` AS (
   SELECT
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
@@ -102,24 +117,13 @@ WITH `subscriptions_agg` AS (
     ) AS DATE) AS `period`,
     SUM(
       CASE
-        WHEN `subscriptions_last_snapshot`.`snapshot_time` IS NOT NULL
+        WHEN `subscriptions_agg_last`.`snapshot_time` IS NOT NULL
         THEN `subscriptions`.`mrr`
       END
     ) AS `last_mrr`
   FROM `subscriptions` AS `subscriptions`
-  LEFT JOIN (
-    SELECT
-      MAX(`subscriptions`.`snapshot_date`) AS `snapshot_time`
-    FROM `subscriptions` AS `subscriptions`
-    WHERE
-      `subscriptions`.`snapshot_date` IS NOT NULL
-    GROUP BY
-      CAST(DATE_ADD(
-        '0000-01-01 00:00:00',
-        INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`subscriptions`.`snapshot_date` AS DATETIME))) MONTH
-      ) AS DATE)
-  ) AS `subscriptions_last_snapshot`
-    ON `subscriptions`.`snapshot_date` = `subscriptions_last_snapshot`.`snapshot_time`
+  LEFT JOIN `subscriptions_agg_last`
+    ON `subscriptions`.`snapshot_date` = `subscriptions_agg_last`.`snapshot_time`
   WHERE
     `subscriptions`.`snapshot_date` IS NOT NULL
   GROUP BY

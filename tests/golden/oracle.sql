@@ -76,26 +76,27 @@ ORDER BY
   "period" ASC;
 
 -- mrr_by_month
-WITH "subscriptions_agg" AS (
+WITH "subscriptions_agg_last" AS (
+  SELECT
+    CAST(TRUNC(CAST("subscriptions"."snapshot_date" AS TIMESTAMP), 'MM') AS DATE) AS "period",
+    MAX("subscriptions"."snapshot_date") AS "snapshot_time"
+  FROM "subscriptions" "subscriptions"
+  WHERE
+    "subscriptions"."snapshot_date" IS NOT NULL
+  GROUP BY
+    CAST(TRUNC(CAST("subscriptions"."snapshot_date" AS TIMESTAMP), 'MM') AS DATE)
+), "subscriptions_agg" AS (
   SELECT
     CAST(TRUNC(CAST("subscriptions"."snapshot_date" AS TIMESTAMP), 'MM') AS DATE) AS "period",
     SUM(
       CASE
-        WHEN "subscriptions_last_snapshot"."snapshot_time" IS NOT NULL
+        WHEN "subscriptions_agg_last"."snapshot_time" IS NOT NULL
         THEN "subscriptions"."mrr"
       END
     ) AS "last_mrr"
   FROM "subscriptions" "subscriptions"
-  LEFT JOIN (
-    SELECT
-      MAX("subscriptions"."snapshot_date") AS "snapshot_time"
-    FROM "subscriptions" "subscriptions"
-    WHERE
-      "subscriptions"."snapshot_date" IS NOT NULL
-    GROUP BY
-      CAST(TRUNC(CAST("subscriptions"."snapshot_date" AS TIMESTAMP), 'MM') AS DATE)
-  ) "subscriptions_last_snapshot"
-    ON "subscriptions"."snapshot_date" = "subscriptions_last_snapshot"."snapshot_time"
+  LEFT JOIN "subscriptions_agg_last"
+    ON "subscriptions"."snapshot_date" = "subscriptions_agg_last"."snapshot_time"
   WHERE
     "subscriptions"."snapshot_date" IS NOT NULL
   GROUP BY

@@ -78,22 +78,23 @@ ORDER BY
   "period" ASC;
 
 -- mrr_by_month
-WITH "subscriptions_agg" AS (
+WITH "subscriptions_agg_last" AS (
+  SELECT
+    CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE) AS "period",
+    MAX("subscriptions"."snapshot_date") AS "snapshot_time"
+  FROM "subscriptions" AS "subscriptions"
+  WHERE
+    "subscriptions"."snapshot_date" IS NOT NULL
+  GROUP BY
+    CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
+), "subscriptions_agg" AS (
   SELECT
     CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE) AS "period",
     SUM("subscriptions"."mrr") FILTER(WHERE
-      "subscriptions_last_snapshot"."snapshot_time" IS NOT NULL) AS "last_mrr"
+      "subscriptions_agg_last"."snapshot_time" IS NOT NULL) AS "last_mrr"
   FROM "subscriptions" AS "subscriptions"
-  LEFT JOIN (
-    SELECT
-      MAX("subscriptions"."snapshot_date") AS "snapshot_time"
-    FROM "subscriptions" AS "subscriptions"
-    WHERE
-      "subscriptions"."snapshot_date" IS NOT NULL
-    GROUP BY
-      CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
-  ) AS "subscriptions_last_snapshot"
-    ON "subscriptions"."snapshot_date" = "subscriptions_last_snapshot"."snapshot_time"
+  LEFT JOIN "subscriptions_agg_last"
+    ON "subscriptions"."snapshot_date" = "subscriptions_agg_last"."snapshot_time"
   WHERE
     "subscriptions"."snapshot_date" IS NOT NULL
   GROUP BY

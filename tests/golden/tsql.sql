@@ -76,27 +76,24 @@ ORDER BY
   CASE WHEN [nps_responses_agg].[period] IS NULL THEN 1 ELSE 0 END, [nps_responses_agg].[period] ASC;
 
 -- mrr_by_month
-WITH [subscriptions_agg] AS (
+WITH [subscriptions_agg_last] AS (
+  SELECT
+    CAST(DATETRUNC(MONTH, CAST([subscriptions].[snapshot_date] AS DATETIME2)) AS DATE) AS [period],
+    MAX([subscriptions].[snapshot_date]) AS [snapshot_time]
+  FROM [subscriptions] AS [subscriptions]
+  WHERE
+    [subscriptions].[snapshot_date] IS NOT NULL
+  GROUP BY
+    CAST(DATETRUNC(MONTH, CAST([subscriptions].[snapshot_date] AS DATETIME2)) AS DATE)
+), [subscriptions_agg] AS (
   SELECT
     CAST(DATETRUNC(MONTH, CAST([subscriptions].[snapshot_date] AS DATETIME2)) AS DATE) AS [period],
     SUM(
-      IIF(
-        [subscriptions_last_snapshot].[snapshot_time] IS NOT NULL,
-        [subscriptions].[mrr],
-        NULL
-      )
+      IIF([subscriptions_agg_last].[snapshot_time] IS NOT NULL, [subscriptions].[mrr], NULL)
     ) AS [last_mrr]
   FROM [subscriptions] AS [subscriptions]
-  LEFT JOIN (
-    SELECT
-      MAX([subscriptions].[snapshot_date]) AS [snapshot_time]
-    FROM [subscriptions] AS [subscriptions]
-    WHERE
-      [subscriptions].[snapshot_date] IS NOT NULL
-    GROUP BY
-      CAST(DATETRUNC(MONTH, CAST([subscriptions].[snapshot_date] AS DATETIME2)) AS DATE)
-  ) AS [subscriptions_last_snapshot]
-    ON [subscriptions].[snapshot_date] = [subscriptions_last_snapshot].[snapshot_time]
+  LEFT JOIN [subscriptions_agg_last]
+    ON [subscriptions].[snapshot_date] = [subscriptions_agg_last].[snapshot_time]
   WHERE
     [subscriptions].[snapshot_date] IS NOT NULL
   GROUP BY

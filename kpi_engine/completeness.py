@@ -1,0 +1,104 @@
+"""Whether a result row's period is complete, and how fresh each source is.
+
+A period is complete when it lies wholly inside the requested range and inside the data of
+every source the request reads: from the first day any row of the source has to the last
+one, inclusive. A month cut by --to, a week that starts before the data does, the month
+still being loaded: incomplete. The data's extent is read by one small query (the earliest
+and latest time of each source, ignoring --where), so the numbers' own query is unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from sqlglot import exp
+
+from .calendar import Calendar, cast
+from .resolve import TIMESTAMP, Model
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The first and last local day a source has rows for (both None when it has none)."""
+
+    first: dt.date | None
+    last: dt.date | None
+
+    @property
+    def end(self) -> dt.date | None:
+        """The day after the last one: the exclusive end of the data."""
+        return self.last + dt.timedelta(days=1) if self.last else None
+
+
+def extent_query(model: Model, sources: Iterable[str], source_relation, read_dialect: str) -> exp.Expression:
+    """SELECT 'source', MIN(time), MAX(time) FROM source UNION ALL ...: the extent of each source,
+    in the project's time zone (conversion is monotonic, so it is applied to the two values only)."""
+    calendar = model.project.config.calendar
+    parts = []
+    for name in sources:
+        source = model.sources[name]
+        column_type = model.catalog.get(name, {}).get(source.time) or source.columns.get(source.time)
+        time = exp.Column(this=exp.to_identifier(source.time, quoted=True), table=exp.to_identifier(name, quoted=True))
+
+        def local_day(value: exp.Expression) -> exp.Expression:
+            return cast(calendar.local_time(value, column_type == TIMESTAMP), "DATE")
+
+        parts.append(exp.select(exp.alias_(exp.Literal.string(name), "source_name"),
+                                exp.alias_(local_day(exp.Min(this=time.copy())), "first_day"),
+                                exp.alias_(local_day(exp.Max(this=time.copy())), "last_day"), copy=False)
+                     .from_(source_relation(source, read_dialect), copy=False))
+    query = parts[0]
+    for part in parts[1:]:
+        query = exp.union(query, part, distinct=False, copy=False)
+    return query
+
+
+def as_date(value) -> dt.date | None:
+    """A period or day as the warehouse returned it (date, midnight datetime or ISO text)."""
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def is_complete(period: dt.date | None, grain: str | None, start: dt.date | None, end: dt.date | None,
+                extents: Mapping[str, Extent], calendar: Calendar) -> bool:
+    """The period starting at ``period`` (the whole range without a grain) lies inside [start, end)
+    and inside every source's data."""
+    if grain is None:
+        low, high = start, end  # None: from the start / to the end of the data, which is covered
+    else:
+        low, high = period, calendar.shift(period, grain, 1)
+    if start is not None and low is not None and low < start:
+        return False
+    if end is not None and high is not None and high > end:
+        return False
+    for extent in extents.values():
+        if extent.first is None:
+            return False
+        if low is not None and low < extent.first:
+            return False
+        if high is not None and high > extent.end:
+            return False
+    return True
+
+
+def complete_range(grain: str, start: dt.date | None, end: dt.date | None, extents: Mapping[str, Extent],
+                   calendar: Calendar) -> tuple[dt.date, dt.date] | None:
+    """The whole periods that are complete, as a [start, end) range; None when there are none.
+    Complete periods are contiguous, so --complete-only is this narrower range."""
+    if any(extent.first is None for extent in extents.values()):
+        return None
+    lows = [day for day in [start, *(e.first for e in extents.values())] if day is not None]
+    highs = [day for day in [end, *(e.end for e in extents.values())] if day is not None]
+    if not lows or not highs:
+        return None
+    low, high = max(lows), min(highs)
+    first = calendar.period_start(low, grain)
+    if first < low:
+        first = calendar.shift(first, grain, 1)
+    last = calendar.period_start(high, grain)  # periods end at or before ``last``
+    return (first, last) if first < last else None
