@@ -358,33 +358,42 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
 @click.argument("kpis", nargs=-1)
 @click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True)
 @click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]),
-              help="Check the last period complete before this day (default: today).")
+              help="Check the last period complete before this day (default: the latest complete period of the data).")
 @click.option("--by", "by", multiple=True, metavar="DIM", help="Check each value of these dimensions too.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @warehouse_option
 @handle_errors
 def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str, warehouse: str | None) -> None:
-    """Check KPI targets (min/max) for the latest complete period; exit 1 when any is breached."""
-    import datetime as dt
+    """Check KPI targets (min/max) for the latest complete period of the data; exit 1 when one is
+    breached, 6 when a KPI has no value for that period or a source is stale."""
     import json
 
+    from .output import format_value
     from .targets import check_targets
 
     with _open(project, warehouse) as kpi_project:
-        report = check_targets(kpi_project, list(kpis), grain, (as_of.date() if as_of else dt.date.today()),
-                               _split(by))
+        report = check_targets(kpi_project, list(kpis), grain, as_of.date() if as_of else None, _split(by))
+        currency = kpi_project.project.config.currency
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, default=str))
     else:
-        click.echo(f"Targets for the {grain} starting {report['period']} (complete before {report['as_of']}):")
+        when = f"the {grain.replace('_', ' ')} starting {report['period']}" if report["period"] else "no period"
+        click.echo(f"Targets for {when}, {report['basis']}:")
+        for message in report["stale"]:
+            click.echo(f"  STALE    {message}")
         for item in report["results"]:
             where = "".join(f" [{k}={v}]" for k, v in item["dimensions"].items())
-            value = "no data" if item["value"] is None else f"{item['value']:,.4g}"
+            value = "no data" if item["value"] is None else format_value(item["value"], item["unit"], currency,
+                                                                         item["format"])
             line = f"  {item['status'].upper():8} {item['kpi']}{where}: {value} (target {item['target']})"
             if item["status"] == "breached":
-                line += f", off by {item['gap']:,.4g}"
+                line += f", off by {format_value(item['gap'], item['unit'], currency, item['format'])}"
             click.echo(line)
-        click.echo(f"{report['breached']} breached, {report['ok']} on target, {report['no_data']} without data.")
+        click.echo(f"{report['breached']} breached, {report['ok']} on target, {report['no_data']} without data"
+                   + (f", {len(report['stale'])} stale source{'s' if len(report['stale']) != 1 else ''}."
+                      if report["stale"] else "."))
+    if not report["healthy"]:
+        sys.exit(6)
     if report["breached"]:
         sys.exit(1)
 

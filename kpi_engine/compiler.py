@@ -585,8 +585,8 @@ class _Compiler:
         kpi_sources = {column.name: {agg.source for agg in aggregates_in(expr)} for column, expr in outputs}
         masked = set()
         for name, sources in kpi_sources.items():
-            if not self.keys:
-                continue  # one total row: every KPI has it
+            if not self.keys or not sources:
+                continue  # one total row, or a constant: on every row
             if request.fill:  # the dense rows are the KPI's own when it has those dimension values
                 needs_mask = bool(self.dims) and sources != set(plans)
             else:  # the keys are every source's rows, and with split the longer range's too

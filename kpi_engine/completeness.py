@@ -65,13 +65,19 @@ def as_date(value) -> dt.date | None:
 
 
 def is_complete(period: dt.date | None, grain: str | None, start: dt.date | None, end: dt.date | None,
-                extents: Mapping[str, Extent], calendar: Calendar) -> bool:
+                extents: Mapping[str, Extent], calendar: Calendar,
+                maturities: Iterable[tuple[int, dt.date | None]] = ()) -> bool:
     """The period starting at ``period`` (the whole range without a grain) lies inside [start, end)
-    and inside every source's data."""
+    and inside every source's data; and, for each (days, end of data) in ``maturities`` (a cohort
+    KPI's ``matures_after`` and the end of its sources' data), its last day is that many days old."""
     if grain is None:
         low, high = start, end  # None: from the start / to the end of the data, which is covered
     else:
         low, high = period, calendar.shift(period, grain, 1)
+    for days, data_end in maturities:
+        period_end = high or data_end
+        if data_end is None or period_end is None or period_end + dt.timedelta(days=days) > data_end:
+            return False
     if start is not None and low is not None and low < start:
         return False
     if end is not None and high is not None and high > end:
@@ -87,13 +93,16 @@ def is_complete(period: dt.date | None, grain: str | None, start: dt.date | None
 
 
 def complete_range(grain: str, start: dt.date | None, end: dt.date | None, extents: Mapping[str, Extent],
-                   calendar: Calendar) -> tuple[dt.date, dt.date] | None:
-    """The whole periods that are complete, as a [start, end) range; None when there are none.
-    Complete periods are contiguous, so --complete-only is this narrower range."""
-    if any(extent.first is None for extent in extents.values()):
+                   calendar: Calendar, maturities: Iterable[tuple[int, dt.date | None]] = ()
+                   ) -> tuple[dt.date, dt.date] | None:
+    """The whole periods that are complete (see is_complete), as a [start, end) range; None when
+    there are none. Complete periods are contiguous, so --complete-only is this narrower range."""
+    maturities = list(maturities)
+    if any(extent.first is None for extent in extents.values()) or any(e is None for _, e in maturities):
         return None
     lows = [day for day in [start, *(e.first for e in extents.values())] if day is not None]
-    highs = [day for day in [end, *(e.end for e in extents.values())] if day is not None]
+    highs = [day for day in [end, *(e.end for e in extents.values()),
+                             *(data_end - dt.timedelta(days=days) for days, data_end in maturities)] if day is not None]
     if not lows or not highs:
         return None
     low, high = max(lows), min(highs)

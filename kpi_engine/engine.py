@@ -191,9 +191,9 @@ class KpiProject:
             expression = adapter.prepare(expression)
         return expression
 
-    def extents(self, sources: Iterable[str]) -> dict[str, Extent]:
+    def extents(self, sources: Iterable[str], describe: bool = True) -> dict[str, Extent]:
         """The first and last day each source (with a time column) has data for, in one query."""
-        model = self.model(strict=False)
+        model = self.model(describe, strict=False)
         timed = [name for name in dict.fromkeys(sources) if model.sources[name].time]
         if not timed:
             return {}
@@ -202,33 +202,50 @@ class KpiProject:
             rows = self.connection().execute(query).rows
         return {row[0]: Extent(as_date(row[1]), as_date(row[2])) for row in rows}
 
-    def _run_plan(self, kpis: Sequence[str], complete_only: bool, options: Mapping[str, Any]):
+    def _run_plan(self, kpis: Sequence[str], complete_only: bool, describe: bool, options: Mapping[str, Any]):
         """The query to run and a function adding each row's ``complete`` flag (None when no
         row can be complete, under ``complete_only``)."""
         request = make_request(kpis, **options)
-        query = self._compile(request)
+        query = self._compile(request, describe=describe)
         calendar = self.project.config.calendar
-        extents = self.extents(query.sources) if request.grain or request.start or request.end else {}
+        model = self.model(describe, strict=False)
+        cohorts = any(model.kpi(name).spec.matures_after_days for name in request.kpis)
+        timed = request.grain or request.start or request.end or cohorts
+        extents = self.extents(query.sources, describe) if timed else {}
+        maturities = self._maturities(model, request.kpis, extents)
         if complete_only and request.grain:  # complete periods are contiguous: run on them alone
-            narrowed = complete_range(request.grain, request.start, request.end, extents, calendar)
+            narrowed = complete_range(request.grain, request.start, request.end, extents, calendar, maturities)
             if narrowed is None:
                 return query, None
-            query = self._compile(replace(request, start=narrowed[0], end=narrowed[1]))
+            query = self._compile(replace(request, start=narrowed[0], end=narrowed[1]), describe=describe)
 
         def flag(row: tuple) -> tuple:
             period = as_date(row[0]) if request.grain else None
-            return row + (is_complete(period, request.grain, request.start, request.end, extents, calendar),)
+            return row + (is_complete(period, request.grain, request.start, request.end, extents, calendar,
+                                      maturities),)
 
         if complete_only and not request.grain and not is_complete(None, None, request.start, request.end,
-                                                                   extents, calendar):
+                                                                   extents, calendar, maturities):
             return query, None
         return replace(query, columns=query.columns + (COMPLETE_COLUMN,)), flag
 
-    def evaluate(self, kpis: Sequence[str] = (), *, complete_only: bool = False, **options: Any) -> Result:
+    @staticmethod
+    def _maturities(model: Model, kpis: Sequence[str], extents: Mapping[str, Extent]) -> list[tuple[int, dt.date | None]]:
+        """(matures_after days, end of its sources' data) of each cohort KPI asked for."""
+        result = []
+        for name in kpis:
+            kpi = model.kpi(name)
+            if kpi.spec.matures_after_days is not None:
+                ends = [extents[s].end for s in kpi.sources if s in extents]
+                result.append((kpi.spec.matures_after_days, min(ends) if ends and None not in ends else None))
+        return result
+
+    def evaluate(self, kpis: Sequence[str] = (), *, complete_only: bool = False, describe: bool = True,
+                 **options: Any) -> Result:
         """Compile and run on the project's warehouse; returns a ``Result`` whose last column,
         ``complete``, says whether each row's period is complete (see completeness.py).
         ``complete_only`` keeps the complete rows alone."""
-        query, flag = self._run_plan(kpis, complete_only, options)
+        query, flag = self._run_plan(kpis, complete_only, describe, options)
         sql = query.sql()  # renders once here, so a query too deep to write out fails cleanly first
         if flag is None:
             return Result(query.columns + (COMPLETE_COLUMN,), [], sql)
@@ -237,10 +254,10 @@ class KpiProject:
         return Result(query.columns, [flag(tuple(row)) for row in rows.rows], sql)
 
     def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, complete_only: bool = False,
-               **options: Any):
+               describe: bool = True, **options: Any):
         """Compile and run, returning (the compiled query, an iterator of row batches):
         for results too large to hold in memory (see ``output.write_stream``)."""
-        query, flag = self._run_plan(kpis, complete_only, options)
+        query, flag = self._run_plan(kpis, complete_only, describe, options)
         query.sql()  # fails cleanly if the query is too deep to write out
         if flag is None:
             return replace(query, columns=query.columns + (COMPLETE_COLUMN,)), iter(())

@@ -31,6 +31,8 @@ from .catalog import _UNIT_NAMES, _target
 from .engine import _date
 from .errors import QueryError, UsageError
 from .files import write_atomically
+from .completeness import is_complete
+from .freshness import latest_complete
 from .output import format_value
 from .resolve import Model
 from .targets import _describe
@@ -82,6 +84,9 @@ svg.trend .grid { stroke: var(--line); stroke-width: 1; }
 svg.trend .latest { stroke: #9ca3af; stroke-width: 1; stroke-dasharray: 3 3; }
 svg.trend text { font-size: 11px; fill: var(--muted); }
 svg.trend polyline { fill: none; stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
+svg.trend line.partial { stroke: #fff; stroke-width: 3; stroke-dasharray: 4 4; }
+svg.trend text.partial { font-style: italic; }
+p.stale { color: var(--bad); font-weight: 600; }
 ul.legend { list-style: none; display: flex; flex-wrap: wrap; gap: 4px 16px; padding: 0; margin: 6px 0 0; }
 ul.legend svg { vertical-align: middle; margin-right: 4px; }
 p.nodata { color: var(--muted); font-style: italic; }
@@ -144,8 +149,10 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     specs = {name: model.kpi(name).spec for name in names}  # raises on an unknown name
     calendar = project.project.config.calendar
     currency = project.project.config.currency
-    as_of = _date(as_of, "as_of") or dt.date.today()
-    end = calendar.period_start(as_of, grain)  # the current, incomplete period starts here
+    as_of = _date(as_of, "as_of")
+    sources = [source for name in names for source in sorted(model.kpi(name).sources)]
+    chosen = latest_complete(project, sources, grain, as_of)
+    end = chosen.end or calendar.period_start(dt.date.today(), grain)
     latest = calendar.shift(end, grain, -1)
     previous = calendar.shift(latest, grain, -1)
 
@@ -175,6 +182,7 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
 
     axis = calendar.periods(first, end, grain)
     labels = {period: period_label(period, grain) for period in axis}
+    any_partial = False
     cards, summary = [], []
     for name in names:
         spec = specs[name]
@@ -190,7 +198,11 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
             series = [(_dimension_text(value), split[name][value]) for value in _ordered(split[name])]
         else:
             series = [(None, values)]
-        chart = _chart(name, title, series, axis, labels, latest, spec.unit, currency, spec.format)
+        # periods not wholly inside the data of this KPI's sources: drawn dashed, labelled
+        own = {source: chosen.extents[source] for source in model.kpi(name).sources if source in chosen.extents}
+        partial = {period for period in axis if not is_complete(period, grain, None, end, own, calendar)}
+        any_partial = any_partial or bool(partial)
+        chart = _chart(name, title, series, axis, labels, latest, spec.unit, currency, spec.format, partial)
 
         status_html = ""
         if status:
@@ -219,12 +231,16 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
                        f'<td class="num {trend}">{escape(absolute)} ({escape(percent)})</td>'
                        f"<td>{_status_badge(status)}</td></tr>")
 
-    heading = (f"{escape(grain.replace('_', ' ').capitalize())} KPIs · latest complete period "
-               f"{escape(labels.get(latest, period_label(latest, grain)))} (before {escape(as_of.isoformat())})")
+    heading = (f"{escape(grain.replace('_', ' ').capitalize())} KPIs · "
+               f"{escape(labels.get(latest, period_label(latest, grain)))}: {escape(chosen.basis)}")
     if by:
         heading += f" · split by {escape(by)}"
+    warnings = "".join(f'<p class="stale">Stale data: {escape(message)}</p>' for message in chosen.stale)
+    if any_partial:
+        warnings += ('<p class="note">Dashed segments and hollow markers are partial periods: '
+                     "not wholly inside the data of every source.</p>")
     body = "\n".join([
-        f"<header><h1>KPI report: {escape(project.project.config.name)}</h1><p>{heading}</p></header>",
+        f"<header><h1>KPI report: {escape(project.project.config.name)}</h1><p>{heading}</p>{warnings}</header>",
         ('<table class="summary"><thead><tr><th>KPI</th><th class="num">Latest</th><th class="num">Change</th>'
          "<th>Target</th></tr></thead>"),
         "<tbody>", *summary, "</tbody></table>",
@@ -335,9 +351,10 @@ def _dimension_text(value: Any) -> str:
 
 def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, float | None]]],
            axis: list[dt.date], labels: dict[dt.date, str], latest: dt.date, unit: str | None, currency: str,
-           spec: str | None) -> str:
+           spec: str | None, partial: set[dt.date] = frozenset()) -> str:
     """An inline SVG line chart: one polyline per series (with a legend when there are
-    several), markers with the value in a tooltip, y labels in the KPI's unit."""
+    several), markers with the value in a tooltip, y labels in the KPI's unit. Segments that
+    reach a ``partial`` period are drawn dashed and its markers hollow, labelled "partial"."""
     drawn = [(label, values) for label, values in series
              if any(values.get(period) is not None for period in axis)]
     if not drawn:
@@ -372,6 +389,8 @@ def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, f
         anchor = "start" if i == 0 and len(axis) > 1 else ("end" if i == len(axis) - 1 and len(axis) > 1 else "middle")
         out.append(f'<text x="{x(axis[i]):.1f}" y="{_HEIGHT - 10}" text-anchor="{anchor}">'
                    f"{escape(labels[axis[i]])}</text>")
+    for period in sorted(partial & set(index)):
+        out.append(f'<text class="partial" x="{x(period):.1f}" y="{_TOP - 4}" text-anchor="middle">partial</text>')
     if latest in index:
         lx = x(latest)
         out.append(f'<line class="latest" x1="{lx:.1f}" x2="{lx:.1f}" y1="{_TOP}" y2="{_HEIGHT - _BOTTOM}"/>')
@@ -384,12 +403,19 @@ def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, f
         coords = " ".join(f"{x(p):.1f},{y(v):.1f}" for p, v in points)
         name_attr = f' data-series="{escape(label)}"' if label is not None else ""
         out.append(f'<polyline points="{coords}" stroke="{colour}"{dash_attr}{name_attr}/>')
-        marked = points if len(axis) <= _MAX_MARKERS else points[-1:]
+        for (p1, v1), (p2, v2) in zip(points, points[1:]):
+            if p1 in partial or p2 in partial:  # gaps in the background colour make the segment dashed
+                out.append(f'<line class="partial" x1="{x(p1):.1f}" y1="{y(v1):.1f}" x2="{x(p2):.1f}" '
+                           f'y2="{y(v2):.1f}"/>')
+        marked = points if len(axis) <= _MAX_MARKERS else [pv for pv in points if pv[0] in partial] + points[-1:]
         for p, v in marked:
             tip = f"{labels[p]}: {format_value(v, unit, currency, spec)}"
             if label is not None:
                 tip = f"{label}, {tip}"
-            out.append(f'<circle cx="{x(p):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}">'
+            fill = colour
+            if p in partial:
+                tip, fill = f"{tip} (partial period)", "#fff"
+            out.append(f'<circle cx="{x(p):.1f}" cy="{y(v):.1f}" r="2.5" fill="{fill}" stroke="{colour}">'
                        f"<title>{escape(tip)}</title></circle>")
         if label is not None:
             line = (f'<line x1="1" x2="17" y1="6" y2="6" stroke="{colour}" stroke-width="3"{dash_attr}/>')

@@ -81,6 +81,7 @@ class SourceSpec:
     path: Path_ = field(compare=False, repr=False, default=())
     library: str | None = None  # the include it comes from
     overrides: Location | None = None  # the library definition this one overrides
+    freshness_days: int | None = None  # the latest row may be at most this many days old
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -110,6 +111,7 @@ class KpiSpec:
     path: Path_ = field(compare=False, repr=False, default=())
     library: str | None = None  # the include it comes from
     fill_nulls_with: float | int | None = None  # shown instead of null inside the KPI's own rows
+    matures_after_days: int | None = None  # a cohort reading: a period is complete this long after it ends
     overrides: Location | None = None  # the library definition this one overrides
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
@@ -715,7 +717,8 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         primary_key=(key,) if isinstance(key, str) else tuple(key),
         dimensions=tuple(dimensions), columns=dict(body.get("columns", {})), relationships=relationships,
         label=body.get("label"), description=body.get("description"),
-        positions=doc.positions(), path=("sources", name), library=library, overrides=overrides)
+        positions=doc.positions(), path=("sources", name), library=library, overrides=overrides,
+        freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
 
 
 def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None = None,
@@ -731,7 +734,8 @@ def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None
         owner=body.get("owner"), tags=tuple(body.get("tags", ())),
         dimensions=tuple(dims) if dims is not None else None, target=body.get("target"),
         positions=doc.positions(), path=path, library=library, overrides=overrides,
-        fill_nulls_with=body.get("fill_nulls_with"))
+        fill_nulls_with=body.get("fill_nulls_with"),
+        matures_after_days=int(body["matures_after"].split()[0]) if body.get("matures_after") else None)
 
 
 def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:
@@ -741,6 +745,9 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
             yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
                             source.where(key=True),
                             "Use 'table: schema.name' for a table or view, or 'sql: select ...' for a derived source.")
+        if source.freshness_days is not None and not source.time:
+            yield SpecError(f"source '{source.name}' declares 'freshness' but has no time column to measure it on.",
+                            source.where("freshness"), "Add 'time: <column>' to the source, or remove 'freshness'.")
         seen = set()
         for i, dim in enumerate(source.dimensions):
             if dim.name in seen:

@@ -116,19 +116,22 @@ def test_evaluate_json_by_channel_and_month(project):
     result = ok("evaluate", project, "cpl", "spend", "lead_count", "--by", "channel", "--grain", "month",
                 "--format", "json")
     rows = json.loads(result.stdout)
-    # Default order: by the keys (period, then channel).
+    # Default order: by the keys (period, then channel). February is not complete: the spend
+    # data ends on 2025-02-15 (and the leads on 02-17).
     assert rows == [
-        {"period": "2025-01-01", "channel": "email", "cpl": 100 / 2, "spend": 100.0, "lead_count": 2.0},
-        {"period": "2025-01-01", "channel": "ppc", "cpl": (600 + 400) / 2, "spend": 1000.0, "lead_count": 2.0},
-        {"period": "2025-02-01", "channel": "email", "cpl": 50 / 2, "spend": 50.0, "lead_count": 2.0},
-        {"period": "2025-02-01", "channel": "ppc", "cpl": 300 / 1, "spend": 300.0, "lead_count": 1.0},
+        {"period": "2025-01-01", "channel": "email", "cpl": 100 / 2, "spend": 100.0, "lead_count": 2.0, "complete": True},
+        {"period": "2025-01-01", "channel": "ppc", "cpl": (600 + 400) / 2, "spend": 1000.0, "lead_count": 2.0,
+         "complete": True},
+        {"period": "2025-02-01", "channel": "email", "cpl": 50 / 2, "spend": 50.0, "lead_count": 2.0, "complete": False},
+        {"period": "2025-02-01", "channel": "ppc", "cpl": 300 / 1, "spend": 300.0, "lead_count": 1.0, "complete": False},
     ]
 
 
 def test_evaluate_csv_by_channel_and_month(project):
     result = ok("evaluate", project, "cpl", "--by", "channel", "--grain", "month", "--format", "csv")
     rows = csv_rows(result.stdout)
-    assert list(rows[0]) == ["period", "channel", "cpl"]
+    assert list(rows[0]) == ["period", "channel", "cpl", "complete"]
+    assert [r["complete"] for r in rows] == ["true", "true", "false", "false"]
     got = {(r["period"], r["channel"]): float(r["cpl"]) for r in rows}
     assert got == {
         ("2025-01-01", "email"): 50.0,
@@ -154,7 +157,7 @@ def test_evaluate_time_range_with_grain(project):
     got = {(r["period"], r["channel"]): (r["spend"], r["lead_count"]) for r in json.loads(result.stdout)}
     assert got == {
         ("2025-01-01", "ppc"): (400.0, 1.0),
-        ("2025-02-01", "email"): (50.0, 0.0),
+        ("2025-02-01", "email"): (50.0, None),  # no lead there: not lead_count's row
         ("2025-02-01", "ppc"): (300.0, 1.0),
     }
 
@@ -202,7 +205,7 @@ def test_evaluate_ad_hoc_formula_without_a_kpi(project):
     result = ok("evaluate", project, "--formula", "sum(ad_spend.spend) / count(leads)", "--format", "json")
     rows = json.loads(result.stdout)
     # Total spend 600 + 400 + 100 + 300 + 50 = 1450 over 7 leads.
-    assert rows == [{"formula": pytest.approx(1450 / 7)}]
+    assert rows == [{"formula": pytest.approx(1450 / 7), "complete": True}]  # no range: all the data
 
     result = ok("evaluate", project, "--formula", "count(leads)", "--by", "channel", "--format", "csv")
     assert {r["channel"]: float(r["formula"]) for r in csv_rows(result.stdout)} == {"email": 4.0, "ppc": 3.0}
@@ -211,7 +214,7 @@ def test_evaluate_ad_hoc_formula_without_a_kpi(project):
 def test_evaluate_all_kpis(project):
     result = ok("evaluate", project, "--all", "--by", "channel", "--format", "json")
     rows = json.loads(result.stdout)
-    assert [list(r) for r in rows] == [["channel", "cpl", "spend", "lead_count"]] * 2
+    assert [list(r) for r in rows] == [["channel", "cpl", "spend", "lead_count", "complete"]] * 2
     got = {r["channel"]: (r["cpl"], r["spend"], r["lead_count"]) for r in rows}
     assert got == {"email": (150 / 4, 150.0, 4.0), "ppc": (pytest.approx(1300 / 3), 1300.0, 3.0)}
 
@@ -243,7 +246,7 @@ def test_output_replaces_an_existing_file(project, tmp_path):
     target = tmp_path / "out.json"
     target.write_text("old content\n")
     ok("evaluate", project, "lead_count", "--format", "json", "-o", target)
-    assert json.loads(target.read_text()) == [{"lead_count": 7.0}]
+    assert json.loads(target.read_text()) == [{"lead_count": 7.0, "complete": True}]
 
 
 def test_failed_command_creates_no_output_file(project, tmp_path):

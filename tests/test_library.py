@@ -161,7 +161,8 @@ def test_evaluate_all_without_a_grain_leaves_out_growth_rates():
     assert "left out 3 KPIs: revenue_growth_rate (needs --grain), customer_retention_rate (needs --grain), " \
            "follower_growth_rate (needs --grain)" in result.stderr
     (row,) = __import__("json").loads(result.stdout)
-    assert len(row) == len(load_project(ROOT / "examples" / "marketing").kpis) - 3
+    assert len(row) == len(load_project(ROOT / "examples" / "marketing").kpis) - 3 + 1  # and "complete"
+    assert row["complete"] is True  # no range: the whole of the data
 
 
 def test_docs_kpis_md_is_generated_from_the_library():

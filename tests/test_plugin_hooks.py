@@ -95,7 +95,8 @@ def test_a_plugin_output_format(root, monkeypatch):
     monkeypatch.setattr("kpi_engine.engine.default_registry", plugins_module.default_registry)
     result = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--by", "region", "--format", "markdown"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == ["| region | revenue |", "| eu | 5500.0 |", "| us | 2250.0 |"]
+    assert result.stdout.splitlines() == ["| region | revenue | complete |", "| eu | 5500.0 | True |",
+                                          "| us | 2250.0 | True |"]
     unknown = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--format", "xlsx"])
     assert unknown.exit_code == 2 and "Use one of: table, csv, json, parquet, markdown." in unknown.stderr
     listing = json.loads(CliRunner().invoke(cli, ["plugins", "--format", "json"]).stdout)

@@ -205,7 +205,7 @@ def test_test_only_adapter_evaluates_kpis(tmp_path):
     assert by_region == {"north": (210.0, 2.0, 210 / 2), "south": (300.0, 3.0, 300 / 3)}
     assert by_month == {"2025-03-01": pytest.approx(260 / 3), "2025-04-01": 250 / 2}
     # [03-15, 04-10): 90 + 50 + 150.
-    assert total == [{"revenue": 290.0}]
+    assert total == [{"revenue": 290.0, "complete": True}]
 
     # One connection, opened with the settings minus 'adapter', closed with the project.
     assert len(FakeAdapter.connections) == 1
@@ -220,7 +220,7 @@ def test_adapter_settings_are_passed_through(tmp_path):
     registry = fresh_registry((FakePlugin(), "fake_plugin"))
     root = write_project(tmp_path / "shop", "{adapter: fake, schema: sales, threads: 4}")
     with KpiProject(load_project(root), registry=registry) as project:
-        assert project.evaluate(["order_count"]).to_dicts() == [{"order_count": 5.0}]
+        assert project.evaluate(["order_count"]).to_dicts() == [{"order_count": 5.0, "complete": True}]
     assert FakeAdapter.connections[0][0] == {"schema": "sales", "threads": 4}
 
 
@@ -258,7 +258,7 @@ def test_registry_loads_duckdb_with_its_distribution(tmp_path):
     assert registry.adapters()["duckdb"].plugin.distribution == "kpi-engine"
     root = write_duckdb_project(tmp_path / "shop")
     with KpiProject(load_project(root), registry=registry) as project:
-        assert project.evaluate(["revenue"]).to_dicts() == [{"revenue": 510.0}]  # 210 + 300
+        assert project.evaluate(["revenue"]).to_dicts() == [{"revenue": 510.0, "complete": True}]  # 210 + 300
 
 
 def test_registry_without_entry_points_has_no_adapters():
@@ -283,7 +283,7 @@ def test_plugin_whose_hook_raises_is_reported(tmp_path):
     assert registry.plugins["duckdb"].error is None
     root = write_project(tmp_path / "shop")
     with KpiProject(load_project(root), registry=registry) as project:
-        assert project.evaluate(["revenue"]).to_dicts() == [{"revenue": 510.0}]
+        assert project.evaluate(["revenue"]).to_dicts() == [{"revenue": 510.0, "complete": True}]
 
 
 def test_hook_returning_a_non_adapter_is_reported():
@@ -392,7 +392,8 @@ def test_entry_point_that_fails_to_import_is_reported(monkeypatch, tmp_path):
     root = write_duckdb_project(tmp_path / "shop")
     with KpiProject(load_project(root), registry=registry) as project:
         assert project.evaluate(["order_count"], by=["region"]).to_dicts() == [
-            {"region": "north", "order_count": 2.0}, {"region": "south", "order_count": 3.0}]
+            {"region": "north", "order_count": 2.0, "complete": True},
+            {"region": "south", "order_count": 3.0, "complete": True}]
 
 
 def test_entry_point_with_missing_attribute_is_reported(monkeypatch):

@@ -182,8 +182,9 @@ def test_example_kpis_equal_duckdb_and_plain_python(pg_project, duck_project, by
 def test_periods_are_dates_and_values_plain_numbers(pg_project):
     rows = pg_project.evaluate(["new_contacts", "cost_per_lead"], by=["channel"], grain="month").to_dicts()
     assert {type(r["period"]) for r in rows} == {dt.date}
-    assert {type(r["new_contacts"]) for r in rows} == {float}  # numeric and Decimal never leak out
-    assert all(r["new_contacts"] == int(r["new_contacts"]) for r in rows)
+    counts = [r["new_contacts"] for r in rows if r["new_contacts"] is not None]  # None: not its row
+    assert {type(value) for value in counts} == {float}  # numeric and Decimal never leak out
+    assert all(value == int(value) for value in counts)
     assert min(r["period"] for r in rows) == dt.date(2024, 1, 1)
 
 
