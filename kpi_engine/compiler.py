@@ -828,11 +828,12 @@ class _Compiler:
             return _compile_common(node, row_value, self.function)
 
         time, is_date = (self.time_column(source) if source.time else (None, False))
-        # A DATE column holds few distinct values: grouping the rows by day first and cutting
-        # the days into periods afterwards truncates (and marks snapshots on) a few thousand
-        # day rows instead of every row. Only aggregates that add up across days allow it.
-        by_day = (is_date and self.grain not in (None, "day")
-                  and all(agg.func in _REGROUPABLE for agg in plan.aggregates))
+        # Rows have few distinct days: grouping them by day first and cutting the days into
+        # periods afterwards truncates (and marks snapshots on) a few thousand day rows instead
+        # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
+        # only without snapshots (taken at an exact time, not on a day). Its day is the local one.
+        by_day = (self.grain not in (None, "day") and all(agg.func in _REGROUPABLE for agg in plan.aggregates)
+                  and (is_date or not plan.snapshots))
         days = f"{read.name}_days"
         ctes: list[tuple[str, exp.Expression]] = []
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
@@ -843,7 +844,10 @@ class _Compiler:
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:
-            bucket = time.copy() if by_day else self.calendar.bucket(time, self.grain, self.dialect, is_date)
+            if by_day:
+                bucket = time.copy() if is_date else cast(time.copy(), "DATE")
+            else:
+                bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
             selects.append(exp.alias_(bucket, _ident(PERIOD), copy=False))
             group.append(bucket.copy())
         for dim in self.dims:

@@ -238,7 +238,7 @@ def test_one_cte_per_source_however_many_kpis(project):
 
 @pytest.mark.parametrize("dialect, marker", [
     ("postgres", "DATE_TRUNC('MONTH'"), ("snowflake", "DATE_TRUNC('MONTH'"),
-    ("bigquery", "TIMESTAMP_TRUNC("), ("spark", "DATE_TRUNC('MONTH'"), ("duckdb", "DATE_TRUNC('MONTH'"),
+    ("bigquery", "DATE_TRUNC("), ("spark", "TRUNC("), ("duckdb", "DATE_TRUNC('MONTH'"),
 ])
 def test_dialects_render_and_parse_back(project, dialect, marker):
     sql = project.compile(["cpl", "close_rate"], by=["channel"], grain="month", start="2025-01-01",

@@ -1,10 +1,7 @@
 -- cost_per_lead_by_channel_month
-WITH `ad_spend_agg` AS (
+WITH `ad_spend_agg_days` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`ad_spend`.`spend_date` AS DATETIME))) MONTH
-    ) AS DATE) AS `period`,
+    CAST(`ad_spend`.`spend_date` AS DATE) AS `period`,
     `ad_spend`.`channel` AS `channel`,
     SUM(`ad_spend`.`spend`) AS `sum_spend`
   FROM `ad_spend` AS `ad_spend`
@@ -13,17 +10,26 @@ WITH `ad_spend_agg` AS (
     AND `ad_spend`.`spend_date` >= CAST('2025-01-01 00:00:00' AS DATETIME)
     AND `ad_spend`.`spend_date` < CAST('2025-07-01 00:00:00' AS DATETIME)
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`ad_spend`.`spend_date` AS DATETIME))) MONTH
-    ) AS DATE),
+    CAST(`ad_spend`.`spend_date` AS DATE),
     `ad_spend`.`channel`
-), `leads_agg` AS (
+), `ad_spend_agg` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) MONTH
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`ad_spend_agg_days`.`period`), ' ', MONTH(`ad_spend_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
     ) AS DATE) AS `period`,
+    `ad_spend_agg_days`.`channel` AS `channel`,
+    SUM(`ad_spend_agg_days`.`sum_spend`) AS `sum_spend`
+  FROM `ad_spend_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`ad_spend_agg_days`.`period`), ' ', MONTH(`ad_spend_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `ad_spend_agg_days`.`channel`
+), `leads_agg_days` AS (
+  SELECT
+    CAST(`leads`.`created_at` AS DATE) AS `period`,
     `leads`.`channel` AS `channel`,
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
@@ -32,11 +38,23 @@ WITH `ad_spend_agg` AS (
     AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
     AND `leads`.`created_at` < CAST('2025-07-01 00:00:00' AS DATETIME)
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) MONTH
-    ) AS DATE),
+    CAST(`leads`.`created_at` AS DATE),
     `leads`.`channel`
+), `leads_agg` AS (
+  SELECT
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`leads_agg_days`.`period`), ' ', MONTH(`leads_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE) AS `period`,
+    `leads_agg_days`.`channel` AS `channel`,
+    SUM(`leads_agg_days`.`count`) AS `count`
+  FROM `leads_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`leads_agg_days`.`period`), ' ', MONTH(`leads_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `leads_agg_days`.`channel`
 ), `keys` AS (
   SELECT
     `ad_spend_agg`.`period`,
@@ -64,12 +82,9 @@ ORDER BY
   CASE WHEN `keys`.`channel` IS NULL THEN 1 ELSE 0 END, `keys`.`channel` ASC;
 
 -- nps_by_quarter
-WITH `nps_responses_agg` AS (
+WITH `nps_responses_agg_days` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`nps_responses`.`responded_at` AS DATETIME))) QUARTER
-    ) AS DATE) AS `period`,
+    CAST(`nps_responses`.`responded_at` AS DATE) AS `period`,
     COUNT(CASE WHEN `nps_responses`.`score` >= 9 THEN 1 END) AS `count_where_score`,
     COUNT(CASE WHEN `nps_responses`.`score` <= 6 THEN 1 END) AS `count_where_score_2`,
     COUNT(*) AS `count`
@@ -77,9 +92,21 @@ WITH `nps_responses_agg` AS (
   WHERE
     `nps_responses`.`responded_at` IS NOT NULL
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`nps_responses`.`responded_at` AS DATETIME))) QUARTER
+    CAST(`nps_responses`.`responded_at` AS DATE)
+), `nps_responses_agg` AS (
+  SELECT
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`nps_responses_agg_days`.`period`), ' ', QUARTER(`nps_responses_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
+    ) AS DATE) AS `period`,
+    SUM(`nps_responses_agg_days`.`count_where_score`) AS `count_where_score`,
+    SUM(`nps_responses_agg_days`.`count_where_score_2`) AS `count_where_score_2`,
+    SUM(`nps_responses_agg_days`.`count`) AS `count`
+  FROM `nps_responses_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`nps_responses_agg_days`.`period`), ' ', QUARTER(`nps_responses_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
     ) AS DATE)
 )
 SELECT
@@ -140,12 +167,9 @@ ORDER BY
   CASE WHEN `subscriptions_agg`.`period` IS NULL THEN 1 ELSE 0 END, `subscriptions_agg`.`period` ASC;
 
 -- revenue_growth_by_channel_month
-WITH `orders_agg` AS (
+WITH `orders_agg_days` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`orders`.`ordered_at` AS DATETIME))) MONTH
-    ) AS DATE) AS `period`,
+    CAST(`orders`.`ordered_at` AS DATE) AS `period`,
     `orders__customers`.`channel` AS `channel`,
     SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
   FROM `orders` AS `orders`
@@ -155,11 +179,23 @@ WITH `orders_agg` AS (
     `orders`.`ordered_at` IS NOT NULL
     AND `orders`.`ordered_at` >= CAST('2024-12-01 00:00:00' AS DATETIME)
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`orders`.`ordered_at` AS DATETIME))) MONTH
-    ) AS DATE),
+    CAST(`orders`.`ordered_at` AS DATE),
     `orders__customers`.`channel`
+), `orders_agg` AS (
+  SELECT
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`orders_agg_days`.`period`), ' ', MONTH(`orders_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE) AS `period`,
+    `orders_agg_days`.`channel` AS `channel`,
+    SUM(`orders_agg_days`.`sum_amount_where_status`) AS `sum_amount_where_status`
+  FROM `orders_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`orders_agg_days`.`period`), ' ', MONTH(`orders_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `orders_agg_days`.`channel`
 ), `series` AS (
   SELECT
     `orders_agg`.`period`,
@@ -196,12 +232,9 @@ ORDER BY
   CASE WHEN `windowed`.`channel` IS NULL THEN 1 ELSE 0 END, `windowed`.`channel` ASC;
 
 -- ltv_to_cac_by_channel_quarter
-WITH `orders_agg` AS (
+WITH `orders_agg_days` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`orders`.`ordered_at` AS DATETIME))) QUARTER
-    ) AS DATE) AS `period`,
+    CAST(`orders`.`ordered_at` AS DATE) AS `period`,
     `orders__customers`.`channel` AS `channel`,
     SUM(CASE WHEN `orders`.`status` = 'paid' THEN `orders`.`amount` END) AS `sum_amount_where_status`
   FROM `orders` AS `orders`
@@ -210,45 +243,75 @@ WITH `orders_agg` AS (
   WHERE
     `orders`.`ordered_at` IS NOT NULL
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`orders`.`ordered_at` AS DATETIME))) QUARTER
-    ) AS DATE),
+    CAST(`orders`.`ordered_at` AS DATE),
     `orders__customers`.`channel`
-), `customers_agg` AS (
+), `orders_agg` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`customers`.`acquired_at` AS DATETIME))) QUARTER
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`orders_agg_days`.`period`), ' ', QUARTER(`orders_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
     ) AS DATE) AS `period`,
+    `orders_agg_days`.`channel` AS `channel`,
+    SUM(`orders_agg_days`.`sum_amount_where_status`) AS `sum_amount_where_status`
+  FROM `orders_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`orders_agg_days`.`period`), ' ', QUARTER(`orders_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `orders_agg_days`.`channel`
+), `customers_agg_days` AS (
+  SELECT
+    CAST(`customers`.`acquired_at` AS DATE) AS `period`,
     `customers`.`channel` AS `channel`,
     COUNT(*) AS `count`
   FROM `customers` AS `customers`
   WHERE
     `customers`.`acquired_at` IS NOT NULL
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`customers`.`acquired_at` AS DATETIME))) QUARTER
-    ) AS DATE),
+    CAST(`customers`.`acquired_at` AS DATE),
     `customers`.`channel`
-), `ad_spend_agg` AS (
+), `customers_agg` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`ad_spend`.`spend_date` AS DATETIME))) QUARTER
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`customers_agg_days`.`period`), ' ', QUARTER(`customers_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
     ) AS DATE) AS `period`,
+    `customers_agg_days`.`channel` AS `channel`,
+    SUM(`customers_agg_days`.`count`) AS `count`
+  FROM `customers_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`customers_agg_days`.`period`), ' ', QUARTER(`customers_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `customers_agg_days`.`channel`
+), `ad_spend_agg_days` AS (
+  SELECT
+    CAST(`ad_spend`.`spend_date` AS DATE) AS `period`,
     `ad_spend`.`channel` AS `channel`,
     SUM(`ad_spend`.`spend`) AS `sum_spend`
   FROM `ad_spend` AS `ad_spend`
   WHERE
     `ad_spend`.`spend_date` IS NOT NULL
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(QUARTER, '0000-01-01 00:00:00', CAST(`ad_spend`.`spend_date` AS DATETIME))) QUARTER
-    ) AS DATE),
+    CAST(`ad_spend`.`spend_date` AS DATE),
     `ad_spend`.`channel`
+), `ad_spend_agg` AS (
+  SELECT
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`ad_spend_agg_days`.`period`), ' ', QUARTER(`ad_spend_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
+    ) AS DATE) AS `period`,
+    `ad_spend_agg_days`.`channel` AS `channel`,
+    SUM(`ad_spend_agg_days`.`sum_spend`) AS `sum_spend`
+  FROM `ad_spend_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`ad_spend_agg_days`.`period`), ' ', QUARTER(`ad_spend_agg_days`.`period`) * 3 - 2, ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `ad_spend_agg_days`.`channel`
 ), `keys` AS (
   SELECT
     `orders_agg`.`period`,
@@ -314,12 +377,9 @@ ORDER BY
   CASE WHEN `windowed`.`channel` IS NULL THEN 1 ELSE 0 END, `windowed`.`channel` ASC;
 
 -- lead_to_opportunity_by_week
-WITH `leads_agg` AS (
+WITH `leads_agg_days` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(WEEK, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) WEEK
-    ) AS DATE) AS `period`,
+    CAST(`leads`.`created_at` AS DATE) AS `period`,
     COUNT(CASE WHEN `opportunities_with_lead_id_1`.`lead_id` IS NOT NULL THEN 1 END) AS `count_where_filter`,
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
@@ -336,9 +396,20 @@ WITH `leads_agg` AS (
       `leads`.`channel` <> 'email'
     )
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(WEEK, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) WEEK
+    CAST(`leads`.`created_at` AS DATE)
+), `leads_agg` AS (
+  SELECT
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`leads_agg_days`.`period`), ' ', WEEK(`leads_agg_days`.`period`, 1), ' 1'),
+      '%Y %u %w'
+    ) AS DATE) AS `period`,
+    SUM(`leads_agg_days`.`count_where_filter`) AS `count_where_filter`,
+    SUM(`leads_agg_days`.`count`) AS `count`
+  FROM `leads_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`leads_agg_days`.`period`), ' ', WEEK(`leads_agg_days`.`period`, 1), ' 1'),
+      '%Y %u %w'
     ) AS DATE)
 )
 SELECT
@@ -396,12 +467,9 @@ ORDER BY
   CASE WHEN `orders_agg`.`channel` IS NULL THEN 1 ELSE 0 END, `orders_agg`.`channel` ASC;
 
 -- lead_share_filled
-WITH `leads_agg` AS (
+WITH `leads_agg_days` AS (
   SELECT
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) MONTH
-    ) AS DATE) AS `period`,
+    CAST(`leads`.`created_at` AS DATE) AS `period`,
     `leads`.`channel` AS `channel`,
     COUNT(*) AS `count`
   FROM `leads` AS `leads`
@@ -410,11 +478,23 @@ WITH `leads_agg` AS (
     AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
     AND `leads`.`created_at` < CAST('2025-04-01 00:00:00' AS DATETIME)
   GROUP BY
-    CAST(DATE_ADD(
-      '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) MONTH
-    ) AS DATE),
+    CAST(`leads`.`created_at` AS DATE),
     `leads`.`channel`
+), `leads_agg` AS (
+  SELECT
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`leads_agg_days`.`period`), ' ', MONTH(`leads_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE) AS `period`,
+    `leads_agg_days`.`channel` AS `channel`,
+    SUM(`leads_agg_days`.`count`) AS `count`
+  FROM `leads_agg_days`
+  GROUP BY
+    CAST(STR_TO_DATE(
+      CONCAT(YEAR(`leads_agg_days`.`period`), ' ', MONTH(`leads_agg_days`.`period`), ' 1'),
+      '%Y %c %e'
+    ) AS DATE),
+    `leads_agg_days`.`channel`
 ), `keys` AS (
   SELECT
     `leads_agg`.`period`,

@@ -1,7 +1,7 @@
 -- cost_per_lead_by_channel_month
-WITH "ad_spend_agg" AS (
+WITH "ad_spend_agg_days" AS (
   SELECT
-    CAST(DATE_TRUNC('MONTH', CAST("ad_spend"."spend_date" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST("ad_spend"."spend_date" AS DATE) AS "period",
     "ad_spend"."channel" AS "channel",
     SUM("ad_spend"."spend") AS "sum_spend"
   FROM "ad_spend" AS "ad_spend"
@@ -10,11 +10,20 @@ WITH "ad_spend_agg" AS (
     AND "ad_spend"."spend_date" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
     AND "ad_spend"."spend_date" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
   GROUP BY
-    CAST(DATE_TRUNC('MONTH', CAST("ad_spend"."spend_date" AS TIMESTAMP)) AS DATE),
+    CAST("ad_spend"."spend_date" AS DATE),
     "ad_spend"."channel"
-), "leads_agg" AS (
+), "ad_spend_agg" AS (
   SELECT
-    CAST(DATE_TRUNC('MONTH', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST(DATE_TRUNC('MONTH', "ad_spend_agg_days"."period") AS DATE) AS "period",
+    "ad_spend_agg_days"."channel" AS "channel",
+    SUM("ad_spend_agg_days"."sum_spend") AS "sum_spend"
+  FROM "ad_spend_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('MONTH', "ad_spend_agg_days"."period") AS DATE),
+    "ad_spend_agg_days"."channel"
+), "leads_agg_days" AS (
+  SELECT
+    CAST("leads"."created_at" AS DATE) AS "period",
     "leads"."channel" AS "channel",
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
@@ -23,8 +32,17 @@ WITH "ad_spend_agg" AS (
     AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
     AND "leads"."created_at" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
   GROUP BY
-    CAST(DATE_TRUNC('MONTH', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE),
+    CAST("leads"."created_at" AS DATE),
     "leads"."channel"
+), "leads_agg" AS (
+  SELECT
+    CAST(DATE_TRUNC('MONTH', "leads_agg_days"."period") AS DATE) AS "period",
+    "leads_agg_days"."channel" AS "channel",
+    SUM("leads_agg_days"."count") AS "count"
+  FROM "leads_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('MONTH', "leads_agg_days"."period") AS DATE),
+    "leads_agg_days"."channel"
 ), "keys" AS (
   SELECT
     "ad_spend_agg"."period",
@@ -52,9 +70,9 @@ ORDER BY
   "channel" ASC;
 
 -- nps_by_quarter
-WITH "nps_responses_agg" AS (
+WITH "nps_responses_agg_days" AS (
   SELECT
-    CAST(DATE_TRUNC('QUARTER', CAST("nps_responses"."responded_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST("nps_responses"."responded_at" AS DATE) AS "period",
     COUNT(CASE WHEN "nps_responses"."score" >= 9 THEN 1 END) AS "count_where_score",
     COUNT(CASE WHEN "nps_responses"."score" <= 6 THEN 1 END) AS "count_where_score_2",
     COUNT(*) AS "count"
@@ -62,7 +80,16 @@ WITH "nps_responses_agg" AS (
   WHERE
     "nps_responses"."responded_at" IS NOT NULL
   GROUP BY
-    CAST(DATE_TRUNC('QUARTER', CAST("nps_responses"."responded_at" AS TIMESTAMP)) AS DATE)
+    CAST("nps_responses"."responded_at" AS DATE)
+), "nps_responses_agg" AS (
+  SELECT
+    CAST(DATE_TRUNC('QUARTER', "nps_responses_agg_days"."period") AS DATE) AS "period",
+    SUM("nps_responses_agg_days"."count_where_score") AS "count_where_score",
+    SUM("nps_responses_agg_days"."count_where_score_2") AS "count_where_score_2",
+    SUM("nps_responses_agg_days"."count") AS "count"
+  FROM "nps_responses_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('QUARTER', "nps_responses_agg_days"."period") AS DATE)
 )
 SELECT
   "nps_responses_agg"."period" AS "period",
@@ -110,9 +137,9 @@ ORDER BY
   "period" ASC;
 
 -- revenue_growth_by_channel_month
-WITH "orders_agg" AS (
+WITH "orders_agg_days" AS (
   SELECT
-    CAST(DATE_TRUNC('MONTH', CAST("orders"."ordered_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST("orders"."ordered_at" AS DATE) AS "period",
     "orders__customers"."channel" AS "channel",
     SUM(CASE WHEN "orders"."status" = 'paid' THEN "orders"."amount" END) AS "sum_amount_where_status"
   FROM "orders" AS "orders"
@@ -122,8 +149,17 @@ WITH "orders_agg" AS (
     "orders"."ordered_at" IS NOT NULL
     AND "orders"."ordered_at" >= CAST('2024-12-01 00:00:00' AS TIMESTAMP)
   GROUP BY
-    CAST(DATE_TRUNC('MONTH', CAST("orders"."ordered_at" AS TIMESTAMP)) AS DATE),
+    CAST("orders"."ordered_at" AS DATE),
     "orders__customers"."channel"
+), "orders_agg" AS (
+  SELECT
+    CAST(DATE_TRUNC('MONTH', "orders_agg_days"."period") AS DATE) AS "period",
+    "orders_agg_days"."channel" AS "channel",
+    SUM("orders_agg_days"."sum_amount_where_status") AS "sum_amount_where_status"
+  FROM "orders_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('MONTH', "orders_agg_days"."period") AS DATE),
+    "orders_agg_days"."channel"
 ), "series" AS (
   SELECT
     "orders_agg"."period",
@@ -160,9 +196,9 @@ ORDER BY
   "channel" ASC;
 
 -- ltv_to_cac_by_channel_quarter
-WITH "orders_agg" AS (
+WITH "orders_agg_days" AS (
   SELECT
-    CAST(DATE_TRUNC('QUARTER', CAST("orders"."ordered_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST("orders"."ordered_at" AS DATE) AS "period",
     "orders__customers"."channel" AS "channel",
     SUM(CASE WHEN "orders"."status" = 'paid' THEN "orders"."amount" END) AS "sum_amount_where_status"
   FROM "orders" AS "orders"
@@ -171,30 +207,57 @@ WITH "orders_agg" AS (
   WHERE
     "orders"."ordered_at" IS NOT NULL
   GROUP BY
-    CAST(DATE_TRUNC('QUARTER', CAST("orders"."ordered_at" AS TIMESTAMP)) AS DATE),
+    CAST("orders"."ordered_at" AS DATE),
     "orders__customers"."channel"
-), "customers_agg" AS (
+), "orders_agg" AS (
   SELECT
-    CAST(DATE_TRUNC('QUARTER', CAST("customers"."acquired_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST(DATE_TRUNC('QUARTER', "orders_agg_days"."period") AS DATE) AS "period",
+    "orders_agg_days"."channel" AS "channel",
+    SUM("orders_agg_days"."sum_amount_where_status") AS "sum_amount_where_status"
+  FROM "orders_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('QUARTER', "orders_agg_days"."period") AS DATE),
+    "orders_agg_days"."channel"
+), "customers_agg_days" AS (
+  SELECT
+    CAST("customers"."acquired_at" AS DATE) AS "period",
     "customers"."channel" AS "channel",
     COUNT(*) AS "count"
   FROM "customers" AS "customers"
   WHERE
     "customers"."acquired_at" IS NOT NULL
   GROUP BY
-    CAST(DATE_TRUNC('QUARTER', CAST("customers"."acquired_at" AS TIMESTAMP)) AS DATE),
+    CAST("customers"."acquired_at" AS DATE),
     "customers"."channel"
-), "ad_spend_agg" AS (
+), "customers_agg" AS (
   SELECT
-    CAST(DATE_TRUNC('QUARTER', CAST("ad_spend"."spend_date" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST(DATE_TRUNC('QUARTER', "customers_agg_days"."period") AS DATE) AS "period",
+    "customers_agg_days"."channel" AS "channel",
+    SUM("customers_agg_days"."count") AS "count"
+  FROM "customers_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('QUARTER', "customers_agg_days"."period") AS DATE),
+    "customers_agg_days"."channel"
+), "ad_spend_agg_days" AS (
+  SELECT
+    CAST("ad_spend"."spend_date" AS DATE) AS "period",
     "ad_spend"."channel" AS "channel",
     SUM("ad_spend"."spend") AS "sum_spend"
   FROM "ad_spend" AS "ad_spend"
   WHERE
     "ad_spend"."spend_date" IS NOT NULL
   GROUP BY
-    CAST(DATE_TRUNC('QUARTER', CAST("ad_spend"."spend_date" AS TIMESTAMP)) AS DATE),
+    CAST("ad_spend"."spend_date" AS DATE),
     "ad_spend"."channel"
+), "ad_spend_agg" AS (
+  SELECT
+    CAST(DATE_TRUNC('QUARTER', "ad_spend_agg_days"."period") AS DATE) AS "period",
+    "ad_spend_agg_days"."channel" AS "channel",
+    SUM("ad_spend_agg_days"."sum_spend") AS "sum_spend"
+  FROM "ad_spend_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('QUARTER', "ad_spend_agg_days"."period") AS DATE),
+    "ad_spend_agg_days"."channel"
 ), "keys" AS (
   SELECT
     "orders_agg"."period",
@@ -260,9 +323,9 @@ ORDER BY
   "channel" ASC;
 
 -- lead_to_opportunity_by_week
-WITH "leads_agg" AS (
+WITH "leads_agg_days" AS (
   SELECT
-    CAST(DATE_TRUNC('WEEK', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST("leads"."created_at" AS DATE) AS "period",
     COUNT(CASE WHEN "opportunities_with_lead_id_1"."lead_id" IS NOT NULL THEN 1 END) AS "count_where_filter",
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
@@ -279,7 +342,15 @@ WITH "leads_agg" AS (
       "leads"."channel" <> 'email'
     )
   GROUP BY
-    CAST(DATE_TRUNC('WEEK', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE)
+    CAST("leads"."created_at" AS DATE)
+), "leads_agg" AS (
+  SELECT
+    CAST(DATE_TRUNC('WEEK', "leads_agg_days"."period") AS DATE) AS "period",
+    SUM("leads_agg_days"."count_where_filter") AS "count_where_filter",
+    SUM("leads_agg_days"."count") AS "count"
+  FROM "leads_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('WEEK', "leads_agg_days"."period") AS DATE)
 )
 SELECT
   "leads_agg"."period" AS "period",
@@ -336,9 +407,9 @@ ORDER BY
   "channel" ASC;
 
 -- lead_share_filled
-WITH "leads_agg" AS (
+WITH "leads_agg_days" AS (
   SELECT
-    CAST(DATE_TRUNC('MONTH', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE) AS "period",
+    CAST("leads"."created_at" AS DATE) AS "period",
     "leads"."channel" AS "channel",
     COUNT(*) AS "count"
   FROM "leads" AS "leads"
@@ -347,8 +418,17 @@ WITH "leads_agg" AS (
     AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
     AND "leads"."created_at" < CAST('2025-04-01 00:00:00' AS TIMESTAMP)
   GROUP BY
-    CAST(DATE_TRUNC('MONTH', CAST("leads"."created_at" AS TIMESTAMP)) AS DATE),
+    CAST("leads"."created_at" AS DATE),
     "leads"."channel"
+), "leads_agg" AS (
+  SELECT
+    CAST(DATE_TRUNC('MONTH', "leads_agg_days"."period") AS DATE) AS "period",
+    "leads_agg_days"."channel" AS "channel",
+    SUM("leads_agg_days"."count") AS "count"
+  FROM "leads_agg_days"
+  GROUP BY
+    CAST(DATE_TRUNC('MONTH', "leads_agg_days"."period") AS DATE),
+    "leads_agg_days"."channel"
 ), "keys" AS (
   SELECT
     "leads_agg"."period",
