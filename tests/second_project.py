@@ -12,14 +12,13 @@ beside its generated ``data/`` folder.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import importlib.util
 import shutil
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kpi_engine.testing import _convert as typed_value  # CSV text -> value by column kind ('' is NULL)
 
 PROJECT_DIR = Path(__file__).resolve().parent / "projects" / "bike_rentals"
 
@@ -55,20 +54,6 @@ def make_folder(folder: Path, extra_files: dict[str, str] | None = None) -> Path
     return folder
 
 
-def _typed(text: str, kind: str) -> Any:
-    if text == "":
-        return None
-    if kind == "integer":
-        return int(text)
-    if kind == "decimal":
-        return Decimal(text)
-    if kind == "date":
-        return dt.date.fromisoformat(text)
-    if kind == "timestamp":
-        return dt.datetime.fromisoformat(text)
-    return text
-
-
 def read_tables(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Every table of ``data_dir`` as typed rows: {table: [{column: value}]}, NULL as None."""
     tables = {}
@@ -76,7 +61,7 @@ def read_tables(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
         with open(Path(data_dir) / f"{table}.csv", newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             assert reader.fieldnames == list(kinds), f"{table}.csv columns differ from TABLES"
-            tables[table] = [{name: _typed(row[name], kind) for name, kind in kinds.items()} for row in reader]
+            tables[table] = [{name: typed_value(row[name], kind) for name, kind in kinds.items()} for row in reader]
     return tables
 
 

@@ -188,9 +188,10 @@ def _div(numerator, denominator, scale: int = 1) -> Fraction | None:
 
 
 def _growth(current, before) -> Fraction | None:
-    if current is None:
+    """100 * (current - before) / before; null when either is null or before is 0."""
+    if current is None or before is None:
         return None
-    return _div(Fraction(current) - Fraction(before) if before is not None else None, before, 100)
+    return _div(Fraction(current) - Fraction(before), before, 100)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------
@@ -218,20 +219,23 @@ class Reference:
         done = lambda row: row["status"] == "done"  # noqa: E731
         rentals = Agg("rentals", "count")
         revenue = Agg("rentals", "sum", "fee", done)
+        minutes = Agg("rentals", "avg", "minutes")
+        members = Agg("rentals", "count_distinct", "member_id")
         repair_cost = Agg("repairs", "sum", "cost")
         fleet_value = Agg("fleet", "last", "book_value")
+        bikes_at_first_count = Agg("fleet", "first")
         repeat = Agg("rentals", "sum", "fee", lambda row: done(row) and rentals_per_member[row["member_id"]] > 1)
         # name -> (sources read, value at a key)
         self.kpis: dict[str, tuple[tuple[str, ...], Callable[[_At], Any]]] = {
             "rentals": (("rentals",), lambda at: at.current(rentals)),
             "rental_revenue": (("rentals",), lambda at: at.current(revenue)),
-            "avg_ride_minutes": (("rentals",), lambda at: at.current(Agg("rentals", "avg", "minutes"))),
-            "active_members": (("rentals",), lambda at: at.current(Agg("rentals", "count_distinct", "member_id"))),
+            "avg_ride_minutes": (("rentals",), lambda at: at.current(minutes)),
+            "active_members": (("rentals",), lambda at: at.current(members)),
             "repair_cost": (("repairs",), lambda at: at.current(repair_cost)),
             "repair_cost_per_rental": (("repairs", "rentals"),
                                        lambda at: _div(at.current(repair_cost), at.current(rentals))),
             "fleet_value": (("fleet",), lambda at: at.current(fleet_value)),
-            "fleet_at_start": (("fleet",), lambda at: at.current(Agg("fleet", "first"))),
+            "fleet_at_start": (("fleet",), lambda at: at.current(bikes_at_first_count)),
             "revenue_growth": (("rentals",), lambda at: _growth(at.current(revenue), at.previous(revenue, 1))),
             "fleet_value_growth": (("fleet",),
                                    lambda at: _growth(at.current(fleet_value), at.previous(fleet_value, 1))),

@@ -38,15 +38,15 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from kpi_engine.testing import TABLES as EXAMPLE_TABLES  # noqa: E402
 
 import reference  # noqa: E402
 import second_project  # noqa: E402
-from second_project import bike_folder  # noqa: E402,F401  (a fixture)
 from kpi_engine import nodes as n  # noqa: E402
 from kpi_engine.engine import KpiProject, open_project  # noqa: E402
 from kpi_engine.errors import KpiEngineError  # noqa: E402
 from kpi_engine.resolve import aggregates_in, expand  # noqa: E402
+from kpi_engine.testing import TABLES as EXAMPLE_TABLES  # noqa: E402
+from second_project import bike_folder  # noqa: E402,F401  (a fixture)
 from second_reference import Reference, Request, Where  # noqa: E402
 from warehouse_loading import load_postgres, load_sqlite  # noqa: E402
 
@@ -163,14 +163,19 @@ def shown(kpis: list[str], request: Request) -> str:
     return f"kpi-engine evaluate PROJECT {' '.join(kpis)} {request.command_line()}"
 
 
+def evaluate_alone(project: KpiProject, kpis: list[str], request: Request) -> dict[str, dict[tuple, float | None]]:
+    """Each KPI requested on its own: {kpi: {key: value}}."""
+    return {name: {key: row[name] for key, row in keyed(project.evaluate([name], **request.options()),
+                                                          request).items()}
+            for name in kpis}
+
+
 def assert_alone_equals_together(project: KpiProject, kpis: list[str], request: Request
                                  ) -> dict[str, dict[tuple, float | None]]:
     """Evaluate together and one by one; return {kpi: {key: value}} of the KPIs alone."""
     note(shown(kpis, request))
     together = keyed(project.evaluate(kpis, **request.options()), request)
-    alone = {name: {key: row[name] for key, row in keyed(project.evaluate([name], **request.options()),
-                                                           request).items()}
-             for name in kpis}
+    alone = evaluate_alone(project, kpis, request)
     problems = []
     union = set().union(*alone.values())
     if set(together) != union:
@@ -287,10 +292,7 @@ def test_second_project_kpis_alone_equal_kpis_together_on_duckdb(bike_duckdb, bi
 def test_second_project_kpis_equal_plain_python_on_duckdb(bike_duckdb, bike_catalog, bike_truth, data):
     kpis, request = data.draw(requests(bike_catalog))
     note(shown(kpis, request))
-    alone = {name: {key: row[name] for key, row in keyed(bike_duckdb.evaluate([name], **request.options()),
-                                                           request).items()}
-             for name in kpis}
-    assert_equals_reference(bike_truth, alone, request)
+    assert_equals_reference(bike_truth, evaluate_alone(bike_duckdb, kpis, request), request)
 
 
 @settings(FULL, max_examples=25)

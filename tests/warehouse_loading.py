@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from kpi_engine.testing import _convert as typed_value
 
 POSTGRES_TYPES = {"integer": "integer", "decimal": "numeric(12,2)", "text": "text", "boolean": "boolean",
                   "date": "date", "timestamp": "timestamp"}
@@ -44,15 +47,14 @@ def load_postgres(connection, tables: dict[str, dict[str, str]], data_dir: Path)
 
 
 def _sqlite_value(text: str, kind: str) -> Any:
-    if text == "":
+    value = typed_value(text, kind)
+    if value is None:
         return None
-    if kind == "integer":
-        return int(text)
-    if kind == "decimal":
-        return float(text)
-    if kind == "boolean":
-        return {"true": 1, "false": 0}[text]
-    return text
+    if kind in ("date", "timestamp"):
+        return text  # ISO text, as written
+    if isinstance(value, bool):
+        return int(value)
+    return float(value) if isinstance(value, Decimal) else value
 
 
 def load_sqlite(file: Path, tables: dict[str, dict[str, str]], data_dir: Path) -> Path:
