@@ -1,0 +1,76 @@
+"""Load a folder of CSV files into PostgreSQL or SQLite, with declared column types.
+
+Tables are described as {table: {column: kind}} with the kinds of ``kpi_engine.testing.TABLES``
+(integer, decimal, text, boolean, date, timestamp), in CSV column order. An empty CSV field is NULL.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from kpi_engine.testing import _convert as typed_value
+
+POSTGRES_TYPES = {"integer": "integer", "decimal": "numeric(12,2)", "text": "text", "boolean": "boolean",
+                  "date": "date", "timestamp": "timestamp"}
+# SQLite keeps dates and timestamps as ISO text and booleans as 0/1; the declared type tells
+# kpi-engine the kind of each column.
+SQLITE_TYPES = {"integer": "INTEGER", "decimal": "REAL", "text": "TEXT", "boolean": "BOOLEAN", "date": "DATE",
+                "timestamp": "TIMESTAMP"}
+
+
+def _header(path: Path, columns: dict[str, str]) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    assert header == list(columns), f"{path.name}: columns {header} differ from {list(columns)}"
+    return header
+
+
+def load_postgres(connection, tables: dict[str, dict[str, str]], data_dir: Path) -> None:
+    """CREATE TABLE and COPY each table from ``data_dir/<table>.csv`` (psycopg 3 connection)."""
+    from psycopg import sql
+
+    for table, columns in tables.items():
+        path = Path(data_dir) / f"{table}.csv"
+        header = _header(path, columns)
+        ddl = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(POSTGRES_TYPES[kind]))
+                                 for name, kind in columns.items())
+        connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        connection.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), ddl))
+        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, header)))
+        with connection.cursor() as cursor, cursor.copy(copy) as stream:
+            stream.write(path.read_bytes())
+
+
+def _sqlite_value(text: str, kind: str) -> Any:
+    value = typed_value(text, kind)
+    if value is None:
+        return None
+    if kind in ("date", "timestamp"):
+        return text  # ISO text, as written
+    if isinstance(value, bool):
+        return int(value)
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def load_sqlite(file: Path, tables: dict[str, dict[str, str]], data_dir: Path) -> Path:
+    """Create the SQLite database ``file`` with one table per CSV file."""
+    connection = sqlite3.connect(file)
+    try:
+        for table, columns in tables.items():
+            path = Path(data_dir) / f"{table}.csv"
+            _header(path, columns)
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = [tuple(_sqlite_value(row[name], kind) for name, kind in columns.items())
+                        for row in csv.DictReader(handle)]
+            ddl = ", ".join(f'"{name}" {SQLITE_TYPES[kind]}' for name, kind in columns.items())
+            connection.execute(f'CREATE TABLE "{table}" ({ddl})')
+            connection.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" for _ in columns)})', rows)
+        connection.commit()
+    finally:
+        connection.close()
+    return file
