@@ -588,12 +588,13 @@ class _Compiler:
             if not self.keys or not sources:
                 continue  # one total row, or a constant: on every row
             if request.fill:  # the dense rows are the KPI's own when it has those dimension values
-                needs_mask = bool(self.dims) and sources != set(plans)
+                needs_mask = bool(self.dims) and (split or sources != set(plans))
             else:  # the keys are every source's rows, and with split the longer range's too
                 needs_mask = split or sources != set(plans)
             if needs_mask:
                 masked.add(name)
-        row_filter = split and not request.fill
+        # With split, the longer range's keys are there for the windows: keep the requested ones.
+        row_filter = split and (not request.fill or bool(self.dims))
         self.marked = bool(masked) or row_filter
         reads = list(ranges.values()) + list(histories.values())
         rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
@@ -605,7 +606,7 @@ class _Compiler:
                                                       history_start if isinstance(history_start, dt.date) else request.start)
         ctes += key_ctes
         values_of = {}  # source -> relation holding its observed dimension values (under --fill)
-        if request.fill and masked:
+        if request.fill and self.dims and self.marked:
             for name, read in ranges.items():
                 values_of[name] = self.join_observed_values(body, read)
         snapshot_joined = set()
@@ -748,8 +749,10 @@ class _Compiler:
     # -- time range
     def widened_start(self, leaves: Sequence[WindowLeaf]) -> dt.date | None | bool:
         """The first day source rows are read from: earlier than --from when a time
-        function needs earlier periods; None when it needs all history."""
+        function needs earlier periods; None when it needs all history. (share() reads the
+        requested range only.)"""
         start = self.request.start
+        leaves = [leaf for leaf in leaves if leaf.kind != "total"]
         if start is None or not leaves:
             return start
         if not self.grain:  # only cumulative and share are allowed without a grain
