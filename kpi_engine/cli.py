@@ -255,7 +255,7 @@ def validate(project: Path, offline: bool, warehouse: str | None) -> None:
         _fail(ProjectInvalid(errors))
     checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
     _show(f"OK: project '{model.project.config.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
-               f"{checked} are valid.")
+          f"{checked} are valid.")
 
 
 def _origin(location) -> str | None:

@@ -15,20 +15,25 @@ SPEC = """
 sources:
   leads: {table: leads, time: created_at}
   sheet: {sql: "SELECT * FROM read_xlsx('book.xlsx')"}
+  remote: {sql: "SELECT * FROM read_csv('https://example.com/leads.csv')"}
 kpis:
   n: {formula: count(leads)}
   rows: {formula: count(sheet)}
+  remote_rows: {formula: count(remote)}
 """
 
 
 def test_a_sql_source_that_needs_an_extension_is_refused_not_downloaded(make_project, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where DuckDB would install extensions
     root = make_project({"s.yaml": SPEC}, {"leads": [{"created_at": "2025-01-01"}]})
-    for command in (["validate", str(root)], ["evaluate", str(root), "rows"]):
-        result = CliRunner().invoke(cli, command)
+    validate = CliRunner().invoke(cli, ["validate", str(root)])
+    assert validate.exit_code == 1 and "2 problems found" in validate.stderr
+    for name, needs in (("rows", "read_xlsx"), ("remote_rows", "https://example.com/leads.csv")):
+        result = CliRunner().invoke(cli, ["evaluate", str(root), name])
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-        assert "read_xlsx" in result.stderr and "never installs or loads DuckDB extensions" in result.stderr
-        assert "download extension" not in result.stderr.lower()
+        for text in (validate.stderr, result.stderr):
+            assert needs in text and "never installs or loads DuckDB extensions" in text
+            assert "download" not in text.lower().replace("nothing is downloaded", "")
     assert not (tmp_path / "home" / ".duckdb").exists()  # no install was even attempted
     ok = CliRunner().invoke(cli, ["evaluate", str(root), "n", "--format", "csv"])  # the rest still runs
     assert ok.exit_code == 0 and ok.stdout == "n\n1.0\n"

@@ -31,7 +31,7 @@ The session settings the SQL and the reading of results depend on (``PINNED_SETT
 ``standard_conforming_strings``, the client encoding, date, interval and float output, and the
 time zone) are set when the session opens, over whatever the server, the database, the role or
 ``PGOPTIONS`` say, then read back: a session that does not have them is refused. A string
-literal holding a backslash is written as an escape string (``E'a\\b'``), whose meaning no
+literal holding a backslash is written as an escape string (``E'a\\\\b'``), whose meaning no
 setting changes.
 """
 
