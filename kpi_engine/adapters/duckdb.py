@@ -35,6 +35,8 @@ CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensi
                   "allow_community_extensions": False}
 #: DuckDB expands '*', '?' and '[...]' in a file path; '[c]' matches the character c itself.
 _GLOB_CHARACTER = re.compile(r"[*?\[]")
+_EXTENSION_NEEDED = re.compile(r"exists in the \S+ extension|requires the extension|the required extension",
+                               re.IGNORECASE)
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
 EXTENSION_HINT = ("kpi-engine never installs or loads DuckDB extensions while it runs (nothing is downloaded): "
                   "use functions built into DuckDB in sql: sources, or another warehouse.")
@@ -132,8 +134,9 @@ def _first_line(error: Exception) -> str:
 
 
 def _needs_extension(error: Exception) -> bool:
-    """DuckDB names the extension a missing function or file type lives in."""
-    return "extension" in _first_line(error).lower()
+    """DuckDB names the extension a missing function or file type lives in ('... but it exists in
+    the excel extension', '... requires the extension httpfs to be loaded')."""
+    return _EXTENSION_NEEDED.search(_first_line(error)) is not None
 
 
 def _hint(error: Exception, default: str) -> str:

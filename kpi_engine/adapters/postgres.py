@@ -212,8 +212,9 @@ def check_settings(connection, where: str) -> None:
     """Refuse a session whose pinned settings are not what the engine set (a connection pooler
     may drop startup options): the SQL would not mean what it says."""
     names = list(PINNED_SETTINGS)
-    values = connection.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names).fetchone()
-    for name, value in zip(names, values):
+    rows = connection.execute("SELECT current_setting(name) FROM unnest(%s::text[]) WITH ORDINALITY AS s(name, i) "
+                              "ORDER BY i", (names,)).fetchall()
+    for name, (value,) in zip(names, rows):
         if not _setting_matches(name, value):
             raise ConnectionFailed(f"the PostgreSQL session at {where} has {name} = '{value}', and kpi-engine "
                                    f"needs '{PINNED_SETTINGS[name]}'; it set it when connecting, but the setting "
