@@ -372,14 +372,13 @@ class _DuckDBFolder:
     def __init__(self, root):
         self.file = root / "data" / "leads.parquet"
         self.table = "leads"
+        self.config = "name: t\nwarehouse: {adapter: duckdb, data: data}\n"
 
     def load(self, rows):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         pq.write_table(pa.table({"created_at": [r[0] for r in rows], "channel": [r[1] for r in rows]}), self.file)
-
-    config = "name: t\nwarehouse: {adapter: duckdb, data: data}\n"
 
 
 class _SQLiteFile:
