@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from . import nodes
 from .resolve import Model
+
+#: Markdown that text from a spec could use to break out of a table cell, open HTML or a link,
+#: or start code: written as the character itself (backslash escapes).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`|<>\[\]*])")
 
 _UNIT_NAMES = {"count": "count", "currency": "currency", "percent": "percent (15 means 15%)", "ratio": "ratio",
                "number": "number", "score": "score", "days": "days", "seconds": "seconds"}
@@ -24,6 +30,17 @@ def _target(target) -> str:
     return "; ".join(parts)
 
 
+def _md(text: str) -> str:
+    """Spec text as literal Markdown text on one line."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _fence(code: str) -> str:
+    """A code fence longer than any run of backticks in ``code``, so the code cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def markdown(model: Model) -> str:
     """One section per KPI, in definition order, with a table of contents."""
     project = model.project
@@ -33,23 +50,25 @@ def markdown(model: Model) -> str:
              "| KPI | Label | Unit |", "|---|---|---|"]
     for kpi in kpis:
         spec = kpi.spec
-        lines.append(f"| [`{spec.name}`](#{spec.name}) | {spec.label or ''} | {spec.unit} |")
+        lines.append(f"| [`{spec.name}`](#{spec.name}) | {_md(spec.label or '')} | {spec.unit} |")
     for kpi in kpis:
         spec = kpi.spec
         where = spec.where(key=True)
         lines += ["", f"## {spec.name}", ""]
         if spec.label:
-            lines += [f"**{spec.label}**", ""]
+            lines += [f"**{_md(spec.label)}**", ""]
         if spec.description:
-            lines += [" ".join(spec.description.split()), ""]
-        lines += ["```text", "\n".join(line.rstrip() for line in spec.formula.strip().splitlines()), "```", ""]
+            lines += [_md(spec.description), ""]
+        formula = "\n".join(line.rstrip() for line in spec.formula.strip().splitlines())
+        fence = _fence(formula)
+        lines += [fence + "text", formula, fence, ""]
         facts = [("Unit", _UNIT_NAMES.get(spec.unit, spec.unit)),
                  ("Sources", ", ".join(f"`{s}`" for s in sorted(kpi.sources))),
                  ("Dimensions", ", ".join(f"`{d}`" for d in kpi.dimensions) or "none"),
                  ("Uses", ", ".join(f"[`{r}`](#{r})" for r in kpi.references)),
-                 ("Target", _target(spec.target)),
-                 ("Owner", spec.owner or ""),
-                 ("Tags", ", ".join(spec.tags)),
+                 ("Target", _md(_target(spec.target))),
+                 ("Owner", _md(spec.owner or "")),
+                 ("Tags", _md(", ".join(spec.tags))),
                  ("Defined in", f"{where.file}:{where.line}")]
         lines += [f"- {name}: {value}" for name, value in facts if value]
     return "\n".join(lines) + "\n"

@@ -13,18 +13,33 @@ from . import __version__
 from .calendar import GRAINS
 from .errors import KpiEngineError, ProjectInvalid, UsageError
 from .files import write_atomically
+from .terminal import cell, is_terminal, visible
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _show(text: str, err: bool = False) -> None:
+    """A line for people (a message, an error, a check's outcome): values and spec text in it
+    are shown with their control characters made visible, wherever the line goes."""
+    click.echo(visible(text, keep="\n"), err=err)
+
+
+def _emit(text: str) -> None:
+    """Output for programs (CSV, JSON, SQL, a catalogue): exactly these characters on a pipe or
+    in a file; on a terminal, control characters are made visible instead of acted on."""
+    if is_terminal(sys.stdout):
+        text = visible(text, keep="\n")
+    click.echo(text, nl=False, color=True)  # color=True: click would strip escape sequences on a pipe
 
 
 def _fail(error: KpiEngineError) -> None:
     """Print a library error without a traceback and exit with its code."""
     if isinstance(error, ProjectInvalid):
         for item in error.errors:
-            click.echo(f"Error: {item}", err=True)
-        click.echo(f"{error.message}.", err=True)
+            _show(f"Error: {item}", err=True)
+        _show(f"{error.message}.", err=True)
     else:
-        click.echo(f"Error: {error}", err=True)
+        _show(f"Error: {error}", err=True)
     sys.exit(error.exit_code)
 
 
@@ -36,7 +51,7 @@ def handle_errors(fn):
         except KpiEngineError as error:
             _fail(error)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            _show("Interrupted.", err=True)
             sys.exit(130)
 
     return wrapper
@@ -132,8 +147,8 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
         else:
             usable.append(name)
     if skipped:
-        click.echo(f"Note: left out {len(skipped)} KPI{'s' if len(skipped) != 1 else ''}: {', '.join(skipped)}.",
-                   err=True)
+        _show(f"Note: left out {len(skipped)} KPI{'s' if len(skipped) != 1 else ''}: {', '.join(skipped)}.",
+              err=True)
     return usable
 
 
@@ -223,7 +238,7 @@ def init(folder: Path) -> None:
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(template.format(name=folder.name.replace("-", "_") or "my_kpis", folder=folder))
-    click.echo(f"Created {folder}. Next:\n  kpi-engine evaluate {folder} --all --grain month")
+    _show(f"Created {folder}. Next:\n  kpi-engine evaluate {folder} --all --grain month")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -239,8 +254,8 @@ def validate(project: Path, offline: bool, warehouse: str | None) -> None:
     if errors:
         _fail(ProjectInvalid(errors))
     checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
-    click.echo(f"OK: project '{model.project.config.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
-               f"{checked} are valid.")
+    _show(f"OK: project '{model.project.config.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
+          f"{checked} are valid.")
 
 
 def _origin(location) -> str | None:
@@ -265,25 +280,25 @@ def list_(project: Path, fmt: str) -> None:
                 "dimensions": list(s.dimension_names), "defined_in": _origin(s.where(key=True)),
                 "overrides": _origin(s.overrides)} for s in loaded.sources.values()]
     if fmt == "json":
-        click.echo(json.dumps({"kpis": kpis, "sources": sources}, indent=2))
+        _emit(json.dumps({"kpis": kpis, "sources": sources}, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=160, no_color=not sys.stdout.isatty(), highlight=False)
-    table = Table(title=f"KPIs of {loaded.config.name}", title_justify="left", show_edge=False)
+    table = Table(title=cell(f"KPIs of {loaded.config.name}"), title_justify="left", show_edge=False)
     for header in ("name", "label", "unit", "defined in", "overrides"):
         table.add_column(header, no_wrap=True)
     for k in kpis:
-        table.add_row(k["name"], k["label"] or "", k["unit"], k["defined_in"], k["overrides"] or "")
+        table.add_row(*(cell(k[key] or "") for key in ("name", "label", "unit", "defined_in", "overrides")))
     console.print(table)
     console.print()
     table = Table(title="Sources", title_justify="left", show_edge=False)
     for header in ("name", "relation", "time", "dimensions", "defined in", "overrides"):
         table.add_column(header, no_wrap=True)
     for s in sources:
-        table.add_row(s["name"], s["relation"], s["time"] or "", ", ".join(s["dimensions"]), s["defined_in"],
-                      s["overrides"] or "")
+        table.add_row(*(cell(value or "") for value in (s["name"], s["relation"], s["time"], ", ".join(s["dimensions"]),
+                                                        s["defined_in"], s["overrides"])))
     console.print(table)
 
 
@@ -300,7 +315,7 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
     with _open(project, warehouse) as kpi_project:
         names, options = _request_options(kpi_project, **query)
         compiled = kpi_project.compile(names, dialect=dialect, describe=not offline, **options)
-        click.echo(compiled.sql(pretty=True) + ";")
+        _emit(compiled.sql(pretty=True) + ";\n")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -335,7 +350,7 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
         if writer is None and output is not None and fmt in STREAMED:
             compiled, batches = kpi_project.stream(names, complete_only=complete_only, **options)
             count = write_stream(fmt, [c.name for c in compiled.columns], batches, output)
-            click.echo(f"Wrote {count} rows to {output}.", err=True)
+            _show(f"Wrote {count} rows to {output}.", err=True)
             return
         with _progress(f"Evaluating {len(names) + len(options['formulas'])} KPIs"):
             result = kpi_project.evaluate(names, complete_only=complete_only, **options)
@@ -346,11 +361,13 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
         else:
             color = output is None and fmt == "table" and sys.stdout.isatty()
             content = render(result, fmt, kpi_project.project.config.currency, color)
-    if output is None:
-        click.echo(content, nl=False)
+    if output is None and writer is None and fmt == "table":
+        click.echo(content, nl=False)  # every value in it is already shown as text (output.to_table)
+    elif output is None:
+        _emit(content)
     else:
         write_atomically(output, content)
-        click.echo(f"Wrote {len(result)} rows to {output}.", err=True)
+        _show(f"Wrote {len(result)} rows to {output}.", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -375,12 +392,12 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
         report = check_targets(kpi_project, list(kpis), grain, as_of.date() if as_of else None, _split(by))
         currency = kpi_project.project.config.currency
     if fmt == "json":
-        click.echo(json.dumps(report, indent=2, default=str))
+        _emit(json.dumps(report, indent=2, default=str) + "\n")
     else:
         when = f"the {grain.replace('_', ' ')} starting {report['period']}" if report["period"] else "no period"
-        click.echo(f"Targets for {when}, {report['basis']}:")
+        _show(f"Targets for {when}, {report['basis']}:")
         for message in report["stale"]:
-            click.echo(f"  STALE    {message}")
+            _show(f"  STALE    {message}")
         for item in report["results"]:
             where = "".join(f" [{k}={v}]" for k, v in item["dimensions"].items())
             value = "no data" if item["value"] is None else format_value(item["value"], item["unit"], currency,
@@ -388,10 +405,10 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
             line = f"  {item['status'].upper():8} {item['kpi']}{where}: {value} (target {item['target']})"
             if item["status"] == "breached":
                 line += f", off by {format_value(item['gap'], item['unit'], currency, item['format'])}"
-            click.echo(line)
-        click.echo(f"{report['breached']} breached, {report['ok']} on target, {report['no_data']} without data"
-                   + (f", {len(report['stale'])} stale source{'s' if len(report['stale']) != 1 else ''}."
-                      if report["stale"] else "."))
+            _show(line)
+        _show(f"{report['breached']} breached, {report['ok']} on target, {report['no_data']} without data"
+              + (f", {len(report['stale'])} stale source{'s' if len(report['stale']) != 1 else ''}."
+                 if report["stale"] else "."))
     if not report["healthy"]:
         sys.exit(6)
     if report["breached"]:
@@ -411,11 +428,11 @@ def test_command(project: Path, names: tuple[str, ...]) -> None:
     outcomes = run_tests(loaded, list(names))
     for outcome in outcomes:
         origin = f" ({outcome.library})" if outcome.library else ""
-        click.echo(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}{origin}")
+        _show(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}{origin}")
         for problem in outcome.problems:
-            click.echo(f"     {problem}")
+            _show(f"     {problem}")
     failed = sum(not o.passed for o in outcomes)
-    click.echo(f"{len(outcomes) - failed} passed, {failed} failed.")
+    _show(f"{len(outcomes) - failed} passed, {failed} failed.")
     if failed:
         sys.exit(1)
 
@@ -434,7 +451,7 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
     with _open(project, None) as kpi_project:
         model = kpi_project.model(describe=False)
         query = kpi_project.compile([kpi], grain=grain, dialect=dialect, describe=False)
-        click.echo(explain_text(model, kpi) + "\nSQL (by " + grain + "):\n" + query.sql() + ";")
+        _show(explain_text(model, kpi) + "\nSQL (by " + grain + "):\n" + query.sql() + ";")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -461,7 +478,7 @@ def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_
         page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
                             as_of=as_of.date() if as_of else dt.date.today())
     write_atomically(output, page)
-    click.echo(f"Wrote {output}.", err=True)
+    _show(f"Wrote {output}.", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -480,10 +497,10 @@ def docs(project: Path, output: Path | None, fmt: str) -> None:
         model = kpi_project.model(describe=False)
         text = catalog_html(model) if fmt == "html" else markdown(model)
     if output is None:
-        click.echo(text, nl=False)
+        _emit(text)
         return
     write_atomically(output, text)
-    click.echo(f"Wrote {output}.", err=True)
+    _show(f"Wrote {output}.", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -507,7 +524,7 @@ def plugins(fmt: str) -> None:
                      "distribution": f"{info.distribution} {info.version}" if info.distribution else None,
                      "status": f"failed: {info.error}" if info.error else "ok"})
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        _emit(json.dumps(rows, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -518,7 +535,8 @@ def plugins(fmt: str) -> None:
     for row in rows:
         provides = [f"adapter {a} ({d})" for a, d in zip(row["adapters"], row["dialects"])]
         provides += [f"function {f}" for f in row["functions"]] + [f"format {f}" for f in row["formats"]]
-        table.add_row(row["plugin"], ", ".join(provides), row["module"], row["distribution"] or "", row["status"])
+        table.add_row(*(cell(value) for value in (row["plugin"], ", ".join(provides), row["module"],
+                                                  row["distribution"] or "", row["status"])))
     Console(width=160, no_color=not sys.stdout.isatty(), highlight=False).print(table)
 
 

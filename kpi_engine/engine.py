@@ -25,6 +25,7 @@ from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, Spe
 from .hookspecs import Connection
 from .parser import _deep_recursion
 from .plugins import Registry, default_registry
+from .redaction import redact
 from .resolve import Model, column_type, resolve
 from .result import Result
 from .spec import Project, load_project, read_project
@@ -45,17 +46,15 @@ def warehouse_settings(warehouse: str | Mapping[str, Any] | None) -> tuple[str, 
         url = warehouse if _URL_SCHEME.match(warehouse) else _interpolate(warehouse)
         match = _URL_SCHEME.match(url)
         if not match:
-            raise UsageError(f"'{redact(url)}' is not a warehouse URL.", None,
-                             "Write it as scheme://..., e.g. duckdb:///path/to/file.duckdb.")
+            # Never echoed: it may be a libpq 'host=... password=...' string, or come from a variable.
+            shape = " (it looks like 'key=value' settings)" if "=" in url else ""
+            raise UsageError(f"the warehouse setting is not a URL{shape}: it does not start with a scheme such as "
+                             "postgresql:// or duckdb://.", None,
+                             "Write it as scheme://..., e.g. duckdb:///path/to/file.duckdb or "
+                             "postgresql://user@host/db; --warehouse and KPI_ENGINE_WAREHOUSE take a URL.")
         return match.group(1).split("+")[0], {"url": url}
     settings = dict(warehouse)
     return str(settings.pop("adapter")), settings
-
-
-def redact(text: str) -> str:
-    """Hide the password of any URL in ``text`` (scheme://user:password@host), up to the
-    last '@' of the URL, so a password that contains '@' does not leak either."""
-    return re.sub(r"(//[^/:@\s]*:)\S*@", r"\1***@", text)
 
 
 def _interpolate(value: str) -> str:

@@ -81,10 +81,11 @@ def write_stream(fmt: str, names: list[str], batches, path) -> int:
             return _write_parquet(names, batches, str(temp))
         with open(temp, "w", encoding="utf-8", newline="") as handle:
             if fmt == "csv":
-                writer = csv.writer(handle, lineterminator="\n")
+                writer = _CsvWriter(handle)
                 writer.writerow(names)
                 for batch in batches:
-                    writer.writerows(["" if v is None else _csv_value(_plain(v)) for v in row] for row in batch)
+                    for row in batch:
+                        writer.writerow(["" if v is None else _csv_value(_plain(v)) for v in row])
                     count += len(batch)
             else:
                 handle.write("[")
@@ -121,9 +122,23 @@ def _write_parquet(names: list[str], batches, path: str) -> int:
     return count
 
 
+class _CsvWriter:
+    """CSV rows ending in '\n'. The csv module quotes a field that holds a '\n' (the line end)
+    but not one that holds a lone '\r', which readers take for a line break: a row with one has
+    every field quoted, so each value reads back as it is."""
+
+    def __init__(self, handle):
+        self._minimal = csv.writer(handle, lineterminator="\n")
+        self._quoted = csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: list) -> None:
+        carriage_return = any(isinstance(value, str) and "\r" in value for value in row)
+        (self._quoted if carriage_return else self._minimal).writerow(row)
+
+
 def to_csv(result: Result) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _CsvWriter(buffer)
     writer.writerow(result.names)
     for row in result.to_dicts():
         writer.writerow(["" if v is None else _csv_value(v) for v in row.values()])
@@ -152,12 +167,14 @@ def to_table(result: Result, currency: str = "USD", color: bool | None = None) -
     from rich.console import Console
     from rich.table import Table
 
+    from .terminal import cell
+
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for column in result.columns:
         numeric = column.role == "kpi"
-        table.add_column(column.name, justify="right" if numeric else "left", no_wrap=True)
-    for row in result.to_dicts():
-        table.add_row(*[_cell(row[c.name], c, currency) for c in result.columns])
+        table.add_column(cell(column.name), justify="right" if numeric else "left", no_wrap=True)
+    for row in result.to_dicts():  # values are data: no rich markup, control characters shown as escapes
+        table.add_row(*[cell(_cell(row[c.name], c, currency)) for c in result.columns])
     buffer = io.StringIO()
     # Tables never wrap or truncate: wide results scroll rather than lose digits.
     console = Console(file=buffer, width=10_000, force_terminal=bool(color), no_color=not color, highlight=False)

@@ -312,7 +312,7 @@ CASES: list[Case] = [
         files={"kpi_engine.yaml": "name: demo\nwarehouse: {adapter: duckbd, data: data}\n"}),
     run("unknown_warehouse_setting", EVAL, 1, "unknown DuckDB setting(s): datas", "DuckDB takes 'path'",
         files={"kpi_engine.yaml": "name: demo\nwarehouse: {adapter: duckdb, datas: data}\n"}),
-    run("warehouse_not_a_url", (*EVAL, "--warehouse", "notaurl"), 2, "'notaurl' is not a warehouse URL",
+    run("warehouse_not_a_url", (*EVAL, "--warehouse", "notaurl"), 2, "the warehouse setting is not a URL",
         "Write it as scheme://"),
 
     # --- KPI and source fields ---------------------------------------------------------------

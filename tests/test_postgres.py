@@ -30,6 +30,7 @@ from kpi_engine.cli import cli  # noqa: E402
 from kpi_engine.engine import open_project  # noqa: E402
 from kpi_engine.errors import UsageError, WarehouseError  # noqa: E402
 from kpi_engine.plugins import Registry  # noqa: E402
+from kpi_engine.redaction import redact  # noqa: E402
 
 DATA_DIR = reference.DEFAULT_DATA_DIR
 EXAMPLE = DATA_DIR.parent
@@ -406,10 +407,10 @@ def test_missing_psycopg_says_how_to_install_it(monkeypatch, tmp_path):
 
 def test_messages_are_scrubbed_of_passwords():
     text = 'failed for postgresql://bob:s3cr@t/x@db:5432/app, password=hunter2 user=bob password = \'a b\''
-    scrubbed = pg_adapter.scrub(text, ["topsecret"])
+    scrubbed = redact(text, ["topsecret"])
     assert "s3cr" not in scrubbed and "hunter2" not in scrubbed and "a b" not in scrubbed
     assert "postgresql://bob:***@db:5432/app" in scrubbed
-    assert pg_adapter.scrub("the topsecret leaked", ["topsecret"]) == "the *** leaked"
+    assert redact("the topsecret leaked", ["topsecret"]) == "the *** leaked"
 
 
 def test_registered_under_both_url_schemes():
@@ -547,3 +548,22 @@ def test_postgres_passes_the_conformance_kit(pg_server, tmp_path):
     # The library's sources read unqualified tables: point the session at the schema.
     url = f"{pg_server.url}?options=-csearch_path%3D{schema}"
     assert_conformance({"adapter": "postgres", "url": url}, tmp_path / "project")
+
+
+def test_pinned_session_settings_hold_whatever_pgoptions_says(pg_server, make_project, monkeypatch):
+    """PGOPTIONS (like a role's or database's settings) could change how timestamps with a time
+    zone are read and how floats come back; the engine's own settings win."""
+    third = 1 / 3
+    with pg_server.connect() as connection:
+        connection.execute("DROP TABLE IF EXISTS pinned_events")
+        connection.execute("CREATE TABLE pinned_events (at timestamptz, x double precision)")
+        connection.execute("INSERT INTO pinned_events VALUES ('2025-01-31 20:00:00+00', %s)", (third,))
+    spec = "sources:\n  e: {table: pinned_events, time: at}\nkpis:\n  total: {formula: sum(e.x)}\n"
+    root = make_project({"s.yaml": spec}, config=f"name: t\nwarehouse: '{pg_server.url}'\n")
+    monkeypatch.setenv("PGOPTIONS", "-c TimeZone=Asia/Tokyo -c extra_float_digits=-15 -c DateStyle=SQL,DMY "
+                                    "-c IntervalStyle=sql_standard")
+    with open_project(root) as project:
+        result = project.evaluate(["total"], grain="day")
+    # 20:00 UTC on 31 January is 1 February in Tokyo: stored UTC times are read as UTC; and the
+    # float comes back with all its digits.
+    assert result.rows == [(dt.date(2025, 1, 31), third, True)]  # True: the one day is the whole data

@@ -51,7 +51,64 @@ def test_urls_are_redacted_whatever_the_password_holds():
     assert redact("duckdb:///no/password/here.duckdb") == "duckdb:///no/password/here.duckdb"
 
 
-def test_a_bad_url_is_echoed_redacted(make_project):
+def test_a_warehouse_value_that_is_not_a_url_is_never_echoed(make_project):
     root = make_project({"s.yaml": SPEC})
     result = run("evaluate", str(root), "n", "--warehouse", "notaurl//user:hunter2@host")
-    assert result.exit_code == 2 and "hunter2" not in result.output and "***" in result.stderr
+    assert result.exit_code == 2 and "hunter2" not in result.output and "notaurl" not in result.output
+    assert "the warehouse setting is not a URL" in result.stderr
+
+
+# --- secrets in any form are never shown ---------------------------------------------------------------
+
+SECRET_FORMS = [
+    ("postgresql://ana:hunter2@db/m", "postgresql://ana:***@db/m"),
+    ("host=db password=hunter2 dbname=m", "host=db password=*** dbname=m"),
+    ("host=db password='hunter2 with \\' quote' dbname=m", "host=db password=*** dbname=m"),
+    ("PGPASSWORD=hunter2 psql", "PGPASSWORD=*** psql"),
+    ("postgresql://db/m?sslmode=require&password=hunter2&user=ana", "postgresql://db/m?sslmode=require&password=***&user=ana"),
+    ('{"user": "ana", "password": "hunter2 x"}', '{"user": "ana", "password": ***}'),
+    ("{'db_password': 'hunter2'}", "{'db_password': ***}"),
+    ("password: hunter2", "password: ***"),
+    ("sc://spark:15002/;token=hunter2;user_id=ana", "sc://spark:15002/;token=***;user_id=ana"),
+    ("api_key=hunter2, client_secret=hunter2", "api_key=***, client_secret=***"),
+]
+
+
+def test_redact_hides_secrets_in_every_form():
+    from kpi_engine.redaction import redact
+
+    for text, expected in SECRET_FORMS:
+        assert redact(text) == expected
+    # Not secrets: a password file's path, words that only contain the names.
+    assert redact("password_file: secrets/pg.txt") == "password_file: secrets/pg.txt"
+    assert redact("password authentication failed for user ana") == "password authentication failed for user ana"
+
+
+def test_a_libpq_string_in_the_environment_is_never_echoed(make_project, monkeypatch):
+    root = make_project({"s.yaml": SPEC})
+    monkeypatch.setenv("KPI_ENGINE_WAREHOUSE", "host=db.internal password=hunter2 dbname=m")
+    result = run("evaluate", str(root), "n")
+    assert result.exit_code == 2 and "the warehouse setting is not a URL" in result.stderr
+    assert "looks like 'key=value' settings" in result.stderr
+    assert "hunter2" not in result.output and "db.internal" not in result.output
+
+
+def test_a_variable_is_never_echoed_whatever_it_holds(make_project, monkeypatch):
+    monkeypatch.setenv("KPI_TEST_DATABASE", "host=db.internal password=hunter2")
+    for warehouse in ("'${KPI_TEST_DATABASE}'", "{adapter: postgres, url: '${KPI_TEST_DATABASE}'}"):
+        root = make_project({"s.yaml": SPEC}, config=f"name: x\nwarehouse: {warehouse}\n", name=f"p{len(warehouse)}")
+        result = run("evaluate", str(root), "n")
+        assert result.exit_code in (1, 2) and result.stderr.startswith("Error: "), result.output
+        assert "hunter2" not in result.output and "db.internal" not in result.output
+
+
+def test_spark_urls_are_shown_without_their_token():
+    import pytest
+
+    from kpi_engine.adapters.spark import parse_url, spark_settings
+    from kpi_engine.errors import WarehouseError
+
+    for call in (lambda: parse_url("spork://h/;token=hunter2"), lambda: spark_settings({"remote": "h:1/;token=hunter2"})):
+        with pytest.raises(WarehouseError) as caught:
+            call()
+        assert "hunter2" not in str(caught.value) and "token=***" in str(caught.value)

@@ -5,7 +5,13 @@ Settings (``warehouse:`` in kpi_engine.yaml):
 - ``path``: a DuckDB database file, opened read-only. Or a URL ``duckdb:///abs/file.duckdb``
   / ``duckdb://relative/file.duckdb``.
 - ``data``: a folder of CSV or Parquet files; each file becomes a read-only view
-  named after the file (``leads.csv`` -> ``leads``) in an in-memory database.
+  named after the file (``leads.csv`` -> ``leads``) in an in-memory database. The files are
+  read by their exact paths: a folder named ``proj[1]`` or ``data*`` is not a glob pattern.
+
+Nothing is downloaded or loaded at run time: extension auto-installing and auto-loading are
+off (the extensions built into the duckdb package, such as ICU, JSON and Parquet, still work),
+the session time zone is UTC (a TIMESTAMPTZ is read as the UTC time it stores, on any machine),
+and the configuration is locked once the connection is set up.
 
 Registered through the ``kpi_engine`` entry-point group like any third-party plugin.
 """
@@ -24,6 +30,16 @@ from ..hookspecs import Adapter, Connection, Rows, hookimpl
 
 DATA_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Given when the database opens: nothing is installed from the network or loaded from disk.
+CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                  "allow_community_extensions": False}
+#: DuckDB expands '*', '?' and '[...]' in a file path; '[c]' matches the character c itself.
+_GLOB_CHARACTER = re.compile(r"[*?\[]")
+_EXTENSION_NEEDED = re.compile(r"exists in the \S+ extension|requires the extension|the required extension",
+                               re.IGNORECASE)
+SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
+EXTENSION_HINT = ("kpi-engine never installs or loads DuckDB extensions while it runs (nothing is downloaded): "
+                  "use functions built into DuckDB in sql: sources, or another warehouse.")
 
 
 class DuckDBConnection(Connection):
@@ -90,8 +106,7 @@ class DuckDBConnection(Connection):
                                 f"in DuckDB ({self._where}).", None,
                                 "Narrow the request (--from/--to, fewer KPIs) or raise query_timeout / --timeout.")
         return QueryFailed(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
-                           "Check that the tables and columns the sources name exist "
-                           "('kpi-engine validate' checks them).")
+                           _hint(error, SOURCE_HINT))
 
     def columns(self, relation) -> Mapping[str, str] | None:
         import duckdb
@@ -102,11 +117,11 @@ class DuckDBConnection(Connection):
         try:
             cursor.execute(query.sql(dialect=self.dialect))
             return {d[0]: str(d[1]) for d in cursor.description}
-        except duckdb.CatalogException:
-            return None
         except duckdb.Error as error:
+            if isinstance(error, duckdb.CatalogException) and not _needs_extension(error):
+                return None  # no such table
             raise WarehouseError(f"cannot describe {relation.sql(dialect=self.dialect)} in DuckDB: {_first_line(error)}",
-                                 None, "Check the source's table or sql.") from None
+                                 None, _hint(error, "Check the source's table or sql.")) from None
         finally:
             cursor.close()
 
@@ -116,6 +131,17 @@ class DuckDBConnection(Connection):
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _needs_extension(error: Exception) -> bool:
+    """DuckDB names the extension a missing function or file type lives in ('... but it exists in
+    the excel extension', '... requires the extension httpfs to be loaded')."""
+    return _EXTENSION_NEEDED.search(_first_line(error)) is not None
+
+
+def _hint(error: Exception, default: str) -> str:
+    """A function or file type that lives in an extension is refused, never fetched: say so."""
+    return EXTENSION_HINT if _needs_extension(error) else default
 
 
 class DuckDBAdapter(Adapter):
@@ -143,10 +169,10 @@ class DuckDBAdapter(Adapter):
                 if not file.is_file():
                     raise ConnectionFailed(f"the DuckDB database file '{file}' does not exist.", None,
                                          "Fix 'path' in kpi_engine.yaml, or create the database first.")
-                connection = duckdb.connect(str(file), read_only=True)
+                connection = duckdb.connect(str(file), read_only=True, config=CONNECT_CONFIG)
                 where = file.name
             else:
-                connection = duckdb.connect(":memory:")
+                connection = duckdb.connect(":memory:", config=CONNECT_CONFIG)
                 where = "in-memory"
         except duckdb.Error as error:
             raise ConnectionFailed(f"cannot open the DuckDB database: {_first_line(error)}", None,
@@ -155,6 +181,7 @@ class DuckDBAdapter(Adapter):
             folder = (project_root / data).resolve()
             _attach_files(connection, folder)
             where = f"data folder {data}"
+        _pin_settings(connection)
         return DuckDBConnection(connection, where, float(timeout) if timeout else None)
 
 
@@ -169,7 +196,7 @@ def _attach_files(connection, folder: Path) -> None:
         reader = DATA_SUFFIXES.get(file.suffix.lower())
         if reader is None or not _VIEW_NAME.match(file.stem):
             continue
-        source = exp.Table(this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(str(file))]))
+        source = exp.Table(this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(glob_escape(str(file)))]))
         view = exp.Create(kind="VIEW", this=exp.Table(this=exp.to_identifier(file.stem, quoted=True)),
                           expression=exp.select(exp.Star()).from_(source))
         try:
@@ -177,6 +204,25 @@ def _attach_files(connection, folder: Path) -> None:
         except duckdb.Error as error:
             raise ConnectionFailed(f"cannot read data file '{file.name}': {_first_line(error)}", None,
                                  "Check that it is a well-formed CSV (with a header row) or Parquet file.") from None
+
+
+def _pin_settings(connection) -> None:
+    """Timestamps with a time zone are read as the UTC time they store, whatever the machine's
+    zone; then the configuration is locked, so no query can change a setting."""
+    import duckdb
+
+    try:
+        connection.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: each query's cursor is a session of its own
+        connection.execute("SET lock_configuration = true")
+    except duckdb.Error as error:
+        raise ConnectionFailed(f"cannot set up the DuckDB session: {_first_line(error)}", None,
+                               "Use the duckdb package from PyPI (it includes the ICU time zones).") from None
+
+
+def glob_escape(path: str) -> str:
+    """A file path as a DuckDB glob pattern that matches that one file: 'proj[1]/a.csv' would
+    otherwise read 'proj1/a.csv', and 'proj*/a.csv' every sibling folder's file."""
+    return _GLOB_CHARACTER.sub(lambda match: f"[{match.group()}]", path)
 
 
 @hookimpl

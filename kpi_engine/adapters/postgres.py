@@ -26,6 +26,13 @@ itself (``PGHOST``, ``PGPASSWORD``, ``~/.pgpass``, ``PGSSLMODE``...) applies to 
 Sessions are read-only: every query runs in a ``READ ONLY`` transaction of a session opened with
 ``default_transaction_read_only=on``, and is rolled back afterwards. The password never appears
 in a message. Registered through the ``kpi_engine`` entry-point group, like DuckDB.
+
+The session settings the SQL and the reading of results depend on (``PINNED_SETTINGS``:
+``standard_conforming_strings``, the client encoding, date, interval and float output, and the
+time zone) are set when the session opens, over whatever the server, the database, the role or
+``PGOPTIONS`` say, then read back: a session that does not have them is refused. A string
+literal holding a backslash is written as an escape string (``E'a\\\\b'``), whose meaning no
+setting changes.
 """
 
 from __future__ import annotations
@@ -40,9 +47,11 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
 from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..redaction import redact
 
 INSTALL_HINT = "pip install 'kpi-engine[postgres]'"
 URL_SCHEMES = ("postgresql", "postgres")
@@ -55,6 +64,12 @@ SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-en
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Session settings the rendered SQL and the reading of its results rely on, set at connect time
+#: and checked: with standard_conforming_strings off, 'a\' would not end where sqlglot ends it;
+#: psycopg reads dates, intervals and floats in these output formats; CAST(timestamptz AS
+#: timestamp) reads the stored UTC time only in UTC.
+PINNED_SETTINGS = {"standard_conforming_strings": "on", "client_encoding": "UTF8", "DateStyle": "ISO",
+                   "IntervalStyle": "postgres", "extra_float_digits": "3", "TimeZone": "UTC"}
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -119,7 +134,7 @@ def _parse_url(url: str) -> tuple[dict[str, str], str | None]:
         parsed = conninfo_to_dict(text)
     except Exception as error:  # psycopg.ProgrammingError: the message may quote the URL or the password
         secrets = [text, url, *_url_passwords(text)]
-        raise WarehouseError(f"the warehouse URL is not valid: {scrub(_first_line(error), secrets)}.", None,
+        raise WarehouseError(f"the warehouse URL is not valid: {redact(_first_line(error), secrets)}.", None,
                              "Write it as postgresql://user:password@host:port/dbname?sslmode=require; "
                              "percent-encode special characters, or use ${NAME} for the password.") from None
     params = {key: interpolate(value, f"url ({key})") for key, value in parsed.items() if value is not None}
@@ -176,8 +191,10 @@ def connection_parameters(settings: Mapping[str, Any], project_root: Path) -> tu
     if pool_size < 1:
         raise WarehouseError("the warehouse setting 'pool_size' must be a whole number of at least 1.", None,
                              "For example 'pool_size: 4'.")
-    # Read-only sessions; the timeout is enforced by the server.
-    options = [params.get("options") or os.environ.get("PGOPTIONS", ""), "-c default_transaction_read_only=on"]
+    # Read-only sessions; the timeout is enforced by the server. Options given at connect time
+    # override the server's, the database's and the role's settings; later ones override PGOPTIONS.
+    options = [params.get("options") or os.environ.get("PGOPTIONS", ""), "-c default_transaction_read_only=on",
+               pinned_options()]
     if seconds is not None:
         options.append(f"-c statement_timeout={max(1, round(seconds * 1000))}")
     params["options"] = " ".join(option for option in options if option)
@@ -186,15 +203,35 @@ def connection_parameters(settings: Mapping[str, Any], project_root: Path) -> tu
     return params, seconds, pool_size
 
 
+def pinned_options() -> str:
+    """``-c name=value`` for each of PINNED_SETTINGS (none of the values holds a space)."""
+    return " ".join(f"-c {name}={value}" for name, value in PINNED_SETTINGS.items())
+
+
+def check_settings(connection, where: str) -> None:
+    """Refuse a session whose pinned settings are not what the engine set (a connection pooler
+    may drop startup options): the SQL would not mean what it says."""
+    names = list(PINNED_SETTINGS)
+    rows = connection.execute("SELECT current_setting(name) FROM unnest(%s::text[]) WITH ORDINALITY AS s(name, i) "
+                              "ORDER BY i", (names,)).fetchall()
+    for name, (value,) in zip(names, rows):
+        if not _setting_matches(name, value):
+            raise ConnectionFailed(f"the PostgreSQL session at {where} has {name} = '{value}', and kpi-engine "
+                                   f"needs '{PINNED_SETTINGS[name]}'; it set it when connecting, but the setting "
+                                   "did not hold, so no query is run.", None,
+                                   "Connect to the server directly, or let the connection pooler pass startup "
+                                   f"options (PgBouncer: not in ignore_startup_parameters), or set {name} to "
+                                   f"'{PINNED_SETTINGS[name]}' for this role (ALTER ROLE ... SET).")
+
+
+def _setting_matches(name: str, value: str | None) -> bool:
+    expected = PINNED_SETTINGS[name]
+    if name == "DateStyle":  # 'ISO, MDY': the output format is what matters
+        return (value or "").split(",")[0].strip().upper() == expected
+    return (value or "").strip().upper() == expected.upper()
+
+
 # --- messages ----------------------------------------------------------------------------------
-
-
-def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """``text`` without passwords: URL user-info, ``password=...`` pairs and every known secret."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = re.sub(r"(//[^/\s:@]*:)\S*@", r"\1***@", text)  # scheme://user:password@ (also with '@' in it)
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
 
 
 def _first_line(error: BaseException) -> str:
@@ -217,7 +254,7 @@ def _where(params: Mapping[str, Any]) -> str:
 
 def connect_error(error: BaseException, params: Mapping[str, Any], secrets: list[str]) -> WarehouseError:
     """A failed connection attempt as one clear, password-free message."""
-    detail = scrub(" ".join(str(error).split()), secrets)
+    detail = redact(" ".join(str(error).split()), secrets)
     low = detail.lower()
     sqlstate = getattr(error, "sqlstate", None)
     where = _where(params)
@@ -263,7 +300,7 @@ def query_error(error: BaseException, timeout: float | None, secrets: list[str],
     """A failed query as one clear, password-free message."""
     from psycopg import errors as pg
 
-    message = scrub(_server_message(error), secrets)
+    message = redact(_server_message(error), secrets)
     if isinstance(error, pg.QueryCanceled):
         limit = f" after the statement_timeout of {timeout:g} s" if timeout else ""
         return QueryTimeout(f"PostgreSQL cancelled the query{limit}: {message}.", None,
@@ -282,7 +319,7 @@ def query_error(error: BaseException, timeout: float | None, secrets: list[str],
         return QueryFailed(f"the PostgreSQL session is read-only: {message}.", None,
                               "kpi-engine only reads from the warehouse.")
     if lost:
-        return ConnectionFailed(f"lost the connection to PostgreSQL: {scrub(_first_line(error), secrets)}.", None,
+        return ConnectionFailed(f"lost the connection to PostgreSQL: {redact(_first_line(error), secrets)}.", None,
                               "Check that the server is running and reachable, then try again.")
     return QueryFailed(f"the query failed in PostgreSQL: {message}.", None, SOURCE_HINT)
 
@@ -378,6 +415,13 @@ class PostgresConnection(Connection):
         except psycopg.Error as error:
             raise connect_error(error, self._params, self._secrets) from None
         connection.read_only = True  # every transaction is BEGIN READ ONLY
+        try:
+            check_settings(connection, _where(self._params))
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        finally:
+            _rollback(connection)
         return connection
 
     @contextlib.contextmanager
@@ -394,7 +438,7 @@ class PostgresConnection(Connection):
 
         if not isinstance(query, exp.Expression):
             raise TypeError("PostgresConnection.execute takes a sqlglot expression")
-        sql = PostgresAdapter.prepare(query).sql(dialect=self.dialect)
+        sql = render(query)
         for attempt in (1, 2):
             with self.session() as connection:
                 try:
@@ -412,8 +456,7 @@ class PostgresConnection(Connection):
         import psycopg
         from psycopg import errors as pg
 
-        query = exp.select(exp.Star()).from_(relation).limit(0)
-        sql = PostgresAdapter.prepare(query).sql(dialect=self.dialect)
+        sql = render(exp.select(exp.Star()).from_(relation).limit(0))
         with self.session() as connection:
             try:
                 cursor = connection.execute(sql)
@@ -429,7 +472,7 @@ class PostgresConnection(Connection):
                 what = (f"table {'.'.join(part.name for part in relation.parts)}"
                         if isinstance(relation, exp.Table) else "the source's sql")
                 raise WarehouseError(f"cannot describe {what} in PostgreSQL: "
-                                     f"{scrub(_server_message(error), self._secrets)}.", None,
+                                     f"{redact(_server_message(error), self._secrets)}.", None,
                                      "Check the source's table or sql.") from None
 
     @staticmethod
@@ -449,6 +492,24 @@ def _rollback(connection) -> None:
             connection.rollback()
         except Exception:  # a broken connection is dropped by the pool
             _close_quietly(connection)
+
+
+class PostgresEscapeStrings(Postgres):
+    r"""PostgreSQL, with every string literal that holds a backslash written as an escape string
+    E'...' (backslashes and quotes escaped). A plain '...' literal means one thing when
+    standard_conforming_strings is on and another when it is off ('a\' would swallow its
+    closing quote); an escape string means the same under both."""
+
+    class Generator(Postgres.Generator):
+        def literal_sql(self, expression: exp.Literal) -> str:
+            if expression.is_string and "\\" in expression.this:
+                return "E'" + expression.this.replace("\\", "\\\\").replace("'", "''") + "'"
+            return super().literal_sql(expression)
+
+
+def render(query) -> str:
+    """The SQL text run on PostgreSQL for a compiled query."""
+    return PostgresAdapter.prepare(query).sql(dialect=PostgresEscapeStrings)
 
 
 # --- the adapter --------------------------------------------------------------------------------

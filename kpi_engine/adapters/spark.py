@@ -20,7 +20,8 @@ or a URL (``--warehouse``): ``spark://host:7077`` (a standalone master), ``spark
 (local mode) or ``sc://host:15002`` (Spark Connect).
 
 - ``data``: each ``<name>.csv`` / ``<name>.parquet`` of the folder becomes a temporary view
-  ``<name>``. CSV files are read with their header row and typed by inference: integers,
+  ``<name>``, read by its exact path (a folder named ``proj[1]`` or ``data*`` is not a glob).
+  CSV files are read with their header row and typed by inference: integers,
   decimals, dates, timestamps and booleans (``true``/``false`` in any case) get proper types.
   With Spark Connect the folder must be readable by the server.
 - ``database``: unqualified table names are looked up in that database (``USE``).
@@ -35,6 +36,9 @@ or a URL (``--warehouse``): ``spark://host:7077`` (a standalone master), ``spark
   temporary folder instead of ``./spark-warehouse`` (set ``spark.sql.warehouse.dir`` in ``config``
   to use another).
 - ``query_timeout`` (seconds, or ``--timeout``) cancels the Spark jobs of a query that runs longer.
+- The SQL settings the generated SQL relies on (``PINNED_CONF``) are set on the session queries
+  run in and checked; ``config`` may not change them. An active session without them is not
+  changed: a session of its own is used instead.
 
 Registered through the ``kpi_engine`` entry-point group, like DuckDB.
 """
@@ -59,6 +63,7 @@ from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
 from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..redaction import redact
 
 INSTALL_HINT = "pip install 'kpi-engine[spark]'"
 SETTINGS = ("url", "master", "remote", "app_name", "config", "data", "database", "query_timeout")
@@ -70,6 +75,14 @@ DATA_SUFFIXES = (".csv", ".parquet")
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
 PANDAS_WARNING = "PySpark does not yet fully support pandas"
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: How the generated SQL must be read: string literals with backslash escapes (as sqlglot writes
+#: them for Spark); '${...}' in a literal is text (with substitution on, Spark would put a
+#: configuration value, a Java property or an environment variable, '${env:NAME}', there); and a
+#: quoted name is a name, not a regular expression over column names.
+PINNED_CONF = {"spark.sql.parser.escapedStringLiterals": "false", "spark.sql.variable.substitute": "false",
+               "spark.sql.parser.quotedRegexColumnNames": "false"}
+#: Characters Hadoop expands in a path (a glob); a backslash makes each stand for itself.
+_HADOOP_GLOB_CHARACTER = re.compile(r"[\\{}\[\]*?]")
 #: Spark error classes that mean "this relation does not exist".
 _MISSING_RELATION = ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND", "DATABASE_NOT_FOUND", "CATALOG_NOT_FOUND",
                      "PATH_NOT_FOUND")
@@ -96,7 +109,7 @@ def parse_url(url: str) -> dict[str, str]:
             return {"master": bare}
         if rest.startswith("//") and bare:
             return {"master": text}
-    raise WarehouseError(f"'{text}' is not a Spark URL.", None,
+    raise WarehouseError(f"'{redact(text)}' is not a Spark URL.", None,
                          "Write spark://host:7077 (a standalone master), spark:local[4] (local mode) or "
                          "sc://host:15002 (Spark Connect).")
 
@@ -115,13 +128,18 @@ def spark_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise WarehouseError("the Spark settings 'master' and 'remote' cannot both be set.", None,
                              "Use 'master' for a Spark cluster (or local mode), 'remote' for a Spark Connect server.")
     if "remote" in result and not str(result["remote"]).startswith("sc://"):
-        raise WarehouseError(f"the Spark setting 'remote' must be a Spark Connect URL, not '{result['remote']}'.",
-                             None, "Write it as sc://host:15002.")
+        raise WarehouseError("the Spark setting 'remote' must be a Spark Connect URL, "
+                             f"not '{redact(result['remote'])}'.", None, "Write it as sc://host:15002.")
     config = result.get("config", {})
     if not isinstance(config, Mapping):
         raise WarehouseError("the Spark setting 'config' must be a mapping of Spark configuration keys to values.",
                              None, "For example 'config: {spark.sql.shuffle.partitions: 8}'.")
     result["config"] = {str(key): _conf_value(value) for key, value in config.items()}
+    for key, value in result["config"].items():
+        if key in PINNED_CONF and value.strip().lower() != PINNED_CONF[key]:
+            raise WarehouseError(f"the Spark setting 'config' sets {key} to '{value}'; kpi-engine needs "
+                                 f"'{PINNED_CONF[key]}' (the SQL it writes relies on it).", None,
+                                 f"Remove {key} from 'config'.")
     if "database" in result and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?",
                                                    str(result["database"])):
         raise WarehouseError(f"the Spark setting 'database' is not a database name: '{result['database']}'.", None,
@@ -250,21 +268,23 @@ def _open_session(options: Mapping[str, Any]):
     remote = options.get("remote")
     if remote:
         active = _active_session(remote=True)
-        if active is not None and not isolate:
+        if active is not None and not isolate and _has_pinned_conf(active):
             return active, None
         builder = SparkSession.builder.remote(remote).appName(options.get("app_name", DEFAULT_APP_NAME))
-        for key, value in config.items():
+        for key, value in {**PINNED_CONF, **config}.items():
             builder = builder.config(key, value)
         try:
             session = builder.create() if hasattr(builder, "create") else builder.getOrCreate()
         except Exception as error:
-            raise ConnectionFailed(f"cannot connect to the Spark Connect server {remote}: {_first_line(error)}",
+            raise ConnectionFailed(f"cannot connect to the Spark Connect server {redact(remote)}: "
+                                   f"{redact(_first_line(error))}",
                                    None, "Check that the server runs and that 'remote' is sc://host:port; "
                                    "Spark Connect also needs pip install 'pyspark[connect]'.") from None
         with _sessions_lock:
             _owned[_key(session)] = [session, 1]
         try:
             _ensure_time_zone(session, config)
+            _check_pinned_conf(session)
         except WarehouseError:
             _release(session)
             raise
@@ -280,7 +300,7 @@ def _open_session(options: Mapping[str, Any]):
         if entry is not None:  # started by this adapter: stopped when its last connection closes
             entry[1] += 1
             owner = entry[0]
-    if not isolate:
+    if not isolate and _has_pinned_conf(root):
         return root, owner
     try:
         session = root.newSession()  # own temporary views, SQL configuration and current database
@@ -290,8 +310,9 @@ def _open_session(options: Mapping[str, Any]):
                                "Check that the Spark application is still running.") from None
     try:
         _ensure_time_zone(session, config)
-        for key, value in config.items():
+        for key, value in {**PINNED_CONF, **config}.items():
             _set_conf(session, key, value)
+        _check_pinned_conf(session)
     except WarehouseError:
         _release(owner)
         raise
@@ -316,7 +337,7 @@ def _start(options: Mapping[str, Any], config: Mapping[str, str]):
     if WAREHOUSE_DIR_CONF not in config:
         scratch = tempfile.mkdtemp(prefix="kpi-engine-spark-")
         defaults[WAREHOUSE_DIR_CONF] = str(Path(scratch) / "spark-warehouse")
-    for key, value in {**defaults, **config}.items():
+    for key, value in {**defaults, **PINNED_CONF, **config}.items():
         builder = builder.config(key, value)
     try:
         with warnings.catch_warnings():  # PySpark warns about pandas versions, which the engine does not use
@@ -359,6 +380,32 @@ def _active_session(remote: bool):
 def _ensure_time_zone(session, config: Mapping[str, str]) -> None:
     if TIME_ZONE_CONF not in config:
         _set_conf(session, TIME_ZONE_CONF, "UTC")
+
+
+def _unpinned(session) -> dict[str, str | None]:
+    """The settings of PINNED_CONF the session does not have, with the value it has."""
+    found = {}
+    for key in PINNED_CONF:
+        try:
+            found[key] = str(session.conf.get(key)).lower()
+        except Exception:  # a Spark that does not know a setting has not got it
+            found[key] = None
+    return {key: value for key, value in found.items() if value != PINNED_CONF[key]}
+
+
+def _has_pinned_conf(session) -> bool:
+    return not _unpinned(session)
+
+
+def _check_pinned_conf(session) -> None:
+    """Refuse a session in which the settings the SQL relies on did not hold."""
+    wrong = _unpinned(session)
+    if wrong:
+        listed = ", ".join(f"{key} = {value}" for key, value in wrong.items())
+        raise ConnectionFailed(f"the Spark session does not keep the settings kpi-engine sets ({listed}), so no "
+                               "query is run.", None,
+                               "Check that the Spark (or Spark Connect server) allows these SQL settings to be "
+                               "changed per session.")
 
 
 def _set_conf(session, key: str, value: str) -> None:
@@ -415,7 +462,8 @@ def _register_data(session, folder: Path) -> list[str]:
             continue
         try:
             with _quietly():
-                frame = session.read.parquet(str(file)) if suffix == ".parquet" else _read_csv(session, file)
+                path = hadoop_glob_escape(str(file))
+                frame = session.read.parquet(path) if suffix == ".parquet" else _read_csv(session, path)
                 frame.createOrReplaceTempView(file.stem)
         except Exception as error:
             raise ConnectionFailed(f"cannot read data file '{file.name}' with Spark: {_first_line(error)}", None,
@@ -424,11 +472,17 @@ def _register_data(session, folder: Path) -> list[str]:
     return names
 
 
-def _read_csv(session, file: Path):
+def _read_csv(session, path: str):
     """A CSV file with typed columns: the header row names them; integers, decimals, dates,
     timestamps and booleans ('true'/'false' in any case) are inferred; empty fields are null."""
     return (session.read.option("header", True).option("inferSchema", True).option("prefersDate", True)
-            .option("mode", "FAILFAST").csv(str(file)))
+            .option("mode", "FAILFAST").csv(path))
+
+
+def hadoop_glob_escape(path: str) -> str:
+    """A file path that Spark reads as that one file: Hadoop expands globs in paths, so
+    'proj[1]/a.csv' would read 'proj1/a.csv' and 'proj*/a.csv' every sibling folder's file."""
+    return _HADOOP_GLOB_CHARACTER.sub(lambda match: "\\" + match.group(), path)
 
 
 # --- the connection ----------------------------------------------------------------------------
@@ -715,7 +769,7 @@ def _as_double(node):
 def _describe_target(options: Mapping[str, Any], reused: bool) -> str:
     """Where queries run, for messages: 'master local[4], data folder data'."""
     if options.get("remote"):
-        parts = [f"Spark Connect {options['remote']}"]
+        parts = [f"Spark Connect {redact(options['remote'])}"]
     elif reused:
         parts = ["active session"]
     else:
