@@ -583,18 +583,21 @@ class _Compiler:
 
         # Which KPIs need their cells blanked outside their own row set (see docs/semantics.md).
         kpi_sources = {column.name: {agg.source for agg in aggregates_in(expr)} for column, expr in outputs}
+        # The keys hold rows read only for the windows (earlier periods, the part of the first
+        # period before --from): they must not bring dimension values into a dense series either.
+        widened = bool(history_leaves) and history_start != request.start
         masked = set()
         for name, sources in kpi_sources.items():
             if not self.keys or not sources:
                 continue  # one total row, or a constant: on every row
             if request.fill:  # the dense rows are the KPI's own when it has those dimension values
-                needs_mask = bool(self.dims) and (split or sources != set(plans))
+                needs_mask = bool(self.dims) and (widened or sources != set(plans))
             else:  # the keys are every source's rows, and with split the longer range's too
                 needs_mask = split or sources != set(plans)
             if needs_mask:
                 masked.add(name)
         # With split, the longer range's keys are there for the windows: keep the requested ones.
-        row_filter = split and (not request.fill or bool(self.dims))
+        row_filter = (split and not request.fill) or (request.fill and bool(self.dims) and widened)
         self.marked = bool(masked) or row_filter
         reads = list(ranges.values()) + list(histories.values())
         rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
@@ -608,7 +611,7 @@ class _Compiler:
         values_of = {}  # source -> relation holding its observed dimension values (under --fill)
         if request.fill and self.dims and self.marked:
             for name, read in ranges.items():
-                values_of[name] = self.join_observed_values(body, read)
+                values_of[name] = self.join_observed_values(body, read, self.first_period() if widened else None)
         snapshot_joined = set()
         if rows_may_be_missing:
             for read in reads:
@@ -666,8 +669,7 @@ class _Compiler:
             conditions = []
             if request.start and self.grain:
                 # Earlier periods were read only for the windows; show the requested ones.
-                first = self.calendar.period_start(request.start, self.grain)
-                conditions.append(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(first)))
+                conditions.append(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(self.first_period())))
             if row_filter:  # keys of the longer range that no source has in the requested one
                 conditions.append(exp.or_(*[_present(_col(alias, WINDOWED_CTE)) for alias in presence_columns.values()],
                                           copy=False))
@@ -747,6 +749,10 @@ class _Compiler:
         return query
 
     # -- time range
+    def first_period(self) -> dt.date:
+        """The first period shown: the one --from falls in."""
+        return self.calendar.period_start(self.request.start, self.grain)
+
     def widened_start(self, leaves: Sequence[WindowLeaf]) -> dt.date | None | bool:
         """The first day source rows are read from: earlier than --from when a time
         function needs earlier periods; None when it needs all history. (share() reads the
@@ -1013,12 +1019,15 @@ class _Compiler:
             _left_join(body, _table_ref(name), _keys_match(keys, KEYS_CTE, name))
         return KEYS_CTE, body, [(KEYS_CTE, union)]
 
-    def join_observed_values(self, body: exp.Select, read: "_Read") -> str:
+    def join_observed_values(self, body: exp.Select, read: "_Read", first: dt.date | None) -> str:
         """Join the dimension values a source has anywhere in range (--fill lists every period for
-        them); returns the alias, whose marker is null for values the source never has."""
+        them), from the period ``first`` on when earlier ones were read for the windows; returns the
+        alias, whose marker is null for values the source never has."""
         alias = f"{read.name}_values"
         values = exp.select(*[_col(d, read.name) for d in self.dims], exp.alias_(_number(1), _ident(self.marker), copy=False),
                             copy=False).distinct(copy=False).from_(_table_ref(read.name), copy=False)
+        if first is not None:
+            values = values.where(exp.GTE(this=_col(PERIOD, read.name), expression=_date(first)), copy=False)
         _left_join(body, exp.Subquery(this=values, alias=exp.TableAlias(this=_ident(alias))),
                    _keys_match(self.dims, KEYS_CTE, alias))
         return alias
