@@ -123,9 +123,11 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     model = project.model()
     usable, skipped = [], []
     for name in project.project.kpis:
-        kpi = model.kpi(name)
+        kpi = model.kpis[name]
         missing = [d for d in by if d not in kpi.dimensions]
-        if missing:
+        if kpi.unavailable:
+            skipped.append(f"{name} (needs unmapped {', '.join(kpi.unavailable)})")
+        elif missing:
             skipped.append(f"{name} (no {', '.join(missing)})")
         elif grain is None and model.needs_grain(name):
             skipped.append(f"{name} (needs --grain)")
@@ -235,12 +237,34 @@ def validate(project: Path, offline: bool, warehouse: str | None) -> None:
     """Check every spec file and formula; report all problems with file:line:column."""
     from .engine import check_project
 
+    from .mapping import unavailable_kpis
+
     model, errors = check_project(project, warehouse=warehouse, describe=not offline)
     if errors:
         _fail(ProjectInvalid(errors))
     checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
-    click.echo(f"OK: project '{model.project.config.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
-               f"{checked} are valid.")
+    unmapped = [name for name, source in model.sources.items() if source.unmapped]
+    unavailable = unavailable_kpis(model)
+    counts = (f"{len(model.sources)} sources" + (f" ({len(unmapped)} unmapped)" if unmapped else "") +
+              f", {len(model.kpis)} KPIs" + (f" ({len(unavailable)} unavailable)" if unavailable else ""))
+    click.echo(f"OK: project '{model.project.config.name}': {counts}; {checked} are valid.")
+    for source in unmapped:
+        needing = [name for name, sources in unavailable.items() if source in sources]
+        click.echo(f"Unavailable (source '{source}' is unmapped): {', '.join(needing) or 'no KPI'}.")
+
+
+def _unavailable_offline(loaded) -> dict[str, tuple[str, ...]]:
+    """KPI -> the unmapped sources it needs, from the specs alone; empty when the project
+    declares no unmapped source or its formulas do not resolve (validate reports why)."""
+    if not any(source.unmapped for source in loaded.sources.values()):
+        return {}
+    from .engine import KpiProject
+    from .mapping import unavailable_kpis
+
+    try:
+        return unavailable_kpis(KpiProject(loaded).model(describe=False))
+    except KpiEngineError:
+        return {}
 
 
 def _origin(location) -> str | None:
@@ -259,11 +283,13 @@ def list_(project: Path, fmt: str) -> None:
     from .spec import load_project
 
     loaded = load_project(project)
+    needs = _unavailable_offline(loaded)
     kpis = [{"name": k.name, "label": k.label, "unit": k.unit, "defined_in": _origin(k.where(key=True)),
-             "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split())} for k in loaded.kpis.values()]
-    sources = [{"name": s.name, "relation": s.table or "(sql)", "time": s.time,
+             "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split()),
+             "unavailable": list(needs.get(k.name, ())) or None} for k in loaded.kpis.values()]
+    sources = [{"name": s.name, "relation": "(unmapped)" if s.unmapped else s.table or "(sql)", "time": s.time,
                 "dimensions": list(s.dimension_names), "defined_in": _origin(s.where(key=True)),
-                "overrides": _origin(s.overrides)} for s in loaded.sources.values()]
+                "overrides": _origin(s.overrides), "mapped": sorted(s.column_map)} for s in loaded.sources.values()]
     if fmt == "json":
         click.echo(json.dumps({"kpis": kpis, "sources": sources}, indent=2))
         return
@@ -272,10 +298,12 @@ def list_(project: Path, fmt: str) -> None:
 
     console = Console(width=160, no_color=not sys.stdout.isatty(), highlight=False)
     table = Table(title=f"KPIs of {loaded.config.name}", title_justify="left", show_edge=False)
-    for header in ("name", "label", "unit", "defined in", "overrides"):
+    headers = ("name", "label", "unit", "defined in", "overrides") + (("unavailable",) if needs else ())
+    for header in headers:
         table.add_column(header, no_wrap=True)
     for k in kpis:
-        table.add_row(k["name"], k["label"] or "", k["unit"], k["defined_in"], k["overrides"] or "")
+        extra = (f"needs unmapped {', '.join(k['unavailable'])}" if k["unavailable"] else "",) if needs else ()
+        table.add_row(k["name"], k["label"] or "", k["unit"], k["defined_in"], k["overrides"] or "", *extra)
     console.print(table)
     console.print()
     table = Table(title="Sources", title_justify="left", show_edge=False)
@@ -392,7 +420,10 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
 @click.argument("names", nargs=-1)
 @handle_errors
 def test_command(project: Path, names: tuple[str, ...]) -> None:
-    """Run the KPI unit tests declared under 'tests:' on embedded DuckDB; exit 1 if any fails."""
+    """Run the KPI unit tests declared under 'tests:' on embedded DuckDB; exit 1 if any fails.
+
+    Test rows are keyed by source, in the source's own columns: they run against the project's
+    definitions and map, whatever the warehouse."""
     from .kpi_tests import run_tests
     from .spec import load_project
 
@@ -400,11 +431,14 @@ def test_command(project: Path, names: tuple[str, ...]) -> None:
     outcomes = run_tests(loaded, list(names))
     for outcome in outcomes:
         origin = f" ({outcome.library})" if outcome.library else ""
-        click.echo(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}{origin}")
+        status = "SKIP" if outcome.skipped else "PASS" if outcome.passed else "FAIL"
+        click.echo(f"{status} {outcome.name}{origin}" + (f": {outcome.skipped}" if outcome.skipped else ""))
         for problem in outcome.problems:
             click.echo(f"     {problem}")
     failed = sum(not o.passed for o in outcomes)
-    click.echo(f"{len(outcomes) - failed} passed, {failed} failed.")
+    skipped = sum(bool(o.skipped) for o in outcomes)
+    click.echo(f"{len(outcomes) - failed - skipped} passed, {failed} failed" +
+               (f", {skipped} skipped (unmapped sources)." if skipped else "."))
     if failed:
         sys.exit(1)
 

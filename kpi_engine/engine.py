@@ -152,6 +152,8 @@ class KpiProject:
         catalog: dict[str, dict[str, str]] = {}
         unavailable: dict[str, KpiEngineError] = {}
         for source in self.project.sources.values():
+            if source.unmapped:
+                continue  # declared to have no data: its KPIs are unavailable
             try:
                 relation = source_relation(source, self.dialect)
             except SpecError:
