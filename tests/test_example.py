@@ -47,9 +47,10 @@ def test_engine_matches_the_reference(project, data, by_month, by_channel, start
 
 
 def test_the_example_has_the_cases_the_engine_must_handle(project):
-    rows = project.evaluate(["cost_per_lead", "new_contacts", "ad_spend_total", "nps"], by=["channel"], grain="month").to_dicts()
-    free = [r for r in rows if r["channel"] in ("organic", "referral") and r["new_contacts"]]
+    rows = project.evaluate(["cost_per_lead", "qualified_leads", "ad_spend_total", "nps"], by=["channel"],
+                            grain="month").to_dicts()
+    free = [r for r in rows if r["channel"] in ("organic", "referral") and r["qualified_leads"]]
     assert free and all(r["cost_per_lead"] == 0 for r in free)  # a free channel: CPL 0, not null
-    assert any(r["ad_spend_total"] > 0 and r["new_contacts"] == 0 and r["cost_per_lead"] is None for r in rows)
+    assert any(r["ad_spend_total"] > 0 and r["qualified_leads"] == 0 and r["cost_per_lead"] is None for r in rows)
     assert any(r["channel"] is None for r in rows)  # leads without a channel form their own group
     assert any(r["nps"] is None for r in rows)  # months without survey answers

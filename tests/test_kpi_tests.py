@@ -19,14 +19,14 @@ def test_the_library_tests_pass_whatever_the_warehouse(make_project):
     result = run(make_project({}, config=LIBRARY))
     assert result.exit_code == 0, result.output
     assert "PASS cost_per_lead_article_example (builtin:marketing)" in result.stdout
-    assert result.stdout.endswith("9 passed, 0 failed.\n")
+    assert result.stdout.endswith("10 passed, 0 failed.\n")
 
 
 def test_a_redefined_kpi_shows_what_changed(make_project):
     root = make_project({"close_rate.yaml": """
         kpis:
           close_rate:
-            formula: 100 * count(leads where customer_at is not null and is_qualified) / new_contacts
+            formula: 100 * count(leads where sql_at is not null) / qualified_leads
         """}, config=LIBRARY)
     result = run(root, "close_rate_is_a_cohort_reading", "nps_from_known_scores")
     assert result.exit_code == 1

@@ -26,7 +26,13 @@ WITH `ad_spend_agg` AS (
     ) AS DATE) AS `period`,
     `leads`.`channel` AS `channel`,
     COUNT(*) AS `count`
-  FROM `leads` AS `leads`
+  FROM (
+    SELECT
+      *
+    FROM `leads` AS `leads`
+    WHERE
+      `leads`.`is_qualified`
+  ) AS `leads`
   WHERE
     `leads`.`created_at` IS NOT NULL
     AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
@@ -318,7 +324,13 @@ WITH `leads_agg` AS (
     ) AS DATE) AS `period`,
     COUNT(CASE WHEN `opportunities_with_lead_id_1`.`lead_id` IS NOT NULL THEN 1 END) AS `count_where_filter`,
     COUNT(*) AS `count`
-  FROM `leads` AS `leads`
+  FROM (
+    SELECT
+      *
+    FROM `leads` AS `leads`
+    WHERE
+      `leads`.`is_qualified`
+  ) AS `leads`
   LEFT JOIN (
     SELECT
       `opportunities`.`lead_id` AS `lead_id`
@@ -392,30 +404,30 @@ ORDER BY
   CASE WHEN `orders_agg`.`channel` IS NULL THEN 1 ELSE 0 END, `orders_agg`.`channel` ASC;
 
 -- lead_share_filled
-WITH `leads_agg` AS (
+WITH `contacts_agg` AS (
   SELECT
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) MONTH
+      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`contacts`.`created_at` AS DATETIME))) MONTH
     ) AS DATE) AS `period`,
-    `leads`.`channel` AS `channel`,
+    `contacts`.`channel` AS `channel`,
     COUNT(*) AS `count`
-  FROM `leads` AS `leads`
+  FROM `leads` AS `contacts`
   WHERE
-    `leads`.`created_at` IS NOT NULL
-    AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
-    AND `leads`.`created_at` < CAST('2025-04-01 00:00:00' AS DATETIME)
+    `contacts`.`created_at` IS NOT NULL
+    AND `contacts`.`created_at` >= CAST('2025-01-01 00:00:00' AS DATETIME)
+    AND `contacts`.`created_at` < CAST('2025-04-01 00:00:00' AS DATETIME)
   GROUP BY
     CAST(DATE_ADD(
       '0000-01-01 00:00:00',
-      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`leads`.`created_at` AS DATETIME))) MONTH
+      INTERVAL (TIMESTAMPDIFF(MONTH, '0000-01-01 00:00:00', CAST(`contacts`.`created_at` AS DATETIME))) MONTH
     ) AS DATE),
-    `leads`.`channel`
+    `contacts`.`channel`
 ), `keys` AS (
   SELECT
-    `leads_agg`.`period`,
-    `leads_agg`.`channel`
-  FROM `leads_agg`
+    `contacts_agg`.`period`,
+    `contacts_agg`.`channel`
+  FROM `contacts_agg`
   UNION
   SELECT
     `spine`.`period`,
@@ -435,9 +447,9 @@ WITH `leads_agg` AS (
       `channel`
     FROM (
       SELECT
-        `leads_agg`.`period`,
-        `leads_agg`.`channel`
-      FROM `leads_agg`
+        `contacts_agg`.`period`,
+        `contacts_agg`.`channel`
+      FROM `contacts_agg`
     ) AS `observed_keys`
   ) AS `observed`
 ), `series` AS (
@@ -445,22 +457,22 @@ WITH `leads_agg` AS (
     `keys`.`period`,
     `keys`.`channel`,
     YEAR(`keys`.`period`) * 12 + MONTH(`keys`.`period`) AS `period_index`,
-    COALESCE(`leads_agg`.`count`, 0) AS `leads__count`
+    COALESCE(`contacts_agg`.`count`, 0) AS `contacts__count`
   FROM `keys`
-  LEFT JOIN `leads_agg`
-    ON `keys`.`period` <=> `leads_agg`.`period`
-    AND `keys`.`channel` <=> `leads_agg`.`channel`
+  LEFT JOIN `contacts_agg`
+    ON `keys`.`period` <=> `contacts_agg`.`period`
+    AND `keys`.`channel` <=> `contacts_agg`.`channel`
 ), `windowed` AS (
   SELECT
     *,
-    SUM(`series`.`leads__count`) OVER (PARTITION BY `series`.`period`) AS `total_leads__count_1`
+    SUM(`series`.`contacts__count`) OVER (PARTITION BY `series`.`period`) AS `total_contacts__count_1`
   FROM `series`
 )
 SELECT
   `windowed`.`period` AS `period`,
   `windowed`.`channel` AS `channel`,
   CAST(100 * (
-    `windowed`.`leads__count` / NULLIF(`windowed`.`total_leads__count_1`, 0)
+    `windowed`.`contacts__count` / NULLIF(`windowed`.`total_contacts__count_1`, 0)
   ) AS DOUBLE) AS `lead_share`
 FROM `windowed`
 WHERE
