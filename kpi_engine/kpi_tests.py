@@ -149,9 +149,11 @@ class _Tables:
         self.rows = {root: [self.warehouse_row(root, row) for row in rows] for root, rows in by_root.items()}
 
     def warehouse_row(self, root: str, row: Mapping[str, Any]) -> dict[str, Any]:
-        renames = self.renames.get(root, {})
-        stored = {column: value for column, value in row.items() if column not in renames.values()}
-        stored.update({renames[column]: value for column, value in row.items() if column in renames})
+        """A test row as the warehouse holds it: a renamed column under the warehouse's name
+        (columns the test names by their warehouse name stay as given)."""
+        stored = dict(row)
+        stored.update({warehouse: row[column] for column, warehouse in self.renames.get(root, {}).items()
+                       if column in row})
         return stored
 
     def usage(self, model) -> dict[tuple[str, str], str]:

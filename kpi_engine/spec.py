@@ -823,7 +823,8 @@ def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None
 def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:
     """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
     for source in sources.values():
-        if not source.unmapped and bool(source.table) == bool(source.sql):
+        inherits = source.extends and not set(RELATION_FIELDS) & source.declared  # the source it extends is checked
+        if not source.unmapped and not inherits and bool(source.table) == bool(source.sql):
             yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
                             source.where(key=True),
                             "Use 'table: schema.name' for a table or view, 'sql: select ...' for a derived source, "

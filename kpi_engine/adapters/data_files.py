@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from sqlglot import exp
 
-from ..errors import ConnectionFailed, WarehouseError
+from ..errors import QueryFailed, WarehouseError
 
 # Declared types -> DuckDB types (the words of a source's 'columns:', plus integer).
 TYPES = {"number": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
@@ -100,7 +100,7 @@ class DataFile:
 
 
 def _problem(message: str, hint: str) -> WarehouseError:
-    return ConnectionFailed(f"kpi_engine.yaml, warehouse: {message}", None, hint)
+    return WarehouseError(f"kpi_engine.yaml, warehouse: {message}", None, hint)
 
 
 def _read_options(where: str, given: Any) -> dict[str, Any]:
@@ -193,7 +193,7 @@ def locate_bad_value(connection, files: list[DataFile]) -> WarehouseError | None
         how = "declared in kpi_engine.yaml" if column in file.types else "detected by DuckDB from the first rows"
         form = _format(file, kind)
         wanted = _WORDS[kind] + (f" in the format {form}" if form else "")
-        return WarehouseError(
+        return QueryFailed(
             f"data file '{file.path.name}', row {row} (line {row + 1} of the file), column '{column}': "
             f"{value!r} is not {wanted} (the column's type, {how}).", None,
             f"Fix the value, or declare {value!r} a marker of no value ('warehouse: {{csv: {{null: [{value!r}]}}}}' "
