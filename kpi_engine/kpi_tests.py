@@ -206,7 +206,7 @@ class _Tables:
                     for lookup in (x for x in node.walk() if isinstance(x, n.EntityLookup)):
                         use(node.source, lookup.key, "VARCHAR")
                         use(lookup.source, lookup.key, "VARCHAR")
-            elif isinstance(node, (n.Logical, n.Unary)) and (isinstance(node, n.Logical) or node.op == "not"):
+            elif isinstance(node, n.Logical) or (isinstance(node, n.Unary) and node.op == "not"):
                 for operand in node.children():
                     if isinstance(operand, n.Column):
                         use(operand.source, operand.name, "BOOLEAN")

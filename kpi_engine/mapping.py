@@ -147,15 +147,3 @@ def unavailable_kpis(model) -> dict[str, tuple[str, ...]]:
     """KPI -> the unmapped sources it needs, for the KPIs that cannot be computed."""
     return {name: kpi.unavailable for name, kpi in model.kpis.items() if kpi.unavailable}
 
-
-def renamed_columns(source) -> dict[str, str]:
-    """The ``map:`` entries that bind a column to a warehouse column of another name."""
-    import re
-
-    plain = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
-    found = {}
-    for column, formula in source.column_map.items():
-        match = plain.match(formula.text)
-        if match and match.group(1).lower() not in ("true", "false", "null") and match.group(1) != column:
-            found[column] = match.group(1)
-    return found

@@ -167,6 +167,32 @@ def test_a_source_that_reads_its_own_table_does_not_inherit_the_rows(make_projec
     assert (row["new_contacts"], row["qualified_leads"]) == (4, 1)
 
 
+def test_leads_of_their_own_table_without_the_librarys_filter(make_project):
+    leads = [{"id": 9, "createdate": "2025-01-09 10:00:00", "src": "email", "won": ""},
+             {"id": 10, "createdate": "2025-01-10 10:00:00", "src": "email", "won": ""}]
+    root = mapped_project(make_project, extra="""
+  leads:
+    table: sf_leads
+    where: null
+    map: {lead_id: id, created_at: createdate, channel: src, campaign: null, industry: null, company_size: null,
+          customer_at: won}
+""", tables={"crm": CONTACTS, "costs": COSTS, "sf_leads": leads})
+    with open_project(root) as project:
+        assert project.project.sources["leads"].filters == ()
+        (row,) = project.evaluate(["qualified_leads", "cost_per_lead"]).to_dicts()
+    assert row["qualified_leads"] == 2 and row["cost_per_lead"] == pytest.approx(499.99 / 2)
+
+
+def test_a_mapped_timestamp_is_seen_in_the_projects_time_zone(make_project):
+    # 03:00 UTC on 1 February is still 31 January in New York: the map's column is converted.
+    contacts = [dict(CONTACTS[0], createdate="2025-02-01 03:00:00"), dict(CONTACTS[2], createdate="2025-02-01 06:00:00")]
+    root = mapped_project(make_project, tables={"crm": contacts, "costs": COSTS})
+    (root / "kpi_engine.yaml").write_text(CONFIG + "timezone: America/New_York\n")
+    with open_project(root) as project:
+        rows = project.evaluate(["new_contacts"], grain="month", start="2025-01-01", end="2025-03-01").to_dicts()
+    assert [(str(r["period"]), r["new_contacts"]) for r in rows] == [("2025-01-01", 1), ("2025-02-01", 1)]
+
+
 # --------------------------------------------------------------------------- unmapped sources
 
 def test_unavailable_kpis_are_listed_skipped_and_refused(make_project):
