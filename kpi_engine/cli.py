@@ -443,6 +443,65 @@ def test_command(project: Path, names: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@cli.command("map", context_settings=CONTEXT)
+@project_argument
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="The spec file to write (default: mapping.yaml in the project folder).")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@warehouse_option
+@handle_errors
+def map_(project: Path, output: Path | None, force: bool, warehouse: str | None) -> None:
+    """Propose how the included libraries' sources read your warehouse, as a YAML file to review."""
+    from .engine import KpiProject, check_project
+    from .mapping import unavailable_kpis
+    from .proposal import propose, render
+    from .spec import find_project_root, load_project
+
+    root = find_project_root(project)
+    target = output or root / "mapping.yaml"
+    if target.exists() and not force:
+        raise UsageError(f"'{target}' exists.", None, "Pass --force to replace it, or --output another file.")
+    # A previous proposal in the project would count as the project's own mapping: set it aside
+    # (a dot file is not read) while proposing, and put it back if nothing replaces it.
+    aside = target.with_name(f".{target.name}.previous") if target.exists() else None
+    if aside:
+        target.replace(aside)
+    try:
+        with _open(project, warehouse) as kpi_project:
+            guesses = propose(kpi_project)
+        if not guesses:
+            click.echo("Every library source already reads a table of the warehouse with the columns it needs, "
+                       "or is mapped by the project: nothing to propose.")
+            return
+        write_atomically(target, render(guesses))
+    finally:
+        if aside and aside.exists():
+            if target.exists():
+                aside.unlink()
+            else:
+                aside.replace(target)
+    tables = [g for g in guesses if g.table]
+    todo = sum(len(g.missing) for g in tables)
+    guessed = sum(1 for g in tables for c in g.columns if c.found not in (None, c.column))
+    click.echo(f"Wrote {target}: {len(tables)} source{'s' if len(tables) != 1 else ''} mapped to tables "
+               f"({guessed} columns guessed, {todo} TODO), {len(guesses) - len(tables)} unmapped. Review every entry.")
+    for guess in guesses:
+        where = guess.table or "unmapped"
+        click.echo(f"  {guess.source}: {where}" + (f", {len(guess.missing)} TODO" if guess.table and guess.missing else ""))
+    if target.parent.resolve() != root.resolve():
+        return  # not part of the project: nothing more to check
+    try:
+        unavailable = unavailable_kpis(KpiProject(load_project(root), warehouse=warehouse).model(describe=False))
+    except KpiEngineError:
+        unavailable = {}
+    total = len(load_project(root).kpis)
+    click.echo(f"KPIs available with this mapping: {total - len(unavailable)} of {total}"
+               + (f" (unavailable: {', '.join(unavailable)})" if unavailable else "") + ".")
+    _, errors = check_project(root, warehouse=warehouse)
+    click.echo(f"kpi-engine validate: {len(errors)} problem{'s' if len(errors) != 1 else ''} to review."
+               if errors else "kpi-engine validate: OK.")
+
+
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpi", shell_complete=_complete_kpis)

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from sqlglot import exp
 
-from ..errors import QueryFailed, WarehouseError
+from ..errors import QueryFailed, WarehouseError, did_you_mean
 
 # Declared types -> DuckDB types (the words of a source's 'columns:', plus integer).
 TYPES = {"number": "DOUBLE", "integer": "BIGINT", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
@@ -155,8 +155,6 @@ def data_files(folder: Path, settings: Mapping[str, Any]) -> list[DataFile]:
         found.append(DataFile(path, view, declared, **options))
     for view in tables:
         if view not in files:
-            from ..errors import did_you_mean
-
             raise _problem(f"'tables.{view}' names no CSV or Parquet file of the data folder '{folder}'.",
                            did_you_mean(str(view), files) or "Name the file without its extension.")
     return found

@@ -23,7 +23,7 @@ from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
 from ..hookspecs import Adapter, Connection, Rows, hookimpl
-from .data_files import DATA_SUFFIXES, SETTINGS, DataFile, data_files, locate_bad_value  # noqa: F401
+from .data_files import SETTINGS, DataFile, data_files, locate_bad_value
 
 
 
