@@ -67,6 +67,8 @@ def markdown(model: Model) -> str:
                  ("Dimensions", ", ".join(f"`{d}`" for d in kpi.dimensions) or "none"),
                  ("Uses", ", ".join(f"[`{r}`](#{r})" for r in kpi.references)),
                  ("Target", _md(_target(spec.target))),
+                 ("Unavailable", f"needs {', '.join(f'`{s}`' for s in kpi.unavailable)}, declared unmapped"
+                  if kpi.unavailable else ""),
                  ("Owner", _md(spec.owner or "")),
                  ("Tags", _md(", ".join(spec.tags))),
                  ("Defined in", f"{where.file}:{where.line}")]

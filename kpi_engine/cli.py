@@ -138,9 +138,11 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     model = project.model()
     usable, skipped = [], []
     for name in project.project.kpis:
-        kpi = model.kpi(name)
+        kpi = model.kpis[name]
         missing = [d for d in by if d not in kpi.dimensions]
-        if missing:
+        if kpi.unavailable:
+            skipped.append(f"{name} (needs unmapped {', '.join(kpi.unavailable)})")
+        elif missing:
             skipped.append(f"{name} (no {', '.join(missing)})")
         elif grain is None and model.needs_grain(name):
             skipped.append(f"{name} (needs --grain)")
@@ -250,12 +252,34 @@ def validate(project: Path, offline: bool, warehouse: str | None) -> None:
     """Check every spec file and formula; report all problems with file:line:column."""
     from .engine import check_project
 
+    from .mapping import unavailable_kpis
+
     model, errors = check_project(project, warehouse=warehouse, describe=not offline)
     if errors:
         _fail(ProjectInvalid(errors))
     checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
-    _show(f"OK: project '{model.project.config.name}': {len(model.sources)} sources, {len(model.kpis)} KPIs; "
-          f"{checked} are valid.")
+    unmapped = [name for name, source in model.sources.items() if source.unmapped]
+    unavailable = unavailable_kpis(model)
+    counts = (f"{len(model.sources)} sources" + (f" ({len(unmapped)} unmapped)" if unmapped else "") +
+              f", {len(model.kpis)} KPIs" + (f" ({len(unavailable)} unavailable)" if unavailable else ""))
+    _show(f"OK: project '{model.project.config.name}': {counts}; {checked} are valid.")
+    for source in unmapped:
+        needing = [name for name, sources in unavailable.items() if source in sources]
+        _show(f"Unavailable (source '{source}' is unmapped): {', '.join(needing) or 'no KPI'}.")
+
+
+def _unavailable_offline(loaded) -> dict[str, tuple[str, ...]]:
+    """KPI -> the unmapped sources it needs, from the specs alone; empty when the project
+    declares no unmapped source or its formulas do not resolve (validate reports why)."""
+    if not any(source.unmapped for source in loaded.sources.values()):
+        return {}
+    from .engine import KpiProject
+    from .mapping import unavailable_kpis
+
+    try:
+        return unavailable_kpis(KpiProject(loaded).model(describe=False))
+    except KpiEngineError:
+        return {}
 
 
 def _origin(location) -> str | None:
@@ -274,11 +298,13 @@ def list_(project: Path, fmt: str) -> None:
     from .spec import load_project
 
     loaded = load_project(project)
+    needs = _unavailable_offline(loaded)
     kpis = [{"name": k.name, "label": k.label, "unit": k.unit, "defined_in": _origin(k.where(key=True)),
-             "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split())} for k in loaded.kpis.values()]
-    sources = [{"name": s.name, "relation": s.table or "(sql)", "time": s.time,
+             "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split()),
+             "unavailable": list(needs.get(k.name, ())) or None} for k in loaded.kpis.values()]
+    sources = [{"name": s.name, "relation": "(unmapped)" if s.unmapped else s.table or "(sql)", "time": s.time,
                 "dimensions": list(s.dimension_names), "defined_in": _origin(s.where(key=True)),
-                "overrides": _origin(s.overrides)} for s in loaded.sources.values()]
+                "overrides": _origin(s.overrides), "mapped": sorted(s.column_map)} for s in loaded.sources.values()]
     if fmt == "json":
         _emit(json.dumps({"kpis": kpis, "sources": sources}, indent=2) + "\n")
         return
@@ -287,10 +313,13 @@ def list_(project: Path, fmt: str) -> None:
 
     console = Console(width=160, no_color=not sys.stdout.isatty(), highlight=False)
     table = Table(title=cell(f"KPIs of {loaded.config.name}"), title_justify="left", show_edge=False)
-    for header in ("name", "label", "unit", "defined in", "overrides"):
+    headers = ("name", "label", "unit", "defined in", "overrides") + (("unavailable",) if needs else ())
+    for header in headers:
         table.add_column(header, no_wrap=True)
     for k in kpis:
-        table.add_row(*(cell(k[key] or "") for key in ("name", "label", "unit", "defined_in", "overrides")))
+        extra = (f"needs unmapped {', '.join(k['unavailable'])}" if k["unavailable"] else "",) if needs else ()
+        table.add_row(*(cell(k[key] or "") for key in ("name", "label", "unit", "defined_in", "overrides")),
+                      *(cell(text) for text in extra))
     console.print(table)
     console.print()
     table = Table(title="Sources", title_justify="left", show_edge=False)
@@ -420,7 +449,10 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
 @click.argument("names", nargs=-1)
 @handle_errors
 def test_command(project: Path, names: tuple[str, ...]) -> None:
-    """Run the KPI unit tests declared under 'tests:' on embedded DuckDB; exit 1 if any fails."""
+    """Run the KPI unit tests declared under 'tests:' on embedded DuckDB; exit 1 if any fails.
+
+    Test rows are keyed by source, in the source's own columns: they run against the project's
+    definitions and map, whatever the warehouse."""
     from .kpi_tests import run_tests
     from .spec import load_project
 
@@ -428,13 +460,75 @@ def test_command(project: Path, names: tuple[str, ...]) -> None:
     outcomes = run_tests(loaded, list(names))
     for outcome in outcomes:
         origin = f" ({outcome.library})" if outcome.library else ""
-        _show(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}{origin}")
+        status = "SKIP" if outcome.skipped else "PASS" if outcome.passed else "FAIL"
+        _show(f"{status} {outcome.name}{origin}" + (f": {outcome.skipped}" if outcome.skipped else ""))
         for problem in outcome.problems:
             _show(f"     {problem}")
     failed = sum(not o.passed for o in outcomes)
-    _show(f"{len(outcomes) - failed} passed, {failed} failed.")
+    skipped = sum(bool(o.skipped) for o in outcomes)
+    _show(f"{len(outcomes) - failed - skipped} passed, {failed} failed" +
+               (f", {skipped} skipped (unmapped sources)." if skipped else "."))
     if failed:
         sys.exit(1)
+
+
+@cli.command("map", context_settings=CONTEXT)
+@project_argument
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="The spec file to write (default: mapping.yaml in the project folder).")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@warehouse_option
+@handle_errors
+def map_(project: Path, output: Path | None, force: bool, warehouse: str | None) -> None:
+    """Propose how the included libraries' sources read your warehouse, as a YAML file to review."""
+    from .engine import KpiProject, check_project
+    from .mapping import unavailable_kpis
+    from .proposal import propose, render
+    from .spec import find_project_root, load_project
+
+    root = find_project_root(project)
+    target = output or root / "mapping.yaml"
+    if target.exists() and not force:
+        raise UsageError(f"'{target}' exists.", None, "Pass --force to replace it, or --output another file.")
+    # A previous proposal in the project would count as the project's own mapping: set it aside
+    # (a dot file is not read) while proposing, and put it back if nothing replaces it.
+    aside = target.with_name(f".{target.name}.previous") if target.exists() else None
+    if aside:
+        target.replace(aside)
+    try:
+        with _open(project, warehouse) as kpi_project:
+            guesses = propose(kpi_project)
+        if not guesses:
+            _show("Every library source already reads a table of the warehouse with the columns it needs, "
+                       "or is mapped by the project: nothing to propose.")
+            return
+        write_atomically(target, render(guesses))
+    finally:
+        if aside and aside.exists():
+            if target.exists():
+                aside.unlink()
+            else:
+                aside.replace(target)
+    tables = [g for g in guesses if g.table]
+    todo = sum(len(g.missing) for g in tables)
+    guessed = sum(1 for g in tables for c in g.columns if c.found not in (None, c.column))
+    _show(f"Wrote {target}: {len(tables)} source{'s' if len(tables) != 1 else ''} mapped to tables "
+               f"({guessed} columns guessed, {todo} TODO), {len(guesses) - len(tables)} unmapped. Review every entry.")
+    for guess in guesses:
+        where = guess.table or "unmapped"
+        _show(f"  {guess.source}: {where}" + (f", {len(guess.missing)} TODO" if guess.table and guess.missing else ""))
+    if target.parent.resolve() != root.resolve():
+        return  # not part of the project: nothing more to check
+    try:
+        unavailable = unavailable_kpis(KpiProject(load_project(root), warehouse=warehouse).model(describe=False))
+    except KpiEngineError:
+        unavailable = {}
+    total = len(load_project(root).kpis)
+    _show(f"KPIs available with this mapping: {total - len(unavailable)} of {total}"
+               + (f" (unavailable: {', '.join(unavailable)})" if unavailable else "") + ".")
+    _, errors = check_project(root, warehouse=warehouse)
+    _show(f"kpi-engine validate: {len(errors)} problem{'s' if len(errors) != 1 else ''} to review."
+               if errors else "kpi-engine validate: OK.")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -781,15 +781,47 @@ class _Compiler:
         return earliest
 
     # -- per-source CTEs
-    def column(self, source: SourceSpec, name: str, table: str | None = None) -> exp.Expression:
-        """A column of a source; timestamps are seen in the project's time zone."""
-        column_type = self.model.catalog.get(source.name, {}).get(name) or source.columns.get(name)
-        return self.calendar.local_time(_col(name, table or source.name), column_type == TIMESTAMP)
+    def column(self, source: SourceSpec, name: str, table: str | None = None, local: bool = True) -> exp.Expression:
+        """A column of a source: the warehouse column, or what the source's ``map:`` binds it to
+        (a formula over the table's columns). Timestamps are seen in the project's time zone
+        (unless ``local`` is False: keys and dimensions are compared as stored)."""
+        table = table or source.name
+        mapped = self.model.mapped(source.name, name)
+        if mapped is None:
+            return self.warehouse_column(source, name, table, local)
+
+        def leaf(node: n.Node) -> exp.Expression:
+            if isinstance(node, n.Column):
+                return self.warehouse_column(source, node.name, table, local)
+            return _compile_common(node, leaf, self.function)
+
+        return _wrap(leaf(mapped))
+
+    def warehouse_column(self, source: SourceSpec, name: str, table: str, local: bool = True) -> exp.Expression:
+        column_type = self.model.warehouse.get(source.name, {}).get(name) or source.columns.get(name)
+        return self.calendar.local_time(_col(name, table), local and column_type == TIMESTAMP)
+
+    def row_formula(self, source: SourceSpec, node: n.Node, table: str | None = None) -> exp.Expression:
+        """A formula over one row of a source (an entity lookup's value, a where: condition)."""
+        if isinstance(node, n.Column):
+            return self.column(source, node.name, table)
+        return _compile_common(node, lambda child: self.row_formula(source, child, table), self.function)
+
+    def relation(self, source: SourceSpec, alias: str | None = None) -> exp.Expression:
+        """The FROM item of a source (``source_relation``), keeping only the rows its ``where:``
+        conditions let through."""
+        relation = source_relation(source, self.read_dialect, alias)
+        condition = self.model.condition(source.name)
+        if condition is None:
+            return relation
+        name = alias or source.name
+        rows = exp.select(exp.Star(), copy=False).from_(relation, copy=False) \
+            .where(self.row_formula(source, condition, name), copy=False)
+        return exp.Subquery(this=rows, alias=exp.TableAlias(this=_ident(name)))
 
     def time_column(self, source: SourceSpec) -> tuple[exp.Expression, bool]:
         """The source's time column in the project's time zone, and whether it is a DATE."""
-        column_type = self.model.catalog.get(source.name, {}).get(source.time) or source.columns.get(source.time)
-        return self.column(source, source.time), column_type == "date"
+        return self.column(source, source.time), self.model.column_type(source.name, source.time) == "date"
 
     def source_ctes(self, read: "_Read", where: n.Node | None, marked: bool) -> list[tuple[str, exp.Expression]]:
         """The CTEs that group one source's rows from ``read.start``: [its day totals], [the snapshot
@@ -802,14 +834,16 @@ class _Compiler:
 
         def dimension_column(dim: str) -> exp.Expression:
             path = self.paths(name)[dim]
-            table = name
+            table, owner = name, source
             for _, rel in path.joins:
                 alias = f"{table}__{rel.to}"
+                target = self.model.sources[rel.to]
                 if alias not in joins:
-                    relations[alias] = source_relation(self.model.sources[rel.to], self.read_dialect, alias)
-                    joins[alias] = exp.EQ(this=_col(rel.on, table), expression=_col(rel.to_column or rel.on, alias))
-                table = alias
-            return _col(path.dimension.column, table)
+                    relations[alias] = self.relation(target, alias)
+                    joins[alias] = exp.EQ(this=self.column(owner, rel.on, table, local=False),
+                                          expression=self.column(target, rel.to_column or rel.on, alias, local=False))
+                table, owner = alias, target
+            return self.column(owner, path.dimension.column, table, local=False)
 
         lookups: dict[tuple[n.EntityLookup, bool], str] = {}  # (lookup, keys only) -> alias
 
@@ -818,7 +852,8 @@ class _Compiler:
             alias = lookups.setdefault((lookup, keys_only), f"{lookup.source}_{word}_{lookup.key}_{len(lookups) + 1}")
             if alias not in joins:
                 relations[alias] = self.entity_subquery(lookup, alias, keys_only)
-                joins[alias] = exp.EQ(this=_col(lookup.key, name), expression=_col(lookup.key, alias))
+                joins[alias] = exp.EQ(this=self.column(source, lookup.key, local=False),
+                                      expression=_col(lookup.key, alias))
             return alias
 
         def row_value(node: n.Node) -> exp.Expression:
@@ -872,7 +907,7 @@ class _Compiler:
         conditions = self.range_conditions(time, is_date, start) if source.time else []
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
             conditions.append(_wrap(row_value(where)))
-        query = exp.select(*selects, copy=False).from_(source_relation(source, self.read_dialect), copy=False)
+        query = exp.select(*selects, copy=False).from_(self.relation(source), copy=False)
         for alias, condition in joins.items():
             _left_join(query, relations[alias], condition)
         if conditions:
@@ -957,7 +992,7 @@ class _Compiler:
             return per_period(_col(PERIOD, days), _table_ref(days), is_date=True)
         source = self.model.sources[agg.source]
         time, is_date = self.time_column(source)
-        relation = source_relation(source, self.read_dialect)
+        relation = self.relation(source)
         in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
         if not (is_date and self.grain):
             return per_period(time, relation, is_date=False).where(in_range, copy=False)
@@ -973,15 +1008,13 @@ class _Compiler:
         inner = self.model.sources[lookup.source]
 
         def inner_value(node: n.Node) -> exp.Expression:
-            if isinstance(node, n.Column):
-                return self.column(inner, node.name)
-            return _compile_common(node, inner_value, self.function)
+            return self.row_formula(inner, node)
 
         # The condition filters the rows before grouping: a key left without rows is
         # missing from the subquery, which reads as 0 for counts and sums and NULL
         # otherwise, exactly what the aggregate over no rows gives.
         conditions = [_wrap(inner_value(lookup.where))] if lookup.where is not None else []
-        key = _col(lookup.key, inner.name)
+        key = self.column(inner, lookup.key, local=False)
         selects = [exp.alias_(key, _ident(lookup.key), copy=False)]
         if keys_only:
             if lookup.arg is not None:  # count(x.col per key) counts the rows where col is not null
@@ -990,7 +1023,7 @@ class _Compiler:
             value = _aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
                                    self.dialect)
             selects.append(exp.alias_(value, _ident("value"), copy=False))
-        subquery = exp.select(*selects, copy=False).from_(source_relation(inner, self.read_dialect), copy=False) \
+        subquery = exp.select(*selects, copy=False).from_(self.relation(inner), copy=False) \
             .group_by(key.copy(), copy=False)
         if conditions:
             subquery = subquery.where(exp.and_(*conditions, copy=False), copy=False)
@@ -1118,6 +1151,24 @@ class _Measure:
         if isinstance(node, WindowLeaf):
             return self.window(node)
         return _compile_common(node, self, self.function)
+
+
+def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb") -> exp.Expression:
+    """SELECT 'source', first day, last day FROM source UNION ALL ...: the extent of each source's
+    data (time column read through its map, rows through its where:), as local days."""
+    compiler = _Compiler(model, Request(), dialect, read_dialect)
+    parts = []
+    for name in sources:
+        source = model.sources[name]
+        time, _ = compiler.time_column(source)
+        days = [exp.alias_(cast(func(this=time.copy()), "DATE"), _ident(alias), copy=False)
+                for func, alias in ((exp.Min, "first_day"), (exp.Max, "last_day"))]
+        parts.append(exp.select(exp.alias_(exp.Literal.string(name), _ident("source_name"), copy=False), *days,
+                                copy=False).from_(compiler.relation(source), copy=False))
+    query = parts[0]
+    for part in parts[1:]:
+        query = exp.union(query, part, distinct=False, copy=False)
+    return query
 
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb") -> CompiledQuery:

@@ -4,7 +4,8 @@ A period is complete when it lies wholly inside the requested range and inside t
 every source the request reads: from the first day any row of the source has to the last
 one, inclusive. A month cut by --to, a week that starts before the data does, the month
 still being loaded: incomplete. The data's extent is read by one small query (the earliest
-and latest time of each source, ignoring --where), so the numbers' own query is unchanged.
+and latest time of each source, ignoring --where: compiler.extent_query), so the numbers'
+own query is unchanged.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from sqlglot import exp
-
-from .calendar import Calendar, cast
-from .resolve import TIMESTAMP, Model
+from .calendar import Calendar
 
 
 @dataclass(frozen=True)
@@ -30,29 +28,6 @@ class Extent:
     def end(self) -> dt.date | None:
         """The day after the last one: the exclusive end of the data."""
         return self.last + dt.timedelta(days=1) if self.last else None
-
-
-def extent_query(model: Model, sources: Iterable[str], source_relation, read_dialect: str) -> exp.Expression:
-    """SELECT 'source', MIN(time), MAX(time) FROM source UNION ALL ...: the extent of each source,
-    in the project's time zone (conversion is monotonic, so it is applied to the two values only)."""
-    calendar = model.project.config.calendar
-    parts = []
-    for name in sources:
-        source = model.sources[name]
-        column_type = model.catalog.get(name, {}).get(source.time) or source.columns.get(source.time)
-        time = exp.Column(this=exp.to_identifier(source.time, quoted=True), table=exp.to_identifier(name, quoted=True))
-
-        def local_day(value: exp.Expression) -> exp.Expression:
-            return cast(calendar.local_time(value, column_type == TIMESTAMP), "DATE")
-
-        parts.append(exp.select(exp.alias_(exp.Literal.string(name), "source_name"),
-                                exp.alias_(local_day(exp.Min(this=time.copy())), "first_day"),
-                                exp.alias_(local_day(exp.Max(this=time.copy())), "last_day"), copy=False)
-                     .from_(source_relation(source, read_dialect), copy=False))
-    query = parts[0]
-    for part in parts[1:]:
-        query = exp.union(query, part, distinct=False, copy=False)
-    return query
 
 
 def as_date(value) -> dt.date | None:

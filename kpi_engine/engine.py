@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, source_relation
-from .completeness import Extent, as_date, complete_range, extent_query, is_complete
+from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query, source_relation
+from .completeness import Extent, as_date, complete_range, is_complete
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
                      in_file_order)
 from .hookspecs import Connection
@@ -152,6 +152,8 @@ class KpiProject:
         catalog: dict[str, dict[str, str]] = {}
         unavailable: dict[str, KpiEngineError] = {}
         for source in self.project.sources.values():
+            if source.unmapped:
+                continue  # declared to have no data: its KPIs are unavailable
             try:
                 relation = source_relation(source, self.dialect)
             except SpecError:
@@ -196,7 +198,7 @@ class KpiProject:
         timed = [name for name in dict.fromkeys(sources) if model.sources[name].time]
         if not timed:
             return {}
-        query = self._prepare(extent_query(model, timed, source_relation, self.dialect), self.dialect)
+        query = self._prepare(extent_query(model, timed, self.dialect, self.dialect), self.dialect)
         with _deep_recursion():
             rows = self.connection().execute(query).rows
         return {row[0]: Extent(as_date(row[1]), as_date(row[2])) for row in rows}

@@ -143,7 +143,8 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     if grain not in GRAINS:
         raise UsageError(f"unknown grain '{grain}'.", None, f"Use one of: {', '.join(GRAINS)}.")
     model = project.model(strict=False)  # a missing table fails only the KPIs that read it
-    names = list(dict.fromkeys(kpis)) if kpis else list(project.project.kpis)
+    # By default every KPI the warehouse can compute: those reading unmapped sources are left out.
+    names = list(dict.fromkeys(kpis)) if kpis else [n for n in project.project.kpis if not model.kpis[n].unavailable]
     if not names:
         raise UsageError("the project defines no KPIs.", None, "Add KPIs to a spec file first.")
     specs = {name: model.kpi(name).spec for name in names}  # raises on an unknown name

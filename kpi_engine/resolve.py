@@ -10,7 +10,7 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import nodes as n
 from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, SpecError,
@@ -18,6 +18,9 @@ from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, Que
                      in_file_order)
 from .parser import MAX_EXPANDED_DEPTH, FormulaSource, caret, parse, too_deep
 from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
+
+if TYPE_CHECKING:
+    from .mapping import SourceMap
 
 AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"}
 NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"}
@@ -54,14 +57,17 @@ class ResolvedKpi:
     dimensions: tuple[str, ...]  # dimensions shared by every source read
     depth: int = 0  # levels of operators and calls once the KPIs it references are written out
     time_functions: bool = False  # uses previous/cumulative/rolling/share, itself or through references
+    unavailable: tuple[str, ...] = ()  # sources it reads that the project declares unmapped
 
 
 @dataclass(frozen=True)
 class Model:
     project: Project
     kpis: Mapping[str, ResolvedKpi]
-    catalog: Catalog = field(default_factory=dict)
+    catalog: Catalog = field(default_factory=dict)  # each source's columns as formulas see them (map: applied)
     functions: Mapping[str, Any] = field(default_factory=dict)  # plugin FormulaFunctions by name
+    maps: Mapping[str, "SourceMap"] = field(default_factory=dict)  # map: and where: of each source, resolved
+    warehouse: Catalog = field(default_factory=dict)  # the warehouse's own columns of each source
 
     @property
     def sources(self) -> Mapping[str, SourceSpec]:
@@ -71,7 +77,28 @@ class Model:
         if name not in self.kpis:
             raise QueryError(f"unknown KPI '{name}'.", Location(obj=f"project '{self.project.config.name}'"),
                              did_you_mean(name, self.kpis) or "The project defines no KPIs yet.")
-        return self.kpis[name]
+        kpi = self.kpis[name]
+        if kpi.unavailable:
+            from .mapping import unavailable_error
+
+            raise unavailable_error(self.project, name, kpi.unavailable)
+        return kpi
+
+    def mapped(self, source: str, column: str) -> n.Node | None:
+        """The row formula a source's ``map:`` binds ``column`` to (over warehouse columns), if any."""
+        found = self.maps.get(source)
+        return found.columns.get(column) if found else None
+
+    def condition(self, source: str) -> n.Node | None:
+        """The source's ``where:`` conditions as one condition over its columns, if any."""
+        found = self.maps.get(source)
+        return found.condition if found else None
+
+    def column_type(self, source: str, column: str) -> str | None:
+        """The type of a source's column as formulas see it, when known."""
+        found = self.maps.get(source)
+        return ((found.types.get(column) if found else None) or self.catalog.get(source, {}).get(column)
+                or self.sources[source].columns.get(column))
 
     def needs_grain(self, name: str) -> bool:
         """True when the KPI (or one it references) compares periods: previous() or rolling()."""
@@ -115,7 +142,7 @@ def dimension_paths(sources: Mapping[str, SourceSpec], name: str) -> dict[str, D
             for dim in source.dimensions:
                 found.setdefault(dim.name, DimensionPath(joins, dim))
             for rel in source.relationships:
-                if rel.to in sources and rel.to not in visited:
+                if rel.to in sources and rel.to not in visited and not sources[rel.to].unmapped:
                     visited.add(rel.to)
                     next_frontier.append((rel.to, joins + ((source_name, rel),)))
         frontier = next_frontier
@@ -144,8 +171,11 @@ class _Scope:
 
     def __init__(self, model_sources: Mapping[str, SourceSpec], catalog: Catalog, kpi_names: Iterable[str],
                  where: FormulaSource, text: str, errors: list[KpiEngineError],
-                 functions: Mapping[str, Any] | None = None):
+                 functions: Mapping[str, Any] | None = None, missing: dict | None = None, label: str = ""):
         self.functions = functions or {}
+        # Library formulas collect the columns the warehouse lacks, reported once per column (mapping.py).
+        self.missing = missing
+        self.label = label
         self.sources = model_sources
         self.catalog = catalog
         self.kpi_names = set(kpi_names)
@@ -309,13 +339,20 @@ class _Resolver:
             return n.NullLit(pos=node.pos), UNKNOWN
         columns = scope.columns(source)
         if columns is not None and col not in columns:
-            scope.error(node, f"source '{source}' has no column '{col}'.", did_you_mean(col, columns) or None)
+            if scope.missing is not None and source in scope.catalog:
+                scope.missing.setdefault((source, col), []).append(scope.label)
+            else:
+                scope.error(node, f"source '{source}' has no column '{col}'.", did_you_mean(col, columns) or None)
             return n.NullLit(pos=node.pos), UNKNOWN
         return n.Column(source, col, pos=node.pos), (columns or {}).get(col, UNKNOWN)
 
     def _call(self, node: n.Call, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope
         name = node.name.lower()
+        if name in AGGREGATES and self.mode == "row":
+            scope.error(node, f"'{name}' is an aggregate; a source's map and where describe one row.",
+                        "Use the row's own columns, e.g. 'pages = 1' or 'amount / 100'; aggregate in the KPIs.")
+            return n.NullLit(pos=node.pos), UNKNOWN
         if name in AGGREGATES and node.per is not None:
             return self._entity_lookup(node, name, agg_source)
         if name in TIME_FUNCTIONS:
@@ -479,8 +516,14 @@ class _Resolver:
         else:
             value, value_type = self._expr(arg, source)
             if func in NUMERIC_AGGREGATES and value_type not in (NUMBER, UNKNOWN, NULL):
-                scope.error(arg, f"'{func}' needs numbers, but this is a {value_type}.",
-                            "Use count or count_distinct for text, or aggregate a numeric column.")
+                hint = "Use count or count_distinct for text, or aggregate a numeric column."
+                if isinstance(value, n.Column) and source in scope.catalog:
+                    # The formula is likely right and the warehouse's column typed as text (a CSV export
+                    # with 'n/a' in it): say how to fix the data side.
+                    hint += (f" If '{value.name}' of source '{source}' holds numbers stored as text, map it to a "
+                             f"number ('map: {{{value.name}: <formula>}}') or, for a CSV file, declare its type and "
+                             "its markers of no value such as 'n/a' in the warehouse's data settings (docs/specs.md).")
+                scope.error(arg, f"'{func}' needs numbers, but this is a {value_type}.", hint)
         where = None
         if node.where is not None:
             where, where_type = self._expr(node.where, source)
@@ -513,10 +556,15 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
     """Resolve every KPI of ``project``; raise ``ProjectInvalid`` with every problem found.
     ``functions`` are formula functions added by plugins; ``sql:`` sources are read in the
     project's ``dialect:``, else in ``warehouse_dialect`` (the adapter's), else as DuckDB SQL."""
-    catalog = catalog or {}
+    from .mapping import missing_column_errors, resolve_sources
+
+    warehouse = catalog or {}
     functions = functions or {}
     errors: list[KpiEngineError] = []
-    errors.extend(_source_errors(project, catalog, warehouse_dialect))
+    missing: dict[tuple[str, str], list[str]] = {}  # (source, column) -> library KPIs that read it
+    maps, catalog = resolve_sources(project, warehouse, functions, errors, missing)
+    reported: set[tuple[str, str]] = set()  # (source whose table is read, column) already reported missing
+    errors.extend(_source_errors(project, catalog, warehouse_dialect, warehouse, reported))
 
     parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
     for name, spec in project.kpis.items():
@@ -533,13 +581,15 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
             continue
         if _mentions(tree, project.broken):
             continue  # it uses something whose own spec is invalid and already reported
-        scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors, functions)
+        scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors, functions,
+                       missing if spec.library else None, name)
         resolver = _Resolver(scope, "kpi")
         expr, result_type = resolver.resolve(tree)
         if result_type not in (NUMBER, UNKNOWN, NULL):
             scope.error(tree, f"a KPI formula must give a number, but this gives a {result_type}.",
                         "Aggregate or count it, e.g. 'count(source where condition)'.")
         parsed[name] = (expr, result_type, list(dict.fromkeys(resolver.kpi_refs)), resolver.sources_used)
+    errors.extend(missing_column_errors(project, warehouse, missing, reported))
 
     cycles = _cycles({name: refs for name, (_, _, refs, _) in parsed.items()})
     for cycle in cycles:
@@ -566,8 +616,9 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         depth = formula_depth(expr, {ref: resolved[ref].depth for ref in refs})
         time_functions = any(isinstance(node, n.TimeOp) for node in expr.walk()) or \
             any(resolved[ref].time_functions for ref in refs)
+        unmapped = tuple(sorted(s for s in sources if project.sources[s].unmapped))
         resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims, depth,
-                                     time_functions)
+                                     time_functions, unmapped)
         return resolved[name]
 
     for name in parsed:
@@ -592,7 +643,31 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
                     f"Declare '{dim}' on {', '.join(missing)} or remove it from the KPI's dimensions."))
     if errors:
         raise ProjectInvalid(in_file_order(errors))
-    return Model(project, resolved, catalog, functions)
+    return Model(project, resolved, catalog, functions, maps, warehouse)
+
+
+def resolve_row(project: Project, source: str, text: str, where: FormulaSource, columns: Mapping[str, str] | None,
+                functions: Mapping[str, Any], errors: list[KpiEngineError], missing: dict | None = None,
+                label: str = "") -> tuple[n.Node, str]:
+    """A formula over one row of ``source`` (a ``map:`` value or a ``where:`` condition): its
+    names are the ``columns`` given (None when they are not known), aggregates are refused.
+    With ``missing``, unknown columns are collected there (as for library KPIs) instead of reported."""
+    try:
+        tree = parse(text, where)
+    except FormulaError as error:
+        errors.append(error)
+        return n.NullLit(), UNKNOWN
+    scope = _RowScope(project.sources, {source: columns} if missing is not None and columns is not None else {},
+                      (), where, text, errors, functions, missing, label)
+    scope.row_columns = columns
+    return _Resolver(scope, "row")._expr(tree, source)
+
+
+class _RowScope(_Scope):
+    row_columns: Mapping[str, str] | None = None
+
+    def columns(self, source: str) -> Mapping[str, str] | None:
+        return self.row_columns
 
 
 @dataclass(frozen=True)
@@ -642,7 +717,8 @@ def _mentions(tree: n.Node, names: frozenset[str]) -> bool:
     return bool(names) and any(isinstance(node, n.Name) and node.parts[0] in names for node in tree.walk())
 
 
-def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | None = None
+def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | None = None,
+                   warehouse: Catalog | None = None, reported: set[tuple[str, str]] | None = None
                    ) -> Iterable[KpiEngineError]:
     """Columns a source declares (time, key, dimensions) must exist when the warehouse was described."""
     dialect = project.config.dialect
@@ -656,7 +732,10 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
             yield ResolveError(f"unknown SQL dialect '{dialect}'.", project.config.positions.at(("dialect",)),
                                did_you_mean(dialect, [d.lower() for d in DIALECTS]) or None)
             dialect = None
+    reported = set() if reported is None else reported  # sources that extend another share its table's columns
     for source in project.sources.values():
+        if source.unmapped:
+            continue
         for rel_index, rel in enumerate(source.relationships):
             if rel.to not in project.sources:
                 yield ResolveError(f"relationship to unknown source '{rel.to}'.",
@@ -682,20 +761,38 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
         described = catalog.get(source.name)
         if described is None:
             continue
+        table = source.table or "the query"
+        owner = source.rows_of or source.name  # where a map: entry for the table goes
         for column in source.columns:
-            if column not in described:
-                yield ResolveError(f"declared column '{column}' does not exist in {source.table or 'the query'}.",
+            if column not in described and _first(reported, source, column):
+                yield ResolveError(f"declared column '{column}' does not exist in {table}.",
                                    source.where("columns", column, key=True), did_you_mean(column, described) or None)
         checks = [("time", source.time, ("time",))]
         checks += [("primary key", col, ("primary_key",)) for col in source.primary_key]
         checks += [("dimension", d.column, ("dimensions", i)) for i, d in enumerate(source.dimensions)]
         for what, col, path in checks:
-            if col and col not in described:
-                yield ResolveError(f"{what} column '{col}' does not exist in {source.table or 'the query'}.",
-                                   source.where(*path), did_you_mean(col, described) or None)
-        if source.time and described.get(source.time) not in (DATE, TIMESTAMP, UNKNOWN, None):
+            if col and col not in described and _first(reported, source, col):
+                own = (warehouse or {}).get(source.name, described)  # suggest the table's own columns
+                yield ResolveError(f"{what} column '{col}' does not exist in {table}.",
+                                   source.where(*path), f"{did_you_mean(col, own)} Point '{path[0]}' at a column "
+                                   f"of {table}, or map it: 'sources: {{{owner}: {{map: {{{col}: <column or "
+                                   "formula>}}}'.".lstrip())
+        if source.time and described.get(source.time) not in (DATE, TIMESTAMP, UNKNOWN, NULL, None) \
+                and _first(reported, source, f"time:{source.time}"):
             yield ResolveError(f"time column '{source.time}' is a {described[source.time]}, not a date or timestamp.",
-                               source.where("time"), "Point 'time' at a DATE or TIMESTAMP column.")
+                               source.where("time"),
+                               "Point 'time' at a DATE or TIMESTAMP column, or map it to one (e.g. "
+                               f"'map: {{{source.time}: <a date column>}}'); for a CSV file, declare the column's "
+                               "type and date format in the warehouse's 'data' settings (docs/specs.md).")
+
+
+def _first(reported: set[tuple[str, str]], source: SourceSpec, column: str) -> bool:
+    """True the first time a column of a table is reported (contacts, leads and mqls share theirs)."""
+    key = (source.rows_of or source.name, column)
+    if key in reported:
+        return False
+    reported.add(key)
+    return True
 
 
 def parse_source_sql(source: SourceSpec, dialect: str):
@@ -759,6 +856,11 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
     scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors, model.functions)
     resolver = _Resolver(scope, mode)
     expr, result_type = resolver.resolve(tree)
+    unmapped = sorted(source for source in resolver.sources_used if model.sources[source].unmapped)
+    if unmapped:
+        from .mapping import unmapped_error
+
+        raise unmapped_error(model.project, unmapped, label)
     if not errors:
         ref_depths = {ref: model.kpi(ref).depth for ref in resolver.kpi_refs}
         depth = formula_depth(expr, ref_depths)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -66,6 +66,19 @@ class Relationship:
 
 
 @dataclass(frozen=True)
+class RowFormula:
+    """A formula over one row of a source (a ``map:`` value or a ``where:`` condition) and
+    where it is written, for errors at file:line:column."""
+
+    text: str
+    source: FormulaSource
+
+
+# Fields that say what a source reads: an override that sets one of them replaces them all.
+RELATION_FIELDS = ("table", "sql", "unmapped")
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     name: str
     table: str | None
@@ -82,6 +95,12 @@ class SourceSpec:
     library: str | None = None  # the include it comes from
     overrides: Location | None = None  # the library definition this one overrides
     freshness_days: int | None = None  # the latest row may be at most this many days old
+    column_map: Mapping[str, RowFormula] = field(default_factory=dict)  # map: column -> formula
+    filters: tuple[RowFormula, ...] = ()  # where: conditions (its own, and those of the source it extends)
+    extends: str | None = None
+    unmapped: bool = False  # declared as having no data in the warehouse
+    rows_of: str | None = None  # the source whose table (or sql) and map it reads, when it extends one
+    declared: frozenset[str] = frozenset()  # the fields written for it (the rest may be inherited)
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -611,6 +630,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             spec = _merge(section, kind, name, items, build, errors)
             if spec is not None:
                 found[name] = spec
+    _inherit(sources, errors)
     errors.extend(_source_shape_errors(sources))
     errors = in_file_order(errors)
     if config is None:
@@ -658,7 +678,15 @@ def _merge(section: str, kind: str, name: str, items: list[_Entry], build, error
             errors.append(_duplicate(kind, name, where(extra), where(group[0])))
     base, top = (library[0] if library else None), (own[0] if own else None)
     if base and top:
-        body = {**base.body, **top.body}
+        base_body = dict(base.body)
+        if section == "sources":
+            # An override says how the source is read, whatever the library used: table, sql or unmapped.
+            if any(key in top.body for key in RELATION_FIELDS):
+                for key in RELATION_FIELDS:
+                    base_body.pop(key, None)
+            if isinstance(base_body.get("map"), dict) and isinstance(top.body.get("map"), dict):
+                base_body["map"] = {**base_body["map"], **top.body["map"]}  # column by column
+        body = {**base_body, **top.body}
         spec = build(name, body, top.doc, overrides=where(base), fallback=base.doc)
     else:
         entry = top or base
@@ -712,13 +740,73 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
     key = body.get("primary_key", ())
     relationships = tuple(Relationship(r["to"], r["on"], r.get("to_column"), r.get("type", "many_to_one"))
                           for r in body.get("relationships", []))
+    path = ("sources", name)
+    column_map = {column: _row_formula(doc, fallback, path + ("map", column), value, f"source '{name}', map '{column}'")
+                  for column, value in (body.get("map") or {}).items()}
+    filters = (_row_formula(doc, fallback, path + ("where",), body["where"], f"source '{name}', where"),) \
+        if body.get("where") is not None else ()
     return SourceSpec(
         name=name, table=body.get("table"), sql=body.get("sql"), time=body.get("time"),
         primary_key=(key,) if isinstance(key, str) else tuple(key),
         dimensions=tuple(dimensions), columns=dict(body.get("columns", {})), relationships=relationships,
         label=body.get("label"), description=body.get("description"),
-        positions=doc.positions(), path=("sources", name), library=library, overrides=overrides,
+        positions=doc.positions(), path=path, library=library, overrides=overrides,
+        column_map=column_map, filters=filters, extends=body.get("extends"), unmapped=bool(body.get("unmapped")),
+        declared=frozenset(body),
         freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
+
+
+def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value: Any, obj: str) -> RowFormula:
+    """A map: value or where: condition as formula text with its file position. Constants
+    (0, true, null) are written as formulas; an entry the override does not repeat is read
+    from the library's file."""
+    owner = doc if path in doc.nodes or fallback is None else fallback
+    if isinstance(value, str):
+        return RowFormula(*owner.formula_source(path, obj))
+    text = "null" if value is None else "true" if value is True else "false" if value is False else str(value)
+    line, column = owner.values.get(path, (1, 1))
+    return RowFormula(text, FormulaSource(owner.file, line, column, indent=1, obj=obj))
+
+
+_INHERITED = ("time", "primary_key", "dimensions", "relationships", "columns")
+
+
+def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
+    """Sources with ``extends:`` read the rows of another source (its table or sql, map and
+    where conditions) unless they say how to read their own, and take its time, key,
+    dimensions, relationships and column types unless they declare them."""
+    done: dict[str, SourceSpec] = {}
+
+    def complete(name: str, chain: tuple[str, ...]) -> SourceSpec:
+        if name in done:
+            return done[name]
+        source = sources[name]
+        base_name = source.extends
+        if base_name is None:
+            done[name] = source
+            return source
+        if base_name not in sources:
+            errors.append(SpecError(f"source '{name}' extends unknown source '{base_name}'.",
+                                    source.where("extends"), did_you_mean(base_name, sources) or None))
+            done[name] = source
+            return source
+        if base_name in chain + (name,):
+            cycle = " -> ".join(chain + (name, base_name))
+            errors.append(SpecError(f"sources extend each other in a cycle: {cycle}.", source.where("extends"),
+                                    "Let one of them read its own table or sql."))
+            done[name] = source
+            return source
+        base = complete(base_name, chain + (name,))
+        changes: dict[str, Any] = {field_: getattr(base, field_) for field_ in _INHERITED if field_ not in source.declared}
+        if not set(RELATION_FIELDS) & source.declared:
+            changes.update(table=base.table, sql=base.sql, unmapped=base.unmapped,
+                           column_map={**base.column_map, **source.column_map},
+                           filters=base.filters + source.filters, rows_of=base.rows_of or base.name)
+        done[name] = replace(source, **changes)
+        return done[name]
+
+    for name in list(sources):
+        sources[name] = complete(name, ())
 
 
 def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None = None,
@@ -741,10 +829,12 @@ def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None
 def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:
     """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
     for source in sources.values():
-        if bool(source.table) == bool(source.sql):
+        inherits = source.extends and not set(RELATION_FIELDS) & source.declared  # the source it extends is checked
+        if not source.unmapped and not inherits and bool(source.table) == bool(source.sql):
             yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
                             source.where(key=True),
-                            "Use 'table: schema.name' for a table or view, or 'sql: select ...' for a derived source.")
+                            "Use 'table: schema.name' for a table or view, 'sql: select ...' for a derived source, "
+                            "or 'unmapped: true' when the warehouse has no such data.")
         if source.freshness_days is not None and not source.time:
             yield SpecError(f"source '{source.name}' declares 'freshness' but has no time column to measure it on.",
                             source.where("freshness"), "Add 'time: <column>' to the source, or remove 'freshness'.")

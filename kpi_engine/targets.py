@@ -25,7 +25,8 @@ def check_targets(project, names: list[str], grain: str, as_of: dt.date | None, 
     Returns a report for humans and schedulers; ``healthy`` is False when a KPI has no value
     there or a source is stale (freshness.py)."""
     model = project.model()
-    candidates = names or [n for n, k in model.kpis.items() if k.spec.target and {"min", "max"} & set(k.spec.target)]
+    candidates = names or [n for n, k in model.kpis.items()
+                           if k.spec.target and {"min", "max"} & set(k.spec.target) and not k.unavailable]
     checked = [n for n in candidates if model.kpi(n).spec.target and {"min", "max"} & set(model.kpi(n).spec.target)]
     if names and len(checked) < len(names):
         missing = sorted(set(names) - set(checked))

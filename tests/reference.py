@@ -98,13 +98,31 @@ def _as_float(value: Fraction | None) -> float | None:
     return None if value is None else float(value)
 
 
-def lead_count(data: Data, by_channel: bool = True, by_month: bool = True,
-               start: dt.date | str | None = None, end: dt.date | str | None = None,
-               ) -> dict[tuple, int]:
-    """Number of leads, bucketed by ``created_at``: ``count(leads)``."""
+def _is_lead(row: Row) -> bool:
+    """A contact is a lead when it meets the qualification criteria: ``is_qualified`` true."""
+    return (row["is_qualified"] or "").lower() == "true"
+
+
+def contact_count(data: Data, by_channel: bool = True, by_month: bool = True,
+                  start: dt.date | str | None = None, end: dt.date | str | None = None,
+                  ) -> dict[tuple, int]:
+    """Number of contacts created (every row of the leads table), bucketed by ``created_at``."""
     counts: dict[tuple, int] = defaultdict(int)
     for key, _ in _groups(data, "leads", by_month, by_channel, start, end):
         counts[key] += 1
+    if not by_month and not by_channel:
+        counts[()] += 0
+    return dict(counts)
+
+
+def lead_count(data: Data, by_channel: bool = True, by_month: bool = True,
+               start: dt.date | str | None = None, end: dt.date | str | None = None,
+               ) -> dict[tuple, int]:
+    """Number of leads (qualified contacts), bucketed by ``created_at``: ``count(leads)``."""
+    counts: dict[tuple, int] = defaultdict(int)
+    for key, row in _groups(data, "leads", by_month, by_channel, start, end):
+        if _is_lead(row):
+            counts[key] += 1
     if not by_month and not by_channel:
         counts[()] += 0
     return dict(counts)
@@ -132,7 +150,7 @@ def cost_per_lead(data: Data, by_channel: bool = True, by_month: bool = True,
                   ) -> dict[tuple, float | None]:
     """Cost per lead: CPL = total ad spend / number of leads, each in the same period.
 
-    ``sum(ad_spend.spend)`` by ``spend_date`` over ``count(leads)`` by ``created_at``. A group
+    ``sum(ad_spend.spend)`` by ``spend_date`` over the leads (qualified contacts) by ``created_at``. A group
     without spend rows has spent 0 (a free channel with leads has a CPL of 0.0); a group without
     leads has no CPL (``None``).
     """
@@ -150,13 +168,15 @@ def close_rate(data: Data, by_channel: bool = True, by_month: bool = True,
                ) -> dict[tuple, float | None]:
     """Close rate (lead cohort): 100 * customers / leads.
 
-    Of the leads created in the period (by ``created_at``), the percentage whose ``customer_at``
-    is not NULL, whenever they converted. ``None`` for a group without leads (never happens for a
-    key other than ``()``, as keys come from lead rows).
+    Of the leads (qualified contacts) created in the period (by ``created_at``), the percentage
+    whose ``customer_at`` is not NULL, whenever they converted. ``None`` for a group without leads
+    (never happens for a key other than ``()``, as keys come from lead rows).
     """
     leads: dict[tuple, int] = defaultdict(int)
     won: dict[tuple, int] = defaultdict(int)
     for key, row in _groups(data, "leads", by_month, by_channel, start, end):
+        if not _is_lead(row):
+            continue
         leads[key] += 1
         won[key] += row["customer_at"] is not None
     if not by_month and not by_channel:

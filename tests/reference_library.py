@@ -14,7 +14,8 @@ row's own time column, read as written (no time zones). With ``by_channel`` a ke
 takes the channel of its customer.
 
 Each source places rows of a table by a time column (the "Standard sources" table of the docs);
-rows whose time column is empty belong to no period and are ignored. A KPI has a value for every
+rows whose time column is empty belong to no period and are ignored. ``contacts`` are every row of
+the leads table; ``leads`` only the qualified ones (``ROW_FILTERS``). A KPI has a value for every
 key where at least one row of any source it reads exists (for a KPI built on others: of any source
 they read); growth rates, retention and lifetime value, which look at other months, have the keys
 of their sources in the month itself.
@@ -39,6 +40,7 @@ Key = tuple
 
 # source name -> (table, time column)
 SOURCES = {
+    "contacts": ("leads", "created_at"),
     "leads": ("leads", "created_at"),
     "mqls": ("leads", "mql_at"),
     "sqls": ("leads", "sql_at"),
@@ -64,6 +66,11 @@ def _day(value: str) -> dt.date:
 
 def _true(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("true", "t", "1", "yes")
+
+
+# The rows a source keeps of its table: a lead is a contact that meets the qualification
+# criteria (``is_qualified``); a contact who cannot buy is not a lead.
+ROW_FILTERS: dict[str, Callable[[Row], bool]] = {"leads": lambda row: _true(row["is_qualified"])}
 
 
 def _previous_month(month: dt.date) -> dt.date:
@@ -101,8 +108,9 @@ class Library:
     def rows(self, source: str):
         """Yield ``(key, row)`` for every row of ``source`` with a time."""
         table, time_column = SOURCES[source]
+        keep = ROW_FILTERS.get(source, lambda row: True)
         for row in self.data.get(table, []):
-            if row[time_column] is None:
+            if row[time_column] is None or not keep(row):
                 continue
             month = _day(row[time_column]).replace(day=1)
             yield self.key(month, self.channel(table, row)), row
@@ -161,6 +169,9 @@ class Library:
     # -- helper values of the library ------------------------------------------------------------
 
     def new_contacts(self):
+        return self.count("contacts")
+
+    def leads(self):
         return self.count("leads")
 
     def ad_spend(self):
@@ -198,14 +209,14 @@ class Library:
 # --- the 38 KPIs: each returns {key: exact value or None} over its key set -----------------------
 
 def new_contacts(lib: Library):
-    """#1 New contacts: leads created in P."""
+    """#1 New contacts: contacts created in P, leads or not."""
     counts = lib.new_contacts()
-    return {key: counts[key] for key in lib.keys("leads")}
+    return {key: counts[key] for key in lib.keys("contacts")}
 
 
 def qualified_leads(lib: Library):
-    """#2 Qualified leads: leads created in P with ``is_qualified``."""
-    counts = lib.count("leads", lambda row: _true(row["is_qualified"]))
+    """#2 Leads: contacts created in P with ``is_qualified``."""
+    counts = lib.leads()
     return {key: counts[key] for key in lib.keys("leads")}
 
 
@@ -222,42 +233,42 @@ def sql_count(lib: Library):
 
 
 def cost_per_lead(lib: Library):
-    """#5 CPL = ad spend in P / new_contacts in P (a free channel with leads: 0)."""
-    spend, leads = lib.ad_spend(), lib.new_contacts()
+    """#5 CPL = ad spend in P / leads in P (a free channel with leads: 0)."""
+    spend, leads = lib.ad_spend(), lib.leads()
     return {key: ratio(spend[key], leads[key]) for key in lib.keys("ad_spend", "leads")}
 
 
 def close_rate(lib: Library):
     """#6 Close rate = 100 x leads created in P that became customers (at any time so far)
-    / new_contacts."""
+    / leads created in P."""
     won = lib.count("leads", lambda row: row["customer_at"] is not None)
-    leads = lib.new_contacts()
+    leads = lib.leads()
     return {key: ratio(won[key], leads[key], 100) for key in lib.keys("leads")}
 
 
 def lead_to_customer_rate(lib: Library):
     """#7 Lead-to-customer rate = 100 x customers won in P (customers.acquired_at in P)
-    / new_contacts in P."""
-    won, leads = lib.customers_won(), lib.new_contacts()
+    / leads created in P."""
+    won, leads = lib.customers_won(), lib.leads()
     return {key: ratio(won[key], leads[key], 100) for key in lib.keys("customers", "leads")}
 
 
 def lead_to_opportunity_rate(lib: Library):
     """#8 Lead-to-opportunity rate = 100 x leads created in P with at least one opportunity
-    (any time) / new_contacts.
+    (any time) / leads created in P.
 
     The opportunities are only a lookup of lead ids over all time, not placed in periods: the
     keys are those of the leads.
     """
     with_opportunity = {row["lead_id"] for row in lib.data.get("opportunities", [])}
     hits = lib.count("leads", lambda row: row["lead_id"] in with_opportunity)
-    leads = lib.new_contacts()
+    leads = lib.leads()
     return {key: ratio(hits[key], leads[key], 100) for key in lib.keys("leads")}
 
 
 def time_to_conversion_days(lib: Library):
-    """#9 Time to conversion = average whole days from created_at to customer_at, over leads
-    whose customer_at is in P."""
+    """#9 Time to conversion = average whole days from created_at to customer_at, over the
+    contacts whose customer_at is in P."""
     days: defaultdict[Key, list[int]] = defaultdict(list)
     for key, row in lib.rows("conversions"):
         days[key].append((_day(row["customer_at"]) - _day(row["created_at"])).days)
@@ -265,14 +276,14 @@ def time_to_conversion_days(lib: Library):
 
 
 def traffic_to_lead_rate(lib: Library):
-    """#10 Traffic-to-lead rate = 100 x new_contacts / website_sessions."""
-    leads, sessions = lib.new_contacts(), lib.website_sessions()
+    """#10 Traffic-to-lead rate = 100 x leads / website_sessions."""
+    leads, sessions = lib.leads(), lib.website_sessions()
     return {key: ratio(leads[key], sessions[key], 100) for key in lib.keys("leads", "web_sessions")}
 
 
 def leads_per_customer(lib: Library):
-    """#11 Leads per customer = new_contacts / customers won in P."""
-    leads, won = lib.new_contacts(), lib.customers_won()
+    """#11 Leads per customer = leads / customers won in P."""
+    leads, won = lib.leads(), lib.customers_won()
     return {key: ratio(leads[key], won[key]) for key in lib.keys("leads", "customers")}
 
 
@@ -287,7 +298,7 @@ def cost_per_sale(lib: Library):
 
     Null when either factor is null (no leads, or no customers won).
     """
-    spend, leads, won = lib.ad_spend(), lib.new_contacts(), lib.customers_won()
+    spend, leads, won = lib.ad_spend(), lib.leads(), lib.customers_won()
     result = {}
     for key in lib.keys("ad_spend", "leads", "customers"):
         cpl, lpc = ratio(spend[key], leads[key]), ratio(leads[key], won[key])
@@ -476,8 +487,8 @@ def repeat_customer_revenue(lib: Library):
 
 
 def lead_value(lib: Library):
-    """#37 Lead value = revenue / new_contacts."""
-    values, leads = lib.revenue(), lib.new_contacts()
+    """#37 Lead value = revenue / leads."""
+    values, leads = lib.revenue(), lib.leads()
     return {key: ratio(values[key], leads[key]) for key in lib.keys("orders", "leads")}
 
 

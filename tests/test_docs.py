@@ -22,4 +22,4 @@ def test_python_walkthrough_runs(capsys):
     out = capsys.readouterr().out
     assert "marketing_example" in out and "rows written" in out
     assert "unknown KPI 'cost_per_leed'." in out and "Did you mean 'cost_per_lead'?" in out
-    assert 'WITH "orders_agg" AS (' in out
+    assert 'WITH "orders_agg_days" AS (' in out

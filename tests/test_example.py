@@ -47,10 +47,11 @@ def test_engine_matches_the_reference(project, data, by_month, by_channel, start
 
 
 def test_the_example_has_the_cases_the_engine_must_handle(project):
-    rows = project.evaluate(["cost_per_lead", "new_contacts", "ad_spend_total", "nps"], by=["channel"], grain="month").to_dicts()
-    free = [r for r in rows if r["channel"] in ("organic", "referral") and r["new_contacts"]]
+    rows = project.evaluate(["cost_per_lead", "qualified_leads", "ad_spend_total", "nps"], by=["channel"],
+                            grain="month").to_dicts()
+    free = [r for r in rows if r["channel"] in ("organic", "referral") and r["qualified_leads"]]
     assert free and all(r["cost_per_lead"] == 0 for r in free)  # a free channel: CPL 0, not null
-    # spend but no lead: the row is not new_contacts' own (empty cell), and CPL divides by 0 leads
-    assert any(r["ad_spend_total"] and r["new_contacts"] is None and r["cost_per_lead"] is None for r in rows)
+    # spend but no qualified lead: the row is not qualified_leads' own (empty cell), and CPL divides by 0 leads
+    assert any(r["ad_spend_total"] and r["qualified_leads"] is None and r["cost_per_lead"] is None for r in rows)
     assert any(r["channel"] is None for r in rows)  # leads without a channel form their own group
     assert any(r["nps"] is None for r in rows)  # months without survey answers

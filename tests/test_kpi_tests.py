@@ -19,14 +19,14 @@ def test_the_library_tests_pass_whatever_the_warehouse(make_project):
     result = run(make_project({}, config=LIBRARY))
     assert result.exit_code == 0, result.output
     assert "PASS cost_per_lead_article_example (builtin:marketing)" in result.stdout
-    assert result.stdout.endswith("9 passed, 0 failed.\n")
+    assert result.stdout.endswith("10 passed, 0 failed.\n")
 
 
 def test_a_redefined_kpi_shows_what_changed(make_project):
     root = make_project({"close_rate.yaml": """
         kpis:
           close_rate:
-            formula: 100 * count(leads where customer_at is not null and is_qualified) / new_contacts
+            formula: 100 * count(leads where sql_at is not null) / qualified_leads
         """}, config=LIBRARY)
     result = run(root, "close_rate_is_a_cohort_reading", "nps_from_known_scores")
     assert result.exit_code == 1
@@ -57,3 +57,75 @@ def test_a_project_test_with_missing_and_unexpected_rows(make_project):
     assert "     [region=apac] expected a row, got none\n     [region=us] unexpected row\n" in result.stdout
     unknown = run(root, "by_regoin")
     assert unknown.exit_code == 1 and "Did you mean 'by_region'?" in unknown.stderr
+
+
+# --- tests keyed by source, run against the project's map ---------------------------------------
+
+MAPPED = """
+sources:
+  contacts:
+    table: crm_people
+    map: {lead_id: person, created_at: created, channel: src, is_qualified: "stage != 'subscriber'",
+          campaign: null, industry: null, company_size: null, mql_at: null, sql_at: null, customer_at: won}
+  ad_spend:
+    table: costs
+    map: {spend_date: day, spend: cents / 100, campaign: null}
+"""
+
+
+def test_the_library_tests_run_through_a_remapped_source(make_project):
+    # Renamed columns are written under the warehouse's names and read back through the map; the
+    # test gives is_qualified itself, so its formula is left aside. nps_responses has no data.
+    root = make_project({"map.yaml": MAPPED + "  nps_responses: {unmapped: true}\n"}, config=LIBRARY)
+    result = run(root)
+    assert result.exit_code == 0, result.output
+    assert "PASS contacts_who_are_not_leads_do_not_count_as_leads (builtin:marketing)\n" in result.stdout
+    assert "SKIP nps_from_known_scores (builtin:marketing): needs source nps_responses, which the project " \
+           "declares unmapped\n" in result.stdout
+    assert result.stdout.endswith("9 passed, 0 failed, 1 skipped (unmapped sources).\n")
+
+
+def test_a_mapped_formula_runs_when_the_test_gives_the_columns_it_reads(make_project):
+    root = make_project({"map.yaml": MAPPED + """
+tests:
+  spend_in_cents:
+    kpis: [cost_per_lead]
+    given:
+      ad_spend:
+        - {day: 2025-01-05, cents: 100000, channel: ppc}
+      contacts:
+        - {_repeat: 4, created_at: 2025-01-06 10:00:00, stage: lead}
+        - {created_at: 2025-01-06 10:00:00, stage: subscriber}
+    expect:
+      - {cost_per_lead: 250}
+"""}, config=LIBRARY)
+    # 1,000.00 $ read from cents through the map, 4 leads: stage != 'subscriber' is computed too.
+    result = run(root, "spend_in_cents")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_redefined_source_reading_shows_in_the_library_tests(make_project):
+    # Placing contacts by the day they became MQLs changes which period a lead belongs to.
+    root = make_project({"s.yaml": "sources:\n  contacts: {time: mql_at}\n"}, config=LIBRARY)
+    result = run(root, "cost_per_lead_article_example")
+    assert result.exit_code == 1
+    assert "[channel=paid_social] cost_per_lead: expected 50, got None" in result.stdout
+
+
+def test_rows_keyed_by_a_table_name_say_which_source_to_use(make_project):
+    root = make_project({"t.yaml": """
+        tests:
+          old_style:
+            kpis: [new_contacts]
+            given:
+              leads_table: [{created_at: 2025-01-01}]
+            expect: [{new_contacts: 1}]
+        sources:
+          people: {table: leads_table, time: created_at}
+        kpis:
+          new_contacts: {formula: count(people)}
+        """})
+    result = run(root)
+    assert result.exit_code == 1
+    assert "the test gives rows for 'leads_table', which is not a source. Test rows are keyed by source, in the " \
+           "source's columns: use people." in result.stdout

@@ -128,11 +128,15 @@ def test_redefining_a_kpi_is_a_three_line_file(make_project):
 
 
 def test_mapping_a_standard_source_onto_another_table(make_project):
-    root = make_project({"sources.yaml": "sources:\n  leads:\n    table: crm_contacts\n"},
-                        {"crm_contacts": leads(7)}, config=CONFIG)
+    rows = leads(7)
+    rows[0]["is_qualified"] = "false"
+    root = make_project({"sources.yaml": "sources:\n  contacts:\n    table: crm_contacts\n"},
+                        {"crm_contacts": rows}, config=CONFIG)
     with open_project(root) as project:
-        assert project.evaluate(["new_contacts"]).to_dicts()[0]["new_contacts"] == 7
-        assert project.project.sources["leads"].time == "created_at"  # the rest of the library's source stays
+        row = project.evaluate(["new_contacts", "qualified_leads"]).to_dicts()[0]
+        assert (row["new_contacts"], row["qualified_leads"]) == (7, 6)  # leads extend contacts: same table
+        assert project.project.sources["contacts"].time == "created_at"  # the rest of the library's source stays
+        assert project.project.sources["leads"].table == "crm_contacts"
 
 
 def test_a_missing_table_fails_only_the_requests_that_read_it(make_project):
@@ -152,7 +156,7 @@ def test_the_whole_library_is_one_query_with_one_cte_per_source():
     source_ctes = [c.alias for c in query.expression.ctes if c.alias.endswith("_agg")]
     assert sorted(source_ctes) == sorted(f"{s}_agg" for s in query.sources)
     # Every standard source once; opportunities is read inside the leads CTE, one row per lead.
-    assert len(source_ctes) == len(set(source_ctes)) == 14 and "opportunities" not in query.sources
+    assert len(source_ctes) == len(set(source_ctes)) == 15 and "opportunities" not in query.sources
 
 
 def test_evaluate_all_without_a_grain_leaves_out_growth_rates():
@@ -180,6 +184,6 @@ def test_explain_shows_meaning_formula_tree_dimensions_and_sql():
     assert text.startswith("ltv_to_cac: LTV:CAC ratio (ratio)\n")
     assert "  - KPI customer_lifetime_value\n    - KPI revenue\n      - source orders (orders, time ordered_at)\n" in text
     assert "Dimensions: channel\nTarget: at least 3; higher is better\n" in text
-    assert 'WITH "orders_agg" AS (' in text and "SUM(" in text
+    assert '"orders_agg" AS (' in text and "SUM(" in text
     unknown = CliRunner().invoke(cli, ["explain", str(ROOT / "examples" / "marketing"), "ltv_to_cak"])
     assert unknown.exit_code == 1 and "Did you mean 'ltv_to_cac'?" in unknown.stderr

@@ -218,7 +218,9 @@ def test_reference_totals_agree_across_groupings(data):
             assert all(coarse[key] == pytest.approx(summed[key]) for key in coarse)
     total_cpl = reference.cost_per_lead(data, by_channel=False, by_month=False)[()]
     total_spend = reference.total_spend(data, by_channel=False, by_month=False)[()]
-    assert total_cpl == pytest.approx(total_spend / len(data["leads"]))
+    qualified = [row for row in data["leads"] if row["is_qualified"] == "true"]
+    assert 0 < len(qualified) < len(data["leads"])  # contacts that are not leads exist
+    assert total_cpl == pytest.approx(total_spend / len(qualified))
 
 
 def write_csv(folder: Path, table: str, rows: list[dict]) -> None:
@@ -242,7 +244,11 @@ def tiny(tmp_path):
     for i in range(100):
         channel = "ppc" if i < 20 else "organic" if i < 99 else ""
         leads.append({"lead_id": i + 1, "created_at": f"2025-03-{1 + i % 31:02d} 23:59:59",
-                      "channel": channel, "customer_at": "2025-05-02 10:00:00" if i % 20 < 3 else ""})
+                      "channel": channel, "is_qualified": "true",
+                      "customer_at": "2025-05-02 10:00:00" if i % 20 < 3 else ""})
+    # A contact who is not a lead: counted by no lead KPI of the reference.
+    leads.append({"lead_id": 101, "created_at": "2025-03-05 10:00:00", "channel": "ppc", "is_qualified": "false",
+                  "customer_at": "2025-05-02 10:00:00"})
     write_csv(folder, "leads", leads)
     write_csv(folder, "nps_responses", [
         {"response_id": i + 1, "responded_at": "2025-03-10 12:00:00", "channel": "ppc",

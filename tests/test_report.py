@@ -77,7 +77,7 @@ def reference_values() -> dict[str, dict[dt.date, float]]:
     answers = _csv("nps_responses")
     for month in (PREVIOUS, LATEST):
         spent = sum(float(r["spend"]) for r in spend if _month(r["spend_date"]) == month)
-        created = sum(1 for r in leads if _month(r["created_at"]) == month)
+        created = sum(1 for r in leads if _month(r["created_at"]) == month and r["is_qualified"] == "true")
         values["cost_per_lead"][month] = spent / created
         values["revenue"][month] = sum(float(r["amount"]) for r in orders
                                        if _month(r["ordered_at"]) == month and r["status"] == "paid")
@@ -120,10 +120,10 @@ def test_latest_values_and_changes(project, report):
 def test_known_figures(report):
     """A few December 2025 figures written out, so a bug shared by the report and the
     expected texts above would still show."""
-    assert figure(card(report, "cost_per_lead"), "latest") == "$92.14"
+    assert figure(card(report, "cost_per_lead"), "latest") == "$179.18"
     assert figure(card(report, "mrr"), "latest") == "$227,320.30"
     assert figure(card(report, "ltv_to_cac"), "latest") == "5.07"
-    assert "latest complete period 2025-12 (before 2026-01-01)" in report
+    assert "2025-12: complete before 2026-01-01" in report
 
 
 def test_target_status(report):
@@ -303,7 +303,7 @@ def test_report_command(tmp_path):
     assert result.exit_code == 0, result.output
     page = output.read_text(encoding="utf-8")
     assert re.findall(r'<section class="kpi" id="kpi-(\w+)">', page) == ["cost_per_lead", "nps"]
-    assert figure(card(page, "cost_per_lead"), "latest") == "$92.14" and "split by channel" in page
+    assert figure(card(page, "cost_per_lead"), "latest") == "$179.18" and "split by channel" in page
     assert runner.invoke(cli, ["report", str(EXAMPLE)]).exit_code == 2  # --output is required
     result = runner.invoke(cli, ["report", str(EXAMPLE), "--by", "nowhere", "-o", str(output)])
     assert result.exit_code == 1 and "nowhere" in result.output

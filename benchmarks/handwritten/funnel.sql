@@ -12,13 +12,13 @@ WITH
 has_opportunity AS (              -- leads with at least one opportunity, ever
     SELECT DISTINCT lead_id FROM opportunities
 ),
-created AS (                      -- leads by the month they were created
+created AS (                      -- contacts by the month they were created; leads are the qualified ones
     SELECT date_trunc('month', l.created_at)::DATE                  AS period,
            l.channel,
            count(*)                                                 AS new_contacts,
            count(*) FILTER (WHERE l.is_qualified)                   AS qualified_leads,
-           count(*) FILTER (WHERE l.customer_at IS NOT NULL)        AS closed_leads,
-           count(o.lead_id)                                         AS leads_with_opportunity
+           count(*) FILTER (WHERE l.is_qualified AND l.customer_at IS NOT NULL) AS closed_leads,
+           count(o.lead_id) FILTER (WHERE l.is_qualified)           AS leads_with_opportunity
     FROM leads AS l
     LEFT JOIN has_opportunity AS o ON o.lead_id = l.lead_id
     WHERE l.created_at IS NOT NULL
@@ -89,16 +89,16 @@ SELECT
     qualified_leads,
     mql_count,
     sql_count,
-    ad_spend / nullif(new_contacts, 0)                             AS cost_per_lead,
-    100 * closed_leads / nullif(new_contacts, 0)                   AS close_rate,
-    100 * customers_won / nullif(new_contacts, 0)                  AS lead_to_customer_rate,
-    100 * leads_with_opportunity / nullif(new_contacts, 0)         AS lead_to_opportunity_rate,
+    ad_spend / nullif(qualified_leads, 0)                          AS cost_per_lead,
+    100 * closed_leads / nullif(qualified_leads, 0)                AS close_rate,
+    100 * customers_won / nullif(qualified_leads, 0)               AS lead_to_customer_rate,
+    100 * leads_with_opportunity / nullif(qualified_leads, 0)      AS lead_to_opportunity_rate,
     time_to_conversion_days,
-    100 * new_contacts / nullif(sessions, 0)                       AS traffic_to_lead_rate,
-    new_contacts / nullif(customers_won, 0)                        AS leads_per_customer,
+    100 * qualified_leads / nullif(sessions, 0)                    AS traffic_to_lead_rate,
+    qualified_leads / nullif(customers_won, 0)                     AS leads_per_customer,
     ad_spend / nullif(customers_won, 0)                            AS customer_acquisition_cost,
     -- cost per lead x leads per customer: null when either is (no leads, or no customers)
-    (ad_spend / nullif(new_contacts, 0)) * (new_contacts / nullif(customers_won, 0)) AS cost_per_sale,
-    revenue / nullif(new_contacts, 0)                              AS lead_value
+    (ad_spend / nullif(qualified_leads, 0)) * (qualified_leads / nullif(customers_won, 0)) AS cost_per_sale,
+    revenue / nullif(qualified_leads, 0)                           AS lead_value
 FROM monthly
 ORDER BY period, channel

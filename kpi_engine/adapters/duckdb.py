@@ -7,6 +7,9 @@ Settings (``warehouse:`` in kpi_engine.yaml):
 - ``data``: a folder of CSV or Parquet files; each file becomes a read-only view
   named after the file (``leads.csv`` -> ``leads``) in an in-memory database. The files are
   read by their exact paths: a folder named ``proj[1]`` or ``data*`` is not a glob pattern.
+  With it, ``csv`` and ``tables`` declare how files are read: column types, date formats,
+  markers of no value (data_files.py). A value that does not read is reported at its file,
+  row and column.
 
 Nothing is downloaded or loaded at run time: extension auto-installing and auto-loading are
 off (the extensions built into the duckdb package, such as ICU, JSON and Parquet, still work),
@@ -27,14 +30,11 @@ from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
 from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from .data_files import SETTINGS, DataFile, data_files, locate_bad_value
 
-DATA_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
-_VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Given when the database opens: nothing is installed from the network or loaded from disk.
 CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
                   "allow_community_extensions": False}
-#: DuckDB expands '*', '?' and '[...]' in a file path; '[c]' matches the character c itself.
-_GLOB_CHARACTER = re.compile(r"[*?\[]")
 _EXTENSION_NEEDED = re.compile(r"exists in the \S+ extension|requires the extension|the required extension",
                                re.IGNORECASE)
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
@@ -45,10 +45,11 @@ EXTENSION_HINT = ("kpi-engine never installs or loads DuckDB extensions while it
 class DuckDBConnection(Connection):
     dialect = "duckdb"
 
-    def __init__(self, connection, where: str, timeout: float | None = None):
+    def __init__(self, connection, where: str, timeout: float | None = None, files: list[DataFile] | None = None):
         self._connection = connection
         self._where = where
         self._timeout = timeout
+        self._files = files or []  # the data folder's files, to find a value that does not read
         self._lock = threading.Lock()
 
     def execute(self, query) -> Rows:
@@ -74,14 +75,14 @@ class DuckDBConnection(Connection):
             raise
         except self._errors as error:
             cursor.close()
-            raise self._failure(error, timed_out=timer is not None and timer.finished.is_set()) from None
+            raise self._failure(error, timed_out=timer is not None and timer.finished.is_set(), query=query) from None
         finally:
             if timer:
                 timer.cancel()
         columns = tuple(d[0] for d in cursor.description or ())
-        return columns, self._batches(cursor, batch_size)
+        return columns, self._batches(cursor, batch_size, query)
 
-    def _batches(self, cursor, batch_size: int | None):
+    def _batches(self, cursor, batch_size: int | None, query: exp.Expression | None = None):
         try:
             while True:
                 batch = cursor.fetchall() if batch_size is None else cursor.fetchmany(batch_size)
@@ -90,7 +91,7 @@ class DuckDBConnection(Connection):
                 if not batch or batch_size is None:
                     return
         except self._errors as error:
-            raise self._failure(error) from None
+            raise self._failure(error, query=query) from None
         finally:
             cursor.close()
 
@@ -100,7 +101,23 @@ class DuckDBConnection(Connection):
 
         return duckdb.Error
 
-    def _failure(self, error: Exception, timed_out: bool = False) -> WarehouseError:
+    def _failure(self, error: Exception, timed_out: bool = False, query: exp.Expression | None = None
+                 ) -> WarehouseError:
+        import duckdb
+
+        read = {table.name for table in query.find_all(exp.Table)} if query is not None else set()
+        files = [file for file in self._files if file.view in read]  # the data files the query reads
+        if isinstance(error, duckdb.ConversionException) and files:
+            with self._lock:
+                cursor = self._connection.cursor()
+            try:
+                located = locate_bad_value(cursor, files)
+            except duckdb.Error:
+                located = None  # the query's own error below still says what failed
+            finally:
+                cursor.close()
+            if located is not None:
+                return located
         if timed_out:
             return QueryTimeout(f"the query ran longer than the {self._timeout:g} s timeout and was cancelled "
                                 f"in DuckDB ({self._where}).", None,
@@ -159,10 +176,15 @@ class DuckDBAdapter(Adapter):
             rest = re.sub(r"^duckdb:(//)?", "", str(url))
             path = rest if rest not in ("", ":memory:") else None
         timeout = settings.get("query_timeout")
-        unknown = set(settings) - {"url", "path", "data", "query_timeout"}
+        unknown = set(settings) - {"url", "path", "data", "query_timeout", *SETTINGS}
         if unknown:
             raise WarehouseError(f"unknown DuckDB setting(s): {', '.join(sorted(unknown))}.", None,
-                                 "DuckDB takes 'path' (a database file) and/or 'data' (a folder of CSV/Parquet files).")
+                                 "DuckDB takes 'path' (a database file) and/or 'data' (a folder of CSV/Parquet files, "
+                                 "read as 'csv' and 'tables' say).")
+        if set(settings) & set(SETTINGS) and not data:
+            raise WarehouseError(f"the DuckDB settings {', '.join(sorted(set(settings) & set(SETTINGS)))} describe "
+                                 "the files of a data folder, but no 'data' folder is set.", None,
+                                 "Add 'data: <folder>' or remove them.")
         try:
             if path:
                 file = (project_root / path).resolve()
@@ -177,33 +199,34 @@ class DuckDBAdapter(Adapter):
         except duckdb.Error as error:
             raise ConnectionFailed(f"cannot open the DuckDB database: {_first_line(error)}", None,
                                  "Check that the file is a DuckDB database and not locked by a writer.") from None
+        files = []
         if data:
             folder = (project_root / data).resolve()
-            _attach_files(connection, folder)
+            files = _attach_files(connection, folder, settings)
             where = f"data folder {data}"
         _pin_settings(connection)
-        return DuckDBConnection(connection, where, float(timeout) if timeout else None)
+        return DuckDBConnection(connection, where, float(timeout) if timeout else None, files)
 
 
-def _attach_files(connection, folder: Path) -> None:
-    """Expose each CSV/Parquet file of ``folder`` as a view named after it."""
+def _attach_files(connection, folder: Path, settings: Mapping[str, Any]) -> list[DataFile]:
+    """Expose each CSV/Parquet file of ``folder`` as a view named after it, read as the
+    settings declare."""
     import duckdb
 
     if not folder.is_dir():
         raise ConnectionFailed(f"the data folder '{folder}' does not exist.", None,
                              "Fix 'data' in kpi_engine.yaml (relative to the project folder).")
-    for file in sorted(folder.iterdir()):
-        reader = DATA_SUFFIXES.get(file.suffix.lower())
-        if reader is None or not _VIEW_NAME.match(file.stem):
-            continue
-        source = exp.Table(this=exp.Anonymous(this=reader, expressions=[exp.Literal.string(glob_escape(str(file)))]))
-        view = exp.Create(kind="VIEW", this=exp.Table(this=exp.to_identifier(file.stem, quoted=True)),
-                          expression=exp.select(exp.Star()).from_(source))
+    files = data_files(folder, settings)
+    for file in files:
+        view = exp.Create(kind="VIEW", this=exp.Table(this=exp.to_identifier(file.view, quoted=True)),
+                          expression=file.view_query())
         try:
             connection.execute(view.sql(dialect="duckdb"))
         except duckdb.Error as error:
-            raise ConnectionFailed(f"cannot read data file '{file.name}': {_first_line(error)}", None,
-                                 "Check that it is a well-formed CSV (with a header row) or Parquet file.") from None
+            raise ConnectionFailed(f"cannot read data file '{file.path.name}': {_first_line(error)}", None,
+                                 "Check that it is a well-formed CSV (with a header row) or Parquet file, and that "
+                                 "the columns its settings name exist.") from None
+    return files
 
 
 def _pin_settings(connection) -> None:
@@ -217,12 +240,6 @@ def _pin_settings(connection) -> None:
     except duckdb.Error as error:
         raise ConnectionFailed(f"cannot set up the DuckDB session: {_first_line(error)}", None,
                                "Use the duckdb package from PyPI (it includes the ICU time zones).") from None
-
-
-def glob_escape(path: str) -> str:
-    """A file path as a DuckDB glob pattern that matches that one file: 'proj[1]/a.csv' would
-    otherwise read 'proj1/a.csv', and 'proj*/a.csv' every sibling folder's file."""
-    return _GLOB_CHARACTER.sub(lambda match: f"[{match.group()}]", path)
 
 
 @hookimpl

@@ -26,7 +26,13 @@ WITH `ad_spend_agg_days` AS (
     CAST(`leads`.`created_at` AS DATE) AS `period`,
     `leads`.`channel` AS `channel`,
     COUNT(*) AS `count`
-  FROM `leads` AS `leads`
+  FROM (
+    SELECT
+      *
+    FROM `leads` AS `leads`
+    WHERE
+      `leads`.`is_qualified`
+  ) AS `leads`
   WHERE
     `leads`.`created_at` IS NOT NULL
     AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
@@ -329,7 +335,13 @@ WITH `leads_agg_days` AS (
     COUNT(*) FILTER(WHERE
       `opportunities_with_lead_id_1`.`lead_id` IS NOT NULL) AS `count_where_filter`,
     COUNT(*) AS `count`
-  FROM `leads` AS `leads`
+  FROM (
+    SELECT
+      *
+    FROM `leads` AS `leads`
+    WHERE
+      `leads`.`is_qualified`
+  ) AS `leads`
   LEFT JOIN (
     SELECT
       `opportunities`.`lead_id` AS `lead_id`
@@ -404,33 +416,33 @@ ORDER BY
   `channel` ASC NULLS LAST;
 
 -- lead_share_filled
-WITH `leads_agg_days` AS (
+WITH `contacts_agg_days` AS (
   SELECT
-    CAST(`leads`.`created_at` AS DATE) AS `period`,
-    `leads`.`channel` AS `channel`,
+    CAST(`contacts`.`created_at` AS DATE) AS `period`,
+    `contacts`.`channel` AS `channel`,
     COUNT(*) AS `count`
-  FROM `leads` AS `leads`
+  FROM `leads` AS `contacts`
   WHERE
-    `leads`.`created_at` IS NOT NULL
-    AND `leads`.`created_at` >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
-    AND `leads`.`created_at` < CAST('2025-04-01 00:00:00' AS TIMESTAMP)
+    `contacts`.`created_at` IS NOT NULL
+    AND `contacts`.`created_at` >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
+    AND `contacts`.`created_at` < CAST('2025-04-01 00:00:00' AS TIMESTAMP)
   GROUP BY
-    CAST(`leads`.`created_at` AS DATE),
-    `leads`.`channel`
-), `leads_agg` AS (
+    CAST(`contacts`.`created_at` AS DATE),
+    `contacts`.`channel`
+), `contacts_agg` AS (
   SELECT
-    CAST(TRUNC(`leads_agg_days`.`period`, 'MONTH') AS DATE) AS `period`,
-    `leads_agg_days`.`channel` AS `channel`,
-    SUM(`leads_agg_days`.`count`) AS `count`
-  FROM `leads_agg_days`
+    CAST(TRUNC(`contacts_agg_days`.`period`, 'MONTH') AS DATE) AS `period`,
+    `contacts_agg_days`.`channel` AS `channel`,
+    SUM(`contacts_agg_days`.`count`) AS `count`
+  FROM `contacts_agg_days`
   GROUP BY
-    CAST(TRUNC(`leads_agg_days`.`period`, 'MONTH') AS DATE),
-    `leads_agg_days`.`channel`
+    CAST(TRUNC(`contacts_agg_days`.`period`, 'MONTH') AS DATE),
+    `contacts_agg_days`.`channel`
 ), `keys` AS (
   SELECT
-    `leads_agg`.`period`,
-    `leads_agg`.`channel`
-  FROM `leads_agg`
+    `contacts_agg`.`period`,
+    `contacts_agg`.`channel`
+  FROM `contacts_agg`
   UNION
   SELECT
     `spine`.`period`,
@@ -444,9 +456,9 @@ WITH `leads_agg_days` AS (
       `channel`
     FROM (
       SELECT
-        `leads_agg`.`period`,
-        `leads_agg`.`channel`
-      FROM `leads_agg`
+        `contacts_agg`.`period`,
+        `contacts_agg`.`channel`
+      FROM `contacts_agg`
     ) AS `observed_keys`
   ) AS `observed`
 ), `series` AS (
@@ -454,22 +466,22 @@ WITH `leads_agg_days` AS (
     `keys`.`period`,
     `keys`.`channel`,
     YEAR(`keys`.`period`) * 12 + MONTH(`keys`.`period`) AS `period_index`,
-    COALESCE(`leads_agg`.`count`, 0) AS `leads__count`
+    COALESCE(`contacts_agg`.`count`, 0) AS `contacts__count`
   FROM `keys`
-  LEFT JOIN `leads_agg`
-    ON `keys`.`period` IS NOT DISTINCT FROM `leads_agg`.`period`
-    AND `keys`.`channel` IS NOT DISTINCT FROM `leads_agg`.`channel`
+  LEFT JOIN `contacts_agg`
+    ON `keys`.`period` IS NOT DISTINCT FROM `contacts_agg`.`period`
+    AND `keys`.`channel` IS NOT DISTINCT FROM `contacts_agg`.`channel`
 ), `windowed` AS (
   SELECT
     *,
-    SUM(`series`.`leads__count`) OVER (PARTITION BY `series`.`period`) AS `total_leads__count_1`
+    SUM(`series`.`contacts__count`) OVER (PARTITION BY `series`.`period`) AS `total_contacts__count_1`
   FROM `series`
 )
 SELECT
   `windowed`.`period` AS `period`,
   `windowed`.`channel` AS `channel`,
   CAST(100 * (
-    CAST(`windowed`.`leads__count` AS DOUBLE) / NULLIF(`windowed`.`total_leads__count_1`, 0)
+    CAST(`windowed`.`contacts__count` AS DOUBLE) / NULLIF(`windowed`.`total_contacts__count_1`, 0)
   ) AS DOUBLE) AS `lead_share`
 FROM `windowed`
 WHERE
