@@ -67,6 +67,9 @@ def markdown(model: Model) -> str:
                  ("Dimensions", ", ".join(f"`{d}`" for d in kpi.dimensions) or "none"),
                  ("Uses", ", ".join(f"[`{r}`](#{r})" for r in kpi.references)),
                  ("Target", _md(_target(spec.target))),
+                 ("Complete", f"{spec.matures_after_days} days after the period ends (a cohort reading)"
+                  if spec.matures_after_days else ""),
+                 ("Empty value", f"{spec.fill_nulls_with:g} instead of null" if spec.fill_nulls_with is not None else ""),
                  ("Unavailable", f"needs {', '.join(f'`{s}`' for s in kpi.unavailable)}, declared unmapped"
                   if kpi.unavailable else ""),
                  ("Owner", _md(spec.owner or "")),

@@ -465,6 +465,8 @@ def catalog_html(model: Model) -> str:
                  ("Uses", ", ".join(f'<a href="#kpi-{escape(r)}"><code>{escape(r)}</code></a>'
                                     for r in kpi.references if r in model.kpis)),
                  ("Target", escape(_target(spec.target))),
+                 ("Complete", f"{spec.matures_after_days} days after the period ends (a cohort reading)"
+                  if spec.matures_after_days else ""),
                  ("Owner", escape(spec.owner or "")),
                  ("Tags", escape(", ".join(spec.tags))),
                  ("Defined in", escape(f"{where.file}:{where.line}")),
