@@ -33,7 +33,7 @@ import yaml
 from .. import nodes as n
 from ..errors import FormulaError, KpiEngineError, Location, UsageError, did_you_mean
 from ..parser import FormulaSource, parse
-from ..resolve import Model, aggregates_in, expand, resolve_formula
+from ..resolve import Model, aggregates_in, dimension_paths, expand, resolve_formula
 
 
 class Unauthorized(KpiEngineError):
@@ -190,6 +190,10 @@ class Tokens:
                                      did_you_mean(name, model.kpis))
             if access.where:
                 resolve_formula(model, access.where, "dimension", f"row policy of token '{access.name}'")
+                known = {dim for source in model.sources for dim in dimension_paths(model.sources, source)}
+                for dim in sorted(access.policy_dimensions - known):
+                    raise UsageError(f"the row policy of the token '{access.name}' uses '{dim}', which is not a "
+                                     "dimension of any source.", where, did_you_mean(dim, known))
 
 
 def load_tokens(text: str | None = None, path: Path | None = None) -> Tokens:
