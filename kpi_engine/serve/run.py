@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from .access import Unauthorized
 from .command import check_exposure
 from .middleware import configure_access_log
 from .service import KpiService
@@ -40,7 +41,11 @@ def serve_mcp(settings: ServeSettings, token: str | None) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)  # stdout carries the protocol alone
     service = KpiService.open(settings)
     try:
-        access = service.authenticate(f"Bearer {token}" if token else None)
+        try:
+            access = service.authenticate(f"Bearer {token}" if token else None)
+        except Unauthorized as error:
+            raise Unauthorized(error.message, None, "Set KPI_ENGINE_TOKEN to the assistant's API token in the "
+                                                    "MCP client's configuration for this server.") from None
         run_stdio(service, access)
     finally:
         service.close()
