@@ -83,10 +83,10 @@ def test_explain_gives_the_kpi_in_words_and_its_sql(serve):
     assert body["sql"].startswith("WITH")
 
 
-def test_explain_of_an_unknown_kpi_is_422_with_a_suggestion(serve):
+def test_explain_of_an_unknown_kpi_is_404_with_a_suggestion(serve):
     client, _ = serve()
     response = client.get("/v1/kpis/cpll")
-    assert response.status_code == 422
+    assert response.status_code == 404
     assert response.json()["error"]["message"] == "unknown KPI 'cpll'."
     assert "cpl" in response.json()["error"]["hint"]
 

@@ -88,6 +88,8 @@ class Access:
     # -- checking a request
     def check(self, model: Model, kpis: Iterable[str], formulas: Iterable[str], having: str | None) -> None:
         """Raise Forbidden unless every KPI, formula and --having condition may be read."""
+        if self.kpis is None and self.formulas and not self.where:
+            return  # unrestricted: the engine alone judges the request, and reports its errors in its order
         for name in kpis:
             if self.kpis is not None and name not in self.kpis:  # known or not: names beyond the list stay hidden
                 raise Forbidden(f"the KPI '{name}' is not allowed for the token '{self.name}'.", None,

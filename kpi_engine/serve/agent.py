@@ -8,6 +8,7 @@ standard input/output (``kpi-engine mcp``) the token is the process's (KPI_ENGIN
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Optional
 
@@ -107,11 +108,26 @@ def build_agent(service: KpiService, stdio_access: Access | None = None) -> MCPS
     return agent
 
 
-class _Authenticated:
-    """The MCP endpoint behind the same token check as the API: 401 before any MCP message."""
+class McpEndpoint:
+    """The MCP endpoint (streamable HTTP, stateless, JSON answers) behind the same token check as
+    the API: 401 before any MCP message. ``running()`` goes in the app's lifespan; each run gets a
+    fresh session manager (the SDK's runs once), so the app can be started again, as tests do.
+    On a loopback address the SDK's DNS-rebinding protection stays on; elsewhere tokens guard it."""
 
-    def __init__(self, app, service: KpiService):
-        self.app, self.service = app, service
+    def __init__(self, agent: MCPServer, service: KpiService):
+        self.agent, self.service = agent, service
+        self.app = None
+
+    @contextlib.asynccontextmanager
+    async def running(self):
+        settings = self.service.settings
+        security = (None if is_loopback(settings.host)
+                    else TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        self.app = self.agent.streamable_http_app(
+            streamable_http_path=settings.mcp_path, stateless_http=True, json_response=True,
+            max_request_body_size=settings.limits.max_body_bytes, transport_security=security, host=settings.host)
+        async with self.agent.session_manager.run():
+            yield
 
     async def __call__(self, scope, receive, send):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
@@ -128,20 +144,9 @@ class _Authenticated:
         await self.app(scope, receive, send)
 
 
-def http_agent(agent: MCPServer, service: KpiService):
-    """The ASGI app of the MCP endpoint (streamable HTTP, stateless, JSON answers), token-checked.
-    On a loopback address the SDK's DNS-rebinding protection stays on; elsewhere tokens guard it."""
-    settings = service.settings
-    security = None if is_loopback(settings.host) else TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app = agent.streamable_http_app(streamable_http_path=settings.mcp_path, stateless_http=True, json_response=True,
-                                    max_request_body_size=settings.limits.max_body_bytes,
-                                    transport_security=security, host=settings.host)
-    return _Authenticated(app, service)
-
-
 def run_stdio(service: KpiService, access: Access) -> None:
     """Serve MCP on standard input/output until the client closes it."""
     build_agent(service, access).run("stdio")
 
 
-__all__ = ["build_agent", "http_agent", "run_stdio"]
+__all__ = ["McpEndpoint", "build_agent", "run_stdio"]

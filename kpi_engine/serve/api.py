@@ -33,7 +33,7 @@ log = logging.getLogger("kpi_engine.serve")
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8",
          "arrow": "application/vnd.apache.arrow.stream"}
 ERRORS = {status: {"model": ErrorResponse, "description": what} for status, what in (
-    (400, "A malformed request"), (401, "No valid API token"), (403, "Not allowed for this token"),
+    (400, "A malformed request"), (404, "No such KPI"), (401, "No valid API token"), (403, "Not allowed for this token"),
     (413, "Larger than the server's limits"), (422, "A request the project cannot answer (unknown KPI, "
                                                     "formula error, ...)"),
     (502, "The warehouse refused the query"), (503, "The warehouse cannot be reached"),
@@ -80,14 +80,13 @@ def negotiate(explicit: str | None, accept: str | None) -> str:
 
 def create_app(service: KpiService) -> FastAPI:
     settings = service.settings
-    from .agent import build_agent, http_agent
+    from .agent import McpEndpoint, build_agent
 
-    agent = build_agent(service)
-    mcp_app = http_agent(agent, service)
+    mcp_endpoint = McpEndpoint(build_agent(service), service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with agent.session_manager.run():
+        async with mcp_endpoint.running():
             yield
         service.close()  # after the requests in flight (uvicorn drains them on SIGTERM)
 
@@ -96,10 +95,16 @@ def create_app(service: KpiService) -> FastAPI:
                               "queries. Errors are JSON: {error: {message, location, hint}}. See docs/serve.md.",
                   responses={k: v for k, v in ERRORS.items() if k in (400, 401)})
 
-    def caller(request: Request, _: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Access:
+    def open_caller(request: Request) -> Access:
         access = service.authenticate(request.headers.get("authorization"))
         request.state.token = access.name
         return access
+
+    def token_caller(request: Request, _: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Access:
+        return open_caller(request)
+
+    # The OpenAPI description declares the bearer token only when the server asks for one.
+    caller = token_caller if service.tokens.configured else open_caller
 
     @app.exception_handler(KpiEngineError)
     async def engine_error(request: Request, error: KpiEngineError):
@@ -119,7 +124,9 @@ def create_app(service: KpiService) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        return _plain_error(error.status_code, str(error.detail))
+        response = _plain_error(error.status_code, str(error.detail))
+        response.headers.update(error.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
@@ -156,7 +163,7 @@ def create_app(service: KpiService) -> FastAPI:
         return {"project": service.project.name, "kpis": service.catalogue(access)}
 
     @app.get("/v1/kpis/{name}", tags=["catalogue"], response_model=KpiExplanation, summary="One KPI, explained",
-             responses={k: ERRORS[k] for k in (403, 422)})
+             responses={k: ERRORS[k] for k in (403, 404)})
     def explain_kpi(name: str, access: Access = Depends(caller)):
         return service.explain(name, access)
 
@@ -186,7 +193,7 @@ def create_app(service: KpiService) -> FastAPI:
         return Response(json.dumps(answer_body(answer), ensure_ascii=False), media_type=MEDIA["json"],
                         headers=headers)
 
-    app.router.routes.append(Route(settings.mcp_path, endpoint=mcp_app, methods=["GET", "POST", "DELETE"]))
+    app.router.routes.append(Route(settings.mcp_path, endpoint=mcp_endpoint, methods=["GET", "POST", "DELETE"]))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "Accept"],

@@ -29,6 +29,12 @@ class TooLarge(KpiEngineError):
     http_status = 413
 
 
+class NotFound(KpiEngineError):
+    """A KPI named in a URL that the project does not define (HTTP 404)."""
+
+    http_status = 404
+
+
 @dataclass(frozen=True)
 class Answer:
     result: Result
@@ -93,7 +99,10 @@ class KpiService:
         model = self._model()
         if access.kpis is not None and name not in access.kpis:
             raise Forbidden(f"the KPI '{name}' is not allowed for the token '{access.name}'.", None, None)
-        model.kpi(name)  # unknown: a QueryError naming the close ones
+        try:
+            model.kpi(name)
+        except QueryError as unknown:  # same words and suggestion, as a missing resource
+            raise NotFound(unknown.message, unknown.location, unknown.hint) from None
         if not access.can_read(model, name):
             access.check(model, [name], [], None)  # raises with the reason
         return model
@@ -188,4 +197,4 @@ def http_status(error: KpiEngineError) -> int:
     return {1: 422, 2: 400, 3: 503, 4: 502, 5: 504}.get(error.exit_code, 500)
 
 
-__all__ = ["Answer", "HIT", "KpiService", "TooLarge", "http_status"]
+__all__ = ["Answer", "HIT", "KpiService", "NotFound", "TooLarge", "http_status"]
