@@ -59,6 +59,12 @@ class QueryRequest(BaseModel):
     format: Optional[Literal[FORMATS]] = Field(None, description="json (default), csv or arrow (Arrow IPC "  # type: ignore[valid-type]
                                                                   "stream); or send an Accept header.")
 
+    def evaluate_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``KpiProject.evaluate`` (after the KPI names) for this request."""
+        return dict(by=list(self.by), grain=self.grain, start=self.start, end=self.end, where=self.where,
+                    having=self.having, order_by=list(self.order), limit=self.limit, formulas=list(self.formulas),
+                    fill=self.fill, complete_only=self.complete_only)
+
 
 class Column(BaseModel):
     name: str

@@ -166,10 +166,7 @@ class KpiService:
             raise QueryError("nothing to compute.", None, "Name one or more KPIs in 'kpis', or send 'formulas'.")
         access.check(self.project.model(describe=True, strict=False), request.kpis, request.formulas,
                      request.having)
-        return dict(by=list(request.by), grain=request.grain, start=request.start, end=request.end,
-                    where=access.restrict(request.where), having=request.having, order_by=list(request.order),
-                    limit=request.limit, formulas=list(request.formulas), fill=request.fill,
-                    complete_only=request.complete_only)
+        return {**request.evaluate_options(), "where": access.restrict(request.where)}
 
     def query(self, request: QueryRequest, access: Access) -> Answer:
         options = self.options(request, access)
