@@ -27,7 +27,7 @@ def serve(settings: ServeSettings) -> None:
         service.close()
         raise
     configure_access_log()
-    mode = f"{len(service.tokens.accesses)} API tokens" if service.tokens.configured else "open (no tokens)"
+    mode = f"{len(service.tokens.accesses)} API tokens" if service.tokens.configured else "open: no API tokens"
     print(f"Serving {service.project.name} on http://{settings.host}:{settings.port}/ ({mode}); "
           f"MCP at {settings.mcp_path}. Ctrl-C stops.", file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
