@@ -406,3 +406,40 @@ def test_serve_command_refuses_a_bad_tokens_file_with_one_paragraph(project_dir,
     assert result.exit_code == 2
     assert result.output.startswith("Error: ") and "shorter than 16 characters" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cached_answers_do_not_wait_for_a_busy_warehouse(project_dir, monkeypatch):
+    """With one warehouse slot held by a slow query, a cached answer still comes back at once."""
+    import threading
+
+    service = KpiService.open(ServeSettings(project=project_dir, limits=Limits(concurrent_queries=1)))
+    cached = json.dumps({"kpis": ["spend"]})
+    real, release, busy = service.project.evaluate, threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        if kwargs.get("by"):  # the uncached request below
+            busy.set()
+            assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.project, "evaluate", slow)
+
+    def post(url, body):
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        conn.request("POST", "/v1/query", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.getheader("X-KPI-Cache"), json.loads(response.read())
+
+    with running_server(create_app(service)) as url:
+        assert post(url, cached)[1] == "miss"
+        slow_answer = {}
+        worker = threading.Thread(target=lambda: slow_answer.update(
+            result=post(url, json.dumps({"kpis": ["spend"], "by": ["channel"]}))))
+        worker.start()
+        assert busy.wait(30)
+        status, cache, body = post(url, cached)  # the only warehouse slot is taken
+        assert (status, cache, body["rows"][0]["spend"]) == (200, "hit", 720)
+        assert worker.is_alive()
+        release.set()
+        worker.join(30)
+    assert slow_answer["result"][0] == 200

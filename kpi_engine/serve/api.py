@@ -9,6 +9,7 @@ import json
 import logging
 from typing import Any, Optional
 
+import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -86,6 +87,10 @@ def create_app(service: KpiService) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Threads that wait for the warehouse are bounded by the service's query slots; enough
+        # threads beyond those let cached answers through while the warehouse works.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(
+            40, 4 * settings.limits.concurrent_queries + 64)
         async with mcp_endpoint.running():
             yield
         service.close()  # after the requests in flight (uvicorn drains them on SIGTERM)

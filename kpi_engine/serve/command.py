@@ -56,6 +56,9 @@ def common_options(fn):
         click.option("--query-timeout", type=click.FloatRange(0, min_open=True), default=defaults.query_timeout,
                      show_default=True, envvar="KPI_ENGINE_QUERY_TIMEOUT", metavar="SECONDS",
                      help="Cancel warehouse queries that run longer (answered 504)."),
+        click.option("--concurrent-queries", type=click.IntRange(1), default=defaults.concurrent_queries,
+                     show_default=True, envvar="KPI_ENGINE_CONCURRENT_QUERIES",
+                     help="Warehouse queries at once; more wait their turn (cached answers do not).")),
         click.option("--cache-entries", type=click.IntRange(0), default=cache.entries, show_default=True,
                      envvar="KPI_ENGINE_CACHE_ENTRIES", help="Answers kept in memory at most (0: no cache)."),
         click.option("--cache-ttl", type=click.FloatRange(0), default=cache.ttl, show_default=True,
@@ -72,9 +75,10 @@ def common_options(fn):
     return fn
 
 
-def _settings(project: Path, warehouse, tokens_file, max_rows, max_kpis, query_timeout, cache_entries, cache_ttl,
-              freshness_interval, refresh_signal, **more) -> ServeSettings:
+def _settings(project: Path, warehouse, tokens_file, max_rows, max_kpis, query_timeout, concurrent_queries,
+              cache_entries, cache_ttl, freshness_interval, refresh_signal, **more) -> ServeSettings:
     limits = Limits(max_rows=max_rows, max_kpis=max_kpis, query_timeout=query_timeout,
+                    concurrent_queries=concurrent_queries,
                     **({"max_body_bytes": more.pop("max_body_bytes")} if "max_body_bytes" in more else {}))
     cache = CacheSettings(entries=cache_entries, ttl=cache_ttl, freshness_interval=freshness_interval,
                           refresh_signal=refresh_signal)

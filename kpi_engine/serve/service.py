@@ -22,6 +22,9 @@ from .models import QueryRequest
 from .settings import ServeSettings
 
 
+COMPILED_REQUESTS = 4096  # distinct requests whose SQL is remembered
+
+
 class TooLarge(KpiEngineError):
     """An answer or request larger than the server's limits (HTTP 413)."""
 
@@ -54,8 +57,10 @@ class KpiService:
         self.tokens = tokens or Tokens()
         cache = settings.cache
         self.cache = ResultCache(cache.entries, cache.max_cells, cache.ttl)
-        self.freshness = Freshness(lambda sources: project.extents(sources), cache.freshness_interval,
-                                   cache.refresh_signal)
+        self.compiled = ResultCache(COMPILED_REQUESTS, COMPILED_REQUESTS, float("inf"))  # request -> SQL
+        self.warehouse_slots = threading.BoundedSemaphore(settings.limits.concurrent_queries)
+        self.freshness = Freshness(lambda sources: self._in_warehouse(project.extents, sources),
+                                   cache.freshness_interval, cache.refresh_signal)
         self._ready_lock = threading.Lock()
         self._ready = False
 
@@ -174,16 +179,35 @@ class KpiService:
         complete_only = options.pop("complete_only")
         if options["limit"] is None:  # one row more than allowed tells a too-large answer apart
             options["limit"] = self.limits.max_rows + 1
-        compiled = self.project.compile(kpis, **options)
-        key = (compiled.sql(pretty=False), complete_only, self.freshness.key(compiled.sources))
+        sql, sources = self._compiled(kpis, options)
+        key = (sql, complete_only, self.freshness.key(sources))
         result, status, age = self.cache.get_or_compute(
-            key, lambda: self.project.evaluate(kpis, complete_only=complete_only, **options),
+            key, lambda: self._in_warehouse(self.project.evaluate, kpis, complete_only=complete_only, **options),
             lambda value: len(value.rows) * len(value.columns))
         if len(result.rows) > self.limits.max_rows:
             raise TooLarge(f"the answer has more than {self.limits.max_rows:,} rows, this server's limit.", None,
                            "Narrow it: a coarser grain, fewer dimensions, a shorter from/to, a where filter, "
                            "or a limit.")
         return Answer(result, status, age)
+
+
+    def _in_warehouse(self, run, *args, **kwargs):
+        """Run warehouse work in one of the ``concurrent_queries`` slots (others wait their turn)."""
+        with self.warehouse_slots:
+            return run(*args, **kwargs)
+
+    def _compiled(self, kpis: list[str], options: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """(SQL, sources) of a request, compiled once per distinct request: the project's files are
+        read once per process, so the same request always compiles to the same query, and a cached
+        answer is then found without compiling again."""
+        request = (tuple(kpis), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())))
+
+        def compile_it():
+            compiled = self.project.compile(kpis, **options)
+            return compiled.sql(pretty=False), compiled.sources
+
+        value, _, _ = self.compiled.get_or_compute(request, compile_it, lambda value: 1)
+        return value
 
 
 def http_status(error: KpiEngineError) -> int:

@@ -23,6 +23,7 @@ class Limits:
     max_dimensions: int = 5
     max_text: int = 2_000  # characters of one formula, --where or --having
     query_timeout: float = 30.0  # seconds; the warehouse cancels longer queries
+    concurrent_queries: int = 8  # warehouse queries at once; cached answers do not wait for these
 
 
 @dataclass(frozen=True)
