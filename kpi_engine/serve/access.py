@@ -70,6 +70,8 @@ class Access:
         """A KPI is readable when it is allowed and the row policy can be applied to it."""
         if self.kpis is not None and name not in self.kpis:
             return False
+        if not self.where:
+            return True
         kpi = model.kpi(name)
         return self._policy_applies(model, kpi.sources, expand(model, kpi.expr)) is None
 
