@@ -58,7 +58,7 @@ def common_options(fn):
                      help="Cancel warehouse queries that run longer (answered 504)."),
         click.option("--concurrent-queries", type=click.IntRange(1), default=defaults.concurrent_queries,
                      show_default=True, envvar="KPI_ENGINE_CONCURRENT_QUERIES",
-                     help="Warehouse queries at once; more wait their turn (cached answers do not).")),
+                     help="Warehouse queries at once; more wait their turn (cached answers do not)."),
         click.option("--cache-entries", type=click.IntRange(0), default=cache.entries, show_default=True,
                      envvar="KPI_ENGINE_CACHE_ENTRIES", help="Answers kept in memory at most (0: no cache)."),
         click.option("--cache-ttl", type=click.FloatRange(0), default=cache.ttl, show_default=True,
