@@ -26,7 +26,6 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from kpi_engine import open_project  # noqa: E402
-from kpi_engine.calendar import GRAINS  # noqa: E402
 from kpi_engine.errors import KpiEngineError  # noqa: E402
 from kpi_engine.output import _json_value  # noqa: E402
 from kpi_engine.serve.api import create_app  # noqa: E402

@@ -7,7 +7,7 @@ import contextlib
 import io
 import json
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
