@@ -443,3 +443,17 @@ def test_cached_answers_do_not_wait_for_a_busy_warehouse(project_dir, monkeypatc
         release.set()
         worker.join(30)
     assert slow_answer["result"][0] == 200
+
+
+def test_a_bug_is_a_json_500_without_a_traceback(project_dir, monkeypatch):
+    service = KpiService.open(ServeSettings(project=project_dir))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(service, "query", broken)
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        response = client.post("/v1/query", json={"kpis": ["spend"]})
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == "internal error: the server could not answer."
+    assert "secret internals" not in response.text and "Traceback" not in response.text

@@ -199,12 +199,12 @@ def create_app(service: KpiService) -> FastAPI:
                         headers=headers)
 
     app.router.routes.append(Route(settings.mcp_path, endpoint=mcp_endpoint, methods=["GET", "POST", "DELETE"]))
-    if settings.cors_origins:
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    if settings.cors_origins:  # outside the body limit, so a browser can read its 413 too
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type", "Accept"],
                            expose_headers=["X-KPI-Cache", "Age", "X-Request-ID"])
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
-    app.add_middleware(AccessLog)
+    app.add_middleware(AccessLog)  # outermost: every answer is logged
     return app
 
 
