@@ -445,8 +445,9 @@ def test_cached_answers_do_not_wait_for_a_busy_warehouse(project_dir, monkeypatc
     assert slow_answer["result"][0] == 200
 
 
-def test_a_bug_is_a_json_500_without_a_traceback(project_dir, monkeypatch):
+def test_a_bug_is_a_json_500_without_a_traceback(project_dir, monkeypatch, caplog):
     service = KpiService.open(ServeSettings(project=project_dir))
+    caplog.set_level(logging.ERROR, logger="kpi_engine.serve")
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
@@ -457,3 +458,20 @@ def test_a_bug_is_a_json_500_without_a_traceback(project_dir, monkeypatch):
     assert response.status_code == 500
     assert response.json()["error"]["message"] == "internal error: the server could not answer."
     assert "secret internals" not in response.text and "Traceback" not in response.text
+    [record] = [r for r in caplog.records if r.name == "kpi_engine.serve"]  # the details go to the log
+    assert record.getMessage() == "unexpected error on POST /v1/query" and record.exc_info[0] is RuntimeError
+
+
+def test_server_messages_are_json_lines_with_the_traceback():
+    from kpi_engine.serve.middleware import _JsonLines
+
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        import sys
+
+        record = logging.LogRecord("kpi_engine.serve", logging.ERROR, __file__, 1, "failed on %s", ("/v1/query",),
+                                   sys.exc_info())
+    line = json.loads(_JsonLines().format(record))
+    assert (line["level"], line["message"]) == ("error", "failed on /v1/query")
+    assert line["exception"].splitlines()[-1] == "ZeroDivisionError: division by zero"

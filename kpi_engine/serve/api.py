@@ -24,12 +24,12 @@ from ..errors import KpiEngineError
 from ..result import Result
 from .access import Access, Unauthorized
 from .explorer import explorer_page
-from .middleware import AccessLog, BodyLimit
+from .middleware import SERVER_LOGGER, AccessLog, BodyLimit
 from .models import (DimensionList, ErrorResponse, KpiExplanation, KpiList, QueryRequest, QueryResponse, answer_body,
                      error_content)
 from .service import KpiService, http_status
 
-log = logging.getLogger("kpi_engine.serve")
+log = logging.getLogger(SERVER_LOGGER)
 
 MEDIA = {"json": "application/json", "csv": "text/csv; charset=utf-8",
          "arrow": "application/vnd.apache.arrow.stream"}

@@ -10,6 +10,7 @@ import time
 import uuid
 
 ACCESS_LOGGER = "kpi_engine.access"
+SERVER_LOGGER = "kpi_engine.serve"
 _ERROR_CONTENT = b"application/json"
 
 
@@ -97,14 +98,27 @@ class AccessLog:
                 "cache": facts.get("cache"), "rows": state.get("rows")}))
 
 
-def configure_access_log(stream=None) -> logging.Logger:
-    """Send access-log lines, as they are, to ``stream`` (default: standard error)."""
-    logger = logging.getLogger(ACCESS_LOGGER)
-    if not any(getattr(h, "kpi_engine_access", False) for h in logger.handlers):
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.kpi_engine_access = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
+class _JsonLines(logging.Formatter):
+    """Server errors as one JSON object per line too, the traceback in a field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+                "event": "log", "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logs(stream=None) -> None:
+    """Access-log lines, as they are, and the server's own messages as JSON lines, on ``stream``
+    (default: standard error), apart from whatever other libraries configure."""
+    for name, formatter in ((ACCESS_LOGGER, logging.Formatter("%(message)s")), (SERVER_LOGGER, _JsonLines())):
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "kpi_engine_serve", False) for h in logger.handlers):
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(formatter)
+            handler.kpi_engine_serve = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -7,7 +7,7 @@ import sys
 
 from .access import Unauthorized
 from .command import check_exposure
-from .middleware import configure_access_log
+from .middleware import configure_logs
 from .service import KpiService
 from .settings import ServeSettings
 
@@ -26,7 +26,7 @@ def serve(settings: ServeSettings) -> None:
     except BaseException:
         service.close()
         raise
-    configure_access_log()
+    configure_logs()
     mode = f"{len(service.tokens.accesses)} API tokens" if service.tokens.configured else "open: no API tokens"
     print(f"Serving {service.project.name} on http://{settings.host}:{settings.port}/ ({mode}); "
           f"MCP at {settings.mcp_path}. Ctrl-C stops.", file=sys.stderr, flush=True)
