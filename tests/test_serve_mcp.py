@@ -169,3 +169,24 @@ def test_http_mcp_without_a_valid_token_is_401(http_url):
         response = conn.getresponse()
         assert response.status == 401
         assert "token" in json.loads(response.read())["error"]["message"]
+
+
+def test_a_bug_in_a_tool_says_internal_error_without_internals(project_dir, monkeypatch):
+    from kpi_engine.serve.access import OPEN
+    from kpi_engine.serve.agent import build_agent
+
+    service = KpiService.open(ServeSettings(project=project_dir))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(service, "query", broken)
+
+    async def talk():
+        async with Client(build_agent(service, OPEN)) as client:  # the SDK's in-process connection
+            return await client.call_tool("query", {"kpis": ["spend"]})
+
+    result = asyncio.run(talk())
+    assert result.is_error and result.content[0].text.startswith("internal error: the server could not answer.")
+    assert "secret internals" not in result.content[0].text
+    service.close()

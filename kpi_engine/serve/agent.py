@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from typing import Any, Optional
 
 import anyio
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..errors import KpiEngineError
 from .access import Access, Unauthorized
+from .middleware import SERVER_LOGGER
 from .models import QueryRequest, answer_body, error_content
 from .service import KpiService, http_status
 from .settings import is_loopback
@@ -44,6 +46,10 @@ async def _call(fn, *args) -> Any:
         return await anyio.to_thread.run_sync(fn, *args)
     except KpiEngineError as error:
         raise _fail(error) from None
+    except Exception:  # a bug: the details go to the server's log, not to the assistant
+        logging.getLogger(SERVER_LOGGER).exception("unexpected error in an MCP tool")
+        raise ToolError("internal error: the server could not answer. Retry later; the server's log has "
+                        "the details.") from None
 
 
 def build_agent(service: KpiService, stdio_access: Access | None = None) -> MCPServer:
