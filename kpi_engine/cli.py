@@ -634,6 +634,13 @@ def plugins(fmt: str) -> None:
     Console(width=160, no_color=not sys.stdout.isatty(), highlight=False).print(table)
 
 
+# `serve` and `mcp` live in kpi_engine/serve/command.py; they import the web libraries only when run.
+from .serve.command import mcp_command, serve_command  # noqa: E402
+
+cli.add_command(serve_command)
+cli.add_command(mcp_command)
+
+
 def main() -> None:
     cli(prog_name="kpi-engine")
 

@@ -196,3 +196,156 @@ def distinct_colours(path: Path) -> int:
     for row in rows:
         colours.update(zip(*(row[c::bpp] for c in range(bpp))))
     return len(colours)
+
+
+# --- driving a page: the DevTools protocol over a pipe -------------------------------------
+
+class BrowserSession:
+    """Headless Chromium driven through the DevTools protocol on --remote-debugging-pipe (file
+    descriptors 3 and 4, messages ended by NUL): navigate, evaluate, click with real mouse
+    events, type, take screenshots, and collect console errors. No websocket library needed.
+
+        with BrowserSession(window=(1280, 1000)) as browser:    # skips without Chromium
+            browser.navigate("http://127.0.0.1:8000/")
+            browser.wait_for("document.querySelectorAll('input').length > 3")
+            browser.click("#run")
+            browser.screenshot(tmp_path / "page.png")
+    """
+
+    def __init__(self, window: tuple[int, int] = (1280, 1000), timeout: float = 60):
+        self.window, self.timeout = window, timeout
+        self.errors: list[str] = []  # uncaught exceptions, console.error, CSP violations, failed loads
+        self._next_id = 0
+        self._buffer = b""
+
+    def __enter__(self) -> "BrowserSession":
+        binary = require_chromium()
+        self._profile = tempfile.mkdtemp(prefix="kpi-engine-chromium-")
+        to_browser, self._writer = os.pipe()
+        self._reader, from_browser = os.pipe()
+
+        def pipes_at_3_and_4() -> None:  # runs in the child before exec
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
+
+        flags = [f for f in FLAGS if not f.startswith(("--enable-logging", "--v="))]
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [binary, *flags, "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
+             f"--window-size={self.window[0]},{self.window[1]}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, preexec_fn=pipes_at_3_and_4,
+            close_fds=False, start_new_session=True)
+        os.close(to_browser)
+        os.close(from_browser)
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable", session=True)
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=self.window[0], height=self.window[1],
+                  deviceScaleFactor=1, mobile=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.call("Browser.close")
+        except Exception:
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group we started
+            self.process.wait()
+        for fd in (self._reader, self._writer):
+            os.close(fd)
+        self._log.close()
+        shutil.rmtree(self._profile, ignore_errors=True)
+
+    # -- the protocol
+    def call(self, method: str, session: bool = False, **params):
+        import json as _json
+        import select
+        import time as _time
+
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._writer, _json.dumps(message).encode() + b"\0")
+        deadline = _time.monotonic() + self.timeout
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                reply = _json.loads(raw)
+                if reply.get("id") == self._next_id:
+                    if "error" in reply:
+                        raise AssertionError(f"{method}: {reply['error']}")
+                    return reply.get("result", {})
+                self._event(reply)
+            left = deadline - _time.monotonic()
+            assert left > 0, f"Chromium did not answer {method} within {self.timeout:g} s"
+            ready, _, _ = select.select([self._reader], [], [], left)
+            if ready:
+                chunk = os.read(self._reader, 1 << 20)
+                assert chunk, f"Chromium closed the DevTools pipe during {method}"
+                self._buffer += chunk
+
+    def _event(self, event: dict) -> None:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.errors.append(details.get("exception", {}).get("description") or details.get("text", "exception"))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            self.errors.append(params["entry"].get("text", ""))
+
+    # -- what a person does
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (awaited if it is a promise)."""
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
+                           awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float | None = None):
+        """Poll until ``expression`` is truthy; returns its value."""
+        import time as _time
+
+        deadline = _time.monotonic() + (timeout or self.timeout)
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            assert _time.monotonic() < deadline, f"timed out waiting for: {expression}"
+            _time.sleep(0.1)
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", session=True, url=url)
+        self.wait_for("document.readyState === 'complete'")
+
+    def click(self, selector: str) -> None:
+        """A real left click (mouse pressed and released) at the middle of the element."""
+        import json as _json
+
+        box = self.evaluate(f"(() => {{ const e = document.querySelector({_json.dumps(selector)}); if (!e) return null;"
+                            " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+                            " return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        assert box, f"no element matches {selector}"
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", session=True, type=kind, x=box[0], y=box[1], button="left",
+                      clickCount=1)
+
+    def type(self, selector: str, text: str) -> None:
+        """Click into a field and type ``text`` as keyboard input."""
+        self.click(selector)
+        self.call("Input.insertText", session=True, text=text)
+
+    def screenshot(self, path: Path) -> Path:
+        import base64
+
+        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
+        Path(path).write_bytes(base64.b64decode(data))
+        return Path(path)
