@@ -85,3 +85,40 @@ def test_complete_range_is_the_contiguous_run_of_complete_periods():
     for period in (D(2025, 1, 1), D(2025, 2, 1), D(2025, 3, 1)):
         inside = complete_range("month", None, None, extents, calendar)
         assert is_complete(period, "month", None, None, extents, calendar) == (inside[0] <= period < inside[1])
+
+
+FILLED = SPEC + """\
+  orders_per_visit_or_zero: {formula: order_count / visit_count, fill_nulls_with: 0}
+  visit_ratio: {formula: count(visits) / count(visits), fill_nulls_with: 0}
+"""
+
+
+def test_fill_nulls_with_replaces_nulls_inside_the_kpis_own_rows_only(make_project):
+    root = make_project({"s.yaml": FILLED}, {"orders": ORDERS, "visits": VISITS})
+    with open_project(root) as project:
+        weeks = {row["period"]: row for row in project.evaluate(
+            ["orders_per_visit", "orders_per_visit_or_zero", "order_count", "visit_ratio"], grain="week").to_dicts()}
+        # the week of 2025-01-06: one order, no visit: 1 / 0 is null, or 0 when the KPI says so
+        assert weeks[D(2025, 1, 6)]["orders_per_visit"] is None
+        assert weeks[D(2025, 1, 6)]["orders_per_visit_or_zero"] == 0
+        # visit_ratio reads visits only: that week is not one of its rows, so its cell stays empty
+        assert weeks[D(2025, 1, 6)]["visit_ratio"] is None and weeks[D(2024, 12, 30)]["visit_ratio"] == 1
+        dense = {row["period"]: row for row in project.evaluate(
+            ["orders_per_visit", "orders_per_visit_or_zero"], grain="week", start="2025-01-27", end="2025-02-10",
+            fill=True).to_dicts()}
+        # the week of 2025-01-27 has neither orders nor visits: a dense series gives null, or the fill value
+        assert dense[D(2025, 1, 27)]["orders_per_visit"] is None and dense[D(2025, 1, 27)]["orders_per_visit_or_zero"] == 0
+        assert dense[D(2025, 2, 3)]["orders_per_visit"] is None  # an order, no visit
+
+
+def test_the_report_marks_partial_periods_per_kpi_and_takes_the_latest_complete_month(project):
+    from kpi_engine.report import build_report
+
+    page = build_report(project, ["order_count", "visit_count"], grain="month")
+    # orders run 01-06 .. 03-20, visits 01-01 .. 03-31: February is the latest month inside both
+    assert "2025-02: the latest complete month of the data (data through 2025-03-20)" in page
+    orders = page[page.index('id="kpi-order_count"'):page.index('id="kpi-visit_count"')]
+    visits = page[page.index('id="kpi-visit_count"'):]
+    # January starts before the orders do: its segment is dashed, its marker hollow and labelled
+    assert 'class="partial"' in orders and "(partial period)" in orders and ">partial</text>" in orders
+    assert 'class="partial"' not in visits and "(partial period)" not in visits
