@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import click
 
 from . import __version__
 from .calendar import GRAINS
-from .errors import KpiEngineError, ProjectInvalid, UsageError
+from .errors import KpiEngineError, OutputError, ProjectInvalid, UsageError
 from .files import write_atomically
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -173,7 +175,7 @@ def cli() -> None:
 _INIT_FILES = {
     "kpi_engine.yaml": """\
 # A kpi-engine project. Evaluate it with:  kpi-engine evaluate {folder} --all --grain month
-name: {name}
+{name}
 warehouse:
   adapter: duckdb
   data: data            # every data/<table>.csv is a read-only table named after the file
@@ -217,13 +219,39 @@ order_id,ordered_at,channel,amount,status
 @handle_errors
 def init(folder: Path) -> None:
     """Create a small working project in FOLDER: config, a source, two KPIs and sample data."""
+    import yaml
+
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"'{folder}' is not empty.", None, "Choose a new folder; init never overwrites files.")
-    for relative, template in _INIT_FILES.items():
-        path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(name=folder.name.replace("-", "_") or "my_kpis", folder=folder))
-    click.echo(f"Created {folder}. Next:\n  kpi-engine evaluate {folder} --all --grain month")
+    # The folder name may mean something to YAML (yes, null, 1e3, '- x', 'a: b', '#x'), hold
+    # quotes or bytes that are not UTF-8: the name is written by a YAML emitter, quoted as needed.
+    name_line = yaml.safe_dump({"name": _project_name(folder)}, allow_unicode=True, width=1_000).rstrip("\n")
+    shown = shlex.quote(str(folder))
+    if not shown.isprintable():  # a newline or an undecodable byte would break the comment
+        shown = "PROJECT_FOLDER"
+    try:
+        for relative, template in _INIT_FILES.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.format(name=name_line, folder=shown), encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot create the project in '{folder}': {error.strerror or error}.", None,
+                          "Choose a folder you can write to, with a shorter name if the name is too long.") from None
+    click.echo(f"Created {_printable(folder)}. Next:\n  kpi-engine evaluate {shown} --all --grain month")
+
+
+def _printable(path: Path) -> str:
+    """A path as text a terminal shows as it is: bytes that are not UTF-8 and control characters escaped."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _project_name(folder: Path) -> str:
+    """The folder's name as the project's: '-' as '_', characters that cannot be written in a UTF-8
+    file (bytes of another encoding) or shown on a line (controls) as '_', at most 200 characters."""
+    name = folder.resolve().name if folder.name in ("", ".", "..") else folder.name
+    name = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else "_" for c in name.replace("-", "_"))
+    return name.strip()[:200] or "my_kpis"
 
 
 @cli.command(context_settings=CONTEXT)
