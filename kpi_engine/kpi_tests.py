@@ -96,28 +96,35 @@ def _expand(rows: list[dict]) -> list[dict]:
 def _load(database: Path, test: TestSpec, usage: dict[tuple[str, str], str]) -> None:
     import duckdb
 
-    from sqlglot import exp
-
     connection = duckdb.connect(str(database))
     try:
-        for table, rows in test.body["given"].items():
-            rows = _expand(rows)
-            columns = list(dict.fromkeys(key for row in rows for key in row))
-            columns += [c for (t, c) in usage if t == table and c not in columns]
-            types = {}
-            for column in columns:
-                given = next((_sql_type(row.get(column)) for row in rows if row.get(column) is not None), None)
-                types[column] = given or usage.get((table, column), "VARCHAR")
-            schema = exp.Schema(this=exp.Table(this=exp.to_identifier(table, quoted=True)),
-                                expressions=[exp.ColumnDef(this=exp.to_identifier(c, quoted=True),
-                                                           kind=exp.DataType.build(types[c])) for c in columns])
-            connection.execute(exp.Create(kind="TABLE", this=schema).sql("duckdb"))
-            if rows:
-                insert = exp.insert(exp.values([tuple(exp.convert(row.get(c)) for c in columns) for row in rows]),
-                                    exp.Table(this=exp.to_identifier(table, quoted=True)))
-                connection.execute(insert.sql("duckdb"))
+        _create_tables(connection, test, usage)
+    except duckdb.Error as error:  # e.g. a text and a number in one column
+        raise QueryError(f"cannot load the test's rows into DuckDB: {str(error).strip().splitlines()[0]}",
+                         test.where("given"), "Give each column values of one kind (numbers, text or dates).") from None
     finally:
         connection.close()
+
+
+def _create_tables(connection, test: TestSpec, usage: dict[tuple[str, str], str]) -> None:
+    from sqlglot import exp
+
+    for table, rows in test.body["given"].items():
+        rows = _expand(rows)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        columns += [c for (t, c) in usage if t == table and c not in columns]
+        types = {}
+        for column in columns:
+            given = next((_sql_type(row.get(column)) for row in rows if row.get(column) is not None), None)
+            types[column] = given or usage.get((table, column), "VARCHAR")
+        schema = exp.Schema(this=exp.Table(this=exp.to_identifier(table, quoted=True)),
+                            expressions=[exp.ColumnDef(this=exp.to_identifier(c, quoted=True),
+                                                       kind=exp.DataType.build(types[c])) for c in columns])
+        connection.execute(exp.Create(kind="TABLE", this=schema).sql("duckdb"))
+        if rows:
+            insert = exp.insert(exp.values([tuple(exp.convert(row.get(c)) for c in columns) for row in rows]),
+                                exp.Table(this=exp.to_identifier(table, quoted=True)))
+            connection.execute(insert.sql("duckdb"))
 
 
 def _same(expected: Any, actual: Any) -> bool:
