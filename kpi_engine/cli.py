@@ -156,6 +156,18 @@ def _open(path: Path, warehouse: str | None, timeout: float | None = None):
     return open_project(path, warehouse=warehouse, timeout=timeout)
 
 
+def _check_timeout(ctx, param, value: float | None) -> float | None:
+    """--timeout inf, nan or 1e300 would silently mean no timeout: refuse them as click does 0."""
+    from .hookspecs import timeout_seconds
+
+    if value is None:
+        return None
+    try:
+        return timeout_seconds(value, "--timeout", UsageError)
+    except UsageError as error:
+        raise click.BadParameter(f"{error.message.removeprefix(repr(param.opts[0]) + ' ')} {error.hint}") from None
+
+
 warehouse_option = click.option("--warehouse", metavar="URL", envvar="KPI_ENGINE_WAREHOUSE",
                                  help="Override the project's warehouse, e.g. duckdb:///other.duckdb.")
 
@@ -339,8 +351,8 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @warehouse_option
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Cancel the query in the warehouse after this long (exit code 5).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", callback=_check_timeout,
+              help="Cancel the query in the warehouse after this long (exit code 5); at most a week.")
 @handle_errors
 def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None, timeout: float | None,
              **query) -> None:

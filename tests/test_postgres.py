@@ -387,8 +387,12 @@ def test_unknown_and_invalid_settings(warehouse, password_env, tmp_path):
     with pytest.raises(WarehouseError, match="unknown PostgreSQL setting"):
         one_value(root)
     root = write_project(tmp_path / "q", mapping_yaml(warehouse, statement_timeout="soon"))
-    with pytest.raises(WarehouseError, match="'statement_timeout' must be a positive number of seconds"):
+    with pytest.raises(WarehouseError, match="'statement_timeout' must be a number of seconds above 0"):
         one_value(root)
+    for n, value in enumerate([".inf", ".nan", "1.0e+300", "604801", "-1", "true"]):
+        root = write_project(tmp_path / f"t{n}", mapping_yaml(warehouse).replace("}", f", statement_timeout: {value}}}"))
+        with pytest.raises(WarehouseError, match="at most 604,800 \\(one week\\)"):
+            one_value(root)
     for n, url in enumerate(["postgresql://u:Secr3tPw%zz@h/db", "postgresql://u:Secr3t@Pw@h/db?nope=1",
                              "mysql://u:Secr3tPw@h/db"]):
         root = write_project(tmp_path / f"u{n}", "{adapter: postgres, url: '" + url + "'}")

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
 
 DATA_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -114,6 +114,10 @@ class DuckDBConnection(Connection):
         self._connection.close()
 
 
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+
+
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -133,10 +137,16 @@ class DuckDBAdapter(Adapter):
             rest = re.sub(r"^duckdb:(//)?", "", str(url))
             path = rest if rest not in ("", ":memory:") else None
         timeout = settings.get("query_timeout")
+        if timeout not in (None, ""):
+            timeout_seconds(timeout, "query_timeout")  # before opening anything
         unknown = set(settings) - {"url", "path", "data", "query_timeout"}
         if unknown:
             raise WarehouseError(f"unknown DuckDB setting(s): {', '.join(sorted(unknown))}.", None,
                                  "DuckDB takes 'path' (a database file) and/or 'data' (a folder of CSV/Parquet files).")
+        for key, value in (("path", path), ("data", data)):
+            if value is not None and not isinstance(value, str):
+                raise WarehouseError(f"the DuckDB setting '{key}' must be a path (text), not {_kind(value)}.", None,
+                                     f"Quote it in kpi_engine.yaml, e.g. {key}: 'data'.")
         try:
             if path:
                 file = (project_root / path).resolve()
@@ -155,7 +165,8 @@ class DuckDBAdapter(Adapter):
             folder = (project_root / data).resolve()
             _attach_files(connection, folder)
             where = f"data folder {data}"
-        return DuckDBConnection(connection, where, float(timeout) if timeout else None)
+        return DuckDBConnection(connection, where,
+                                timeout_seconds(timeout, "query_timeout") if timeout not in (None, "") else None)
 
 
 def _attach_files(connection, folder: Path) -> None:

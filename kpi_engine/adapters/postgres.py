@@ -42,7 +42,7 @@ from urllib.parse import unquote
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
 
 INSTALL_HINT = "pip install 'kpi-engine[postgres]'"
 URL_SCHEMES = ("postgresql", "postgres")
@@ -78,14 +78,7 @@ def interpolate(value: Any, what: str) -> str:
 
 
 def _seconds(value: Any, what: str) -> float:
-    try:
-        seconds = float(interpolate(value, what))
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise WarehouseError(f"the warehouse setting '{what}' must be a positive number of seconds.", None,
-                             f"For example '{what}: 30'.")
-    return seconds
+    return timeout_seconds(interpolate(value, what), what)
 
 
 def _split_url_option(url: str, name: str) -> tuple[str, str | None]:
