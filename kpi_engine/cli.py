@@ -14,7 +14,7 @@ import click
 from . import __version__
 from .calendar import GRAINS
 from .errors import KpiEngineError, OutputError, ProjectInvalid, UsageError
-from .files import write_atomically
+from .files import check_writable, write_atomically
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -359,6 +359,8 @@ def evaluate(project: Path, fmt: str, output: Path | None, warehouse: str | None
     """Compute KPIS on the project's warehouse and print them."""
     from .output import FORMATS, STREAMED, render, write_stream
 
+    if output is not None:
+        check_writable(output)  # a read-only folder or a name too long fails before the query, not after
     with _open(project, warehouse, timeout) as kpi_project:
         writer = None
         if fmt not in FORMATS:
@@ -486,6 +488,7 @@ def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_
 
     from .report import build_report
 
+    check_writable(output)
     with _open(project, warehouse) as kpi_project:
         page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
                             as_of=as_of.date() if as_of else dt.date.today())
@@ -505,6 +508,8 @@ def docs(project: Path, output: Path | None, fmt: str) -> None:
     from .catalog import markdown
     from .report import catalog_html
 
+    if output is not None:
+        check_writable(output)
     with _open(project, None) as kpi_project:
         model = kpi_project.model(describe=False)
         text = catalog_html(model) if fmt == "html" else markdown(model)
