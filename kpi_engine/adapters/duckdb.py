@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
 from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
+from ..interrupts import on_ctrl_c
 
 DATA_SUFFIXES = {".csv": "read_csv", ".parquet": "read_parquet"}
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,14 +52,12 @@ class DuckDBConnection(Connection):
         if timer:
             timer.start()
         try:
-            cursor.execute(sql)
-        except KeyboardInterrupt:
-            cursor.interrupt()
+            self._interruptible(cursor, cursor.execute, sql)
+        except BaseException as error:
             cursor.close()
+            if isinstance(error, self._errors):
+                raise self._failure(error, timed_out=timer is not None and timer.finished.is_set()) from None
             raise
-        except self._errors as error:
-            cursor.close()
-            raise self._failure(error, timed_out=timer is not None and timer.finished.is_set()) from None
         finally:
             if timer:
                 timer.cancel()
@@ -68,7 +67,10 @@ class DuckDBConnection(Connection):
     def _batches(self, cursor, batch_size: int | None):
         try:
             while True:
-                batch = cursor.fetchall() if batch_size is None else cursor.fetchmany(batch_size)
+                if batch_size is None:
+                    batch = self._interruptible(cursor, cursor.fetchall)
+                else:
+                    batch = self._interruptible(cursor, cursor.fetchmany, batch_size)
                 if batch:
                     yield batch
                 if not batch or batch_size is None:
@@ -77,6 +79,20 @@ class DuckDBConnection(Connection):
             raise self._failure(error) from None
         finally:
             cursor.close()
+
+    def _interruptible(self, cursor, call, *args):
+        """``call(*args)``, cancelled inside DuckDB the moment Ctrl-C is pressed (not when DuckDB
+        next looks at Python's signals, which may be minutes later): a KeyboardInterrupt then."""
+        with on_ctrl_c(cursor.interrupt) as interrupted:
+            try:
+                result = call(*args)
+            except (self._errors, RuntimeError):  # DuckDB reports its own interruption as either
+                if interrupted.is_set():
+                    raise KeyboardInterrupt from None
+                raise
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        return result
 
     @property
     def _errors(self):
