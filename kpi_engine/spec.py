@@ -319,8 +319,10 @@ class _Document:
             return [self._build(item, path + (i,), loader) for i, item in enumerate(node.value)]
         try:
             return loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as error:  # e.g. !!int abc, a bad date
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        except Exception as error:  # noqa: BLE001 - PyYAML's constructors fail in many ways: !!int abc, !!timestamp 2
+            problem = getattr(error, "problem", None) or (
+                str(error).splitlines()[0] if isinstance(error, (ValueError, OverflowError)) and str(error)
+                else f"it is not a valid {node.tag.rsplit(':', 1)[-1]}")
             self.errors.append(SpecError(f"cannot read the value {node.value!r}: {problem}.",
                                          Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1),
                                          "Remove the '!!' tag or write the value in the usual form (dates as "

@@ -410,3 +410,14 @@ def test_the_calendar_says_which_period_is_outside():
     with pytest.raises(QueryError, match="the period 2 quarters after the one starting 9999-07-01 is after year 9999"):
         calendar.shift(dt.date(9999, 7, 1), "quarter", 2)
     assert calendar.shift(dt.date(1, 1, 8), "week", -1) == dt.date(1, 1, 1)
+
+
+def test_fill_lists_at_most_100_000_periods(make_project):
+    root = project(make_project, {"k.yaml": "kpis:\n  n: {formula: count(leads)}\n"})
+    days = (dt.date(2025, 1, 1) - dt.date(1700, 1, 1)).days  # one period per day
+    result = run("evaluate", root, "n", "--grain", "day", "--from", "1700-01-01", "--to", "2025-01-01", "--fill")
+    assert result.exit_code == 1
+    assert f"--fill would list {days:,} periods; the limit is 100,000." in result.stderr
+    rows = json.loads(run("evaluate", root, "n", "--grain", "month", "--from", "1900-01-01", "--to", "2025-03-01",
+                          "--fill", "--format", "json").stdout)
+    assert len(rows) == 125 * 12 + 2 and sum(row["n"] for row in rows) == 3

@@ -456,14 +456,7 @@ def test_statement_timeout_cancels_a_slow_query(warehouse, password_env, tmp_pat
 
 
 # A query that sleeps 30 s in the server, for the administrator to cancel or end.
-SLEEPY = """
-sources:
-  sleepy:
-    sql: select pg_sleep(30) as x, now() as t
-    time: t
-kpis:
-  sleepy_n: {formula: count(sleepy)}
-"""
+SLEEPY = SLOW.replace("pg_sleep(5)", "pg_sleep(30)")
 SLEEPING = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'kpi-engine' AND state = 'active' "
             "AND query ILIKE '%pg_sleep(30)%'")
 
@@ -505,7 +498,7 @@ def test_a_query_the_server_kills_is_reported_and_never_run_again(warehouse, pas
     seen: list[int] = []
     administrator = _as_administrator(warehouse, action, seen)
     started = time.monotonic()
-    result = run("evaluate", str(root), "sleepy_n")
+    result = run("evaluate", str(root), "slow_n")
     took = time.monotonic() - started
     administrator.join(60)
     assert len(set(seen)) == 1, f"the query ran in {len(set(seen))} sessions: {sorted(set(seen))}"

@@ -45,11 +45,22 @@ def assert_refused(stderr: str, path: Path, cause: str) -> None:
     assert "Any file already there is unchanged." in stderr
 
 
-def test_a_name_too_long_for_the_file_system(tmp_path):
+def _no_query(monkeypatch) -> None:
+    """From here on, compiling a query fails the test: the error must come before any query."""
+    from kpi_engine.engine import KpiProject
+
+    def compile(*args, **kwargs):
+        raise AssertionError("a query was compiled before the output path was checked")
+
+    monkeypatch.setattr(KpiProject, "compile", compile)
+
+
+def test_a_name_too_long_for_the_file_system(tmp_path, monkeypatch):
     limit = os.pathconf(tmp_path, "PC_NAME_MAX")
     long_name = tmp_path / ("r" * (limit - 4) + ".csv")  # exactly the limit: written
     result = run(*BIG[:3], "-o", str(long_name), "--format", "csv")
     assert result.exit_code == 0 and long_name.read_text().startswith("cost_per_lead\n")
+    _no_query(monkeypatch)
     too_long = tmp_path / ("r" * (limit - 3) + ".csv")
     for command in (BIG[:3], ("report", str(EXAMPLE), "cost_per_lead", "--as-of", "2025-06-01"),
                     ("docs", str(EXAMPLE))):
@@ -60,7 +71,7 @@ def test_a_name_too_long_for_the_file_system(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [long_name.name]
 
 
-def test_a_read_only_folder(tmp_path):
+def test_a_read_only_folder(tmp_path, monkeypatch):
     folder = tmp_path / "out"
     if os.geteuid() == 0:
         # Root writes anywhere: the command runs with the effective user 'nobody' (a folder it may
@@ -76,6 +87,7 @@ def test_a_read_only_folder(tmp_path):
     try:
         (folder / "kpis.csv").write_text(OLD)
         assert run(*BIG, "-o", str(tmp_path / "first.csv"), "--format", "csv").exit_code == 0
+        _no_query(monkeypatch)
         if os.geteuid() == 0:
             os.setegid(nobody.pw_gid)
             os.seteuid(nobody.pw_uid)
