@@ -8,6 +8,7 @@ problems of all files are collected and raised together as ``ProjectInvalid``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import math
@@ -852,13 +853,14 @@ _BIGINT = 2 ** 63 - 1
 
 
 def _cell_problem(value: Any) -> str | None:
-    if isinstance(value, (dict, list)):
-        return f"a test value cannot be {'a mapping' if isinstance(value, dict) else 'a list'}"
-    if isinstance(value, int) and not isinstance(value, bool) and not -_BIGINT <= value <= _BIGINT:
-        return f"{_short(value)} does not fit in a 64-bit whole number"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value} is not a finite number"
-    return None
+    if value is None or isinstance(value, (str, bool, dt.date)):
+        return None
+    if isinstance(value, int):
+        return None if -_BIGINT <= value <= _BIGINT else f"{_short(value)} does not fit in a 64-bit whole number"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    kind = {dict: "a mapping", list: "a list", bytes: "binary data (!!binary)"}.get(type(value), type(value).__name__)
+    return f"a test value cannot be {kind}"
 
 
 def _finite(value: int | float) -> float | None:
