@@ -103,28 +103,59 @@ class Calendar:
 
     # --- Python ----------------------------------------------------------------------
 
+    # Python's dates run from year 1 to year 9999: period arithmetic near either end can leave
+    # them. period_start and shift say so with a QueryError; the try_ methods return None.
+
     def period_start(self, day: dt.date, grain: str) -> dt.date:
-        if grain == "day":
-            return day
-        if grain == "week":
-            return day - dt.timedelta(days=(day.weekday() - WEEKDAYS.index(self.week_start)) % 7)
-        months = {"month": 1, "quarter": 3, "year": 12, "fiscal_quarter": 3, "fiscal_year": 12}[grain]
-        first = self.fiscal_year_start if grain.startswith("fiscal_") else 1
-        offset = (day.year * 12 + day.month - first) // months * months + first
-        return dt.date((offset - 1) // 12, (offset - 1) % 12 + 1, 1)
+        start = self.try_period_start(day, grain)
+        if start is None:
+            raise _outside(f"the {grain.replace('_', ' ')} that contains {day.isoformat()} starts before year 1")
+        return start
 
     def shift(self, period: dt.date, grain: str, periods: int) -> dt.date:
         """The start of the period ``periods`` periods after the one starting at ``period``."""
-        unit, step = _INDEX[grain]
-        if unit == "day":
-            return period + dt.timedelta(days=step * periods)
-        months = period.year * 12 + period.month - 1 + step * periods
-        return dt.date(months // 12, months % 12 + 1, 1)
+        shifted = self.try_shift(period, grain, periods)
+        if shifted is None:
+            where = f"{abs(periods)} {grain.replace('_', ' ')}{'s' if abs(periods) != 1 else ''} " \
+                    f"{'before' if periods < 0 else 'after'} the one starting {period.isoformat()}"
+            raise _outside(f"the period {where} is {'before year 1' if periods < 0 else 'after year 9999'}")
+        return shifted
 
     def periods(self, start: dt.date, end: dt.date, grain: str) -> list[dt.date]:
         """Starts of every period that overlaps [start, end)."""
         result, current = [], self.period_start(start, grain)
-        while current < end:
+        while current is not None and current < end:
             result.append(current)
-            current = self.shift(current, grain, 1)
+            current = self.try_shift(current, grain, 1)  # None after the last period of year 9999
         return result
+
+    def try_period_start(self, day: dt.date, grain: str) -> dt.date | None:
+        if grain == "day":
+            return day
+        if grain == "week":
+            back = (day.weekday() - WEEKDAYS.index(self.week_start)) % 7
+            return day - dt.timedelta(days=back) if day.toordinal() > back else None
+        months = {"month": 1, "quarter": 3, "year": 12, "fiscal_quarter": 3, "fiscal_year": 12}[grain]
+        first = self.fiscal_year_start if grain.startswith("fiscal_") else 1
+        offset = (day.year * 12 + day.month - first) // months * months + first
+        return _month_start(offset - 1)
+
+    def try_shift(self, period: dt.date, grain: str, periods: int) -> dt.date | None:
+        unit, step = _INDEX[grain]
+        if unit == "day":
+            ordinal = period.toordinal() + step * periods
+            return dt.date.fromordinal(ordinal) if 1 <= ordinal <= dt.date.max.toordinal() else None
+        return _month_start(period.year * 12 + period.month - 1 + step * periods)
+
+
+def _month_start(months: int) -> dt.date | None:
+    """The first day of month number ``months`` (year * 12 + month - 1), None outside years 1..9999."""
+    year = months // 12
+    return dt.date(year, months % 12 + 1, 1) if dt.MINYEAR <= year <= dt.MAXYEAR else None
+
+
+def _outside(what: str):
+    from .errors import QueryError
+
+    return QueryError(f"{what}: outside the calendar, which runs from year 1 to year 9999.", None,
+                      "Use dates further from year 1 and year 9999 (--from, --to, --as-of).")

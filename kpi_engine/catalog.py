@@ -11,6 +11,7 @@ from .resolve import Model
 #: or start code: written as the character itself (backslash escapes).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`|<>\[\]*])")
 
+_MAX_INDENT = 20  # levels of indentation in explain's tree; deeper references stay at this one
 _UNIT_NAMES = {"count": "count", "currency": "currency", "percent": "percent (15 means 15%)", "ratio": "ratio",
                "number": "number", "score": "score", "days": "days", "seconds": "seconds"}
 
@@ -91,18 +92,28 @@ def explain(model: Model, name: str) -> str:
     lines += ["", "Formula:", *("  " + line.strip() for line in spec.formula.strip().splitlines()), "",
               "Built from:"]
 
-    def tree(current: str, depth: int, seen: frozenset[str]) -> None:
+    # Each reference on its line followed by what it is built from, then the sources read
+    # directly; with an explicit stack, as a chain of references may be thousands long. A KPI
+    # met a second time is not expanded again, so shared KPIs do not multiply the lines.
+    expanded = {name}
+    stack: list[tuple[str, str, int]] = [("kpi", name, 1)]
+    while stack:
+        kind, current, depth = stack.pop()
+        indent = "  " * min(depth, _MAX_INDENT)
+        if kind == "line":
+            lines.append(current)
+            continue
         node = model.kpis[current]
+        todo: list[tuple[str, str, int]] = []
         for ref in node.references:
-            lines.append(f"{'  ' * depth}- KPI {ref}" + (" (cycle)" if ref in seen else ""))
-            if ref not in seen:
-                tree(ref, depth + 1, seen | {ref})
+            todo.append(("line", f"{indent}- KPI {ref}" + (" (see above)" if ref in expanded else ""), depth))
+            if ref not in expanded:
+                expanded.add(ref)
+                todo.append(("kpi", ref, depth + 1))
         own = sorted({n.source for n in node.expr.walk() if isinstance(n, (nodes.Aggregate, nodes.EntityLookup))})
-        for source in own:
-            relation = model.sources[source].table or "(sql)"
-            lines.append(f"{'  ' * depth}- source {source} ({relation}, time {model.sources[source].time})")
-
-    tree(name, 1, frozenset({name}))
+        todo += [("line", f"{indent}- source {source} ({model.sources[source].table or '(sql)'}, time "
+                          f"{model.sources[source].time})", depth) for source in own]
+        stack.extend(reversed(todo))
     lines += ["", "Dimensions: " + (", ".join(kpi.dimensions) or "none")]
     if spec.target:
         lines.append("Target: " + _target(spec.target))

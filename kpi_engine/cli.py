@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import click
 
 from . import __version__
 from .calendar import GRAINS
-from .errors import KpiEngineError, ProjectInvalid, UsageError
-from .files import write_atomically
+from .errors import KpiEngineError, OutputError, ProjectInvalid, UsageError
+from .files import check_writable, write_atomically
 from .terminal import cell, is_terminal, visible
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -171,6 +173,18 @@ def _open(path: Path, warehouse: str | None, timeout: float | None = None):
     return open_project(path, warehouse=warehouse, timeout=timeout)
 
 
+def _check_timeout(ctx, param, value: float | None) -> float | None:
+    """--timeout inf, nan or 1e300 would silently mean no timeout: refuse them as click does 0."""
+    from .hookspecs import timeout_seconds
+
+    if value is None:
+        return None
+    try:
+        return timeout_seconds(value, "--timeout", UsageError)
+    except UsageError as error:
+        raise click.BadParameter(f"{error.message.removeprefix(repr(param.opts[0]) + ' ')} {error.hint}") from None
+
+
 warehouse_option = click.option("--warehouse", metavar="URL", envvar="KPI_ENGINE_WAREHOUSE",
                                  help="Override the project's warehouse, e.g. duckdb:///other.duckdb.")
 
@@ -190,7 +204,7 @@ def cli() -> None:
 _INIT_FILES = {
     "kpi_engine.yaml": """\
 # A kpi-engine project. Evaluate it with:  kpi-engine evaluate {folder} --all --grain month
-name: {name}
+{name}
 warehouse:
   adapter: duckdb
   data: data            # every data/<table>.csv is a read-only table named after the file
@@ -234,13 +248,39 @@ order_id,ordered_at,channel,amount,status
 @handle_errors
 def init(folder: Path) -> None:
     """Create a small working project in FOLDER: config, a source, two KPIs and sample data."""
+    import yaml
+
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"'{folder}' is not empty.", None, "Choose a new folder; init never overwrites files.")
-    for relative, template in _INIT_FILES.items():
-        path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(name=folder.name.replace("-", "_") or "my_kpis", folder=folder))
-    _show(f"Created {folder}. Next:\n  kpi-engine evaluate {folder} --all --grain month")
+    # The folder name may mean something to YAML (yes, null, 1e3, '- x', 'a: b', '#x'), hold
+    # quotes or bytes that are not UTF-8: the name is written by a YAML emitter, quoted as needed.
+    name_line = yaml.safe_dump({"name": _project_name(folder)}, allow_unicode=True, width=1_000).rstrip("\n")
+    shown = shlex.quote(str(folder))
+    if not shown.isprintable():  # a newline or an undecodable byte would break the comment
+        shown = "PROJECT_FOLDER"
+    try:
+        for relative, template in _INIT_FILES.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.format(name=name_line, folder=shown), encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot create the project in '{folder}': {error.strerror or error}.", None,
+                          "Choose a folder you can write to, with a shorter name if the name is too long.") from None
+    _show(f"Created {_printable(folder)}. Next:\n  kpi-engine evaluate {shown} --all --grain month")
+
+
+def _printable(path: Path) -> str:
+    """A path as text a terminal shows as it is: bytes that are not UTF-8 and control characters escaped."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _project_name(folder: Path) -> str:
+    """The folder's name as the project's: '-' as '_', characters that cannot be written in a UTF-8
+    file (bytes of another encoding) or shown on a line (controls) as '_', at most 200 characters."""
+    name = folder.resolve().name if folder.name in ("", ".", "..") else folder.name
+    name = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else "_" for c in name.replace("-", "_"))
+    return name.strip()[:200] or "my_kpis"
 
 
 @cli.command(context_settings=CONTEXT)
@@ -357,14 +397,16 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @click.option("--complete-only", "complete_only", is_flag=True,
               help="Only periods that are complete: inside --from/--to and inside every source's data.")
 @warehouse_option
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Cancel the query in the warehouse after this long (exit code 5).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", callback=_check_timeout,
+              help="Cancel the query in the warehouse after this long (exit code 5); at most a week.")
 @handle_errors
 def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, warehouse: str | None,
              timeout: float | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
     from .output import FORMATS, STREAMED, render, write_stream
 
+    if output is not None:
+        check_writable(output)  # a read-only folder or a name too long fails before the query, not after
     with _open(project, warehouse, timeout) as kpi_project:
         writer = None
         if fmt not in FORMATS:
@@ -568,6 +610,7 @@ def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_
 
     from .report import build_report
 
+    check_writable(output)
     with _open(project, warehouse) as kpi_project:
         page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
                             as_of=as_of.date() if as_of else dt.date.today())
@@ -587,6 +630,8 @@ def docs(project: Path, output: Path | None, fmt: str) -> None:
     from .catalog import markdown
     from .report import catalog_html
 
+    if output is not None:
+        check_writable(output)
     with _open(project, None) as kpi_project:
         model = kpi_project.model(describe=False)
         text = catalog_html(model) if fmt == "html" else markdown(model)

@@ -770,14 +770,18 @@ class _Compiler:
         first = self.calendar.period_start(start, self.grain)
         earliest = first
         for leaf in leaves:
+            # An earlier period before year 1 holds no rows: then every row up to --to is read (None).
             if leaf.kind == "previous":
-                earliest = min(earliest, self.calendar.shift(first, self.grain, -leaf.periods))
+                before = self.calendar.try_shift(first, self.grain, -leaf.periods)
             elif leaf.kind == "rolling":
-                earliest = min(earliest, self.calendar.shift(first, self.grain, -(leaf.periods - 1)))
+                before = self.calendar.try_shift(first, self.grain, -(leaf.periods - 1))
             elif leaf.kind == "cumulative":
-                if leaf.reset is None:
-                    return None
-                earliest = min(earliest, self.calendar.period_start(first, leaf.reset))
+                before = self.calendar.try_period_start(first, leaf.reset) if leaf.reset else None
+            else:
+                continue
+            if before is None:
+                return None
+            earliest = min(earliest, before)
         return earliest
 
     # -- per-source CTEs

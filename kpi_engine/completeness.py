@@ -26,8 +26,17 @@ class Extent:
 
     @property
     def end(self) -> dt.date | None:
-        """The day after the last one: the exclusive end of the data."""
-        return self.last + dt.timedelta(days=1) if self.last else None
+        """The day after the last one: the exclusive end of the data (the last day of year 9999
+        stands for the end of time)."""
+        return _day_after(self.last) if self.last else None
+
+
+def _day_after(day: dt.date) -> dt.date:
+    return day + dt.timedelta(days=1) if day < dt.date.max else dt.date.max
+
+
+def _days_before(day: dt.date, days: int) -> dt.date:
+    return day - dt.timedelta(days=days) if day.toordinal() > days else dt.date.min
 
 
 def as_date(value) -> dt.date | None:
@@ -48,10 +57,12 @@ def is_complete(period: dt.date | None, grain: str | None, start: dt.date | None
     if grain is None:
         low, high = start, end  # None: from the start / to the end of the data, which is covered
     else:
-        low, high = period, calendar.shift(period, grain, 1)
+        low, high = period, calendar.try_shift(period, grain, 1)
+        if high is None:  # the period reaches past the last day of year 9999
+            return False
     for days, data_end in maturities:
         period_end = high or data_end
-        if data_end is None or period_end is None or period_end + dt.timedelta(days=days) > data_end:
+        if data_end is None or period_end is None or (data_end - period_end).days < days:
             return False
     if start is not None and low is not None and low < start:
         return False
@@ -77,12 +88,12 @@ def complete_range(grain: str, start: dt.date | None, end: dt.date | None, exten
         return None
     lows = [day for day in [start, *(e.first for e in extents.values())] if day is not None]
     highs = [day for day in [end, *(e.end for e in extents.values()),
-                             *(data_end - dt.timedelta(days=days) for days, data_end in maturities)] if day is not None]
+                             *(_days_before(data_end, days) for days, data_end in maturities)] if day is not None]
     if not lows or not highs:
         return None
     low, high = max(lows), min(highs)
-    first = calendar.period_start(low, grain)
+    first = calendar.try_period_start(low, grain) or dt.date.min
     if first < low:
-        first = calendar.shift(first, grain, 1)
-    last = calendar.period_start(high, grain)  # periods end at or before ``last``
-    return (first, last) if first < last else None
+        first = calendar.try_shift(first, grain, 1)
+    last = calendar.try_period_start(high, grain)  # periods end at or before ``last``
+    return (first, last) if first and last and first < last else None

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import os
 import re
 import threading
@@ -21,8 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query, source_relation
 from .completeness import Extent, as_date, complete_range, is_complete
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
-                     in_file_order)
-from .hookspecs import Connection
+                     did_you_mean, in_file_order)
+from .hookspecs import Connection, timeout_seconds
 from .parser import _deep_recursion
 from .plugins import Registry, default_registry
 from .redaction import redact
@@ -54,7 +55,10 @@ def warehouse_settings(warehouse: str | Mapping[str, Any] | None) -> tuple[str, 
                              "postgresql://user@host/db; --warehouse and KPI_ENGINE_WAREHOUSE take a URL.")
         return match.group(1).split("+")[0], {"url": url}
     settings = dict(warehouse)
-    return str(settings.pop("adapter")), settings
+    if not isinstance(settings.get("adapter"), str):
+        raise UsageError("the warehouse settings have no 'adapter'.", None,
+                         "Name one, e.g. {'adapter': 'duckdb', 'data': 'data'} ('kpi-engine plugins' lists them).")
+    return settings.pop("adapter"), settings
 
 
 def _interpolate(value: str) -> str:
@@ -75,7 +79,8 @@ class KpiProject:
     def __init__(self, project: Project, *, warehouse: str | Mapping[str, Any] | None = None,
                  registry: Registry | None = None, timeout: float | None = None):
         self.project = project
-        self.timeout = timeout  # seconds; the warehouse cancels longer queries
+        # seconds; the warehouse cancels longer queries
+        self.timeout = timeout_seconds(timeout, "timeout", UsageError) if timeout is not None else None
         self.registry = registry or default_registry()
         self._warehouse = warehouse if warehouse is not None else project.config.warehouse
         self._connection: Connection | None = None
@@ -175,9 +180,10 @@ class KpiProject:
     # -- queries
     def compile(self, kpis: Sequence[str] = (), *, dialect: str | None = None, describe: bool = True,
                 **options: Any) -> CompiledQuery:
-        """Compile KPIs into one query. ``options`` are the fields of ``compiler.Request``:
-        by, grain, start, end, where, having, order_by, limit, formulas, fill."""
-        return self._compile(make_request(kpis, **options), dialect, describe)
+        """Compile KPIs into one query. ``options`` are those of ``make_request``: by, grain,
+        start, end, where, having, order_by, limit, formulas and fill."""
+        return self._compile(_request(kpis, options, ("dialect", "describe")), _text(dialect, "dialect"),
+                             _flag(describe, "describe"))
 
     def _compile(self, request: Request, dialect: str | None = None, describe: bool = True) -> CompiledQuery:
         target = dialect or self.dialect
@@ -206,7 +212,8 @@ class KpiProject:
     def _run_plan(self, kpis: Sequence[str], complete_only: bool, describe: bool, options: Mapping[str, Any]):
         """The query to run and a function adding each row's ``complete`` flag (None when no
         row can be complete, under ``complete_only``)."""
-        request = make_request(kpis, **options)
+        request = _request(kpis, options, ("describe", "complete_only", "batch_size"))
+        complete_only, describe = _flag(complete_only, "complete_only"), _flag(describe, "describe")
         query = self._compile(request, describe=describe)
         calendar = self.project.config.calendar
         model = self.model(describe, strict=False)
@@ -258,6 +265,12 @@ class KpiProject:
                describe: bool = True, **options: Any):
         """Compile and run, returning (the compiled query, an iterator of row batches):
         for results too large to hold in memory (see ``output.write_stream``)."""
+        try:
+            if isinstance(batch_size, bool) or operator.index(batch_size) < 1:
+                raise TypeError
+        except TypeError:
+            raise UsageError(f"'batch_size' must be a whole number of at least 1, not {str(batch_size)[:40]!r}.",
+                             None, "For example batch_size=10_000.") from None
         query, flag = self._run_plan(kpis, complete_only, describe, options)
         query.sql()  # fails cleanly if the query is too deep to write out
         if flag is None:
@@ -279,32 +292,104 @@ class KpiProject:
         self.close()
 
 
-def make_request(kpis: Sequence[str] = (), *, by: Iterable[str] = (), grain: str | None = None,
-                 start: dt.date | str | None = None, end: dt.date | str | None = None, where: str | None = None,
-                 having: str | None = None, order_by: Iterable[str] = (), limit: int | None = None,
-                 formulas: Iterable[str] = (), fill: bool = False) -> Request:
-    if isinstance(kpis, str):
-        kpis = [kpis]
-    if isinstance(by, str):
-        by = [by]
-    if isinstance(order_by, str):
-        order_by = [order_by]
-    if isinstance(formulas, str):
-        formulas = [formulas]
-    return Request(kpis=tuple(kpis), formulas=tuple(formulas), dimensions=tuple(by), grain=grain,
-                   start=_date(start, "start"), end=_date(end, "end"), where=where, having=having,
-                   order_by=tuple(order_by), limit=limit, fill=fill)
+REQUEST_OPTIONS = ("by", "grain", "start", "end", "where", "having", "order_by", "limit", "formulas", "fill")
+MAX_LIMIT = 2 ** 63 - 1  # a LIMIT every warehouse can hold (a 64-bit integer)
 
 
-def _date(value: dt.date | str | None, what: str) -> dt.date | None:
+def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str, ...]) -> Request:
+    """The request of the API's keyword arguments; an unknown one is named, with a suggestion
+    among the request's options and the method's ``others``."""
+    unknown = [name for name in options if name not in REQUEST_OPTIONS]
+    if unknown:
+        raise UsageError(f"unknown option '{unknown[0]}'.", None, did_you_mean(unknown[0], REQUEST_OPTIONS + others))
+    return make_request(kpis, **options)
+
+
+def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | str | None = (),
+                 grain: str | None = None, start: dt.date | str | None = None, end: dt.date | str | None = None,
+                 where: str | None = None, having: str | None = None, order_by: Iterable[str] | str | None = (),
+                 limit: int | None = None, formulas: Iterable[str] | str | None = (), fill: bool = False) -> Request:
+    """A ``Request`` from the API's arguments, each checked: a wrong type raises ``UsageError``
+    naming the argument (never a TypeError from deep inside)."""
+    return Request(kpis=_texts(kpis, "kpis"), formulas=_texts(formulas, "formulas"), dimensions=_texts(by, "by"),
+                   grain=_text(grain, "grain"), start=_date(start, "start"), end=_date(end, "end"),
+                   where=_text(where, "where"), having=_text(having, "having"), order_by=_texts(order_by, "order_by"),
+                   limit=_limit(limit), fill=_flag(fill, "fill"))
+
+
+# What each argument takes, for the error that says it was given something else.
+_EXPECTED = {
+    "kpis": ("KPI names", "kpis=['cost_per_lead']"), "by": ("dimension names", "by=['channel']"),
+    "order_by": ("output column names", "order_by=['-cost_per_lead']"),
+    "formulas": ("formulas", "formulas=['sum(ad_spend.spend) / count(leads)']"),
+    "grain": ("a grain", "grain='month'"), "where": ("a condition", "where=\"channel = 'email'\""),
+    "having": ("a condition", "having='cost_per_lead > 100'"), "dialect": ("a dialect name", "dialect='postgres'"),
+}
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _texts(value: Any, what: str) -> tuple[str, ...]:
+    """One name (or formula) or a list of them; None for none."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    plural, example = _EXPECTED[what]
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise UsageError(f"'{what}' must be one of the {plural} or a list of them, not {_kind(value)}.", None,
+                         f"For example {example}.")
+    items = tuple(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise UsageError(f"'{what}' must hold text only, but item {index + 1} is {_kind(item)} "
+                             f"({str(item)[:40]!r}).", None, f"For example {example}.")
+    return items
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    kind, example = _EXPECTED[what]
+    raise UsageError(f"'{what}' must be {kind} (text) or None, not {_kind(value)}.", None, f"For example {example}.")
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise UsageError(f"'{what}' must be True or False, not {_kind(value)}.", None, f"For example {what}=True.")
+
+
+def _limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # int, or an integer type such as numpy's; never '5' or 5.0
+    except TypeError:
+        raise UsageError(f"'limit' must be a whole number or None, not {_kind(value)} ({str(value)[:40]!r}).", None,
+                         "For example limit=10.") from None
+    if number > MAX_LIMIT:
+        raise UsageError(f"'limit' is {number:,}; the largest limit is {MAX_LIMIT:,}.", None,
+                         "Leave it out (None) to get every row.")
+    return number
+
+
+def _date(value: Any, what: str) -> dt.date | None:
     if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
         return value
     if isinstance(value, dt.datetime):
         return value.date()
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise UsageError(f"'{value}' is not a date ({what}).", None, "Write dates as YYYY-MM-DD.") from None
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise UsageError(f"{str(value)[:40]!r} is not a date ({what}).", None,
+                     "Give a datetime.date or text written YYYY-MM-DD, from 0001-01-01 to 9999-12-31.")
 
 
 def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None, describe: bool = True,
@@ -314,6 +399,8 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
     Goes as far as it can: objects with schema problems are left out and the rest is
     still resolved and checked against the warehouse.
     """
+    _check_location(path, warehouse)
+    describe = _flag(describe, "describe")
     project, errors = read_project(path)
     if project is None:
         return None, errors
@@ -331,7 +418,18 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
 def open_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None,
                  registry: Registry | None = None, timeout: float | None = None) -> KpiProject:
     """Load a project folder (raises ``ProjectInvalid`` listing every problem in its files)."""
+    _check_location(path, warehouse)
     return KpiProject(load_project(path), warehouse=warehouse, registry=registry, timeout=timeout)
+
+
+def _check_location(path: Any, warehouse: Any) -> None:
+    """``path`` and ``warehouse`` of open_project and check_project have the types they document."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"'path' must be the project folder (a str or Path), not {_kind(path)}.", None,
+                         "For example open_project('examples/marketing').")
+    if warehouse is not None and not isinstance(warehouse, (str, Mapping)):
+        raise UsageError(f"'warehouse' must be a URL or a mapping of settings, not {_kind(warehouse)}.", None,
+                         "For example warehouse='duckdb:///warehouse.duckdb' or {'adapter': 'duckdb', 'data': 'data'}.")
 
 
 __all__ = ["KpiProject", "open_project", "make_request", "redact", "warehouse_settings", "Location",

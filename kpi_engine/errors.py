@@ -76,6 +76,10 @@ class UsageError(KpiEngineError):
     exit_code = 2
 
 
+class OutputError(KpiEngineError):
+    """A result, report or project cannot be written: a read-only folder, a full disk, a name too long."""
+
+
 class PluginError(KpiEngineError):
     """An adapter or plugin is missing, failed to load, or broke its contract."""
 

@@ -1,5 +1,6 @@
 """Writing output files atomically: a reader never sees a half-written file, a failure
-(an error, a timeout, Ctrl-C) leaves none, and an existing file is only ever replaced whole.
+(an error, a timeout, Ctrl-C, a full disk) leaves none, and an existing file is only ever
+replaced whole. A file that cannot be written is an ``OutputError`` naming the path and why.
 
 Only a regular file is ever replaced. A terminal, a pipe or another character device
 (``-o /dev/stdout``, ``-o /dev/null``, a named pipe), or a symbolic link to one, is written
@@ -13,6 +14,7 @@ folder, a block device, a socket) is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -21,7 +23,46 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UsageError
+from .errors import OutputError, UsageError
+
+# What to do about the usual reasons a file cannot be written.
+_REMEDIES = {
+    errno.ENOSPC: "Free some space on that disk, or write elsewhere.",
+    errno.EDQUOT: "Free some of your disk quota, or write elsewhere.",
+    errno.EROFS: "That file system is mounted read-only: write elsewhere.",
+    errno.EACCES: "Choose a folder you may write to, or change its permissions.",
+    errno.EPERM: "Choose a folder you may write to, or change its permissions.",
+    errno.ENAMETOOLONG: "Use a shorter file name.",
+}
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # not every system or file system says
+        return 255
+
+
+def cannot_write(path: Path, error: OSError) -> OutputError:
+    """An OSError from writing ``path`` as one clear error; any file already there is unchanged."""
+    cause = error.strerror or str(error)
+    remedy = _REMEDIES.get(error.errno, "Check the path, its folder's permissions and the disk.")
+    return OutputError(f"cannot write '{path}': {cause}.", None, f"{remedy} Any file already there is unchanged.")
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, before a long query, when ``path`` cannot be written: its folder is missing,
+    its name is too long for the file system, or the folder refuses a new file. (A terminal,
+    a pipe or this process's own output is written through: nothing to check.)"""
+    path = Path(path)
+    if _kind(path)[0] in ("device", "descriptor"):
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    _, temp = _temporary_beside(path)
+    with contextlib.suppress(OSError):
+        temp.unlink()
+
 
 _OWN_DESCRIPTORS = (1, 2)  # standard output and standard error
 
@@ -43,19 +84,16 @@ def replacing(path: str | Path) -> Iterator[Path]:
         return
     if path.is_symlink():  # replace (or create) the file it points to; the link stays a link
         path = Path(os.path.realpath(path))
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(f"cannot write '{path}': folder '{directory}' does not exist.", None, "Create it first.")
-    mode = path.stat().st_mode & 0o777 if kind == "file" else 0o644
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    os.close(fd)
-    temp = Path(name)
+    mode, temp = _temporary_beside(path)
     try:
         yield temp
         os.chmod(temp, mode)
         os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
+    except BaseException as failure:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        if isinstance(failure, OSError):  # a full disk, a quota, the folder gone read-only
+            raise cannot_write(path, failure) from None
         raise
 
 
@@ -69,8 +107,9 @@ def _kind(path: Path) -> tuple[str, int | None]:
     except FileNotFoundError:  # (also a link to nothing: what it points to is created, as '>' does)
         return "missing", None
     except OSError as error:
-        raise UsageError(f"cannot write '{path}': {error.strerror or error}.", None,
-                         "Choose another output file.") from None
+        if error.errno == errno.ENAMETOOLONG:  # no such file can exist: _temporary_beside says why
+            return "missing", None
+        raise cannot_write(path, error) from None  # e.g. a folder that may not be entered
     if stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode):
         return "device", None
     descriptor = _own_descriptor(info)
@@ -114,6 +153,29 @@ def _copied_to(descriptor: int) -> Iterator[Path]:
             shutil.copyfileobj(source, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """(the mode the file will have, a new empty temporary file in its folder)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        os.stat(directory)
+    except FileNotFoundError:
+        raise UsageError(f"cannot write '{path}': folder '{directory}' does not exist.", None, "Create it first.") from None
+    except OSError as error:  # a folder that may not be entered, a file where a folder should be
+        raise cannot_write(path, error) from None
+    size, limit = len(os.fsencode(path.name)), _name_max(directory)
+    if size > limit:
+        raise cannot_write(path, OSError(errno.ENAMETOOLONG, f"the file name is {size:,} bytes long; "
+                                                             f"this file system allows {limit}"))
+    try:
+        mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
+        # A short prefix: the temporary name must fit wherever the final one does.
+        fd, name = tempfile.mkstemp(prefix=f".{path.name[:32]}.", dir=directory)
+        os.close(fd)
+    except OSError as error:
+        raise cannot_write(path, error) from None
+    return mode, Path(name)
 
 
 def write_atomically(path: str | Path, content: str | bytes) -> None:

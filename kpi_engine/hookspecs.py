@@ -26,6 +26,7 @@ pyproject.toml. ``kpi-engine plugins`` lists what is registered and from where.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -33,8 +34,28 @@ from typing import IO, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 import pluggy
 
 PROJECT_NAME = "kpi_engine"
+#: The longest query timeout (seconds): one week. PostgreSQL's statement_timeout holds at most
+#: 24.8 days and Python's timers about 292 years; an infinite or NaN timeout would silently be none.
+MAX_QUERY_TIMEOUT = 7 * 24 * 3600
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+def timeout_seconds(value: Any, what: str, error: type | None = None) -> float:
+    """A timeout (``--timeout``, ``query_timeout``, ``statement_timeout``) as seconds: a finite number
+    above 0 and at most MAX_QUERY_TIMEOUT. Adapters read their timeout settings through it; anything
+    else raises ``error`` (default ``WarehouseError``), naming ``what``."""
+    from .errors import WarehouseError
+
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_QUERY_TIMEOUT):
+        raise (error or WarehouseError)(
+            f"'{what}' must be a number of seconds above 0 and at most {MAX_QUERY_TIMEOUT:,} (one week), "
+            f"not {str(value)[:40]!r}.", None, "For example 300 for five minutes.")
+    return seconds
 
 
 @dataclass(frozen=True)

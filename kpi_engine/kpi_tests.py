@@ -225,32 +225,38 @@ class _Tables:
             use(expr.source, expr.name, "BOOLEAN")
 
 
-def _load(database: Path, tables: _Tables, usage: dict[tuple[str, str], str]) -> None:
+def _load(database: Path, tables: _Tables, usage: dict[tuple[str, str], str], test: TestSpec) -> None:
     import duckdb
 
-    from sqlglot import exp
-
-    roots = sorted({_root(s) for s in tables.test_project.sources.values() if not s.unmapped})
     connection = duckdb.connect(str(database))
     try:
-        for root in roots:
-            rows = tables.rows.get(root, [])
-            columns = list(dict.fromkeys(key for row in rows for key in row))
-            columns += sorted(c for (t, c) in usage if t == root and c not in columns)
-            types = {}
-            for column in columns:
-                given = next((_sql_type(row.get(column)) for row in rows if row.get(column) is not None), None)
-                types[column] = given or usage.get((root, column), "VARCHAR")
-            schema = exp.Schema(this=exp.Table(this=exp.to_identifier(root, quoted=True)),
-                                expressions=[exp.ColumnDef(this=exp.to_identifier(c, quoted=True),
-                                                           kind=exp.DataType.build(types[c])) for c in columns])
-            connection.execute(exp.Create(kind="TABLE", this=schema).sql("duckdb"))
-            if rows:
-                insert = exp.insert(exp.values([tuple(exp.convert(row.get(c)) for c in columns) for row in rows]),
-                                    exp.Table(this=exp.to_identifier(root, quoted=True)))
-                connection.execute(insert.sql("duckdb"))
+        _create_tables(connection, tables, usage)
+    except duckdb.Error as error:  # e.g. a text and a number in one column
+        raise QueryError(f"cannot load the test's rows into DuckDB: {str(error).strip().splitlines()[0]}",
+                         test.where("given"), "Give each column values of one kind (numbers, text or dates).") from None
     finally:
         connection.close()
+
+
+def _create_tables(connection, tables: _Tables, usage: dict[tuple[str, str], str]) -> None:
+    from sqlglot import exp
+
+    for root in sorted({_root(s) for s in tables.test_project.sources.values() if not s.unmapped}):
+        rows = tables.rows.get(root, [])
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        columns += sorted(c for (t, c) in usage if t == root and c not in columns)
+        types = {}
+        for column in columns:
+            given = next((_sql_type(row.get(column)) for row in rows if row.get(column) is not None), None)
+            types[column] = given or usage.get((root, column), "VARCHAR")
+        schema = exp.Schema(this=exp.Table(this=exp.to_identifier(root, quoted=True)),
+                            expressions=[exp.ColumnDef(this=exp.to_identifier(c, quoted=True),
+                                                       kind=exp.DataType.build(types[c])) for c in columns])
+        connection.execute(exp.Create(kind="TABLE", this=schema).sql("duckdb"))
+        if rows:
+            insert = exp.insert(exp.values([tuple(exp.convert(row.get(c)) for c in columns) for row in rows]),
+                                exp.Table(this=exp.to_identifier(root, quoted=True)))
+            connection.execute(insert.sql("duckdb"))
 
 
 def _same(expected: Any, actual: Any) -> bool:
@@ -282,7 +288,7 @@ def run_test(project: Project, test: TestSpec) -> TestOutcome:
             return TestOutcome(test.name, True, [], test.library,
                                skipped=f"needs source{'s' if len(needs) > 1 else ''} {', '.join(needs)}, "
                                        "which the project declares unmapped")
-        _load(database, tables, tables.usage(model))
+        _load(database, tables, tables.usage(model), test)
         with checker:
             rows = checker.evaluate(kpis, by=body.get("by", []), grain=body.get("grain"), start=body.get("from"),
                                     end=body.get("to"), describe=False).to_dicts()

@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any
 
+from .resolve import number_format_problem
 from .result import Result, _plain
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -28,6 +29,8 @@ def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str 
     default = {"percent": ",.1f", "currency": ",.2f", "days": ",.1f", "seconds": ",.0f"}.get(unit, ",.2f")
     if unit == "count" and float(value).is_integer():
         default = ",.0f"
+    if spec and number_format_problem(spec):  # resolve reports it; never format with it
+        spec = None
     try:
         number = format(value, spec or default)
     except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ class FormulaSource:
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     grammar = resources.files("kpi_engine").joinpath("grammar/formula.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # re.ASCII: case-insensitive keywords must not match non-ASCII letters ('ıs' is not 'is')
+    # and no class may match non-ASCII digits ('٥' is not 5).
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, g_regex_flags=re.ASCII)
 
 
 def _pos(meta_or_token) -> n.Pos:
@@ -89,7 +92,7 @@ class _ToAst(Transformer):
     def number(self, meta, token):
         text = str(token)
         try:
-            value = int(text) if text.isdigit() else Decimal(text)
+            value = int(text) if text.isascii() and text.isdigit() else Decimal(text)
         except (ValueError, InvalidOperation):  # pragma: no cover - the regex only admits numbers
             raise FormulaError(f"'{text}' is not a number")
         return n.NumberLit(value, pos=_pos(meta))
@@ -302,6 +305,7 @@ def _deep_recursion(limit: int = 6000):
 def _syntax_error(text: str, error: UnexpectedInput, source: FormulaSource) -> FormulaError:
     at_end = isinstance(error, UnexpectedEOF) or (
         isinstance(error, UnexpectedToken) and error.token.type == "$END")
+    char = ""
     if at_end:
         lines = text.rstrip().splitlines() or [""]
         pos = n.Pos(len(lines), len(lines[-1]) + 1)
@@ -318,4 +322,8 @@ def _syntax_error(text: str, error: UnexpectedInput, source: FormulaSource) -> F
             found = "syntax error"
     expected = _expected(error)
     hint = f"Expected {expected}." if expected else None
+    if not char.isascii():  # e.g. an Arabic-Indic or full-width digit, a dotless 'ı', a no-break space
+        found = f"unexpected character {char!r} (U+{ord(char):04X}), which is not ASCII"
+        hint = ("Outside 'strings' a formula is ASCII: digits 0-9, letters A-Z and a-z, '_' and the operators; "
+                "retype the character (it may come from a word processor).")
     return FormulaError(f"formula syntax error: {found}.", source.locate(pos), hint, detail=caret(text, pos))

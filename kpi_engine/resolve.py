@@ -9,6 +9,7 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -22,6 +23,9 @@ from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
 if TYPE_CHECKING:
     from .mapping import SourceMap
 
+# Nodes a KPI may hold once the KPIs it references are written out in full: the SQL repeats a
+# KPI used twice, so without a bound sixty KPIs that each use the one before twice make 2**60.
+MAX_EXPANDED_SIZE = 10_000
 AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"}
 NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"}
 SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/first snapshot of a period
@@ -58,6 +62,7 @@ class ResolvedKpi:
     depth: int = 0  # levels of operators and calls once the KPIs it references are written out
     time_functions: bool = False  # uses previous/cumulative/rolling/share, itself or through references
     unavailable: tuple[str, ...] = ()  # sources it reads that the project declares unmapped
+    size: int = 1  # nodes once the KPIs it references are written out, each as often as it is used
 
 
 @dataclass(frozen=True)
@@ -568,12 +573,10 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
 
     parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
     for name, spec in project.kpis.items():
-        if spec.format is not None:
-            try:
-                format(1234.5, spec.format)
-            except ValueError:
-                errors.append(ResolveError(f"format {spec.format!r} is not a number format.", spec.where("format"),
-                                           "Use a Python format spec such as ',.2f' or ',.0f'."))
+        problem = number_format_problem(spec.format) if spec.format is not None else None
+        if problem:
+            errors.append(ResolveError(f"format {spec.format!r} {problem}.", spec.where("format"),
+                                       "Use a Python format spec such as ',.2f' or ',.0f'."))
         try:
             tree = parse(spec.formula, spec.formula_source)
         except FormulaError as error:
@@ -591,38 +594,32 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         parsed[name] = (expr, result_type, list(dict.fromkeys(resolver.kpi_refs)), resolver.sources_used)
     errors.extend(missing_column_errors(project, warehouse, missing, reported))
 
-    cycles = _cycles({name: refs for name, (_, _, refs, _) in parsed.items()})
+    references = {name: [ref for ref in refs if ref in parsed] for name, (_, _, refs, _) in parsed.items()}
+    order, cycles = references_first(parsed, references.__getitem__)
     for cycle in cycles:
         spec = project.kpis[cycle[0]]
-        errors.append(ResolveError(f"KPIs reference each other in a cycle: {' -> '.join(cycle)}.",
+        shown = cycle if len(cycle) <= 12 else cycle[:6] + [f"... ({len(cycle) - 11:,} more)"] + cycle[-5:]
+        errors.append(ResolveError(f"KPIs reference each other in a cycle: {' -> '.join(shown)}.",
                                    spec.where("formula"), "Break the cycle: one of them must be computed from sources."))
     in_cycle = {name for cycle in cycles for name in cycle}
 
     resolved: dict[str, ResolvedKpi] = {}
-
-    def build(name: str) -> ResolvedKpi | None:
-        if name in resolved:
-            return resolved[name]
-        if name not in parsed or name in in_cycle:
-            return None
+    for name in order:  # every KPI after the ones it references: a chain of any length needs no recursion
         expr, _, refs, direct_sources = parsed[name]
-        sources = set(direct_sources)
-        for ref in refs:
-            dep = build(ref)
-            if dep is None:
-                return None
-            sources |= dep.sources
+        if name in in_cycle or any(ref not in resolved for ref in refs):
+            continue  # in a cycle, or built on a KPI that is (reported once, above) or does not resolve
+        sources = set(direct_sources).union(*(resolved[ref].sources for ref in refs))
         model_dims = Model(project, {}).dimensions_of(sources)
         depth = formula_depth(expr, {ref: resolved[ref].depth for ref in refs})
         time_functions = any(isinstance(node, n.TimeOp) for node in expr.walk()) or \
             any(resolved[ref].time_functions for ref in refs)
         unmapped = tuple(sorted(s for s in sources if project.sources[s].unmapped))
+        size = formula_size(expr, {ref: resolved[ref].size for ref in refs})
         resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims, depth,
-                                     time_functions, unmapped)
-        return resolved[name]
+                                     time_functions=time_functions, unavailable=unmapped, size=size)
 
     for name in parsed:
-        kpi = build(name)
+        kpi = resolved.get(name)
         if kpi is None:
             continue
         nested = _time_function_over_time_function(kpi.expr, lambda ref: resolved[ref].time_functions)
@@ -632,6 +629,9 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         if kpi.depth > MAX_EXPANDED_DEPTH and all(resolved[ref].depth <= MAX_EXPANDED_DEPTH for ref in kpi.references):
             errors.append(_expanded_too_deep(kpi.depth, {ref: resolved[ref].depth for ref in kpi.references},
                                              kpi.spec.formula_source.locate(n.Pos())))
+        elif kpi.size > MAX_EXPANDED_SIZE and all(resolved[ref].size <= MAX_EXPANDED_SIZE for ref in kpi.references):
+            errors.append(_expanded_too_big(kpi.size, {ref: resolved[ref].size for ref in kpi.references},
+                                            kpi.spec.formula_source.locate(n.Pos())))
         if kpi.spec.dimensions is None:
             continue
         for i, dim in enumerate(kpi.spec.dimensions):
@@ -694,6 +694,31 @@ def _time_function_over_time_function(expr: n.Node, uses_time) -> _NestedTimeFun
     return None
 
 
+MAX_FORMAT_WIDTH = 50  # characters a KPI's format may pad a number to
+MAX_FORMAT_PRECISION = 20  # digits after the point (a double holds about 17 significant ones)
+# Python's format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>[0-9]*)[,_]?(?:\.(?P<precision>[0-9]+))?[a-zA-Z%]?",
+                          re.ASCII | re.DOTALL)
+
+
+def number_format_problem(spec: str) -> str | None:
+    """Why ``spec`` is not a usable number format (a KPI's ``format``), or None. Width and
+    precision are bounded before Python formats anything: ',.100000000f' would write 100 MB."""
+    match = _FORMAT_SPEC.fullmatch(spec)
+    if match is None:
+        return "is not a number format"
+    width, precision = int(match["width"] or 0), int(match["precision"] or 0)
+    if width > MAX_FORMAT_WIDTH:
+        return f"pads numbers to {width:,} characters; the limit is {MAX_FORMAT_WIDTH}"
+    if precision > MAX_FORMAT_PRECISION:
+        return f"asks for {precision:,} digits of precision; the limit is {MAX_FORMAT_PRECISION}"
+    try:
+        format(1234.5, spec)
+    except ValueError:
+        return "is not a number format"
+    return None
+
+
 def formula_depth(expr: n.Node, kpi_depths: Mapping[str, int]) -> int:
     """Levels of operators and calls, as ``parser.tree_depth`` counts them; a KPI reference is
     as deep as that KPI written out in full (``kpi_depths``). Formulas are at most
@@ -704,6 +729,22 @@ def formula_depth(expr: n.Node, kpi_depths: Mapping[str, int]) -> int:
         return 0
     # count(leads) has no child node but is a call: one level, as in the parser's count.
     return 1 + max((formula_depth(child, kpi_depths) for child in expr.children()), default=0)
+
+
+def formula_size(expr: n.Node, kpi_sizes: Mapping[str, int]) -> int:
+    """Nodes of the formula once the KPIs it references are written out in full (``kpi_sizes``),
+    each as often as it is used: what the SQL will hold. KPIs that use a KPI twice, built on
+    KPIs that do the same, double at each level, so this is bounded too (MAX_EXPANDED_SIZE)."""
+    return sum(kpi_sizes[node.name] if isinstance(node, n.KpiRef) else 1 for node in expr.walk())
+
+
+def _expanded_too_big(size: int, ref_sizes: Mapping[str, int], location: Location) -> FormulaError:
+    largest = max(ref_sizes, key=ref_sizes.get)
+    return FormulaError(f"the formula holds {size:,} operators, calls, names and numbers once the KPIs it references "
+                        f"are written out in full, each as often as it is used ('{largest}' holds "
+                        f"{ref_sizes[largest]:,}); the limit is {MAX_EXPANDED_SIZE:,}.", location,
+                        "KPIs that use a KPI more than once, built on KPIs that do the same, double in size at "
+                        "each level: use each KPI once per formula, or compute the repeated part in fewer steps.")
 
 
 def _expanded_too_deep(depth: int, ref_depths: Mapping[str, int], location: Location) -> FormulaError:
@@ -816,32 +857,37 @@ def parse_source_sql(source: SourceSpec, dialect: str):
     return statements[0]
 
 
-def _cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
-    """Every distinct reference cycle, each as a path that starts and ends at the same KPI."""
-    found: list[list[str]] = []
-    seen_sets: set[frozenset[str]] = set()
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
-    stack: list[str] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        stack.append(name)
-        for ref in graph.get(name, []):
-            if state.get(ref) == 1:
-                cycle = stack[stack.index(ref):] + [ref]
-                key = frozenset(cycle)
-                if key not in seen_sets:
-                    seen_sets.add(key)
-                    found.append(cycle)
-            elif state.get(ref) is None and ref in graph:
-                visit(ref)
-        stack.pop()
-        state[name] = 2
-
-    for name in graph:
-        if name not in state:
-            visit(name)
-    return found
+def references_first(roots: Iterable[str], references) -> tuple[list[str], list[list[str]]]:
+    """Every name reachable from ``roots`` through ``references(name)``, each listed after the names
+    it references, and every distinct reference cycle met (a path that starts and ends at the same
+    name). Depth-first with an explicit stack: a chain of thousands of KPIs needs no recursion."""
+    order: list[str] = []
+    cycles: list[list[str]] = []
+    seen_cycles: set[frozenset[str]] = set()
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+    for root in roots:
+        if root in state:
+            continue
+        path, pending = [root], [iter(references(root))]
+        state[root] = 1
+        while path:
+            for ref in pending[-1]:
+                if state.get(ref) == 1:
+                    cycle = path[path.index(ref):] + [ref]
+                    if frozenset(cycle) not in seen_cycles:
+                        seen_cycles.add(frozenset(cycle))
+                        cycles.append(cycle)
+                elif ref not in state:
+                    state[ref] = 1
+                    path.append(ref)
+                    pending.append(iter(references(ref)))
+                    break
+            else:  # every reference of path[-1] is done
+                pending.pop()
+                name = path.pop()
+                state[name] = 2
+                order.append(name)
+    return order, cycles
 
 
 def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "formula") -> tuple[n.Node, str]:
@@ -866,7 +912,10 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
         depth = formula_depth(expr, ref_depths)
         if depth > MAX_EXPANDED_DEPTH:
             raise _expanded_too_deep(depth, ref_depths, where.locate(n.Pos()))
-    if not errors:
+        ref_sizes = {ref: model.kpi(ref).size for ref in resolver.kpi_refs}
+        size = formula_size(expr, ref_sizes)
+        if size > MAX_EXPANDED_SIZE:
+            raise _expanded_too_big(size, ref_sizes, where.locate(n.Pos()))
         nested = _time_function_over_time_function(expr, lambda ref: model.kpi(ref).time_functions)
         if nested is not None:
             errors.append(nested.error(where, text))
@@ -882,16 +931,19 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
 
 
 def expand(model: Model, expr: n.Node, cache: dict[str, n.Node] | None = None) -> n.Node:
-    """Inline every KPI reference, leaving a tree of aggregates, literals and functions."""
+    """Inline every KPI reference, leaving a tree of aggregates, literals and functions. The KPIs
+    are expanded references first, so each expansion finds the ones below it already done."""
     cache = {} if cache is None else cache
 
     def inline(node: n.Node) -> n.Node:
-        if isinstance(node, n.KpiRef):
-            if node.name not in cache:
-                cache[node.name] = expand(model, model.kpi(node.name).expr, cache)
-            return cache[node.name]
-        return node
+        return cache[node.name] if isinstance(node, n.KpiRef) else node
 
+    direct = list(dict.fromkeys(node.name for node in expr.walk() if isinstance(node, n.KpiRef)))
+    order, _ = references_first((name for name in direct if name not in cache),
+                                lambda name: [] if name in cache else model.kpi(name).references)
+    for name in order:
+        if name not in cache:
+            cache[name] = model.kpi(name).expr.map(inline)
     return expr.map(inline)
 
 

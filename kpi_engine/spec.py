@@ -8,8 +8,11 @@ problems of all files are collected and raised together as ``ProjectInvalid``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
+import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -176,7 +179,26 @@ class Project:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false, so 'on:' or 'no' stay text."""
+    """SafeLoader with YAML 1.2 booleans: only true/false, so 'on:' or 'no' stay text; and
+    bounded: it stops at MAX_DEPTH levels of nesting (PyYAML composes recursively, so a file
+    nested a thousand deep would exhaust Python's stack) and at MAX_VALUES values."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+        self.composed = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        self.composed += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Exceeded("depth", self.peek_event().start_mark)
+            if self.composed > MAX_VALUES:
+                raise _Exceeded("values", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -187,7 +209,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
-MAX_VALUES = 200_000  # values one spec file may hold once aliases are expanded
+MAX_VALUES = 50_000  # values one spec file may hold, once aliases are expanded too (the library's largest: 255)
+MAX_DEPTH = 20  # levels of nesting in a spec file (a KPI test's row is 7 levels down)
+MAX_SPEC_BYTES = 2_000_000  # bytes of one spec file; the marketing library's largest is 5 KB
+MAX_SPEC_FILES = 1_000  # spec files under a project folder, and under each library folder
+MAX_TEST_ROWS = 10_000  # rows of one KPI test, each '_repeat' copy counted
 
 # PyYAML errors whose context mark is an opening bracket or quote: what was opened, how to close it.
 _OPENED = {
@@ -197,9 +223,21 @@ _OPENED = {
 }
 
 
-class _TooBig(Exception):
-    def __init__(self, node):
-        self.node = node
+class _Exceeded(Exception):
+    """A limit was reached while reading YAML: ``what`` is depth, values or aliases."""
+
+    def __init__(self, what: str, mark):
+        self.what = what
+        self.mark = mark
+
+
+_EXCEEDED = {
+    "depth": (f"the file nests values more than {MAX_DEPTH} levels deep.",
+              "Spec files are shallow (a KPI test's row is 7 levels down): remove the extra nesting."),
+    "values": (f"the file holds more than {MAX_VALUES:,} values.", "Split it into several files."),
+    "aliases": (f"the file expands to more than {MAX_VALUES:,} values (through YAML aliases?).",
+                "Write the values out, or split the file; aliases that nest aliases multiply the document."),
+}
 
 
 class _Document:
@@ -229,19 +267,22 @@ class _Document:
         except yaml.YAMLError as error:  # pragma: no cover - PyYAML marks nearly every error
             self.errors.append(SpecError(f"not valid YAML: {error}", Location(self.file)))
             return self
+        except _Exceeded as exceeded:
+            self.errors.append(self._exceeded(exceeded))
+            return self
         if root is None:
             self.errors.append(SpecError("the file is empty.", Location(self.file, 1, 1), self.empty_hint))
             return self
         try:
             self.data = self._build(root, (), loader)
-        except _TooBig as too_big:
-            mark = too_big.node.start_mark
-            self.errors.append(SpecError(f"the file expands to more than {MAX_VALUES:,} values (through YAML aliases?).",
-                                         Location(self.file, mark.line + 1, mark.column + 1),
-                                         "Write the values out, or split the file; aliases that nest aliases "
-                                         "multiply the document."))
+        except _Exceeded as exceeded:
+            self.errors.append(self._exceeded(exceeded))
             self.data = None
         return self
+
+    def _exceeded(self, exceeded: _Exceeded) -> SpecError:
+        message, hint = _EXCEEDED[exceeded.what]
+        return SpecError(message, Location(self.file, exceeded.mark.line + 1, exceeded.mark.column + 1), hint)
 
     def _yaml_error(self, error: yaml.MarkedYAMLError) -> SpecError:
         mark = error.problem_mark or error.context_mark
@@ -272,7 +313,9 @@ class _Document:
         self.nodes[path] = node
         self.budget -= 1
         if self.budget < 0:  # aliases can make a 1 KB file expand to billions of values
-            raise _TooBig(node)
+            raise _Exceeded("aliases", node.start_mark)
+        if len(path) >= MAX_DEPTH:  # aliases of aliases can nest deeper than the file is written
+            raise _Exceeded("depth", node.start_mark)
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -299,8 +342,10 @@ class _Document:
             return [self._build(item, path + (i,), loader) for i, item in enumerate(node.value)]
         try:
             return loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as error:  # e.g. !!int abc, a bad date
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        except Exception as error:  # noqa: BLE001 - PyYAML's constructors fail in many ways: !!int abc, !!timestamp 2
+            problem = getattr(error, "problem", None) or (
+                str(error).splitlines()[0] if isinstance(error, (ValueError, OverflowError)) and str(error)
+                else f"it is not a valid {node.tag.rsplit(':', 1)[-1]}")
             self.errors.append(SpecError(f"cannot read the value {node.value!r}: {problem}.",
                                          Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1),
                                          "Remove the '!!' tag or write the value in the usual form (dates as "
@@ -479,6 +524,11 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
         yield SpecError(f"{field_name} {state}; it needs at least {least}.", where,
                         "Add to the list, or leave the field out.")
         return
+    if error.validator in ("minimum", "maximum") and path[-1:] == ("_repeat",):
+        bound = "at least" if error.validator == "minimum" else "at most"
+        yield SpecError(f"{field_name} is {error.instance:,}; it must be {bound} {error.validator_value:,}.", where,
+                        f"A test holds at most {MAX_TEST_ROWS:,} rows; test a rule on a few of them.")
+        return
     if error.validator == "maxLength":
         subject = f"{field_name}: the name" if _checks_a_key(error) else field_name
         yield SpecError(f"{subject} is {len(error.instance):,} characters long; "
@@ -513,9 +563,14 @@ def find_project_root(path: str | Path) -> Path:
 
 def _read(path: Path, shown: str) -> tuple[str | None, SpecError | None]:
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)  # never more, whatever the file claims to hold
     except OSError as error:
         return None, SpecError(f"cannot read the file: {error.strerror}.", Location(shown), "Check its permissions.")
+    if len(raw) > MAX_SPEC_BYTES:
+        return None, SpecError(f"the file is larger than {MAX_SPEC_BYTES:,} bytes, the limit for a spec file.",
+                               Location(shown), "Split it into several files (a project reads every .yaml file "
+                               "in its folder).")
     try:
         return raw.decode("utf-8-sig"), None
     except UnicodeDecodeError as error:
@@ -526,14 +581,20 @@ def _read(path: Path, shown: str) -> tuple[str | None, SpecError | None]:
 
 
 def _spec_files(root: Path) -> list[Path]:
+    """The .yaml/.yml files under ``root`` (except kpi_engine.yaml), in path order; hidden files and
+    folders are skipped without being walked, and folders reached through a symlink are not followed."""
     files = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if path.is_file() and path.suffix in SPEC_SUFFIXES and path.name != CONFIG_FILE:
-            files.append(path)
-    return files
+    for folder, folders, names in os.walk(root):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in names:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix in SPEC_SUFFIXES and name != CONFIG_FILE and path.is_file():
+                files.append(path)
+        if len(files) > MAX_SPEC_FILES:
+            raise SpecError(f"'{root}' holds more than {MAX_SPEC_FILES:,} spec files.", Location(str(root)),
+                            "Is this the project folder? Spec files are the .yaml files under it; move other "
+                            "YAML elsewhere, or into a folder whose name starts with '.'.")
+    return sorted(files)
 
 
 def _display(path: Path, root: Path) -> str:
@@ -632,6 +693,8 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                 found[name] = spec
     _inherit(sources, errors)
     errors.extend(_source_shape_errors(sources))
+    errors.extend(_target_errors(kpis))
+    errors.extend(_test_errors(tests))
     errors = in_file_order(errors)
     if config is None:
         return None, errors
@@ -844,3 +907,70 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
                 yield SpecError(f"dimension '{dim.name}' is declared twice.", source.where("dimensions", i),
                                 "Remove the second one.")
             seen.add(dim.name)
+
+
+def _target_errors(kpis: Mapping[str, KpiSpec]) -> Iterator[SpecError]:
+    """A target's min and max are finite numbers a float can hold (the schema admits 10**400,
+    .inf and .nan, which no value can be compared with), and min is not above max."""
+    for kpi in kpis.values():
+        target = kpi.target or {}
+        bounds = {}
+        for key in ("min", "max"):
+            value = target.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if _finite(value) is None:
+                    yield SpecError(f"target {key} {_short(value)} is not a finite number a float can hold.",
+                                    kpi.where("target", key), "Write a number such as 100 or 0.25.")
+                else:
+                    bounds[key] = value
+        if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
+            yield SpecError(f"target min {bounds['min']:g} is above target max {bounds['max']:g}: no value could be "
+                            "on target.", kpi.where("target"), "Swap them, or fix the one that is wrong.")
+
+
+def _test_errors(tests: Mapping[str, TestSpec]) -> Iterator[SpecError]:
+    """A KPI test holds at most MAX_TEST_ROWS rows, and its values are ones a warehouse column can
+    hold: text, true/false, dates and times, whole numbers within 64 bits, finite numbers."""
+    for test in tests.values():
+        given = test.body.get("given") or {}
+        rows = sum(row.get("_repeat", 1) for table in given.values() for row in table)
+        if rows > MAX_TEST_ROWS:
+            yield SpecError(f"the test has {rows:,} rows; the limit is {MAX_TEST_ROWS:,}.", test.where("given"),
+                            "Test a rule on a few rows: lower the '_repeat' counts.")
+        cells = [(("given", table, i, column), value) for table, table_rows in given.items()
+                 for i, row in enumerate(table_rows) for column, value in row.items() if column != "_repeat"]
+        cells += [(("expect", i, column), value) for i, row in enumerate(test.body.get("expect") or [])
+                  for column, value in row.items()]
+        for path, value in cells:
+            problem = _cell_problem(value)
+            if problem:
+                yield SpecError(f"{'.'.join(str(p) for p in path)}: {problem}.", test.where(*path),
+                                "Write text, true/false, a number, a date (YYYY-MM-DD) or a date and time.")
+
+
+_BIGINT = 2 ** 63 - 1
+
+
+def _cell_problem(value: Any) -> str | None:
+    if value is None or isinstance(value, (str, bool, dt.date)):
+        return None
+    if isinstance(value, int):
+        return None if -_BIGINT <= value <= _BIGINT else f"{_short(value)} does not fit in a 64-bit whole number"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    kind = {dict: "a mapping", list: "a list", bytes: "binary data (!!binary)"}.get(type(value), type(value).__name__)
+    return f"a test value cannot be {kind}"
+
+
+def _finite(value: int | float) -> float | None:
+    """``value`` as a float, or None when no float holds it (10**400, .inf, .nan)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text):,} digits)"

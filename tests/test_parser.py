@@ -163,3 +163,90 @@ def test_the_raised_recursion_limit_lasts_until_the_last_thread_leaves():
     thread.join(10)
     assert seen[0] >= 6000
     assert sys.getrecursionlimit() == default
+
+
+# --- numbers, names and keywords are ASCII --------------------------------------------------------------------
+
+import sys  # noqa: E402
+import unicodedata  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Every character outside ASCII that Python counts as a number: the decimal digits of every script
+# (Arabic-Indic, Devanagari, full-width, mathematical bold...), superscripts, subscripts, circled
+# numbers, fractions, Roman numerals, CJK numerals. Python's \d matches the decimal ones.
+NON_ASCII_NUMERALS = [chr(code) for code in range(0x80, sys.maxunicode + 1)
+                      if chr(code).isnumeric() or unicodedata.category(chr(code)) in ("Nd", "Nl", "No")]
+# Where a mutated character can sit in a number: alone, after an operator, in the integer part, the
+# fraction and the exponent. In the last two places the text is already wrong before it ('1e' is a
+# number and a name; '.' alone is not a number), and that is what the error points at.
+NUMBER_PLACES = ["{d}", "count(x) * {d}", "1{d}", "{d}5", "1.{d}", "0.5{d}", "2.5E-1{d}", "{d}{d}"]
+EARLIER_ERROR_PLACES = ["1e{d}", ".{d}"]
+
+
+def _column(error: FormulaError) -> int:
+    return int(error.location.obj.rsplit("column ", 1)[1])
+
+
+def test_non_ascii_numerals_are_a_clear_error_at_their_place():
+    assert len(NON_ASCII_NUMERALS) > 1500  # the table covers every script, not a sample
+    assert {"٥", "５", "²", "₃", "½", "Ⅻ", "①", "߀", "𝟘"} <= set(NON_ASCII_NUMERALS)
+    for digit in NON_ASCII_NUMERALS:
+        for place in NUMBER_PLACES + EARLIER_ERROR_PLACES:
+            text = place.format(d=digit)
+            with pytest.raises(FormulaError) as raised:
+                parse(text)
+            error = raised.value
+            if place in EARLIER_ERROR_PLACES:
+                assert error.message.startswith("formula syntax error") and _column(error) < text.index(digit) + 1
+                continue
+            assert error.message == (f"formula syntax error: unexpected character {digit!r} (U+{ord(digit):04X}), "
+                                     "which is not ASCII."), text
+            assert _column(error) == text.index(digit) + 1, text
+            assert "digits 0-9" in error.hint
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("x ıs null", "ı"),  # dotless i: case-folds to 'I' without re.ASCII
+    ("x İs null", "İ"),
+    ("x in ('a') and y = ſalse", "ſ"),  # long s folds to 's'
+    ("count(leads where x betweeN 1 aND 2) oR tRUE = faLſe", "ſ"),
+    ("x \u212a 1", "\u212a"),  # Kelvin sign folds to 'k'
+    ("ｃount(leads)", "ｃ"),
+    ("count(léads)", "é"),
+    ("1\u00a0+ 2", "\u00a0"),  # a no-break space
+])
+def test_keywords_and_names_are_ascii(text, bad):
+    with pytest.raises(FormulaError, match="which is not ASCII") as raised:
+        parse(text)
+    assert _column(raised.value) == text.index(bad) + 1
+
+
+def test_keywords_are_case_insensitive_in_ascii():
+    assert parse("x IS NOT NULL AnD y In (1) Or NOT z BETWEEN 1 aNd 2") == parse(
+        "x is not null and y in (1) or not z between 1 and 2")
+
+
+DIGITS = st.text("0123456789", min_size=1, max_size=25)
+
+
+@st.composite
+def ascii_numbers(draw) -> str:
+    """12, 12.5, 12., .5 with an optional exponent: every form the grammar's NUMBER admits."""
+    whole, fraction = draw(DIGITS), draw(DIGITS)
+    text = draw(st.sampled_from([whole, f"{whole}.{fraction}", f"{whole}.", f".{fraction}"]))
+    if draw(st.booleans()):
+        text += draw(st.sampled_from("eE")) + draw(st.sampled_from(["", "+", "-"])) + draw(
+            st.text("0123456789", min_size=1, max_size=3))
+    return text
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(ascii_numbers())
+def test_ascii_numbers_parse_to_their_exact_value(text):
+    # The value a person reads in the text, computed without the grammar: digits only make an int.
+    expected = int(text) if text.isdigit() else Decimal(text)
+    tree = parse(text)
+    assert tree == n.NumberLit(expected) and type(tree.value) is type(expected)
+    assert parse(f"- {text}") == n.Unary("-", n.NumberLit(expected))

@@ -389,8 +389,12 @@ def test_unknown_and_invalid_settings(warehouse, password_env, tmp_path):
     with pytest.raises(WarehouseError, match="unknown PostgreSQL setting"):
         one_value(root)
     root = write_project(tmp_path / "q", mapping_yaml(warehouse, statement_timeout="soon"))
-    with pytest.raises(WarehouseError, match="'statement_timeout' must be a positive number of seconds"):
+    with pytest.raises(WarehouseError, match="'statement_timeout' must be a number of seconds above 0"):
         one_value(root)
+    for n, value in enumerate(["inf", "nan", "1.0e+300", "604801", "-1", "true"]):
+        root = write_project(tmp_path / f"t{n}", mapping_yaml(warehouse, statement_timeout=value))
+        with pytest.raises(WarehouseError, match="at most 604,800 \\(one week\\)"):
+            one_value(root)
     for n, url in enumerate(["postgresql://u:Secr3tPw%zz@h/db", "postgresql://u:Secr3t@Pw@h/db?nope=1",
                              "mysql://u:Secr3tPw@h/db"]):
         root = write_project(tmp_path / f"u{n}", "{adapter: postgres, url: '" + url + "'}")
@@ -451,6 +455,79 @@ def test_statement_timeout_cancels_a_slow_query(warehouse, password_env, tmp_pat
         assert project.evaluate(["new_contacts"]).to_dicts()[0]["new_contacts"] > 0
     result = run("evaluate", str(root), "slow_n")
     assert result.exit_code == 5 and "cancelled the query" in result.stderr
+
+
+# A query that sleeps 30 s in the server, for the administrator to cancel or end.
+SLEEPY = SLOW.replace("pg_sleep(5)", "pg_sleep(30)")
+SLEEPING = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'kpi-engine' AND state = 'active' "
+            "AND query ILIKE '%pg_sleep(30)%'")
+
+
+def _as_administrator(server, action: str, seen: list) -> threading.Thread:
+    """A thread that waits for kpi-engine's pg_sleep query, then runs ``action`` (pg_cancel_backend
+    or pg_terminate_backend) on it, then watches 3 s more for the query to be started again.
+    ``seen`` collects the pid of every session it saw running the query."""
+    def work() -> None:
+        with server.admin_connect() as admin:
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                seen.extend(row[0] for row in admin.execute(SLEEPING).fetchall())
+                time.sleep(0.05)
+            if seen:
+                admin.execute(f"SELECT {action}(%s)", (seen[0],))
+                watch_until = time.monotonic() + 3
+                while time.monotonic() < watch_until:
+                    seen.extend(pid for (pid,) in admin.execute(SLEEPING).fetchall() if pid != seen[0])
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("action, code, message", [
+    ("pg_terminate_backend", 3, "Error: PostgreSQL ended the session while the query ran: terminating connection "
+                                "due to administrator command. The query was not run again. An administrator or "
+                                "another session ended it (pg_terminate_backend)"),
+    ("pg_cancel_backend", 4, "Error: PostgreSQL cancelled the query before it finished: canceling statement due to "
+                             "user request. It was not run again. An administrator or another session cancelled "
+                             "it (pg_cancel_backend)"),
+])
+def test_a_query_the_server_kills_is_reported_and_never_run_again(warehouse, password_env, tmp_path, action, code,
+                                                                   message):
+    # A statement_timeout is set, far away: a cancel by someone else must not read as a timeout.
+    root = write_project(tmp_path / "p", mapping_yaml(warehouse, statement_timeout=120), {"sleepy.yaml": SLEEPY})
+    seen: list[int] = []
+    administrator = _as_administrator(warehouse, action, seen)
+    started = time.monotonic()
+    result = run("evaluate", str(root), "slow_n")
+    took = time.monotonic() - started
+    administrator.join(60)
+    assert len(set(seen)) == 1, f"the query ran in {len(set(seen))} sessions: {sorted(set(seen))}"
+    assert result.exit_code == code and result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert took < 25  # run again, it would have slept 30 s more
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_before_the_query(warehouse, password_env, tmp_path,
+                                                                            caplog):
+    """The one deliberate retry: opening a connection, never re-sending a query. A pooled connection
+    the server closed while it was idle is found dead before the query is sent, logged, and
+    replaced."""
+    import logging
+
+    root = write_project(tmp_path / "p", mapping_yaml(warehouse))
+    with open_project(root) as project:
+        before = project.evaluate(["new_contacts"]).to_dicts()
+        with warehouse.admin_connect() as admin:
+            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = 'kpi-engine' AND state = 'idle'").fetchall()
+        assert ended and all(ok for (ok,) in ended)
+        with caplog.at_level(logging.INFO, logger="kpi_engine.postgres"):
+            after = project.evaluate(["new_contacts"]).to_dicts()
+    assert after == before and before[0]["new_contacts"] > 0
+    assert any("a pooled PostgreSQL connection no longer works" in record.getMessage() and
+               "opening a new one" in record.getMessage() for record in caplog.records)
 
 
 def test_sessions_are_read_only(pg_project, warehouse):

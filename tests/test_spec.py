@@ -170,3 +170,19 @@ def test_a_block_formula_ends_where_the_next_key_starts(make_project):
         """})
     project = load_project(root)
     assert " ".join(project.kpis["x"].formula.split()) == "count(leads) / count(leads)"
+
+
+@pytest.mark.parametrize("text, line, column", [
+    ('kpis:\n  "abc\\n":\n    formula: count(leads)\n', 2, 3),  # a KPI name ending in a newline
+    ('sources:\n  s:\n    table: "leads\\n"\n    time: created_at\n', 3, 12),
+    ('sources:\n  s:\n    table: leads\n    time: "created_at\\n"\n', 4, 11),
+    ('kpis:\n  k:\n    formula: count(leads)\n    dimensions: ["channel\\n"]\n', 4, 18),
+    ('kpis:\n  "lé":\n    formula: count(leads)\n', 2, 3),
+    ('kpis:\n  "k٥":\n    formula: count(leads)\n', 2, 3),
+])
+def test_names_are_ascii_letters_digits_and_underscores_only(make_project, text, line, column):
+    """The schema's patterns are read by Python's re, where '$' also matches before a last newline."""
+    root = make_project({"sources.yaml": SOURCES, "bad.yaml": text})
+    (error,) = problems(root)
+    assert where(error) == ("bad.yaml", line, column)
+    assert "is not a valid" in error.message

@@ -29,7 +29,8 @@ from typing import Any, Mapping
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
+from ..interrupts import on_ctrl_c
 from .data_files import SETTINGS, DataFile, data_files, locate_bad_value
 
 #: Given when the database opens: nothing is installed from the network or loaded from disk.
@@ -68,14 +69,12 @@ class DuckDBConnection(Connection):
         if timer:
             timer.start()
         try:
-            cursor.execute(sql)
-        except KeyboardInterrupt:
-            cursor.interrupt()
+            self._interruptible(cursor, cursor.execute, sql)
+        except BaseException as error:
             cursor.close()
+            if isinstance(error, self._errors):
+                raise self._failure(error, timed_out=timer is not None and timer.finished.is_set(), query=query) from None
             raise
-        except self._errors as error:
-            cursor.close()
-            raise self._failure(error, timed_out=timer is not None and timer.finished.is_set(), query=query) from None
         finally:
             if timer:
                 timer.cancel()
@@ -85,7 +84,10 @@ class DuckDBConnection(Connection):
     def _batches(self, cursor, batch_size: int | None, query: exp.Expression | None = None):
         try:
             while True:
-                batch = cursor.fetchall() if batch_size is None else cursor.fetchmany(batch_size)
+                if batch_size is None:
+                    batch = self._interruptible(cursor, cursor.fetchall)
+                else:
+                    batch = self._interruptible(cursor, cursor.fetchmany, batch_size)
                 if batch:
                     yield batch
                 if not batch or batch_size is None:
@@ -94,6 +96,20 @@ class DuckDBConnection(Connection):
             raise self._failure(error, query=query) from None
         finally:
             cursor.close()
+
+    def _interruptible(self, cursor, call, *args):
+        """``call(*args)``, cancelled inside DuckDB the moment Ctrl-C is pressed (not when DuckDB
+        next looks at Python's signals, which may be minutes later): a KeyboardInterrupt then."""
+        with on_ctrl_c(cursor.interrupt) as interrupted:
+            try:
+                result = call(*args)
+            except (self._errors, RuntimeError):  # DuckDB reports its own interruption as either
+                if interrupted.is_set():
+                    raise KeyboardInterrupt from None
+                raise
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        return result
 
     @property
     def _errors(self):
@@ -146,6 +162,10 @@ class DuckDBConnection(Connection):
         self._connection.close()
 
 
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+
+
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -176,6 +196,8 @@ class DuckDBAdapter(Adapter):
             rest = re.sub(r"^duckdb:(//)?", "", str(url))
             path = rest if rest not in ("", ":memory:") else None
         timeout = settings.get("query_timeout")
+        if timeout not in (None, ""):
+            timeout_seconds(timeout, "query_timeout")  # before opening anything
         unknown = set(settings) - {"url", "path", "data", "query_timeout", *SETTINGS}
         if unknown:
             raise WarehouseError(f"unknown DuckDB setting(s): {', '.join(sorted(unknown))}.", None,
@@ -185,6 +207,10 @@ class DuckDBAdapter(Adapter):
             raise WarehouseError(f"the DuckDB settings {', '.join(sorted(set(settings) & set(SETTINGS)))} describe "
                                  "the files of a data folder, but no 'data' folder is set.", None,
                                  "Add 'data: <folder>' or remove them.")
+        for key, value in (("path", path), ("data", data)):
+            if value is not None and not isinstance(value, str):
+                raise WarehouseError(f"the DuckDB setting '{key}' must be a path (text), not {_kind(value)}.", None,
+                                     f"Quote it in kpi_engine.yaml, e.g. {key}: 'data'.")
         try:
             if path:
                 file = (project_root / path).resolve()
@@ -205,7 +231,8 @@ class DuckDBAdapter(Adapter):
             files = _attach_files(connection, folder, settings)
             where = f"data folder {data}"
         _pin_settings(connection)
-        return DuckDBConnection(connection, where, float(timeout) if timeout else None, files)
+        return DuckDBConnection(connection, where,
+                                timeout_seconds(timeout, "query_timeout") if timeout not in (None, "") else None, files)
 
 
 def _attach_files(connection, folder: Path, settings: Mapping[str, Any]) -> list[DataFile]:

@@ -38,10 +38,12 @@ setting changes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
@@ -50,7 +52,7 @@ from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
 from ..redaction import redact
 
 INSTALL_HINT = "pip install 'kpi-engine[postgres]'"
@@ -62,6 +64,7 @@ DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_POOL_SIZE = 4
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
 
+_log = logging.getLogger("kpi_engine.postgres")
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Session settings the rendered SQL and the reading of its results rely on, set at connect time
@@ -93,14 +96,7 @@ def interpolate(value: Any, what: str) -> str:
 
 
 def _seconds(value: Any, what: str) -> float:
-    try:
-        seconds = float(interpolate(value, what))
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise WarehouseError(f"the warehouse setting '{what}' must be a positive number of seconds.", None,
-                             f"For example '{what}: 30'.")
-    return seconds
+    return timeout_seconds(interpolate(value, what), what)
 
 
 def _split_url_option(url: str, name: str) -> tuple[str, str | None]:
@@ -296,16 +292,28 @@ def _reason(detail: str) -> str:
     return reason.rstrip(".") or "connection failed"
 
 
-def query_error(error: BaseException, timeout: float | None, secrets: list[str], lost: bool = False) -> WarehouseError:
-    """A failed query as one clear, password-free message."""
+def query_error(error: BaseException, timeout: float | None, secrets: list[str], lost: bool = False,
+                elapsed: float | None = None) -> WarehouseError:
+    """A failed query as one clear, password-free message. A query is never run again after a
+    failure: a query cancelled or a session ended by the server says so (``elapsed``: seconds the
+    query ran, to tell the statement_timeout from a cancel by someone else)."""
     from psycopg import errors as pg
 
     message = redact(_server_message(error), secrets)
+    if isinstance(error, pg.QueryCanceled) and (timeout is None or (elapsed is not None and elapsed < timeout)):
+        return QueryFailed(f"PostgreSQL cancelled the query before it finished: {message}. It was not run again.",
+                           None, "An administrator or another session cancelled it (pg_cancel_backend), or a "
+                                 "standby server did; run the command again, or ask them why.")
     if isinstance(error, pg.QueryCanceled):
-        limit = f" after the statement_timeout of {timeout:g} s" if timeout else ""
-        return QueryTimeout(f"PostgreSQL cancelled the query{limit}: {message}.", None,
-                              "Raise 'statement_timeout' in the warehouse settings, or ask for less "
-                              "(a shorter --from/--to range, fewer KPIs or dimensions).")
+        return QueryTimeout(f"PostgreSQL cancelled the query after the statement_timeout of {timeout:g} s: "
+                            f"{message}.", None,
+                            "Raise 'statement_timeout' in the warehouse settings, or ask for less "
+                            "(a shorter --from/--to range, fewer KPIs or dimensions).")
+    if isinstance(error, (pg.AdminShutdown, pg.CrashShutdown)):
+        return ConnectionFailed(f"PostgreSQL ended the session while the query ran: {message}. "
+                                "The query was not run again.", None,
+                                "An administrator or another session ended it (pg_terminate_backend), or the server "
+                                "is shutting down or restarting; run the command again once it is available.")
     if isinstance(error, pg.UndefinedTable):
         return QueryFailed(f"the query reads a table that does not exist in PostgreSQL: {message}.", None,
                               SOURCE_HINT)
@@ -319,8 +327,9 @@ def query_error(error: BaseException, timeout: float | None, secrets: list[str],
         return QueryFailed(f"the PostgreSQL session is read-only: {message}.", None,
                               "kpi-engine only reads from the warehouse.")
     if lost:
-        return ConnectionFailed(f"lost the connection to PostgreSQL: {redact(_first_line(error), secrets)}.", None,
-                              "Check that the server is running and reachable, then try again.")
+        return ConnectionFailed(f"lost the connection to PostgreSQL while the query ran: "
+                                f"{redact(_first_line(error), secrets)}. The query was not run again.", None,
+                                "Check that the server is running and reachable, then try again.")
     return QueryFailed(f"the query failed in PostgreSQL: {message}.", None, SOURCE_HINT)
 
 
@@ -347,20 +356,28 @@ class _Pool:
             self._release(connection)
 
     def _acquire(self):
-        with self._condition:
-            while True:
+        while True:
+            with self._condition:
                 if self._closed:
                     raise WarehouseError("the PostgreSQL connection is closed.", None,
                                          "Open the project again.")
-                while self._idle:
+                if self._idle:
                     connection = self._idle.pop()
-                    if not connection.closed:
-                        return connection
-                    self._count -= 1
-                if self._count < self._size:
+                elif self._count < self._size:
                     self._count += 1
                     break
-                self._condition.wait()
+                else:
+                    self._condition.wait()
+                    continue
+            alive = False
+            try:
+                alive = _alive(connection)
+            finally:
+                if not alive:  # dropped while idle, or Ctrl-C during the check: counted out, closed
+                    _close_quietly(connection)
+                    self._release(connection)
+            if alive:
+                return connection
         try:
             return self._open_connection()
         except BaseException:
@@ -386,6 +403,26 @@ class _Pool:
             self._count -= len(self._idle)
             self._idle.clear()
             self._condition.notify_all()
+
+
+def _alive(connection) -> bool:
+    """Whether an idle pooled connection still works: an empty statement outside any transaction,
+    one round trip. The server may have closed it meanwhile (a restart, an idle timeout, an
+    administrator); then a new connection is opened for the query instead. This is the only
+    retry: a query that fails once it is sent is never sent again."""
+    import psycopg
+
+    if connection.closed or connection.broken:
+        return False
+    try:
+        connection.autocommit = True
+        connection.execute("")
+        connection.autocommit = False
+        return True
+    except psycopg.Error as error:
+        _log.info("a pooled PostgreSQL connection no longer works (%s); opening a new one",
+                  _first_line(error))
+        return False
 
 
 def _close_quietly(connection) -> None:
@@ -439,18 +476,15 @@ class PostgresConnection(Connection):
         if not isinstance(query, exp.Expression):
             raise TypeError("PostgresConnection.execute takes a sqlglot expression")
         sql = render(query)
-        for attempt in (1, 2):
-            with self.session() as connection:
-                try:
-                    cursor = connection.execute(sql)
-                    columns = tuple(column.name for column in cursor.description or ())
-                    return Rows(columns, cursor.fetchall())
-                except psycopg.Error as error:
-                    lost = connection.closed
-                    if attempt == 1 and lost and not isinstance(error, psycopg.errors.QueryCanceled):
-                        continue  # the server dropped an idle connection (restart, idle timeout): retry once
-                    raise query_error(error, self.statement_timeout, self._secrets, lost) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        with self.session() as connection:  # a connection checked alive (see _alive)
+            started = time.monotonic()
+            try:
+                cursor = connection.execute(sql)
+                columns = tuple(column.name for column in cursor.description or ())
+                return Rows(columns, cursor.fetchall())
+            except psycopg.Error as error:  # sent once: a failure, even a lost connection, is reported
+                raise query_error(error, self.statement_timeout, self._secrets, connection.closed,
+                                  time.monotonic() - started) from None
 
     def columns(self, relation) -> Mapping[str, str] | None:
         import psycopg

@@ -62,7 +62,7 @@ from typing import Any, Iterator, Mapping
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl
+from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
 from ..redaction import redact
 
 INSTALL_HINT = "pip install 'kpi-engine[spark]'"
@@ -145,14 +145,7 @@ def spark_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise WarehouseError(f"the Spark setting 'database' is not a database name: '{result['database']}'.", None,
                              "Write a name such as 'marketing' or 'catalog.marketing'.")
     if "query_timeout" in result:
-        try:
-            timeout = float(result["query_timeout"])
-        except (TypeError, ValueError):
-            timeout = float("nan")
-        if not timeout > 0 or timeout == float("inf"):
-            raise WarehouseError("the warehouse setting 'query_timeout' must be a positive number of seconds.",
-                                 None, "For example 'query_timeout: 300'.")
-        result["query_timeout"] = timeout
+        result["query_timeout"] = timeout_seconds(result["query_timeout"], "query_timeout")
     return result
 
 
