@@ -57,7 +57,7 @@ def check_writable(path: str | Path) -> None:
     path = Path(path)
     if _kind(path)[0] in ("device", "descriptor"):
         return
-    if path.is_symlink():
+    if _is_link(path):
         path = Path(os.path.realpath(path))
     _, temp = _temporary_beside(path)
     with contextlib.suppress(OSError):
@@ -82,7 +82,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         with _copied_to(descriptor) as temp:
             yield temp
         return
-    if path.is_symlink():  # replace (or create) the file it points to; the link stays a link
+    if _is_link(path):  # replace (or create) the file it points to; the link stays a link
         path = Path(os.path.realpath(path))
     mode, temp = _temporary_beside(path)
     try:
@@ -122,6 +122,13 @@ def _kind(path: Path) -> tuple[str, int | None]:
         "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file"
     raise UsageError(f"cannot write '{path}': it is {what}.", None,
                      "Write to a file (it is replaced whole), a pipe or a terminal such as /dev/stdout.")
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return path.is_symlink()
+    except OSError:  # a name too long to be one: _temporary_beside says so
+        return False
 
 
 def _own_descriptor(info: os.stat_result) -> int | None:
