@@ -581,23 +581,9 @@ class _Compiler:
                   for name, plan in plans.items()}
         histories = {name: _Read(f"{self.cte[name]}_history", plan, history_start) for name, plan in history.items()}
 
-        # Which KPIs need their cells blanked outside their own row set (see docs/semantics.md).
         kpi_sources = {column.name: {agg.source for agg in aggregates_in(expr)} for column, expr in outputs}
-        # The keys hold rows read only for the windows (earlier periods, the part of the first
-        # period before --from): they must not bring dimension values into a dense series either.
         widened = bool(history_leaves) and history_start != request.start
-        masked = set()
-        for name, sources in kpi_sources.items():
-            if not self.keys or not sources:
-                continue  # one total row, or a constant: on every row
-            if request.fill:  # the dense rows are the KPI's own when it has those dimension values
-                needs_mask = bool(self.dims) and (widened or sources != set(plans))
-            else:  # the keys are every source's rows, and with split the longer range's too
-                needs_mask = split or sources != set(plans)
-            if needs_mask:
-                masked.add(name)
-        # With split, the longer range's keys are there for the windows: keep the requested ones.
-        row_filter = (split and not request.fill) or (request.fill and bool(self.dims) and widened)
+        masked, row_filter = self.row_sets(kpi_sources, set(plans), split, widened)
         self.marked = bool(masked) or row_filter
         reads = list(ranges.values()) + list(histories.values())
         rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
@@ -710,6 +696,25 @@ class _Compiler:
         for name, cte in ctes:
             query = query.with_(_ident(name), as_=cte, copy=False)
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
+
+    def row_sets(self, kpi_sources: dict[str, set[str]], sources: set[str], split: bool,
+                 widened: bool) -> tuple[set[str], bool]:
+        """Which output columns must be blanked outside their own row set (docs/semantics.md), and
+        whether rows that no source has in the requested range must be dropped.
+
+        The keys are every source's rows: a KPI that reads only some sources is blanked where
+        none of its own has a row. ``split``: the keys also hold the rows the windows read before
+        --from, so every KPI is blanked there and those rows are dropped. Under --fill the dense
+        rows are a KPI's own when its sources have those dimension values; ``widened`` (rows read
+        for the windows only) must not bring dimension values in either."""
+        fill, dims = self.request.fill, bool(self.dims)
+        masked = set()
+        for name, read in kpi_sources.items():
+            if not self.keys or not read:
+                continue  # one total row, or a constant: on every row
+            if (dims and (widened or read != sources)) if fill else (split or read != sources):
+                masked.add(name)
+        return masked, (split and not fill) or (fill and dims and widened)
 
     def cte_names(self, plans: dict[str, _SourcePlan]) -> dict[str, str]:
         """<source>_agg for each source's CTE (and the CTEs named after it: day totals, snapshot
