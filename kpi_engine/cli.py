@@ -390,8 +390,9 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @query_options
-@click.option("--format", "fmt", default="table", show_default=True, metavar="FORMAT",
-              help="table, csv, json, parquet (to --output), or a format added by a plugin.")
+@click.option("--format", "fmt", metavar="FORMAT",
+              help="table (the default on a terminal), csv, json, parquet (to --output), or a format added by a "
+                   "plugin. With --output and no --format, the file's extension says: .csv, .json, .parquet, .txt.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @click.option("--complete-only", "complete_only", is_flag=True,
@@ -403,8 +404,10 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, warehouse: str | None,
              timeout: float | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
-    from .output import FORMATS, STREAMED, render, write_stream
+    from .output import FORMATS, STREAMED, format_of_file, render, write_stream
 
+    if fmt is None:
+        fmt = format_of_file(output) if output is not None else "table"
     if output is not None:
         check_writable(output)  # a read-only folder or a name too long fails before the query, not after
     with _open(project, warehouse, timeout) as kpi_project:

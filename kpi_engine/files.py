@@ -55,7 +55,7 @@ def check_writable(path: str | Path) -> None:
     its name is too long for the file system, or the folder refuses a new file. (A terminal,
     a pipe or this process's own output is written through: nothing to check.)"""
     path = Path(path)
-    if _kind(path)[0] in ("device", "descriptor"):
+    if writes_through(path):
         return
     if _is_link(path):
         path = Path(os.path.realpath(path))
@@ -122,6 +122,11 @@ def _kind(path: Path) -> tuple[str, int | None]:
         "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file"
     raise UsageError(f"cannot write '{path}': it is {what}.", None,
                      "Write to a file (it is replaced whole), a pipe or a terminal such as /dev/stdout.")
+
+
+def writes_through(path: str | Path) -> bool:
+    """True for a terminal, a pipe or this process's own output: written as it is, not a file."""
+    return _kind(Path(path))[0] in ("device", "descriptor")
 
 
 def _is_link(path: Path) -> bool:

@@ -13,8 +13,26 @@ from .resolve import number_format_problem
 from .result import Result, _plain
 
 FORMATS = ("table", "csv", "json", "parquet")
+# The format an output file's extension asks for, when --format is not given.
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table"}
 STREAMED = ("csv", "json", "parquet")  # written batch by batch: a result never has to fit in memory
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥"}
+
+
+def format_of_file(path) -> str:
+    """The output format named by a file's extension; an extension that names none is refused
+    (writing a terminal table into 'out.xlsx' would only look like success)."""
+    from .errors import UsageError
+    from .files import writes_through
+
+    if writes_through(path):  # -o /dev/stdout: what a terminal shows
+        return "table"
+    suffix = "".join(path.suffixes[-1:]).lower()
+    if suffix not in _EXTENSIONS:
+        raise UsageError(f"cannot tell the output format of '{path.name}' from its extension.", None,
+                         f"Name the file {', '.join(f'*{e}' for e in _EXTENSIONS)}, or pass --format "
+                         f"({', '.join(FORMATS)} or a plugin's format).")
+    return _EXTENSIONS[suffix]
 
 
 def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str | None = None) -> str:

@@ -536,3 +536,18 @@ def test_help_lists_the_commands():
     result = ok("--help")
     for command in ("evaluate", "compile", "validate", "list", "plugins"):
         assert command in result.stdout
+
+
+def test_output_format_follows_the_file_extension(project, tmp_path):
+    ok("evaluate", project, "lead_count", "-o", tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text() == "lead_count,complete\n7.0,true\n"  # 7 leads, all the data
+    ok("evaluate", project, "lead_count", "-o", tmp_path / "OUT.JSON")
+    assert json.loads((tmp_path / "OUT.JSON").read_text()) == [{"lead_count": 7.0, "complete": True}]
+    ok("evaluate", project, "lead_count", "-o", tmp_path / "out.txt")
+    assert (tmp_path / "out.txt").read_text().rstrip().endswith("1 row")
+    ok("evaluate", project, "lead_count", "--format", "csv", "-o", tmp_path / "out.data")  # --format wins
+    assert (tmp_path / "out.data").read_text().startswith("lead_count,complete\n")
+    for name in ("out.xlsx", "out"):
+        result = run("evaluate", project, "lead_count", "-o", tmp_path / name)
+        assert result.exit_code == 2 and f"cannot tell the output format of '{name}'" in result.stderr
+        assert not (tmp_path / name).exists()
