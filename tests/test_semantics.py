@@ -404,3 +404,21 @@ def test_complete_only_drops_the_incomplete_rows_and_csv_ends_with_complete(bike
     assert [(row["period"], row["complete"]) for row in kept] == [(row["period"], True) for row in complete]
     for got, want in zip(kept, complete):
         assert [got["rentals"], got["repair_cost"]] == pytest.approx([want["rentals"], want["repair_cost"]], rel=1e-12)
+
+
+def test_a_time_function_over_a_kpi_with_one_is_refused_at_validate_and_all_still_runs(tmp_path):
+    # Issue 13, item 7: previous(revenue_growth_rate) passed validate and crashed evaluate (KeyError).
+    folder = tmp_path / "growth"
+    folder.mkdir()
+    (folder / "kpi_engine.yaml").write_text(
+        f"name: growth\nwarehouse: {{adapter: duckdb, data: '{EXAMPLE / 'data'}'}}\ninclude: [builtin:marketing]\n")
+    (folder / "k.yaml").write_text("kpis:\n  growth_of_growth:\n    formula: previous(revenue_growth_rate)\n")
+    result = run("validate", folder)
+    problems = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(problems) == 1 and "Traceback" not in result.output, result.output
+    assert "k.yaml:3:14" in problems[0] and "'previous' is applied to KPI 'revenue_growth_rate'" in problems[0]
+    formula = run("evaluate", EXAMPLE, "--formula", "cumulative(revenue_growth_rate)", "--grain", "month")
+    assert formula.exit_code == 1 and "Traceback" not in formula.output
+    assert "'cumulative' is applied to KPI 'revenue_growth_rate'" in formula.stderr
+    everything = run("evaluate", EXAMPLE, "--all", "--grain", "quarter", "--format", "json")
+    assert everything.exit_code == 0 and json.loads(everything.stdout), everything.stderr
