@@ -601,7 +601,7 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 @click.option("--by", "by", metavar="DIM", shell_complete=_complete_dimensions,
               help="One line per value of this dimension in the charts of the KPIs it can slice.")
 @click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]),
-              help="Report the last period complete before this day (default: today).")
+              help="Report the last period complete before this day (default: the latest complete period of the data).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The HTML file to write (atomically).")
 @warehouse_option
@@ -609,14 +609,12 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_of, output: Path,
            warehouse: str | None) -> None:
     """Write a self-contained HTML report of KPIS (default: all): latest value, change, target, trend chart."""
-    import datetime as dt
-
     from .report import build_report
 
     check_writable(output)
     with _open(project, warehouse) as kpi_project:
         page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
-                            as_of=as_of.date() if as_of else dt.date.today())
+                            as_of=as_of.date() if as_of else None)
     write_atomically(output, page)
     _show(f"Wrote {output}.", err=True)
 

@@ -220,7 +220,7 @@ class KpiProject:
         cohorts = any(model.kpi(name).spec.matures_after_days for name in request.kpis)
         timed = request.grain or request.start or request.end or cohorts
         extents = self.extents(query.sources, describe) if timed else {}
-        maturities = self._maturities(model, request.kpis, extents)
+        maturities = self.maturities(model, request.kpis, extents)
         if complete_only and request.grain:  # complete periods are contiguous: run on them alone
             narrowed = complete_range(request.grain, request.start, request.end, extents, calendar, maturities)
             if narrowed is None:
@@ -238,7 +238,7 @@ class KpiProject:
         return replace(query, columns=query.columns + (COMPLETE_COLUMN,)), flag
 
     @staticmethod
-    def _maturities(model: Model, kpis: Sequence[str], extents: Mapping[str, Extent]) -> list[tuple[int, dt.date | None]]:
+    def maturities(model: Model, kpis: Sequence[str], extents: Mapping[str, Extent]) -> list[tuple[int, dt.date | None]]:
         """(matures_after days, end of its sources' data) of each cohort KPI asked for."""
         result = []
         for name in kpis:

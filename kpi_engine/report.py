@@ -201,7 +201,8 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
             series = [(None, values)]
         # periods not wholly inside the data of this KPI's sources: drawn dashed, labelled
         own = {source: chosen.extents[source] for source in model.kpi(name).sources if source in chosen.extents}
-        partial = {period for period in axis if not is_complete(period, grain, None, end, own, calendar)}
+        maturities = project.maturities(model, [name], own)  # a cohort reading is partial until it matures
+        partial = {period for period in axis if not is_complete(period, grain, None, end, own, calendar, maturities)}
         any_partial = any_partial or bool(partial)
         chart = _chart(name, title, series, axis, labels, latest, spec.unit, currency, spec.format, partial)
 
@@ -390,7 +391,8 @@ def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, f
         anchor = "start" if i == 0 and len(axis) > 1 else ("end" if i == len(axis) - 1 and len(axis) > 1 else "middle")
         out.append(f'<text x="{x(axis[i]):.1f}" y="{_HEIGHT - 10}" text-anchor="{anchor}">'
                    f"{escape(labels[axis[i]])}</text>")
-    for period in sorted(partial & set(index)):
+    partial = partial & {p for _, values in drawn for p in axis if values.get(p) is not None}  # only where drawn
+    for period in sorted(partial):
         out.append(f'<text class="partial" x="{x(period):.1f}" y="{_TOP - 4}" text-anchor="middle">partial</text>')
     if latest in index:
         lx = x(latest)

@@ -122,3 +122,13 @@ def test_the_report_marks_partial_periods_per_kpi_and_takes_the_latest_complete_
     # January starts before the orders do: its segment is dashed, its marker hollow and labelled
     assert 'class="partial"' in orders and "(partial period)" in orders and ">partial</text>" in orders
     assert 'class="partial"' not in visits and "(partial period)" not in visits
+
+
+def test_the_report_draws_an_immature_cohort_period_as_partial(project):
+    from kpi_engine.report import build_report
+
+    page = build_report(project, ["cohort"], grain="month", as_of=D(2025, 4, 1))
+    # cohort matures 30 days after a month ends; the orders end on 03-20: January is mature but
+    # starts before the data (partial), February is not mature (partial), March is cut by the data.
+    markers = [title for title in page.split("<title>")[1:] if "(partial period)" in title]
+    assert len(markers) == 3
