@@ -393,6 +393,8 @@ def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, f
                    f"{escape(labels[axis[i]])}</text>")
     partial = partial & {p for _, values in drawn for p in axis if values.get(p) is not None}  # only where drawn
     for period in sorted(partial):
+        if index[period] > 0 and axis[index[period] - 1] in partial:
+            continue  # one label per run of partial periods: neighbouring labels would overlap
         out.append(f'<text class="partial" x="{x(period):.1f}" y="{_TOP - 4}" text-anchor="middle">partial</text>')
     if latest in index:
         lx = x(latest)
