@@ -291,18 +291,14 @@ def _null_if_any_null(args: list[exp.Expression], cls: type[exp.Func]) -> exp.Ex
     return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=call)
 
 
+def _not_null(value: exp.Expression) -> exp.Expression:
+    return exp.Is(this=value, expression=exp.Not(this=exp.Null()))
+
+
 def _at_snapshot(snapshot: str) -> exp.Expression:
-    """True on the rows (or days) joined to their period's snapshot time (see snapshot_times)."""
-    return exp.Is(this=_col("snapshot_time", snapshot), expression=exp.Not(this=exp.Null()))
-
-
-def _has_snapshot(snapshot: str) -> exp.Expression:
-    """True when the keys' period has a snapshot (the snapshot times joined by period)."""
-    return exp.Is(this=_col("snapshot_time", snapshot), expression=exp.Not(this=exp.Null()))
-
-
-def _present(marker: exp.Expression) -> exp.Expression:
-    return exp.Is(this=marker, expression=exp.Not(this=exp.Null()))
+    """True on the rows (or days) joined to their period's snapshot time, and on the keys whose
+    period has one when the snapshot times are joined by period (see snapshot_times)."""
+    return _not_null(_col("snapshot_time", snapshot))
 
 
 def _keys_match(keys: Sequence[str], left: str, right: str) -> exp.Expression:
@@ -621,7 +617,7 @@ class _Compiler:
                 column = exp.Coalesce(this=column, expressions=[_number(0)])
             snapshot = read.snapshot_cte(agg)
             if snapshot in snapshot_joined:
-                column = exp.Case(ifs=[exp.If(this=_has_snapshot(snapshot), true=column)])
+                column = exp.Case(ifs=[exp.If(this=_at_snapshot(snapshot), true=column)])
             return column
 
         def presence(source: str) -> exp.Expression:
@@ -657,7 +653,7 @@ class _Compiler:
                 # Earlier periods were read only for the windows; show the requested ones.
                 conditions.append(exp.GTE(this=_col(PERIOD, WINDOWED_CTE), expression=_date(self.first_period())))
             if row_filter:  # keys of the longer range that no source has in the requested one
-                conditions.append(exp.or_(*[_present(_col(alias, WINDOWED_CTE)) for alias in presence_columns.values()],
+                conditions.append(exp.or_(*[_not_null(_col(alias, WINDOWED_CTE)) for alias in presence_columns.values()],
                                           copy=False))
             if conditions:
                 body = body.where(exp.and_(*conditions, copy=False), copy=False)
@@ -670,7 +666,7 @@ class _Compiler:
             def window_value(leaf: WindowLeaf) -> exp.Expression:
                 column = _col(leaf_columns[leaf], WINDOWED_CTE)
                 if leaf in backs:  # no row N periods back: 0 if that period has a snapshot, else null
-                    fallback = exp.Case(ifs=[exp.If(this=_has_snapshot(backs[leaf]), true=_number(0))])
+                    fallback = exp.Case(ifs=[exp.If(this=_at_snapshot(backs[leaf]), true=_number(0))])
                     return exp.Coalesce(this=column, expressions=[fallback])
                 return column
 
@@ -686,7 +682,7 @@ class _Compiler:
             if column.name in fill_values:
                 result = exp.Coalesce(this=result, expressions=[_number(fill_values[column.name])])
             if column.name in masked:  # outside the KPI's own rows its cell is empty
-                present = exp.or_(*[_present(present_column(s)) for s in sorted(kpi_sources[column.name])], copy=False)
+                present = exp.or_(*[_not_null(present_column(s)) for s in sorted(kpi_sources[column.name])], copy=False)
                 result = exp.Case(ifs=[exp.If(this=present, true=result)])
             selects.append(exp.alias_(cast(result, "DOUBLE"), _ident(column.name), copy=False))
         query = body.select(*selects, copy=False)
