@@ -103,6 +103,14 @@ class Calendar:
 
     # --- Python ----------------------------------------------------------------------
 
+    def today(self) -> dt.date:
+        """Today's date in the project's time zone (the machine's when it has none)."""
+        if not self.timezone:
+            return dt.date.today()
+        from zoneinfo import ZoneInfo
+
+        return dt.datetime.now(ZoneInfo(self.timezone)).date()
+
     # Python's dates run from year 1 to year 9999: period arithmetic near either end can leave
     # them. period_start and shift say so with a QueryError; the try_ methods return None.
 

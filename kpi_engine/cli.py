@@ -512,7 +512,7 @@ def test_command(project: Path, names: tuple[str, ...]) -> None:
     failed = sum(not o.passed for o in outcomes)
     skipped = sum(bool(o.skipped) for o in outcomes)
     _show(f"{len(outcomes) - failed - skipped} passed, {failed} failed" +
-               (f", {skipped} skipped (unmapped sources)." if skipped else "."))
+               (f", {skipped} skipped (the SKIP lines say why)." if skipped else "."))
     if failed:
         sys.exit(1)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import sqlglot
 from sqlglot import exp
@@ -44,6 +44,8 @@ ZERO_WHEN_EMPTY = {"count", "count_distinct", "sum"}  # no rows means 0, not nul
 SNAPSHOTS = {"last", "first"}  # no snapshot in the period means null; no rows at the snapshot 0
 _REGROUPABLE = {"count", "sum", "min", "max", "last", "first"}  # day totals add up to period totals
 MAX_FILL_PERIODS = 100_000
+# Columns an interval source's rows gain when spread over the periods they overlap (interval_rows).
+INTERVAL_DAY, ACTIVE_AT_END, ACTIVE_AT_START = "__kpi_period_day", "__kpi_active_at_end", "__kpi_active_at_start"
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,12 @@ def _bound(value: dt.date, is_date_column: bool) -> exp.Expression:
     if is_date_column:
         return _date(value)
     return cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")
+
+
+def _values(rows: list[tuple[exp.Expression, ...]], alias: str, columns: Sequence[str]) -> exp.Values:
+    """VALUES (...), (...) AS alias(columns), every name quoted as the references to it are."""
+    return exp.Values(expressions=[exp.Tuple(expressions=list(row)) for row in rows],
+                      alias=exp.TableAlias(this=_ident(alias), columns=[_ident(c) for c in columns]))
 
 
 def _literal(node: n.Node) -> exp.Expression:
@@ -448,13 +456,28 @@ class _Read:
         return list(self.snapshots())
 
 
+class IntervalStartNeeded(QueryError):
+    """An interval source is read from the start of its data, which the compiler does not know:
+    the caller finds it (``extent_query``) and compiles again with ``spans``."""
+
+    def __init__(self, sources: Sequence[str]):
+        self.sources = tuple(sources)
+        super().__init__(f"interval source {', '.join(repr(s) for s in self.sources)} is read from the start of "
+                         "its data, which is not known without asking the warehouse.", None,
+                         "Give --from (and no time function that reads all history), or run the request through "
+                         "a project connected to its warehouse.")
+
+
 class _Compiler:
-    def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str):
+    def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
+                 spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None):
         self.model = model
         self.request = request
         self.dialect = dialect
         self.read_dialect = read_dialect
+        self.spans = spans or {}  # interval source -> the first day of its data
         self.calendar = model.project.config.calendar
+        self.today = today or self.calendar.today()
         self.grain = request.grain
         self.dims = tuple(dict.fromkeys(request.dimensions))
         self.keys = ([PERIOD] if self.grain else []) + list(self.dims)
@@ -824,9 +847,68 @@ class _Compiler:
             .where(self.row_formula(source, condition, name), copy=False)
         return exp.Subquery(this=rows, alias=exp.TableAlias(this=_ident(name)))
 
-    def time_column(self, source: SourceSpec) -> tuple[exp.Expression, bool]:
-        """The source's time column in the project's time zone, and whether it is a DATE."""
-        return self.column(source, source.time), self.model.column_type(source.name, source.time) == "date"
+    def time_column(self, source: SourceSpec, name: str | None = None) -> tuple[exp.Expression, bool]:
+        """The source's time column (or its column ``name``) in the project's time zone, and
+        whether it is a DATE."""
+        name = name or source.time
+        return self.column(source, name), self.model.column_type(source.name, name) == "date"
+
+    def day_of(self, source: SourceSpec, name: str) -> exp.Expression:
+        """The local day of a date or timestamp column."""
+        time, is_date = self.time_column(source, name)
+        return time if is_date else cast(time, "DATE")
+
+    def rows(self, source: SourceSpec, start: dt.date | None) -> tuple[exp.Expression, exp.Expression, bool]:
+        """The FROM item a source is grouped from, from the day ``start`` on; its time column; and
+        whether that is a DATE. An interval source's rows are spread over the periods first."""
+        if source.time_end:
+            return self.interval_rows(source, start), _col(INTERVAL_DAY, source.name), True
+        time, is_date = self.time_column(source)
+        return self.relation(source), time, is_date
+
+    def interval_rows(self, source: SourceSpec, start: dt.date | None) -> exp.Expression:
+        """An interval source's rows, one copy per period of the request that each overlaps (from
+        ``start``, up to --to and never beyond today: an open row is active until now), as of the
+        period's last day, with two flags: active at the end of that day (what last() reads) and
+        at the end of the period's first day (first()). A row is active on the days from its
+        ``time`` up to the day before its ``time_end``."""
+        first = start or self.spans.get(source.name)
+        if first is None:
+            raise IntervalStartNeeded([source.name])
+        end = self.today + dt.timedelta(days=1)
+        end = min(end, self.request.end) if self.request.end else end
+        spans = [(first, end - dt.timedelta(days=1))]
+        if self.grain and first < end:
+            periods = self.calendar.periods(first, end, self.grain)
+            if len(periods) > MAX_FILL_PERIODS:
+                raise QueryError(f"interval source '{source.name}' would be spread over {len(periods):,} periods; "
+                                 f"the limit is {MAX_FILL_PERIODS:,}.", None, "Use a coarser --grain or a shorter range.")
+            spans = [(max(p, first), min(self.calendar.shift(p, self.grain, 1), end) - dt.timedelta(days=1))
+                     for p in periods]
+        spine = _values([(_date(a), _date(b)) for a, b in spans], SPINE_CTE, ["first_day", "last_day"])
+        starts, ends = self.day_of(source, source.time), self.day_of(source, source.time_end)
+        first_day, last_day = _col("first_day", SPINE_CTE), _col("last_day", SPINE_CTE)
+
+        def active_at(day: exp.Expression) -> exp.Expression:
+            return exp.or_(exp.Is(this=ends.copy(), expression=exp.Null()), exp.GT(this=ends.copy(), expression=day),
+                           copy=False)
+
+        def flag(condition: exp.Expression) -> exp.Expression:
+            return exp.Case(ifs=[exp.If(this=condition, true=_number(1))], default=_number(0))
+
+        # Active on some day of the period: from a day on or before its last, to a day after its
+        # first and after the row's own first (a row that starts and ends on one day never is).
+        overlaps = exp.and_(exp.LTE(this=starts.copy(), expression=last_day.copy()), _wrap(active_at(first_day.copy())),
+                            _wrap(active_at(starts.copy())), copy=False) if first < end else exp.false()
+        spread = exp.select(exp.Column(this=exp.Star(), table=_ident(source.name)),
+                            exp.alias_(last_day.copy(), _ident(INTERVAL_DAY), copy=False),
+                            exp.alias_(flag(active_at(last_day.copy())), _ident(ACTIVE_AT_END), copy=False),
+                            exp.alias_(flag(exp.and_(exp.LTE(this=starts.copy(), expression=first_day.copy()),
+                                                     _wrap(active_at(first_day.copy())), copy=False)),
+                                       _ident(ACTIVE_AT_START), copy=False), copy=False) \
+            .from_(self.relation(source), copy=False)
+        spread.append("joins", exp.Join(this=spine, on=overlaps))
+        return exp.Subquery(this=spread, alias=exp.TableAlias(this=_ident(source.name)))
 
     def source_ctes(self, read: "_Read", where: n.Node | None, marked: bool) -> list[tuple[str, exp.Expression]]:
         """The CTEs that group one source's rows from ``read.start``: [its day totals], [the snapshot
@@ -876,7 +958,7 @@ class _Compiler:
                 return exp.Coalesce(this=value, expressions=[_number(0)]) if node.func in ZERO_WHEN_EMPTY else value
             return _compile_common(node, row_value, self.function)
 
-        time, is_date = (self.time_column(source) if source.time else (None, False))
+        rows, time, is_date = self.rows(source, start) if source.time else (self.relation(source), None, False)
         # Rows have few distinct days: grouping them by day first and cutting the days into
         # periods afterwards truncates (and marks snapshots on) a few thousand day rows instead
         # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
@@ -912,7 +994,7 @@ class _Compiler:
         conditions = self.range_conditions(time, is_date, start) if source.time else []
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
             conditions.append(_wrap(row_value(where)))
-        query = exp.select(*selects, copy=False).from_(self.relation(source), copy=False)
+        query = exp.select(*selects, copy=False).from_(rows, copy=False)
         for alias, condition in joins.items():
             _left_join(query, relations[alias], condition)
         if conditions:
@@ -968,6 +1050,10 @@ class _Compiler:
         covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
+        if agg.func in SNAPSHOTS and read.plan.source.time_end:  # the rows active at the period's end (start)
+            active = exp.EQ(this=_col(ACTIVE_AT_END if agg.func == "last" else ACTIVE_AT_START, read.plan.source.name),
+                            expression=_number(1))
+            where = active if where is None else exp.and_(active, _wrap(where), copy=False)
         if agg.func in SNAPSHOTS and not at_snapshot:
             return _aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         if agg.func in SNAPSHOTS:
@@ -996,8 +1082,7 @@ class _Compiler:
         if days is not None:
             return per_period(_col(PERIOD, days), _table_ref(days), is_date=True)
         source = self.model.sources[agg.source]
-        time, is_date = self.time_column(source)
-        relation = self.relation(source)
+        relation, time, is_date = self.rows(source, start)
         in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
         if not (is_date and self.grain):
             return per_period(time, relation, is_date=False).where(in_range, copy=False)
@@ -1094,7 +1179,7 @@ class _Compiler:
         if len(periods) > MAX_FILL_PERIODS:
             raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
-        spine = exp.values([(_date(p),) for p in periods], alias=SPINE_CTE, columns=[PERIOD])
+        spine = _values([(_date(p),) for p in periods], SPINE_CTE, [PERIOD])
         dense = exp.select(_col(PERIOD, SPINE_CTE), *[_col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)
         if self.dims:
             combos = exp.select(*[_col(d) for d in self.dims], copy=False).distinct(copy=False).from_(
@@ -1158,16 +1243,25 @@ class _Measure:
         return _compile_common(node, self, self.function)
 
 
-def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb") -> exp.Expression:
+def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb",
+                 today: dt.date | None = None) -> exp.Expression:
     """SELECT 'source', first day, last day FROM source UNION ALL ...: the extent of each source's
-    data (time column read through its map, rows through its where:), as local days."""
-    compiler = _Compiler(model, Request(), dialect, read_dialect)
+    data (time column read through its map, rows through its where:), as local days. An interval
+    source's data runs to the last day a row is active, today for a row still open."""
+    compiler = _Compiler(model, Request(), dialect, read_dialect, today=today)
     parts = []
     for name in sources:
         source = model.sources[name]
         time, _ = compiler.time_column(source)
-        days = [exp.alias_(cast(func(this=time.copy()), "DATE"), _ident(alias), copy=False)
-                for func, alias in ((exp.Min, "first_day"), (exp.Max, "last_day"))]
+        last = time
+        if source.time_end:
+            ends, now = compiler.day_of(source, source.time_end), _date(compiler.today)
+            still_open = exp.or_(exp.Is(this=ends.copy(), expression=exp.Null()), exp.GT(this=ends.copy(), expression=now),
+                                 copy=False)
+            last = exp.Case(ifs=[exp.If(this=still_open, true=now.copy())],
+                            default=exp.DateAdd(this=ends.copy(), expression=_number(-1), unit=exp.var("DAY")))
+        days = [exp.alias_(cast(func(this=value.copy()), "DATE"), _ident(alias), copy=False)
+                for func, value, alias in ((exp.Min, time, "first_day"), (exp.Max, last, "last_day"))]
         parts.append(exp.select(exp.alias_(exp.Literal.string(name), _ident("source_name"), copy=False), *days,
                                 copy=False).from_(compiler.relation(source), copy=False))
     query = parts[0]
@@ -1176,14 +1270,17 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
     return query
 
 
-def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb") -> CompiledQuery:
-    """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``."""
+def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb",
+                    spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None) -> CompiledQuery:
+    """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``.
+    ``spans``: the first day of each interval source's data (IntervalStartNeeded asks for it);
+    ``today``: the day open intervals run to (today in the project's time zone by default)."""
     from .parser import _deep_recursion
 
     check_dialect(dialect)
     try:
         with _deep_recursion():
-            return _Compiler(model, request, dialect, read_dialect).compile()
+            return _Compiler(model, request, dialect, read_dialect, spans, today).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,
                          "Split long formulas into KPIs that reference each other.") from None

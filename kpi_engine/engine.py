@@ -19,7 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query, source_relation
+from .compiler import (COMPLETE_COLUMN, CompiledQuery, IntervalStartNeeded, Request, compile_request, extent_query,
+                       source_relation)
 from .completeness import Extent, as_date, complete_range, is_complete
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
                      did_you_mean, in_file_order)
@@ -187,7 +188,19 @@ class KpiProject:
 
     def _compile(self, request: Request, dialect: str | None = None, describe: bool = True) -> CompiledQuery:
         target = dialect or self.dialect
-        query = compile_request(self.model(describe, strict=False), request, target, self.dialect)
+        model = self.model(describe, strict=False)
+        spans: dict[str, dt.date] = {}
+        while True:  # interval sources read from the first day of their data: ask the warehouse for it
+            try:
+                query = compile_request(model, request, target, self.dialect, spans)
+                break
+            except IntervalStartNeeded as needed:
+                if set(needed.sources) <= set(spans):
+                    raise
+                extents = self.extents(needed.sources, describe)
+                today = self.project.config.calendar.today()
+                spans.update({name: (extents[name].first if name in extents else None) or today
+                              for name in needed.sources})
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
         if missing:
             raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)

@@ -808,7 +808,7 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
             if column not in described and _first(reported, source, column):
                 yield ResolveError(f"declared column '{column}' does not exist in {table}.",
                                    source.where("columns", column, key=True), did_you_mean(column, described) or None)
-        checks = [("time", source.time, ("time",))]
+        checks = [("time", source.time, ("time",)), ("time_end", source.time_end, ("time_end",))]
         checks += [("primary key", col, ("primary_key",)) for col in source.primary_key]
         checks += [("dimension", d.column, ("dimensions", i)) for i, d in enumerate(source.dimensions)]
         for what, col, path in checks:
@@ -818,13 +818,14 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
                                    source.where(*path), f"{did_you_mean(col, own)} Point '{path[0]}' at a column "
                                    f"of {table}, or map it: 'sources: {{{owner}: {{map: {{{col}: <column or "
                                    "formula>}}}'.".lstrip())
-        if source.time and described.get(source.time) not in (DATE, TIMESTAMP, UNKNOWN, NULL, None) \
-                and _first(reported, source, f"time:{source.time}"):
-            yield ResolveError(f"time column '{source.time}' is a {described[source.time]}, not a date or timestamp.",
-                               source.where("time"),
-                               "Point 'time' at a DATE or TIMESTAMP column, or map it to one (e.g. "
-                               f"'map: {{{source.time}: <a date column>}}'); for a CSV file, declare the column's "
-                               "type and date format in the warehouse's 'data' settings (docs/specs.md).")
+        for field_, col in (("time", source.time), ("time_end", source.time_end)):
+            if col and described.get(col) not in (DATE, TIMESTAMP, UNKNOWN, NULL, None) \
+                    and _first(reported, source, f"time:{col}"):
+                yield ResolveError(f"{field_.replace('_', ' ')} column '{col}' is a {described[col]}, not a date or "
+                                   "timestamp.", source.where(field_),
+                                   f"Point '{field_}' at a DATE or TIMESTAMP column, or map it to one (e.g. "
+                                   f"'map: {{{col}: <a date column>}}'); for a CSV file, declare the column's "
+                                   "type and date format in the warehouse's 'data' settings (docs/specs.md).")
 
 
 def _first(reported: set[tuple[str, str]], source: SourceSpec, column: str) -> bool:

@@ -104,6 +104,7 @@ class SourceSpec:
     unmapped: bool = False  # declared as having no data in the warehouse
     rows_of: str | None = None  # the source whose table (or sql) and map it reads, when it extends one
     declared: frozenset[str] = frozenset()  # the fields written for it (the rest may be inherited)
+    time_end: str | None = None  # an interval source: a row counts from ``time`` until this column
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -815,7 +816,7 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         label=body.get("label"), description=body.get("description"),
         positions=doc.positions(), path=path, library=library, overrides=overrides,
         column_map=column_map, filters=filters, extends=body.get("extends"), unmapped=bool(body.get("unmapped")),
-        declared=frozenset(body),
+        declared=frozenset(body), time_end=body.get("time_end"),
         freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
 
 
@@ -831,7 +832,7 @@ def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value:
     return RowFormula(text, FormulaSource(owner.file, line, column, indent=1, obj=obj))
 
 
-_INHERITED = ("time", "primary_key", "dimensions", "relationships", "columns")
+_INHERITED = ("time", "time_end", "primary_key", "dimensions", "relationships", "columns")
 
 
 def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
@@ -901,6 +902,10 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
         if source.freshness_days is not None and not source.time:
             yield SpecError(f"source '{source.name}' declares 'freshness' but has no time column to measure it on.",
                             source.where("freshness"), "Add 'time: <column>' to the source, or remove 'freshness'.")
+        if source.time_end and not source.time:
+            yield SpecError(f"source '{source.name}' declares 'time_end' but no 'time' for its rows to start at.",
+                            source.where("time_end"),
+                            "An interval source needs both: 'time: <start column>' and 'time_end: <end column>'.")
         seen = set()
         for i, dim in enumerate(source.dimensions):
             if dim.name in seen:

@@ -449,10 +449,10 @@ WITH `contacts_agg_days` AS (
     `spine`.`period`,
     `observed`.`channel`
   FROM UNNEST([
-    STRUCT(CAST('2025-01-01' AS DATE) AS period),
-    STRUCT(CAST('2025-02-01' AS DATE) AS period),
-    STRUCT(CAST('2025-03-01' AS DATE) AS period)
-  ]) AS spine
+    STRUCT(CAST('2025-01-01' AS DATE) AS `period`),
+    STRUCT(CAST('2025-02-01' AS DATE) AS `period`),
+    STRUCT(CAST('2025-03-01' AS DATE) AS `period`)
+  ]) AS `spine`
   CROSS JOIN (
     SELECT DISTINCT
       `channel`

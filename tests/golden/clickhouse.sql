@@ -452,14 +452,14 @@ WITH "contacts_agg_days" AS (
     "observed"."channel"
   FROM (
     SELECT
-      CAST('2025-01-01' AS Nullable(DATE)) AS period
+      CAST('2025-01-01' AS Nullable(DATE)) AS "period"
     UNION ALL
     SELECT
       CAST('2025-02-01' AS Nullable(DATE))
     UNION ALL
     SELECT
       CAST('2025-03-01' AS Nullable(DATE))
-  ) AS spine
+  ) AS "spine"
   CROSS JOIN (
     SELECT DISTINCT
       "channel"

@@ -450,7 +450,7 @@ WITH `contacts_agg_days` AS (
   FROM VALUES
     (CAST('2025-01-01' AS DATE)),
     (CAST('2025-02-01' AS DATE)),
-    (CAST('2025-03-01' AS DATE)) AS spine(period)
+    (CAST('2025-03-01' AS DATE)) AS `spine`(`period`)
   CROSS JOIN (
     SELECT DISTINCT
       `channel`
