@@ -23,6 +23,10 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 _INDEX = {"day": ("day", 1), "week": ("day", 7), "month": ("month", 1), "quarter": ("month", 3),
           "year": ("month", 12), "fiscal_quarter": ("month", 3), "fiscal_year": ("month", 12)}
 _EPOCH = dt.date(1970, 1, 5)  # a Monday
+# Date parts a request may slice by (--by day_of_week) on any source with a time column: the
+# local day's ISO weekday (1 = Monday), day of the month, month, calendar quarter and year.
+DATE_PARTS = ("day_of_week", "day_of_month", "month_of_year", "quarter_of_year", "year")
+_ORDINAL_MONDAY = dt.date(1, 1, 1)  # year 1 starts on a Monday: days since it, mod 7, never negative
 _ORACLE_FORMATS = {"day": "DD", "week": "IW", "month": "MM", "quarter": "Q", "year": "YYYY"}
 
 
@@ -84,6 +88,32 @@ class Calendar:
         if grain.startswith("fiscal_"):
             return "MONTH", -(self.fiscal_year_start - 1)
         return "DAY", 0
+
+    @staticmethod
+    def date_part(day: exp.Expression, part: str) -> exp.Expression:
+        """``part`` (one of DATE_PARTS) of a DATE, as an integer, the same on every engine (the
+        weekday is counted from a Monday, since engines number weekdays differently)."""
+        from sqlglot import exp
+
+        if part == "day_of_week":
+            days = exp.DateDiff(this=day, expression=cast(exp.Literal.string(_ORDINAL_MONDAY.isoformat()), "DATE"),
+                                unit=exp.var("DAY"))
+            return exp.Add(this=exp.Paren(this=exp.Mod(this=days, expression=exp.Literal.number(7))),
+                           expression=exp.Literal.number(1))
+        func = {"day_of_month": exp.Day, "month_of_year": exp.Month, "quarter_of_year": exp.Quarter,
+                "year": exp.Year}[part]
+        return func(this=day)
+
+    def constant_within(self, part: str, grain: str) -> bool:
+        """True when ``part`` has one value in each period of ``grain`` (month_of_year by month):
+        then consecutive periods never share a value, so previous() and rolling() across them
+        cannot be read per value. Checked over four years of periods."""
+        for start in self.periods(dt.date(2000, 1, 1), dt.date(2004, 1, 1), grain):
+            end = self.shift(start, grain, 1)
+            values = {part_of(start + dt.timedelta(days=k), part) for k in range((end - start).days)}
+            if len(values) > 1:
+                return False
+        return True
 
     @staticmethod
     def period_index(period: exp.Expression, grain: str) -> exp.Expression:
@@ -154,6 +184,12 @@ class Calendar:
             ordinal = period.toordinal() + step * periods
             return dt.date.fromordinal(ordinal) if 1 <= ordinal <= dt.date.max.toordinal() else None
         return _month_start(period.year * 12 + period.month - 1 + step * periods)
+
+
+def part_of(day: dt.date, part: str) -> int:
+    """``part`` (one of DATE_PARTS) of a day, in Python: what Calendar.date_part computes in SQL."""
+    return {"day_of_week": day.isoweekday(), "day_of_month": day.day, "month_of_year": day.month,
+            "quarter_of_year": (day.month - 1) // 3 + 1, "year": day.year}[part]
 
 
 def _month_start(months: int) -> dt.date | None:

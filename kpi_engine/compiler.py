@@ -31,7 +31,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import GRAINS, cast
+from .calendar import DATE_PARTS, GRAINS, cast
 from .errors import Location, QueryError, did_you_mean
 from .resolve import (TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, parse_source_sql,
                       resolve_formula)
@@ -509,14 +509,36 @@ class _Compiler:
             raise QueryError("--fill needs --grain, --from and --to.", None,
                              "A dense series lists every period of a range: give the range and the grain.")
 
+    def check_date_parts(self, leaves: Sequence[WindowLeaf]) -> None:
+        """previous() and rolling() look at the periods before, in the same --by group: a date
+        part with one value per period (month_of_year by month) leaves every group one period
+        apart from the next, so they would read nothing. Refused rather than shown as 0."""
+        comparing = [leaf for leaf in leaves if leaf.kind in ("previous", "rolling")]
+        if not comparing or not self.grain:
+            return
+        for dim in self.dims:
+            if dim in DATE_PARTS and not any(dim in self.paths(source) for source in self.model.sources) \
+                    and self.calendar.constant_within(dim, self.grain):
+                raise QueryError(f"--by {dim} with --grain {self.grain} gives each period a single {dim}, so "
+                                 f"{comparing[0].kind}() cannot read the earlier periods of the same {dim}.", None,
+                                 "Use a coarser --grain or a finer date part: --grain year --by month_of_year "
+                                 "compares each month with the same month a year earlier.")
+
     def paths(self, source: str) -> dict[str, DimensionPath]:
         return dimension_paths(self.model.sources, source)
+
+    def has_dimension(self, source: str, dim: str) -> bool:
+        """A declared (or related) dimension of the source, or a date part of its time column."""
+        return dim in self.paths(source) or self.is_date_part(source, dim)
+
+    def is_date_part(self, source: str, dim: str) -> bool:
+        return dim in DATE_PARTS and dim not in self.paths(source) and bool(self.model.sources[source].time)
 
     def check_dimensions(self, plans: dict[str, _SourcePlan]) -> None:
         for dim in self.dims:
             if dim == PERIOD:
                 raise QueryError("'period' is the time column; use --grain, not --by period.", None, None)
-            missing = [name for name in plans if dim not in self.paths(name)]
+            missing = [name for name in plans if not self.has_dimension(name, dim)]
             if missing:
                 everywhere = self.model.dimensions_of(plans)
                 anywhere = {d for name in plans for d in self.paths(name)}
@@ -530,7 +552,7 @@ class _Compiler:
 
     def check_filter_dimension(self, plans: dict[str, _SourcePlan], name: n.Name) -> None:
         dim = name.dotted
-        if len(name.parts) != 1 or any(dim not in self.paths(source) for source in plans):
+        if len(name.parts) != 1 or any(not self.has_dimension(source, dim) for source in plans):
             everywhere = self.model.dimensions_of(plans)
             raise QueryError(f"--where uses '{dim}', which is not a dimension of every source read "
                              f"({', '.join(plans)}).", Location(obj="--where filter"),
@@ -562,6 +584,7 @@ class _Compiler:
         having = _lower_time_ops(having, self.grain) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else [])
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
+        self.check_date_parts(leaves)
 
         plans: dict[str, _SourcePlan] = {}
         for expr in expressions:
@@ -920,6 +943,8 @@ class _Compiler:
         relations: dict[str, exp.Expression] = {}
 
         def dimension_column(dim: str) -> exp.Expression:
+            if self.is_date_part(name, dim):  # of the row's local day
+                return self.calendar.date_part(time.copy() if is_date else cast(time.copy(), "DATE"), dim)
             path = self.paths(name)[dim]
             table, owner = name, source
             for _, rel in path.joins:

@@ -181,7 +181,9 @@ def _cell(value: Any, column, currency: str) -> str:
         return format_value(value, column.unit, currency, column.format)
     if column.role == "flag":
         return "yes" if value else "no"
-    return "(null)" if value is None else format_value(value, None)
+    if value is None:
+        return "(null)"
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else format_value(value, None)
 
 
 def to_table(result: Result, currency: str = "USD", color: bool | None = None) -> str:
