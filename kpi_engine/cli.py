@@ -489,6 +489,35 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
         sys.exit(1)
 
 
+@cli.command(context_settings=CONTEXT)
+@project_argument
+@click.argument("dimensions", nargs=-1, shell_complete=_complete_dimensions)
+@click.option("--source", "sources", multiple=True, metavar="SOURCE",
+              help="Only where this source has rows (repeatable); default: every source with the dimensions.")
+@click.option("--grain", type=click.Choice(GRAINS), help="List the values of each period.")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive).")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (exclusive).")
+@click.option("--where", metavar="CONDITION", help="A condition over dimensions, as for evaluate.")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@warehouse_option
+@handle_errors
+def values(project: Path, dimensions: tuple[str, ...], sources: tuple[str, ...], grain: str | None, start, end,
+           where: str | None, limit: int | None, fmt: str, warehouse: str | None) -> None:
+    """List the values of DIMENSIONS (e.g. channel), per period with --grain, where sources have rows."""
+    from .output import render
+
+    with _open(project, warehouse) as kpi_project:
+        result = kpi_project.values(list(dimensions), sources=list(sources), grain=grain,
+                                    start=start.date() if start else None, end=end.date() if end else None,
+                                    where=where, limit=limit)
+        content = render(result, fmt, kpi_project.project.config.currency, fmt == "table" and sys.stdout.isatty())
+    if fmt == "table":
+        click.echo(content, nl=False)
+    else:
+        _emit(content)
+
+
 @cli.command("test", context_settings=CONTEXT)
 @project_argument
 @click.argument("names", nargs=-1)

@@ -274,6 +274,50 @@ class KpiProject:
             rows = self.connection().execute(query.expression)
         return Result(query.columns, [flag(tuple(row)) for row in rows.rows], sql)
 
+    def values(self, dimensions: Sequence[str] | str, *, sources: Iterable[str] | str | None = None,
+               grain: str | None = None, start: dt.date | str | None = None, end: dt.date | str | None = None,
+               where: str | None = None, limit: int | None = None, describe: bool = True) -> Result:
+        """The values ``dimensions`` take (with the period, given a ``grain``) where ``sources``
+        have rows in the range, after ``where``: a query of dimensions only, one row per distinct
+        key. Without ``sources``, every source that has all the dimensions (and a time column,
+        when the request cuts by time) is read and the keys of any of them are listed."""
+        from .calendar import DATE_PARTS
+        from .resolve import dimension_paths
+
+        request = make_request((), by=dimensions, grain=grain, start=start, end=end, where=where, limit=limit)
+        if not request.dimensions and not request.grain:
+            raise UsageError("name at least one dimension (or a --grain) to list values of.", None,
+                             "For example: kpi-engine values PROJECT channel --grain month.")
+        model = self.model(_flag(describe, "describe"), strict=False)
+        timed = bool(request.grain or request.start or request.end)
+
+        def has_all(name: str) -> bool:
+            source = model.sources[name]
+            paths = dimension_paths(model.sources, name)
+            return (not source.unmapped and (source.time or not timed)
+                    and all(d in paths or (d in DATE_PARTS and source.time) for d in request.dimensions))
+
+        known = {d for name in model.sources for d in dimension_paths(model.sources, name)} | set(DATE_PARTS)
+        for dim in request.dimensions:
+            if dim not in known:
+                raise UsageError(f"unknown dimension '{dim}'.", None,
+                                 did_you_mean(dim, known) or "See the dimensions with 'kpi-engine list'.")
+        chosen = list(dict.fromkeys(_texts(sources, "sources")))
+        for name in chosen:
+            if name not in model.sources:
+                raise UsageError(f"unknown source '{name}'.", None, did_you_mean(name, model.sources) or None)
+        chosen = chosen or [name for name in model.sources if has_all(name)]
+        if not chosen:
+            raise UsageError(f"no source has {', '.join(request.dimensions) or 'a time column'}"
+                             f"{' and a time column' if timed and request.dimensions else ''}.", None,
+                             "Check the dimension names with 'kpi-engine list', or name a source with --source.")
+        request = replace(request, formulas=tuple(f"count({name})" for name in chosen))
+        query = self._compile(request, describe=describe)
+        keys = [column for column in query.columns if column.role != "kpi"]
+        with _deep_recursion():
+            rows = self.connection().execute(query.expression).rows
+        return Result(tuple(keys), [tuple(row[:len(keys)]) for row in rows], query.sql())
+
     def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, complete_only: bool = False,
                describe: bool = True, **options: Any):
         """Compile and run, returning (the compiled query, an iterator of row batches):
@@ -333,6 +377,7 @@ def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | s
 # What each argument takes, for the error that says it was given something else.
 _EXPECTED = {
     "kpis": ("KPI names", "kpis=['cost_per_lead']"), "by": ("dimension names", "by=['channel']"),
+    "sources": ("source names", "sources=['leads']"),
     "order_by": ("output column names", "order_by=['-cost_per_lead']"),
     "formulas": ("formulas", "formulas=['sum(ad_spend.spend) / count(leads)']"),
     "grain": ("a grain", "grain='month'"), "where": ("a condition", "where=\"channel = 'email'\""),
