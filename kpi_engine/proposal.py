@@ -71,6 +71,12 @@ TABLE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "social_followers": ("followers", "follower", "audience"),
     "nps_responses": ("nps", "survey", "responses", "answers"),
 }
+# Words for the start and the end of an interval row (a subscription, a membership, a follower).
+INTERVAL_STARTS = ("started", "start", "started_at", "start_date", "started_on", "subscribed", "subscribed_at",
+                   "followed", "followed_at", "joined", "joined_at", "valid_from", "since", "created", "created_at")
+INTERVAL_ENDS = ("ended", "end", "ended_at", "end_date", "ended_on", "cancelled", "canceled", "cancelled_at",
+                 "canceled_at", "unsubscribed", "unsubscribed_at", "unfollowed", "unfollowed_at", "churned",
+                 "churned_at", "left", "left_at", "valid_to", "until", "stopped", "stopped_at")
 MIN_COLUMN_SCORE = 0.6
 MIN_TABLE_SCORE = 0.45
 REUSE_PENALTY = 0.25  # a table another standard source reads already is a worse fit
@@ -92,6 +98,7 @@ class SourceGuess:
     score: float = 0.0
     columns: list[ColumnGuess] = field(default_factory=list)
     readers: tuple[str, ...] = ()  # the sources that read this one's rows (it and those extending it)
+    interval: tuple[str, str] | None = None  # (start, end) columns when the table holds intervals
 
     @property
     def missing(self) -> list[ColumnGuess]:
@@ -176,6 +183,34 @@ def contract(model, root: str) -> dict[str, str | None]:
     return wanted
 
 
+def snapshot_columns(model, root: str) -> set[str] | None:
+    """The columns last()/first() read from the rows of ``root`` (empty for a whole-row count),
+    or None when no KPI reads them as snapshots."""
+    names = {s.name for s in model.sources.values() if (s.rows_of or s.name) == root}
+    found = None
+    for kpi in model.kpis.values():
+        for node in kpi.expr.walk():
+            if isinstance(node, n.Aggregate) and node.source in names and node.func in ("last", "first"):
+                found = found or set()
+                if node.arg is not None:
+                    found |= {c.name for c in node.arg.walk() if isinstance(c, n.Column)}
+    return found
+
+
+def interval_columns(columns: Mapping[str, str]) -> tuple[str, str] | None:
+    """The start and end columns of a table of intervals, by their names: both dates or times."""
+    times = [c for c, t in columns.items() if t in (DATE, TIMESTAMP)]
+
+    def best(words: tuple[str, ...], exclude: str | None = None) -> str | None:
+        scored = sorted(((1.0 if c.lower() in words else 0.8 if _words(c) & set(words) else 0.0, c)
+                         for c in times if c != exclude), key=lambda item: (-item[0], item[1]))
+        return scored[0][1] if scored and scored[0][0] > 0 else None
+
+    end = best(INTERVAL_ENDS)
+    start = best(INTERVAL_STARTS, exclude=end) if end else None
+    return (start, end) if start and end else None
+
+
 def guess_columns(wanted: Mapping[str, str | None], columns: Mapping[str, str], table: str = "",
                   keys: Iterable[str] = ()) -> list[ColumnGuess]:
     """A warehouse column for each wanted one, each used once at most (in the contract's order)."""
@@ -227,23 +262,40 @@ def _flag_from_other_types(guess: ColumnGuess, columns: Mapping[str, str], taken
 
 def guess_source(root: str, library_table: str | None, time: str | None, keys: Iterable[str],
                  wanted: Mapping[str, str | None], tables: Mapping[str, Mapping[str, str]],
-                 taken: set[str] = frozenset()) -> SourceGuess:
+                 taken: set[str] = frozenset(), snapshot: set[str] | None = None) -> SourceGuess:
     """The table that fits a source best, by name and by the share of its contract it covers;
-    it must have a candidate for the source's time column."""
+    it must have a candidate for the source's time column. A source read as snapshots
+    (``snapshot``: the columns last()/first() read) may also read a table of intervals: then its
+    time is the intervals' start, and a value last() sums that the table lacks counts each row
+    once (followers: 1)."""
     best = SourceGuess(root)
     names = {root, (library_table or root).rsplit(".", 1)[-1]}
     for table, columns in tables.items():
         short = table.rsplit(".", 1)[-1]
         by_name = max(_name_score(name, short, TABLE_SYNONYMS) for name in names)
+        penalty = REUSE_PENALTY if table in taken else 0.0
         guesses = guess_columns(wanted, columns, table, keys)
         covered = sum(g.found is not None for g in guesses) / len(guesses) if guesses else 0.0
-        score = 0.5 * by_name + 0.5 * covered - (REUSE_PENALTY if table in taken else 0.0)
+        score = 0.5 * by_name + 0.5 * covered - penalty
         # The source's time column must be there, found by its name, or be the only one of a
         # table whose name fits.
         time_found = time is None or any(g.found and (not g.weak or by_name >= 0.6) for g in guesses
                                          if g.column == time)
         if score > best.score and score >= MIN_TABLE_SCORE and time_found:
             best = SourceGuess(root, table, score, guesses)
+        interval = interval_columns(columns) if snapshot is not None and time else None
+        if interval is not None:
+            rest = {c: k for c, k in wanted.items() if c != time}
+            # A column named for the entity (follower for followers) identifies a row: never summed.
+            usable = {c: t for c, t in columns.items() if c not in interval and f"{c.lower()}s" not in snapshot}
+            guesses = guess_columns(rest, usable, table, keys)
+            for guess in guesses:
+                if guess.found is None and guess.column in snapshot and guess.wanted == NUMBER:
+                    guess.found, guess.why = "1", "guess: a table of intervals, each row counts once"
+            covered = sum(g.found is not None for g in guesses) / len(guesses) if guesses else 1.0
+            score = 0.5 * by_name + 0.5 * covered - penalty
+            if score > best.score and score >= MIN_TABLE_SCORE:
+                best = SourceGuess(root, table, score, guesses, interval=interval)
     return best
 
 
@@ -287,7 +339,8 @@ def propose(kpi_project) -> list[SourceGuess]:
             continue  # the project already says how to read it
         keys = {*source.primary_key, *(r.on for r in source.relationships)} | \
             {c for c in wanted if c.endswith("_id")}
-        guess = guess_source(source.name, source.table, source.time, keys, wanted, tables, taken)
+        guess = guess_source(source.name, source.table, source.time, keys, wanted, tables, taken,
+                             snapshot_columns(model, source.name))
         guess.readers = readers
         if guess.table:
             taken.add(guess.table)
@@ -302,7 +355,7 @@ def _commented(text: str, comment: str) -> str:
 
 
 def _yaml_value(text: str) -> str:
-    return text if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", text) else f"'{text}'"
+    return text if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*|[0-9]+", text) else f"'{text}'"
 
 
 def render(guesses: Iterable[SourceGuess]) -> str:
@@ -322,6 +375,11 @@ def render(guesses: Iterable[SourceGuess]) -> str:
             continue
         lines.append(_commented(f"    table: {_yaml_value(guess.table)}",
                                 f"guess: {guess.score:.0%} fit by name and columns"))
+        if guess.interval:
+            lines.append(_commented(f"    time: {_yaml_value(guess.interval[0])}",
+                                    "guess: intervals, each row counts from here..."))
+            lines.append(_commented(f"    time_end: {_yaml_value(guess.interval[1])}",
+                                    "...until here (empty: still active); last() reads period ends"))
         entries = [g for g in guess.columns if g.found != g.column]
         if entries:
             lines.append("    map:")

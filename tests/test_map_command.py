@@ -92,6 +92,18 @@ def test_column_guesses_match_the_hand_mapping_where_names_tell(crm_folder):
     assert all("#" in line for line in text.splitlines() if re.match(r"\s+\w+: \S", line) and "table:" not in line)
 
 
+def test_tables_of_intervals_are_proposed_for_snapshot_sources(db_folder):
+    out, proposed = proposal(db_folder)
+    by_hand = hand_mapping("warehouse_db")
+    for source in ("subscriptions", "social_followers"):
+        assert (proposed[source]["time"], proposed[source]["time_end"]) == \
+            (by_hand[source]["time"], by_hand[source]["time_end"]), source
+    assert proposed["social_followers"]["map"]["followers"] == 1  # each follower row counts once
+    assert proposed["subscriptions"]["map"]["mrr"] == "mrr_usd"
+    text = (db_folder / "mapping.yaml").read_text()
+    assert re.search(r"time_end: cancelled +# \.\.\.until here \(empty: still active\)", text)
+
+
 def test_flags_exported_as_times_or_numbers_become_conditions(db_folder):
     _, proposed = proposal(db_folder)
     assert proposed["email_sends"]["map"]["opened"] == "opened_ts is not null"
