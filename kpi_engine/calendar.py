@@ -131,6 +131,52 @@ class Calendar:
     def index_step(grain: str) -> int:
         return _INDEX[grain][1]
 
+    @staticmethod
+    def span_in_periods(span: tuple[int, str], grain: str, func: str) -> tuple[int | None, int | None]:
+        """A length of time ('1 year') at ``grain``: (periods, None) when it is a whole number of
+        periods; (None, months) for previous() at a day or week grain over months, quarters or
+        years, which have no fixed number of days (the period that holds the same day that many
+        months earlier). Anything else is a QueryError saying why."""
+        from .errors import QueryError
+
+        amount, unit = span
+        text = f"'{amount} {unit}{'s' if amount != 1 else ''}'"
+        months = amount * {"month": 1, "quarter": 3, "year": 12}.get(unit, 0)
+        days = amount * {"day": 1, "week": 7}.get(unit, 0)
+        index_unit, step = _INDEX[grain]
+        plural = {"day": "days", "week": "weeks", "month": "months", "quarter": "quarters", "year": "years",
+                  "fiscal_quarter": "fiscal quarters", "fiscal_year": "fiscal years"}[grain]
+        if index_unit == "month":
+            if days:
+                raise QueryError(f"{text} cannot be counted in {plural}: periods of --grain {grain} have no fixed "
+                                 "number of days.", None,
+                                 "Use a length in months, quarters or years, or a day or week grain.")
+            if months % step:
+                raise QueryError(f"{text} is not a whole number of {plural}.", None,
+                                 f"Use a multiple of one {grain.replace('_', ' ')}, or a finer grain.")
+            return months // step, None
+        if days:
+            if days % step:
+                raise QueryError(f"{text} is not a whole number of {plural}.", None,
+                                 "Use a multiple of 7 days, or --grain day.")
+            return days // step, None
+        if func != "previous":
+            raise QueryError(f"{func}() over {text} at --grain {grain}: months have different lengths, so the "
+                             "window would not cover a fixed number of periods.", None,
+                             f"Write the window in days or weeks (e.g. '30 days'), or use --grain month.")
+        return None, months
+
+    @staticmethod
+    def months_back(day: dt.date, months: int) -> dt.date:
+        """The same day ``months`` months earlier, or that month's last day if it is shorter (as
+        the warehouses' date arithmetic does)."""
+        start = _month_start(day.year * 12 + day.month - 1 - months)
+        if start is None:
+            raise _outside(f"{months} months before {day.isoformat()} is before year 1")
+        following = _month_start(start.year * 12 + start.month)
+        last = (following - dt.timedelta(days=1)).day if following else 31
+        return start.replace(day=min(day.day, last))
+
     # --- Python ----------------------------------------------------------------------
 
     def today(self) -> dt.date:

@@ -31,7 +31,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import DATE_PARTS, GRAINS, cast
+from .calendar import DATE_PARTS, GRAINS, Calendar, cast
 from .errors import Location, QueryError, did_you_mean
 from .resolve import (TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, parse_source_sql,
                       resolve_formula)
@@ -221,6 +221,7 @@ class WindowLeaf(n.Node):
     agg: n.Aggregate
     periods: int | None = None
     reset: str | None = None
+    months: int | None = None  # previous(): the period holding the same day this many months before
 
 
 def _compile_common(node: n.Node, recurse, function=None) -> exp.Expression:
@@ -366,7 +367,8 @@ def _lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
                              "Add --grain (day, week, month, quarter, year, ...).")
         if node.func == "share":
             return n.Binary("/", node.operand, _leaves(node.operand, "total", None, None), pos=node.pos)
-        return _leaves(node.operand, node.func, node.periods, node.reset)
+        periods, months = Calendar.span_in_periods(node.span, grain, node.func) if node.span else (node.periods, None)
+        return _leaves(node.operand, node.func, periods, node.reset, months)
 
     return expr.map(lower)
 
@@ -379,14 +381,15 @@ def _lower_for(name: str, expr: n.Node, grain: str | None) -> n.Node:
         raise QueryError(error.message, error.location or Location(obj=f"kpi '{name}'"), error.hint) from None
 
 
-def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None) -> n.Node:
+def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, months: int | None = None) -> n.Node:
     def leaf(node: n.Node) -> n.Node:
         if not isinstance(node, n.Aggregate):
             return node
         if node.func == "avg" and kind != "previous":
             total = n.Aggregate("sum", node.source, node.arg, node.where, pos=node.pos)
             count = n.Aggregate("count", node.source, node.arg, node.where, pos=node.pos)
-            return n.Binary("/", WindowLeaf(kind, total, periods, reset), WindowLeaf(kind, count, periods, reset))
+            return n.Binary("/", WindowLeaf(kind, total, periods, reset, months),
+                            WindowLeaf(kind, count, periods, reset, months))
         if kind != "previous" and node.func == "count_distinct":
             raise QueryError(f"count_distinct cannot be added up across {_across(kind)}.", None,
                              "Distinct counts of separate periods or groups overlap; count distinct over the whole "
@@ -394,7 +397,7 @@ def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None) 
         if kind in ("cumulative", "rolling") and node.func in ("last", "first"):
             raise QueryError(f"{node.func}() takes a snapshot; snapshots cannot be added up across periods.", None,
                              f"Use previous() on a snapshot, or {kind}() on a flow such as a count or a sum.")
-        return WindowLeaf(kind, node, periods, reset)
+        return WindowLeaf(kind, node, periods, reset, months)
 
     return operand.map(leaf)
 
@@ -688,11 +691,14 @@ class _Compiler:
                                for source, alias in presence_columns.items()]
             ctes.append((SERIES_CTE, body.select(*series_selects, copy=False)))
             leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.agg]}_{i + 1}" for i, leaf in enumerate(leaves)}
-            windows = [exp.alias_(self.window(leaf, history_columns.get(leaf.agg, series_columns[leaf.agg])
-                                              if leaf.kind != "total" else series_columns[leaf.agg]),
-                                  _ident(alias), copy=False)
-                       for leaf, alias in leaf_columns.items()]
-            ctes.append((WINDOWED_CTE, exp.select(exp.Star(), *windows, copy=False).from_(_table_ref(SERIES_CTE), copy=False)))
+            windowed = exp.select(exp.Column(this=exp.Star(), table=_ident(SERIES_CTE)), copy=False) \
+                .from_(_table_ref(SERIES_CTE), copy=False)
+            for leaf, alias in leaf_columns.items():
+                column = history_columns.get(leaf.agg, series_columns[leaf.agg]) if leaf.kind != "total" \
+                    else series_columns[leaf.agg]
+                value = self.months_back_value(windowed, leaf, column) if leaf.months else self.window(leaf, column)
+                windowed.select(exp.alias_(value, _ident(alias), copy=False), copy=False)
+            ctes.append((WINDOWED_CTE, windowed))
             key_table, body = WINDOWED_CTE, exp.select(copy=False).from_(_table_ref(WINDOWED_CTE), copy=False)
             conditions = []
             if request.start and self.grain:
@@ -707,7 +713,7 @@ class _Compiler:
             for leaf in leaves:
                 if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS:
                     read = histories.get(leaf.agg.source, ranges[leaf.agg.source])
-                    backs[leaf] = self.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf.periods)
+                    backs[leaf] = self.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf)
 
             def window_value(leaf: WindowLeaf) -> exp.Expression:
                 column = _col(leaf_columns[leaf], WINDOWED_CTE)
@@ -818,7 +824,9 @@ class _Compiler:
         earliest = first
         for leaf in leaves:
             # An earlier period before year 1 holds no rows: then every row up to --to is read (None).
-            if leaf.kind == "previous":
+            if leaf.kind == "previous" and leaf.months:
+                before = self.calendar.try_period_start(self.calendar.months_back(first, leaf.months), self.grain)
+            elif leaf.kind == "previous":
                 before = self.calendar.try_shift(first, self.grain, -leaf.periods)
             elif leaf.kind == "rolling":
                 before = self.calendar.try_shift(first, self.grain, -(leaf.periods - 1))
@@ -1188,15 +1196,37 @@ class _Compiler:
         else:
             body.append("joins", exp.Join(this=_table_ref(snapshot), kind="CROSS"))
 
-    def join_snapshot_back(self, body: exp.Select, snapshot: str, periods: int) -> str:
-        """Join the snapshot times of the period ``periods`` back from each windowed row; returns the alias."""
-        alias = f"{snapshot}_back_{periods}"
+    def join_snapshot_back(self, body: exp.Select, snapshot: str, leaf: WindowLeaf) -> str:
+        """Join the snapshot times of the period the previous() ``leaf`` reads, back from each
+        windowed row; returns the alias."""
+        alias = f"{snapshot}_back_{leaf.periods}" if not leaf.months else f"{snapshot}_back_{leaf.months}_months"
         if not any(join.alias_or_name == alias for join in body.args.get("joins") or []):
-            index = self.calendar.period_index(_col(PERIOD, alias), self.grain)
-            back = exp.Sub(this=_col(PERIOD_INDEX, WINDOWED_CTE), expression=_number(periods * self.calendar.index_step(self.grain)))
-            _left_join(body, exp.alias_(_table_ref(snapshot), _ident(alias), table=True, copy=False),
-                       exp.EQ(this=index, expression=back))
+            if leaf.months:
+                on = exp.EQ(this=_col(PERIOD, alias), expression=self.period_months_back(WINDOWED_CTE, leaf.months))
+            else:
+                index = self.calendar.period_index(_col(PERIOD, alias), self.grain)
+                back = exp.Sub(this=_col(PERIOD_INDEX, WINDOWED_CTE),
+                               expression=_number(leaf.periods * self.calendar.index_step(self.grain)))
+                on = exp.EQ(this=index, expression=back)
+            _left_join(body, exp.alias_(_table_ref(snapshot), _ident(alias), table=True, copy=False), on)
         return alias
+
+    def period_months_back(self, table: str, months: int) -> exp.Expression:
+        """The period (of the grain) holding the day ``months`` months before the start of
+        ``table``'s period (the warehouse stops at a shorter month's last day)."""
+        shifted = exp.DateAdd(this=_col(PERIOD, table), expression=_number(-months), unit=exp.var("MONTH"))
+        return self.calendar.bucket(shifted, self.grain, self.dialect, is_date=True)
+
+    def months_back_value(self, windowed: exp.Select, leaf: WindowLeaf, column: str) -> exp.Expression:
+        """previous(x, '1 year') at a day or week grain: the value of the series row of the
+        period months back, joined on it (no window frame has a fixed length in days)."""
+        alias = f"{SERIES_CTE}_back_{leaf.months}_months"
+        if not any(join.alias_or_name == alias for join in windowed.args.get("joins") or []):
+            on = exp.and_(exp.EQ(this=_col(PERIOD, alias), expression=self.period_months_back(SERIES_CTE, leaf.months)),
+                          *([_keys_match(self.dims, SERIES_CTE, alias)] if self.dims else []), copy=False)
+            _left_join(windowed, exp.alias_(_table_ref(SERIES_CTE), _ident(alias), table=True, copy=False), on)
+        value = _col(column, alias)
+        return exp.Coalesce(this=value, expressions=[_number(0)]) if leaf.agg.func in ZERO_WHEN_EMPTY else value
 
     def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
         """Observed keys plus every period of the range for every observed dimension value."""

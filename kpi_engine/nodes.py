@@ -191,14 +191,17 @@ class EntityLookup(Node):
 class TimeOp(Node):
     """A KPI-level operation over the time series: previous, cumulative, rolling, share.
 
-    ``periods`` is N for previous(x, N) and rolling(x, N); ``reset`` is the grain at
-    which cumulative(x, 'year') starts again.
+    ``periods`` is N for previous(x, N) and rolling(x, N); ``span`` is the length of
+    time of previous(x, '1 year') and rolling(x, '30 days') as (amount, unit), turned
+    into periods once the grain is known; ``reset`` is the grain at which
+    cumulative(x, 'year') starts again.
     """
 
     func: str
     operand: Node
     periods: int | None = None
     reset: str | None = None
+    span: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True)

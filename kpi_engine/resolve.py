@@ -32,6 +32,13 @@ SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/firs
 # name -> (min args, max args). KPI-level operations over the time series.
 TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1)}
 CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
+_SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(day|week|month|quarter|year)s?\s*", re.IGNORECASE)
+
+
+def parse_span(text: str) -> tuple[int, str] | None:
+    """'1 year', '3 months', '30 days' -> (amount, unit); None when it is not a length of time."""
+    match = _SPAN.fullmatch(text)
+    return (int(match.group(1)), match.group(2).lower()) if match else None
 
 # name -> (min args, max args or None for any). Each compiles to one sqlglot node.
 FUNCTIONS: dict[str, tuple[int, int | None]] = {
@@ -429,8 +436,9 @@ class _Resolver:
                         "or write the formula without nesting.")
             return n.NullLit(pos=node.pos), UNKNOWN
         low, high = TIME_FUNCTIONS[func]
-        usage = {"previous": "previous(x) or previous(x, 12)", "cumulative": "cumulative(x) or cumulative(x, 'year')",
-                 "rolling": "rolling(x, 3)", "share": "share(x)"}[func]
+        usage = {"previous": "previous(x), previous(x, 12) or previous(x, '1 year')",
+                 "cumulative": "cumulative(x) or cumulative(x, 'year')",
+                 "rolling": "rolling(x, 3) or rolling(x, '30 days')", "share": "share(x)"}[func]
         if not low <= len(node.args) <= high:
             scope.error(node, f"'{func}' takes {low if low == high else f'{low} or {high}'} argument"
                               f"{'s' if high > 1 else ''}, not {len(node.args)}.", f"Write '{usage}'.")
@@ -444,7 +452,7 @@ class _Resolver:
         finally:
             self.in_time_op = False
         self._expect(node.args[0], operand_type, NUMBER)
-        periods = reset = None
+        periods = reset = span = None
         if len(node.args) == 2:
             arg = node.args[1]
             if func == "cumulative":
@@ -453,6 +461,12 @@ class _Resolver:
                                 f"Write one of: {', '.join(repr(r) for r in CUMULATIVE_RESETS)}.")
                 else:
                     reset = arg.value
+            elif isinstance(arg, n.StringLit):
+                span = parse_span(arg.value)
+                if span is None:
+                    scope.error(arg, f"'{arg.value}' is not a length of time.",
+                                "Write a whole number of periods (12) or a length such as '1 year', '3 months', "
+                                "'1 quarter', '2 weeks' or '30 days'.")
             elif not (isinstance(arg, n.NumberLit) and isinstance(arg.value, int) and 1 <= arg.value <= 10_000):
                 scope.error(arg, f"{func}'s second argument must be a whole number of periods (1 or more).",
                             f"Write '{usage}'.")
@@ -460,7 +474,7 @@ class _Resolver:
                 periods = arg.value
         elif func == "previous":
             periods = 1
-        return n.TimeOp(func, operand, periods, reset, pos=node.pos), NUMBER
+        return n.TimeOp(func, operand, periods, reset, span, pos=node.pos), NUMBER
 
     def _entity_lookup(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope

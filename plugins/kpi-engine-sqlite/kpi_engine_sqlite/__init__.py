@@ -307,9 +307,9 @@ def _date_columns(query: exp.Expression) -> list[bool]:
         if not isinstance(select, exp.Select):
             return False
         for projection in select.expressions:
-            if not isinstance(projection, exp.Star) and projection.alias_or_name == node.name:
+            if not projection.is_star and projection.alias_or_name == node.name:
                 return is_date(projection, depth + 1)
-        if any(isinstance(p, exp.Star) for p in select.expressions):
+        if any(p.is_star for p in select.expressions):  # SELECT * or SELECT t.*: the FROM table's column
             source = select.args.get("from_") or select.args.get("from")  # renamed in sqlglot 28
             source = source.this if source is not None else None
             if isinstance(source, exp.Table):
