@@ -116,13 +116,16 @@ def query_options(fn):
         click.option("--limit", type=click.IntRange(min=0), help="At most this many rows."),
         click.option("--fill", is_flag=True,
                      help="Dense series: every period of --from/--to for every dimension value (0 counts, null ratios)."),
+        click.option("--time-axis", "time_axis", metavar="COLUMN",
+                     help="Place rows in time by this column on the sources that list it in time_axes (e.g. won_at)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit, fill):
+def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit, fill,
+                     time_axis):
     names = list(kpis)
     if all_kpis:
         names = _all_kpis(project, _split(by), grain) + [k for k in names if k not in project.project.kpis]
@@ -132,7 +135,7 @@ def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, w
                          "'kpi-engine list PROJECT' shows the KPIs.")
     return names, dict(by=_split(by), grain=grain, start=start.date() if start else None,
                        end=end.date() if end else None, where=where, having=having,
-                       order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill)
+                       order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill, time_axis=time_axis)
 
 
 def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
@@ -300,7 +303,8 @@ def validate(project: Path, offline: bool, warehouse: str | None) -> None:
     checked = "specs and formulas" if offline else "specs, formulas, tables and columns"
     unmapped = [name for name, source in model.sources.items() if source.unmapped]
     unavailable = unavailable_kpis(model)
-    counts = (f"{len(model.sources)} sources" + (f" ({len(unmapped)} unmapped)" if unmapped else "") +
+    shown = [s for s in model.sources.values() if not s.axis_of]  # a time axis's view is part of its source
+    counts = (f"{len(shown)} sources" + (f" ({len(unmapped)} unmapped)" if unmapped else "") +
               f", {len(model.kpis)} KPIs" + (f" ({len(unavailable)} unavailable)" if unavailable else ""))
     _show(f"OK: project '{model.project.config.name}': {counts}; {checked} are valid.")
     for source in unmapped:
@@ -343,8 +347,9 @@ def list_(project: Path, fmt: str) -> None:
              "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split()),
              "unavailable": list(needs.get(k.name, ())) or None} for k in loaded.kpis.values()]
     sources = [{"name": s.name, "relation": "(unmapped)" if s.unmapped else s.table or "(sql)", "time": s.time,
-                "dimensions": list(s.dimension_names), "defined_in": _origin(s.where(key=True)),
-                "overrides": _origin(s.overrides), "mapped": sorted(s.column_map)} for s in loaded.sources.values()]
+                "time_axes": list(s.time_axes), "dimensions": list(s.dimension_names),
+                "defined_in": _origin(s.where(key=True)), "overrides": _origin(s.overrides),
+                "mapped": sorted(s.column_map)} for s in loaded.sources.values() if not s.axis_of]
     if fmt == "json":
         _emit(json.dumps({"kpis": kpis, "sources": sources}, indent=2) + "\n")
         return
@@ -366,7 +371,8 @@ def list_(project: Path, fmt: str) -> None:
     for header in ("name", "relation", "time", "dimensions", "defined in", "overrides"):
         table.add_column(header, no_wrap=True)
     for s in sources:
-        table.add_row(*(cell(value or "") for value in (s["name"], s["relation"], s["time"], ", ".join(s["dimensions"]),
+        time = s["time"] + (f" (also {', '.join(s['time_axes'])})" if s["time_axes"] else "") if s["time"] else None
+        table.add_row(*(cell(value or "") for value in (s["name"], s["relation"], time, ", ".join(s["dimensions"]),
                                                         s["defined_in"], s["overrides"])))
     console.print(table)
 

@@ -34,7 +34,7 @@ from . import nodes as n
 from .calendar import DATE_PARTS, GRAINS, Calendar, cast
 from .errors import Location, QueryError, did_you_mean
 from .resolve import (TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, parse_source_sql,
-                      resolve_formula)
+                      place_on_axis, resolve_formula)
 from .spec import SourceSpec
 
 PERIOD = "period"
@@ -63,6 +63,7 @@ class Request:
     order_by: tuple[str, ...] = ()  # output column names; prefix '-' for descending
     limit: int | None = None
     fill: bool = False  # a dense series: every period of the range for every dimension value
+    time_axis: str | None = None  # place rows in time by this axis on the sources that have it
 
 
 @dataclass(frozen=True)
@@ -527,6 +528,21 @@ class _Compiler:
                                  "Use a coarser --grain or a finer date part: --grain year --by month_of_year "
                                  "compares each month with the same month a year earlier.")
 
+    def on_time_axis(self, outputs: list, having: n.Node | None) -> tuple[list, n.Node | None]:
+        """--time-axis: every aggregate over a source with that time axis reads it (those that
+        chose an axis in their formula keep theirs)."""
+        axis, sources = self.request.time_axis, self.model.sources
+        moved = [(column, place_on_axis(expr, axis, sources)[0]) for column, expr in outputs]
+        if having is not None:
+            having = place_on_axis(having, axis, sources)[0]
+        bases = {sources[s].axis_of[0] if sources[s].axis_of else s
+                 for s in {agg.source for _, expr in moved for agg in aggregates_in(expr)}}
+        axes = sorted({a for s in bases for a in (sources[s].time, *sources[s].time_axes) if a})
+        if axis not in axes:
+            raise QueryError(f"--time-axis {axis}: no source of this request has that time axis.", None,
+                             (did_you_mean(axis, axes) or "") + f" Axes of its sources: {', '.join(axes) or 'none'}.")
+        return moved, having
+
     def paths(self, source: str) -> dict[str, DimensionPath]:
         return dimension_paths(self.model.sources, source)
 
@@ -583,6 +599,8 @@ class _Compiler:
             having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
             having = expand(model, having_expr, cache)
 
+        if request.time_axis:
+            outputs, having = self.on_time_axis(outputs, having)
         outputs = [(column, _lower_for(column.name, expr, self.grain)) for column, expr in outputs]
         having = _lower_time_ops(having, self.grain) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else [])

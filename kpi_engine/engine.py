@@ -157,9 +157,10 @@ class KpiProject:
         connection = self.connection()
         catalog: dict[str, dict[str, str]] = {}
         unavailable: dict[str, KpiEngineError] = {}
+        views = [source for source in self.project.sources.values() if source.axis_of]
         for source in self.project.sources.values():
-            if source.unmapped:
-                continue  # declared to have no data: its KPIs are unavailable
+            if source.unmapped or source.axis_of:
+                continue  # declared to have no data (its KPIs are unavailable), or a time axis's view (below)
             try:
                 relation = source_relation(source, self.dialect)
             except SpecError:
@@ -176,6 +177,12 @@ class KpiProject:
                                                         "Fix the name (schema.table), or create the table.")
                 continue
             catalog[source.name] = {col: column_type(raw) for col, raw in described.items()}
+        for view in views:  # the rows of its source: described once
+            base = view.axis_of[0]
+            if base in catalog:
+                catalog[view.name] = catalog[base]
+            elif base in unavailable:
+                unavailable[view.name] = unavailable[base]
         return catalog, unavailable
 
     # -- queries
@@ -349,7 +356,8 @@ class KpiProject:
         self.close()
 
 
-REQUEST_OPTIONS = ("by", "grain", "start", "end", "where", "having", "order_by", "limit", "formulas", "fill")
+REQUEST_OPTIONS = ("by", "grain", "start", "end", "where", "having", "order_by", "limit", "formulas", "fill",
+                   "time_axis")
 MAX_LIMIT = 2 ** 63 - 1  # a LIMIT every warehouse can hold (a 64-bit integer)
 
 
@@ -365,13 +373,14 @@ def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str,
 def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | str | None = (),
                  grain: str | None = None, start: dt.date | str | None = None, end: dt.date | str | None = None,
                  where: str | None = None, having: str | None = None, order_by: Iterable[str] | str | None = (),
-                 limit: int | None = None, formulas: Iterable[str] | str | None = (), fill: bool = False) -> Request:
+                 limit: int | None = None, formulas: Iterable[str] | str | None = (), fill: bool = False,
+                 time_axis: str | None = None) -> Request:
     """A ``Request`` from the API's arguments, each checked: a wrong type raises ``UsageError``
     naming the argument (never a TypeError from deep inside)."""
     return Request(kpis=_texts(kpis, "kpis"), formulas=_texts(formulas, "formulas"), dimensions=_texts(by, "by"),
                    grain=_text(grain, "grain"), start=_date(start, "start"), end=_date(end, "end"),
                    where=_text(where, "where"), having=_text(having, "having"), order_by=_texts(order_by, "order_by"),
-                   limit=_limit(limit), fill=_flag(fill, "fill"))
+                   limit=_limit(limit), fill=_flag(fill, "fill"), time_axis=_text(time_axis, "time_axis"))
 
 
 # What each argument takes, for the error that says it was given something else.
@@ -380,7 +389,7 @@ _EXPECTED = {
     "sources": ("source names", "sources=['leads']"),
     "order_by": ("output column names", "order_by=['-cost_per_lead']"),
     "formulas": ("formulas", "formulas=['sum(ad_spend.spend) / count(leads)']"),
-    "grain": ("a grain", "grain='month'"), "where": ("a condition", "where=\"channel = 'email'\""),
+    "grain": ("a grain", "grain='month'"), "time_axis": ("a time column", "time_axis='won_at'"), "where": ("a condition", "where=\"channel = 'email'\""),
     "having": ("a condition", "having='cost_per_lead > 100'"), "dialect": ("a dialect name", "dialect='postgres'"),
 }
 

@@ -145,6 +145,7 @@ class Call(Node):
     args: tuple[Node, ...]
     where: Node | None = None
     per: str | None = None  # ``count(orders per customer_id)``: one value per entity
+    at: str | None = None  # ``count(deals at won_at)``: rows placed in time by another of their time columns
 
 
 # --- resolved nodes ---------------------------------------------------------------

@@ -39,7 +39,7 @@ _TERMINAL_NAMES = {
     "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'", "MINUS": "'-'", "PLUS": "'+'",
     "_OR": "'or'", "_AND": "'and'", "_NOT": "'not'", "NOT": "'not'", "_IN": "'in'",
     "_BETWEEN": "'between'", "_IS": "'is'", "_NULL": "'null'", "_TRUE": "'true'",
-    "_FALSE": "'false'", "_WHERE": "'where'", "_PER": "'per'", "$END": "the end of the formula",
+    "_FALSE": "'false'", "_WHERE": "'where'", "_PER": "'per'", "_AT": "'at'", "$END": "the end of the formula",
 }
 
 
@@ -115,8 +115,9 @@ class _ToAst(Transformer):
     def arguments(self, meta, *args):
         return tuple(args)
 
-    def call(self, meta, name, args, where, per):
-        return n.Call(str(name), args or (), where, str(per) if per is not None else None, pos=_pos(meta))
+    def call(self, meta, name, args, at, where, per):
+        return n.Call(str(name), args or (), where, str(per) if per is not None else None,
+                      str(at) if at is not None else None, pos=_pos(meta))
 
     def neg(self, meta, operand):
         return n.Unary("-", operand, pos=_pos(meta))

@@ -10,7 +10,7 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import nodes as n
@@ -18,7 +18,7 @@ from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, Que
                      did_you_mean,
                      in_file_order)
 from .parser import MAX_EXPANDED_DEPTH, FormulaSource, caret, parse, too_deep
-from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec
+from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec, axis_source
 
 if TYPE_CHECKING:
     from .mapping import SourceMap
@@ -365,6 +365,11 @@ class _Resolver:
             scope.error(node, f"'{name}' is an aggregate; a source's map and where describe one row.",
                         "Use the row's own columns, e.g. 'pages = 1' or 'amount / 100'; aggregate in the KPIs.")
             return n.NullLit(pos=node.pos), UNKNOWN
+        if node.at is not None and (name not in AGGREGATES or node.per is not None):
+            scope.error(node, f"'at' places an aggregate's rows in time; '{name}"
+                              f"{' ... per ' + node.per if node.per else ''}' has none to place.",
+                        "Write it in an aggregate over a source: 'count(deals at won_at)'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
         if name in AGGREGATES and node.per is not None:
             return self._entity_lookup(node, name, agg_source)
         if name in TIME_FUNCTIONS:
@@ -548,7 +553,30 @@ class _Resolver:
             where, where_type = self._expr(node.where, source)
             self._expect(node.where, where_type, BOOLEAN)
         result = value_type if func in ("min", "max") else NUMBER
+        if node.at is not None:
+            source = self._axis_view(node, source, node.at)
+            if source is None:
+                return n.NullLit(pos=node.pos), UNKNOWN
         return n.Aggregate(func, source, value, where, pos=node.pos), result
+
+    def _axis_view(self, node: n.Node, source: str, axis: str) -> str | None:
+        """The source whose rows are those of ``source`` placed in time by ``axis`` (a view
+        generated for one of its time_axes), or None after reporting why there is none."""
+        spec = self.scope.sources[source]
+        base = spec.axis_of[0] if spec.axis_of else source
+        base_spec = self.scope.sources[base]
+        if axis == base_spec.time:
+            return base
+        view = axis_source(base, axis)
+        if view in self.scope.sources:
+            self.sources_used.add(view)
+            return view
+        axes = [base_spec.time, *base_spec.time_axes] if base_spec.time else []
+        self.scope.error(node, f"source '{base}' has no time axis '{axis}'.",
+                         (did_you_mean(axis, axes) + " " if axes and did_you_mean(axis, axes) else "")
+                         + f"Declare it: 'sources: {{{base}: {{time_axes: [{axis}]}}}}'"
+                         + (f"; its axes are {', '.join(axes)}." if axes else "."))
+        return None
 
     def _aggregate_source(self, arg: n.Node) -> str | None:
         """The one source an aggregate's argument reads: the first 'source' or 'source.column' in it."""
@@ -605,6 +633,8 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         if result_type not in (NUMBER, UNKNOWN, NULL):
             scope.error(tree, f"a KPI formula must give a number, but this gives a {result_type}.",
                         "Aggregate or count it, e.g. 'count(source where condition)'.")
+        if spec.time is not None:
+            expr = _on_axis(expr, spec, project.sources, resolver.sources_used, errors)
         parsed[name] = (expr, result_type, list(dict.fromkeys(resolver.kpi_refs)), resolver.sources_used)
     errors.extend(missing_column_errors(project, warehouse, missing, reported))
 
@@ -658,6 +688,39 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
     if errors:
         raise ProjectInvalid(in_file_order(errors))
     return Model(project, resolved, catalog, functions, maps, warehouse)
+
+
+def place_on_axis(expr: n.Node, axis: str, sources: Mapping[str, SourceSpec]) -> tuple[n.Node, set[str]]:
+    """``expr`` with each aggregate over a source that has the time axis ``axis`` reading that
+    axis (aggregates that chose theirs with ``at`` keep it); and the views now read."""
+    used: set[str] = set()
+
+    def move(node: n.Node) -> n.Node:
+        if not isinstance(node, n.Aggregate) or sources[node.source].axis_of:
+            return node
+        view = axis_source(node.source, axis)
+        if view not in sources:
+            return node
+        used.add(view)
+        return replace(node, source=view)
+
+    return expr.map(move), used
+
+
+def _on_axis(expr: n.Node, spec: KpiSpec, sources: Mapping[str, SourceSpec], used: set[str],
+             errors: list) -> n.Node:
+    """A KPI's ``time:`` applied to its own aggregates; an error when none of them has the axis."""
+    moved, views = place_on_axis(expr, spec.time, sources)
+    own = {node.source for node in expr.walk() if isinstance(node, n.Aggregate)}
+    if not views and not any(sources[s].time == spec.time for s in own):
+        axes = sorted({a for s in own for a in sources[s].time_axes} | {sources[s].time for s in own if sources[s].time})
+        errors.append(ResolveError(f"no source this KPI aggregates has the time axis '{spec.time}'.",
+                                   spec.where("time"), (did_you_mean(spec.time, axes) + " " if did_you_mean(spec.time, axes)
+                                                        else "") + "Declare it in the source's 'time_axes', or use "
+                                   f"one of: {', '.join(axes) or 'no axis (the sources have no time column)'}."))
+        return expr
+    used.update(views)
+    return moved
 
 
 def resolve_row(project: Project, source: str, text: str, where: FormulaSource, columns: Mapping[str, str] | None,
@@ -789,8 +852,8 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
             dialect = None
     reported = set() if reported is None else reported  # sources that extend another share its table's columns
     for source in project.sources.values():
-        if source.unmapped:
-            continue
+        if source.unmapped or source.axis_of:
+            continue  # no data, or a time axis's view: its source's checks cover it
         for rel_index, rel in enumerate(source.relationships):
             if rel.to not in project.sources:
                 yield ResolveError(f"relationship to unknown source '{rel.to}'.",
@@ -823,6 +886,7 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
                 yield ResolveError(f"declared column '{column}' does not exist in {table}.",
                                    source.where("columns", column, key=True), did_you_mean(column, described) or None)
         checks = [("time", source.time, ("time",)), ("time_end", source.time_end, ("time_end",))]
+        checks += [("time axis", axis, ("time_axes", i)) for i, axis in enumerate(source.time_axes)]
         checks += [("primary key", col, ("primary_key",)) for col in source.primary_key]
         checks += [("dimension", d.column, ("dimensions", i)) for i, d in enumerate(source.dimensions)]
         for what, col, path in checks:
@@ -832,11 +896,13 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
                                    source.where(*path), f"{did_you_mean(col, own)} Point '{path[0]}' at a column "
                                    f"of {table}, or map it: 'sources: {{{owner}: {{map: {{{col}: <column or "
                                    "formula>}}}'.".lstrip())
-        for field_, col in (("time", source.time), ("time_end", source.time_end)):
+        times = [("time", source.time, ("time",)), ("time_end", source.time_end, ("time_end",))]
+        times += [("time_axes", axis, ("time_axes", i)) for i, axis in enumerate(source.time_axes)]
+        for field_, col, path in times:
             if col and described.get(col) not in (DATE, TIMESTAMP, UNKNOWN, NULL, None) \
                     and _first(reported, source, f"time:{col}"):
                 yield ResolveError(f"{field_.replace('_', ' ')} column '{col}' is a {described[col]}, not a date or "
-                                   "timestamp.", source.where(field_),
+                                   "timestamp.", source.where(*path),
                                    f"Point '{field_}' at a DATE or TIMESTAMP column, or map it to one (e.g. "
                                    f"'map: {{{col}: <a date column>}}'); for a CSV file, declare the column's "
                                    "type and date format in the warehouse's 'data' settings (docs/specs.md).")

@@ -105,6 +105,8 @@ class SourceSpec:
     rows_of: str | None = None  # the source whose table (or sql) and map it reads, when it extends one
     declared: frozenset[str] = frozenset()  # the fields written for it (the rest may be inherited)
     time_end: str | None = None  # an interval source: a row counts from ``time`` until this column
+    time_axes: tuple[str, ...] = ()  # other time columns its rows can be placed in time by
+    axis_of: tuple[str, str] | None = None  # (source, axis) of a view generated for a time axis
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -135,6 +137,7 @@ class KpiSpec:
     library: str | None = None  # the include it comes from
     fill_nulls_with: float | int | None = None  # shown instead of null inside the KPI's own rows
     matures_after_days: int | None = None  # a cohort reading: a period is complete this long after it ends
+    time: str | None = None  # the time axis its own aggregates place rows by (a source's time_axes)
     overrides: Location | None = None  # the library definition this one overrides
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
@@ -693,6 +696,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             if spec is not None:
                 found[name] = spec
     _inherit(sources, errors)
+    _add_time_axes(sources, errors)
     errors.extend(_source_shape_errors(sources))
     errors.extend(_target_errors(kpis))
     errors.extend(_test_errors(tests))
@@ -816,7 +820,7 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         label=body.get("label"), description=body.get("description"),
         positions=doc.positions(), path=path, library=library, overrides=overrides,
         column_map=column_map, filters=filters, extends=body.get("extends"), unmapped=bool(body.get("unmapped")),
-        declared=frozenset(body), time_end=body.get("time_end"),
+        declared=frozenset(body), time_end=body.get("time_end"), time_axes=tuple(body.get("time_axes", ())),
         freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
 
 
@@ -873,6 +877,34 @@ def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
         sources[name] = complete(name, ())
 
 
+def axis_source(source: str, axis: str) -> str:
+    """The name of the view of ``source`` whose rows are placed in time by ``axis``."""
+    return f"{source}__at__{axis}"
+
+
+def _add_time_axes(sources: dict[str, SourceSpec], errors: list) -> None:
+    """A source with ``time_axes`` gets one hidden view per axis: its rows, placed in time by
+    that column (as a source that extends it with another ``time``). Formulas reach them with
+    ``count(deals at won_at)``, a KPI's ``time:`` or ``--time-axis``."""
+    for name, source in list(sources.items()):
+        for i, axis in enumerate(source.time_axes):
+            if not source.time:
+                errors.append(SpecError(f"source '{name}' declares 'time_axes' but no 'time' (its main axis).",
+                                        source.where("time_axes"), "Add 'time: <column>' to the source."))
+                break
+            if axis == source.time:
+                errors.append(SpecError(f"'{axis}' is already the time column of source '{name}'.",
+                                        source.where("time_axes", i), "List only its other time columns."))
+                continue
+            view = axis_source(name, axis)
+            if view in sources:
+                errors.append(SpecError(f"source '{view}' clashes with the view of source '{name}' at '{axis}'.",
+                                        source.where("time_axes", i), f"Rename source '{view}'."))
+                continue
+            sources[view] = replace(source, name=view, time=axis, time_axes=(), time_end=None, extends=name,
+                                    rows_of=source.rows_of or name, axis_of=(name, axis), freshness_days=None)
+
+
 def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None = None,
          overrides: Location | None = None, fallback: _Document | None = None) -> KpiSpec:
     path = ("kpis", name)
@@ -887,7 +919,8 @@ def _kpi(name: str, body: Mapping[str, Any], doc: _Document, library: str | None
         dimensions=tuple(dims) if dims is not None else None, target=body.get("target"),
         positions=doc.positions(), path=path, library=library, overrides=overrides,
         fill_nulls_with=body.get("fill_nulls_with"),
-        matures_after_days=int(body["matures_after"].split()[0]) if body.get("matures_after") else None)
+        matures_after_days=int(body["matures_after"].split()[0]) if body.get("matures_after") else None,
+        time=body.get("time"))
 
 
 def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecError]:

@@ -211,7 +211,7 @@ WITH `orders_agg_days` AS (
   FROM `orders_agg`
 ), `windowed` AS (
   SELECT
-    *,
+    `series`.*,
     COALESCE(
       MAX(`series`.`orders__sum_amount_where_status`) OVER (
         PARTITION BY `series`.`channel`
@@ -353,7 +353,7 @@ WITH `orders_agg_days` AS (
     AND `keys`.`channel` <=> `ad_spend_agg`.`channel`
 ), `windowed` AS (
   SELECT
-    *,
+    `series`.*,
     SUM(`series`.`orders__sum_amount_where_status`) OVER (
       PARTITION BY `series`.`channel`
       ORDER BY `series`.`period_index`
@@ -548,7 +548,7 @@ WITH `contacts_agg_days` AS (
     AND `keys`.`channel` <=> `contacts_agg`.`channel`
 ), `windowed` AS (
   SELECT
-    *,
+    `series`.*,
     SUM(`series`.`contacts__count`) OVER (PARTITION BY `series`.`period`) AS `total_contacts__count_1`
   FROM `series`
 )

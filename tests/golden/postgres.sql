@@ -174,7 +174,7 @@ WITH "orders_agg_days" AS (
   FROM "orders_agg"
 ), "windowed" AS (
   SELECT
-    *,
+    "series".*,
     COALESCE(
       MAX("series"."orders__sum_amount_where_status") OVER (
         PARTITION BY "series"."channel"
@@ -299,7 +299,7 @@ WITH "orders_agg_days" AS (
     AND "keys"."channel" IS NOT DISTINCT FROM "ad_spend_agg"."channel"
 ), "windowed" AS (
   SELECT
-    *,
+    "series".*,
     SUM("series"."orders__sum_amount_where_status") OVER (
       PARTITION BY "series"."channel"
       ORDER BY "series"."period_index"
@@ -473,7 +473,7 @@ WITH "contacts_agg_days" AS (
     AND "keys"."channel" IS NOT DISTINCT FROM "contacts_agg"."channel"
 ), "windowed" AS (
   SELECT
-    *,
+    "series".*,
     SUM("series"."contacts__count") OVER (PARTITION BY "series"."period") AS "total_contacts__count_1"
   FROM "series"
 )
