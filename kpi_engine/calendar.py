@@ -163,7 +163,7 @@ class Calendar:
         if func != "previous":
             raise QueryError(f"{func}() over {text} at --grain {grain}: months have different lengths, so the "
                              "window would not cover a fixed number of periods.", None,
-                             f"Write the window in days or weeks (e.g. '30 days'), or use --grain month.")
+                             "Write the window in days or weeks (e.g. '30 days'), or use --grain month.")
         return None, months
 
     @staticmethod

@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .compiler import (COMPLETE_COLUMN, CompiledQuery, IntervalStartNeeded, Request, compile_request, extent_query,
-                       source_relation)
+from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
+from .source_sql import IntervalStartNeeded, source_relation
 from .completeness import Extent, as_date, complete_range, is_complete
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
                      did_you_mean, in_file_order)

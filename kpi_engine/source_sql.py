@@ -1,0 +1,461 @@
+"""One source's rows, grouped for a request: the first stage of every query.
+
+For each source a request reads, ``SourceReader.source_ctes`` builds the CTEs that group its rows
+by period and dimensions: optionally its day totals first (cut into periods afterwards), the
+snapshot time of each period for last()/first(), and the grouped rows with one column per
+aggregate. The compiler then joins those CTEs (compiler.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+from sqlglot import exp
+
+from . import nodes as n
+from .calendar import DATE_PARTS, cast
+from .errors import QueryError
+from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
+from .spec import SourceSpec
+from .sql_build import (aggregate_sql, bound, col, compile_common, date_literal, existence_test, ident, left_join,
+                        number, scalar_function, snapshot_mark, table_ref, values_table, wrap)
+
+if TYPE_CHECKING:
+    from .compiler import Request
+
+PERIOD = "period"
+PERIOD_INDEX = "period_index"
+SPINE_CTE = "spine"
+ZERO_WHEN_EMPTY = {"count", "count_distinct", "sum"}  # no rows means 0, not null
+SNAPSHOTS = {"last", "first"}  # no snapshot in the period means null; no rows at the snapshot 0
+REGROUPABLE = {"count", "sum", "min", "max", "last", "first"}  # day totals add up to period totals
+MAX_FILL_PERIODS = 100_000
+# Columns an interval source's rows gain when spread over the periods they overlap (interval_rows).
+INTERVAL_DAY, ACTIVE_AT_END, ACTIVE_AT_START = "__kpi_period_day", "__kpi_active_at_end", "__kpi_active_at_start"
+
+
+def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = None) -> exp.Expression:
+    """The FROM item of a source: its table, or its ``sql:`` parsed into a subquery.
+
+    A ``sql:`` source is parsed with sqlglot in the warehouse's dialect and must be
+    one SELECT; it is re-rendered from the tree like everything else.
+    """
+    if source.sql:
+        query = [parse_source_sql(source, read_dialect)]
+        return exp.Subquery(this=query[0], alias=exp.TableAlias(this=ident(alias or source.name)))
+    parts = source.table.split(".")
+    table = exp.Table(this=ident(parts[-1]),
+                      db=ident(parts[-2]) if len(parts) > 1 else None,
+                      catalog=ident(parts[-3]) if len(parts) > 2 else None)
+    return exp.alias_(table, ident(alias or source.name), table=True, copy=False)
+
+
+@dataclass
+class SourcePlan:
+    source: SourceSpec
+    aggregates: dict[n.Aggregate, str] = field(default_factory=dict)  # aggregate -> CTE column
+
+    def column_for(self, agg: n.Aggregate) -> str:
+        """A readable, unique CTE column name such as count, sum_amount or count_where_customer_at."""
+        if agg not in self.aggregates:
+            parts = [agg.func]
+            if isinstance(agg.arg, n.Column):
+                parts.append(agg.arg.name)
+            if agg.where is not None:
+                first = next((c.name for c in agg.where.walk() if isinstance(c, n.Column)), "filter")
+                parts += ["where", first]
+            base = "_".join(parts)
+            name, i = base, 2
+            while name in self.aggregates.values() or name in (PERIOD, PERIOD_INDEX) or self.source.dimension(name):
+                name, i = f"{base}_{i}", i + 1
+            self.aggregates[agg] = name
+        return self.aggregates[agg]
+
+    @property
+    def snapshots(self) -> bool:
+        return any(agg.func in ("last", "first") for agg in self.aggregates)
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """One grouping of a source's rows: its CTE name, what it aggregates, and the first day read
+    (the requested range, or the longer one of the windows)."""
+
+    name: str
+    plan: SourcePlan
+    start: dt.date | None
+
+    def snapshot_cte(self, agg: n.Aggregate) -> str | None:
+        """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
+        return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS else None
+
+    def snapshots(self) -> dict[str, n.Aggregate]:
+        return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if agg.func in SNAPSHOTS}
+
+    def snapshot_ctes(self) -> list[str]:
+        return list(self.snapshots())
+
+
+class IntervalStartNeeded(QueryError):
+    """An interval source is read from the start of its data, which the compiler does not know:
+    the caller finds it (``extent_query``) and compiles again with ``spans``."""
+
+    def __init__(self, sources: Sequence[str]):
+        self.sources = tuple(sources)
+        super().__init__(f"interval source {', '.join(repr(s) for s in self.sources)} is read from the start of "
+                         "its data, which is not known without asking the warehouse.", None,
+                         "Give --from (and no time function that reads all history), or run the request through "
+                         "a project connected to its warehouse.")
+
+
+class SourceReader:
+    """Builds the CTEs that read and group one source's rows for a request: its relation (table
+    or sql, map and where), dimensions through relationships, per-entity lookups, interval
+    sources spread over periods, day totals and snapshot times."""
+
+    def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
+                 spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None):
+        self.model = model
+        self.request = request
+        self.dialect = dialect
+        self.read_dialect = read_dialect
+        self.spans = spans or {}  # interval source -> the first day of its data
+        self.calendar = model.project.config.calendar
+        self.today = today or self.calendar.today()
+        self.grain = request.grain
+        self.dims = tuple(dict.fromkeys(request.dimensions))
+        self.marker = "present"  # the presence marker's column name (the compiler picks it)
+
+    def function(self, name: str, args: list[exp.Expression]) -> exp.Expression:
+        plugin = self.model.functions.get(name)
+        if plugin is None:
+            return scalar_function(name, args)
+        result = plugin.compile(args, self.dialect)
+        if not isinstance(result, exp.Expression):
+            raise QueryError(f"the plugin function '{name}' returned {type(result).__name__}, not a sqlglot expression.",
+                             None, "Fix the plugin: compile() must build its result from sqlglot nodes.")
+        return result
+
+    def paths(self, source: str) -> dict[str, DimensionPath]:
+        return dimension_paths(self.model.sources, source)
+
+    def has_dimension(self, source: str, dim: str) -> bool:
+        """A declared (or related) dimension of the source, or a date part of its time column."""
+        return dim in self.paths(source) or self.is_date_part(source, dim)
+
+    def is_date_part(self, source: str, dim: str) -> bool:
+        return dim in DATE_PARTS and dim not in self.paths(source) and bool(self.model.sources[source].time)
+
+    def column(self, source: SourceSpec, name: str, table: str | None = None, local: bool = True) -> exp.Expression:
+        """A column of a source: the warehouse column, or what the source's ``map:`` binds it to
+        (a formula over the table's columns). Timestamps are seen in the project's time zone
+        (unless ``local`` is False: keys and dimensions are compared as stored)."""
+        table = table or source.name
+        mapped = self.model.mapped(source.name, name)
+        if mapped is None:
+            return self.warehouse_column(source, name, table, local)
+
+        def leaf(node: n.Node) -> exp.Expression:
+            if isinstance(node, n.Column):
+                return self.warehouse_column(source, node.name, table, local)
+            return compile_common(node, leaf, self.function)
+
+        return wrap(leaf(mapped))
+
+    def warehouse_column(self, source: SourceSpec, name: str, table: str, local: bool = True) -> exp.Expression:
+        column_type = self.model.warehouse.get(source.name, {}).get(name) or source.columns.get(name)
+        return self.calendar.local_time(col(name, table), local and column_type == TIMESTAMP)
+
+    def row_formula(self, source: SourceSpec, node: n.Node, table: str | None = None) -> exp.Expression:
+        """A formula over one row of a source (an entity lookup's value, a where: condition)."""
+        if isinstance(node, n.Column):
+            return self.column(source, node.name, table)
+        return compile_common(node, lambda child: self.row_formula(source, child, table), self.function)
+
+    def relation(self, source: SourceSpec, alias: str | None = None) -> exp.Expression:
+        """The FROM item of a source (``source_relation``), keeping only the rows its ``where:``
+        conditions let through."""
+        relation = source_relation(source, self.read_dialect, alias)
+        condition = self.model.condition(source.name)
+        if condition is None:
+            return relation
+        name = alias or source.name
+        rows = exp.select(exp.Star(), copy=False).from_(relation, copy=False) \
+            .where(self.row_formula(source, condition, name), copy=False)
+        return exp.Subquery(this=rows, alias=exp.TableAlias(this=ident(name)))
+
+    def time_column(self, source: SourceSpec, name: str | None = None) -> tuple[exp.Expression, bool]:
+        """The source's time column (or its column ``name``) in the project's time zone, and
+        whether it is a DATE."""
+        name = name or source.time
+        return self.column(source, name), self.model.column_type(source.name, name) == "date"
+
+    def day_of(self, source: SourceSpec, name: str) -> exp.Expression:
+        """The local day of a date or timestamp column."""
+        time, is_date = self.time_column(source, name)
+        return time if is_date else cast(time, "DATE")
+
+    def rows(self, source: SourceSpec, start: dt.date | None) -> tuple[exp.Expression, exp.Expression, bool]:
+        """The FROM item a source is grouped from, from the day ``start`` on; its time column; and
+        whether that is a DATE. An interval source's rows are spread over the periods first."""
+        if source.time_end:
+            return self.interval_rows(source, start), col(INTERVAL_DAY, source.name), True
+        time, is_date = self.time_column(source)
+        return self.relation(source), time, is_date
+
+    def interval_rows(self, source: SourceSpec, start: dt.date | None) -> exp.Expression:
+        """An interval source's rows, one copy per period of the request that each overlaps (from
+        ``start``, up to --to and never beyond today: an open row is active until now), as of the
+        period's last day, with two flags: active at the end of that day (what last() reads) and
+        at the end of the period's first day (first()). A row is active on the days from its
+        ``time`` up to the day before its ``time_end``."""
+        first = start or self.spans.get(source.name)
+        if first is None:
+            raise IntervalStartNeeded([source.name])
+        end = self.today + dt.timedelta(days=1)
+        end = min(end, self.request.end) if self.request.end else end
+        spans = [(first, end - dt.timedelta(days=1))]
+        if self.grain and first < end:
+            periods = self.calendar.periods(first, end, self.grain)
+            if len(periods) > MAX_FILL_PERIODS:
+                raise QueryError(f"interval source '{source.name}' would be spread over {len(periods):,} periods; "
+                                 f"the limit is {MAX_FILL_PERIODS:,}.", None, "Use a coarser --grain or a shorter range.")
+            spans = [(max(p, first), min(self.calendar.shift(p, self.grain, 1), end) - dt.timedelta(days=1))
+                     for p in periods]
+        spine = values_table([(date_literal(a), date_literal(b)) for a, b in spans], SPINE_CTE, ["first_day", "last_day"])
+        starts, ends = self.day_of(source, source.time), self.day_of(source, source.time_end)
+        first_day, last_day = col("first_day", SPINE_CTE), col("last_day", SPINE_CTE)
+
+        def active_at(day: exp.Expression) -> exp.Expression:
+            return exp.or_(exp.Is(this=ends.copy(), expression=exp.Null()), exp.GT(this=ends.copy(), expression=day),
+                           copy=False)
+
+        def flag(condition: exp.Expression) -> exp.Expression:
+            return exp.Case(ifs=[exp.If(this=condition, true=number(1))], default=number(0))
+
+        # Active on some day of the period: from a day on or before its last, to a day after its
+        # first and after the row's own first (a row that starts and ends on one day never is).
+        overlaps = exp.and_(exp.LTE(this=starts.copy(), expression=last_day.copy()), wrap(active_at(first_day.copy())),
+                            wrap(active_at(starts.copy())), copy=False) if first < end else exp.false()
+        spread = exp.select(exp.Column(this=exp.Star(), table=ident(source.name)),
+                            exp.alias_(last_day.copy(), ident(INTERVAL_DAY), copy=False),
+                            exp.alias_(flag(active_at(last_day.copy())), ident(ACTIVE_AT_END), copy=False),
+                            exp.alias_(flag(exp.and_(exp.LTE(this=starts.copy(), expression=first_day.copy()),
+                                                     wrap(active_at(first_day.copy())), copy=False)),
+                                       ident(ACTIVE_AT_START), copy=False), copy=False) \
+            .from_(self.relation(source), copy=False)
+        spread.append("joins", exp.Join(this=spine, on=overlaps))
+        return exp.Subquery(this=spread, alias=exp.TableAlias(this=ident(source.name)))
+
+    def source_ctes(self, read: "SourceRead", where: n.Node | None, marked: bool) -> list[tuple[str, exp.Expression]]:
+        """The CTEs that group one source's rows from ``read.start``: [its day totals], [the snapshot
+        time of each period], then its rows grouped by key (with a presence marker when ``marked``)."""
+        plan, start = read.plan, read.start
+        source = plan.source
+        name = source.name
+        joins: dict[str, exp.Expression] = {}  # alias -> ON condition, in join order
+        relations: dict[str, exp.Expression] = {}
+
+        def dimension_column(dim: str) -> exp.Expression:
+            if self.is_date_part(name, dim):  # of the row's local day
+                return self.calendar.date_part(time.copy() if is_date else cast(time.copy(), "DATE"), dim)
+            path = self.paths(name)[dim]
+            table, owner = name, source
+            for _, rel in path.joins:
+                alias = f"{table}__{rel.to}"
+                target = self.model.sources[rel.to]
+                if alias not in joins:
+                    relations[alias] = self.relation(target, alias)
+                    joins[alias] = exp.EQ(this=self.column(owner, rel.on, table, local=False),
+                                          expression=self.column(target, rel.to_column or rel.on, alias, local=False))
+                table, owner = alias, target
+            return self.column(owner, path.dimension.column, table, local=False)
+
+        lookups: dict[tuple[n.EntityLookup, bool], str] = {}  # (lookup, keys only) -> alias
+
+        def lookup_join(lookup: n.EntityLookup, keys_only: bool) -> str:
+            word = "with" if keys_only else "per"
+            alias = lookups.setdefault((lookup, keys_only), f"{lookup.source}_{word}_{lookup.key}_{len(lookups) + 1}")
+            if alias not in joins:
+                relations[alias] = self.entity_subquery(lookup, alias, keys_only)
+                joins[alias] = exp.EQ(this=self.column(source, lookup.key, local=False),
+                                      expression=col(lookup.key, alias))
+            return alias
+
+        def row_value(node: n.Node) -> exp.Expression:
+            if isinstance(node, n.Column):
+                return self.column(source, node.name)
+            if isinstance(node, n.Name):  # a dimension in --where
+                return dimension_column(node.dotted)
+            existence = existence_test(node)
+            if existence is not None:
+                lookup, present = existence
+                key = col(lookup.key, lookup_join(lookup, keys_only=True))
+                return exp.Is(this=key, expression=exp.Not(this=exp.Null()) if present else exp.Null())
+            if isinstance(node, n.EntityLookup):
+                value = col("value", lookup_join(node, keys_only=False))
+                return exp.Coalesce(this=value, expressions=[number(0)]) if node.func in ZERO_WHEN_EMPTY else value
+            return compile_common(node, row_value, self.function)
+
+        rows, time, is_date = self.rows(source, start) if source.time else (self.relation(source), None, False)
+        # Rows have few distinct days: grouping them by day first and cutting the days into
+        # periods afterwards truncates (and marks snapshots on) a few thousand day rows instead
+        # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
+        # only without snapshots (taken at an exact time, not on a day). Its day is the local one.
+        by_day = (self.grain not in (None, "day") and all(agg.func in REGROUPABLE for agg in plan.aggregates)
+                  and (is_date or not plan.snapshots))
+        days = f"{read.name}_days"
+        ctes: list[tuple[str, exp.Expression]] = []
+        if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
+            for snapshot, agg in read.snapshots().items():
+                ctes.append((snapshot, self.snapshot_times(agg, start)))
+                joins[snapshot] = exp.EQ(this=time.copy(), expression=col("snapshot_time", snapshot))
+                relations[snapshot] = table_ref(snapshot)
+        selects: list[exp.Expression] = []
+        group: list[exp.Expression] = []
+        if self.grain:
+            if by_day:
+                bucket = time.copy() if is_date else cast(time.copy(), "DATE")
+            else:
+                bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
+            selects.append(exp.alias_(bucket, ident(PERIOD), copy=False))
+            group.append(bucket.copy())
+        for dim in self.dims:
+            column = dimension_column(dim)
+            selects.append(exp.alias_(column, ident(dim), copy=False))
+            group.append(column.copy())
+        for agg, alias in plan.aggregates.items():
+            selects.append(exp.alias_(self.aggregate(agg, read, row_value, at_snapshot=not by_day), ident(alias),
+                                      copy=False))
+        if marked and not by_day:
+            selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
+
+        conditions = self.range_conditions(time, is_date, start) if source.time else []
+        if where is not None:  # before the joins are added: a --where dimension may need one of its own
+            conditions.append(wrap(row_value(where)))
+        query = exp.select(*selects, copy=False).from_(rows, copy=False)
+        for alias, condition in joins.items():
+            left_join(query, relations[alias], condition)
+        if conditions:
+            query = query.where(exp.and_(*conditions, copy=False), copy=False)
+        if group:
+            query = query.group_by(*group, copy=False)
+        if not by_day:
+            return ctes + [(read.name, query)]
+        # Without --where the day totals see every row in range, so the snapshot days can be
+        # read off them and the source is scanned once; with it they need a scan of their own.
+        ctes.append((days, query))
+        for snapshot, agg in read.snapshots().items():
+            ctes.append((snapshot, self.snapshot_times(agg, start, days if where is None else None)))
+        return ctes + [(read.name, self.days_to_periods(read, days, marked))]
+
+    def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None) -> list[exp.Expression]:
+        """A row belongs to the period of its time; a row without one belongs to none."""
+        conditions: list[exp.Expression] = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
+        if start:
+            conditions.append(exp.GTE(this=time.copy(), expression=bound(start, is_date)))
+        if self.request.end:
+            conditions.append(exp.LT(this=time.copy(), expression=bound(self.request.end, is_date)))
+        return conditions
+
+    def days_to_periods(self, read: "SourceRead", days: str, marked: bool) -> exp.Select:
+        """Second stage of a source grouped by day: cut the days into periods and add up the
+        day totals; snapshot aggregates keep the days that are their period's snapshot."""
+        bucket = self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True)
+        selects = [exp.alias_(bucket, ident(PERIOD), copy=False)]
+        group = [bucket.copy()]
+        for dim in self.dims:
+            selects.append(exp.alias_(col(dim, days), ident(dim), copy=False))
+            group.append(col(dim, days))
+        for agg, alias in read.plan.aggregates.items():
+            day_total = col(alias, days)
+            if agg.func in SNAPSHOTS:
+                value = aggregate_sql("sum", day_total, snapshot_mark(read.snapshot_cte(agg)), self.dialect)
+                if agg.arg is None:  # a count of no rows is 0, a sum of none is NULL
+                    value = exp.Coalesce(this=value, expressions=[number(0)])
+            else:
+                value = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=day_total)
+            selects.append(exp.alias_(value, ident(alias), copy=False))
+        if marked:
+            selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
+        query = exp.select(*selects, copy=False).from_(table_ref(days), copy=False)
+        for snapshot in read.snapshots():
+            left_join(query, table_ref(snapshot), exp.EQ(this=col(PERIOD, days), expression=col("snapshot_time", snapshot)))
+        return query.group_by(*group, copy=False)
+
+    def aggregate(self, agg: n.Aggregate, read: "SourceRead", row_value: Callable[[n.Node], exp.Expression],
+                  at_snapshot: bool = True) -> exp.Expression:
+        """The aggregate over a source's rows. With ``at_snapshot=False`` a snapshot aggregate
+        covers every row (days_to_periods keeps the snapshot days later)."""
+        arg = row_value(agg.arg) if agg.arg is not None else None
+        where = row_value(agg.where) if agg.where is not None else None
+        if agg.func in SNAPSHOTS and read.plan.source.time_end:  # the rows active at the period's end (start)
+            active = exp.EQ(this=col(ACTIVE_AT_END if agg.func == "last" else ACTIVE_AT_START, read.plan.source.name),
+                            expression=number(1))
+            where = active if where is None else exp.and_(active, wrap(where), copy=False)
+        if agg.func in SNAPSHOTS and not at_snapshot:
+            return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
+        if agg.func in SNAPSHOTS:
+            # Semi-additive: only rows of the period's last (first) snapshot count, summed across entities.
+            marked = snapshot_mark(read.snapshot_cte(agg))
+            where = marked if where is None else exp.and_(marked, wrap(where), copy=False)
+            return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
+        return aggregate_sql(agg.func, arg, where, self.dialect)
+
+    def snapshot_times(self, agg: n.Aggregate, start: dt.date | None, days: str | None = None) -> exp.Select:
+        """The period and the last (first) snapshot time of each period with rows, over all the
+        source's rows in range: SELECT period, MAX(time) ... GROUP BY period. Joined to the rows on
+        the time column itself (a cheap hash join, never a fan-out), it marks the rows at the
+        snapshot; joined to the keys on the period, it tells a period without any snapshot.
+        ``days`` names a CTE of the source's day totals (days_to_periods) to read them off."""
+        pick = exp.Max if agg.func == "last" else exp.Min
+
+        def per_period(time: exp.Expression, relation: exp.Expression, is_date: bool) -> exp.Select:
+            selects = [exp.alias_(pick(this=time.copy()), ident("snapshot_time"), copy=False)]
+            if self.grain:
+                bucket = self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date)
+                selects.insert(0, exp.alias_(bucket, ident(PERIOD), copy=False))
+            query = exp.select(*selects, copy=False).from_(relation, copy=False)
+            return query.group_by(bucket.copy(), copy=False) if self.grain else query
+
+        if days is not None:
+            return per_period(col(PERIOD, days), table_ref(days), is_date=True)
+        source = self.model.sources[agg.source]
+        relation, time, is_date = self.rows(source, start)
+        in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
+        if not (is_date and self.grain):
+            return per_period(time, relation, is_date=False).where(in_range, copy=False)
+        # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
+        distinct_days = exp.select(exp.alias_(time.copy(), ident(PERIOD), copy=False), copy=False) \
+            .from_(relation, copy=False).where(in_range, copy=False).group_by(time.copy(), copy=False)
+        return per_period(col(PERIOD, "snapshot_days"),
+                          exp.Subquery(this=distinct_days, alias=exp.TableAlias(this=ident("snapshot_days"))), is_date=True)
+
+    def entity_subquery(self, lookup: n.EntityLookup, alias: str, keys_only: bool = False) -> exp.Expression:
+        """One row per key value of the inner source: cannot fan out when joined on the key.
+        With ``keys_only``, just the distinct keys that have a row (see existence_test)."""
+        inner = self.model.sources[lookup.source]
+
+        def inner_value(node: n.Node) -> exp.Expression:
+            return self.row_formula(inner, node)
+
+        # The condition filters the rows before grouping: a key left without rows is
+        # missing from the subquery, which reads as 0 for counts and sums and NULL
+        # otherwise, exactly what the aggregate over no rows gives.
+        conditions = [wrap(inner_value(lookup.where))] if lookup.where is not None else []
+        key = self.column(inner, lookup.key, local=False)
+        selects = [exp.alias_(key, ident(lookup.key), copy=False)]
+        if keys_only:
+            if lookup.arg is not None:  # count(x.col per key) counts the rows where col is not null
+                conditions.append(exp.Is(this=wrap(inner_value(lookup.arg)), expression=exp.Not(this=exp.Null())))
+        else:
+            value = aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
+                                   self.dialect)
+            selects.append(exp.alias_(value, ident("value"), copy=False))
+        subquery = exp.select(*selects, copy=False).from_(self.relation(inner), copy=False) \
+            .group_by(key.copy(), copy=False)
+        if conditions:
+            subquery = subquery.where(exp.and_(*conditions, copy=False), copy=False)
+        return exp.Subquery(this=subquery, alias=exp.TableAlias(this=ident(alias)))

@@ -1,0 +1,196 @@
+"""sqlglot building blocks shared by the compiler's stages: quoted names, literals, the
+operators and functions of the formula language, aggregates with their filters.
+
+Nothing here knows a request. Every name becomes a quoted identifier and every value a literal
+node, so nothing from a spec or a command line reaches SQL as text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from sqlglot import exp
+
+from . import nodes as n
+from .calendar import cast
+
+
+def ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.Column(this=ident(name), table=ident(table) if table else None)
+
+
+def table_ref(name: str) -> exp.Table:
+    return exp.Table(this=ident(name))
+
+
+def left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression) -> None:
+    """Add a LEFT JOIN in place. (Select.join parses its join_type text on every call.)"""
+    query.append("joins", exp.Join(this=relation, side="LEFT", on=on))
+
+
+def number(value) -> exp.Expression:
+    return exp.Literal.number(str(value))
+
+
+def wrap(expression: exp.Expression) -> exp.Expression:
+    """Parenthesise operands that are themselves operations: sqlglot renders trees as built."""
+    composite = (exp.Binary, exp.Not, exp.Neg, exp.Between, exp.In, exp.Case)
+    return exp.Paren(this=expression) if isinstance(expression, composite) else expression
+
+
+def date_literal(value: dt.date) -> exp.Expression:
+    return cast(exp.Literal.string(value.isoformat()), "DATE")
+
+
+def bound(value: dt.date, is_date_column: bool) -> exp.Expression:
+    if is_date_column:
+        return date_literal(value)
+    return cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")
+
+
+def values_table(rows: list[tuple[exp.Expression, ...]], alias: str, columns: Sequence[str]) -> exp.Values:
+    """VALUES (...), (...) AS alias(columns), every name quoted as the references to it are."""
+    return exp.Values(expressions=[exp.Tuple(expressions=list(row)) for row in rows],
+                      alias=exp.TableAlias(this=ident(alias), columns=[ident(c) for c in columns]))
+
+
+def literal(node: n.Node) -> exp.Expression:
+    if isinstance(node, n.NumberLit):
+        return number(node.value)
+    if isinstance(node, n.StringLit):
+        return exp.Literal.string(node.value)
+    if isinstance(node, n.BoolLit):
+        return exp.Boolean(this=node.value)
+    return exp.Null()
+
+
+def compile_common(node: n.Node, recurse, function=None) -> exp.Expression:
+    """Operators, literals and functions: the same at row level and at KPI level.
+    ``function(name, args)`` compiles function calls (built-in or from a plugin)."""
+    if isinstance(node, (n.NumberLit, n.StringLit, n.BoolLit, n.NullLit)):
+        return literal(node)
+    if isinstance(node, n.Unary):
+        operand = recurse(node.operand)
+        return exp.Not(this=wrap(operand)) if node.op == "not" else exp.Neg(this=wrap(operand))
+    if isinstance(node, n.Binary):
+        left, right = wrap(recurse(node.left)), wrap(recurse(node.right))
+        if node.op == "/":
+            # Division by zero is null, never an error; typed=False keeps it a true division.
+            return exp.Div(this=left, expression=exp.Nullif(this=right, expression=number(0)), typed=False, safe=False)
+        if node.op == "%":
+            return exp.Mod(this=left, expression=exp.Nullif(this=right, expression=number(0)))
+        cls = {"+": exp.Add, "-": exp.Sub, "*": exp.Mul}[node.op]
+        return cls(this=left, expression=right)
+    if isinstance(node, n.Compare):
+        cls = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[node.op]
+        return cls(this=wrap(recurse(node.left)), expression=wrap(recurse(node.right)))
+    if isinstance(node, n.Logical):
+        cls = exp.And if node.op == "and" else exp.Or
+        return cls(this=wrap(recurse(node.left)), expression=wrap(recurse(node.right)))
+    if isinstance(node, n.InList):
+        result = exp.In(this=wrap(recurse(node.operand)), expressions=[recurse(i) for i in node.items])
+        return exp.Not(this=result) if node.negated else result
+    if isinstance(node, n.Between):
+        result = exp.Between(this=wrap(recurse(node.operand)), low=recurse(node.low), high=recurse(node.high))
+        return exp.Not(this=result) if node.negated else result
+    if isinstance(node, n.IsNull):
+        # x IS NOT NULL, not NOT (x IS NULL): engines push the former down into their scans.
+        null = exp.Not(this=exp.Null()) if node.negated else exp.Null()
+        return exp.Is(this=wrap(recurse(node.operand)), expression=null)
+    if isinstance(node, n.Function):
+        return (function or scalar_function)(node.name, [recurse(a) for a in node.args])
+    raise AssertionError(f"cannot compile {node!r} here")  # pragma: no cover
+
+
+def scalar_function(name: str, args: list[exp.Expression]) -> exp.Expression:
+    if name == "if":
+        return exp.If(this=args[0], true=args[1], false=args[2])
+    if name == "coalesce":
+        return exp.Coalesce(this=args[0], expressions=args[1:])
+    if name == "nullif":
+        return exp.Nullif(this=args[0], expression=args[1])
+    if name == "abs":
+        return exp.Abs(this=args[0])
+    if name == "round":
+        return exp.Round(this=args[0], decimals=args[1] if len(args) > 1 else None)
+    if name in ("least", "greatest"):
+        return null_if_any_null(args, exp.Least if name == "least" else exp.Greatest)
+    if name == "days_between":
+        # Whole calendar days from the first to the second, the same on every engine.
+        return exp.DateDiff(this=cast(args[1], "DATE"), expression=cast(args[0], "DATE"), unit=exp.var("DAY"))
+    raise AssertionError(f"function {name} has no compiler")  # pragma: no cover
+
+
+# Dialects whose SQL has the standard FILTER clause (or that sqlglot rewrites into
+# their own conditional aggregates); DuckDB in particular evaluates it faster than
+# an aggregate over CASE. The others get the portable CASE form.
+FILTER_DIALECTS = frozenset({"duckdb", "postgres", "sqlite", "spark", "databricks", "trino", "presto",
+                              "athena", "snowflake", "bigquery", "tsql"})
+
+
+def null_if_any_null(args: list[exp.Expression], cls: type[exp.Func]) -> exp.Expression:
+    """least()/greatest() are null when an argument is null, on every warehouse: PostgreSQL,
+    Spark and BigQuery skip nulls, Snowflake, MySQL and Oracle do not, so the guard is written
+    out and the function inside told it never sees a null."""
+    call = cls(this=args[0], expressions=args[1:], ignore_nulls=True)
+    values = [arg for arg in args if not isinstance(arg, exp.Literal)]  # a literal is never null
+    if len(args) == 1 or not values:
+        return call
+    any_null = exp.or_(*[exp.Is(this=wrap(value.copy()), expression=exp.Null()) for value in values], copy=False)
+    return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=call)
+
+
+def not_null(value: exp.Expression) -> exp.Expression:
+    return exp.Is(this=value, expression=exp.Not(this=exp.Null()))
+
+
+def snapshot_mark(snapshot: str) -> exp.Expression:
+    """True on the rows (or days) joined to their period's snapshot time, and on the keys whose
+    period has one when the snapshot times are joined by period (see snapshot_times)."""
+    return not_null(col("snapshot_time", snapshot))
+
+
+def keys_match(keys: Sequence[str], left: str, right: str) -> exp.Expression:
+    """Null-safe equality of the key columns of two relations."""
+    return exp.and_(*[exp.NullSafeEQ(this=col(k, left), expression=col(k, right)) for k in keys], copy=False)
+
+
+def existence_test(node: n.Node) -> tuple[n.EntityLookup, bool] | None:
+    """``count(x per key) > 0`` (or ``>= 1``, ``!= 0``) asks whether the key has a row at all,
+    ``= 0`` (or ``< 1``, ``<= 0``) whether it has none: (the lookup, True/False) for those,
+    None for other conditions. A join to the distinct keys answers them without counting."""
+    if not (isinstance(node, n.Compare) and isinstance(node.left, n.EntityLookup)
+            and node.left.func in ("count", "count_distinct") and isinstance(node.right, n.NumberLit)):
+        return None
+    test = (node.op, node.right.value)
+    if test in ((">", 0), (">=", 1), ("!=", 0)):
+        return node.left, True
+    if test in (("=", 0), ("<", 1), ("<=", 0)):
+        return node.left, False
+    return None
+
+
+def aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression | None,
+                   dialect: str) -> exp.Expression:
+    """COUNT/SUM/... of ``arg`` over the rows where ``where`` holds."""
+    case_when = where is not None and dialect not in FILTER_DIALECTS
+    value: exp.Expression = arg if arg is not None else (number(1) if case_when else exp.Star())
+    if case_when:
+        value = exp.Case(ifs=[exp.If(this=where, true=value)])
+    if func == "count":
+        result: exp.Expression = exp.Count(this=value)
+    elif func == "count_distinct":
+        result = exp.Count(this=exp.Distinct(expressions=[value]))
+    else:
+        result = {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[func](this=value)
+    if where is not None and not case_when:
+        result = exp.Filter(this=result, expression=exp.Where(this=where))
+    return result
+
+
+# --- time functions -> window leaves ------------------------------------------------------
