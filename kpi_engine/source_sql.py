@@ -402,7 +402,7 @@ class SourceReader:
             marked = snapshot_mark(read.snapshot_cte(agg))
             where = marked if where is None else exp.and_(marked, wrap(where), copy=False)
             return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
-        return aggregate_sql(agg.func, arg, where, self.dialect)
+        return aggregate_sql(agg.func, arg, where, self.dialect, agg.fraction)
 
     def snapshot_times(self, agg: n.Aggregate, start: dt.date | None, days: str | None = None) -> exp.Select:
         """The period and the last (first) snapshot time of each period with rows, over all the
