@@ -170,6 +170,7 @@ class Aggregate(Node):
     arg: Node | None
     where: Node | None = None
     fraction: Decimal | int | None = None  # percentile(x, 0.9): the fraction of the rows below
+    per: str | None = None  # last(x per key): each entity's own latest (earliest) row, summed
 
 
 @dataclass(frozen=True)

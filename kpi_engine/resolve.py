@@ -485,6 +485,8 @@ class _Resolver:
 
     def _entity_lookup(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope
+        if agg_source is None and func in SNAPSHOT_AGGREGATES and self.mode == "kpi":
+            return self._entity_snapshot(node, func)
         if agg_source is None:
             scope.error(node, f"'{func}(... per {node.per})' gives one value per entity, so it only makes sense "
                               "inside another aggregate's filter.",
@@ -513,6 +515,22 @@ class _Resolver:
                             did_you_mean(node.per, columns) or "The key must have the same name in both sources.")
         lookup = n.EntityLookup(func, resolved.source, resolved.arg, resolved.where, node.per, pos=node.pos)
         return lookup, value_type
+
+    def _entity_snapshot(self, node: n.Call, func: str) -> tuple[n.Node, str]:
+        """last(accounts.balance per account_id): each entity's latest (first) row in the period,
+        summed across entities, for tables where entities report on different days."""
+        resolved, value_type = self._aggregate(n.Call(node.name, node.args, node.where, None, pos=node.pos), func)
+        if not isinstance(resolved, n.Aggregate):
+            return resolved, value_type
+        columns = self.scope.columns(resolved.source)
+        if columns is not None and node.per not in columns:
+            self.scope.error(node, f"'per {node.per}' needs a column '{node.per}' in source '{resolved.source}', "
+                                   "which has none.", did_you_mean(node.per, columns) or None)
+        if self.scope.sources[resolved.source].time_end:
+            self.scope.error(node, f"'{func}(... per {node.per})' reads each entity's own latest row; an interval "
+                                   "source has one row per entity and period already.",
+                             f"Write '{func}({resolved.source}...)' without 'per'.")
+        return replace(resolved, per=node.per), value_type
 
     def _aggregate(self, node: n.Call, func: str) -> tuple[n.Node, str]:
         scope = self.scope
