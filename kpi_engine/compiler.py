@@ -376,7 +376,7 @@ class _Compiler:
                 body = body.where(exp.and_(*conditions, copy=False), copy=False)
             backs = {}
             for leaf in leaves:
-                if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS:
+                if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS and leaf.agg.per is None:
                     read = histories.get(leaf.agg.source, ranges[leaf.agg.source])
                     backs[leaf] = self.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf)
 

@@ -165,10 +165,12 @@ class KpiRef(Node):
 class Aggregate(Node):
     """An aggregate over one source's rows; ``arg`` is None for ``count(source)``."""
 
-    func: str  # sum count count_distinct avg min max
+    func: str  # sum count count_distinct avg min max last first median percentile approx_percentile
     source: str
     arg: Node | None
     where: Node | None = None
+    fraction: Decimal | int | None = None  # percentile(x, 0.9): the fraction of the rows below
+    per: str | None = None  # last(x per key): each entity's own latest (earliest) row, summed
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 # Nodes a KPI may hold once the KPIs it references are written out in full: the SQL repeats a
 # KPI used twice, so without a bound sixty KPIs that each use the one before twice make 2**60.
 MAX_EXPANDED_SIZE = 10_000
-AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"}
-NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"}
+PERCENTILES = {"median", "percentile", "approx_percentile"}  # not additive: never across periods or groups
+AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "first"} | PERCENTILES
+NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"} | PERCENTILES
 SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/first snapshot of a period
 # name -> (min args, max args). KPI-level operations over the time series.
 TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1)}
@@ -483,12 +485,14 @@ class _Resolver:
 
     def _entity_lookup(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope
+        if agg_source is None and func in SNAPSHOT_AGGREGATES and self.mode == "kpi":
+            return self._entity_snapshot(node, func)
         if agg_source is None:
             scope.error(node, f"'{func}(... per {node.per})' gives one value per entity, so it only makes sense "
                               "inside another aggregate's filter.",
                         "Use it in a 'where', e.g. 'sum(orders.amount where count(orders per customer_id) > 1)'.")
             return n.NullLit(pos=node.pos), UNKNOWN
-        if func in SNAPSHOT_AGGREGATES:
+        if func in SNAPSHOT_AGGREGATES | PERCENTILES:
             scope.error(node, f"'{func}' cannot be used per entity.", "Use min, max, sum, count or avg per entity.")
             return n.NullLit(pos=node.pos), UNKNOWN
         if self.in_entity_lookup:
@@ -512,8 +516,32 @@ class _Resolver:
         lookup = n.EntityLookup(func, resolved.source, resolved.arg, resolved.where, node.per, pos=node.pos)
         return lookup, value_type
 
+    def _entity_snapshot(self, node: n.Call, func: str) -> tuple[n.Node, str]:
+        """last(accounts.balance per account_id): each entity's latest (first) row in the period,
+        summed across entities, for tables where entities report on different days."""
+        resolved, value_type = self._aggregate(n.Call(node.name, node.args, node.where, None, pos=node.pos), func)
+        if not isinstance(resolved, n.Aggregate):
+            return resolved, value_type
+        columns = self.scope.columns(resolved.source)
+        if columns is not None and node.per not in columns:
+            self.scope.error(node, f"'per {node.per}' needs a column '{node.per}' in source '{resolved.source}', "
+                                   "which has none.", did_you_mean(node.per, columns) or None)
+        if self.scope.sources[resolved.source].time_end:
+            self.scope.error(node, f"'{func}(... per {node.per})' reads each entity's own latest row; an interval "
+                                   "source has one row per entity and period already.",
+                             f"Write '{func}({resolved.source}...)' without 'per'.")
+        return replace(resolved, per=node.per), value_type
+
     def _aggregate(self, node: n.Call, func: str) -> tuple[n.Node, str]:
         scope = self.scope
+        fraction = None
+        if func in ("percentile", "approx_percentile"):
+            fraction = self._fraction(node, func)
+            if fraction is None:
+                return n.NullLit(pos=node.pos), UNKNOWN
+            node = n.Call(node.name, node.args[:1], node.where, node.per, node.at, pos=node.pos)
+        elif func == "median":
+            fraction = Decimal("0.5")
         if len(node.args) != 1:
             scope.error(node, f"'{func}' takes one argument, not {len(node.args)}.",
                         f"Write '{func}(source.column)'" + (" or 'count(source)'." if func == "count" else "."))
@@ -557,7 +585,20 @@ class _Resolver:
             source = self._axis_view(node, source, node.at)
             if source is None:
                 return n.NullLit(pos=node.pos), UNKNOWN
-        return n.Aggregate(func, source, value, where, pos=node.pos), result
+        return n.Aggregate(func, source, value, where, fraction, pos=node.pos), result
+
+    def _fraction(self, node: n.Call, func: str) -> Decimal | int | None:
+        """The second argument of percentile(x, 0.9): a number from 0 to 1, or None after an error."""
+        usage = f"Write '{func}(source.column, 0.9)' (0.5 is the median)."
+        if len(node.args) != 2:
+            self.scope.error(node, f"'{func}' takes two arguments, not {len(node.args)}.", usage)
+            return None
+        arg = node.args[1]
+        if not (isinstance(arg, n.NumberLit) and 0 <= arg.value <= 1):
+            self.scope.error(arg, f"{func}'s second argument is the fraction of rows below the value, from 0 to 1.",
+                             usage)
+            return None
+        return arg.value
 
     def _axis_view(self, node: n.Node, source: str, axis: str) -> str | None:
         """The source whose rows are those of ``source`` placed in time by ``axis`` (a view

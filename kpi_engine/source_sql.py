@@ -89,10 +89,10 @@ class SourceRead:
 
     def snapshot_cte(self, agg: n.Aggregate) -> str | None:
         """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
-        return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS else None
+        return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS and agg.per is None else None
 
     def snapshots(self) -> dict[str, n.Aggregate]:
-        return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if agg.func in SNAPSHOTS}
+        return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if self.snapshot_cte(agg)}
 
     def snapshot_ctes(self) -> list[str]:
         return list(self.snapshots())
@@ -304,7 +304,9 @@ class SourceReader:
         # periods afterwards truncates (and marks snapshots on) a few thousand day rows instead
         # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
         # only without snapshots (taken at an exact time, not on a day). Its day is the local one.
-        by_day = (self.grain not in (None, "day") and all(agg.func in REGROUPABLE for agg in plan.aggregates)
+        rows = self.entity_snapshot_marks(plan, rows, time, is_date, start)
+        by_day = (self.grain not in (None, "day")
+                  and all(agg.func in REGROUPABLE and agg.per is None for agg in plan.aggregates)
                   and (is_date or not plan.snapshots))
         days = f"{read.name}_days"
         ctes: list[tuple[str, exp.Expression]] = []
@@ -327,8 +329,8 @@ class SourceReader:
             selects.append(exp.alias_(column, ident(dim), copy=False))
             group.append(column.copy())
         for agg, alias in plan.aggregates.items():
-            selects.append(exp.alias_(self.aggregate(agg, read, row_value, at_snapshot=not by_day), ident(alias),
-                                      copy=False))
+            selects.append(exp.alias_(self.aggregate(agg, read, row_value, at_snapshot=not by_day, time=time),
+                                      ident(alias), copy=False))
         if marked and not by_day:
             selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
 
@@ -386,11 +388,15 @@ class SourceReader:
         return query.group_by(*group, copy=False)
 
     def aggregate(self, agg: n.Aggregate, read: "SourceRead", row_value: Callable[[n.Node], exp.Expression],
-                  at_snapshot: bool = True) -> exp.Expression:
+                  at_snapshot: bool = True, time: exp.Expression | None = None) -> exp.Expression:
         """The aggregate over a source's rows. With ``at_snapshot=False`` a snapshot aggregate
         covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
+        if agg.per is not None:  # each entity's own latest (earliest) row of the period
+            own = exp.EQ(this=time.copy(), expression=col(_entity_mark(agg), read.plan.source.name))
+            where = own if where is None else exp.and_(own, wrap(where), copy=False)
+            return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         if agg.func in SNAPSHOTS and read.plan.source.time_end:  # the rows active at the period's end (start)
             active = exp.EQ(this=col(ACTIVE_AT_END if agg.func == "last" else ACTIVE_AT_START, read.plan.source.name),
                             expression=number(1))
@@ -402,7 +408,28 @@ class SourceReader:
             marked = snapshot_mark(read.snapshot_cte(agg))
             where = marked if where is None else exp.and_(marked, wrap(where), copy=False)
             return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
-        return aggregate_sql(agg.func, arg, where, self.dialect)
+        return aggregate_sql(agg.func, arg, where, self.dialect, agg.fraction)
+
+    def entity_snapshot_marks(self, plan: SourcePlan, rows: exp.Expression, time: exp.Expression | None,
+                              is_date: bool, start: dt.date | None) -> exp.Expression:
+        """The source's rows in range with, for each last(x per key) / first(x per key), the time
+        of the key's latest (earliest) row in the row's period: a window over the rows of the
+        range only, so an entity's row outside it never hides the ones inside."""
+        marks = {_entity_mark(agg): agg for agg in plan.aggregates if agg.per is not None}
+        if not marks:
+            return rows
+        source = plan.source
+        selects: list[exp.Expression] = [exp.Column(this=exp.Star(), table=ident(source.name))]
+        for name, agg in marks.items():
+            partition = [self.column(source, agg.per, local=False)]
+            if self.grain:
+                partition.append(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date))
+            pick = exp.Max if agg.func == "last" else exp.Min
+            selects.append(exp.alias_(exp.Window(this=pick(this=time.copy()), partition_by=partition), ident(name),
+                                      copy=False))
+        in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
+        query = exp.select(*selects, copy=False).from_(rows, copy=False).where(in_range, copy=False)
+        return exp.Subquery(this=query, alias=exp.TableAlias(this=ident(source.name)))
 
     def snapshot_times(self, agg: n.Aggregate, start: dt.date | None, days: str | None = None) -> exp.Select:
         """The period and the last (first) snapshot time of each period with rows, over all the
@@ -459,3 +486,8 @@ class SourceReader:
         if conditions:
             subquery = subquery.where(exp.and_(*conditions, copy=False), copy=False)
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=ident(alias)))
+
+
+def _entity_mark(agg: n.Aggregate) -> str:
+    """The column holding the time of each entity's latest (earliest) row: last(x per key)."""
+    return f"__kpi_{agg.func}_per_{agg.per}"

@@ -176,8 +176,11 @@ def existence_test(node: n.Node) -> tuple[n.EntityLookup, bool] | None:
 
 
 def aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression | None,
-                   dialect: str) -> exp.Expression:
+                   dialect: str, fraction=None) -> exp.Expression:
     """COUNT/SUM/... of ``arg`` over the rows where ``where`` holds."""
+    if fraction is not None:  # median, percentile, approx_percentile (they skip nulls: no FILTER needed)
+        value = arg if where is None else exp.Case(ifs=[exp.If(this=where, true=arg)])
+        return percentile_sql(value, fraction, dialect, approximate=func == "approx_percentile")
     case_when = where is not None and dialect not in FILTER_DIALECTS
     value: exp.Expression = arg if arg is not None else (number(1) if case_when else exp.Star())
     if case_when:
@@ -193,4 +196,30 @@ def aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression |
     return result
 
 
-# --- time functions -> window leaves ------------------------------------------------------
+# Exact percentiles (linear interpolation between the two nearest rows, as PERCENTILE_CONT)
+# by dialect: sqlglot renders PERCENTILE_CONT as an approximation on Spark and Trino, so each
+# form is written out here. Engines missing from both tables have no such aggregate.
+_WITHIN_GROUP = frozenset({"postgres", "snowflake", "redshift", "oracle"})
+_EXACT_FUNCTION = {"duckdb": "QUANTILE_CONT", "spark": "PERCENTILE", "databricks": "PERCENTILE"}
+_APPROXIMATE = frozenset({"duckdb", "spark", "databricks", "trino", "presto", "athena", "snowflake", "bigquery",
+                          "redshift"})
+
+
+def percentile_sql(value: exp.Expression, fraction, dialect: str, approximate: bool = False) -> exp.Expression:
+    """The ``fraction`` percentile of ``value`` over a group's rows, exact or approximate; a
+    QueryError where the dialect has no such aggregate."""
+    from .errors import QueryError
+
+    share = exp.Literal.number(str(fraction))
+    if approximate and dialect in _APPROXIMATE:
+        return exp.ApproxQuantile(this=value, quantile=share)
+    if not approximate and dialect in _EXACT_FUNCTION:
+        return exp.Anonymous(this=_EXACT_FUNCTION[dialect], expressions=[value, share])
+    if not approximate and dialect in _WITHIN_GROUP:
+        return exp.WithinGroup(this=exp.PercentileCont(this=share), expression=exp.Order(expressions=[exp.Ordered(this=value)]))
+    kind = "approximate percentiles" if approximate else "exact percentiles (median, percentile)"
+    other = ("exact ones: median() and percentile()" if dialect in _EXACT_FUNCTION or dialect in _WITHIN_GROUP
+             else "approx_percentile()" if dialect in _APPROXIMATE and not approximate else None)
+    raise QueryError(f"the {dialect} dialect has no aggregate for {kind}.", None,
+                     f"Use {other} on this warehouse." if other else
+                     "Compute it on a warehouse that has one (DuckDB, PostgreSQL, Spark, Snowflake, ...).")

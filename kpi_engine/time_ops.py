@@ -68,6 +68,10 @@ def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, 
             count = n.Aggregate("count", node.source, node.arg, node.where, pos=node.pos)
             return n.Binary("/", WindowLeaf(kind, total, periods, reset, months),
                             WindowLeaf(kind, count, periods, reset, months))
+        if kind != "previous" and node.fraction is not None:
+            raise QueryError(f"{node.func} cannot be added up across {_across(kind)}.", None,
+                             "A percentile of separate periods or groups is not a percentile of all their rows; "
+                             "compute it over the whole range instead (drop --grain or the time function).")
         if kind != "previous" and node.func == "count_distinct":
             raise QueryError(f"count_distinct cannot be added up across {_across(kind)}.", None,
                              "Distinct counts of separate periods or groups overlap; count distinct over the whole "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from collections import defaultdict
+from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
@@ -145,3 +146,14 @@ def test_sqlite_equals_duckdb(project, tmp_path_factory):
             assert got.keys() == want.keys(), formula
             for key, value in want.items():
                 assert (value is None and got[key] is None) or got[key] == pytest.approx(value, rel=1e-9), (formula, key)
+
+
+def test_month_to_date_by_day_reads_the_month_from_its_first_day(project, data):
+    daily: dict = defaultdict(Decimal)
+    for row in data["ad_spend"]:
+        daily[dt.date.fromisoformat(row["spend_date"][:10])] += Decimal(row["spend"])
+    got = evaluate(project, "cumulative(ad_spend_total, 'month')", "day", dt.date(2024, 2, 20), dt.date(2024, 3, 10))
+    assert len(got) == 19
+    for day, value in got.items():
+        expected = sum((v for d, v in daily.items() if d.replace(day=1) == day.replace(day=1) and d <= day), Decimal(0))
+        assert value == pytest.approx(float(expected), rel=1e-12), day

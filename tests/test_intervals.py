@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
@@ -390,3 +392,28 @@ def test_other_warehouses_equal_duckdb(request, project, warehouse, grain, start
     got = _engine(other, names, grain, start, end, by)
     problems = [p for name in names for p in _close(got[name], want[name], name)]
     assert not problems, "\n".join(problems[:20])
+
+
+# --------------------------------------------------------------------------- random requests
+
+DAYS = st.dates(min_value=D(2024, 10, 1), max_value=D(2025, 8, 1))
+
+
+@settings(max_examples=25, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(grain=st.sampled_from([None, "day", "week", "month", "quarter"]), start=st.one_of(st.none(), DAYS),
+       length=st.integers(min_value=1, max_value=200), by=st.booleans(),
+       names=st.lists(st.sampled_from(list(READINGS)), min_size=1, max_size=5, unique=True))
+def test_random_requests_match_walking_the_days(project, tables, grain, start, length, by, names):
+    end = (start or D(2024, 11, 1)) + dt.timedelta(days=length)
+    if grain == "day" and length > 60:
+        length, end = 60, (start or D(2024, 11, 1)) + dt.timedelta(days=60)
+    together = _engine(project, names, grain, start, end, by)
+    problems = []
+    for name in names:
+        table, kind, column = READINGS[name]
+        expected = tables[table].answer(kind, grain, start, end, by, column)
+        problems += _close({k: v for k, v in together[name].items() if k in expected}, expected, name)
+        problems += [f"{name} {k}: {v!r} outside its rows" for k, v in together[name].items()
+                     if k not in expected and v is not None]
+    assert not problems, f"grain={grain} start={start} end={end} by={by}\n" + "\n".join(problems[:10])

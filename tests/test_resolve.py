@@ -97,7 +97,7 @@ def test_declared_dimension_must_be_on_every_source(make_project):
 @pytest.mark.parametrize("formula, message", [
     ("sum(leads.channel)", "'sum' needs numbers, but this is a string."),
     ("sum(sum(ad_spend.spend))", "'sum' is an aggregate inside another aggregate."),
-    ("median(ad_spend.spend)", "unknown function 'median'."),
+    ("mode(ad_spend.spend)", "unknown function 'mode'."),
     ("round(1, 2, 3)", "'round' takes 1 to 2 arguments, not 3."),
     ("if(count(leads), 1, 2)", "expected a condition (true/false) here, but this is a number."),
     ("ad_spend.spend * 2", "column 'ad_spend.spend' is used outside an aggregate."),
