@@ -126,10 +126,12 @@ def _same(expected: float | None, actual: Any, rel: float) -> bool:
     return math.isclose(float(actual), expected, rel_tol=rel, abs_tol=1e-9)
 
 
-def write_project(folder: Path, warehouse: str | Mapping[str, Any], *, timezone: str | None = None) -> Path:
-    """A project in ``folder`` that includes the marketing library and reads ``warehouse``."""
+def write_project(folder: Path, warehouse: str | Mapping[str, Any], *, timezone: str | None = None,
+                  **settings: Any) -> Path:
+    """A project in ``folder`` that includes the marketing library and reads ``warehouse``;
+    ``settings`` adds project settings such as ``week_start`` or ``fiscal_year_start``."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"name": "conformance", "warehouse": warehouse, "include": ["builtin:marketing"]}
+    config = {"name": "conformance", "warehouse": warehouse, "include": ["builtin:marketing"], **settings}
     if timezone:
         config["timezone"] = timezone
     (folder / "kpi_engine.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")  # JSON is YAML
