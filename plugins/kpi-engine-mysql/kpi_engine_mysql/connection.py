@@ -26,7 +26,7 @@ from kpi_engine.hookspecs import Connection, Rows
 from kpi_engine.redaction import redact
 from sqlglot import exp
 
-from .rewrite import to_mysql
+from .rewrite import UTC_OFFSET, named_zones, to_mysql
 from .settings import Target
 
 _log = logging.getLogger("kpi_engine.mysql")
@@ -79,6 +79,7 @@ class MySQLConnection(Connection):
         self._opened: list[Any] = []
         self._closed = False
         self.server_version = ""
+        self._zones: set[str] = set()  # time zone names the server was seen to know
         self._local.session = self._open()  # a wrong password or host is reported when connecting
 
     @property
@@ -200,10 +201,12 @@ class MySQLConnection(Connection):
         if not isinstance(query, exp.Query):
             raise QueryFailed(f"MySQL connections of kpi-engine only read: {type(query).__name__} is not a query.",
                               None, "Pass a SELECT.")
-        sql = render(query)
+        prepared = to_mysql(query)
+        sql = prepared.sql(dialect="mysql")
         session = self._session()
         try:
             with session.cursor() as cursor:
+                self._check_zones(cursor, named_zones(prepared))
                 cursor.execute(sql)
                 columns = tuple(column[0] for column in cursor.description or ())
                 return Rows(columns, list(cursor.fetchall()))
@@ -215,6 +218,22 @@ class MySQLConnection(Connection):
         except BaseException:
             self._abandon(session)
             raise
+
+    def _check_zones(self, cursor, zones: set[str]) -> None:
+        """Refuse a query that converts to a time zone the server does not know: CONVERT_TZ would
+        be null for every row, and every KPI empty, without an error."""
+        for zone in sorted(zones - self._zones):
+            cursor.execute("SELECT CONVERT_TZ('2000-01-01 00:00:00', %s, %s)", [UTC_OFFSET, zone])
+            if cursor.fetchone()[0] is None:
+                raise QueryFailed(
+                    f"MySQL at {self.target.where} does not know the time zone '{zone}' (the project's timezone "
+                    "setting): its time zone tables do not hold it, so timestamps cannot be converted to local "
+                    "time. The query was not run.", None,
+                    "Load the time zone tables into the server (MariaDB: mariadb-tzinfo-to-sql /usr/share/zoneinfo "
+                    "| mariadb -u root mysql; MySQL: mysql_tzinfo_to_sql), or remove 'timezone:' from "
+                    "kpi_engine.yaml (timestamps are then cut into periods in UTC).")
+            with self._lock:
+                self._zones.add(zone)
 
     # -- description
     def columns(self, relation) -> Mapping[str, str] | None:
@@ -296,8 +315,9 @@ def connect_error(error: BaseException, target: Target) -> WarehouseError:
         return ConnectionFailed(f"the MySQL database '{target.database}' does not exist at {where}.", None,
                                 "Fix 'database' (or the path of the URL), or create the database.")
     if code == _DB_ACCESS_DENIED:
-        return ConnectionFailed(f"the MySQL user '{user}' may not use the database '{target.database}' at {where}.",
-                                None, "Grant the user SELECT on the database, or fix 'database'.")
+        return ConnectionFailed(f"the MySQL user '{user}' may not use the database '{target.database}' at {where} "
+                                "(MySQL says so too when the database does not exist).", None,
+                                "Fix 'database' (or the path of the URL), or grant the user SELECT on it.")
     if code == _HOST_NOT_ALLOWED:
         return ConnectionFailed(f"the MySQL server at {where} does not accept connections from this host: "
                                 f"{detail}.", None, "Ask the administrator to allow the user from this host.")

@@ -8,13 +8,16 @@ from sqlglot import exp
 
 _DOUBLE = exp.DataType.Type.DOUBLE
 _TRUNC = (exp.TimestampTrunc, exp.DatetimeTrunc, exp.DateTrunc)
+#: Names of UTC, which MySQL knows only from its time zone tables; '+00:00' needs none.
+_UTC_NAMES = {"UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "ZULU", "UCT", "ETC/UCT", "UNIVERSAL"}
+UTC_OFFSET = "+00:00"
 #: WEEKDAY() numbers the days from Monday (0) to Sunday (6).
 _WEEKDAYS = {"MONDAY": 0, "TUESDAY": 1, "WEDNESDAY": 2, "THURSDAY": 3, "FRIDAY": 4, "SATURDAY": 5, "SUNDAY": 6}
 
 
 def to_mysql(query: exp.Expression) -> exp.Expression:
     """A copy of ``query`` that MySQL and MariaDB run with the other engines' meaning."""
-    return query.transform(_rewrite)
+    return query.transform(_rewrite)  # a rule that builds a new node rewrites its operands itself
 
 
 def _rewrite(node: exp.Expression) -> exp.Expression:
@@ -24,6 +27,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return _float_division(node)
     if isinstance(node, exp.Avg):
         return _float_average(node)
+    if isinstance(node, exp.ConvertTimezone):
+        return _convert_timezone(node)
     return node
 
 
@@ -75,7 +80,7 @@ def _truncate(node: exp.Expression) -> exp.Expression:
     """The first day of the day, week, month, quarter or year of a date or timestamp, with date
     functions every MySQL and MariaDB has. (sqlglot's MySQL SQL cuts weeks with WEEK(x, 1) and
     the calendar year, which puts the days of a week that spans New Year in two weeks.)"""
-    value, unit = node.this, _unit(node)
+    value, unit = to_mysql(node.this), _unit(node)
     day = _call("DATE", value)
     if unit == "DAY":
         first = day
@@ -98,3 +103,27 @@ def _truncate(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.DateTrunc):
         return first
     return exp.Cast(this=first, to=exp.DataType(this=exp.DataType.Type.DATETIME))
+
+
+def _convert_timezone(node: exp.ConvertTimezone) -> exp.Expression:
+    """CONVERT_TZ(x, 'UTC', zone) with UTC written '+00:00', which MySQL knows without its time
+    zone tables (a name it does not know makes CONVERT_TZ null: see ``named_zones``)."""
+    for key in ("source_tz", "target_tz"):
+        zone = node.args.get(key)
+        if isinstance(zone, exp.Literal) and zone.is_string and zone.this.upper() in _UTC_NAMES:
+            node.set(key, exp.Literal.string(UTC_OFFSET))
+    source, target = node.args.get("source_tz"), node.args.get("target_tz")
+    if all(isinstance(z, exp.Literal) and z.this == UTC_OFFSET for z in (source, target)):
+        return to_mysql(node.args["timestamp"])  # UTC to UTC: nothing to convert
+    return node
+
+
+def named_zones(query: exp.Expression) -> set[str]:
+    """The time zone names (not offsets such as '+02:00') a prepared query converts from or to."""
+    names = set()
+    for node in query.find_all(exp.ConvertTimezone):
+        for key in ("source_tz", "target_tz"):
+            zone = node.args.get(key)
+            if isinstance(zone, exp.Literal) and zone.is_string and not zone.this.startswith(("+", "-")):
+                names.add(zone.this)
+    return names

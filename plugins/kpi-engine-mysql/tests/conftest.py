@@ -11,6 +11,12 @@ from typing import Any
 import pytest
 from kpi_engine.testing import TABLES, fixture_dir
 from kpi_engine.testing import _convert as typed_value
+from kpi_engine.testing import assert_same_results as same_results
+
+
+def assert_same_results(rows: list[dict], duckdb_rows: list[dict], names: list[str]) -> None:
+    same_results(rows, duckdb_rows, names, engine="MariaDB")
+
 
 pytest_plugins = ["mariadb_server"]
 

@@ -86,6 +86,8 @@ class Server:
     # URL-hostile characters, to show that URLs with percent-encoding and redaction work.
     password: str = field(default_factory=lambda: "pw-" + secrets.token_urlsafe(10) + "/@:%x")
     host: str = "127.0.0.1"
+    admin: str = "kpi_admin"  # all privileges: KILL, SET GLOBAL, the time zone tables
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     process: subprocess.Popen | None = None
 
     @property
@@ -109,6 +111,13 @@ class Server:
 
         return pymysql.connect(host=self.host, port=self.port, user=self.user, password=self.password,
                                database=database, autocommit=True, charset="utf8mb4", **options)
+
+    def admin_connect(self, **options):
+        """A pymysql connection with all privileges (over TCP, no database selected)."""
+        import pymysql
+
+        return pymysql.connect(host=self.host, port=self.port, user=self.admin, password=self.admin_password,
+                               autocommit=True, charset="utf8mb4", **options)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -136,7 +145,9 @@ class Server:
         init = self.root / "init.sql"
         escaped = self.password.replace("\\", "\\\\").replace("'", "\\'")
         lines = [f"CREATE USER '{self.user}'@'127.0.0.1' IDENTIFIED BY '{escaped}';",
-                 f"CREATE USER '{self.user}'@'localhost' IDENTIFIED BY '{escaped}';"]
+                 f"CREATE USER '{self.user}'@'localhost' IDENTIFIED BY '{escaped}';",
+                 f"CREATE USER '{self.admin}'@'127.0.0.1' IDENTIFIED BY '{self.admin_password}';",
+                 f"GRANT ALL PRIVILEGES ON *.* TO '{self.admin}'@'127.0.0.1' WITH GRANT OPTION;"]
         for database in DATABASES:
             lines += [f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4;",
                       f"GRANT ALL ON `{database}`.* TO '{self.user}'@'127.0.0.1', '{self.user}'@'localhost';"]

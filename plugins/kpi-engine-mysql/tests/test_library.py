@@ -4,11 +4,11 @@ example data, for every grain and calendar; and the conformance kit passes."""
 from __future__ import annotations
 
 import datetime as dt
-import math
 
 import pytest
+from conftest import assert_same_results
 from kpi_engine import testing
-from kpi_engine.testing import write_project
+from kpi_engine.testing import FUNCTION_FORMULAS, write_project
 from kpi_engine.engine import open_project
 
 GROUPINGS = {
@@ -20,28 +20,6 @@ GROUPINGS = {
     "days_in_range": dict(grain="day", start="2025-02-20", end="2025-03-10"),
     "total": dict(),
 }
-
-
-def keyed(rows: list[dict]) -> dict[tuple, dict]:
-    return {(row.get("period"), row.get("channel")): row for row in rows}
-
-
-def assert_same_results(mysql_rows: list[dict], duckdb_rows: list[dict], names: list[str]) -> None:
-    """Same keys, same values up to floating-point rounding, None exactly where DuckDB has None."""
-    on_mysql, on_duckdb = keyed(mysql_rows), keyed(duckdb_rows)
-    assert len(on_mysql) == len(mysql_rows) and len(on_duckdb) == len(duckdb_rows)
-    assert set(on_mysql) == set(on_duckdb), (sorted(set(on_mysql) - set(on_duckdb), key=str)[:5],
-                                             sorted(set(on_duckdb) - set(on_mysql), key=str)[:5])
-    differences = []
-    for key, expected_row in on_duckdb.items():
-        for name in names:
-            expected, actual = expected_row[name], on_mysql[key][name]
-            same = (expected is None and actual is None) or (
-                expected is not None and actual is not None
-                and math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-9))
-            if not same:
-                differences.append(f"{name} {key}: DuckDB {expected!r}, MariaDB {actual!r}")
-    assert not differences, f"{len(differences)} differences:\n" + "\n".join(differences[:20])
 
 
 @pytest.fixture(scope="module")
@@ -81,35 +59,14 @@ def test_week_start_and_fiscal_year_match_duckdb(mariadb_server, marketing_db, d
                             duckdb_project.evaluate(names, **options).to_dicts(), names)
 
 
-FORMULAS = [
-    "avg(days_between(leads.created_at, leads.customer_at))",
-    "count(leads where created_at >= '2025-01-01' and created_at < '2025-02-01')",
-    "count(leads where customer_at <= '2025-03-01')",
-    "sum(opportunities.amount % 7)",
-    "sum(ad_spend.spend % 2.5) / count(ad_spend)",
-    "sum(if(orders.amount > 1000, orders.amount, 0))",
-    "round(avg(opportunities.amount) / 7, 1) + abs(-1) + coalesce(nullif(count(leads), 0), 1)",
-    "greatest(count(leads), count(opportunities)) - least(count(leads), count(opportunities))",
-    "cumulative(count(leads), 'year')",
-    "cumulative(count(leads), 'quarter')",
-    "rolling(sum(ad_spend.spend), 3)",
-    "previous(count(leads), 12)",
-    "100 * share(count(leads))",
-    "count(leads where count(opportunities per lead_id) > 1)",
-    "sum(orders.amount where count(orders per customer_id) > 1)",
-    "count(leads where is_qualified and not (channel in ('ppc', 'email')))",
-    "count(email_sends where opened) / count(email_sends where delivered)",
-]
-
-
 @pytest.mark.parametrize("options", [dict(grain="month", by=["channel"], start="2024-07-01", end="2025-07-01"),
                                      dict(grain="quarter"), dict(grain="day", start="2025-01-01", end="2025-03-01")],
                          ids=["month_by_channel_range", "quarter", "day"])
 def test_functions_and_time_intelligence_match_duckdb(projects, options):
     on_mysql, on_duckdb = projects
-    names = ["formula"] + [f"formula_{i}" for i in range(2, len(FORMULAS) + 1)]
-    assert_same_results(on_mysql.evaluate(formulas=FORMULAS, **options).to_dicts(),
-                        on_duckdb.evaluate(formulas=FORMULAS, **options).to_dicts(), names)
+    names = ["formula"] + [f"formula_{i}" for i in range(2, len(FUNCTION_FORMULAS) + 1)]
+    assert_same_results(on_mysql.evaluate(formulas=FUNCTION_FORMULAS, **options).to_dicts(),
+                        on_duckdb.evaluate(formulas=FUNCTION_FORMULAS, **options).to_dicts(), names)
 
 
 def test_having_order_and_limit(projects):
