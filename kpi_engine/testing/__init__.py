@@ -14,7 +14,7 @@ textbook formula, run on the same rows)::
             insert_rows(table, fixture_rows(table))            # typed Python values
         assert_conformance({"adapter": "mywarehouse", ...}, tmp_path)
 
-DuckDB, PostgreSQL, Spark and the SQLite plugin run this same check.
+DuckDB, PostgreSQL, Spark and the SQLite and MySQL plugins run this same check.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from typing import Any, Mapping
 
@@ -43,6 +44,8 @@ PINNED_SETTINGS = {
 #: What sets them (the character sets: charset= at connect); the limit is a number, not a string.
 _SET_BY_STATEMENT = {"sql_mode": PINNED_SETTINGS["sql_mode"], "time_zone": PINNED_SETTINGS["time_zone"],
                      "sql_select_limit": int(PINNED_SETTINGS["sql_select_limit"])}
+#: The oldest servers whose SQL the rendering needs (WITH, window functions, CAST(x AS DOUBLE)).
+MIN_MYSQL, MIN_MARIADB = (8, 0, 17), (10, 5, 0)
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
 
 # Server error numbers (MySQL's and MariaDB's manuals).
@@ -120,6 +123,10 @@ class MySQLConnection(Connection):
             with session.cursor() as cursor:
                 cursor.execute("SELECT VERSION()")
                 self.server_version = str(cursor.fetchone()[0])
+                problem = version_problem(self.server_version)
+                if problem:
+                    raise ConnectionFailed(f"the server at {target.where} is {problem}", None,
+                                           "Upgrade the server, or evaluate on a copy of the data in a newer one.")
                 cursor.execute("SET SESSION TRANSACTION READ ONLY")
                 assignments = ", ".join(f"SESSION {name} = %s" for name in _SET_BY_STATEMENT)
                 cursor.execute(f"SET {assignments}", list(_SET_BY_STATEMENT.values()))
@@ -264,6 +271,20 @@ class MySQLConnection(Connection):
         for session in opened:
             with contextlib.suppress(Exception):
                 session.close()
+
+
+def version_problem(version: str) -> str | None:
+    """Why a server of this VERSION() is too old, or None."""
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0])[:3])
+    mariadb = "mariadb" in version.lower()
+    if mariadb and numbers[:1] == (5,) and "-10." in version:  # '5.5.5-10.3.39-MariaDB' from old proxies
+        numbers = tuple(int(part) for part in re.findall(r"\d+", version.split("-")[1])[:3])
+    oldest = MIN_MARIADB if mariadb else MIN_MYSQL
+    if numbers >= oldest:
+        return None
+    name = "MariaDB" if mariadb else "MySQL"
+    return (f"{name} {version}; kpi-engine needs {name} {'.'.join(map(str, oldest))} or later "
+            "(WITH queries, window functions and CAST(x AS DOUBLE)).")
 
 
 def _read_only(cursor) -> bool:

@@ -148,7 +148,12 @@ def read_settings(settings: Mapping[str, Any], project_root: Path) -> Target:
     if values.get("port"):
         target.port = _port(values["port"])
     if values.get("ssl_ca"):
-        target.ssl_ca = str((Path(project_root) / Path(values["ssl_ca"]).expanduser()).resolve())
+        certificate = (Path(project_root) / Path(values["ssl_ca"]).expanduser()).resolve()
+        if not certificate.is_file():
+            raise WarehouseError(f"the CA certificate file '{certificate}' (ssl_ca) does not exist.", None,
+                                 "Fix 'ssl_ca' (relative to the project folder): a PEM file of the certificate "
+                                 "authority that signed the server's certificate.")
+        target.ssl_ca = str(certificate)
     if values.get("connect_timeout"):
         target.connect_timeout = max(1, math.ceil(timeout_seconds(values["connect_timeout"], "connect_timeout")))
     if values.get("query_timeout"):

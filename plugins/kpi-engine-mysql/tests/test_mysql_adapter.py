@@ -93,10 +93,21 @@ def test_a_url_with_an_encoded_password_and_the_mariadb_scheme(mariadb_server, m
     project = write_project(tmp_path / "url", mariadb_server.url(marketing_db))
     with open_project(project) as kpi_project:
         assert kpi_project.evaluate(["new_contacts"]).to_dicts()[0]["new_contacts"] == expected
-    other = mariadb_server.url(marketing_db).replace("mysql://", "mariadb://", 1)
-    result = run("evaluate", str(project), "new_contacts", "--warehouse", other, "--format", "json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["new_contacts"] == expected
+    for scheme in ("mariadb://", "mysql+pymysql://"):
+        other = mariadb_server.url(marketing_db).replace("mysql://", scheme, 1)
+        result = run("evaluate", str(project), "new_contacts", "--warehouse", other, "--format", "json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)[0]["new_contacts"] == expected
+
+
+def test_a_unix_socket_and_a_missing_certificate_file(mariadb_server, marketing_db, connect, tmp_path):
+    connection = connect(host=None, port=None, unix_socket=str(mariadb_server.socket_path))
+    assert connection.execute(query("SELECT COUNT(*) AS n FROM orders")).rows == [
+        (table_count(mariadb_server, marketing_db, "orders"),)]
+    with pytest.raises(WarehouseError) as raised:
+        connect(ssl_ca="certs/no-such-ca.pem")
+    assert f"the CA certificate file '{tmp_path / 'certs' / 'no-such-ca.pem'}' (ssl_ca) does not exist" in str(
+        raised.value)
 
 
 def test_passwords_from_environment_variables_and_files(mariadb_server, marketing_db, tmp_path, monkeypatch):
@@ -169,6 +180,19 @@ def test_bad_settings(tmp_path, settings, words):
         MySQLAdapter.connect(settings, tmp_path)
     assert words in str(raised.value)
     assert "secret-pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("version, problem", [
+    ("10.11.18-MariaDB-0+deb12u1", None), ("11.4.2-MariaDB", None), ("10.5.0-MariaDB", None),
+    ("8.0.36", None), ("8.4.0-commercial", None), ("9.1.0", None),
+    ("10.4.34-MariaDB-log", "MariaDB 10.4.34-MariaDB-log; kpi-engine needs MariaDB 10.5.0 or later"),
+    ("5.5.5-10.3.39-MariaDB", "MariaDB 5.5.5-10.3.39-MariaDB; kpi-engine needs MariaDB 10.5.0"),
+    ("5.7.44-log", "MySQL 5.7.44-log; kpi-engine needs MySQL 8.0.17 or later"),
+    ("8.0.16", "MySQL 8.0.16; kpi-engine needs MySQL 8.0.17"),
+])
+def test_servers_too_old_for_the_sql_are_named(version, problem):
+    found = connection_module.version_problem(version)
+    assert (found is None) if problem is None else (found is not None and found.startswith(problem))
 
 
 # --- read-only and pinned sessions ----------------------------------------------------------------------------
