@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -326,6 +327,37 @@ def test_a_query_killed_by_an_administrator_is_reported_not_retried(mariadb_serv
     assert worker_session[0] != thread_id  # the worker thread had its own session
     assert len(failures) == 1 and isinstance(failures[0], QueryFailed)
     assert "interrupted" in str(failures[0]) and "not run again" in str(failures[0])
+
+
+def running_slow_queries(mariadb_server) -> list:
+    admin = mariadb_server.admin_connect()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND = 'Query' "
+                           "AND INFO LIKE '%%CROSS JOIN%%'", [mariadb_server.user])
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        admin.close()
+
+
+def test_ctrl_c_stops_the_query_on_the_server(mariadb_server, connect):
+    """Ctrl-C while the server works: the query is stopped there (KILL QUERY from a second
+    session), the interrupted session is dropped, and the connection keeps working."""
+    connection = connect()
+    first = connection._session().thread_id()
+    timer = threading.Timer(0.7, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            connection.execute(query(SLOW))
+    finally:
+        timer.cancel()
+    deadline = time.monotonic() + 10
+    while running_slow_queries(mariadb_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running_slow_queries(mariadb_server) == []
+    assert connection.execute(query("SELECT 3 AS three")).rows == [(3,)]
+    assert connection._session().thread_id() != first
 
 
 def test_a_session_dropped_while_idle_is_replaced_before_the_query(mariadb_server, connect):
