@@ -1,5 +1,22 @@
 """Rewrite a compiled kpi-engine query (a sqlglot tree) so that MySQL and MariaDB run it and
 give the numbers the other engines give.
+
+sqlglot's MySQL rendering runs, but three things mean something else there:
+
+=====================================  ==============================================================
+node                                   MySQL
+=====================================  ==============================================================
+a / b (true division)                  CAST(a AS DOUBLE) / b: MySQL divides exact numbers as DECIMAL
+                                       with 4 more digits (2 / 3 = 0.6667)
+AVG(x)                                 AVG(CAST(x AS DOUBLE)), for the same reason
+TIMESTAMP_TRUNC(x, WEEK)               DATE_SUB(DATE(x), INTERVAL ((WEEKDAY(x) + 7) % 7) DAY): sqlglot
+                                       writes WEEK(x, 1) with YEAR(x), which splits the week that spans
+                                       New Year; months, quarters and years use DAYOFMONTH and MAKEDATE
+CONVERT_TZ(x, 'UTC', zone)             CONVERT_TZ(x, '+00:00', zone): a zone name needs the server's
+                                       time zone tables (``named_zones`` lists those a query needs)
+=====================================  ==============================================================
+
+Rewriting a rewritten query changes nothing.
 """
 
 from __future__ import annotations
