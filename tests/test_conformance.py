@@ -4,8 +4,8 @@ import duckdb
 import pytest
 
 import conformance_expected
-from kpi_engine.testing import (TABLES, assert_conformance, check_conformance, expected_values, fixture_dir,
-                                fixture_rows)
+from kpi_engine.testing import (TABLES, assert_conformance, assert_same_results, check_conformance, expected_values,
+                                fixture_dir, fixture_rows, result_differences)
 
 DUCKDB_TYPES = {"integer": "BIGINT", "decimal": "DECIMAL(14, 2)", "text": "VARCHAR", "boolean": "BOOLEAN",
                 "date": "DATE", "timestamp": "TIMESTAMP"}
@@ -52,3 +52,22 @@ def test_expected_values_come_from_the_reference_and_are_current():
         "kpi_engine/testing/expected.json is stale: run python tests/conformance_expected.py"
     expected = expected_values()
     assert len(expected["month_channel"]) == 38
+
+
+def test_result_differences_between_two_engines():
+    import datetime as dt
+
+    jan, feb = dt.date(2025, 1, 1), dt.date(2025, 2, 1)
+    reference = [{"period": jan, "channel": "email", "a": 1.0, "b": None},
+                 {"period": feb, "channel": "email", "a": 2.0, "b": 3.0}]
+    same = [{"period": feb, "channel": "email", "a": 2.0 + 1e-12, "b": 3.0},
+            {"period": jan, "channel": "email", "a": 1.0, "b": None}]
+    assert result_differences(same, reference, ["a", "b"]) == []
+    assert_same_results(same, reference, ["a", "b"])
+    changed = [{"period": jan, "channel": "email", "a": 1.5, "b": 0.0},
+               {"period": feb, "channel": "ppc", "a": 2.0, "b": 3.0}]
+    assert sorted(result_differences(changed, reference, ["a", "b"], engine="X")) == sorted([
+        f"a {(jan, 'email')}: DuckDB 1.0, X 1.5", f"b {(jan, 'email')}: DuckDB None, X 0.0",
+        f"row {(feb, 'ppc')} only on X", f"row {(feb, 'email')} only on DuckDB"])
+    with pytest.raises(AssertionError, match="4 differences"):
+        assert_same_results(changed, reference, ["a", "b"], engine="X")

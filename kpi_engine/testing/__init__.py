@@ -14,7 +14,7 @@ textbook formula, run on the same rows)::
             insert_rows(table, fixture_rows(table))            # typed Python values
         assert_conformance({"adapter": "mywarehouse", ...}, tmp_path)
 
-DuckDB, PostgreSQL, Spark and the SQLite plugin run this same check.
+DuckDB, PostgreSQL, Spark and the SQLite and MySQL plugins run this same check.
 """
 
 from __future__ import annotations
@@ -62,6 +62,30 @@ TABLES: dict[str, dict[str, str]] = {
 
 #: The requests the kit checks: every library KPI by month and channel, and by month.
 GROUPINGS = {"month_channel": dict(by=["channel"], grain="month"), "month": dict(grain="month")}
+
+#: Formulas over the standard tables that use each function and time-intelligence feature of the
+#: formula language once, for comparing an adapter with DuckDB (``assert_same_results``) on the
+#: same data. (The rounded value is divided first: a value exactly halfway, such as 543.55,
+#: rounds by its binary double on some engines and by its decimal digits on others.)
+FUNCTION_FORMULAS = [
+    "avg(days_between(leads.created_at, leads.customer_at))",
+    "count(leads where created_at >= '2025-01-01' and created_at < '2025-02-01')",
+    "count(leads where customer_at <= '2025-03-01')",
+    "sum(opportunities.amount % 7)",
+    "sum(ad_spend.spend % 2.5) / count(ad_spend)",
+    "sum(if(orders.amount > 1000, orders.amount, 0))",
+    "round(avg(opportunities.amount) / 7, 1) + abs(-1) + coalesce(nullif(count(leads), 0), 1)",
+    "greatest(count(leads), count(opportunities)) - least(count(leads), count(opportunities))",
+    "cumulative(count(leads), 'year')",
+    "cumulative(count(leads), 'quarter')",
+    "rolling(sum(ad_spend.spend), 3)",
+    "previous(count(leads), 12)",
+    "100 * share(count(leads))",
+    "count(leads where count(opportunities per lead_id) > 1)",
+    "sum(orders.amount where count(orders per customer_id) > 1)",
+    "count(leads where is_qualified and not (channel in ('ppc', 'email')))",
+    "count(email_sends where opened) / count(email_sends where delivered)",
+]
 
 
 def fixture_dir() -> Path:
@@ -126,10 +150,12 @@ def _same(expected: float | None, actual: Any, rel: float) -> bool:
     return math.isclose(float(actual), expected, rel_tol=rel, abs_tol=1e-9)
 
 
-def write_project(folder: Path, warehouse: str | Mapping[str, Any], *, timezone: str | None = None) -> Path:
-    """A project in ``folder`` that includes the marketing library and reads ``warehouse``."""
+def write_project(folder: Path, warehouse: str | Mapping[str, Any], *, timezone: str | None = None,
+                  **settings: Any) -> Path:
+    """A project in ``folder`` that includes the marketing library and reads ``warehouse``;
+    ``settings`` adds project settings such as ``week_start`` or ``fiscal_year_start``."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"name": "conformance", "warehouse": warehouse, "include": ["builtin:marketing"]}
+    config = {"name": "conformance", "warehouse": warehouse, "include": ["builtin:marketing"], **settings}
     if timezone:
         config["timezone"] = timezone
     (folder / "kpi_engine.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")  # JSON is YAML
@@ -158,6 +184,35 @@ def check_conformance(warehouse: str | Mapping[str, Any], folder: Path, *, regis
                     if value == "missing" or actual == "missing" or not _same(value, actual, rel):
                         mismatches.append(Mismatch(grouping, kpi, key, value, actual))
     return mismatches
+
+
+def result_differences(rows: list[Mapping[str, Any]], reference_rows: list[Mapping[str, Any]], names: Iterable[str],
+                       *, engine: str = "adapter", reference: str = "DuckDB", rel: float = 1e-9) -> list[str]:
+    """How two evaluations of one request differ (rows keyed by period and channel): rows on one
+    side only, and values that differ beyond floating-point rounding or are None on one side only."""
+    def keyed(side: list[Mapping[str, Any]], label: str, problems: list[str]) -> dict[tuple, Mapping[str, Any]]:
+        found = {(row.get("period"), row.get("channel")): row for row in side}
+        if len(found) != len(side):
+            problems.append(f"{label} returned {len(side) - len(found)} rows with a key seen before")
+        return found
+
+    problems: list[str] = []
+    actual, expected = keyed(rows, engine, problems), keyed(reference_rows, reference, problems)
+    problems += [f"row {key} only on {engine}" for key in sorted(actual.keys() - expected.keys(), key=str)]
+    problems += [f"row {key} only on {reference}" for key in sorted(expected.keys() - actual.keys(), key=str)]
+    for key in expected.keys() & actual.keys():
+        for name in names:
+            want, got = expected[key][name], actual[key][name]
+            if not _same(want, got, rel):
+                problems.append(f"{name} {key}: {reference} {want!r}, {engine} {got!r}")
+    return problems
+
+
+def assert_same_results(rows: list[Mapping[str, Any]], reference_rows: list[Mapping[str, Any]], names: Iterable[str],
+                        **options) -> None:
+    """``result_differences`` that fails with the first differences listed."""
+    problems = result_differences(rows, reference_rows, list(names), **options)
+    assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:20])
 
 
 def assert_conformance(warehouse: str | Mapping[str, Any], folder: Path, **options) -> None:

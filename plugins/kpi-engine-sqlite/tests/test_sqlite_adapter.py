@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import sqlite3
 import threading
 
@@ -14,7 +13,7 @@ import pytest
 import sqlglot
 from click.testing import CliRunner
 from conftest import TEXT_DATES, load_sqlite, write_project
-from kpi_engine import errors
+from kpi_engine import errors, testing
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.errors import QueryError, WarehouseError
@@ -37,25 +36,9 @@ def run(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def keyed(rows: list[dict]) -> dict[tuple, dict]:
-    return {(row.get("period"), row.get("channel")): row for row in rows}
-
-
 def assert_same_results(sqlite_rows: list[dict], duckdb_rows: list[dict], names: list[str]) -> None:
     """Same keys, same values up to floating-point rounding, None exactly where DuckDB has None."""
-    on_sqlite, on_duckdb = keyed(sqlite_rows), keyed(duckdb_rows)
-    assert len(on_sqlite) == len(sqlite_rows) and len(on_duckdb) == len(duckdb_rows)
-    assert set(on_sqlite) == set(on_duckdb)
-    differences = []
-    for key, expected_row in on_duckdb.items():
-        for name in names:
-            expected, actual = expected_row[name], on_sqlite[key][name]
-            same = (expected is None and actual is None) or (
-                expected is not None and actual is not None
-                and math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-9))
-            if not same:
-                differences.append(f"{name} {key}: DuckDB {expected!r}, SQLite {actual!r}")
-    assert not differences, f"{len(differences)} differences:\n" + "\n".join(differences[:20])
+    testing.assert_same_results(sqlite_rows, duckdb_rows, names, engine="SQLite")
 
 
 @pytest.fixture(scope="module")
@@ -136,25 +119,7 @@ def test_week_start_and_fiscal_year_match_duckdb(example_db, duckdb_warehouse, t
                             duckdb_project.evaluate(names, **options).to_dicts(), names)
 
 
-FORMULAS = [
-    "avg(days_between(leads.created_at, leads.customer_at))",
-    "count(leads where created_at >= '2025-01-01' and created_at < '2025-02-01')",
-    "count(leads where customer_at <= '2025-03-01')",
-    "sum(opportunities.amount % 7)",
-    "sum(ad_spend.spend % 2.5) / count(ad_spend)",
-    "sum(if(orders.amount > 1000, orders.amount, 0))",
-    "round(avg(opportunities.amount), 1) + abs(-1) + coalesce(nullif(count(leads), 0), 1)",
-    "greatest(count(leads), count(opportunities)) - least(count(leads), count(opportunities))",
-    "cumulative(count(leads), 'year')",
-    "cumulative(count(leads), 'quarter')",
-    "rolling(sum(ad_spend.spend), 3)",
-    "previous(count(leads), 12)",
-    "100 * share(count(leads))",
-    "count(leads where count(opportunities per lead_id) > 1)",
-    "sum(orders.amount where count(orders per customer_id) > 1)",
-    "count(leads where is_qualified and not (channel in ('ppc', 'email')))",
-    "count(email_sends where opened) / count(email_sends where delivered)",
-]
+FORMULAS = testing.FUNCTION_FORMULAS
 
 
 @pytest.mark.parametrize("options", [dict(grain="month", by=["channel"], start="2024-07-01", end="2025-07-01"),
@@ -177,8 +142,6 @@ def test_having_order_and_limit(projects):
 
 def test_the_conformance_kit_passes(tmp_path):
     """The packaged fixture tables and reference values every adapter is held to."""
-    from kpi_engine import testing
-
     database = load_sqlite(testing.fixture_dir(), tmp_path / "fixture.sqlite")
     testing.assert_conformance({"adapter": "sqlite", "path": str(database)}, tmp_path / "project")
 
