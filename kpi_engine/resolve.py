@@ -10,8 +10,8 @@ Every problem is collected and raised at once as ``ProjectInvalid``.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import nodes as n
