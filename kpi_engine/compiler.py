@@ -361,7 +361,8 @@ class _Compiler:
             for leaf, alias in leaf_columns.items():
                 column = history_columns.get(leaf.agg, series_columns[leaf.agg]) if leaf.kind != "total" \
                     else series_columns[leaf.agg]
-                value = self.months_back_value(windowed, leaf, column) if leaf.months else self.window(leaf, column)
+                value = self.shifted_value(windowed, leaf, column) if leaf.months or leaf.start_of \
+                    else self.window(leaf, column)
                 windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
             ctes.append((WINDOWED_CTE, windowed))
             key_table, body = WINDOWED_CTE, exp.select(copy=False).from_(table_ref(WINDOWED_CTE), copy=False)
@@ -490,7 +491,9 @@ class _Compiler:
         earliest = first
         for leaf in leaves:
             # An earlier period before year 1 holds no rows: then every row up to --to is read (None).
-            if leaf.kind == "previous" and leaf.months:
+            if leaf.kind == "previous" and leaf.start_of:
+                before = self.calendar.try_period_start(first, leaf.start_of)
+            elif leaf.kind == "previous" and leaf.months:
                 before = self.calendar.try_period_start(self.calendar.months_back(first, leaf.months), self.grain)
             elif leaf.kind == "previous":
                 before = self.calendar.try_shift(first, self.grain, -leaf.periods)
@@ -552,10 +555,10 @@ class _Compiler:
     def join_snapshot_back(self, body: exp.Select, snapshot: str, leaf: WindowLeaf) -> str:
         """Join the snapshot times of the period the previous() ``leaf`` reads, back from each
         windowed row; returns the alias."""
-        alias = f"{snapshot}_back_{leaf.periods}" if not leaf.months else f"{snapshot}_back_{leaf.months}_months"
+        alias = f"{snapshot}_{_shift_name(leaf)}"
         if not any(join.alias_or_name == alias for join in body.args.get("joins") or []):
-            if leaf.months:
-                on = exp.EQ(this=col(PERIOD, alias), expression=self.period_months_back(WINDOWED_CTE, leaf.months))
+            if leaf.months or leaf.start_of:
+                on = exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(WINDOWED_CTE, leaf))
             else:
                 index = self.calendar.period_index(col(PERIOD, alias), self.grain)
                 back = exp.Sub(this=col(PERIOD_INDEX, WINDOWED_CTE),
@@ -564,18 +567,22 @@ class _Compiler:
             left_join(body, exp.alias_(table_ref(snapshot), ident(alias), table=True, copy=False), on)
         return alias
 
-    def period_months_back(self, table: str, months: int) -> exp.Expression:
-        """The period (of the grain) holding the day ``months`` months before the start of
-        ``table``'s period (the warehouse stops at a shorter month's last day)."""
-        shifted = exp.DateAdd(this=col(PERIOD, table), expression=number(-months), unit=exp.var("MONTH"))
+    def shifted_period(self, table: str, leaf: WindowLeaf) -> exp.Expression:
+        """The period (of the grain) a previous() ``leaf`` reads from ``table``'s period: the one
+        holding the day ``leaf.months`` months before its start (the warehouse stops at a shorter
+        month's last day), or the first period of its ``leaf.start_of`` period (at_start)."""
+        if leaf.start_of:
+            shifted = self.calendar.bucket(col(PERIOD, table), leaf.start_of, self.dialect, is_date=True)
+        else:
+            shifted = exp.DateAdd(this=col(PERIOD, table), expression=number(-leaf.months), unit=exp.var("MONTH"))
         return self.calendar.bucket(shifted, self.grain, self.dialect, is_date=True)
 
-    def months_back_value(self, windowed: exp.Select, leaf: WindowLeaf, column: str) -> exp.Expression:
-        """previous(x, '1 year') at a day or week grain: the value of the series row of the
-        period months back, joined on it (no window frame has a fixed length in days)."""
-        alias = f"{SERIES_CTE}_back_{leaf.months}_months"
+    def shifted_value(self, windowed: exp.Select, leaf: WindowLeaf, column: str) -> exp.Expression:
+        """previous(x, '1 year') at a day or week grain, at_start(x, 'month'): the value of the
+        series row of the period read, joined on it (no window frame has a fixed length in days)."""
+        alias = f"{SERIES_CTE}_{_shift_name(leaf)}"
         if not any(join.alias_or_name == alias for join in windowed.args.get("joins") or []):
-            on = exp.and_(exp.EQ(this=col(PERIOD, alias), expression=self.period_months_back(SERIES_CTE, leaf.months)),
+            on = exp.and_(exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(SERIES_CTE, leaf)),
                           *([keys_match(self.dims, SERIES_CTE, alias)] if self.dims else []), copy=False)
             left_join(windowed, exp.alias_(table_ref(SERIES_CTE), ident(alias), table=True, copy=False), on)
         value = col(column, alias)
@@ -632,6 +639,13 @@ class _Compiler:
                               end_side="PRECEDING")
         window = exp.Window(this=exp.Max(this=value), partition_by=dims, order=order, spec=spec)
         return exp.Coalesce(this=window, expressions=[number(0)]) if leaf.agg.func in ZERO_WHEN_EMPTY else window
+
+
+def _shift_name(leaf: WindowLeaf) -> str:
+    """A name for the period a previous() leaf reads: back_3, back_12_months, start_of_month."""
+    if leaf.start_of:
+        return f"start_of_{leaf.start_of}"
+    return f"back_{leaf.months}_months" if leaf.months else f"back_{leaf.periods}"
 
 
 class _Measure:

@@ -205,6 +205,7 @@ class TimeOp(Node):
     periods: int | None = None
     reset: str | None = None
     span: tuple[int, str] | None = None
+    start_of: str | None = None  # at_start(x, 'month'): the value at the first period of the month
 
 
 @dataclass(frozen=True)

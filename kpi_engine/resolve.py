@@ -32,7 +32,7 @@ AGGREGATES = {"sum", "count", "count_distinct", "avg", "min", "max", "last", "fi
 NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"} | PERCENTILES
 SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/first snapshot of a period
 # name -> (min args, max args). KPI-level operations over the time series.
-TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1)}
+TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1), "at_start": (2, 2)}
 CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
 _SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(day|week|month|quarter|year)s?\s*", re.IGNORECASE)
 
@@ -116,7 +116,7 @@ class Model:
 
     def needs_grain(self, name: str) -> bool:
         """True when the KPI (or one it references) compares periods: previous() or rolling()."""
-        return any(isinstance(node, n.TimeOp) and node.func in ("previous", "rolling")
+        return any(isinstance(node, n.TimeOp) and node.func in ("previous", "rolling", "at_start")
                    for node in expand(self, self.kpi(name).expr).walk())
 
     def dimensions_of(self, sources: Iterable[str]) -> tuple[str, ...]:
@@ -445,7 +445,8 @@ class _Resolver:
         low, high = TIME_FUNCTIONS[func]
         usage = {"previous": "previous(x), previous(x, 12) or previous(x, '1 year')",
                  "cumulative": "cumulative(x) or cumulative(x, 'year')",
-                 "rolling": "rolling(x, 3) or rolling(x, '30 days')", "share": "share(x)"}[func]
+                 "rolling": "rolling(x, 3) or rolling(x, '30 days')", "share": "share(x)",
+                 "at_start": "at_start(x, 'month')"}[func]
         if not low <= len(node.args) <= high:
             scope.error(node, f"'{func}' takes {low if low == high else f'{low} or {high}'} argument"
                               f"{'s' if high > 1 else ''}, not {len(node.args)}.", f"Write '{usage}'.")
@@ -459,10 +460,16 @@ class _Resolver:
         finally:
             self.in_time_op = False
         self._expect(node.args[0], operand_type, NUMBER)
-        periods = reset = span = None
+        periods = reset = span = start_of = None
         if len(node.args) == 2:
             arg = node.args[1]
-            if func == "cumulative":
+            if func == "at_start":
+                if not (isinstance(arg, n.StringLit) and arg.value in CUMULATIVE_RESETS):
+                    scope.error(arg, "at_start's second argument is the period whose start it reads.",
+                                f"Write one of: {', '.join(repr(r) for r in CUMULATIVE_RESETS)}.")
+                else:
+                    start_of = arg.value
+            elif func == "cumulative":
                 if not (isinstance(arg, n.StringLit) and arg.value in CUMULATIVE_RESETS):
                     scope.error(arg, "cumulative's second argument is the period it restarts at.",
                                 f"Write one of: {', '.join(repr(r) for r in CUMULATIVE_RESETS)}.")
@@ -481,7 +488,7 @@ class _Resolver:
                 periods = arg.value
         elif func == "previous":
             periods = 1
-        return n.TimeOp(func, operand, periods, reset, span, pos=node.pos), NUMBER
+        return n.TimeOp(func, operand, periods, reset, span, start_of, pos=node.pos), NUMBER
 
     def _entity_lookup(self, node: n.Call, func: str, agg_source: str | None) -> tuple[n.Node, str]:
         scope = self.scope

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import nodes as n
-from .calendar import Calendar
+from .calendar import GRAINS, Calendar
 from .errors import Location, QueryError
 
 
@@ -27,6 +27,7 @@ class WindowLeaf(n.Node):
     periods: int | None = None
     reset: str | None = None
     months: int | None = None  # previous(): the period holding the same day this many months before
+    start_of: str | None = None  # at_start(): the period holding the first day of this coarser period
 
 
 def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
@@ -40,11 +41,17 @@ def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
     def lower(node: n.Node) -> n.Node:
         if not isinstance(node, n.TimeOp):
             return node
-        if node.func in ("previous", "rolling") and grain is None:
+        if node.func in ("previous", "rolling", "at_start") and grain is None:
             raise QueryError(f"{node.func}() needs a time grain.", None,
                              "Add --grain (day, week, month, quarter, year, ...).")
         if node.func == "share":
             return n.Binary("/", node.operand, _leaves(node.operand, "total", None, None), pos=node.pos)
+        if node.func == "at_start":
+            if GRAINS.index(node.start_of.replace("fiscal_", "")) <= GRAINS.index(grain.replace("fiscal_", "")):
+                raise QueryError(f"at_start(x, '{node.start_of}') reads the first period of a {node.start_of}, "
+                                 f"which --grain {grain} does not divide.", None,
+                                 f"Use a finer --grain than '{node.start_of}' (e.g. day or week).")
+            return _leaves(node.operand, "previous", None, None, start_of=node.start_of)
         periods, months = Calendar.span_in_periods(node.span, grain, node.func) if node.span else (node.periods, None)
         return _leaves(node.operand, node.func, periods, node.reset, months)
 
@@ -59,15 +66,16 @@ def lower_for(name: str, expr: n.Node, grain: str | None) -> n.Node:
         raise QueryError(error.message, error.location or Location(obj=f"kpi '{name}'"), error.hint) from None
 
 
-def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, months: int | None = None) -> n.Node:
+def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, months: int | None = None,
+            start_of: str | None = None) -> n.Node:
     def leaf(node: n.Node) -> n.Node:
         if not isinstance(node, n.Aggregate):
             return node
         if node.func == "avg" and kind != "previous":
             total = n.Aggregate("sum", node.source, node.arg, node.where, pos=node.pos)
             count = n.Aggregate("count", node.source, node.arg, node.where, pos=node.pos)
-            return n.Binary("/", WindowLeaf(kind, total, periods, reset, months),
-                            WindowLeaf(kind, count, periods, reset, months))
+            return n.Binary("/", WindowLeaf(kind, total, periods, reset, months, start_of),
+                            WindowLeaf(kind, count, periods, reset, months, start_of))
         if kind != "previous" and node.fraction is not None:
             raise QueryError(f"{node.func} cannot be added up across {_across(kind)}.", None,
                              "A percentile of separate periods or groups is not a percentile of all their rows; "
@@ -79,7 +87,7 @@ def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, 
         if kind in ("cumulative", "rolling") and node.func in ("last", "first"):
             raise QueryError(f"{node.func}() takes a snapshot; snapshots cannot be added up across periods.", None,
                              f"Use previous() on a snapshot, or {kind}() on a flow such as a count or a sum.")
-        return WindowLeaf(kind, node, periods, reset, months)
+        return WindowLeaf(kind, node, periods, reset, months, start_of)
 
     return operand.map(leaf)
 

@@ -157,3 +157,23 @@ def test_month_to_date_by_day_reads_the_month_from_its_first_day(project, data):
     for day, value in got.items():
         expected = sum((v for d, v in daily.items() if d.replace(day=1) == day.replace(day=1) and d <= day), Decimal(0))
         assert value == pytest.approx(float(expected), rel=1e-12), day
+
+
+def test_at_start_reads_the_first_period_of_the_month_and_quarter(project, data):
+    size = {dt.date.fromisoformat(r["snapshot_date"]): int(r["subscribers"]) for r in data["email_list"]}
+    got = evaluate(project, "at_start(email_list_size, 'month')", "day", dt.date(2024, 2, 20), dt.date(2024, 4, 3))
+    assert len(got) == 43
+    for day, value in got.items():
+        assert value == size[day.replace(day=1)], day
+    weekly = contacts_per(data, monday)
+    got = evaluate(project, "at_start(new_contacts, 'quarter')", "week", dt.date(2024, 3, 18), dt.date(2024, 5, 6))
+    for week, value in got.items():
+        quarter_start = dt.date(week.year, (week.month - 1) // 3 * 3 + 1, 1)
+        assert value == weekly.get(monday(quarter_start), 0), week  # a week belongs to the quarter of its first day
+
+
+def test_at_start_needs_a_finer_grain():
+    result = CliRunner().invoke(cli, ["evaluate", str(EXAMPLE), "--formula", "at_start(new_contacts, 'month')",
+                                      "--grain", "month"])
+    assert result.exit_code == 1
+    assert "at_start(x, 'month') reads the first period of a month, which --grain month does not divide" in result.output
