@@ -423,7 +423,7 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
         names, options = _request_options(kpi_project, **query)
         if writer is None and output is not None and fmt in STREAMED:
             compiled, batches = kpi_project.stream(names, complete_only=complete_only, **options)
-            count = write_stream(fmt, [c.name for c in compiled.columns], batches, output)
+            count = write_stream(fmt, compiled.columns, batches, output)
             _show(f"Wrote {count} rows to {output}.", err=True)
             return
         with _progress(f"Evaluating {len(names) + len(options['formulas'])} KPIs"):

@@ -36,6 +36,7 @@ from .errors import Location, QueryError, did_you_mean
 from .resolve import (TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, parse_source_sql,
                       resolve_formula)
 from .spec import SourceSpec
+from .values import counts_whole
 
 PERIOD = "period"
 KEYS_CTE, SPINE_CTE, SERIES_CTE, WINDOWED_CTE = "keys", "spine", "series", "windowed"
@@ -72,6 +73,7 @@ class OutputColumn:
     unit: str | None = None
     label: str | None = None
     format: str | None = None  # the KPI's display format spec
+    whole: bool = False  # a KPI that counts whole things: its whole values are written as integers (values.py)
 
 
 # Added to every evaluated row by the engine: is the row's period complete (completeness.py)?
@@ -545,14 +547,16 @@ class _Compiler:
         fill_values: dict[str, float] = {}  # KPI -> fill_nulls_with
         for name in dict.fromkeys(request.kpis):
             kpi = model.kpi(name)
-            column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format)
+            column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format,
+                                  counts_whole(model, kpi.expr, kpi.spec.unit))
             outputs.append((column, expand(model, kpi.expr, cache)))
             if kpi.spec.fill_nulls_with is not None:
                 fill_values[name] = kpi.spec.fill_nulls_with
         for i, text in enumerate(request.formulas):
             label = "formula" if i == 0 else f"formula_{i + 1}"
             expr, _ = resolve_formula(model, text, "kpi", label)
-            outputs.append((OutputColumn(label, "kpi", "number", text), expand(model, expr, cache)))
+            outputs.append((OutputColumn(label, "kpi", "number", text, whole=counts_whole(model, expr)),
+                            expand(model, expr, cache)))
         having = None
         if request.having:
             having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
