@@ -391,8 +391,11 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @project_argument
 @query_options
 @click.option("--format", "fmt", metavar="FORMAT",
-              help="table (the default on a terminal), csv, json, parquet (to --output), or a format added by a "
-                   "plugin. With --output and no --format, the file's extension says: .csv, .json, .parquet, .txt.")
+              help="table (the default on a terminal), markdown (a GitHub table), csv, json, parquet (to --output), "
+                   "or a format added by a plugin. With --output and no --format, the file's extension says: "
+                   ".csv, .json, .parquet, .md, .txt.")
+@click.option("--transpose", is_flag=True,
+              help="table and markdown: one line per KPI, one column per period (and dimension values).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @click.option("--complete-only", "complete_only", is_flag=True,
@@ -401,13 +404,14 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", callback=_check_timeout,
               help="Cancel the query in the warehouse after this long (exit code 5); at most a week.")
 @handle_errors
-def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, warehouse: str | None,
-             timeout: float | None, **query) -> None:
+def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, complete_only: bool,
+             warehouse: str | None, timeout: float | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
-    from .output import FORMATS, STREAMED, format_of_file, render, write_stream
+    from .output import FORMATS, STREAMED, check_transpose, format_of_file, render, write_stream
 
     if fmt is None:
         fmt = format_of_file(output) if output is not None else "table"
+    check_transpose(fmt, transpose)  # before the query runs
     if output is not None:
         check_writable(output)  # a read-only folder or a name too long fails before the query, not after
     with _open(project, warehouse, timeout) as kpi_project:
@@ -434,7 +438,7 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
             content = buffer.getvalue()
         else:
             color = output is None and fmt == "table" and sys.stdout.isatty()
-            content = render(result, fmt, kpi_project.project.config.currency, color)
+            content = render(result, fmt, kpi_project.project.config.currency, color, transpose)
     if output is None and writer is None and fmt == "table":
         click.echo(content, nl=False)  # every value in it is already shown as text (output.to_table)
     elif output is None:

@@ -186,4 +186,5 @@ def kpi_engine_functions() -> Sequence[FormulaFunction]:
 
 @hookspec
 def kpi_engine_writers() -> Sequence[ResultWriter]:
-    """Return output formats this plugin adds. Names must not clash with table, csv, json."""
+    """Return output formats this plugin adds. Names must not clash with the built-in formats
+    (table, csv, json, parquet, markdown)."""

@@ -1,4 +1,4 @@
-"""Render a ``Result`` as a terminal table, CSV or JSON."""
+"""Render a ``Result`` as a terminal table, Markdown, CSV, JSON or Parquet."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from .resolve import number_format_problem
 from .result import Result, arrow_schema, output_value, whole_numbers
 from .values import text_number
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "csv", "json", "parquet", "markdown")
+TRANSPOSABLE = ("table", "markdown")  # the formats for people, which --transpose can turn
 # The format an output file's extension asks for, when --format is not given.
-_EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table"}
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table", ".md": "markdown"}
 STREAMED = ("csv", "json", "parquet")  # written batch by batch: a result never has to fit in memory
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥"}
 
@@ -70,16 +71,30 @@ def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str 
     return number
 
 
-def render(result: Result, fmt: str, currency: str = "USD", color: bool | None = None) -> str:
-    if fmt == "parquet":
-        from .errors import UsageError
+def render(result: Result, fmt: str, currency: str = "USD", color: bool | None = None,
+           transpose: bool = False) -> str:
+    from .errors import UsageError
 
+    if fmt == "parquet":
         raise UsageError("the parquet format is binary.", None, "Write it to a file with --output FILE.")
+    check_transpose(fmt, transpose)
     if fmt == "csv":
         return to_csv(result)
     if fmt == "json":
         return to_json(result)
-    return to_table(result, currency, color)
+    if fmt == "markdown":
+        return to_markdown(result, currency, transpose)
+    return to_table(result, currency, color, transpose)
+
+
+def check_transpose(fmt: str, transpose: bool) -> None:
+    """--transpose turns the tables for people; the formats for programs keep their shape."""
+    if transpose and fmt not in TRANSPOSABLE:
+        from .errors import UsageError
+
+        raise UsageError(f"--transpose shapes the table and markdown formats, not {fmt}.", None,
+                         "Drop --transpose, or use --format table or markdown; other formats keep one row per "
+                         "period and key for the tools that read them.")
 
 
 def _json_value(value: Any, column: OutputColumn | None = None) -> Any:
@@ -231,21 +246,55 @@ def _cell(value: Any, column, currency: str) -> str:
     return "(null)" if value is None else format_value(value, None)
 
 
-def to_table(result: Result, currency: str = "USD", color: bool | None = None) -> str:
+def _grid(result: Result, currency: str, transpose: bool) -> tuple[list[str], list[bool], list[list[str]]]:
+    """What a table for people shows: the headers, which columns hold numbers (right-aligned)
+    and every cell as text. Transposed: one line per KPI (and the complete flag), one column
+    per row of the result, headed by its period and dimension values."""
+    rows = result.to_dicts()
+    if not transpose:
+        return (result.names, [c.role == "kpi" for c in result.columns],
+                [[_cell(row[c.name], c, currency) for c in result.columns] for row in rows])
+    keys = [c for c in result.columns if c.role in ("time", "dimension")]
+    lines = [c for c in result.columns if c not in keys]
+    headers = [" / ".join(_cell(row[c.name], c, currency) for c in keys) or "value" for row in rows]
+    return (["kpi"] + headers, [False] + [True] * len(rows),
+            [[c.name] + [_cell(row[c.name], c, currency) for row in rows] for c in lines])
+
+
+def _footer(result: Result, transpose: bool) -> str:
+    return f"{len(result)} row{'s' if len(result) != 1 else ''}" + (", transposed" if transpose else "")
+
+
+def to_table(result: Result, currency: str = "USD", color: bool | None = None, transpose: bool = False) -> str:
     from rich.console import Console
     from rich.table import Table
 
     from .terminal import cell
 
+    headers, numeric, cells = _grid(result, currency, transpose)
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for column in result.columns:
-        numeric = column.role == "kpi"
-        table.add_column(cell(column.name), justify="right" if numeric else "left", no_wrap=True)
-    for row in result.to_dicts():  # values are data: no rich markup, control characters shown as escapes
-        table.add_row(*[cell(_cell(row[c.name], c, currency)) for c in result.columns])
+    for header, number in zip(headers, numeric):
+        table.add_column(cell(header), justify="right" if number else "left", no_wrap=True)
+    for line in cells:  # values are data: no rich markup, control characters shown as escapes
+        table.add_row(*[cell(text) for text in line])
     buffer = io.StringIO()
     # Tables never wrap or truncate: wide results scroll rather than lose digits.
     console = Console(file=buffer, width=10_000, force_terminal=bool(color), no_color=not color, highlight=False)
     console.print(table)
-    footer = f"{len(result)} row{'s' if len(result) != 1 else ''}"
-    return buffer.getvalue() + footer + "\n"
+    return buffer.getvalue() + _footer(result, transpose) + "\n"
+
+
+def to_markdown(result: Result, currency: str = "USD", transpose: bool = False) -> str:
+    """A GitHub-flavoured Markdown table with the values as the terminal shows them ($1,234.00,
+    12.5%), for pull requests and chat. Cells are text: characters Markdown reads as markup
+    (| ` * [ ] < > \\) are escaped and control characters written as escapes."""
+    from .catalog import _md
+    from .terminal import visible
+
+    headers, numeric, cells = _grid(result, currency, transpose)
+
+    def line(texts: list[str]) -> str:
+        return "| " + " | ".join(_md(visible(text)) for text in texts) + " |"
+
+    rule = "|" + "|".join("---:" if number else ":---" for number in numeric) + "|"
+    return "\n".join([line(headers), rule] + [line(texts) for texts in cells]) + "\n"
