@@ -64,6 +64,7 @@ class Request:
     order_by: tuple[str, ...] = ()  # output column names; prefix '-' for descending
     limit: int | None = None
     fill: bool = False  # a dense series: every period of the range for every dimension value
+    as_of: dt.date | None = None  # "today" (the end of open intervals); None: today in the project's zone
 
 
 @dataclass(frozen=True)
@@ -479,7 +480,7 @@ class _Compiler:
         self.read_dialect = read_dialect
         self.spans = spans or {}  # interval source -> the first day of its data
         self.calendar = model.project.config.calendar
-        self.today = today or self.calendar.today()
+        self.today = today or request.as_of or self.calendar.today()
         self.grain = request.grain
         self.dims = tuple(dict.fromkeys(request.dimensions))
         self.keys = ([PERIOD] if self.grain else []) + list(self.dims)
