@@ -133,7 +133,8 @@ def query_options(fn):
         click.argument("kpis", nargs=-1, shell_complete=_complete_kpis),
         click.option("--all", "all_kpis", is_flag=True, help="Every KPI of the project."),
         click.option("--formula", "formulas", multiple=True, metavar="EXPR",
-                     help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)'. Repeatable."),
+                     help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)', or named: "
+                          "'cpl=ad_spend_total / new_contacts' (it keeps the unit of the KPIs it reads). Repeatable."),
         click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", shell_complete=_complete_dimensions,
                      help="Dimensions to group by. Repeatable."),
         click.option("--grain", type=click.Choice(GRAINS),

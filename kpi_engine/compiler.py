@@ -36,6 +36,7 @@ from .errors import Location, QueryError, did_you_mean
 from .resolve import (TIMESTAMP, DimensionPath, Model, aggregates_in, dimension_paths, expand, parse_source_sql,
                       resolve_formula)
 from .spec import SourceSpec
+from .adhoc import named_formulas, unit_of
 from .values import counts_whole
 
 PERIOD = "period"
@@ -54,7 +55,7 @@ class Request:
     """What to compute. Names refer to the project's KPIs and dimensions."""
 
     kpis: tuple[str, ...] = ()
-    formulas: tuple[str, ...] = ()  # ad-hoc formulas, output as formula, formula_2, ...
+    formulas: tuple[str, ...] = ()  # ad-hoc formulas, 'name=formula' or output as formula, formula_2, ...
     dimensions: tuple[str, ...] = ()
     grain: str | None = None
     start: dt.date | None = None  # inclusive
@@ -553,11 +554,11 @@ class _Compiler:
             outputs.append((column, expand(model, kpi.expr, cache)))
             if kpi.spec.fill_nulls_with is not None:
                 fill_values[name] = kpi.spec.fill_nulls_with
-        for i, text in enumerate(request.formulas):
-            label = "formula" if i == 0 else f"formula_{i + 1}"
+        for name, text, label in named_formulas(model, request.formulas):
             expr, _ = resolve_formula(model, text, "kpi", label)
-            outputs.append((OutputColumn(label, "kpi", "number", text, whole=counts_whole(model, expr)),
-                            expand(model, expr, cache)))
+            unit, number_format = unit_of(model, expr)
+            column = OutputColumn(name, "kpi", unit, text, number_format, counts_whole(model, expr, unit))
+            outputs.append((column, expand(model, expr, cache)))
         having = None
         if request.having:
             having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
