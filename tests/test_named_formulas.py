@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from kpi_engine.adhoc import unit_of
-from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.resolve import resolve_formula
 
@@ -40,14 +38,8 @@ def root(make_project):
     return make_project({"s.yaml": SPEC}, {"ad_spend": SPEND, "leads": LEADS})
 
 
-def evaluate(root, *args, code=0):
-    result = CliRunner().invoke(cli, ["evaluate", str(root), *map(str, args)])
-    assert result.exit_code == code, result.output
-    return result
-
-
-def test_a_named_formula_is_a_column_with_the_unit_it_keeps(root):
-    out = evaluate(root, "--formula", "cpl=spend / lead_count", "--formula", "per_lead = budget / lead_count",
+def test_a_named_formula_is_a_column_with_the_unit_it_keeps(root, run_evaluate):
+    out = run_evaluate(root, "--formula", "cpl=spend / lead_count", "--formula", "per_lead = budget / lead_count",
                    "--by", "channel", "--order", "-cpl").stdout
     lines = [line.rstrip() for line in out.splitlines()]
     # ppc: 1000 / 2 = 500, 2000 / 2 = 1000; email: 100 / 4 = 25, 2000 / 4 = 500. Currency both.
@@ -58,15 +50,15 @@ def test_a_named_formula_is_a_column_with_the_unit_it_keeps(root):
                      "2 rows"]
 
 
-def test_named_columns_in_csv_and_json(root):
-    csv = evaluate(root, "--formula", "leads_x2=2 * lead_count", "--formula", "count(leads)", "--format", "csv").stdout
+def test_named_columns_in_csv_and_json(root, run_evaluate):
+    csv = run_evaluate(root, "--formula", "leads_x2=2 * lead_count", "--formula", "count(leads)", "--format", "csv").stdout
     assert csv == "leads_x2,formula_2,complete\n12,6,true\n"  # 2 * 6 leads; an unnamed one keeps its old name
-    rows = json.loads(evaluate(root, "--formula", "avg_score=score", "--by", "channel", "--format", "json").stdout)
+    rows = json.loads(run_evaluate(root, "--formula", "avg_score=score", "--by", "channel", "--format", "json").stdout)
     assert [(row["channel"], row["avg_score"]) for row in rows] == [("email", 5.0), ("ppc", 7.0)]  # 20/4, 14/2
 
 
-def test_a_formula_that_is_one_kpi_keeps_its_format(root):
-    out = evaluate(root, "--formula", "total=spend").stdout
+def test_a_formula_that_is_one_kpi_keeps_its_format(root, run_evaluate):
+    out = run_evaluate(root, "--formula", "total=spend").stdout
     assert out.splitlines()[2].split("│")[0].strip() == "$1,100"  # ',.0f' of spend
 
 
@@ -125,21 +117,21 @@ def test_the_unit_a_formula_keeps(root, formula, unit):
                                 "column needs a name of its own. Name the formula otherwise, e.g. "
                                 "'complete_adhoc=count(leads)'.\n"),
 ])
-def test_a_name_that_clashes_is_refused(root, formula, message):
-    assert evaluate(root, "--formula", formula, code=1).stderr == message
+def test_a_name_that_clashes_is_refused(root, formula, message, run_evaluate):
+    assert run_evaluate(root, "--formula", formula, code=1).stderr == message
 
 
-def test_two_formulas_of_one_name_are_refused(root):
-    result = evaluate(root, "--formula", "a=count(leads)", "--formula", "a=spend", code=1)
+def test_two_formulas_of_one_name_are_refused(root, run_evaluate):
+    result = run_evaluate(root, "--formula", "a=count(leads)", "--formula", "a=spend", code=1)
     assert result.stderr.startswith("Error: --formula a: the formula name 'a' is the name of another formula;")
 
 
-def test_an_error_in_a_named_formula_names_it(root):
-    result = evaluate(root, "--formula", "x=count(lead)", code=1)
+def test_an_error_in_a_named_formula_names_it(root, run_evaluate):
+    result = run_evaluate(root, "--formula", "x=count(lead)", code=1)
     assert result.stderr.splitlines()[0] == "Error: formula 'x': unknown source 'lead'. Did you mean 'leads'?"
 
 
-def test_a_comparison_is_not_a_name(root):
+def test_a_comparison_is_not_a_name(root, run_evaluate):
     # 'lead_count >= 3' starts with a name but is a comparison: not named, and not a number.
-    result = evaluate(root, "--formula", "lead_count >= 3", code=1)
+    result = run_evaluate(root, "--formula", "lead_count >= 3", code=1)
     assert "the formula must give a number" in result.stderr

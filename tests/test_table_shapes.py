@@ -4,9 +4,7 @@ KPI, one column per period and key) for the tables people read. Expected texts a
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from kpi_engine.cli import cli
 
 SPEC = """
 sources:
@@ -31,14 +29,8 @@ def root(make_project):
     return make_project({"s.yaml": SPEC}, {"ad_spend": SPEND, "leads": LEADS})
 
 
-def evaluate(root, *args, code=0):
-    result = CliRunner().invoke(cli, ["evaluate", str(root), *map(str, args)])
-    assert result.exit_code == code, result.output
-    return result
-
-
-def test_markdown_is_a_github_table_of_the_shown_values(root):
-    out = evaluate(root, "cpl", "lead_count", "--grain", "month", "--by", "channel", "--format", "markdown").stdout
+def test_markdown_is_a_github_table_of_the_shown_values(root, run_evaluate):
+    out = run_evaluate(root, "cpl", "lead_count", "--grain", "month", "--by", "channel", "--format", "markdown").stdout
     assert out == ("| period | channel | cpl | lead_count | complete |\n"
                    "|:---|:---|---:|---:|:---|\n"
                    "| 2025-01-01 | email | $50.00 | 2 | yes |\n"
@@ -47,14 +39,14 @@ def test_markdown_is_a_github_table_of_the_shown_values(root):
                    "| 2025-02-01 | ppc | $300.00 | 1 | no |\n")
 
 
-def test_an_md_file_gets_markdown(root, tmp_path):
+def test_an_md_file_gets_markdown(root, tmp_path, run_evaluate):
     target = tmp_path / "kpis.md"
-    evaluate(root, "lead_count", "-o", target)
+    run_evaluate(root, "lead_count", "-o", target)
     assert target.read_text() == "| lead_count | complete |\n|---:|:---|\n| 7 | yes |\n"
 
 
-def test_transposed_table_has_a_line_per_kpi(root):
-    out = evaluate(root, "cpl", "lead_count", "--grain", "month", "--by", "channel", "--to", "2025-02-01",
+def test_transposed_table_has_a_line_per_kpi(root, run_evaluate):
+    out = run_evaluate(root, "cpl", "lead_count", "--grain", "month", "--by", "channel", "--to", "2025-02-01",
                    "--transpose").stdout
     assert [line.rstrip() for line in out.splitlines()] == [
         "kpi        ┃ 2025-01-01 / email ┃ 2025-01-01 / ppc",
@@ -65,8 +57,8 @@ def test_transposed_table_has_a_line_per_kpi(root):
         "2 rows, transposed"]
 
 
-def test_transposed_markdown(root):
-    out = evaluate(root, "cpl", "lead_count", "--grain", "month", "--format", "markdown", "--transpose").stdout
+def test_transposed_markdown(root, run_evaluate):
+    out = run_evaluate(root, "cpl", "lead_count", "--grain", "month", "--format", "markdown", "--transpose").stdout
     # January: 1,100 / 4 = 275; February: 350 / 3 = 116.666...
     assert out == ("| kpi | 2025-01-01 | 2025-02-01 |\n"
                    "|:---|---:|---:|\n"
@@ -75,15 +67,15 @@ def test_transposed_markdown(root):
                    "| complete | yes | no |\n")
 
 
-def test_a_total_transposed_has_one_value_column(root):
-    out = evaluate(root, "cpl", "lead_count", "--format", "markdown", "--transpose").stdout
+def test_a_total_transposed_has_one_value_column(root, run_evaluate):
+    out = run_evaluate(root, "cpl", "lead_count", "--format", "markdown", "--transpose").stdout
     assert out == "| kpi | value |\n|:---|---:|\n| cpl | $207.14 |\n| lead_count | 7 |\n| complete | yes |\n"  # 1450 / 7
 
 
 @pytest.mark.parametrize("args", [("--format", "csv"), ("--format", "json"), ("-o", "out.json")])
-def test_transpose_is_refused_for_formats_that_programs_read(root, tmp_path, args):
+def test_transpose_is_refused_for_formats_that_programs_read(root, tmp_path, args, run_evaluate):
     args = tuple(str(tmp_path / a) if a.startswith("out.") else a for a in args)
-    result = evaluate(root, "cpl", "--transpose", *args, code=2)
+    result = run_evaluate(root, "cpl", "--transpose", *args, code=2)
     fmt = args[1] if args[0] == "--format" else "json"
     assert result.stderr == (f"Error: --transpose shapes the table and markdown formats, not {fmt}. Drop --transpose, "
                              "or use --format table or markdown; other formats keep one row per period and key for "
@@ -91,14 +83,14 @@ def test_transpose_is_refused_for_formats_that_programs_read(root, tmp_path, arg
     assert not (tmp_path / "out.json").exists()
 
 
-def test_markdown_cells_are_text(make_project):
+def test_markdown_cells_are_text(make_project, run_evaluate):
     hostile = [{"created_at": "2025-01-01", "channel": "a|b *c* [x](y) <i>"}, {"created_at": "2025-01-02", "channel": "l1\nl2"}]
     root = make_project({"s.yaml": SPEC}, {"ad_spend": SPEND, "leads": hostile})
-    out = evaluate(root, "lead_count", "--by", "channel", "--format", "markdown").stdout
+    out = run_evaluate(root, "lead_count", "--by", "channel", "--format", "markdown").stdout
     assert out.splitlines()[2:] == ["| a\\|b \\*c\\* \\[x\\](y) \\<i\\> | 1 | yes |", "| l1\\\\nl2 | 1 | yes |"]
 
 
-def test_an_empty_result_is_the_header_alone(root):
-    out = evaluate(root, "lead_count", "--grain", "month", "--from", "2030-01-01", "--to", "2030-02-01",
+def test_an_empty_result_is_the_header_alone(root, run_evaluate):
+    out = run_evaluate(root, "lead_count", "--grain", "month", "--from", "2030-01-01", "--to", "2030-02-01",
                    "--format", "markdown").stdout
     assert out == "| period | lead_count | complete |\n|:---|---:|:---|\n"
