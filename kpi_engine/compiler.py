@@ -564,9 +564,17 @@ class _Compiler:
             having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
             having = expand(model, having_expr, cache)
 
+        # --order by a KPI not asked for: computed for the ORDER BY alone, never output.
+        shown = set(self.keys) | {column.name for column, _ in outputs}
+        hidden = {name: expand(model, model.kpi(name).expr, cache) for name in
+                  dict.fromkeys(item.lstrip("-+") for item in request.order_by) if name not in shown and name in model.kpis}
+        fill_values.update({name: model.kpis[name].spec.fill_nulls_with for name in hidden
+                            if model.kpis[name].spec.fill_nulls_with is not None})
+
         outputs = [(column, _lower_for(column.name, expr, self.grain)) for column, expr in outputs]
+        hidden = {name: _lower_for(name, expr, self.grain) for name, expr in hidden.items()}
         having = _lower_time_ops(having, self.grain) if having is not None else None
-        expressions = [expr for _, expr in outputs] + ([having] if having is not None else [])
+        expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
 
         plans: dict[str, _SourcePlan] = {}
@@ -606,7 +614,8 @@ class _Compiler:
                   for name, plan in plans.items()}
         histories = {name: _Read(f"{self.cte[name]}_history", plan, history_start) for name, plan in history.items()}
 
-        kpi_sources = {column.name: {agg.source for agg in aggregates_in(expr)} for column, expr in outputs}
+        kpi_sources = {name: {agg.source for agg in aggregates_in(expr)}
+                       for name, expr in [(column.name, expr) for column, expr in outputs] + list(hidden.items())}
         widened = bool(history_leaves) and history_start != request.start
         masked, row_filter = self.row_sets(kpi_sources, set(plans), split, widened)
         self.marked = bool(masked) or row_filter
@@ -705,19 +714,28 @@ class _Compiler:
             measure = _Measure(lambda agg: value(ranges[agg.source], agg), None, self.function)
             present_column = presence
 
+        def kpi_value(name: str, expr: n.Node) -> exp.Expression:
+            result = measure(expr)
+            if name in fill_values:
+                result = exp.Coalesce(this=result, expressions=[_number(fill_values[name])])
+            if name in masked:  # outside the KPI's own rows its cell is empty
+                present = exp.or_(*[_not_null(present_column(s)) for s in sorted(kpi_sources[name])], copy=False)
+                result = exp.Case(ifs=[exp.If(this=present, true=result)])
+            return cast(result, "DOUBLE")
+
         selects = [exp.alias_(_col(k, key_table), _ident(k), copy=False) for k in self.keys]
         for column, expr in outputs:
-            result = measure(expr)
-            if column.name in fill_values:
-                result = exp.Coalesce(this=result, expressions=[_number(fill_values[column.name])])
-            if column.name in masked:  # outside the KPI's own rows its cell is empty
-                present = exp.or_(*[_not_null(present_column(s)) for s in sorted(kpi_sources[column.name])], copy=False)
-                result = exp.Case(ifs=[exp.If(this=present, true=result)])
-            selects.append(exp.alias_(cast(result, "DOUBLE"), _ident(column.name), copy=False))
+            selects.append(exp.alias_(kpi_value(column.name, expr), _ident(column.name), copy=False))
         query = body.select(*selects, copy=False)
         if having is not None:
             query = query.where(measure(having), copy=False)
-        query = self.order_and_limit(query, columns)
+        # A source that only the --order KPIs read adds no rows: keep the rows of the others (a dense
+        # series keeps its rows whatever the sources).
+        others = {source for column, _ in outputs for source in kpi_sources[column.name]}
+        others |= {agg.source for agg in aggregates_in(having)} if having is not None else set()
+        if self.keys and not request.fill and others and set(plans) - others:
+            query = query.where(exp.or_(*[_not_null(present_column(s)) for s in sorted(others)], copy=False), copy=False)
+        query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
         for name, cte in ctes:
             query = query.with_(_ident(name), as_=cte, copy=False)
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
@@ -762,16 +780,19 @@ class _Compiler:
         columns = [OutputColumn(PERIOD, "time", None, self.grain)] if self.grain else []
         return columns + [OutputColumn(dim, "dimension") for dim in self.dims]
 
-    def order_and_limit(self, query: exp.Select, columns: list[OutputColumn]) -> exp.Select:
+    def order_and_limit(self, query: exp.Select, columns: list[OutputColumn],
+                        hidden: Mapping[str, exp.Expression] | None = None) -> exp.Select:
+        """ORDER BY output columns, or (``hidden``) the values of KPIs that are not output."""
         names = [c.name for c in columns]
+        hidden = hidden or {}
         terms = []
         for item in self.request.order_by or tuple(self.keys):
             desc = item.startswith("-")
             name = item.lstrip("-+")
-            if name not in names:
-                raise QueryError(f"cannot order by '{name}': it is not an output column.", None,
-                                 did_you_mean(name, names) or None)
-            terms.append(exp.Ordered(this=_col(name), desc=desc, nulls_first=False))
+            if name not in names and name not in hidden:
+                raise QueryError(f"cannot order by '{name}': it is neither an output column nor a KPI of the project.",
+                                 None, did_you_mean(name, names + list(self.model.kpis)) or None)
+            terms.append(exp.Ordered(this=_col(name) if name in names else hidden[name], desc=desc, nulls_first=False))
         if terms:
             query = query.order_by(*terms, copy=False)
         if self.request.limit is not None:
