@@ -24,9 +24,9 @@ from .compiler import (COMPLETE_COLUMN, CompiledQuery, IntervalStartNeeded, Requ
 from .calendar import Calendar
 from .completeness import Extent, as_date, complete_range, is_complete
 from .dates import FORMS, last_periods, parse_last, resolve_day
-from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
-                     did_you_mean, in_file_order)
-from .hookspecs import Connection, timeout_seconds
+from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
+                     WarehouseError, did_you_mean, in_file_order)
+from .hookspecs import Connection, TextValue, timeout_seconds
 from .parser import _deep_recursion
 from .plugins import Registry, default_registry
 from .redaction import redact
@@ -143,16 +143,43 @@ class KpiProject:
         errors: list[KpiEngineError] = []
         if describe:
             catalog, self._unavailable = self._describe()
-            if strict:
-                errors.extend(self._unavailable.values())
+            if strict:  # one error for sources that read one broken file, not one each
+                errors.extend({str(error): error for error in self._unavailable.values()}.values())
         try:
             model = resolve(self.project, catalog, self.registry.functions(), self._adapter_dialect())
         except ProjectInvalid as invalid:
-            errors.extend(invalid.errors)
+            errors.extend(self._text_columns(invalid.errors) if describe else invalid.errors)
         if errors:
             raise ProjectInvalid(errors)
         self._model = model
         return model
+
+    def _text_columns(self, errors: list[KpiEngineError]) -> list[KpiEngineError]:
+        """Sums and averages of a column the warehouse reads as text, said once per column with the
+        value that makes it text, when the warehouse can tell (a CSV file of a data folder)."""
+        groups: dict[tuple[str, str], list[TextColumnError]] = {}
+        for error in errors:
+            if isinstance(error, TextColumnError):
+                groups.setdefault((error.source, error.column), []).append(error)
+        explained: dict[tuple[str, str], KpiEngineError] = {}
+        for (source, column), found in groups.items():
+            spec = self.project.sources[source]
+            if spec.table is None or column in spec.column_map:
+                continue  # read through a query or a map: the column is not the file's
+            try:
+                text = self.connection().text_value(source_relation(spec, self.dialect), column)
+            except KpiEngineError:
+                text = None
+            if text is not None:
+                explained[(source, column)] = _text_column_error(found, text)
+        result = []
+        for error in errors:
+            key = (error.source, error.column) if isinstance(error, TextColumnError) else None
+            if key not in explained:
+                result.append(error)
+            elif error is groups[key][0]:
+                result.append(explained[key])
+        return result
 
     def _describe(self) -> tuple[dict[str, dict[str, str]], dict[str, KpiEngineError]]:
         """Column types of every source, and the sources that cannot be read, with why."""
@@ -307,6 +334,25 @@ class KpiProject:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _text_column_error(found: list[TextColumnError], text: TextValue) -> TextColumnError:
+    """One error for the formulas that add up a column a data file holds as text: where, which
+    value, and the settings that read it as numbers."""
+    first, column = found[0], found[0].column
+    where = f"column '{column}' of data file '{text.file}'"
+    if text.value is None:
+        what = f"{where} is read as text: it holds no value in any row."
+        hint = f"Declare its type in kpi_engine.yaml: 'warehouse: {{tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}'"
+    else:
+        what = f"{where} is read as text: row {text.row} (line {text.row + 1} of the file) holds {text.value!r}."
+        hint = (f"Declare {text.value!r} a marker of no value and the column a number in kpi_engine.yaml: 'warehouse: "
+                f"{{csv: {{null: [{text.value!r}]}}, tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}', "
+                "or fix the value in the file")
+    also = f" It is added up at {', '.join(str(error.location) for error in found[1:])} too." if found[1:] else ""
+    return TextColumnError(f"'{first.func}' needs numbers, but {what}{also}", first.location,
+                           hint + " (docs/specs.md, 'Reading a folder of CSV and Parquet files').", first.detail,
+                           first.source, column, first.func)
 
 
 REQUEST_OPTIONS = ("by", "grain", "start", "end", "last", "as_of", "where", "having", "order_by", "limit",
