@@ -345,9 +345,11 @@ def _text_column_error(found: list[TextColumnError], text: TextValue) -> TextCol
         what = f"{where} is read as text: it holds no value in any row."
         hint = f"Declare its type in kpi_engine.yaml: 'warehouse: {{tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}'"
     else:
-        what = f"{where} is read as text: row {text.row} (line {text.row + 1} of the file) holds {text.value!r}."
-        hint = (f"Declare {text.value!r} a marker of no value and the column a number in kpi_engine.yaml: 'warehouse: "
-                f"{{csv: {{null: [{text.value!r}]}}, tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}', "
+        value = repr(text.value if len(text.value) <= 60 else text.value[:57] + "...")
+        what = f"{where} is read as text: row {text.row} (line {text.row + 1} of the file) holds {value}."
+        # Declared markers replace DuckDB's own, the empty field: it stays one.
+        hint = (f"Declare {value} a marker of no value and the column a number in kpi_engine.yaml: 'warehouse: "
+                f"{{csv: {{null: ['', {value}]}}, tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}', "
                 "or fix the value in the file")
     also = f" It is added up at {', '.join(str(error.location) for error in found[1:])} too." if found[1:] else ""
     return TextColumnError(f"'{first.func}' needs numbers, but {what}{also}", first.location,

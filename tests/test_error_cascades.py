@@ -138,6 +138,6 @@ def test_a_stray_value_in_a_column_of_numbers_is_one_error(project):
         "Error: kpis.yaml:4:18 (kpi 'revenue'): 'sum' needs numbers, but column 'amount' of data file 'orders.csv' is "
         "read as text: row 3 (line 4 of the file) holds 'n/a'. It is added up at kpis.yaml:14:18 (kpi "
         "'paid_revenue') too. Declare 'n/a' a marker of no value and the column a number in kpi_engine.yaml: "
-        "'warehouse: {csv: {null: ['n/a']}, tables: {orders: {types: {amount: number}}}}', or fix the value in the "
+        "'warehouse: {csv: {null: ['', 'n/a']}, tables: {orders: {types: {amount: number}}}}', or fix the value in the "
         "file (docs/specs.md, 'Reading a folder of CSV and Parquet files').\n"
         "    sum(orders.amount)\n        ^\n1 problem found.\n")
