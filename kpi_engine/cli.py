@@ -96,19 +96,57 @@ def _complete_dimensions(ctx, param, incomplete: str):
     return [name for name in names if name.startswith(incomplete)]
 
 
+class _Day(click.ParamType):
+    """A date or a day relative to today (dates.py); checked as the command line is read, placed
+    in the project's calendar once the project is open."""
+
+    name = "date"
+
+    def convert(self, value, param, ctx):
+        from .dates import parse_day
+
+        try:
+            parse_day(value)
+        except UsageError as error:
+            self.fail(f"{str(value)[:60]!r} is not a date. {error.hint}", param, ctx)
+        return value
+
+
+DAY = _Day()
+
+
+def _check_last(ctx, param, value):
+    from .dates import parse_last
+
+    if value is None:
+        return None
+    try:
+        parse_last(value)
+    except UsageError as error:
+        raise click.BadParameter(f"{' '.join(value)[:60]!r} is not a number of periods. {error.hint}") from None
+    return value
+
+
 def query_options(fn):
     """Options shared by compile and evaluate: what to compute and how to slice it."""
     options = [
         click.argument("kpis", nargs=-1, shell_complete=_complete_kpis),
         click.option("--all", "all_kpis", is_flag=True, help="Every KPI of the project."),
         click.option("--formula", "formulas", multiple=True, metavar="EXPR",
-                     help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)'. Repeatable."),
+                     help="An ad-hoc formula, e.g. 'sum(ad_spend.spend) / count(leads)', or named: "
+                          "'cpl=ad_spend_total / new_contacts' (it keeps the unit of the KPIs it reads). Repeatable."),
         click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", shell_complete=_complete_dimensions,
                      help="Dimensions to group by. Repeatable."),
         click.option("--grain", type=click.Choice(GRAINS),
                      help="Time bucket. Without it, one total for the whole range."),
-        click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive), YYYY-MM-DD."),
-        click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="End day (exclusive), YYYY-MM-DD."),
+        click.option("--from", "start", type=DAY,
+                     help="First day (inclusive): YYYY-MM-DD, or relative: 'start of quarter', '6 months ago', ..."),
+        click.option("--to", "end", type=DAY, help="End day (exclusive): YYYY-MM-DD, today, 'start of month', ..."),
+        click.option("--last", nargs=2, metavar="N UNITS", callback=_check_last,
+                     help="The N complete periods before the current one: --last 6 months (days, weeks, months, "
+                          "quarters, years, fiscal quarters, fiscal years). Instead of --from/--to."),
+        click.option("--as-of", "as_of", type=DAY,
+                     help="The day relative dates count from (default: today in the project's time zone)."),
         click.option("--where", metavar="CONDITION", help="Filter on dimensions: \"channel in ('ppc', 'email')\"."),
         click.option("--having", metavar="CONDITION", help="Filter on KPI values: 'cost_per_lead > 100'."),
         click.option("--order", "order_by", multiple=True, metavar="COLUMN",
@@ -124,8 +162,8 @@ def query_options(fn):
     return fn
 
 
-def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, where, having, order_by, limit, fill,
-                     time_axis):
+def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, last, as_of, where, having, order_by,
+                     limit, fill, time_axis):
     names = list(kpis)
     if all_kpis:
         names = _all_kpis(project, _split(by), grain) + [k for k in names if k not in project.project.kpis]
@@ -133,9 +171,9 @@ def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, w
         raise UsageError("no KPI given.", None,
                          "Name KPIs after the project folder, use --all, or pass --formula; "
                          "'kpi-engine list PROJECT' shows the KPIs.")
-    return names, dict(by=_split(by), grain=grain, start=start.date() if start else None,
-                       end=end.date() if end else None, where=where, having=having,
-                       order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill, time_axis=time_axis)
+    return names, dict(by=_split(by), grain=grain, start=start, end=end, last=last, as_of=as_of, where=where,
+                       having=having, order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill,
+                       time_axis=time_axis)
 
 
 def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
@@ -157,6 +195,13 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
         _show(f"Note: left out {len(skipped)} KPI{'s' if len(skipped) != 1 else ''}: {', '.join(skipped)}.",
               err=True)
     return usable
+
+
+def _day(kpi_project, text: str | None):
+    """--as-of of report and check as a date in the project's calendar."""
+    from .dates import resolve_day
+
+    return resolve_day(text, "--as-of", kpi_project.project.config.calendar)
 
 
 def _progress(message: str):
@@ -397,8 +442,11 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @project_argument
 @query_options
 @click.option("--format", "fmt", metavar="FORMAT",
-              help="table (the default on a terminal), csv, json, parquet (to --output), or a format added by a "
-                   "plugin. With --output and no --format, the file's extension says: .csv, .json, .parquet, .txt.")
+              help="table (the default on a terminal), markdown (a GitHub table), csv, json, parquet (to --output), "
+                   "or a format added by a plugin. With --output and no --format, the file's extension says: "
+                   ".csv, .json, .parquet, .md, .txt.")
+@click.option("--transpose", is_flag=True,
+              help="table and markdown: one line per KPI, one column per period (and dimension values).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (atomically) instead of standard output.")
 @click.option("--complete-only", "complete_only", is_flag=True,
@@ -407,13 +455,14 @@ def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | 
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", callback=_check_timeout,
               help="Cancel the query in the warehouse after this long (exit code 5); at most a week.")
 @handle_errors
-def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, warehouse: str | None,
-             timeout: float | None, **query) -> None:
+def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, complete_only: bool,
+             warehouse: str | None, timeout: float | None, **query) -> None:
     """Compute KPIS on the project's warehouse and print them."""
-    from .output import FORMATS, STREAMED, format_of_file, render, write_stream
+    from .output import FORMATS, STREAMED, check_transpose, format_of_file, render, write_stream
 
     if fmt is None:
         fmt = format_of_file(output) if output is not None else "table"
+    check_transpose(fmt, transpose)  # before the query runs
     if output is not None:
         check_writable(output)  # a read-only folder or a name too long fails before the query, not after
     with _open(project, warehouse, timeout) as kpi_project:
@@ -429,7 +478,7 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
         names, options = _request_options(kpi_project, **query)
         if writer is None and output is not None and fmt in STREAMED:
             compiled, batches = kpi_project.stream(names, complete_only=complete_only, **options)
-            count = write_stream(fmt, [c.name for c in compiled.columns], batches, output)
+            count = write_stream(fmt, compiled.columns, batches, output)
             _show(f"Wrote {count} rows to {output}.", err=True)
             return
         with _progress(f"Evaluating {len(names) + len(options['formulas'])} KPIs"):
@@ -440,7 +489,7 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
             content = buffer.getvalue()
         else:
             color = output is None and fmt == "table" and sys.stdout.isatty()
-            content = render(result, fmt, kpi_project.project.config.currency, color)
+            content = render(result, fmt, kpi_project.project.config.currency, color, transpose)
     if output is None and writer is None and fmt == "table":
         click.echo(content, nl=False)  # every value in it is already shown as text (output.to_table)
     elif output is None:
@@ -454,8 +503,9 @@ def evaluate(project: Path, fmt: str, output: Path | None, complete_only: bool, 
 @project_argument
 @click.argument("kpis", nargs=-1)
 @click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True)
-@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]),
-              help="Check the last period complete before this day (default: the latest complete period of the data).")
+@click.option("--as-of", "as_of", type=DAY,
+              help="Check the last period complete before this day, YYYY-MM-DD or relative ('start of month'); "
+                   "default: the latest complete period of the data.")
 @click.option("--by", "by", multiple=True, metavar="DIM", help="Check each value of these dimensions too.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @warehouse_option
@@ -469,7 +519,7 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
     from .targets import check_targets
 
     with _open(project, warehouse) as kpi_project:
-        report = check_targets(kpi_project, list(kpis), grain, as_of.date() if as_of else None, _split(by))
+        report = check_targets(kpi_project, list(kpis), grain, _day(kpi_project, as_of), _split(by))
         currency = kpi_project.project.config.currency
     if fmt == "json":
         _emit(json.dumps(report, indent=2, default=str) + "\n")
@@ -635,8 +685,9 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
               help="The periods of the figures and of the charts.")
 @click.option("--by", "by", metavar="DIM", shell_complete=_complete_dimensions,
               help="One line per value of this dimension in the charts of the KPIs it can slice.")
-@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]),
-              help="Report the last period complete before this day (default: the latest complete period of the data).")
+@click.option("--as-of", "as_of", type=DAY,
+              help="Report the last period complete before this day, YYYY-MM-DD or relative ('start of month'); "
+                   "default: the latest complete period of the data.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The HTML file to write (atomically).")
 @warehouse_option
@@ -649,7 +700,7 @@ def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_
     check_writable(output)
     with _open(project, warehouse) as kpi_project:
         page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
-                            as_of=as_of.date() if as_of else None)
+                            as_of=_day(kpi_project, as_of))
     write_atomically(output, page)
     _show(f"Wrote {output}.", err=True)
 

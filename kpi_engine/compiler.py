@@ -37,12 +37,14 @@ from sqlglot import exp
 from . import nodes as n
 from .calendar import DATE_PARTS, GRAINS, cast
 from .errors import Location, QueryError, did_you_mean
+from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula
 from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPINE_CTE, ZERO_WHEN_EMPTY, SourcePlan,
                          SourceRead, SourceReader)
 from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
                         snapshot_mark, table_ref, values_table)
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
+from .values import counts_whole
 
 KEYS_CTE, SERIES_CTE, WINDOWED_CTE = "keys", "series", "windowed"
 
@@ -52,7 +54,7 @@ class Request:
     """What to compute. Names refer to the project's KPIs and dimensions."""
 
     kpis: tuple[str, ...] = ()
-    formulas: tuple[str, ...] = ()  # ad-hoc formulas, output as formula, formula_2, ...
+    formulas: tuple[str, ...] = ()  # ad-hoc formulas, 'name=formula' or output as formula, formula_2, ...
     dimensions: tuple[str, ...] = ()
     grain: str | None = None
     start: dt.date | None = None  # inclusive
@@ -63,6 +65,7 @@ class Request:
     limit: int | None = None
     fill: bool = False  # a dense series: every period of the range for every dimension value
     time_axis: str | None = None  # place rows in time by this axis on the sources that have it
+    as_of: dt.date | None = None  # "today" (the end of open intervals); None: today in the project's zone
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class OutputColumn:
     unit: str | None = None
     label: str | None = None
     format: str | None = None  # the KPI's display format spec
+    whole: bool = False  # a KPI that counts whole things: its whole values are written as integers (values.py)
 
 
 # Added to every evaluated row by the engine: is the row's period complete (completeness.py)?
@@ -233,24 +237,35 @@ class _Compiler:
         fill_values: dict[str, float] = {}  # KPI -> fill_nulls_with
         for name in dict.fromkeys(request.kpis):
             kpi = model.kpi(name)
-            column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format)
+            column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format,
+                                  counts_whole(model, kpi.expr, kpi.spec.unit))
             outputs.append((column, expand(model, kpi.expr, cache)))
             if kpi.spec.fill_nulls_with is not None:
                 fill_values[name] = kpi.spec.fill_nulls_with
-        for i, text in enumerate(request.formulas):
-            label = "formula" if i == 0 else f"formula_{i + 1}"
+        for name, text, label in named_formulas(model, request.formulas):
             expr, _ = resolve_formula(model, text, "kpi", label)
-            outputs.append((OutputColumn(label, "kpi", "number", text), expand(model, expr, cache)))
+            unit, number_format = unit_of(model, expr)
+            column = OutputColumn(name, "kpi", unit, text, number_format, counts_whole(model, expr, unit))
+            outputs.append((column, expand(model, expr, cache)))
         having = None
         if request.having:
             having_expr, _ = resolve_formula(model, request.having, "having", "--having condition")
             having = expand(model, having_expr, cache)
 
+        # --order by a KPI not asked for: computed for the ORDER BY alone, never output.
+        shown = set(self.keys) | {column.name for column, _ in outputs}
+        hidden = {name: expand(model, model.kpi(name).expr, cache) for name in
+                  dict.fromkeys(item.lstrip("-+") for item in request.order_by) if name not in shown and name in model.kpis}
+        fill_values.update({name: model.kpis[name].spec.fill_nulls_with for name in hidden
+                            if model.kpis[name].spec.fill_nulls_with is not None})
+
         if request.time_axis:
             outputs, having = self.on_time_axis(outputs, having)
+            hidden = {name: place_on_axis(expr, request.time_axis, model.sources)[0] for name, expr in hidden.items()}
         outputs = [(column, lower_for(column.name, expr, self.grain)) for column, expr in outputs]
+        hidden = {name: lower_for(name, expr, self.grain) for name, expr in hidden.items()}
         having = lower_time_ops(having, self.grain) if having is not None else None
-        expressions = [expr for _, expr in outputs] + ([having] if having is not None else [])
+        expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
         self.check_date_parts(leaves)
 
@@ -291,7 +306,8 @@ class _Compiler:
                   for name, plan in plans.items()}
         histories = {name: SourceRead(f"{self.cte[name]}_history", plan, history_start) for name, plan in history.items()}
 
-        kpi_sources = {column.name: {agg.source for agg in aggregates_in(expr)} for column, expr in outputs}
+        kpi_sources = {name: {agg.source for agg in aggregates_in(expr)}
+                       for name, expr in [(column.name, expr) for column, expr in outputs] + list(hidden.items())}
         widened = bool(history_leaves) and history_start != request.start
         masked, row_filter = self.row_sets(kpi_sources, set(plans), split, widened)
         self.marked = bool(masked) or row_filter
@@ -394,19 +410,28 @@ class _Compiler:
             measure = _Measure(lambda agg: value(ranges[agg.source], agg), None, self.reader.function)
             present_column = presence
 
+        def kpi_value(name: str, expr: n.Node) -> exp.Expression:
+            result = measure(expr)
+            if name in fill_values:
+                result = exp.Coalesce(this=result, expressions=[number(fill_values[name])])
+            if name in masked:  # outside the KPI's own rows its cell is empty
+                present = exp.or_(*[not_null(present_column(s)) for s in sorted(kpi_sources[name])], copy=False)
+                result = exp.Case(ifs=[exp.If(this=present, true=result)])
+            return cast(result, "DOUBLE")
+
         selects = [exp.alias_(col(k, key_table), ident(k), copy=False) for k in self.keys]
         for column, expr in outputs:
-            result = measure(expr)
-            if column.name in fill_values:
-                result = exp.Coalesce(this=result, expressions=[number(fill_values[column.name])])
-            if column.name in masked:  # outside the KPI's own rows its cell is empty
-                present = exp.or_(*[not_null(present_column(s)) for s in sorted(kpi_sources[column.name])], copy=False)
-                result = exp.Case(ifs=[exp.If(this=present, true=result)])
-            selects.append(exp.alias_(cast(result, "DOUBLE"), ident(column.name), copy=False))
+            selects.append(exp.alias_(kpi_value(column.name, expr), ident(column.name), copy=False))
         query = body.select(*selects, copy=False)
         if having is not None:
             query = query.where(measure(having), copy=False)
-        query = self.order_and_limit(query, columns)
+        # A source that only the --order KPIs read adds no rows: keep the rows of the others (a dense
+        # series keeps its rows whatever the sources).
+        others = {source for column, _ in outputs for source in kpi_sources[column.name]}
+        others |= {agg.source for agg in aggregates_in(having)} if having is not None else set()
+        if self.keys and not request.fill and others and set(plans) - others:
+            query = query.where(exp.or_(*[not_null(present_column(s)) for s in sorted(others)], copy=False), copy=False)
+        query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
         for name, cte in ctes:
             query = query.with_(ident(name), as_=cte, copy=False)
         return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
@@ -452,16 +477,19 @@ class _Compiler:
         columns = [OutputColumn(PERIOD, "time", None, self.grain)] if self.grain else []
         return columns + [OutputColumn(dim, "dimension") for dim in self.dims]
 
-    def order_and_limit(self, query: exp.Select, columns: list[OutputColumn]) -> exp.Select:
+    def order_and_limit(self, query: exp.Select, columns: list[OutputColumn],
+                        hidden: Mapping[str, exp.Expression] | None = None) -> exp.Select:
+        """ORDER BY output columns, or (``hidden``) the values of KPIs that are not output."""
         names = [c.name for c in columns]
+        hidden = hidden or {}
         terms = []
         for item in self.request.order_by or tuple(self.keys):
             desc = item.startswith("-")
             name = item.lstrip("-+")
-            if name not in names:
-                raise QueryError(f"cannot order by '{name}': it is not an output column.", None,
-                                 did_you_mean(name, names) or None)
-            terms.append(exp.Ordered(this=col(name), desc=desc, nulls_first=False))
+            if name not in names and name not in hidden:
+                raise QueryError(f"cannot order by '{name}': it is neither an output column nor a KPI of the project.",
+                                 None, did_you_mean(name, names + list(self.model.kpis)) or None)
+            terms.append(exp.Ordered(this=col(name) if name in names else hidden[name], desc=desc, nulls_first=False))
         if terms:
             query = query.order_by(*terms, copy=False)
         if self.request.limit is not None:

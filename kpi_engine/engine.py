@@ -19,12 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .calendar import Calendar
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
 from .source_sql import IntervalStartNeeded, source_relation
 from .completeness import Extent, as_date, complete_range, is_complete
-from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, UsageError, WarehouseError,
-                     did_you_mean, in_file_order)
-from .hookspecs import Connection, timeout_seconds
+from .dates import FORMS, last_periods, parse_last, resolve_day
+from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
+                     WarehouseError, did_you_mean, in_file_order)
+from .hookspecs import Connection, TextValue, timeout_seconds
 from .parser import _deep_recursion
 from .plugins import Registry, default_registry
 from .redaction import redact
@@ -141,16 +143,43 @@ class KpiProject:
         errors: list[KpiEngineError] = []
         if describe:
             catalog, self._unavailable = self._describe()
-            if strict:
-                errors.extend(self._unavailable.values())
+            if strict:  # one error for sources that read one broken file, not one each
+                errors.extend({str(error): error for error in self._unavailable.values()}.values())
         try:
             model = resolve(self.project, catalog, self.registry.functions(), self._adapter_dialect())
         except ProjectInvalid as invalid:
-            errors.extend(invalid.errors)
+            errors.extend(self._text_columns(invalid.errors) if describe else invalid.errors)
         if errors:
             raise ProjectInvalid(errors)
         self._model = model
         return model
+
+    def _text_columns(self, errors: list[KpiEngineError]) -> list[KpiEngineError]:
+        """Sums and averages of a column the warehouse reads as text, said once per column with the
+        value that makes it text, when the warehouse can tell (a CSV file of a data folder)."""
+        groups: dict[tuple[str, str], list[TextColumnError]] = {}
+        for error in errors:
+            if isinstance(error, TextColumnError):
+                groups.setdefault((error.source, error.column), []).append(error)
+        explained: dict[tuple[str, str], KpiEngineError] = {}
+        for (source, column), found in groups.items():
+            spec = self.project.sources[source]
+            if spec.table is None or column in spec.column_map:
+                continue  # read through a query or a map: the column is not the file's
+            try:
+                text = self.connection().text_value(source_relation(spec, self.dialect), column)
+            except KpiEngineError:
+                text = None
+            if text is not None:
+                explained[(source, column)] = _text_column_error(found, text)
+        result = []
+        for error in errors:
+            key = (error.source, error.column) if isinstance(error, TextColumnError) else None
+            if key not in explained:
+                result.append(error)
+            elif error is groups[key][0]:
+                result.append(explained[key])
+        return result
 
     def _describe(self) -> tuple[dict[str, dict[str, str]], dict[str, KpiEngineError]]:
         """Column types of every source, and the sources that cannot be read, with why."""
@@ -189,8 +218,9 @@ class KpiProject:
     def compile(self, kpis: Sequence[str] = (), *, dialect: str | None = None, describe: bool = True,
                 **options: Any) -> CompiledQuery:
         """Compile KPIs into one query. ``options`` are those of ``make_request``: by, grain,
-        start, end, where, having, order_by, limit, formulas and fill."""
-        return self._compile(_request(kpis, options, ("dialect", "describe")), _text(dialect, "dialect"),
+        start, end, last, as_of, where, having, order_by, limit, formulas and fill."""
+        return self._compile(_request(kpis, options, ("dialect", "describe"), self.project.config.calendar),
+                             _text(dialect, "dialect"),
                              _flag(describe, "describe"))
 
     def _compile(self, request: Request, dialect: str | None = None, describe: bool = True) -> CompiledQuery:
@@ -205,7 +235,7 @@ class KpiProject:
                 if set(needed.sources) <= set(spans):
                     raise
                 extents = self.extents(needed.sources, describe)
-                today = self.project.config.calendar.today()
+                today = request.as_of or self.project.config.calendar.today()
                 spans.update({name: (extents[name].first if name in extents else None) or today
                               for name in needed.sources})
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
@@ -218,13 +248,14 @@ class KpiProject:
             expression = adapter.prepare(expression)
         return expression
 
-    def extents(self, sources: Iterable[str], describe: bool = True) -> dict[str, Extent]:
-        """The first and last day each source (with a time column) has data for, in one query."""
+    def extents(self, sources: Iterable[str], describe: bool = True, today: dt.date | None = None) -> dict[str, Extent]:
+        """The first and last day each source (with a time column) has data for, in one query
+        (an open interval runs to ``today``, by default today in the project's time zone)."""
         model = self.model(describe, strict=False)
         timed = [name for name in dict.fromkeys(sources) if model.sources[name].time]
         if not timed:
             return {}
-        query = self._prepare(extent_query(model, timed, self.dialect, self.dialect), self.dialect)
+        query = self._prepare(extent_query(model, timed, self.dialect, self.dialect, today), self.dialect)
         with _deep_recursion():
             rows = self.connection().execute(query).rows
         return {row[0]: Extent(as_date(row[1]), as_date(row[2])) for row in rows}
@@ -232,14 +263,14 @@ class KpiProject:
     def _run_plan(self, kpis: Sequence[str], complete_only: bool, describe: bool, options: Mapping[str, Any]):
         """The query to run and a function adding each row's ``complete`` flag (None when no
         row can be complete, under ``complete_only``)."""
-        request = _request(kpis, options, ("describe", "complete_only", "batch_size"))
+        request = _request(kpis, options, ("describe", "complete_only", "batch_size"), self.project.config.calendar)
         complete_only, describe = _flag(complete_only, "complete_only"), _flag(describe, "describe")
         query = self._compile(request, describe=describe)
         calendar = self.project.config.calendar
         model = self.model(describe, strict=False)
         cohorts = any(model.kpi(name).spec.matures_after_days for name in request.kpis)
         timed = request.grain or request.start or request.end or cohorts
-        extents = self.extents(query.sources, describe) if timed else {}
+        extents = self.extents(query.sources, describe, request.as_of) if timed else {}
         maturities = self.maturities(model, request.kpis, extents)
         if complete_only and request.grain:  # complete periods are contiguous: run on them alone
             narrowed = complete_range(request.grain, request.start, request.end, extents, calendar, maturities)
@@ -356,31 +387,71 @@ class KpiProject:
         self.close()
 
 
-REQUEST_OPTIONS = ("by", "grain", "start", "end", "where", "having", "order_by", "limit", "formulas", "fill",
-                   "time_axis")
+def _text_column_error(found: list[TextColumnError], text: TextValue) -> TextColumnError:
+    """One error for the formulas that add up a column a data file holds as text: where, which
+    value, and the settings that read it as numbers."""
+    first, column = found[0], found[0].column
+    where = f"column '{column}' of data file '{text.file}'"
+    if text.value is None:
+        what = f"{where} is read as text: it holds no value in any row."
+        hint = f"Declare its type in kpi_engine.yaml: 'warehouse: {{tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}'"
+    else:
+        value = repr(text.value if len(text.value) <= 60 else text.value[:57] + "...")
+        what = f"{where} is read as text: row {text.row} (line {text.row + 1} of the file) holds {value}."
+        # Declared markers replace DuckDB's own, the empty field: it stays one.
+        hint = (f"Declare {value} a marker of no value and the column a number in kpi_engine.yaml: 'warehouse: "
+                f"{{csv: {{null: ['', {value}]}}, tables: {{{text.table}: {{types: {{{column}: number}}}}}}}}', "
+                "or fix the value in the file")
+    also = f" It is added up at {', '.join(str(error.location) for error in found[1:])} too." if found[1:] else ""
+    return TextColumnError(f"'{first.func}' needs numbers, but {what}{also}", first.location,
+                           hint + " (docs/specs.md, 'Reading a folder of CSV and Parquet files').", first.detail,
+                           first.source, column, first.func)
+
+
+REQUEST_OPTIONS = ("by", "grain", "start", "end", "last", "as_of", "where", "having", "order_by", "limit",
+                   "formulas", "fill", "time_axis")
 MAX_LIMIT = 2 ** 63 - 1  # a LIMIT every warehouse can hold (a 64-bit integer)
 
 
-def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str, ...]) -> Request:
+def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str, ...], calendar: Calendar) -> Request:
     """The request of the API's keyword arguments; an unknown one is named, with a suggestion
     among the request's options and the method's ``others``."""
     unknown = [name for name in options if name not in REQUEST_OPTIONS]
     if unknown:
         raise UsageError(f"unknown option '{unknown[0]}'.", None, did_you_mean(unknown[0], REQUEST_OPTIONS + others))
-    return make_request(kpis, **options)
+    return make_request(kpis, calendar=calendar, **options)
 
 
 def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | str | None = (),
                  grain: str | None = None, start: dt.date | str | None = None, end: dt.date | str | None = None,
+                 last: str | Sequence[str | int] | None = None, as_of: dt.date | str | None = None,
                  where: str | None = None, having: str | None = None, order_by: Iterable[str] | str | None = (),
                  limit: int | None = None, formulas: Iterable[str] | str | None = (), fill: bool = False,
-                 time_axis: str | None = None) -> Request:
+                 calendar: Calendar | None = None, time_axis: str | None = None) -> Request:
     """A ``Request`` from the API's arguments, each checked: a wrong type raises ``UsageError``
-    naming the argument (never a TypeError from deep inside)."""
+    naming the argument (never a TypeError from deep inside).
+
+    ``start`` and ``end`` are dates or text: YYYY-MM-DD or a day relative to today such as
+    'start of quarter' or '6 months ago'; ``last`` ('6 months', or (6, 'months')) is the complete
+    periods before the current one, instead of ``start`` and ``end`` (dates.py). ``as_of`` is
+    "today" for them (default: today in the ``calendar``'s time zone, whose week start and fiscal
+    year place weeks and fiscal periods)."""
+    calendar = calendar or Calendar()
+    today = _date(as_of, "as_of", calendar)
+    if last is not None:
+        if start is not None or end is not None:
+            raise UsageError("--last sets both ends of the range, so it cannot be combined with --from or --to.",
+                             None, "Drop --from and --to, or write the range with them alone "
+                                   "(--from 'start of year' --to today).")
+        if not isinstance(last, (str, Sequence)) or isinstance(last, (bytes, bytearray)):
+            raise UsageError(f"'last' must be text such as '6 months' or a pair (6, 'months'), not {_kind(last)}.",
+                             None, "For example last='6 months'.")
+        start, end = last_periods(*parse_last(last, "last"), today or calendar.today(), calendar)
     return Request(kpis=_texts(kpis, "kpis"), formulas=_texts(formulas, "formulas"), dimensions=_texts(by, "by"),
-                   grain=_text(grain, "grain"), start=_date(start, "start"), end=_date(end, "end"),
-                   where=_text(where, "where"), having=_text(having, "having"), order_by=_texts(order_by, "order_by"),
-                   limit=_limit(limit), fill=_flag(fill, "fill"), time_axis=_text(time_axis, "time_axis"))
+                   grain=_text(grain, "grain"), start=_date(start, "start", calendar, today),
+                   end=_date(end, "end", calendar, today), where=_text(where, "where"), having=_text(having, "having"),
+                   order_by=_texts(order_by, "order_by"), limit=_limit(limit), fill=_flag(fill, "fill"), as_of=today,
+                   time_axis=_text(time_axis, "time_axis"))
 
 
 # What each argument takes, for the error that says it was given something else.
@@ -445,18 +516,12 @@ def _limit(value: Any) -> int | None:
     return number
 
 
-def _date(value: Any, what: str) -> dt.date | None:
-    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            pass
+def _date(value: Any, what: str, calendar: Calendar, today: dt.date | None = None) -> dt.date | None:
+    """A date, or text dates.py reads (relative days count from ``today``)."""
+    if value is None or isinstance(value, (dt.date, str)):
+        return resolve_day(value, what, calendar, today)
     raise UsageError(f"{str(value)[:40]!r} is not a date ({what}).", None,
-                     "Give a datetime.date or text written YYYY-MM-DD, from 0001-01-01 to 9999-12-31.")
+                     f"Give a datetime.date or text: {FORMS}.")
 
 
 def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None, describe: bool = True,

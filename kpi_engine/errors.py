@@ -62,6 +62,16 @@ class FormulaError(KpiEngineError):
     """A formula does not parse, or uses something that does not exist."""
 
 
+class TextColumnError(FormulaError):
+    """A numeric aggregate (sum, avg, ...) over a column the warehouse types as text: the engine
+    asks the warehouse which value makes it text (``Connection.text_value``) to say so."""
+
+    def __init__(self, message: str, location: Location | None, hint: str | None, detail: str | None,
+                 source: str, column: str, func: str):
+        super().__init__(message, location, hint, detail)
+        self.source, self.column, self.func = source, column, func
+
+
 class ResolveError(KpiEngineError):
     """A project is well-formed but inconsistent: unknown names, cycles, dimensions."""
 

@@ -96,8 +96,25 @@ class Connection(abc.ABC):
         Subquery), or None when the relation does not exist. Used by validation to
         check that sources, columns and types exist."""
 
+    def text_value(self, relation, column: str) -> "TextValue | None":
+        """Why a column the warehouse types as text is not numbers: the first value of it that
+        does not read as a number, and where it is. Adapters that read files whose column types
+        are guessed (the DuckDB adapter's folder of CSV files) return one, so a KPI that adds
+        the column up is told which file, row and value to fix; the default returns None."""
+        return None
+
     def close(self) -> None:
         """Release the connection. The default does nothing."""
+
+
+@dataclass(frozen=True)
+class TextValue:
+    """A value that is not a number in a column read as text (``Connection.text_value``)."""
+
+    file: str  # the file's name
+    table: str  # the name its settings go under (warehouse: tables:)
+    row: int | None  # 1-based data row (the header is not one), when known
+    value: str | None  # None when the column holds no value at all
 
 
 class Adapter(abc.ABC):
@@ -186,4 +203,5 @@ def kpi_engine_functions() -> Sequence[FormulaFunction]:
 
 @hookspec
 def kpi_engine_writers() -> Sequence[ResultWriter]:
-    """Return output formats this plugin adds. Names must not clash with table, csv, json."""
+    """Return output formats this plugin adds. Names must not clash with the built-in formats
+    (table, csv, json, parquet, markdown)."""

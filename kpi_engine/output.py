@@ -1,4 +1,4 @@
-"""Render a ``Result`` as a terminal table, CSV or JSON."""
+"""Render a ``Result`` as a terminal table, Markdown, CSV, JSON or Parquet."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import datetime as dt
 import io
 import json
 import math
-from typing import Any
+from typing import Any, Sequence
 
+from .compiler import OutputColumn
 from .resolve import number_format_problem
-from .result import Result, _plain
+from .result import Result, arrow_schema, output_value, whole_numbers
+from .values import text_number
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "csv", "json", "parquet", "markdown")
+TRANSPOSABLE = ("table", "markdown")  # the formats for people, which --transpose can turn
 # The format an output file's extension asks for, when --format is not given.
-_EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table"}
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".txt": "table", ".md": "markdown"}
 STREAMED = ("csv", "json", "parquet")  # written batch by batch: a result never has to fit in memory
 _CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CNY": "¥"}
 
@@ -45,14 +48,17 @@ def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str 
     if not isinstance(value, (int, float)):
         return str(value)
     default = {"percent": ",.1f", "currency": ",.2f", "days": ",.1f", "seconds": ",.0f"}.get(unit, ",.2f")
-    if unit == "count" and float(value).is_integer():
-        default = ",.0f"
+    if (unit == "count" and float(value).is_integer()) or (isinstance(value, int) and not isinstance(value, bool) and unit != "currency"):
+        default = ",.0f"  # a whole number of things (values.py): no decimals to show
     if spec and number_format_problem(spec):  # resolve reports it; never format with it
         spec = None
     try:
         number = format(value, spec or default)
-    except ValueError:
-        number = format(value, default)
+    except ValueError:  # a spec for decimals ('.1') given a whole number: format it as a decimal
+        try:
+            number = format(float(value), spec or default)
+        except ValueError:
+            number = format(value, default)
     if unit == "percent":
         return f"{number}%"
     if unit == "currency":
@@ -65,61 +71,80 @@ def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str 
     return number
 
 
-def render(result: Result, fmt: str, currency: str = "USD", color: bool | None = None) -> str:
-    if fmt == "parquet":
-        from .errors import UsageError
+def render(result: Result, fmt: str, currency: str = "USD", color: bool | None = None,
+           transpose: bool = False) -> str:
+    from .errors import UsageError
 
+    if fmt == "parquet":
         raise UsageError("the parquet format is binary.", None, "Write it to a file with --output FILE.")
+    check_transpose(fmt, transpose)
     if fmt == "csv":
         return to_csv(result)
     if fmt == "json":
         return to_json(result)
-    return to_table(result, currency, color)
+    if fmt == "markdown":
+        return to_markdown(result, currency, transpose)
+    return to_table(result, currency, color, transpose)
 
 
-def _json_value(value: Any) -> Any:
+def check_transpose(fmt: str, transpose: bool) -> None:
+    """--transpose turns the tables for people; the formats for programs keep their shape."""
+    if transpose and fmt not in TRANSPOSABLE:
+        from .errors import UsageError
+
+        raise UsageError(f"--transpose shapes the table and markdown formats, not {fmt}.", None,
+                         "Drop --transpose, or use --format table or markdown; other formats keep one row per "
+                         "period and key for the tools that read them.")
+
+
+def _json_value(value: Any, column: OutputColumn | None = None) -> Any:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
+    if isinstance(value, float):
+        return text_number(value, column) if math.isfinite(value) else None
     return value
 
 
 def to_json(result: Result) -> str:
-    rows = [{k: _json_value(v) for k, v in row.items()} for row in result.to_dicts()]
+    rows = [{c.name: _json_value(row[c.name], c) for c in result.columns} for row in result.to_dicts()]
     return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_stream(fmt: str, names: list[str], batches, path) -> int:
+def write_stream(fmt: str, columns: Sequence[OutputColumn | str], batches, path) -> int:
     """Write rows batch by batch to a temporary file beside ``path``, then rename it into
     place: memory stays flat whatever the row count, and a failure leaves no partial file.
+    ``columns`` are the result's (a bare name is a column of values written as they are).
     Returns the number of rows written."""
     from .files import replacing
 
+    columns = tuple(OutputColumn(c, "dimension") if isinstance(c, str) else c for c in columns)
+    names = [c.name for c in columns]
     count = 0
     with replacing(path) as temp:
         if fmt == "parquet":
-            return _write_parquet(names, batches, str(temp))
+            return _write_parquet(columns, batches, str(temp))
         with open(temp, "w", encoding="utf-8", newline="") as handle:
             if fmt == "csv":
                 writer = _CsvWriter(handle)
                 writer.writerow(names)
                 for batch in batches:
                     for row in batch:
-                        writer.writerow(["" if v is None else _csv_value(_plain(v)) for v in row])
+                        writer.writerow([_csv_value(output_value(v, c), c) for v, c in zip(row, columns)])
                     count += len(batch)
             else:
                 handle.write("[")
                 for batch in batches:
                     for row in batch:
-                        record = {k: _json_value(_plain(v)) for k, v in zip(names, row)}
+                        record = {c.name: _json_value(output_value(v, c), c) for v, c in zip(row, columns)}
                         handle.write(("\n  " if count == 0 else ",\n  ") + json.dumps(record, ensure_ascii=False))
                         count += 1
                 handle.write("\n]\n" if count else "]\n")
     return count
 
 
-def _write_parquet(names: list[str], batches, path: str) -> int:
+def _write_parquet(columns: tuple[OutputColumn, ...], batches, path: str) -> int:
+    """The first batch sets each column's type (result.arrow_schema); a later batch whose values
+    do not fit it is refused with the reason, never written as something else."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -130,17 +155,52 @@ def _write_parquet(names: list[str], batches, path: str) -> int:
     writer, count = None, 0
     try:
         for batch in batches:
-            table = pa.Table.from_pylist([dict(zip(names, (_plain(v) for v in row))) for row in batch])
+            rows = [{c.name: output_value(v, c) for v, c in zip(row, columns)} for row in batch]
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
-            writer.write_table(table.cast(writer.schema))
+                writer = pq.ParquetWriter(path, arrow_schema(columns, rows))
+            writer.write_table(_parquet_batch(rows, writer.schema, columns, count))
             count += len(batch)
-        if writer is None:  # no rows: still a valid file with the column names
-            pq.write_table(pa.table({name: pa.array([], pa.null()) for name in names}), path)
+        if writer is None:  # no rows: still a valid file with the column names and types
+            pq.write_table(pa.Table.from_pylist([], schema=arrow_schema(columns, [])), path)
     finally:
         if writer is not None:
             writer.close()
     return count
+
+
+def _parquet_batch(rows: list[dict], schema, columns: tuple[OutputColumn, ...], written: int):
+    import pyarrow as pa
+
+    def fits(value, kind) -> bool:
+        if pa.types.is_integer(kind):  # pyarrow would truncate 2.5 to 2 without a word
+            return whole_numbers([value])
+        try:
+            pa.array([value], type=kind)
+            return True
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return False
+
+    integers = [c.name for c in columns if pa.types.is_integer(schema.field(c.name).type)]
+    if all(whole_numbers([row[name] for row in rows]) for name in integers):
+        try:
+            return pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    from .errors import OutputError
+
+    for column in columns:  # name the first value that does not fit its column's type
+        kind = schema.field(column.name).type
+        for number, row in enumerate(rows, start=written + 1):
+            if not fits(row[column.name], kind):
+                what = ("whole numbers" if pa.types.is_integer(kind) else
+                        "empty" if pa.types.is_null(kind) else str(kind))
+                raise OutputError(f"row {number:,} has {row[column.name]!r} in column '{column.name}', whose earlier "
+                                  f"rows were {what}: a Parquet column has one type.", None,
+                                  ("Give the KPI a unit other than 'count' if its values can be fractions, "
+                                   if column.role == "kpi" else "Filter out the empty values with --where, ")
+                                  + "or write CSV or JSON.") from None
+    raise OutputError("the rows do not fit the Parquet columns started by the first rows.", None,
+                      "Write CSV or JSON.")
 
 
 class _CsvWriter:
@@ -162,17 +222,19 @@ def to_csv(result: Result) -> str:
     writer = _CsvWriter(buffer)
     writer.writerow(result.names)
     for row in result.to_dicts():
-        writer.writerow(["" if v is None else _csv_value(v) for v in row.values()])
+        writer.writerow([_csv_value(row[c.name], c) for c in result.columns])
     return buffer.getvalue()
 
 
-def _csv_value(value: Any) -> Any:
+def _csv_value(value: Any, column: OutputColumn | None = None) -> Any:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if isinstance(value, float):
-        return repr(value)  # full precision, machine-readable
+        return repr(text_number(value, column))  # the shortest text that reads back as this number
     return value
 
 
@@ -186,21 +248,55 @@ def _cell(value: Any, column, currency: str) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else format_value(value, None)
 
 
-def to_table(result: Result, currency: str = "USD", color: bool | None = None) -> str:
+def _grid(result: Result, currency: str, transpose: bool) -> tuple[list[str], list[bool], list[list[str]]]:
+    """What a table for people shows: the headers, which columns hold numbers (right-aligned)
+    and every cell as text. Transposed: one line per KPI (and the complete flag), one column
+    per row of the result, headed by its period and dimension values."""
+    rows = result.to_dicts()
+    if not transpose:
+        return (result.names, [c.role == "kpi" for c in result.columns],
+                [[_cell(row[c.name], c, currency) for c in result.columns] for row in rows])
+    keys = [c for c in result.columns if c.role in ("time", "dimension")]
+    lines = [c for c in result.columns if c not in keys]
+    headers = [" / ".join(_cell(row[c.name], c, currency) for c in keys) or "value" for row in rows]
+    return (["kpi"] + headers, [False] + [True] * len(rows),
+            [[c.name] + [_cell(row[c.name], c, currency) for row in rows] for c in lines])
+
+
+def _footer(result: Result, transpose: bool) -> str:
+    return f"{len(result)} row{'s' if len(result) != 1 else ''}" + (", transposed" if transpose else "")
+
+
+def to_table(result: Result, currency: str = "USD", color: bool | None = None, transpose: bool = False) -> str:
     from rich.console import Console
     from rich.table import Table
 
     from .terminal import cell
 
+    headers, numeric, cells = _grid(result, currency, transpose)
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for column in result.columns:
-        numeric = column.role == "kpi"
-        table.add_column(cell(column.name), justify="right" if numeric else "left", no_wrap=True)
-    for row in result.to_dicts():  # values are data: no rich markup, control characters shown as escapes
-        table.add_row(*[cell(_cell(row[c.name], c, currency)) for c in result.columns])
+    for header, number in zip(headers, numeric):
+        table.add_column(cell(header), justify="right" if number else "left", no_wrap=True)
+    for line in cells:  # values are data: no rich markup, control characters shown as escapes
+        table.add_row(*[cell(text) for text in line])
     buffer = io.StringIO()
     # Tables never wrap or truncate: wide results scroll rather than lose digits.
     console = Console(file=buffer, width=10_000, force_terminal=bool(color), no_color=not color, highlight=False)
     console.print(table)
-    footer = f"{len(result)} row{'s' if len(result) != 1 else ''}"
-    return buffer.getvalue() + footer + "\n"
+    return buffer.getvalue() + _footer(result, transpose) + "\n"
+
+
+def to_markdown(result: Result, currency: str = "USD", transpose: bool = False) -> str:
+    """A GitHub-flavoured Markdown table with the values as the terminal shows them ($1,234.00,
+    12.5%), for pull requests and chat. Cells are text: characters Markdown reads as markup
+    (| ` * [ ] < > \\) are escaped and control characters written as escapes."""
+    from .catalog import _md
+    from .terminal import visible
+
+    headers, numeric, cells = _grid(result, currency, transpose)
+
+    def line(texts: list[str]) -> str:
+        return "| " + " | ".join(_md(visible(text)) for text in texts) + " |"
+
+    rule = "|" + "|".join("---:" if number else ":---" for number in numeric) + "|"
+    return "\n".join([line(headers), rule] + [line(texts) for texts in cells]) + "\n"

@@ -150,10 +150,10 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     specs = {name: model.kpi(name).spec for name in names}  # raises on an unknown name
     calendar = project.project.config.calendar
     currency = project.project.config.currency
-    as_of = _date(as_of, "as_of")
+    as_of = _date(as_of, "as_of", calendar)  # a date, or text such as 'start of month' (dates.py)
     sources = [source for name in names for source in sorted(model.kpi(name).sources)]
     chosen = latest_complete(project, sources, grain, as_of)
-    end = chosen.end or calendar.period_start(dt.date.today(), grain)
+    end = chosen.end or calendar.period_start(calendar.today(), grain)
     latest = calendar.shift(end, grain, -1)
     previous = calendar.shift(latest, grain, -1)
 

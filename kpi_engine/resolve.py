@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import nodes as n
 from .errors import (FormulaError, KpiEngineError, Location, ProjectInvalid, QueryError, ResolveError, SpecError,
-                     did_you_mean,
-                     in_file_order)
+                     TextColumnError, did_you_mean, in_file_order)
 from .parser import MAX_EXPANDED_DEPTH, FormulaSource, caret, parse, too_deep
 from .spec import Dimension, KpiSpec, Project, Relationship, SourceSpec, axis_source
 
@@ -197,8 +196,8 @@ class _Scope:
         self.text = text
         self.errors = errors
 
-    def error(self, node: n.Node, message: str, hint: str | None = None) -> None:
-        self.errors.append(FormulaError(message, self.where.locate(node.pos), hint, detail=caret(self.text, node.pos)))
+    def error(self, node: n.Node, message: str, hint: str | None = None, kind: type = FormulaError, **fields) -> None:
+        self.errors.append(kind(message, self.where.locate(node.pos), hint, caret(self.text, node.pos), **fields))
 
     def dimension_type(self, name: str) -> str:
         """The type of a dimension's column in the first source that declares it, when known."""
@@ -578,11 +577,14 @@ class _Resolver:
                 hint = "Use count or count_distinct for text, or aggregate a numeric column."
                 if isinstance(value, n.Column) and source in scope.catalog:
                     # The formula is likely right and the warehouse's column typed as text (a CSV export
-                    # with 'n/a' in it): say how to fix the data side.
+                    # with 'n/a' in it): say how to fix the data side (the engine may name the value).
                     hint += (f" If '{value.name}' of source '{source}' holds numbers stored as text, map it to a "
                              f"number ('map: {{{value.name}: <formula>}}') or, for a CSV file, declare its type and "
                              "its markers of no value such as 'n/a' in the warehouse's data settings (docs/specs.md).")
-                scope.error(arg, f"'{func}' needs numbers, but this is a {value_type}.", hint)
+                    scope.error(arg, f"'{func}' needs numbers, but this is a {value_type}.", hint, TextColumnError,
+                                source=source, column=value.name, func=func)
+                else:
+                    scope.error(arg, f"'{func}' needs numbers, but this is a {value_type}.", hint)
         where = None
         if node.where is not None:
             where, where_type = self._expr(node.where, source)

@@ -123,7 +123,7 @@ class SourceReader:
         self.read_dialect = read_dialect
         self.spans = spans or {}  # interval source -> the first day of its data
         self.calendar = model.project.config.calendar
-        self.today = today or self.calendar.today()
+        self.today = today or request.as_of or self.calendar.today()
         self.grain = request.grain
         self.dims = tuple(dict.fromkeys(request.dimensions))
         self.marker = "present"  # the presence marker's column name (the compiler picks it)

@@ -382,6 +382,40 @@ class _Document:
 
 
 @functools.lru_cache(maxsize=1024)
+def _declared_names(text: str) -> set[str]:
+    """The names a spec file that is not valid YAML seems to declare: the keys at its first level
+    of indentation (the sources and KPIs under 'sources:' and 'kpis:')."""
+    keys = re.findall(r"^( +)([A-Za-z_][A-Za-z0-9_]*)[ \t]*:", text, re.M)
+    indent = min((len(spaces) for spaces, _ in keys), default=0)
+    return {name for spaces, name in keys if len(spaces) == indent}
+
+
+def _dedented_fields(doc: _Document) -> dict[Path_, tuple[str, SpecError]]:
+    """Fields of a source or KPI written one level too far left, as names of their own under
+    'sources:' or 'kpis:' (``formula: ...`` under ``kpis:`` after ``revenue:``): their path ->
+    (the object above, which they belong to; the error)."""
+    found: dict[Path_, tuple[str, SpecError]] = {}
+    definitions = _validator("spec.schema.json").schema["$defs"]
+    positions = doc.positions()
+    for section, kind, label in (("sources", "source", "source"), ("kpis", "kpi", "KPI")):
+        mapping = doc.data.get(section)
+        if not isinstance(mapping, dict):
+            continue
+        fields, owner = definitions[kind]["properties"], None
+        for name, body in mapping.items():
+            if body is None or isinstance(body, dict):
+                owner = name
+            elif name in fields and owner is not None:
+                own = next(iter(mapping[owner] or {}), None)
+                column = positions.at((section, owner, own), key=True).column if own is not None else \
+                    positions.at((section, owner), key=True).column + 2
+                found[(section, name)] = (owner, SpecError(
+                    f"'{name}:' is indented as a {label} of its own under '{section}:', not as a field of the "
+                    f"{label} '{owner}' above it.", positions.at((section, name), key=True),
+                    f"Indent it under '{owner}' (to column {column}, like its other fields)."))
+    return found
+
+
 def _load_document(shown: str, text: str) -> _Document:
     """Parsed YAML with positions, keyed by file name and content: a long-running process
     (an API server, a notebook) re-reads only the files that changed. Documents are not
@@ -660,6 +694,8 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             continue
         doc = _load_document(shown, text)
         errors.extend(doc.errors)
+        if doc.errors:
+            broken.update(_declared_names(text))  # the file's names are not also "unknown" in formulas
         if doc.errors or doc.data is None:
             continue
         if not isinstance(doc.data, dict):
@@ -667,8 +703,19 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                                     Location(shown, 1, 1), "Start the file with 'sources:' or 'kpis:'."))
             continue
         schema_errors = _schema_errors(doc, "spec.schema.json")
-        errors.extend(error for _, error in schema_errors)
-        bad_paths = [path for path, _ in schema_errors]
+        # A field indented one level too little is one mistake: reported once, in place of the
+        # schema's errors about it, and the object it belongs to is left out without more errors.
+        dedented = _dedented_fields(doc)
+        owners = {(section, owner) for (section, _), (owner, _) in dedented.items()}
+        # Gone with it: the errors about the misplaced field, and an owner left without a body.
+        schema_errors = [item for item in schema_errors if item[0][:2] not in dedented and item[0] not in owners]
+        errors.extend(in_file_order([error for _, error in schema_errors] + [e for _, e in dedented.values()]))
+        bad_paths = [path for path, _ in schema_errors] + list(dedented) + list(owners)
+        for key, value in doc.data.items():
+            if key not in entries and isinstance(value, dict):
+                # A misspelt section ('sourses:'): its names exist for the author, so the formulas
+                # that use them are not reported as well as the misspelling.
+                broken.update(str(name) for name in value)
         for section in entries:
             found = doc.data.get(section)
             if not isinstance(found, dict):

@@ -31,3 +31,20 @@ def make_project(tmp_path):
         return write_project(tmp_path / name, files, tables, **kwargs)
 
     return make
+
+
+
+@pytest.fixture
+def run_evaluate():
+    """kpi-engine evaluate in-process: run_evaluate(root, 'n', '--format', 'csv', code=0) returns
+    click's result after checking the exit code (the output is in the assertion message)."""
+    from click.testing import CliRunner
+
+    from kpi_engine.cli import cli
+
+    def run(root, *args, code: int = 0):
+        result = CliRunner().invoke(cli, ["evaluate", *(str(arg) for arg in (root, *args))])
+        assert result.exit_code == code, result.output
+        return result
+
+    return run

@@ -540,9 +540,9 @@ def test_help_lists_the_commands():
 
 def test_output_format_follows_the_file_extension(project, tmp_path):
     ok("evaluate", project, "lead_count", "-o", tmp_path / "out.csv")
-    assert (tmp_path / "out.csv").read_text() == "lead_count,complete\n7.0,true\n"  # 7 leads, all the data
+    assert (tmp_path / "out.csv").read_text() == "lead_count,complete\n7,true\n"  # 7 leads, all the data
     ok("evaluate", project, "lead_count", "-o", tmp_path / "OUT.JSON")
-    assert json.loads((tmp_path / "OUT.JSON").read_text()) == [{"lead_count": 7.0, "complete": True}]
+    assert (tmp_path / "OUT.JSON").read_text() == '[\n  {"lead_count": 7, "complete": true}\n]\n'
     ok("evaluate", project, "lead_count", "-o", tmp_path / "out.txt")
     assert (tmp_path / "out.txt").read_text().rstrip().endswith("1 row")
     ok("evaluate", project, "lead_count", "--format", "csv", "-o", tmp_path / "out.data")  # --format wins

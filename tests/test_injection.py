@@ -59,9 +59,9 @@ def _check_attacks(root):
         assert result.exit_code == 1 and "Traceback" not in result.output
     # A value holding SQL is a literal: it matches exactly the row that holds it.
     result = _run(root, "--where", f"channel = '{quoted_channel.replace(chr(39), chr(39) * 2)}'", "--format", "csv")
-    assert result.exit_code == 0 and result.stdout == "n,complete\n1.0,true\n"
+    assert result.exit_code == 0 and result.stdout == "n,complete\n1,true\n"
     quoted = CliRunner().invoke(cli, ["evaluate", str(root), "quoted", "--format", "csv"])
-    assert quoted.exit_code == 0 and quoted.stdout == "quoted,complete\n1.0,true\n"
+    assert quoted.exit_code == 0 and quoted.stdout == "quoted,complete\n1,true\n"
 
 
 @pytest.mark.parametrize("table", ['leads"; drop table canary; --', "leads; drop", "leads --"])

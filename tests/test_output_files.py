@@ -18,7 +18,7 @@ from kpi_engine.files import write_atomically
 
 SPEC = "sources:\n  leads: {table: leads, time: created_at}\nkpis:\n  n: {formula: count(leads)}\n"
 LEADS = [{"created_at": "2025-01-01"}, {"created_at": "2025-01-02"}]
-CSV = "n,complete\n2.0,true\n"  # two leads; no range: the whole of the data, complete
+CSV = "n,complete\n2,true\n"  # two leads (a count: a whole number); no range: the whole of the data, complete
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_standard_output_on_a_pipe_is_written_through(project):
     assert streamed.returncode == 0 and streamed.stdout == CSV, streamed.stderr
     table = kpi_engine("evaluate", project, "n", "-o", STDOUT, capture_output=True, text=True)
     assert table.returncode == 0 and [line.rstrip() for line in table.stdout.splitlines()[-2:]] == [
-        "2.00 │ yes", "1 row"], table.stderr
+        "2 │ yes", "1 row"], table.stderr
     docs = kpi_engine("docs", project, "-o", STDOUT, capture_output=True, text=True)
     assert docs.returncode == 0 and docs.stdout.startswith("# KPI catalogue")
     assert os.path.islink("/dev/stdout") and os.path.islink("/dev/fd")

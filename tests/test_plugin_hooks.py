@@ -37,7 +37,7 @@ class FunctionsPlugin:
         return [FormulaFunction("thousands", 1, 2, _thousands, description="x / 1000, rounded")]
 
 
-def _write_markdown(result, handle):
+def _write_pipes(result, handle):  # raw values between pipes (the built-in markdown formats them)
     handle.write("| " + " | ".join(result.names) + " |\n")
     for row in result.to_dicts():
         handle.write("| " + " | ".join("" if v is None else str(v) for v in row.values()) + " |\n")
@@ -46,7 +46,7 @@ def _write_markdown(result, handle):
 class WritersPlugin:
     @hookimpl
     def kpi_engine_writers(self):
-        return [ResultWriter("markdown", _write_markdown)]
+        return [ResultWriter("pipes", _write_pipes)]
 
 
 class BrokenPlugin:
@@ -56,7 +56,7 @@ class BrokenPlugin:
 
     @hookimpl
     def kpi_engine_writers(self):
-        return [ResultWriter("csv", _write_markdown)]  # clashes with a built-in format
+        return [ResultWriter("markdown", _write_pipes)]  # clashes with a built-in format
 
 
 def registry(*plugins):
@@ -93,13 +93,16 @@ def test_a_plugin_output_format(root, monkeypatch):
 
     monkeypatch.setattr(plugins_module, "default_registry", lambda: registry(WritersPlugin(), BrokenPlugin(), FunctionsPlugin()))
     monkeypatch.setattr("kpi_engine.engine.default_registry", plugins_module.default_registry)
-    result = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--by", "region", "--format", "markdown"])
+    result = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--by", "region", "--format", "pipes"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["| region | revenue | complete |", "| eu | 5500.0 | True |",
                                           "| us | 2250.0 | True |"]
     unknown = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--format", "xlsx"])
-    assert unknown.exit_code == 2 and "Use one of: table, csv, json, parquet, markdown." in unknown.stderr
+    assert unknown.exit_code == 2 and "Use one of: table, csv, json, parquet, markdown, pipes." in unknown.stderr
     listing = json.loads(CliRunner().invoke(cli, ["plugins", "--format", "json"]).stdout)
     by_name = {row["plugin"]: row for row in listing}
-    assert by_name["plugin0"]["formats"] == ["markdown"] and by_name["plugin0"]["status"] == "ok"
-    assert "output format 'csv' is built in" in by_name["plugin1"]["status"]
+    assert by_name["plugin0"]["formats"] == ["pipes"] and by_name["plugin0"]["status"] == "ok"
+    assert "output format 'markdown' is built in" in by_name["plugin1"]["status"]
+    built_in = CliRunner().invoke(cli, ["evaluate", str(root), "revenue", "--by", "region", "--format", "markdown"])
+    assert built_in.stdout.splitlines() == ["| region | revenue | complete |", "|:---|---:|:---|",
+                                            "| eu | 5,500.00 | yes |", "| us | 2,250.00 | yes |"]

@@ -270,7 +270,8 @@ def test_write_report_is_atomic_and_complete(hostile, tmp_path):
 
 
 def test_change_and_period_texts():
-    assert change_text(-5, -10, "score") == ("+5.00", "+50.0%")  # relative to |previous|
+    assert change_text(-5.0, -10.0, "score") == ("+5.00", "+50.0%")  # relative to |previous|
+    assert change_text(-5, -10, "number") == ("+5", "+50.0%")  # whole values (values.py) show no decimals
     assert change_text(12.5, 15.0, "percent") == ("-2.5 pts", "-16.7%")
     assert change_text(1234.5, 0, "currency") == ("+$1,234.50", "–")
     assert change_text(None, 3, "count") == ("–", "–")

@@ -73,6 +73,15 @@ def test_a_formula_cannot_reach_a_forbidden_kpi_through_a_reference(client):
         "the formula uses the KPI 'cpl', which is not allowed for the token 'limited'.")
 
 
+def test_a_named_formula_is_checked_as_its_formula(client):
+    response = query(client, "limited", formulas=["hidden=cpl + 0"])
+    assert response.status_code == 403
+    assert response.json()["error"]["message"] == (
+        "the formula 'hidden' uses the KPI 'cpl', which is not allowed for the token 'limited'.")
+    allowed = query(client, "limited", formulas=["doubled=lead_count * 2"])
+    assert allowed.status_code == 200 and [c["name"] for c in allowed.json()["columns"]] == ["doubled", "complete"]
+
+
 def test_a_composer_token_combines_its_kpis_but_reads_no_other_source(client):
     ok = query(client, "composer", formulas=["spend / lead_count", "sum(ad_spend.spend)"], by=["channel"])
     expected = reference("cpl", by_channel=True)

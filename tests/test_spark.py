@@ -172,7 +172,8 @@ def assert_same(on_spark, on_duckdb, names, keys=("period", "channel")) -> int:
             if want is None:
                 assert got is None, (name, key, got)
             else:
-                assert isinstance(got, float), (name, key, got)
+                # A plain number of DuckDB's kind (int for counts, values.py), never a Decimal.
+                assert type(got) is type(want) and type(got) in (int, float), (name, key, got)
                 assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (name, key)
                 compared += 1
     return compared

@@ -168,6 +168,64 @@ def data_files(folder: Path, settings: Mapping[str, Any]) -> list[DataFile]:
     return found
 
 
+def empty_file_problem(file: DataFile, columns: Mapping[str, str]) -> WarehouseError | None:
+    """A CSV file without a header, or with a header and no rows while some of its columns have
+    no declared type (DuckDB reads those as text, which every number or date in a formula then
+    trips over): one error naming the file, instead of one per column a KPI reads."""
+    if not file.is_csv:
+        return None
+    try:
+        with open(file.path, "rb") as handle:
+            lines = (line for line in handle if line.strip())
+            header, first_row = next(lines, None), next(lines, None)
+    except OSError:
+        return None  # reading it fails the query with its own message
+    if header is None:
+        return WarehouseError(f"data file '{file.path.name}' is empty: it has no header row, so the table "
+                              f"'{file.view}' has no columns.", None,
+                              "Write the column names on its first line and its rows below, or remove the file.")
+    undeclared = [column for column in columns if column not in file.types]
+    if first_row is not None or not undeclared:
+        return None
+    shown = ", ".join(undeclared[:8]) + (", ..." if len(undeclared) > 8 else "")
+    return WarehouseError(f"data file '{file.path.name}' has a header but no rows, so DuckDB cannot tell the types of "
+                          f"its columns ({shown}) and reads them as text.", None,
+                          f"Add rows, or declare the types of the columns the sources read in kpi_engine.yaml, e.g. "
+                          f"'warehouse: {{tables: {{{file.view}: {{types: {{{undeclared[0]}: date}}}}}}}}' "
+                          f"(types: {', '.join(TYPES)}; docs/specs.md).")
+
+
+def first_non_number(connection, file: DataFile, column: str) -> tuple[int | None, str | None] | None:
+    """Why a CSV column of numbers reads as text: (row, value) of its first value that is not a
+    number, or (None, None) when it holds no value at all (values declared as markers of no value
+    are none). None when no value of it is a number: the column is text, not numbers with a stray
+    value, and a formula that adds it up is what is wrong."""
+    read = _read_as(file, column, "DOUBLE")
+    counts = exp.select(exp.Count(this=read), exp.Count(this=_text(column))).from_(file.relation(all_text=True))
+    numbers, values = connection.execute(counts.sql("duckdb")).fetchone()
+    if not values:
+        return None, None
+    found = _first_row(connection, file, {column: read}) if numbers else None
+    return (found[0], found[2]) if found else None
+
+
+def _first_row(connection, file: DataFile, reads: Mapping[str, exp.Expression]) -> tuple[int, str, str] | None:
+    """(row, column, value) of the first value of the file, read as text, that one of ``reads``
+    (column -> its value read as its type, NULL when it cannot be) fails to read."""
+    rows = exp.select(exp.alias_(exp.Window(this=exp.RowNumber()), "row_number__"), exp.Star()) \
+        .from_(file.relation(all_text=True)).subquery("rows")
+    bad = {column: exp.and_(_text(column).is_(exp.null()).not_(), read.is_(exp.null())) for column, read in reads.items()}
+    flagged = [exp.alias_(exp.Case(ifs=[exp.If(this=condition, true=_text(column))]),
+                          exp.to_identifier(column, quoted=True)) for column, condition in bad.items()]
+    query = exp.select(exp.column("row_number__"), *flagged).from_(rows).where(exp.or_(*bad.values())) \
+        .order_by(exp.column("row_number__")).limit(1)
+    found = connection.execute(query.sql("duckdb")).fetchone()
+    if found is None:
+        return None
+    column, value = next((c, v) for c, v in zip(reads, found[1:]) if v is not None)
+    return found[0], column, value
+
+
 def locate_bad_value(connection, files: list[DataFile]) -> WarehouseError | None:
     """The first value of a data file that does not read as its column's type (declared, or
     detected by DuckDB), as an error naming the file, the row and the column; None when every
@@ -182,19 +240,10 @@ def locate_bad_value(connection, files: list[DataFile]) -> WarehouseError | None
                   if kind in _WORDS and (column in file.types or _format(file, kind) or kind not in ("DATE", "TIMESTAMP"))}
         if not checks:
             continue
-        rows = exp.select(exp.alias_(exp.Window(this=exp.RowNumber()), "row_number__"), exp.Star()) \
-            .from_(file.relation(all_text=True)).subquery("rows")
-        bad = {column: exp.and_(_text(column).is_(exp.null()).not_(), _read_as(file, column, kind).is_(exp.null()))
-               for column, kind in checks.items()}
-        flagged = [exp.alias_(exp.Case(ifs=[exp.If(this=condition, true=_text(column))]),
-                              exp.to_identifier(column, quoted=True)) for column, condition in bad.items()]
-        query = exp.select(exp.column("row_number__"), *flagged).from_(rows).where(exp.or_(*bad.values())) \
-            .order_by(exp.column("row_number__")).limit(1)
-        found = connection.execute(query.sql("duckdb")).fetchone()
+        found = _first_row(connection, file, {column: _read_as(file, column, kind) for column, kind in checks.items()})
         if found is None:
             continue
-        row = found[0]
-        column, value = next((c, v) for c, v in zip(checks, found[1:]) if v is not None)
+        row, column, value = found
         kind = checks[column]
         how = "declared in kpi_engine.yaml" if column in file.types else "detected by DuckDB from the first rows"
         form = _format(file, kind)

@@ -29,9 +29,9 @@ from typing import Any, Mapping
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
+from ..hookspecs import Adapter, Connection, Rows, TextValue, hookimpl, timeout_seconds
 from ..interrupts import on_ctrl_c
-from .data_files import SETTINGS, DataFile, data_files, locate_bad_value
+from .data_files import SETTINGS, DataFile, data_files, empty_file_problem, first_non_number, locate_bad_value
 
 #: Given when the database opens: nothing is installed from the network or loaded from disk.
 CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
@@ -151,7 +151,7 @@ class DuckDBConnection(Connection):
             cursor = self._connection.cursor()
         try:
             cursor.execute(query.sql(dialect=self.dialect))
-            return {d[0]: str(d[1]) for d in cursor.description}
+            described = {d[0]: str(d[1]) for d in cursor.description}
         except duckdb.Error as error:
             if isinstance(error, duckdb.CatalogException) and not _needs_extension(error):
                 return None  # no such table
@@ -159,6 +159,33 @@ class DuckDBConnection(Connection):
                                  None, _hint(error, "Check the source's table or sql.")) from None
         finally:
             cursor.close()
+        file = self._file_of(relation)
+        problem = empty_file_problem(file, described) if file else None
+        if problem:
+            raise problem
+        return described
+
+    def _file_of(self, relation) -> DataFile | None:
+        """The data file a relation reads, when it is one of the data folder's views."""
+        if not isinstance(relation, exp.Table) or relation.args.get("db") or not isinstance(relation.this, exp.Identifier):
+            return None
+        return next((file for file in self._files if file.view == relation.name), None)
+
+    def text_value(self, relation, column: str) -> TextValue | None:
+        import duckdb
+
+        file = self._file_of(relation)
+        if file is None or not file.is_csv or column in file.types:
+            return None
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            found = first_non_number(cursor, file, column)
+        except duckdb.Error:
+            return None  # the resolver's own message stands
+        finally:
+            cursor.close()
+        return TextValue(file.path.name, file.view, *found) if found else None
 
     def close(self) -> None:
         self._connection.close()

@@ -33,6 +33,7 @@ import yaml
 from .. import nodes as n
 from ..errors import FormulaError, KpiEngineError, Location, UsageError, did_you_mean
 from ..parser import FormulaSource, parse
+from ..adhoc import named_formulas
 from ..resolve import Model, aggregates_in, dimension_paths, expand, resolve_formula
 
 
@@ -101,7 +102,7 @@ class Access:
             if why:
                 raise Forbidden(f"the KPI '{name}' cannot be read under the row policy of the token '{self.name}': "
                                 f"{why}.", None, self._allowed_hint())
-        texts = [(text, "kpi", "formula" if i == 0 else f"formula_{i + 1}") for i, text in enumerate(formulas)]
+        texts = [(text, "kpi", label) for _, text, label in named_formulas(model, list(formulas))]
         if having:
             texts.append((having, "having", "--having condition"))
         for text, mode, label in texts:

@@ -153,6 +153,6 @@ def answer_body(answer) -> dict[str, Any]:
     result = answer.result
     return {"columns": [{"name": c.name, "role": c.role, "unit": c.unit, "label": c.label, "format": c.format}
                         for c in result.columns],
-            "rows": [{k: _json_value(v) for k, v in row.items()} for row in result.to_dicts()],
+            "rows": [{c.name: _json_value(row[c.name], c) for c in result.columns} for row in result.to_dicts()],
             "row_count": len(result.rows), "sql": result.sql, "cached": answer.cached, "cache": answer.cache,
             "cache_age_seconds": round(answer.age, 3)}
