@@ -59,6 +59,11 @@ def format_value(value: Any, unit: str | None, currency: str = "USD", spec: str 
             number = format(float(value), spec or default)
         except ValueError:
             number = format(value, default)
+    return with_unit(number, unit, currency)
+
+
+def with_unit(number: str, unit: str | None, currency: str = "USD") -> str:
+    """A formatted number with its unit: 12.5%, $1,234.00 (1,234.00 CHF without a symbol), 3 d, 30 s."""
     if unit == "percent":
         return f"{number}%"
     if unit == "currency":

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,15 @@ from .errors import QueryError, UsageError
 from .files import write_atomically
 from .completeness import is_complete
 from .freshness import latest_complete
-from .output import format_value
+from .output import format_value, with_unit
 from .resolve import Model
 from .targets import _describe
 
-# Line colours of the series of a chart; past ten, colours repeat with a dash pattern.
-PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
-           "#475569", "#ea580c")
+# Line colours of the series of a chart: the Okabe-Ito palette, told apart with each common
+# kind of colour blindness, less its yellow (too faint for a line on white). Past seven series
+# a chart becomes small multiples; a report-wide series name past the seventh repeats a
+# colour with a dash pattern.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
 _DASHES = ("", "6 3", "2 3", "8 3 2 3")
 _MAX_MARKERS = 60  # periods above which a chart marks only the latest point
 
@@ -83,7 +86,18 @@ svg.trend { display: block; width: 100%; max-width: 760px; height: auto; }
 svg.trend .grid { stroke: var(--line); stroke-width: 1; }
 svg.trend .latest { stroke: #9ca3af; stroke-width: 1; stroke-dasharray: 3 3; }
 svg.trend text { font-size: 11px; fill: var(--muted); }
-svg.trend polyline { fill: none; stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
+svg.trend path.line { fill: none; stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
+svg.trend .off, .off { display: none; }
+figure.chart { margin: 0; }
+ul.legend button { font: inherit; color: var(--ink); background: none; border: 1px solid transparent;
+                   border-radius: 4px; padding: 1px 6px; cursor: pointer; }
+ul.legend button:hover { border-color: var(--line); }
+ul.legend button[aria-pressed="false"] { color: var(--muted); text-decoration: line-through; opacity: 0.55; }
+div.multiples { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 8px 16px;
+                max-width: 1060px; }
+figure.multiple { margin: 0; }
+figure.multiple figcaption { font-size: 12px; font-weight: 600; }
+svg.trend.small { max-width: 360px; }
 svg.trend line.partial { stroke: #fff; stroke-width: 3; stroke-dasharray: 4 4; }
 svg.trend text.partial { font-style: italic; }
 p.stale { color: var(--bad); font-weight: 600; }
@@ -103,13 +117,29 @@ dl.facts dd { margin: 0; }
 _REPORT_SCRIPT = """
 (function () {
   var charts = document.querySelectorAll("svg.trend");
-  var lines = document.querySelectorAll("svg.trend polyline");
+  var lines = document.querySelectorAll("svg.trend path.line");
   for (var i = 0; i < charts.length; i++) {
-    if (!charts[i].querySelector("polyline")) {
+    if (!charts[i].querySelector("path.line")) {
       console.error("kpi-report-error: the chart of " + charts[i].getAttribute("data-kpi") + " has no line");
     }
   }
-  console.log("kpi-report-ready charts=" + charts.length + " lines=" + lines.length);
+  // A legend entry shows or hides its series (line and markers) in its own chart.
+  function toggle(event) {
+    var button = event.currentTarget;
+    var on = button.getAttribute("aria-pressed") !== "true";
+    button.setAttribute("aria-pressed", on ? "true" : "false");
+    var groups = button.closest("figure.chart").querySelectorAll("svg g.series");
+    for (var k = 0; k < groups.length; k++) {
+      if (groups[k].getAttribute("data-series") === button.getAttribute("data-series")) {
+        groups[k].classList.toggle("off", !on);
+      }
+    }
+  }
+  var buttons = document.querySelectorAll("button.series-toggle");
+  for (var j = 0; j < buttons.length; j++) {
+    buttons[j].addEventListener("click", toggle);
+  }
+  console.log("kpi-report-ready charts=" + charts.length + " lines=" + lines.length + " toggles=" + buttons.length);
 })();
 """
 
@@ -182,6 +212,7 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
                 split[name].setdefault(row.get(by), {})[period] = _number(row.get(name))
 
     axis = calendar.periods(first, end, grain)
+    styles = series_styles(_dimension_text(value) for values in split.values() for value in values)
     labels = {period: period_label(period, grain) for period in axis}
     any_partial = False
     cards, summary = [], []
@@ -204,7 +235,8 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
         maturities = project.maturities(model, [name], own)  # a cohort reading is partial until it matures
         partial = {period for period in axis if not is_complete(period, grain, None, end, own, calendar, maturities)}
         any_partial = any_partial or bool(partial)
-        chart = _chart(name, title, series, axis, labels, latest, spec.unit, currency, spec.format, partial)
+        chart = _chart(name, title, series, axis, labels, latest, spec.unit, currency, spec.format, partial,
+                       styles)
 
         status_html = ""
         if status:
@@ -351,96 +383,215 @@ def _dimension_text(value: Any) -> str:
 # --- charts ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The geometry of one chart, in SVG user units (the chart scales to its column)."""
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    small: bool = False
+
+
+_FULL = _Frame(_WIDTH, _HEIGHT, _LEFT, _RIGHT, _TOP, _BOTTOM)
+_SMALL = _Frame(320, 150, 58, 10, 12, 26, small=True)
+
+
+def series_styles(names: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(colour, dash pattern) of each series name: the names in sorted order take the palette's
+    colours in turn, solid first, then the colours again with a dash. Built once per report
+    from every name of every chart, so a channel has the same colour in all of them."""
+    ordered = sorted(set(names), key=lambda name: (name == "(null)", name))
+    return {name: (PALETTE[i % len(PALETTE)], _DASHES[(i // len(PALETTE)) % len(_DASHES)])
+            for i, name in enumerate(ordered)}
+
+
+def runs(values: dict[dt.date, float | None], axis: list[dt.date]) -> list[list[dt.date]]:
+    """The unbroken stretches of ``axis`` where the series has a value: a period without one
+    (missing or null) ends a stretch, so a line is never drawn across it."""
+    found: list[list[dt.date]] = []
+    current: list[dt.date] = []
+    for period in axis:
+        if values.get(period) is None:
+            if current:
+                found.append(current)
+            current = []
+        else:
+            current.append(period)
+    if current:
+        found.append(current)
+    return found
+
+
 def _chart(name: str, title: str, series: list[tuple[str | None, dict[dt.date, float | None]]],
            axis: list[dt.date], labels: dict[dt.date, str], latest: dt.date, unit: str | None, currency: str,
-           spec: str | None, partial: set[dt.date] = frozenset()) -> str:
-    """An inline SVG line chart: one polyline per series (with a legend when there are
-    several), markers with the value in a tooltip, y labels in the KPI's unit. Segments that
-    reach a ``partial`` period are drawn dashed and its markers hollow, labelled "partial"."""
+           spec: str | None, partial: set[dt.date] = frozenset(),
+           styles: dict[str, tuple[str, str]] | None = None) -> str:
+    """The trend of one KPI as inline SVG in a <figure>: one line per series, broken where a
+    period has no value, markers with the value in a tooltip, y ticks at round values
+    labelled in the KPI's unit. Up to len(PALETTE) series share one chart with a legend whose
+    entries show or hide their line; more are drawn as small multiples, one small chart per
+    series on a common scale. Segments that reach a ``partial`` period are drawn dashed and
+    its markers hollow, labelled "partial"."""
     drawn = [(label, values) for label, values in series
              if any(values.get(period) is not None for period in axis)]
     if not drawn:
         return f'<p class="nodata">No values up to {escape(labels.get(latest, latest.isoformat()))}.</p>'
+    styles = styles or series_styles(label for label, _ in drawn if label is not None)
     numbers = [values[p] for _, values in drawn for p in axis if values.get(p) is not None]
-    low, high = min(numbers), max(numbers)
-    if low == high:
-        pad = abs(low) * 0.1 or 1.0
-        low, high = low - pad, high + pad
-    else:
-        pad = (high - low) * 0.06
-        low, high = low - pad, high + pad
-    plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
+    scale = axis_scale(min(numbers), max(numbers), unit)
+    partial = partial & {p for _, values in drawn for p in axis if values.get(p) is not None}  # only where drawn
+    caption = f"Trend of {title}"
+    if len(drawn) > len(PALETTE):
+        panels = []
+        for label, values in drawn:
+            svg = _svg(_SMALL, name, f"{caption}: {label}", [(label, values)], axis, labels, latest, unit,
+                       currency, spec, partial, styles, scale)
+            panels.append(f'<figure class="multiple" data-series="{escape(str(label))}">'
+                          f"<figcaption>{escape(str(label))}</figcaption>{svg}</figure>")
+        return (f'<div class="multiples" data-kpi="{escape(name)}">' + "\n".join(panels) + "</div>"
+                f'<p class="note">{len(drawn)} series: one small chart each, all on the same scale.</p>')
+    out = [f'<figure class="chart" data-kpi="{escape(name)}">',
+           _svg(_FULL, name, caption, drawn, axis, labels, latest, unit, currency, spec, partial, styles, scale)]
+    legend = []
+    for label, _ in drawn:
+        if label is None:
+            continue
+        colour, dash = styles[label]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        swatch = f'<line x1="1" x2="17" y1="6" y2="6" stroke="{colour}" stroke-width="3"{dash_attr}/>'
+        legend.append(f'<li><button type="button" class="series-toggle" data-series="{escape(label)}" '
+                      f'aria-pressed="true" title="Show or hide this line">'
+                      f'<svg width="18" height="12" viewBox="0 0 18 12" aria-hidden="true">{swatch}</svg>'
+                      f"{escape(label)}</button></li>")
+    if legend:
+        out.append('<ul class="legend">' + "".join(legend) + "</ul>")
+    out.append("</figure>")
+    return "\n".join(out)
+
+
+def _svg(frame: _Frame, name: str, caption: str, drawn: list[tuple[str | None, dict[dt.date, float | None]]],
+         axis: list[dt.date], labels: dict[dt.date, str], latest: dt.date, unit: str | None, currency: str,
+         spec: str | None, partial: set[dt.date], styles: dict[str, tuple[str, str]],
+         scale: tuple[list[float], float, float]) -> str:
+    ticks, low, high = scale
+    plot_w, plot_h = frame.width - frame.left - frame.right, frame.height - frame.top - frame.bottom
     index = {period: i for i, period in enumerate(axis)}
 
     def x(period: dt.date) -> float:
-        return _LEFT + (index[period] * plot_w / (len(axis) - 1) if len(axis) > 1 else plot_w / 2)
+        return frame.left + (index[period] * plot_w / (len(axis) - 1) if len(axis) > 1 else plot_w / 2)
 
     def y(value: float) -> float:
-        return _TOP + (high - value) * plot_h / (high - low)
+        return frame.top + (high - value) * plot_h / (high - low)
 
-    caption = escape(f"Trend of {title}")
-    out = [(f'<svg class="trend" data-kpi="{escape(name)}" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
-            f'aria-label="{caption}">'), f"<title>{caption}</title>"]
-    for value in _ticks(low, high):  # grid lines at round values, labelled in the KPI's unit
+    css = "trend small" if frame.small else "trend"
+    out = [(f'<svg class="{css}" data-kpi="{escape(name)}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
+            f'aria-label="{escape(caption)}">'), f"<title>{escape(caption)}</title>"]
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 0.0
+    for value in ticks:  # grid lines at round values, labelled in the KPI's unit
         gy = y(value)
-        out.append(f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" y1="{gy:.1f}" y2="{gy:.1f}"/>')
-        out.append(f'<text x="{_LEFT - 6}" y="{gy + 4:.1f}" text-anchor="end">'
-                   f"{escape(format_value(value, unit, currency, spec))}</text>")
-    ticks = sorted({0, len(axis) - 1, (len(axis) - 1) // 2}) if len(axis) > 2 else list(range(len(axis)))
-    for i in ticks:
+        out.append(f'<line class="grid" x1="{frame.left}" x2="{frame.width - frame.right}" '
+                   f'y1="{gy:.1f}" y2="{gy:.1f}"/>')
+        out.append(f'<text class="tick" x="{frame.left - 6}" y="{gy + 4:.1f}" text-anchor="end">'
+                   f"{escape(tick_label(value, step, max(abs(t) for t in ticks), unit, currency))}</text>")
+    shown = sorted({0, len(axis) - 1, (len(axis) - 1) // 2}) if len(axis) > 2 else list(range(len(axis)))
+    if frame.small:
+        shown = sorted({0, len(axis) - 1})
+    for i in shown:
         anchor = "start" if i == 0 and len(axis) > 1 else ("end" if i == len(axis) - 1 and len(axis) > 1 else "middle")
-        out.append(f'<text x="{x(axis[i]):.1f}" y="{_HEIGHT - 10}" text-anchor="{anchor}">'
+        out.append(f'<text x="{x(axis[i]):.1f}" y="{frame.height - 8}" text-anchor="{anchor}">'
                    f"{escape(labels[axis[i]])}</text>")
-    partial = partial & {p for _, values in drawn for p in axis if values.get(p) is not None}  # only where drawn
     for period in sorted(partial):
         if index[period] > 0 and axis[index[period] - 1] in partial:
             continue  # one label per run of partial periods: neighbouring labels would overlap
-        out.append(f'<text class="partial" x="{x(period):.1f}" y="{_TOP - 4}" text-anchor="middle">partial</text>')
+        anchor = "start" if index[period] == 0 else "middle"  # at the left edge: clear of the tick labels
+        out.append(f'<text class="partial" x="{x(period):.1f}" y="{frame.top - 3}" text-anchor="{anchor}">'
+                   "partial</text>")
     if latest in index:
         lx = x(latest)
-        out.append(f'<line class="latest" x1="{lx:.1f}" x2="{lx:.1f}" y1="{_TOP}" y2="{_HEIGHT - _BOTTOM}"/>')
-    legend = []
-    for number, (label, values) in enumerate(drawn):
-        colour = PALETTE[number % len(PALETTE)]
-        dash = _DASHES[(number // len(PALETTE)) % len(_DASHES)]
+        out.append(f'<line class="latest" x1="{lx:.1f}" x2="{lx:.1f}" y1="{frame.top}" '
+                   f'y2="{frame.height - frame.bottom}"/>')
+    for label, values in drawn:
+        colour, dash = styles[label] if label is not None else (PALETTE[0], "")
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        points = [(p, values[p]) for p in axis if values.get(p) is not None]
-        coords = " ".join(f"{x(p):.1f},{y(v):.1f}" for p, v in points)
         name_attr = f' data-series="{escape(label)}"' if label is not None else ""
-        out.append(f'<polyline points="{coords}" stroke="{colour}"{dash_attr}{name_attr}/>')
-        for (p1, v1), (p2, v2) in zip(points, points[1:]):
-            if p1 in partial or p2 in partial:  # gaps in the background colour make the segment dashed
-                out.append(f'<line class="partial" x1="{x(p1):.1f}" y1="{y(v1):.1f}" x2="{x(p2):.1f}" '
-                           f'y2="{y(v2):.1f}"/>')
-        marked = points if len(axis) <= _MAX_MARKERS else [pv for pv in points if pv[0] in partial] + points[-1:]
-        for p, v in marked:
-            tip = f"{labels[p]}: {format_value(v, unit, currency, spec)}"
+        stretches = runs(values, axis)
+        path = " ".join("M" + " L".join(f"{x(p):.1f},{y(values[p]):.1f}" for p in run) for run in stretches)
+        out.append(f'<g class="series"{name_attr}>')
+        out.append(f'<path class="line" d="{path}" stroke="{colour}"{dash_attr}/>')
+        for run in stretches:
+            for p1, p2 in zip(run, run[1:]):
+                if p1 in partial or p2 in partial:  # gaps in the background colour make the segment dashed
+                    out.append(f'<line class="partial" x1="{x(p1):.1f}" y1="{y(values[p1]):.1f}" '
+                               f'x2="{x(p2):.1f}" y2="{y(values[p2]):.1f}"/>')
+        alone = {run[0] for run in stretches if len(run) == 1}  # a value between two gaps: only its marker shows it
+        points = [p for run in stretches for p in run]
+        marked = points if len(axis) <= _MAX_MARKERS else [p for p in points if p in partial or p in alone] + points[-1:]
+        for p in dict.fromkeys(marked):
+            tip = f"{labels[p]}: {format_value(values[p], unit, currency, spec)}"
             if label is not None:
                 tip = f"{label}, {tip}"
             fill = colour
             if p in partial:
                 tip, fill = f"{tip} (partial period)", "#fff"
-            out.append(f'<circle cx="{x(p):.1f}" cy="{y(v):.1f}" r="2.5" fill="{fill}" stroke="{colour}">'
-                       f"<title>{escape(tip)}</title></circle>")
-        if label is not None:
-            line = (f'<line x1="1" x2="17" y1="6" y2="6" stroke="{colour}" stroke-width="3"{dash_attr}/>')
-            legend.append(f'<li><svg width="18" height="12" viewBox="0 0 18 12" aria-hidden="true">{line}</svg>'
-                          f"{escape(label)}</li>")
+            out.append(f'<circle cx="{x(p):.1f}" cy="{y(values[p]):.1f}" r="{3.5 if p in alone else 2.5}" '
+                       f'fill="{fill}" stroke="{colour}"><title>{escape(tip)}</title></circle>')
+        out.append("</g>")
     out.append("</svg>")
-    if legend:
-        out.append('<ul class="legend">' + "".join(legend) + "</ul>")
     return "\n".join(out)
 
 
-def _ticks(low: float, high: float, most: int = 5) -> list[float]:
-    """Round values (1, 2, 2.5 or 5 times a power of ten apart) in [low, high]: the
-    finest such spacing that gives at most ``most`` of them."""
-    magnitude = 10 ** math.floor(math.log10((high - low) / most))
-    for step in (m * magnitude for m in (1, 2, 2.5, 5, 10, 20, 25, 50, 100)):
-        first, last = math.ceil(low / step), math.floor(high / step)
-        if last - first + 1 <= most:
-            return [round(i * step, 12) + 0.0 for i in range(first, last + 1)]
-    return [low, high]  # not reached: 100 x magnitude leaves at most one value
+_STEPS = (1, 2, 2.5, 5)
+
+
+def axis_scale(low: float, high: float, unit: str | None, most: int = 5) -> tuple[list[float], float, float]:
+    """(ticks, bottom, top) of a y axis showing [low, high]: ticks 1, 2, 2.5 or 5 times a
+    power of ten apart (whole numbers for a count), the axis running from the tick at or
+    below ``low`` to the one at or above ``high``, with the finest such step that leaves at
+    most ``most`` intervals. A constant series is shown between 0 and its value."""
+    if low == high:
+        low, high = (min(low, 0.0), max(high, 0.0)) if low else (0.0, 1.0)
+    magnitude = 10.0 ** math.floor(math.log10((high - low) / most))
+    for factor in (1, 10, 100):
+        for m in _STEPS:
+            step = m * magnitude * factor
+            if unit == "count" and not float(step).is_integer():
+                continue  # no tick between two whole numbers of things
+            first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+            if last - first <= most:
+                ticks = [_clean(i * step) for i in range(first, last + 1)]
+                return ticks, ticks[0], ticks[-1]
+    raise AssertionError("not reached: a step of 100 x magnitude spans at most most + 1 intervals")
+
+
+def _clean(value: float) -> float:
+    """A multiple of a step without floating-point noise (0.30000000000000004 -> 0.3), and never -0."""
+    return round(value, 10) + 0.0
+
+
+_SCALES = ((1e9, "B"), (1e6, "M"), (1e3, "k"))
+
+
+def tick_label(value: float, step: float, largest: float, unit: str | None, currency: str = "USD") -> str:
+    """A y-axis label: as many decimals as the step between ticks needs (0 for 0, 5, 10;
+    1 for 2.5, 5.0, 7.5), large values of amounts in thousands (k), millions (M) or
+    billions (B) once the largest tick reaches 10,000, and the unit: $1.5M, 1,200 EUR, 15%,
+    2.5 d, 30 s."""
+    divisor, suffix = 1.0, ""
+    if unit not in ("percent", "days", "seconds") and largest >= 1e4:
+        divisor, suffix = next((d, s) for d, s in _SCALES if largest >= d)
+    scaled_step = step / divisor
+    decimals = 0
+    while scaled_step and decimals < 6 and abs(scaled_step * 10 ** decimals - round(scaled_step * 10 ** decimals)) > 1e-6:
+        decimals += 1
+    number = f"{abs(value) / divisor:,.{decimals}f}"
+    if float(number.replace(",", "")) == 0:
+        number, sign = "0", ""  # the zero line: no decimals, no sign, no k
+    else:
+        number, sign = number + suffix, "-" if value < 0 else ""
+    return sign + with_unit(number, unit, currency)  # the sign first: -$5, not $-5
 
 
 # --- the catalogue ---------------------------------------------------------------------
@@ -521,5 +672,5 @@ def _page(title: str, body: str, script: str) -> str:
     ])
 
 
-__all__ = ["build_report", "catalog_html", "change_text", "period_label", "target_status", "write_html",
-           "write_report"]
+__all__ = ["axis_scale", "build_report", "catalog_html", "change_text", "period_label", "runs", "series_styles",
+           "target_status", "tick_label", "write_html", "write_report"]

@@ -6,18 +6,21 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import html
+import math
 import re
 import struct
 import zlib
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from browser import distinct_colours, load_page, png_rows
+from browser import BrowserSession, distinct_colours, load_page, png_rows
 from kpi_engine import open_project
 from kpi_engine.errors import KpiEngineError, UsageError
 from kpi_engine.output import format_value
-from kpi_engine.report import (_REPORT_SCRIPT, build_report, catalog_html, change_text, period_label, write_html,
+from kpi_engine.report import (PALETTE, _REPORT_SCRIPT, axis_scale, build_report, catalog_html, change_text, period_label,
+                               runs, series_styles, tick_label, write_html,
                                write_report)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "marketing"
@@ -54,6 +57,77 @@ def figure(section: str, css: str) -> str:
     match = re.search(rf'<dd class="{css}[^"]*">(.*?)</dd>', section, re.DOTALL)
     assert match, f"no {css} figure"
     return html.unescape(match.group(1))
+
+
+class Element:
+    """An element of a parsed page: tag, attributes, children (elements and text)."""
+
+    def __init__(self, tag: str, attrs: dict[str, str], parent: "Element | None"):
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def find_all(self, tag: str, css: str | None = None) -> list["Element"]:
+        found = []
+        for child in self.children:
+            if isinstance(child, Element):
+                if child.tag == tag and (css is None or css in child.attrs.get("class", "").split()):
+                    found.append(child)
+                found += child.find_all(tag, css)
+        return found
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children if not (
+            isinstance(c, Element) and c.tag in ("svg", "title")))
+
+
+class _Tree(HTMLParser):
+    VOID = {"meta", "br", "img", "input", "link", "hr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = self.current = Element("#document", {}, None)
+
+    def handle_starttag(self, tag, attrs):
+        element = Element(tag, {k: v or "" for k, v in attrs}, self.current)
+        self.current.children.append(element)
+        if tag not in self.VOID:
+            self.current = element
+
+    def handle_startendtag(self, tag, attrs):
+        self.current.children.append(Element(tag, {k: v or "" for k, v in attrs}, self.current))
+
+    def handle_endtag(self, tag):
+        element = self.current
+        while element is not None and element.tag != tag:
+            element = element.parent
+        assert element is not None, f"</{tag}> closes nothing"
+        self.current = element.parent
+
+    def handle_data(self, data):
+        self.current.children.append(data)
+
+
+def parse(page: str) -> Element:
+    tree = _Tree()
+    tree.feed(page)
+    tree.close()
+    assert tree.current is tree.root, f"<{tree.current.tag}> is never closed"
+    return tree.root
+
+
+def kpi_chart(page: str, name: str) -> Element:
+    """The <figure> (or small multiples) of one KPI's chart."""
+    found = [e for tag in ("figure", "div") for e in parse(page).find_all(tag)
+             if e.attrs.get("data-kpi") == name]
+    assert len(found) == 1, f"{len(found)} charts for {name}"
+    return found[0]
+
+
+def subpaths(d: str) -> list[list[tuple[float, float]]]:
+    """The points of each unbroken piece ("M x,y L x,y ...") of an SVG path."""
+    pieces = []
+    for piece in re.findall(r"M[^M]*", d):
+        pieces.append([(float(a), float(b)) for a, b in re.findall(r"(-?[\d.]+),(-?[\d.]+)", piece)])
+    return pieces
 
 
 # --- values, in plain Python -------------------------------------------------------------
@@ -150,19 +224,22 @@ def test_one_line_per_channel(project, split_report):
     for name in ["cost_per_lead", "revenue", "nps", "ltv_to_cac"]:
         rows = project.evaluate([name], by=["channel"], grain="month", end=AS_OF).to_dicts()
         channels = {"(null)" if r["channel"] is None else r["channel"] for r in rows if r[name] is not None}
-        section = card(split_report, name)
-        lines = re.findall(r"<polyline [^>]*>", section)
-        assert len(lines) == len(channels) > 1, name
-        assert {html.unescape(s) for s in re.findall(r'data-series="([^"]*)"', section)} == channels
-        for channel in channels:
-            assert "<li><svg" in section and f"</svg>{html.escape(channel)}</li>" in section  # the legend
+        chart = kpi_chart(split_report, name)
+        groups = chart.find_all("g", "series")
+        assert len(groups) == len(channels) > 1, name
+        assert all(len(g.find_all("path", "line")) == 1 for g in groups)
+        assert {g.attrs["data-series"] for g in groups} == channels
+        legend = chart.find_all("button", "series-toggle")  # the legend: one toggle per line
+        assert [b.attrs["data-series"] for b in legend] == [g.attrs["data-series"] for g in groups]
+        assert [b.text() for b in legend] == [g.attrs["data-series"] for g in groups]
+        assert all(b.attrs["aria-pressed"] == "true" for b in legend)
     assert "split by channel" in split_report
 
 
 def test_the_chart_covers_every_month_up_to_the_latest(report):
     section = card(report, "revenue")
-    points = re.search(r'<polyline points="([^"]*)"', section).group(1).split()
-    assert len(points) == 24  # 2024-01 .. 2025-12: the example's two years
+    (path,) = kpi_chart(report, "revenue").find_all("path", "line")
+    assert [len(run) for run in subpaths(path.attrs["d"])] == [24]  # 2024-01 .. 2025-12: the example's two years
     assert "2024-01" in section and "2025-12" in section and "2026-01" not in section
 
 
@@ -239,7 +316,7 @@ def test_target_statuses_and_split_notes(hostile):
     assert '<span class="status no-data">no data</span>' in visits
     assert figure(visits, "latest") == "–" and figure(visits, "change") == "– (–)"
     assert "Not split by region" in visits and 'data-series' not in visits
-    assert len(re.findall(r"<polyline ", card(page, "revenue"))) == 2
+    assert len(kpi_chart(page, "revenue").find_all("path", "line")) == 2
 
 
 def test_bad_requests(hostile, tmp_path):
@@ -380,7 +457,7 @@ def test_the_browser_helper_sees_errors(tmp_path):
     assert any(m.startswith("kpi-report-error: the chart of empty has no line") for m in page.errors), page.console
     assert any("Content Security Policy" in m for m in page.errors), page.console
     assert any(m.startswith("Uncaught ReferenceError") for m in page.errors), page.console
-    assert "kpi-report-ready charts=1 lines=0" in page.console
+    assert "kpi-report-ready charts=1 lines=0 toggles=0" in page.console
 
 
 def test_report_in_the_browser(report, project, tmp_path):
@@ -392,7 +469,7 @@ def test_report_in_the_browser(report, project, tmp_path):
     counts = _ready(page.console, "kpi-report-ready")
     assert counts["charts"] == len(project.project.kpis) == report.count('<svg class="trend"')
     assert counts["lines"] == counts["charts"]
-    assert page.dom.count("<polyline") == counts["lines"]
+    assert page.dom.count('<path class="line"') == counts["lines"]
     assert '<section class="kpi" id="kpi-ltv_to_cac">' in page.dom
     assert distinct_colours(page.screenshot) > 20
 
@@ -405,7 +482,7 @@ def test_split_report_in_the_browser(split_report, tmp_path):
     assert page.dom_console == page.console  # the DOM run saw the same page
     counts = _ready(page.console, "kpi-report-ready")
     assert counts["charts"] == 4
-    assert counts["lines"] == split_report.count("<polyline ") == page.dom.count("<polyline") > 4
+    assert counts["lines"] == split_report.count('<path class="line"') == page.dom.count('<path class="line"') > 4
     assert distinct_colours(page.screenshot) > 20
 
 
@@ -428,6 +505,287 @@ def test_hostile_texts_stay_text_in_the_browser(hostile, tmp_path):
     assert page.errors == [], page.errors
     assert page.dom_console == page.console  # the DOM run saw the same page
     # Two regions for each of the two KPIs with a region, one line (of one point) for visits.
-    assert _ready(page.console, "kpi-report-ready") == {"charts": 3, "lines": 5}
+    assert _ready(page.console, "kpi-report-ready") == {"charts": 3, "lines": 5, "toggles": 4}
     assert not any("label" in m for m in page.console)  # the label's script never ran
     assert '&lt;script&gt;alert("label")&lt;/script&gt;' in page.dom
+
+
+# --- issue 19: gaps, colours, ticks, many series --------------------------------------------
+
+GAPS = """
+sources:
+  orders: {table: orders, time: ordered_at, dimensions: [region]}
+kpis:
+  avg_order:
+    label: Average order
+    unit: currency
+    formula: avg(orders.amount)
+  orders_placed:
+    label: Orders
+    unit: count
+    formula: count(orders)
+"""
+# January to June 2025 (the data covers them whole); no order at all in March, none from "us"
+# in January, February and May.
+GAP_ORDERS = [
+    {"ordered_at": "2025-01-01", "region": "eu", "amount": 200},
+    {"ordered_at": "2025-02-10", "region": "eu", "amount": 400},
+    {"ordered_at": "2025-04-10", "region": "eu", "amount": 600},
+    {"ordered_at": "2025-04-11", "region": "us", "amount": 900},
+    {"ordered_at": "2025-05-10", "region": "eu", "amount": 500},
+    {"ordered_at": "2025-06-10", "region": "eu", "amount": 300},
+    {"ordered_at": "2025-06-30", "region": "us", "amount": 700},
+]
+
+
+@pytest.fixture
+def gaps(make_project):
+    root = make_project({"s.yaml": GAPS}, {"orders": GAP_ORDERS})
+    with open_project(root) as opened:
+        yield opened
+
+
+def _months_with_values(rows: list[dict], region: str | None) -> list[int]:
+    """Months (1-6) with at least one order of the region (any region for None), from the raw rows."""
+    return sorted({int(r["ordered_at"][5:7]) for r in rows if region in (None, r["region"])})
+
+
+def _runs_of(months: list[int]) -> list[list[int]]:
+    found: list[list[int]] = []
+    for month in months:
+        if found and found[-1][-1] == month - 1:
+            found[-1].append(month)
+        else:
+            found.append([month])
+    return found
+
+
+def test_lines_break_where_a_period_has_no_value(gaps):
+    page = build_report(gaps, ["avg_order"], as_of=dt.date(2025, 7, 1))
+    (path,) = kpi_chart(page, "avg_order").find_all("path", "line")
+    pieces = subpaths(path.attrs["d"])
+    # The average of March is null (no order): two pieces, Jan-Feb and Apr-Jun, nothing drawn across.
+    assert [len(p) for p in pieces] == [len(r) for r in _runs_of(_months_with_values(GAP_ORDERS, None))] == [2, 3]
+    step = pieces[0][1][0] - pieces[0][0][0]  # x distance of one month
+    assert pieces[1][0][0] == pytest.approx(pieces[0][1][0] + 2 * step, abs=0.11)  # April sits two months on
+    page = build_report(gaps, ["avg_order"], by="region", as_of=dt.date(2025, 7, 1))
+    groups = {g.attrs["data-series"]: g for g in kpi_chart(page, "avg_order").find_all("g", "series")}
+    for region in ("eu", "us"):
+        (path,) = groups[region].find_all("path", "line")
+        runs_seen = [len(p) for p in subpaths(path.attrs["d"])]
+        assert runs_seen == [len(r) for r in _runs_of(_months_with_values(GAP_ORDERS, region))], region
+    assert [len(p) for p in subpaths(groups["us"].find_all("path", "line")[0].attrs["d"])] == [1, 1]
+    # A value between two gaps has no segment: its (larger) marker shows it.
+    us_markers = groups["us"].find_all("circle")
+    assert len(us_markers) == 2 and all(c.attrs["r"] == "3.5" for c in us_markers)
+    assert [c.find_all("title")[0].text() for c in us_markers] == ["us, 2025-04: $900.00", "us, 2025-06: $700.00"]
+
+
+def test_runs():
+    axis = [dt.date(2025, m, 1) for m in range(1, 8)]
+    values = {axis[0]: 1.0, axis[1]: 2.0, axis[2]: None, axis[4]: 0.0, axis[5]: 5.0}  # axis[3], axis[6] missing
+    assert runs(values, axis) == [[axis[0], axis[1]], [axis[4], axis[5]]]
+    assert runs({}, axis) == []
+
+
+def _linear(channel: int) -> float:
+    c = channel / 255
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def _lab(rgb: tuple[float, float, float]) -> tuple[float, float, float]:
+    """CIELAB (D65) of linear sRGB."""
+    r, g, b = rgb
+    xyz = (0.4124 * r + 0.3576 * g + 0.1805 * b, 0.2126 * r + 0.7152 * g + 0.0722 * b,
+           0.0193 * r + 0.1192 * g + 0.9505 * b)
+    f = [(t / w) ** (1 / 3) if t / w > 0.008856 else 7.787 * t / w + 16 / 116
+         for t, w in zip(xyz, (0.95047, 1.0, 1.08883))]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+# Machado, Oliveira and Fernandes (2009), severity 1.0, on linear RGB.
+_VISION = {
+    "normal": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    "protanopia": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
+    "deuteranopia": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413),
+                     (-0.011820, 0.042940, 0.968881)),
+    "tritanopia": ((1.255528, -0.076749, -0.178779), (-0.078411, 0.930809, 0.147602), (0.004733, 0.691367, 0.303900)),
+}
+
+
+def test_palette_colours_are_distinct_for_colour_blind_readers_too():
+    linear = [tuple(_linear(int(c[i:i + 2], 16)) for i in (1, 3, 5)) for c in PALETTE]
+    assert len(PALETTE) == 7
+    for vision, matrix in _VISION.items():
+        seen = [_lab(tuple(min(1.0, max(0.0, sum(m * v for m, v in zip(row, rgb)))) for row in matrix))
+                for rgb in linear]
+        closest = min(math.dist(a, b) for i, a in enumerate(seen) for b in seen[i + 1:])
+        assert closest > 10, vision  # CIE76 distance: 2.3 is just noticeable; 10 is clearly apart
+        assert all(lab[0] < 85 for lab in seen), vision  # none washes out on the white background
+
+
+def test_a_series_keeps_its_colour_in_every_chart(split_report):
+    styles = series_styles(["ppc", "email", "(null)", "content"])
+    assert styles == {"content": (PALETTE[0], ""), "email": (PALETTE[1], ""), "ppc": (PALETTE[2], ""),
+                      "(null)": (PALETTE[3], "")}
+    many = series_styles(f"s{i:02d}" for i in range(9))
+    assert many["s06"] == (PALETTE[6], "") and many["s07"] == (PALETTE[0], "6 3") and many["s08"] == (PALETTE[1], "6 3")
+    colours: dict[str, set[str]] = {}
+    for name in ["cost_per_lead", "revenue", "nps", "ltv_to_cac"]:
+        chart = kpi_chart(split_report, name)
+        strokes = {g.attrs["data-series"]: g.find_all("path", "line")[0].attrs["stroke"]
+                   for g in chart.find_all("g", "series")}
+        assert len(set(strokes.values())) == len(strokes), name  # no two lines of a chart alike
+        for series, stroke in strokes.items():
+            colours.setdefault(series, set()).add(stroke)
+        legend = {b.attrs["data-series"]: b.find_all("line")[0].attrs["stroke"] for b in chart.find_all("button")}
+        assert legend == strokes
+    channels = sorted(c for c in colours if c != "(null)") + ["(null)"]
+    assert {c: s.pop() for c, s in colours.items() if len(s) == 1} == dict(zip(channels, PALETTE))
+
+
+def test_tick_labels_follow_the_unit_and_magnitude():
+    assert tick_label(1_500_000, 500_000, 2_000_000, "currency") == "$1.5M"
+    assert tick_label(0, 500_000, 2_000_000, "currency") == "$0"
+    assert tick_label(-50_000, 50_000, 100_000, "currency") == "-$50k"  # the sign before the symbol
+    assert tick_label(250_000, 50_000, 250_000, "currency", "CHF") == "250k CHF"
+    assert tick_label(1_200, 200, 1_400, "currency", "EUR") == "€1,200"
+    assert tick_label(-20, 20, 40, "score") == "-20"
+    assert tick_label(12.5, 2.5, 15, "percent") == "12.5%"
+    assert tick_label(10, 2.5, 15, "percent") == "10.0%"
+    assert tick_label(7, 1, 9, "count") == "7"
+    assert tick_label(0.25, 0.05, 0.35, "ratio") == "0.25"
+    assert tick_label(36_000, 12_000, 48_000, "seconds") == "36,000 s"
+    assert tick_label(3_000_000_000, 1_000_000_000, 4e9, "number") == "3B"
+    # Ticks at round steps, the axis from the tick below the data to the one above it.
+    assert axis_scale(200, 900, "currency") == ([200, 400, 600, 800, 1000], 200, 1000)
+    assert axis_scale(0, 9.4, "count") == ([0, 2, 4, 6, 8, 10], 0, 10)
+    assert axis_scale(1, 3, "count") == ([1, 2, 3], 1, 3)  # never 1.5 orders
+    assert axis_scale(1.2, 2.1, "ratio") == ([1.2, 1.4, 1.6, 1.8, 2.0, 2.2], 1.2, 2.2)
+    assert axis_scale(-12, 40, "score") == ([-20, 0, 20, 40], -20, 40)
+    assert axis_scale(4, 4, "count") == ([0, 1, 2, 3, 4], 0, 4)  # a constant: from 0
+
+
+def test_report_ticks_have_no_useless_decimals(report, hostile):
+    labels = [t.text() for t in parse(report).find_all("text", "tick")]
+    assert labels and not [label for label in labels if label.endswith(".00") or ".00 " in label]
+    page = build_report(hostile, ["revenue"], as_of=dt.date(2025, 3, 10))
+    # January 200, February 900: a step of 200 from 200 to 1,000 (worked out by hand).
+    assert [t.text() for t in parse(page).find_all("text", "tick")] == ["$200", "$400", "$600", "$800", "$1,000"]
+    counts = [t.text() for t in kpi_chart(report, "new_contacts").find_all("text", "tick")]
+    assert all(re.fullmatch(r"-?[\d,]+k?", label) for label in counts), counts  # a count: whole numbers
+
+
+MANY = """
+sources:
+  orders: {table: orders, time: ordered_at, dimensions: [store]}
+kpis:
+  orders_placed:
+    label: Orders
+    unit: count
+    formula: count(orders)
+"""
+
+
+def _many_orders() -> list[dict]:
+    """Twelve stores; store k places k orders in January and k + 1 in February, store 05 none in February."""
+    rows = []
+    for k in range(1, 13):
+        for month, n in ((1, k), (2, 0 if k == 5 else k + 1)):
+            days = [1 + i if month == 1 else 28 - i for i in range(n)]  # the data covers both months whole
+            rows += [{"ordered_at": f"2025-{month:02d}-{day:02d}", "store": f"store {k:02d}"} for day in days]
+    return rows
+
+
+def test_many_series_become_small_multiples(make_project):
+    rows = _many_orders()
+    root = make_project({"s.yaml": MANY}, {"orders": rows})
+    with open_project(root) as opened:
+        page = build_report(opened, by="store", as_of=dt.date(2025, 3, 1))
+    chart = kpi_chart(page, "orders_placed")
+    assert chart.tag == "div" and chart.attrs["class"] == "multiples"
+    panels = chart.find_all("figure", "multiple")
+    stores = sorted({r["store"] for r in rows})
+    assert [p.attrs["data-series"] for p in panels] == [p.find_all("figcaption")[0].text() for p in panels] == stores
+    ticks = set()
+    for panel, store in zip(panels, stores):
+        (svg,) = panel.find_all("svg")
+        (group,) = svg.find_all("g", "series")
+        assert group.attrs["data-series"] == store
+        tips = [c.find_all("title")[0].text() for c in group.find_all("circle")]
+        counts = {m: sum(1 for r in rows if r["store"] == store and r["ordered_at"][5:7] == m) for m in ("01", "02")}
+        assert tips == [f"{store}, 2025-{m}: {n}" for m, n in counts.items() if n], store
+        ticks.add(tuple(t.text() for t in svg.find_all("text", "tick")))
+    assert ticks == {("0", "5", "10", "15")}  # one scale for all: 1 to 13 orders
+    assert not chart.find_all("button")
+    assert "12 series: one small chart each, all on the same scale." in page
+
+
+# --- issue 19: the worked examples managers read ------------------------------------------
+
+LIBRARY = Path(__file__).resolve().parent.parent / "definitions" / "marketing"
+# Each worked example in the library's KPI descriptions, with its arithmetic done here.
+WORKED = {
+    "cost_per_lead": ("$1,000 of paid social for 20 leads is a CPL of $50.", 1000 / 20, 50),
+    "lead_to_customer_rate": ("15 sales from 100 leads in Q1 is 15%.", 100 * 15 / 100, 15),
+    "traffic_to_lead_rate": ("1,000 visits and 100 leads is 10%.", 100 * 100 / 1000, 10),
+    "customer_acquisition_cost": ("$500,000 of spend and 5,000 customers is a CAC of $100", 500_000 / 5_000, 100),
+    "cost_per_sale": ("a CPL of $100 and 5 leads per sale is $500 per sale.", 100 * 5, 500),
+}
+
+
+def test_worked_examples_in_descriptions_are_right(project):
+    model = project.model()
+    with_examples = {name for name, kpi in model.kpis.items()
+                     if re.search(r"\bexample\b", kpi.spec.description or "", re.IGNORECASE)}
+    assert with_examples == set(WORKED)  # a new worked example must be checked here too
+    for name, (text, computed, stated) in WORKED.items():
+        description = " ".join(model.kpi(name).spec.description.split())
+        assert text in description, name
+        assert computed == stated, name
+    cac = " ".join(model.kpi("customer_acquisition_cost").spec.description.split())
+    assert "CAC of $500." not in cac and "The source article printed $500 here, a division error" in cac
+
+
+def test_report_and_catalogue_show_the_corrected_cac(project, tmp_path):
+    from click.testing import CliRunner
+
+    cli = _cli("docs", "--format")
+    report = build_report(project, ["customer_acquisition_cost"], as_of=AS_OF)
+    catalogue = tmp_path / "catalogue.html"
+    assert CliRunner().invoke(cli, ["docs", str(EXAMPLE), "--format", "html", "-o", str(catalogue)]).exit_code == 0
+    markdown = CliRunner().invoke(cli, ["docs", str(LIBRARY)]).stdout
+    expected = ("Marketing spend divided by the customers won in the period. Watch that it does not rise month over "
+                "month. Worked example: $500,000 of spend and 5,000 customers is a CAC of $100 ($500,000 / 5,000). "
+                "The source article printed $500 here, a division error: a CAC of $500 would need 1,000 customers.")
+    (shown,) = [p.text() for p in parse(report).find_all("p", "description")]
+    assert shown == expected
+    section = [s for s in parse(catalogue.read_text()).find_all("section", "kpi")
+               if s.attrs["id"] == "kpi-customer_acquisition_cost"][0]
+    assert [p.text() for p in section.find_all("p", "description")] == [expected]
+    assert expected in markdown  # the markdown catalogue (docs/kpis.md) too
+
+
+def test_the_legend_shows_and_hides_lines_in_the_browser(split_report, tmp_path):
+    path = tmp_path / "split.html"
+    write_html(path, split_report)
+    chart = "figure.chart[data-kpi='cost_per_lead']"
+    shown = (f"Array.from(document.querySelectorAll(\"{chart} g.series\"))"
+             ".filter(g => getComputedStyle(g).display !== 'none').map(g => g.dataset.series).join(',')")
+    with BrowserSession(window=(1200, 1400)) as browser:
+        browser.navigate(path.as_uri())
+        every = browser.evaluate(shown).split(",")
+        assert every == [g.attrs["data-series"] for g in kpi_chart(split_report, "cost_per_lead").find_all("g", "series")]
+        browser.click(f"{chart} button[data-series='email']")
+        browser.click(f"{chart} button[data-series='ppc']")
+        assert browser.evaluate(shown).split(",") == [s for s in every if s not in ("email", "ppc")]
+        assert browser.evaluate(f"document.querySelector(\"{chart} button[data-series='email']\")"
+                                ".getAttribute('aria-pressed')") == "false"
+        # Only that chart: the revenue chart still shows email.
+        assert browser.evaluate("getComputedStyle(document.querySelector(\"figure.chart[data-kpi='revenue'] "
+                                "g.series[data-series='email']\")).display") != "none"
+        shot = browser.screenshot(tmp_path / "legend.png")
+        browser.click(f"{chart} button[data-series='email']")
+        assert browser.evaluate(shown).split(",") == [s for s in every if s != "ppc"]
+        assert browser.errors == []
+    assert distinct_colours(shot) > 20
