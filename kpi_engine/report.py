@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .calendar import GRAINS
-from .catalog import _UNIT_NAMES, _target
+from .catalog import (_UNIT_NAMES, Lineage, _target, documented_sources, lineage, readers, source_facts,
+                      tag_groups)
 from .engine import _date
 from .errors import QueryError, UsageError
 from .files import write_atomically
@@ -110,6 +111,26 @@ pre.formula { background: #f3f4f6; padding: 8px 12px; border-radius: 6px; overfl
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 8px 0 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }
+header strong.currency { color: var(--ink); font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+section.source, section.tags, section.sources { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+                 padding: 16px 20px; margin: 0 0 16px; max-width: 1100px; }
+section.source { border-left: 4px solid #009E73; }
+div.tag-groups { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 4px 24px; }
+div.tag h3 { font-size: 14px; margin: 8px 0 2px; }
+div.tag ul { margin: 0; padding-left: 18px; }
+a.tag { background: #eef2ff; border-radius: 8px; padding: 0 6px; font-size: 12px; }
+figure.lineage { margin: 12px 0 0; overflow-x: auto; }
+svg.lineage { display: block; max-width: 100%; height: auto; }
+svg.lineage path.edge { fill: none; stroke: #9ca3af; stroke-width: 1.2; }
+svg.lineage rect { stroke-width: 1.2; }
+svg.lineage text { font: 12px ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; fill: var(--ink); }
+svg.lineage .n-kpi rect { fill: #e0ecf7; stroke: #0072B2; }
+svg.lineage .n-root rect { fill: #0072B2; }
+svg.lineage .n-root text { fill: #fff; font-weight: 600; }
+svg.lineage .n-source rect { fill: #dff3ec; stroke: #009E73; }
+svg.lineage .n-column rect { fill: #f3f4f6; stroke: #9ca3af; }
+svg.lineage a:hover rect { stroke-width: 2.4; }
+.k-kpi { color: #0072B2; } .k-source { color: #007a59; } .k-column { color: var(--muted); }
 """
 
 # Counts the charts and their lines once the page is rendered, for people and for the
@@ -146,13 +167,16 @@ _REPORT_SCRIPT = """
 _CATALOG_SCRIPT = """
 (function () {
   var sections = document.querySelectorAll("section.kpi");
+  var sources = document.querySelectorAll("section.source");
+  var graphs = document.querySelectorAll("svg.lineage");
   var links = document.querySelectorAll("a[href^='#']");
   for (var i = 0; i < links.length; i++) {
     if (!document.getElementById(links[i].getAttribute("href").slice(1))) {
       console.error("kpi-catalog-error: broken link " + links[i].getAttribute("href"));
     }
   }
-  console.log("kpi-catalog-ready kpis=" + sections.length);
+  console.log("kpi-catalog-ready kpis=" + sections.length + " sources=" + sources.length + " lineages=" +
+              graphs.length + " links=" + links.length);
 })();
 """
 
@@ -506,7 +530,8 @@ def _svg(frame: _Frame, name: str, caption: str, drawn: list[tuple[str | None, d
     for period in sorted(partial):
         if index[period] > 0 and axis[index[period] - 1] in partial:
             continue  # one label per run of partial periods: neighbouring labels would overlap
-        anchor = "start" if index[period] == 0 else "middle"  # at the left edge: clear of the tick labels
+        # at an edge of the plot, the label runs inwards: clear of the tick labels, inside the chart
+        anchor = "start" if index[period] == 0 else ("end" if index[period] == len(axis) - 1 else "middle")
         out.append(f'<text class="partial" x="{x(period):.1f}" y="{frame.top - 3}" text-anchor="{anchor}">'
                    "partial</text>")
     if latest in index:
@@ -598,24 +623,41 @@ def tick_label(value: float, step: float, largest: float, unit: str | None, curr
 
 
 def catalog_html(model: Model) -> str:
-    """The KPI catalogue of ``kpi-engine docs`` as one browsable HTML page: a table of
-    contents, then per KPI its label, description, formula, unit, sources, dimensions, the
-    KPIs it uses (linked), target, owner, tags and where it is defined."""
+    """The KPI catalogue of ``kpi-engine docs`` as one browsable HTML page, in the manner of
+    dbt docs: the project's currency, a table of contents, the KPIs grouped by tag, then per
+    KPI its label, description, formula, unit, sources, dimensions, the KPIs it uses
+    (linked), target, owner, tags, where it is defined and its lineage drawn as a graph
+    (KPI -> KPIs it uses -> sources -> columns); then every source with its table, time
+    column, keys, dimensions, the columns KPIs read and the KPIs that read it."""
     project = model.project
+    currency = project.config.currency
     kpis = [model.kpis[name] for name in project.kpis]  # in the order the files define them
-    toc = ['<nav class="toc"><table><thead><tr><th>KPI</th><th>Label</th><th>Unit</th></tr></thead><tbody>']
+    sources = documented_sources(model)
+    read_by = readers(model)
+    toc = ['<nav class="toc"><h2>KPIs</h2><table><thead><tr><th>KPI</th><th>Label</th><th>Unit</th><th>Tags</th>'
+           "</tr></thead><tbody>"]
     for kpi in kpis:
         spec = kpi.spec
         toc.append(f'<tr><td><a href="#kpi-{escape(spec.name)}"><code>{escape(spec.name)}</code></a></td>'
-                   f"<td>{escape(spec.label or '')}</td><td>{escape(spec.unit)}</td></tr>")
+                   f"<td>{escape(spec.label or '')}</td><td>{escape(_unit_text(spec.unit, currency))}</td>"
+                   f"<td>{_tag_links(spec.tags)}</td></tr>")
     toc.append("</tbody></table></nav>")
+    groups = ['<section class="tags" id="tags"><h2>KPIs by tag</h2><div class="tag-groups">']
+    for tag, names in tag_groups(model):
+        items = "".join(f'<li><a href="#kpi-{escape(n)}"><code>{escape(n)}</code></a>'
+                        f"{' · ' + escape(model.kpis[n].spec.label) if model.kpis[n].spec.label else ''}</li>"
+                        for n in names)
+        groups.append(f'<div class="tag" id="tag-{escape(_slug(tag))}"><h3>{escape(tag)} '
+                      f'<span class="note">{len(names)}</span></h3><ul>{items}</ul></div>')
+    groups.append("</div></section>")
     sections = []
     for kpi in kpis:
         spec = kpi.spec
         where = spec.where(key=True)
         formula = "\n".join(line.rstrip() for line in spec.formula.strip().splitlines())
-        facts = [("Unit", escape(_UNIT_NAMES.get(spec.unit, spec.unit))),
-                 ("Sources", ", ".join(f"<code>{escape(s)}</code>" for s in sorted(kpi.sources))),
+        facts = [("Unit", escape(_unit_text(spec.unit, currency, long=True))),
+                 ("Sources", ", ".join(f'<a href="#source-{escape(s)}"><code>{escape(s)}</code></a>'
+                                       for s in sorted(kpi.sources))),
                  ("Dimensions", ", ".join(f"<code>{escape(d)}</code>" for d in kpi.dimensions) or "none"),
                  ("Uses", ", ".join(f'<a href="#kpi-{escape(r)}"><code>{escape(r)}</code></a>'
                                     for r in kpi.references if r in model.kpis)),
@@ -623,7 +665,7 @@ def catalog_html(model: Model) -> str:
                  ("Complete", f"{spec.matures_after_days} days after the period ends (a cohort reading)"
                   if spec.matures_after_days else ""),
                  ("Owner", escape(spec.owner or "")),
-                 ("Tags", escape(", ".join(spec.tags))),
+                 ("Tags", _tag_links(spec.tags)),
                  ("Defined in", escape(f"{where.file}:{where.line}")),
                  ("Overrides", escape(f"{spec.overrides.file}:{spec.overrides.line}") if spec.overrides else "")]
         parts = [f'<section class="kpi" id="kpi-{escape(spec.name)}">', f"<h2><code>{escape(spec.name)}</code></h2>"]
@@ -634,12 +676,127 @@ def catalog_html(model: Model) -> str:
         parts.append(f'<pre class="formula">{escape(formula)}</pre>')
         parts.append('<dl class="facts">' + "".join(f"<dt>{label}</dt><dd>{value}</dd>"
                                                      for label, value in facts if value) + "</dl>")
+        parts.append(lineage_svg(lineage(model, spec.name)))
         parts.append("</section>")
         sections.append("\n".join(parts))
+    source_parts = ['<section class="sources" id="sources"><h2>Sources</h2>',
+                    '<table class="summary"><thead><tr><th>Source</th><th>Label</th><th>Table</th><th>Time</th>'
+                    "<th>Read by</th></tr></thead><tbody>"]
+    for source in sources:
+        source_parts.append(
+            f'<tr><td><a href="#source-{escape(source.name)}"><code>{escape(source.name)}</code></a></td>'
+            f"<td>{escape(source.label or '')}</td><td><code>{escape(source.table or '(sql)')}</code></td>"
+            f"<td><code>{escape(source.time or '')}</code></td><td>{len(read_by.get(source.name, []))} KPIs</td></tr>")
+    source_parts.append("</tbody></table></section>")
+    for source in sources:
+        names = read_by.get(source.name, [])
+        facts = source_facts(model, source.name, names)
+        rows = []
+        for label, items, code in facts:
+            if label == "Read by":
+                value = ", ".join(f'<a href="#kpi-{escape(n)}"><code>{escape(n)}</code></a>' for n in items)
+            elif code:
+                value = ", ".join(f"<code>{escape(item)}</code>" for item in items)
+            else:
+                value = escape("; ".join(items))
+            rows.append(f"<dt>{escape(label)}</dt><dd>{value}</dd>")
+        parts = [f'<section class="source" id="source-{escape(source.name)}">',
+                 f'<h2><code>{escape(source.name)}</code> <span class="note">source</span></h2>']
+        if source.label:
+            parts.append(f"<p><strong>{escape(source.label)}</strong></p>")
+        if source.description:
+            parts.append(f'<p class="description">{escape(" ".join(source.description.split()))}</p>')
+        parts.append('<dl class="facts">' + "".join(rows) + "</dl></section>")
+        source_parts.append("\n".join(parts))
     header = (f"<header><h1>KPI catalogue: {escape(project.config.name)}</h1>"
-              f"<p>{len(kpis)} KPIs, generated from the YAML specs by kpi-engine.</p></header>")
-    body = "\n".join([header, *toc, *sections])
+              f"<p>{len(kpis)} KPIs and {len(sources)} sources, generated from the YAML specs by kpi-engine. "
+              f'Amounts are in <strong class="currency">{escape(currency)}</strong>. '
+              '<a href="#tags">KPIs by tag</a> · <a href="#sources">Sources</a></p></header>')
+    body = "\n".join([header, *toc, *groups, *sections, *source_parts])
     return _page(f"KPI catalogue: {project.config.name}", body, _CATALOG_SCRIPT)
+
+
+def _unit_text(unit: str, currency: str, long: bool = False) -> str:
+    """The unit as the catalogue names it: 'currency (USD)' for amounts."""
+    if unit == "currency":
+        return f"currency ({currency})"
+    return _UNIT_NAMES.get(unit, unit) if long else unit
+
+
+def _slug(text: str) -> str:
+    """A tag as an id: letters, digits, '-' and '_' kept, anything else as '-'."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+
+
+def _tag_links(tags: Iterable[str]) -> str:
+    return ", ".join(f'<a class="tag" href="#tag-{escape(_slug(tag))}">{escape(tag)}</a>' for tag in tags)
+
+
+# Lineage graph geometry: boxes in columns, one column per layer, read left to right.
+_NODE_H, _NODE_GAP, _LAYER_GAP, _CHAR_W, _PAD = 22, 8, 44, 7.3, 10
+_MAX_LINEAGE_NODES = 120  # past this, the graph is summarised in words instead of drawn
+_KIND_CLASS = {"kpi": "n-kpi", "source": "n-source", "column": "n-column"}
+
+
+def lineage_svg(graph: Lineage) -> str:
+    """The lineage of a KPI as inline SVG: its node at the left, then the KPIs it uses, the
+    sources they read and the columns read there, each an outlined box (KPIs and sources link
+    to their section) joined to what it is built from by a curve. Within a layer the boxes
+    are ordered by the mean position of the boxes pointing at them, which keeps the curves
+    from crossing much."""
+    count = sum(len(layer) for layer in graph.layers)
+    root = graph.layers[0][0]
+    if count > _MAX_LINEAGE_NODES:
+        return (f'<p class="note">Lineage: {count} nodes in {len(graph.layers)} layers, too many to draw; '
+                "see the Uses and Sources above.</p>")
+    parents: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for parent, child in graph.edges:
+        parents.setdefault(child, []).append(parent)
+    position: dict[tuple[str, str], int] = {}
+    layers: list[list[tuple[str, str]]] = []
+    for layer in graph.layers:
+        ordered = sorted(layer, key=lambda node: (sum(position[p] for p in parents.get(node, []) if p in position)
+                                                  / max(1, len([p for p in parents.get(node, []) if p in position]))))
+        position.update((node, i) for i, node in enumerate(ordered))
+        layers.append(ordered)
+    widths = [max(len(node[1]) for node in layer) * _CHAR_W + 2 * _PAD for layer in layers]
+    tallest = max(len(layer) for layer in layers)
+    height = tallest * (_NODE_H + _NODE_GAP) - _NODE_GAP + 2 * _NODE_GAP
+    width = sum(widths) + _LAYER_GAP * (len(layers) - 1) + 2
+    boxes: dict[tuple[str, str], tuple[float, float, float]] = {}  # node -> (x, y, width)
+    left = 1.0
+    for layer, layer_width in zip(layers, widths):
+        top = (height - (len(layer) * (_NODE_H + _NODE_GAP) - _NODE_GAP)) / 2
+        for i, node in enumerate(layer):
+            boxes[node] = (left, top + i * (_NODE_H + _NODE_GAP), layer_width)
+        left += layer_width + _LAYER_GAP
+    caption = f"Lineage of {root[1]}: the KPIs it uses, the sources they read and the columns read there"
+    out = [f'<figure class="lineage"><svg class="lineage" data-kpi="{escape(root[1])}" '
+           f'viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}" role="img" '
+           f'aria-label="{escape(caption)}"><title>{escape(caption)}</title>']
+    for parent, child in graph.edges:
+        (px, py, pw), (cx, cy, _) = boxes[parent], boxes[child]
+        x1, y1, x2, y2 = px + pw, py + _NODE_H / 2, cx, cy + _NODE_H / 2
+        bend = (x2 - x1) / 2
+        out.append(f'<path class="edge" data-from="{escape(":".join(parent))}" data-to="{escape(":".join(child))}" '
+                   f'd="M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"/>')
+    for layer in layers:
+        for node in layer:
+            x, y, w = boxes[node]
+            kind, name = node
+            css = _KIND_CLASS[kind] + (" n-root" if node == root else "")
+            box = (f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_NODE_H}" rx="4"/>'
+                   f'<text x="{x + _PAD:.1f}" y="{y + _NODE_H / 2 + 4:.1f}">{escape(node[1])}</text>')
+            tip = f"<title>{escape(kind)} {escape(name)}</title>"
+            group = f'<g class="node {css}" data-node="{escape(kind + ":" + name)}">{tip}{box}</g>'
+            if kind in ("kpi", "source") and node != root:
+                group = f'<a href="#{kind}-{escape(name)}">{group}</a>'
+            out.append(group)
+    out.append("</svg>")
+    out.append('<figcaption class="note">Lineage: <span class="k-kpi">KPI</span> → '
+               '<span class="k-kpi">KPIs it uses</span> → <span class="k-source">sources</span> → '
+               '<span class="k-column">columns read</span></figcaption></figure>')
+    return "\n".join(out)
 
 
 # --- the page --------------------------------------------------------------------------

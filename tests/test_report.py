@@ -19,6 +19,7 @@ from browser import BrowserSession, distinct_colours, load_page, png_rows
 from kpi_engine import open_project
 from kpi_engine.errors import KpiEngineError, UsageError
 from kpi_engine.output import format_value
+from kpi_engine.catalog import lineage, markdown
 from kpi_engine.report import (PALETTE, _REPORT_SCRIPT, axis_scale, build_report, catalog_html, change_text, period_label,
                                runs, series_styles, tick_label, write_html,
                                write_report)
@@ -492,7 +493,10 @@ def test_catalogue_in_the_browser(project, tmp_path):
     page = load_page(path, tmp_path)
     assert page.errors == [], page.errors  # includes a check of every #anchor link
     assert page.dom_console == page.console  # the DOM run saw the same page
-    assert _ready(page.console, "kpi-catalog-ready")["kpis"] == len(project.project.kpis)
+    counts = _ready(page.console, "kpi-catalog-ready")
+    assert counts["kpis"] == counts["lineages"] == len(project.project.kpis)
+    assert counts["sources"] == page.dom.count('<section class="source"') == 16  # sources.yaml declares 16
+    assert counts["links"] > 3 * counts["kpis"]  # table of contents, tags, uses, lineage boxes: all checked
     assert page.dom.count('<section class="kpi"') == len(project.project.kpis)
     assert 'href="#kpi-customer_acquisition_cost"' in page.dom  # ltv_to_cac uses it
     assert distinct_colours(page.screenshot) > 20
@@ -789,3 +793,157 @@ def test_the_legend_shows_and_hides_lines_in_the_browser(split_report, tmp_path)
         assert browser.evaluate(shown).split(",") == [s for s in every if s != "ppc"]
         assert browser.errors == []
     assert distinct_colours(shot) > 20
+
+
+# --- issue 19: the catalogue like dbt docs -------------------------------------------------
+
+
+def _yaml_kpis() -> dict[str, dict]:
+    """The example project's KPIs straight from its YAML files (the library's, then its own)."""
+    import yaml
+
+    found: dict[str, dict] = {}
+    for path in [*sorted(LIBRARY.glob("*.yaml")), EXAMPLE / "kpis.yaml", EXAMPLE / "kpi_engine.yaml"]:
+        data = yaml.safe_load(path.read_text()) or {}
+        found.update(data.get("kpis") or {})
+    return found
+
+
+@pytest.fixture(scope="module")
+def catalogue(project):
+    return catalog_html(project.model())
+
+
+def test_catalogue_groups_kpis_by_tag(catalogue):
+    written = _yaml_kpis()
+    expected = {}
+    for name, kpi in written.items():
+        for tag in kpi.get("tags") or ["untagged"]:
+            expected.setdefault(tag, set()).add(name)
+    (section,) = parse(catalogue).find_all("section", "tags")
+    groups = section.find_all("div", "tag")
+    tags = [g.attrs["id"][len("tag-"):] for g in groups]
+    assert tags == sorted(t for t in expected if t != "untagged") + ["untagged"]
+    for group, tag in zip(groups, tags):
+        names = {a.attrs["href"][len("#kpi-"):] for a in group.find_all("a")}
+        assert names == expected[tag], tag
+        assert group.find_all("span", "note")[0].text() == str(len(expected[tag]))
+    ltv = [s for s in parse(catalogue).find_all("section", "kpi") if s.attrs["id"] == "kpi-ltv_to_cac"][0]
+    assert [a.attrs["href"] for a in ltv.find_all("a", "tag")] == ["#tag-value", "#tag-cost"]  # tags: [value, cost]
+
+
+def test_catalogue_documents_sources(catalogue, project):
+    import yaml
+
+    declared = yaml.safe_load((LIBRARY / "sources.yaml").read_text())["sources"]
+    sections = {s.attrs["id"][len("source-"):]: s for s in parse(catalogue).find_all("section", "source")}
+    assert list(sections) == list(declared)  # the library's sources, in the order written
+    orders = sections["orders"]
+    facts = dict(zip([d.text() for d in orders.find_all("dt")], [d.text() for d in orders.find_all("dd")]))
+    # By hand from sources.yaml and the formulas: revenue sums amount where status = 'paid'; the
+    # repeat customer revenue reads each customer's orders (per customer_id); both by ordered_at.
+    assert facts == {"Table": "orders", "Time": "ordered_at", "Primary key": "order_id", "Dimensions": "product",
+                     "Relationships": "customer_id -> customers (many-to-one)",
+                     "Columns read by KPIs": "amount, customer_id, ordered_at, status",
+                     "Read by": "revenue, repeat_customer_revenue",
+                     "Defined in": "builtin:marketing/sources.yaml:66"}
+    assert orders.find_all("strong")[0].text() == declared["orders"]["label"]
+    leads = dict(zip([d.text() for d in sections["leads"].find_all("dt")],
+                     [d.text() for d in sections["leads"].find_all("dd")]))
+    assert leads["Extends"] == "contacts" and leads["Rows where"] == "is_qualified" and leads["Table"] == "leads"
+    # Every KPI whose formula names a source aggregates over it: the "Read by" lists, from the formula texts.
+    written = _yaml_kpis()
+    for name, section in sections.items():
+        reading = {kpi for kpi, spec in written.items()
+                   if re.search(rf"\(\s*{name}\b(?!_)", " ".join(spec["formula"].split()))}
+        read_by = [d for t, d in zip(section.find_all("dt"), section.find_all("dd")) if t.text() == "Read by"]
+        assert {a.text() for a in (read_by[0].find_all("a") if read_by else [])} == reading, name
+
+
+def test_catalogue_shows_the_currency(catalogue, make_project):
+    header = parse(catalogue).find_all("header")[0]
+    assert header.find_all("strong", "currency")[0].text() == "USD"
+    section = [s for s in parse(catalogue).find_all("section", "kpi") if s.attrs["id"] == "kpi-revenue"][0]
+    facts = dict(zip([d.text() for d in section.find_all("dt")], [d.text() for d in section.find_all("dd")]))
+    assert facts["Unit"] == "currency (USD)"
+    root = make_project({"s.yaml": HOSTILE}, {"orders": ORDERS, "visits": VISITS}, config=(
+        "name: euro\nwarehouse: {adapter: duckdb, data: data}\ncurrency: CHF\n"))
+    with open_project(root) as opened:
+        model = opened.model()
+        page = catalog_html(model)
+        text = markdown(model)
+    assert parse(page).find_all("strong", "currency")[0].text() == "CHF"
+    assert "| currency (CHF) |" in text and "Amounts are in CHF." in text and "- Unit: currency (CHF)" in text
+
+
+def _lineage_of(page: str, name: str) -> tuple[dict[str, tuple[float, str]], set[tuple[str, str]]]:
+    """Nodes ({'kind:name': (x, css)}) and edges of a KPI's lineage graph."""
+    (svg,) = [s for s in parse(page).find_all("svg", "lineage") if s.attrs["data-kpi"] == name]
+    nodes = {g.attrs["data-node"]: (float(g.find_all("rect")[0].attrs["x"]), g.attrs["class"])
+             for g in svg.find_all("g", "node")}
+    edges = {(p.attrs["data-from"], p.attrs["data-to"]) for p in svg.find_all("path", "edge")}
+    return nodes, edges
+
+
+def test_catalogue_draws_each_kpis_lineage(catalogue, project):
+    nodes, edges = _lineage_of(catalogue, "ltv_to_cac")
+    # By hand from the library: ltv_to_cac = customer_lifetime_value / customer_acquisition_cost;
+    # customer_lifetime_value = revenue / customers_won; customer_acquisition_cost = ad_spend_total /
+    # customers_won; revenue = sum(orders.amount where status = 'paid'); customers_won = count(customers);
+    # ad_spend_total = sum(ad_spend.spend). Each source is read by its time column too.
+    assert edges == {
+        ("kpi:ltv_to_cac", "kpi:customer_lifetime_value"), ("kpi:ltv_to_cac", "kpi:customer_acquisition_cost"),
+        ("kpi:customer_lifetime_value", "kpi:revenue"), ("kpi:customer_lifetime_value", "kpi:customers_won"),
+        ("kpi:customer_acquisition_cost", "kpi:ad_spend_total"), ("kpi:customer_acquisition_cost", "kpi:customers_won"),
+        ("kpi:revenue", "source:orders"), ("kpi:customers_won", "source:customers"),
+        ("kpi:ad_spend_total", "source:ad_spend"),
+        ("source:orders", "column:orders.amount"), ("source:orders", "column:orders.status"),
+        ("source:orders", "column:orders.ordered_at"), ("source:customers", "column:customers.acquired_at"),
+        ("source:ad_spend", "column:ad_spend.spend"), ("source:ad_spend", "column:ad_spend.spend_date")}
+    assert set(nodes) == {node for edge in edges for node in edge}
+    x = {node: left for node, (left, _) in nodes.items()}
+    # Left to right: the KPI, the KPIs it uses, the KPIs those use, sources, columns.
+    layers = [["kpi:ltv_to_cac"], ["kpi:customer_lifetime_value", "kpi:customer_acquisition_cost"],
+              ["kpi:revenue", "kpi:customers_won", "kpi:ad_spend_total"],
+              ["source:orders", "source:customers", "source:ad_spend"],
+              [n for n in nodes if n.startswith("column:")]]
+    for left, right in zip(layers, layers[1:]):
+        assert max(x[n] for n in left) < min(x[n] for n in right)
+        assert len({x[n] for n in right}) == 1
+    assert "n-root" in nodes["kpi:ltv_to_cac"][1] and "n-source" in nodes["source:orders"][1]
+    # A KPI used at two depths sits right of the deeper use: roi reads revenue and ad_spend_total directly.
+    every = parse(catalogue).find_all("svg", "lineage")
+    assert len(every) == len(project.project.kpis)
+    links = {a.attrs["href"] for svg in every for a in svg.find_all("a")}
+    assert "#source-orders" in links and "#kpi-revenue" in links
+    assert {link[1:] for link in links} <= {s.attrs["id"] for s in parse(catalogue).find_all("section")}
+
+
+def test_lineage_places_a_kpi_right_of_its_deepest_user(make_project):
+    specs = """
+sources:
+  orders: {table: orders, time: ordered_at}
+kpis:
+  base: {formula: sum(orders.amount)}
+  middle: {formula: base * 2}
+  top: {formula: middle + base}
+"""
+    root = make_project({"s.yaml": specs}, {"orders": ORDERS})
+    with open_project(root) as opened:
+        model = opened.model()
+        graph = lineage(model, "top")
+        page = catalog_html(model)
+    assert graph.layers == ((("kpi", "top"),), (("kpi", "middle"),), (("kpi", "base"),), (("source", "orders"),),
+                            (("column", "orders.amount"), ("column", "orders.ordered_at")))
+    nodes, edges = _lineage_of(page, "top")
+    assert ("kpi:top", "kpi:base") in edges and nodes["kpi:middle"][0] < nodes["kpi:base"][0]
+
+
+def test_markdown_catalogue_has_tags_sources_and_currency(project):
+    text = markdown(project.model())
+    assert "Amounts are in USD." in text
+    assert "- value: [`customer_lifetime_value`](#customer_lifetime_value), [`ltv_to_cac`](#ltv_to_cac), " \
+           "[`lead_value`](#lead_value)\n" in text
+    assert ("| `orders` | Orders | `orders` | `ordered_at` | [`revenue`](#revenue), "
+            "[`repeat_customer_revenue`](#repeat_customer_revenue) |") in text
+    assert "### Source `orders`\n\n**Orders**\n\n- Table: `orders`\n- Time: `ordered_at`\n" in text
