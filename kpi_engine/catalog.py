@@ -249,12 +249,12 @@ def lineage(model: Model, name: str) -> Lineage:
             continue
         seen.add(current)
         stack.append((current, True))
-        stack.extend((ref, False) for ref in reversed(model.kpis[current].references) if ref not in seen)
+        stack.extend((ref, False) for ref in reversed(_uses(model, current)) if ref not in seen)
     order.reverse()
     depth = {kpi: 0 for kpi in order}
     edges: list[tuple[tuple[str, str], tuple[str, str]]] = []
     for kpi in order:
-        for ref in model.kpis[kpi].references:
+        for ref in _uses(model, kpi):
             depth[ref] = max(depth[ref], depth[kpi] + 1)
             edges.append((("kpi", kpi), ("kpi", ref)))
     sources: dict[str, set[str]] = {}
@@ -269,3 +269,8 @@ def lineage(model: Model, name: str) -> Lineage:
     if columns:
         layers.append(tuple(columns))
     return Lineage(tuple(layer for layer in layers if layer), tuple(dict.fromkeys(edges)))
+
+
+def _uses(model: Model, name: str) -> list[str]:
+    """The KPIs a KPI uses that the model resolved (a project with errors may lack some)."""
+    return [ref for ref in model.kpis[name].references if ref in model.kpis]

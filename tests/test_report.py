@@ -947,3 +947,36 @@ def test_markdown_catalogue_has_tags_sources_and_currency(project):
     assert ("| `orders` | Orders | `orders` | `ordered_at` | [`revenue`](#revenue), "
             "[`repeat_customer_revenue`](#repeat_customer_revenue) |") in text
     assert "### Source `orders`\n\n**Orders**\n\n- Table: `orders`\n- Time: `ordered_at`\n" in text
+
+
+def test_report_and_docs_commands_write_the_new_structure(make_project, tmp_path):
+    """Through the command line: the gap, the ticks and the legend in the report; the tags,
+    sources, currency and lineage in the HTML catalogue."""
+    from click.testing import CliRunner
+
+    cli = _cli("docs", "--format")
+    runner = CliRunner()
+    output = tmp_path / "r.html"
+    project_dir = make_project({"s.yaml": GAPS}, {"orders": GAP_ORDERS})
+    result = runner.invoke(cli, ["report", str(project_dir), "avg_order", "--by", "region", "--as-of", "2025-07-01",
+                                 "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    page = output.read_text(encoding="utf-8")
+    chart = kpi_chart(page, "avg_order")
+    lines = {g.attrs["data-series"]: [len(p) for p in subpaths(g.find_all("path", "line")[0].attrs["d"])]
+             for g in chart.find_all("g", "series")}
+    assert lines == {"eu": [2, 3], "us": [1, 1]}  # eu: Jan-Feb, Apr-Jun; us: April and June alone
+    # eu 200..600 and us 900: a step of 200 from 200 to 1,000.
+    assert [t.text() for t in chart.find_all("text", "tick")] == ["$200", "$400", "$600", "$800", "$1,000"]
+    assert [b.attrs["data-series"] for b in chart.find_all("button", "series-toggle")] == ["eu", "us"]
+    catalogue = tmp_path / "c.html"
+    result = runner.invoke(cli, ["docs", str(project_dir), "--format", "html", "-o", str(catalogue)])
+    assert result.exit_code == 0, result.output
+    tree = parse(catalogue.read_text(encoding="utf-8"))
+    assert [div.attrs["id"] for div in tree.find_all("div", "tag")] == ["tag-untagged"]
+    assert [s.attrs["id"] for s in tree.find_all("section", "source")] == ["source-orders"]
+    assert tree.find_all("strong", "currency")[0].text() == "USD"
+    (svg,) = [s for s in tree.find_all("svg", "lineage") if s.attrs["data-kpi"] == "avg_order"]
+    assert {(p.attrs["data-from"], p.attrs["data-to"]) for p in svg.find_all("path", "edge")} == {
+        ("kpi:avg_order", "source:orders"), ("source:orders", "column:orders.amount"),
+        ("source:orders", "column:orders.ordered_at")}
