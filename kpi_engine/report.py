@@ -729,7 +729,7 @@ def _slug(text: str) -> str:
 
 
 def _tag_links(tags: Iterable[str]) -> str:
-    return ", ".join(f'<a class="tag" href="#tag-{escape(_slug(tag))}">{escape(tag)}</a>' for tag in tags)
+    return " ".join(f'<a class="tag" href="#tag-{escape(_slug(tag))}">{escape(tag)}</a>' for tag in tags)
 
 
 # Lineage graph geometry: boxes in columns, one column per layer, read left to right.

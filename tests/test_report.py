@@ -723,6 +723,13 @@ def test_many_series_become_small_multiples(make_project):
     assert ticks == {("0", "5", "10", "15")}  # one scale for all: 1 to 13 orders
     assert not chart.find_all("button")
     assert "12 series: one small chart each, all on the same scale." in page
+    path = root / "many.html"
+    write_html(path, page)
+    loaded = load_page(path, root)
+    assert loaded.errors == [], loaded.errors
+    assert _ready(loaded.console, "kpi-report-ready") == {"charts": 12, "lines": 12, "toggles": 0}
+    assert loaded.dom.count('<figure class="multiple"') == 12
+    assert distinct_colours(loaded.screenshot) > 20
 
 
 # --- issue 19: the worked examples managers read ------------------------------------------
