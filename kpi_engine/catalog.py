@@ -37,6 +37,18 @@ def _md(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def _code(text: str, cell: bool = False) -> str:
+    """Text as one Markdown code span: delimited by more backticks than any run inside it (a
+    backslash does not escape in code), on one line; in a table cell a '|' is escaped, which
+    tables honour even inside code."""
+    text = " ".join(str(text).split())
+    if cell:
+        text = text.replace("|", "\\|")
+    ticks = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
 def _fence(code: str) -> str:
     """A code fence longer than any run of backticks in ``code``, so the code cannot close it."""
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
@@ -90,8 +102,8 @@ def markdown(model: Model) -> str:
     lines += ["", "## Sources", "", "| Source | Label | Table | Time | Read by |", "|---|---|---|---|---|"]
     for source in documented_sources(model):
         names = read_by.get(source.name, [])
-        lines.append(f"| `{source.name}` | {_md(source.label or '')} | `{_md(source.table or '(sql)')}` | "
-                     f"`{_md(source.time or '')}` | " + ", ".join(f"[`{n}`](#{n})" for n in names) + " |")
+        lines.append(f"| `{source.name}` | {_md(source.label or '')} | {_code(source.table or '(sql)', cell=True)} | "
+                     f"{_code(source.time or '', cell=True)} | " + ", ".join(f"[`{n}`](#{n})" for n in names) + " |")
     for source in documented_sources(model):
         lines += ["", f"### Source `{source.name}`", ""]
         if source.label:
@@ -102,7 +114,7 @@ def markdown(model: Model) -> str:
             if label == "Read by":
                 text = ", ".join(f"[`{n}`](#{n})" for n in items)
             else:
-                text = ", ".join(f"`{_md(item)}`" if code else _md(item) for item in items)
+                text = ", ".join(_code(item) if code else _md(item) for item in items)
             lines.append(f"- {label}: {text}")
     return "\n".join(lines) + "\n"
 

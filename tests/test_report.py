@@ -987,3 +987,22 @@ def test_report_and_docs_commands_write_the_new_structure(make_project, tmp_path
     assert {(p.attrs["data-from"], p.attrs["data-to"]) for p in svg.find_all("path", "edge")} == {
         ("kpi:avg_order", "source:orders"), ("source:orders", "column:orders.amount"),
         ("source:orders", "column:orders.ordered_at")}
+
+
+def test_markdown_source_texts_stay_code(make_project):
+    spec = """
+sources:
+  odd:
+    sql: "select 'a`b|c<script>' as note, amount, day from t"
+    time: day
+    where: "amount > 0"
+kpis:
+  total: {formula: sum(odd.amount)}
+"""
+    root = make_project({"s.yaml": spec})
+    with open_project(root) as opened:
+        text = markdown(opened.model(describe=False))
+    # A code span longer than the backtick runs inside it, '|' escaped only in the table.
+    assert "| `odd` |  | `(sql)` | `day` | [`total`](#total) |" in text
+    assert "- SQL: ``select 'a`b|c<script>' as note, amount, day from t``\n" in text
+    assert "- Rows where: `amount > 0`\n" in text
