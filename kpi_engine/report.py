@@ -189,7 +189,9 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     """One self-contained HTML page: for each KPI its label and description, its value in the
     latest ``grain`` period complete before ``as_of`` (default today), the change from the
     period before, its min/max target status and a trend chart of every period up to the
-    latest; with ``by``, one line per value of that dimension for the KPIs it can slice.
+    latest; with ``by``, one line per value of that dimension for the KPIs it can slice
+    (a colour per value, the same in every chart; a legend that shows and hides lines; small
+    multiples past ``len(PALETTE)`` values). Lines break at periods without a value.
 
     Two queries at most: every KPI by period, then the ones ``by`` can slice, by period and
     dimension. ``project`` is a ``KpiProject``.
