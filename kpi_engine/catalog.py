@@ -241,12 +241,18 @@ class Lineage:
     """What a KPI is built from, as a layered graph read left to right: the KPI, the KPIs it
     uses (each one layer right of the furthest KPI that uses it), the sources they read, and
     the columns read there. Nodes are ("kpi", name), ("source", name), ("column",
-    "source.column"); ``layers`` lists them by layer."""
+    "source.column"); ``layers`` lists them by layer. ``beyond`` is set instead when the KPI
+    is built from more than the ``limit`` of KPIs asked for: the count found when it stopped."""
     layers: tuple[tuple[tuple[str, str], ...], ...]
     edges: tuple[tuple[tuple[str, str], tuple[str, str]], ...]
+    beyond: int = 0
 
 
-def lineage(model: Model, name: str) -> Lineage:
+def lineage(model: Model, name: str, limit: int | None = None,
+            cache: dict[str, dict[str, set[str]]] | None = None) -> Lineage:
+    """The lineage of KPI ``name``; ``cache`` keeps what each KPI reads between calls (the
+    catalogue draws every KPI's lineage)."""
+    cache = {} if cache is None else cache
     # Every KPI reachable, in an order where each comes after all the KPIs that use it
     # (reverse post-order of a depth-first walk; an explicit stack, as chains may be long).
     order: list[str] = []
@@ -260,6 +266,8 @@ def lineage(model: Model, name: str) -> Lineage:
         if current in seen:
             continue
         seen.add(current)
+        if limit is not None and len(seen) > limit:
+            return Lineage(((("kpi", name),),), (), beyond=len(seen))
         stack.append((current, True))
         stack.extend((ref, False) for ref in reversed(_uses(model, current)) if ref not in seen)
     order.reverse()
@@ -271,7 +279,9 @@ def lineage(model: Model, name: str) -> Lineage:
             edges.append((("kpi", kpi), ("kpi", ref)))
     sources: dict[str, set[str]] = {}
     for kpi in order:
-        for source, columns in reads(model, kpi).items():
+        if kpi not in cache:
+            cache[kpi] = reads(model, kpi)
+        for source, columns in cache[kpi].items():
             edges.append((("kpi", kpi), ("source", source)))
             sources.setdefault(source, set()).update(columns)
     columns = [("column", f"{source}.{column}") for source in sorted(sources) for column in sorted(sources[source])]

@@ -636,6 +636,7 @@ def catalog_html(model: Model) -> str:
     kpis = [model.kpis[name] for name in project.kpis]  # in the order the files define them
     sources = documented_sources(model)
     read_by = readers(model)
+    cache: dict[str, dict[str, set[str]]] = {}  # what each KPI reads, shared by the lineages
     toc = ['<nav class="toc"><h2>KPIs</h2><table><thead><tr><th>KPI</th><th>Label</th><th>Unit</th><th>Tags</th>'
            "</tr></thead><tbody>"]
     for kpi in kpis:
@@ -678,7 +679,7 @@ def catalog_html(model: Model) -> str:
         parts.append(f'<pre class="formula">{escape(formula)}</pre>')
         parts.append('<dl class="facts">' + "".join(f"<dt>{label}</dt><dd>{value}</dd>"
                                                      for label, value in facts if value) + "</dl>")
-        parts.append(lineage_svg(lineage(model, spec.name)))
+        parts.append(lineage_svg(lineage(model, spec.name, _MAX_LINEAGE_NODES, cache)))
         parts.append("</section>")
         sections.append("\n".join(parts))
     source_parts = ['<section class="sources" id="sources"><h2>Sources</h2>',
@@ -748,9 +749,9 @@ def lineage_svg(graph: Lineage) -> str:
     from crossing much."""
     count = sum(len(layer) for layer in graph.layers)
     root = graph.layers[0][0]
-    if count > _MAX_LINEAGE_NODES:
-        return (f'<p class="note">Lineage: {count} nodes in {len(graph.layers)} layers, too many to draw; '
-                "see the Uses and Sources above.</p>")
+    if graph.beyond or count > _MAX_LINEAGE_NODES:
+        size = f"more than {graph.beyond - 1} KPIs" if graph.beyond else f"{count} nodes in {len(graph.layers)} layers"
+        return f'<p class="note lineage">Lineage: {size}, too many to draw; see Uses and Sources above.</p>'
     parents: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for parent, child in graph.edges:
         parents.setdefault(child, []).append(parent)

@@ -1006,3 +1006,20 @@ kpis:
     assert "| `odd` |  | `(sql)` | `day` | [`total`](#total) |" in text
     assert "- SQL: ``select 'a`b|c<script>' as note, amount, day from t``\n" in text
     assert "- Rows where: `amount > 0`\n" in text
+
+
+def test_a_lineage_too_large_to_draw_is_summarised(make_project):
+    kpis = "\n".join(f"  k{i}: {{formula: {'sum(orders.amount)' if i == 0 else f'k{i - 1} + 1'}}}" for i in range(130))
+    root = make_project({"s.yaml": "sources:\n  orders: {table: orders, time: ordered_at}\nkpis:\n" + kpis},
+                        {"orders": ORDERS})
+    with open_project(root) as opened:
+        model = opened.model()
+        page = catalog_html(model)
+        assert lineage(model, "k129", limit=120).beyond == 121
+    drawn = {s.attrs["data-kpi"] for s in parse(page).find_all("svg", "lineage")}
+    # k117 is built from 117 KPIs, a source and 2 columns: 121 boxes, one past the limit of 120.
+    assert drawn == {f"k{i}" for i in range(117)}
+    summaries = [p.text() for p in parse(page).find_all("p", "lineage")]
+    assert summaries[0] == "Lineage: 121 nodes in 120 layers, too many to draw; see Uses and Sources above."
+    assert summaries[-1] == "Lineage: more than 120 KPIs, too many to draw; see Uses and Sources above."
+    assert len(summaries) == 130 - 117
