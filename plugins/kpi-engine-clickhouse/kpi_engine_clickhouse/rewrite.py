@@ -1,13 +1,17 @@
 """Rewrite a compiled kpi-engine query (a sqlglot tree) so that ClickHouse runs it and gives the
 numbers the other engines give.
 
-sqlglot's ClickHouse rendering runs, but two things mean something else there:
+sqlglot's ClickHouse rendering runs, but three things mean something else there:
 
 =====================================  ==============================================================
 node                                   ClickHouse
 =====================================  ==============================================================
 a / b (true division)                  CAST(a AS Float64) / b: ClickHouse divides a Decimal by a
                                        number as Decimal with the dividend's scale (2.50 / 3 = 0.83)
+a % b (b not a whole-number literal)  CAST(a AS Float64) % b: ClickHouse 26 takes a Decimal modulo
+                                       an integer wrongly (123.45 % 7 = 0.04, not 4.45); the
+                                       formulas' a % NULLIF(b, 0) always gets it, the calendar's
+                                       day arithmetic (days % 7) keeps integers
 SELECT t.x (no alias) in a subquery    SELECT t.x AS x: ClickHouse names the column ``t.x``, so an
                                        outer ``s.x`` (or ``s.*`` then ``s.x``) cannot be resolved
 =====================================  ==============================================================
@@ -37,6 +41,8 @@ def _float(value: exp.Expression) -> exp.Expression:
 
 def _rewrite(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.Div) and not node.args.get("typed"):
+        node.set("this", _float(node.this))
+    elif isinstance(node, exp.Mod) and not (isinstance(node.expression, exp.Literal) and node.expression.is_int):
         node.set("this", _float(node.this))
     elif isinstance(node, exp.Select):
         _name_qualified_columns(node)

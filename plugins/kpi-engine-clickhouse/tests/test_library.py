@@ -45,3 +45,80 @@ def test_every_library_kpi_matches_duckdb(projects, grouping):
     assert_same_results(rows, on_duckdb.evaluate(names, **options).to_dicts(), names)
     if "grain" in options:
         assert all(type(row["period"]) is dt.date for row in rows)  # dates, as DuckDB returns them
+
+
+@pytest.mark.parametrize("grain", ["week", "fiscal_quarter", "fiscal_year"])
+def test_week_start_and_fiscal_year_match_duckdb(chdb_folder, duckdb_warehouse, tmp_path, grain):
+    calendar = {"week_start": "sunday", "fiscal_year_start": 4}
+    on_clickhouse = write_project(tmp_path / "c", settings(chdb_folder), **calendar)
+    on_duckdb = write_project(tmp_path / "d", duckdb_warehouse, **calendar)
+    with open_project(on_clickhouse) as clickhouse_project, open_project(on_duckdb) as duckdb_project:
+        names = list(clickhouse_project.project.kpis)
+        options = dict(grain=grain, by=["channel"], start="2024-05-01", end="2025-10-01")
+        assert_same_results(clickhouse_project.evaluate(names, **options).to_dicts(),
+                            duckdb_project.evaluate(names, **options).to_dicts(), names)
+
+
+@pytest.mark.parametrize("options", [dict(grain="month", by=["channel"], start="2024-07-01", end="2025-07-01"),
+                                     dict(grain="quarter"), dict(grain="day", start="2025-01-01", end="2025-03-01")],
+                         ids=["month_by_channel_range", "quarter", "day"])
+def test_functions_and_time_intelligence_match_duckdb(projects, options):
+    on_clickhouse, on_duckdb = projects
+    names = ["formula"] + [f"formula_{i}" for i in range(2, len(FUNCTION_FORMULAS) + 1)]
+    assert_same_results(on_clickhouse.evaluate(formulas=FUNCTION_FORMULAS, **options).to_dicts(),
+                        on_duckdb.evaluate(formulas=FUNCTION_FORMULAS, **options).to_dicts(), names)
+
+
+#: More of the formula language, where ClickHouse's own semantics could differ: distinct counts,
+#: nulls, division and modulo by zero (ClickHouse's own give inf and an error), integer operands,
+#: BETWEEN and NOT IN, unary minus, averages of integers.
+MORE_FORMULAS = [
+    "count_distinct(orders.customer_id)",
+    "min(orders.amount) + max(orders.amount)",
+    "count(leads.customer_at) / count(leads)",
+    "count(leads where lead_id between 100 and 2000 and customer_id is not null and channel not in ('ppc'))",
+    "sum(orders.amount) / 0 + count(orders) % 0",
+    "-sum(orders.amount) / 3 + 7 / 2",
+    "sum(web_sessions.duration_seconds) / count(web_sessions) % 7",
+    "avg(web_sessions.pages_viewed) * avg(nps_responses.score)",
+    "count(leads where is_qualified = true) - count(leads where not is_qualified)",
+    "sum(ad_spend.spend) / 3",
+]
+
+
+@pytest.mark.parametrize("options", [dict(grain="month", by=["channel"], where="channel != 'email'"), dict()],
+                         ids=["month_by_channel_where", "total"])
+def test_more_of_the_formula_language_matches_duckdb(projects, options):
+    on_clickhouse, on_duckdb = projects
+    names = ["formula"] + [f"formula_{i}" for i in range(2, len(MORE_FORMULAS) + 1)]
+    rows = on_clickhouse.evaluate(formulas=MORE_FORMULAS, **options).to_dicts()
+    assert_same_results(rows, on_duckdb.evaluate(formulas=MORE_FORMULAS, **options).to_dicts(), names)
+    assert all(row["formula_5"] is None for row in rows)  # division and modulo by zero give null
+    assert all(row.get("channel") != "email" for row in rows)
+
+
+def test_having_order_and_limit(projects):
+    on_clickhouse, on_duckdb = projects
+    options = dict(by=["channel"], grain="quarter", having="new_contacts > 10", order_by=["-cost_per_lead"], limit=7)
+    rows = on_clickhouse.evaluate(["cost_per_lead", "new_contacts"], **options).to_dicts()
+    duckdb_rows = on_duckdb.evaluate(["cost_per_lead", "new_contacts"], **options).to_dicts()
+    assert [(r["period"], r["channel"]) for r in rows] == [(r["period"], r["channel"]) for r in duckdb_rows]
+    assert_same_results(rows, duckdb_rows, ["cost_per_lead", "new_contacts"])
+
+
+def test_local_time_periods_match_duckdb(chdb_folder, duckdb_warehouse, tmp_path):
+    """ClickHouse knows time zone names itself: periods in local time, around a DST change."""
+    on_clickhouse = write_project(tmp_path / "c", settings(chdb_folder), timezone="Europe/Paris")
+    on_duckdb = write_project(tmp_path / "d", duckdb_warehouse, timezone="Europe/Paris")
+    names = ["new_contacts", "website_sessions", "revenue", "cost_per_lead", "email_open_rate"]
+    options = dict(grain="day", start="2025-03-25", end="2025-04-05")
+    with open_project(on_clickhouse) as clickhouse_project, open_project(on_duckdb) as duckdb_project:
+        local = clickhouse_project.evaluate(names, **options).to_dicts()
+        assert_same_results(local, duckdb_project.evaluate(names, **options).to_dicts(), names)
+    with open_project(write_project(tmp_path / "u", settings(chdb_folder))) as utc_project:
+        assert utc_project.evaluate(names, **options).to_dicts() != local  # the zone moved rows between days
+
+
+def test_the_conformance_kit_passes(chdb_folder, tmp_path):
+    """The packaged fixture tables and the reference values every adapter is held to."""
+    testing.assert_conformance(settings(chdb_folder, "fixture"), tmp_path / "project")
