@@ -67,9 +67,17 @@ class ClickHouseConnection(Connection):
         try:
             self._connection = chdb.connect(str(target.path))
         except Exception as error:  # chdb raises RuntimeError and its own error kinds
-            raise ConnectionFailed(f"cannot open {where}: {_code_and_text(error)[1]}.", None,
+            message = _code_and_text(error)[1]
+            other = re.search(r"initialized with path '([^']*)'", message)
+            if other:
+                raise ConnectionFailed(
+                    f"cannot open {where}: chdb runs one ClickHouse per process, and it already has the folder "
+                    f"'{other.group(1)}' open; a process can read one chdb folder at a time.", None,
+                    "Keep the tables in one folder (as databases: 'database' chooses one), or close the other "
+                    "project (and any chdb connection) before opening this one.") from None
+            raise ConnectionFailed(f"cannot open {where}: {message}.", None,
                                    "Check that the folder holds a chdb database and that no other process has "
-                                   "it open (chdb allows one process per folder).") from None
+                                   "it open.") from None
         try:
             self._cursor = self._connection.cursor()
             self._set_up(where)
