@@ -133,7 +133,15 @@ class ClickHouseConnection(Connection):
                 columns = tuple(column[0] for column in self._cursor.description or ())
                 return Rows(columns, [tuple(row) for row in self._cursor.fetchall()])
             except Exception as error:
+                self._fresh_cursor()
                 raise query_error(error, self.target) from None
+
+    def _fresh_cursor(self) -> None:
+        """A new cursor after a failed query: chdb's cursor misreads the result of the next query
+        after an error (the session, and its settings, stay)."""
+        with contextlib.suppress(Exception):
+            self._cursor.close()
+        self._cursor = self._connection.cursor()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -152,6 +160,7 @@ class ClickHouseConnection(Connection):
                 self._cursor.execute(sql)
                 return {column[0]: type_name(column[1]) for column in self._cursor.description or ()}
             except Exception as error:
+                self._fresh_cursor()
                 code, message = _code_and_text(error)
                 if code in (_UNKNOWN_TABLE, _UNKNOWN_DATABASE):
                     return None
