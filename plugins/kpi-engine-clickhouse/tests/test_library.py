@@ -122,3 +122,24 @@ def test_local_time_periods_match_duckdb(chdb_folder, duckdb_warehouse, tmp_path
 def test_the_conformance_kit_passes(chdb_folder, tmp_path):
     """The packaged fixture tables and the reference values every adapter is held to."""
     testing.assert_conformance(settings(chdb_folder, "fixture"), tmp_path / "project")
+
+
+@pytest.mark.parametrize("options", [dict(grain="month", by=["channel"]), dict(grain="week")], ids=["month", "week"])
+def test_per_entity_snapshots_match_duckdb(projects, options):
+    on_clickhouse, on_duckdb = projects
+    formulas = ["last(subscriptions.mrr per customer_id)", "first(subscriptions.mrr per customer_id)"]
+    assert_same_results(on_clickhouse.evaluate(formulas=formulas, **options).to_dicts(),
+                        on_duckdb.evaluate(formulas=formulas, **options).to_dicts(), ["formula", "formula_2"])
+
+
+@pytest.mark.parametrize("formula, words", [("median(orders.amount)", "no aggregate for exact percentiles"),
+                                            ("approx_percentile(orders.amount, 0.9)",
+                                             "no aggregate for approximate percentiles")])
+def test_percentiles_are_a_clear_error(projects, formula, words):
+    """What this engine does not compute on ClickHouse is refused before a query runs."""
+    from kpi_engine.errors import QueryError
+
+    on_clickhouse, _ = projects
+    with pytest.raises(QueryError) as raised:
+        on_clickhouse.evaluate(formulas=[formula], grain="month")
+    assert words in str(raised.value) and "DuckDB" in str(raised.value)
