@@ -75,6 +75,11 @@ class ClickHouseConnection(Connection):
                     f"'{other.group(1)}' open; a process can read one chdb folder at a time.", None,
                     "Keep the tables in one folder (as databases: 'database' chooses one), or close the other "
                     "project (and any chdb connection) before opening this one.") from None
+            if _locked_by_another_process(target):
+                raise ConnectionFailed(f"cannot open {where}: another process has it open (chdb lets one process "
+                                       "use a folder at a time).", None,
+                                       "Stop the other process (a kpi-engine serve, a notebook, a chdb script), or "
+                                       "evaluate on a copy of the folder.") from None
             raise ConnectionFailed(f"cannot open {where}: {message}.", None,
                                    "Check that the folder holds a chdb database and that no other process has "
                                    "it open.") from None
@@ -178,6 +183,23 @@ class ClickHouseConnection(Connection):
                 self._cursor.close()
             with contextlib.suppress(Exception):
                 self._connection.close()
+
+
+def _locked_by_another_process(target: Target) -> bool:
+    """Whether another process holds the folder's lock (ClickHouse's flock on ``status``); chdb
+    reports only that its server could not start."""
+    import fcntl
+
+    try:
+        with open(target.path / "status", "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def _same_setting(value: str, expected: str) -> bool:

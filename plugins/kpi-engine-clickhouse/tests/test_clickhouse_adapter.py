@@ -330,3 +330,22 @@ def test_without_chdb_the_tests_skip_unless_required(tmp_path, required, exit_co
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == exit_code, result.stdout + result.stderr
     assert words in result.stdout and "pip install chdb" in result.stdout
+
+
+def test_a_folder_another_process_has_open_is_a_clear_error(tmp_path):
+    require_chdb()
+    folder = tmp_path / "held"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import chdb, sys, time\n"
+                               f"connection = chdb.connect({str(folder)!r})\n"
+                               "connection.cursor().execute('SELECT 1')\nprint('open', flush=True)\ntime.sleep(60)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        result = subprocess.run([sys.executable, "-c", "from kpi_engine_clickhouse import ClickHouseAdapter\n"
+                                 f"ClickHouseAdapter.connect({{'path': {str(folder)!r}}}, '.')\n"],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "another process has it open" in result.stderr and "ConnectionFailed" in result.stderr
