@@ -386,7 +386,7 @@ CASES: list[Case] = [
     # --- functions ---------------------------------------------------------------------------
     spec("unknown_function", kpi("counts(leads)"), 3, 14, "unknown function 'counts'", "Did you mean 'count'?"),
     formula("unknown_function_sum", "summ(ad_spend.spend)", "unknown function 'summ'", "Did you mean 'sum'?"),
-    formula("unknown_function_sql", "pg_sleep(1)", "unknown function 'pg_sleep'", "Known names: abs, approx_percentile, avg"),
+    formula("unknown_function_sql", "pg_sleep(1)", "unknown function 'pg_sleep'", "Known names: abs, approx_percentile, at_start, avg"),
     formula("if_two_arguments", "if(count(leads) > 1, 1)", "'if' takes 3 arguments, not 2",
             "Write 'if(condition, value_if_true, value_if_false)'"),
     formula("round_three_arguments", "round(spend, 1, 2)", "'round' takes 1 to 2 arguments, not 3",
