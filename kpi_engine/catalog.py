@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from . import nodes
 from .resolve import Model
+from .spec import display_name
 
 #: Markdown that text from a spec could use to break out of a table cell, open HTML or a link,
 #: or start code: written as the character itself (backslash escapes).
@@ -85,7 +86,7 @@ def markdown(model: Model) -> str:
         lines += [fence + "text", formula, fence, ""]
         facts = [("Unit", f"currency ({_md(currency)})" if spec.unit == "currency"
                   else _UNIT_NAMES.get(spec.unit, spec.unit)),
-                 ("Sources", ", ".join(f"`{s}`" for s in sorted(kpi.sources))),
+                 ("Sources", ", ".join(f"`{s}`" for s in sorted({display_name(model.sources[s]) for s in kpi.sources}))),
                  ("Dimensions", ", ".join(f"`{d}`" for d in kpi.dimensions) or "none"),
                  ("Uses", ", ".join(f"[`{r}`](#{r})" for r in kpi.references)),
                  ("Target", _md(_target(spec.target))),
@@ -150,8 +151,9 @@ def explain(model: Model, name: str) -> str:
                 expanded.add(ref)
                 todo.append(("kpi", ref, depth + 1))
         own = sorted({n.source for n in node.expr.walk() if isinstance(n, (nodes.Aggregate, nodes.EntityLookup))})
-        todo += [("line", f"{indent}- source {source} ({model.sources[source].table or '(sql)'}, time "
-                          f"{model.sources[source].time})", depth) for source in own]
+        todo += [("line", f"{indent}- source {display_name(model.sources[source])} "
+                          f"({model.sources[source].table or '(sql)'}, time {model.sources[source].time})", depth)
+                 for source in own]
         stack.extend(reversed(todo))
     lines += ["", "Dimensions: " + (", ".join(kpi.dimensions) or "none")]
     if spec.target:
@@ -168,12 +170,14 @@ def reads(model: Model, name: str) -> dict[str, set[str]]:
     """The sources a KPI's own formula aggregates over (not those of the KPIs it uses), each
     with the columns it reads there: in values and conditions, entity keys, and the time
     column that places the rows in periods. A column of a related source (through a
-    relationship) counts as read from that source."""
+    relationship) counts as read from that source. An aggregate on another time axis of a
+    source (``count(deals at won_at)``) reads that source, its axis column included."""
     found: dict[str, set[str]] = {}
     for node in model.kpis[name].expr.walk():
         if isinstance(node, (nodes.Aggregate, nodes.EntityLookup)):
-            columns = found.setdefault(node.source, set())
-            time = model.sources[node.source].time
+            view = model.sources[node.source]
+            columns = found.setdefault(view.axis_of[0] if view.axis_of else node.source, set())
+            time = view.time
             if time:
                 columns.add(time)
             key = getattr(node, "per", None) or getattr(node, "key", None)

@@ -234,7 +234,7 @@ class KpiProject:
             except IntervalStartNeeded as needed:
                 if set(needed.sources) <= set(spans):
                     raise
-                extents = self.extents(needed.sources, describe)
+                extents = self.extents(needed.sources, describe, request.as_of)
                 today = request.as_of or self.project.config.calendar.today()
                 spans.update({name: (extents[name].first if name in extents else None) or today
                               for name in needed.sources})

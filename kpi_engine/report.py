@@ -37,6 +37,7 @@ from .completeness import is_complete
 from .freshness import latest_complete
 from .output import format_value, with_unit
 from .resolve import Model
+from .spec import display_name
 from .targets import _describe
 
 # Line colours of the series of a chart: the Okabe-Ito palette, told apart with each common
@@ -659,8 +660,8 @@ def catalog_html(model: Model) -> str:
         where = spec.where(key=True)
         formula = "\n".join(line.rstrip() for line in spec.formula.strip().splitlines())
         facts = [("Unit", escape(_unit_text(spec.unit, currency, long=True))),
-                 ("Sources", ", ".join(f'<a href="#source-{escape(s)}"><code>{escape(s)}</code></a>'
-                                       for s in sorted(kpi.sources))),
+                 ("Sources", ", ".join(f'<a href="#source-{escape(base)}"><code>{escape(shown)}</code></a>'
+                                       for shown, base in sorted(_source_links(model, kpi.sources)))),
                  ("Dimensions", ", ".join(f"<code>{escape(d)}</code>" for d in kpi.dimensions) or "none"),
                  ("Uses", ", ".join(f'<a href="#kpi-{escape(r)}"><code>{escape(r)}</code></a>'
                                     for r in kpi.references if r in model.kpis)),
@@ -834,3 +835,9 @@ def _page(title: str, body: str, script: str) -> str:
 
 __all__ = ["axis_scale", "build_report", "catalog_html", "change_text", "period_label", "runs", "series_styles",
            "target_status", "tick_label", "write_html", "write_report"]
+
+
+def _source_links(model: Model, names) -> set[tuple[str, str]]:
+    """(name as written, the documented source it links to) of each source a KPI reads: a time
+    axis's view (deals at won_at) links to its source's section."""
+    return {(display_name(model.sources[name]), (model.sources[name].axis_of or (name,))[0]) for name in names}

@@ -929,6 +929,11 @@ def axis_source(source: str, axis: str) -> str:
     return f"{source}__at__{axis}"
 
 
+def display_name(source: SourceSpec) -> str:
+    """A source as users write it: 'deals at won_at' for the view of a time axis."""
+    return f"{source.axis_of[0]} at {source.axis_of[1]}" if source.axis_of else source.name
+
+
 def _add_time_axes(sources: dict[str, SourceSpec], errors: list) -> None:
     """A source with ``time_axes`` gets one hidden view per axis: its rows, placed in time by
     that column (as a source that extends it with another ``time``). Formulas reach them with

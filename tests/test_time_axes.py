@@ -190,3 +190,22 @@ def test_axis_mistakes_in_sources_are_one_clear_error(tmp_path, source, message)
     result = CliRunner().invoke(cli, ["validate", str(tmp_path), "--offline"])
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_the_catalogue_and_explain_name_an_axis_as_written_and_link_to_its_source(folder, tmp_path):
+    import re
+
+    from kpi_engine.catalog import reads
+
+    runner = CliRunner()
+    explained = runner.invoke(cli, ["explain", str(folder), "win_rate"]).stdout
+    assert "- source deals at won_at (deals, time won_at)" in explained
+    assert "- source deals at lost_at (deals, time lost_at)" in explained
+    page = tmp_path / "catalogue.html"
+    assert runner.invoke(cli, ["docs", str(folder), "--format", "html", "-o", str(page)]).exit_code == 0
+    html = page.read_text()
+    targets = set(re.findall(r'href="#([^"]+)"', html))
+    assert targets <= set(re.findall(r'id="([^"]+)"', html)), "every link has its anchor"
+    assert "<code>deals at won_at</code>" in html
+    with open_project(folder) as opened:
+        assert reads(opened.model(), "won_amount") == {"deals": {"won_at", "amount"}}
