@@ -156,6 +156,8 @@ def query_options(fn):
                      help="Dense series: every period of --from/--to for every dimension value (0 counts, null ratios)."),
         click.option("--time-axis", "time_axis", metavar="COLUMN",
                      help="Place rows in time by this column on the sources that list it in time_axes (e.g. won_at)."),
+        click.option("--query", "query", metavar="NAME",
+                     help="Run a saved query (queries: in a spec file); options given here replace its own."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -163,17 +165,23 @@ def query_options(fn):
 
 
 def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, last, as_of, where, having, order_by,
-                     limit, fill, time_axis):
+                     limit, fill, time_axis, query):
+    from .engine import with_saved_query
+
     names = list(kpis)
     if all_kpis:
         names = _all_kpis(project, _split(by), grain) + [k for k in names if k not in project.project.kpis]
-    if not names and not formulas:
+    options = dict(by=_split(by), grain=grain, start=start, end=end, last=last, as_of=as_of, where=where,
+                   having=having, order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill,
+                   time_axis=time_axis)
+    if query is not None:
+        names, options = with_saved_query(project.project, query, names, options)
+        names = list(names)
+    if not names and not options.get("formulas"):
         raise UsageError("no KPI given.", None,
                          "Name KPIs after the project folder, use --all, or pass --formula; "
                          "'kpi-engine list PROJECT' shows the KPIs.")
-    return names, dict(by=_split(by), grain=grain, start=start, end=end, last=last, as_of=as_of, where=where,
-                       having=having, order_by=tuple(order_by), limit=limit, formulas=tuple(formulas), fill=fill,
-                       time_axis=time_axis)
+    return names, options
 
 
 def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
@@ -481,7 +489,7 @@ def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, comp
             count = write_stream(fmt, compiled.columns, batches, output)
             _show(f"Wrote {count} rows to {output}.", err=True)
             return
-        with _progress(f"Evaluating {len(names) + len(options['formulas'])} KPIs"):
+        with _progress(f"Evaluating {len(names) + len(options.get('formulas', ()))} KPIs"):
             result = kpi_project.evaluate(names, complete_only=complete_only, **options)
         if writer is not None:
             buffer = io.BytesIO() if writer.binary else io.StringIO()

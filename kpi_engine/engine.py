@@ -219,7 +219,7 @@ class KpiProject:
                 **options: Any) -> CompiledQuery:
         """Compile KPIs into one query. ``options`` are those of ``make_request``: by, grain,
         start, end, last, as_of, where, having, order_by, limit, formulas and fill."""
-        return self._compile(_request(kpis, options, ("dialect", "describe"), self.project.config.calendar),
+        return self._compile(_request(kpis, options, ("dialect", "describe"), self.project),
                              _text(dialect, "dialect"),
                              _flag(describe, "describe"))
 
@@ -263,7 +263,7 @@ class KpiProject:
     def _run_plan(self, kpis: Sequence[str], complete_only: bool, describe: bool, options: Mapping[str, Any]):
         """The query to run and a function adding each row's ``complete`` flag (None when no
         row can be complete, under ``complete_only``)."""
-        request = _request(kpis, options, ("describe", "complete_only", "batch_size"), self.project.config.calendar)
+        request = _request(kpis, options, ("describe", "complete_only", "batch_size"), self.project)
         complete_only, describe = _flag(complete_only, "complete_only"), _flag(describe, "describe")
         query = self._compile(request, describe=describe)
         calendar = self.project.config.calendar
@@ -413,13 +413,41 @@ REQUEST_OPTIONS = ("by", "grain", "start", "end", "last", "as_of", "where", "hav
 MAX_LIMIT = 2 ** 63 - 1  # a LIMIT every warehouse can hold (a 64-bit integer)
 
 
-def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str, ...], calendar: Calendar) -> Request:
-    """The request of the API's keyword arguments; an unknown one is named, with a suggestion
-    among the request's options and the method's ``others``."""
+def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str, ...], project: Project) -> Request:
+    """The request of the API's keyword arguments (``query=NAME`` runs a saved query, the other
+    arguments given replacing its own); an unknown one is named, with a suggestion among the
+    request's options and the method's ``others``."""
+    options = dict(options)
+    if options.get("query") is not None:
+        kpis, options = with_saved_query(project, _text(options.pop("query"), "query"), kpis, options)
+    options.pop("query", None)
     unknown = [name for name in options if name not in REQUEST_OPTIONS]
     if unknown:
-        raise UsageError(f"unknown option '{unknown[0]}'.", None, did_you_mean(unknown[0], REQUEST_OPTIONS + others))
-    return make_request(kpis, calendar=calendar, **options)
+        raise UsageError(f"unknown option '{unknown[0]}'.",
+                         None, did_you_mean(unknown[0], REQUEST_OPTIONS + others + ("query",)))
+    return make_request(kpis, calendar=project.config.calendar, **options)
+
+
+_SAVED_OPTIONS = {"by": "by", "grain": "grain", "from": "start", "to": "end", "last": "last", "where": "where",
+                  "having": "having", "order": "order_by", "limit": "limit", "formulas": "formulas", "fill": "fill",
+                  "time_axis": "time_axis"}
+_RANGE = ("start", "end", "last")
+
+
+def with_saved_query(project: Project, name: str, kpis: Sequence[str] | str | None,
+                     options: Mapping[str, Any]) -> tuple[Sequence[str] | str | None, dict[str, Any]]:
+    """The KPIs and options of saved query ``name``, with those given here in place of its own
+    (given KPIs replace its KPIs; a given --from, --to or --last replaces its whole range)."""
+    saved = project.queries.get(name)
+    if saved is None:
+        raise UsageError(f"unknown saved query '{name}'.", None,
+                         did_you_mean(name, project.queries) or "Saved queries are declared under 'queries:' in a "
+                                                               "spec file (docs/specs.md).")
+    merged = {option: saved.body[key] for key, option in _SAVED_OPTIONS.items() if key in saved.body}
+    given = {key: value for key, value in options.items() if value not in (None, (), [], "", False)}
+    if any(key in given for key in _RANGE):
+        merged = {key: value for key, value in merged.items() if key not in _RANGE}
+    return (kpis or tuple(saved.body.get("kpis", ()))), {**merged, **given}
 
 
 def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | str | None = (),
@@ -544,6 +572,12 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
             errors.extend(invalid.errors)
         except KpiEngineError as error:
             errors.append(error)
+        if model is not None:  # each saved query compiles: its KPIs, dimensions, range and filters hold
+            for query in project.queries.values():
+                try:
+                    kpi_project.compile(query=query.name, describe=describe)
+                except KpiEngineError as error:
+                    errors.append(SpecError(error.message, query.where(key=True), error.hint))
     return (None if errors else model), in_file_order(errors)
 
 

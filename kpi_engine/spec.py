@@ -145,6 +145,19 @@ class KpiSpec:
 
 
 @dataclass(frozen=True)
+class QuerySpec:
+    """A saved query: a named request (KPIs, dimensions, grain, range, filters) in a spec file."""
+
+    name: str
+    body: Mapping[str, Any]
+    positions: Positions = field(compare=False, repr=False)
+    library: str | None = None
+
+    def where(self, *subpath: Any, key: bool = False) -> Location:
+        return self.positions.at(("queries", self.name) + subpath, f"query '{self.name}'", key)
+
+
+@dataclass(frozen=True)
 class TestSpec:
     """A KPI unit test: input rows per table and the KPI values expected from them."""
 
@@ -177,6 +190,7 @@ class Project:
     files: tuple[str, ...]
     broken: frozenset[str] = frozenset()  # names left out because their spec is invalid
     tests: Mapping[str, "TestSpec"] = field(default_factory=dict)
+    queries: Mapping[str, QuerySpec] = field(default_factory=dict)
 
 
 # --- YAML with positions ----------------------------------------------------------
@@ -680,7 +694,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                                            include=tuple(data.get("include", ())))
 
     # Every entry of every file, library files first; merged by name below.
-    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}}
+    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}, "queries": {}}
     shown_files = []
     spec_files = [(file, library, f"{library}/{file.relative_to(folder)}" if library.startswith("builtin:") else None)
                   for library, folder in (_libraries(config, errors) if config else []) for file in _spec_files(folder)]
@@ -737,6 +751,13 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             errors.append(_duplicate("test", name, extra.doc.positions().at(("tests", name), key=True),
                                      own[0].doc.positions().at(("tests", name), key=True)))
         tests[name] = TestSpec(name, own[0].body, own[0].doc.positions(), own[0].library)
+    queries: dict[str, QuerySpec] = {}
+    for name, items in entries["queries"].items():  # as tests: the project's own replaces a library's
+        own = [item for item in items if item.library is None] or items
+        for extra in own[1:]:
+            errors.append(_duplicate("query", name, extra.doc.positions().at(("queries", name), key=True),
+                                     own[0].doc.positions().at(("queries", name), key=True)))
+        queries[name] = QuerySpec(name, own[0].body, own[0].doc.positions(), own[0].library)
     for section, kind, build, found in (("sources", "source", _source, sources), ("kpis", "KPI", _kpi, kpis)):
         for name, items in entries[section].items():
             spec = _merge(section, kind, name, items, build, errors)
@@ -751,7 +772,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     if config is None:
         return None, errors
     return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files),
-                   broken=frozenset(broken), tests=tests), errors
+                   broken=frozenset(broken), tests=tests, queries=queries), errors
 
 
 def load_project(path: str | Path) -> Project:

@@ -1,0 +1,98 @@
+"""Saved queries (issue 19): named requests under `queries:` in a spec file, run by
+`evaluate --query NAME`, `compile --query NAME` and the Python API (`query=NAME`); options given
+with them replace the saved ones; `validate` compiles each one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import reference
+from kpi_engine.cli import cli
+from kpi_engine.engine import open_project
+
+EXAMPLE = reference.DEFAULT_DATA_DIR.parent
+QUERIES = """\
+queries:
+  channel_efficiency:
+    description: Cost per lead and close rate by channel, second half of 2025.
+    kpis: [cost_per_lead, close_rate]
+    by: [channel]
+    grain: quarter
+    from: 2025-07-01
+    to: 2026-01-01
+    where: "channel != 'organic'"
+    order: [-cost_per_lead]
+  last_two_quarters:
+    kpis: [new_contacts]
+    grain: quarter
+    last: 2 quarters
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("saved") / "project"
+    shutil.copytree(EXAMPLE, root)
+    (root / "queries.yaml").write_text(QUERIES)
+    return root
+
+
+def run(*args) -> list[dict]:
+    result = CliRunner().invoke(cli, [str(a) for a in args] + ["--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_saved_query_is_the_request_it_names(folder):
+    saved = run("evaluate", folder, "--query", "channel_efficiency")
+    explicit = run("evaluate", folder, "cost_per_lead", "close_rate", "--by", "channel", "--grain", "quarter",
+                   "--from", "2025-07-01", "--to", "2026-01-01", "--where", "channel != 'organic'",
+                   "--order", "-cost_per_lead")
+    assert saved == explicit and len(saved) >= 8
+    assert [row["cost_per_lead"] for row in saved] == sorted((row["cost_per_lead"] for row in saved), reverse=True)
+
+
+def test_options_given_replace_the_saved_ones(folder):
+    # KPIs replace its KPIs; --from replaces its whole range (so --to is gone too); --grain its grain.
+    got = run("evaluate", folder, "new_contacts", "--query", "channel_efficiency", "--grain", "month",
+              "--from", "2025-12-01")
+    want = run("evaluate", folder, "new_contacts", "--by", "channel", "--grain", "month", "--from", "2025-12-01",
+               "--where", "channel != 'organic'", "--order", "-cost_per_lead")
+    assert got == want and {row["period"] for row in got} == {"2025-12-01"}
+
+
+def test_the_python_api_runs_it_by_name_and_a_relative_range_is_reproducible(folder):
+    with open_project(folder) as project:
+        saved = project.evaluate(query="last_two_quarters", as_of="2025-07-15").to_dicts()
+        explicit = project.evaluate(["new_contacts"], grain="quarter", start=dt.date(2025, 1, 1),
+                                    end=dt.date(2025, 7, 1)).to_dicts()
+        assert saved == explicit and [row["period"] for row in saved] == [dt.date(2025, 1, 1), dt.date(2025, 4, 1)]
+        assert "channel" in project.compile(query="channel_efficiency").sql()
+
+
+def test_compile_takes_a_saved_query(folder):
+    result = CliRunner().invoke(cli, ["compile", str(folder), "--query", "channel_efficiency"])
+    assert result.exit_code == 0, result.output
+    assert "'organic'" in result.stdout and "DESC" in result.stdout
+
+
+def test_an_unknown_name_is_one_clear_error(folder):
+    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--query", "channel_eficiency"])
+    assert result.exit_code == 2
+    assert "unknown saved query 'channel_eficiency'. Did you mean 'channel_efficiency'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_compiles_each_saved_query_and_names_its_place(folder, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(folder, root)
+    (root / "queries.yaml").write_text(QUERIES + "  broken:\n    kpis: [cost_per_lead]\n    by: [chanel]\n")
+    result = CliRunner().invoke(cli, ["validate", str(root)])
+    assert result.exit_code == 1
+    assert f"{root / 'queries.yaml'}:15:3 (query 'broken'): cannot slice by 'chanel'" in result.output
+    assert result.output.count("Error:") == 1
