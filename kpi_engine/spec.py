@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import yaml
 
@@ -145,29 +145,34 @@ class KpiSpec:
 
 
 @dataclass(frozen=True)
-class QuerySpec:
-    """A saved query: a named request (KPIs, dimensions, grain, range, filters) in a spec file."""
+class _NamedBody:
+    """An entry of a spec file kept as written (checked by the schema), located by its name."""
 
+    SECTION: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""
     name: str
     body: Mapping[str, Any]
     positions: Positions = field(compare=False, repr=False)
     library: str | None = None
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
-        return self.positions.at(("queries", self.name) + subpath, f"query '{self.name}'", key)
+        return self.positions.at((self.SECTION, self.name) + subpath, f"{self.KIND} '{self.name}'", key)
 
 
 @dataclass(frozen=True)
-class TestSpec:
+class QuerySpec(_NamedBody):
+    """A saved query: a named request (KPIs, dimensions, grain, range, filters) in a spec file."""
+
+    SECTION: ClassVar[str] = "queries"
+    KIND: ClassVar[str] = "query"
+
+
+@dataclass(frozen=True)
+class TestSpec(_NamedBody):
     """A KPI unit test: input rows per table and the KPI values expected from them."""
 
-    name: str
-    body: Mapping[str, Any]
-    positions: Positions = field(compare=False, repr=False)
-    library: str | None = None
-
-    def where(self, *subpath: Any) -> Location:
-        return self.positions.at(("tests", self.name) + subpath, f"test '{self.name}'")
+    SECTION: ClassVar[str] = "tests"
+    KIND: ClassVar[str] = "test"
 
 
 @dataclass(frozen=True)
@@ -744,20 +749,15 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     sources: dict[str, SourceSpec] = {}
     kpis: dict[str, KpiSpec] = {}
     tests: dict[str, TestSpec] = {}
-    for name, items in entries["tests"].items():
-        # A project test replaces a library test of the same name as a whole.
-        own = [item for item in items if item.library is None] or items
-        for extra in own[1:]:
-            errors.append(_duplicate("test", name, extra.doc.positions().at(("tests", name), key=True),
-                                     own[0].doc.positions().at(("tests", name), key=True)))
-        tests[name] = TestSpec(name, own[0].body, own[0].doc.positions(), own[0].library)
     queries: dict[str, QuerySpec] = {}
-    for name, items in entries["queries"].items():  # as tests: the project's own replaces a library's
-        own = [item for item in items if item.library is None] or items
-        for extra in own[1:]:
-            errors.append(_duplicate("query", name, extra.doc.positions().at(("queries", name), key=True),
-                                     own[0].doc.positions().at(("queries", name), key=True)))
-        queries[name] = QuerySpec(name, own[0].body, own[0].doc.positions(), own[0].library)
+    for kind, found in ((TestSpec, tests), (QuerySpec, queries)):
+        for name, items in entries[kind.SECTION].items():
+            # The project's own replaces a library's of the same name as a whole.
+            own = [item for item in items if item.library is None] or items
+            for extra in own[1:]:
+                errors.append(_duplicate(kind.KIND, name, extra.doc.positions().at((kind.SECTION, name), key=True),
+                                         own[0].doc.positions().at((kind.SECTION, name), key=True)))
+            found[name] = kind(name, own[0].body, own[0].doc.positions(), own[0].library)
     for section, kind, build, found in (("sources", "source", _source, sources), ("kpis", "KPI", _kpi, kpis)):
         for name, items in entries[section].items():
             spec = _merge(section, kind, name, items, build, errors)
