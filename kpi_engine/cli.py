@@ -184,6 +184,20 @@ def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, l
     return names, options
 
 
+def _from_saved_query(kpi_project, query: str | None, kpis: tuple[str, ...], grain: str,
+                      by: tuple[str, ...]) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """report and check with --query: the saved query's KPIs, grain and dimensions, where the
+    command line gives none (their periods are the latest complete ones, not its range)."""
+    if query is None:
+        return kpis, grain, by
+    from .engine import with_saved_query
+
+    names, options = with_saved_query(kpi_project.project, query, (), {})
+    given_grain = click.get_current_context().get_parameter_source("grain") != click.core.ParameterSource.DEFAULT
+    return (tuple(kpis) or tuple(names), grain if given_grain or not options.get("grain") else options["grain"],
+            tuple(by) or tuple(options.get("by", ())))
+
+
 def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     """Every KPI that can answer this request; says on stderr which cannot and why."""
     model = project.model()
@@ -516,9 +530,11 @@ def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, comp
                    "default: the latest complete period of the data.")
 @click.option("--by", "by", multiple=True, metavar="DIM", help="Check each value of these dimensions too.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--query", "query", metavar="NAME", help="Take the KPIs, grain and --by of a saved query.")
 @warehouse_option
 @handle_errors
-def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str, warehouse: str | None) -> None:
+def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str, query: str | None,
+          warehouse: str | None) -> None:
     """Check KPI targets (min/max) for the latest complete period of the data; exit 1 when one is
     breached, 6 when a KPI has no value for that period or a source is stale."""
     import json
@@ -527,6 +543,7 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
     from .targets import check_targets
 
     with _open(project, warehouse) as kpi_project:
+        kpis, grain, by = _from_saved_query(kpi_project, query, kpis, grain, by)
         report = check_targets(kpi_project, list(kpis), grain, _day(kpi_project, as_of), _split(by))
         currency = kpi_project.project.config.currency
     if fmt == "json":
@@ -698,15 +715,21 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
                    "default: the latest complete period of the data.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The HTML file to write (atomically).")
+@click.option("--query", "query", metavar="NAME", help="Take the KPIs, grain and --by of a saved query.")
 @warehouse_option
 @handle_errors
-def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_of, output: Path,
+def report(project: Path, kpis: tuple[str, ...], grain: str, by: str | None, as_of, output: Path, query: str | None,
            warehouse: str | None) -> None:
     """Write a self-contained HTML report of KPIS (default: all): latest value, change, target, trend chart."""
     from .report import build_report
 
     check_writable(output)
     with _open(project, warehouse) as kpi_project:
+        kpis, grain, dims = _from_saved_query(kpi_project, query, kpis, grain, (by,) if by else ())
+        if len(dims) > 1:
+            raise UsageError(f"the report draws one --by dimension; saved query '{query}' has {len(dims)}.", None,
+                             "Pass --by DIM to choose one.")
+        by = dims[0] if dims else None
         page = build_report(kpi_project, list(kpis) or None, grain=grain, by=by,
                             as_of=_day(kpi_project, as_of))
     write_atomically(output, page)

@@ -31,6 +31,7 @@ queries:
     kpis: [new_contacts]
     grain: quarter
     last: 2 quarters
+  health: {kpis: [roi, nps], grain: quarter}
 """
 
 
@@ -94,5 +95,27 @@ def test_validate_compiles_each_saved_query_and_names_its_place(folder, tmp_path
     (root / "queries.yaml").write_text(QUERIES + "  broken:\n    kpis: [cost_per_lead]\n    by: [chanel]\n")
     result = CliRunner().invoke(cli, ["validate", str(root)])
     assert result.exit_code == 1
-    assert f"{root / 'queries.yaml'}:15:3 (query 'broken'): cannot slice by 'chanel'" in result.output
+    assert f"{root / 'queries.yaml'}:16:3 (query 'broken'): cannot slice by 'chanel'" in result.output
     assert result.output.count("Error:") == 1
+
+
+def test_the_report_of_a_saved_query_is_the_report_of_its_kpis_grain_and_by(folder, tmp_path):
+    runner = CliRunner()
+    saved, explicit = tmp_path / "saved.html", tmp_path / "explicit.html"
+    assert runner.invoke(cli, ["report", str(folder), "--query", "channel_efficiency", "--as-of", "2025-07-15",
+                               "-o", str(saved)]).exit_code == 0
+    assert runner.invoke(cli, ["report", str(folder), "cost_per_lead", "close_rate", "--grain", "quarter",
+                               "--by", "channel", "--as-of", "2025-07-15", "-o", str(explicit)]).exit_code == 0
+    assert saved.read_bytes() == explicit.read_bytes()  # reproducible: the same page, byte for byte
+
+
+def test_check_takes_the_saved_querys_kpis_and_grain(folder):
+    runner = CliRunner()
+    saved = runner.invoke(cli, ["check", str(folder), "--query", "health", "--as-of", "2025-07-15",
+                                "--format", "json"])
+    explicit = runner.invoke(cli, ["check", str(folder), "roi", "nps", "--grain", "quarter",
+                                   "--as-of", "2025-07-15", "--format", "json"])
+    assert (saved.exit_code, saved.stdout) == (explicit.exit_code, explicit.stdout)
+    checked = json.loads(saved.stdout)
+    assert '"roi"' in json.dumps(checked) and '"nps"' in json.dumps(checked)
+    assert "2025-04-01" in json.dumps(checked)  # the last quarter complete before 2025-07-15
