@@ -154,9 +154,7 @@ def _write_parquet(columns: tuple[OutputColumn, ...], batches, path: str) -> int
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        from .errors import UsageError
-
-        raise UsageError("writing parquet needs pyarrow.", None, "pip install 'kpi-engine[pandas]'") from None
+        return _write_parquet_with_duckdb(columns, batches, path)
     writer, count = None, 0
     try:
         for batch in batches:
@@ -170,6 +168,60 @@ def _write_parquet(columns: tuple[OutputColumn, ...], batches, path: str) -> int
     finally:
         if writer is not None:
             writer.close()
+    return count
+
+
+def _write_parquet_with_duckdb(columns: tuple[OutputColumn, ...], batches, path: str) -> int:
+    """Parquet without pyarrow: the rows go into an in-memory DuckDB table (which spills to disk
+    when large) typed from the first batch, and DuckDB writes the file. A later value that does
+    not fit its column's type is refused, as with pyarrow."""
+    import duckdb
+    from sqlglot import exp
+
+    from .errors import OutputError
+
+    def kind(column: OutputColumn, values: list) -> str:
+        present = [v for v in values if v is not None]
+        if column.role == "time" or (present and all(isinstance(v, dt.date) and not isinstance(v, dt.datetime)
+                                                     for v in present)):
+            return "DATE"
+        if present and all(isinstance(v, bool) for v in present):
+            return "BOOLEAN"
+        if column.role == "kpi" or (present and all(isinstance(v, (int, float)) for v in present)):
+            return "BIGINT" if present and whole_numbers(present) and all(isinstance(v, int) for v in present) \
+                else "DOUBLE"
+        return "TIMESTAMP" if present and all(isinstance(v, dt.datetime) for v in present) else "VARCHAR"
+
+    connection = duckdb.connect()
+    table = exp.to_identifier("kpi_engine_rows", quoted=True)
+    count, insert = 0, None
+    try:
+        for batch in batches:
+            rows = [[output_value(v, c) for v, c in zip(row, columns)] for row in batch]
+            if insert is None:
+                schema = exp.Schema(this=exp.Table(this=table), expressions=[
+                    exp.ColumnDef(this=exp.to_identifier(c.name, quoted=True),
+                                  kind=exp.DataType.build(kind(c, [row[i] for row in rows])))
+                    for i, c in enumerate(columns)])
+                connection.execute(exp.Create(this=schema, kind="TABLE").sql("duckdb"))
+                insert = exp.insert(exp.values([tuple(exp.Placeholder() for _ in columns)]),
+                                    exp.Table(this=table)).sql("duckdb")
+            if rows:
+                try:
+                    connection.executemany(insert, rows)
+                except duckdb.Error as error:
+                    raise OutputError(f"row {count + 1:,} or after does not fit the types of the first rows "
+                                      f"of the parquet file: {str(error).splitlines()[0]}", None,
+                                      "Write CSV or JSON, or install pyarrow.") from None
+            count += len(rows)
+        if insert is None:  # no rows: a valid file with the column names
+            schema = exp.Schema(this=exp.Table(this=table), expressions=[
+                exp.ColumnDef(this=exp.to_identifier(c.name, quoted=True), kind=exp.DataType.build(kind(c, [])))
+                for c in columns])
+            connection.execute(exp.Create(this=schema, kind="TABLE").sql("duckdb"))
+        connection.table("kpi_engine_rows").write_parquet(path)
+    finally:
+        connection.close()
     return count
 
 
