@@ -18,7 +18,7 @@ import reference
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.testing import TABLES as EXAMPLE_TABLES
-from warehouse_loading import load_sqlite
+from warehouse_loading import sqlite_warehouse
 
 EXAMPLE = reference.DEFAULT_DATA_DIR.parent
 
@@ -129,15 +129,8 @@ def test_units_that_do_not_fit_the_grain_are_one_clear_error(formula, grain, mes
 
 
 def test_sqlite_equals_duckdb(project, tmp_path_factory):
-    from kpi_engine.errors import KpiEngineError
-    from kpi_engine.plugins import default_registry
-
-    try:
-        default_registry().adapter("sqlite")
-    except KpiEngineError:
-        pytest.skip("the kpi-engine-sqlite plugin is not installed")
-    file = load_sqlite(tmp_path_factory.mktemp("sqlite") / "example.sqlite", EXAMPLE_TABLES, reference.DEFAULT_DATA_DIR)
-    with open_project(EXAMPLE, warehouse=f"sqlite:///{file}") as other:
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "example", EXAMPLE_TABLES, reference.DEFAULT_DATA_DIR)
+    with open_project(EXAMPLE, warehouse=url) as other:
         for formula, grain in [("previous(new_contacts, '1 year')", "day"), ("previous(revenue, '1 month')", "day"),
                                ("previous(email_list_size, '1 year')", "week")]:
             options = dict(formulas=[formula], grain=grain, start=dt.date(2025, 2, 20), end=dt.date(2025, 4, 5))

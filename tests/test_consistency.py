@@ -29,10 +29,8 @@ pytest_plugins = ["pg"]
 import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
@@ -43,12 +41,11 @@ import reference  # noqa: E402
 import second_project  # noqa: E402
 from kpi_engine import nodes as n  # noqa: E402
 from kpi_engine.engine import KpiProject, open_project  # noqa: E402
-from kpi_engine.errors import KpiEngineError  # noqa: E402
 from kpi_engine.resolve import aggregates_in, expand  # noqa: E402
 from kpi_engine.testing import TABLES as EXAMPLE_TABLES  # noqa: E402
 from second_project import bike_folder  # noqa: E402,F401  (a fixture)
 from second_reference import Reference, Request, Where  # noqa: E402
-from warehouse_loading import load_postgres, load_sqlite  # noqa: E402
+from warehouse_loading import load_postgres, sqlite_warehouse  # noqa: E402
 
 EXAMPLE = reference.DEFAULT_DATA_DIR.parent
 
@@ -347,34 +344,18 @@ def example_postgres(postgres_url):
         yield project
 
 
-def _sqlite_installed() -> None:
-    """The SQLite adapter is a separate package; CI installs it (and sets
-    KPI_ENGINE_REQUIRE_POSTGRES), where its absence is a failure, not a skip."""
-    from kpi_engine.plugins import default_registry
-
-    try:
-        default_registry().adapter("sqlite")
-    except KpiEngineError:
-        if os.environ.get("KPI_ENGINE_REQUIRE_POSTGRES", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail("the kpi-engine-sqlite plugin is required in CI but not installed", pytrace=False)
-        pytest.skip("the kpi-engine-sqlite plugin is not installed (pip install ./plugins/kpi-engine-sqlite)")
-
-
 @pytest.fixture(scope="module")
 def bike_sqlite(bike_folder, tmp_path_factory):
-    _sqlite_installed()
-    file = load_sqlite(tmp_path_factory.mktemp("sqlite") / "bike_rentals.sqlite", second_project.TABLES,
-                       bike_folder / "data")
-    with open_project(bike_folder, warehouse=f"sqlite:///{Path(file).resolve()}") as project:
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "bike_rentals", second_project.TABLES,
+                           bike_folder / "data")
+    with open_project(bike_folder, warehouse=url) as project:
         yield project
 
 
 @pytest.fixture(scope="module")
 def example_sqlite(tmp_path_factory):
-    _sqlite_installed()
-    file = load_sqlite(tmp_path_factory.mktemp("sqlite") / "marketing.sqlite", EXAMPLE_TABLES,
-                       reference.DEFAULT_DATA_DIR)
-    with open_project(EXAMPLE, warehouse=f"sqlite:///{Path(file).resolve()}") as project:
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "marketing", EXAMPLE_TABLES, reference.DEFAULT_DATA_DIR)
+    with open_project(EXAMPLE, warehouse=url) as project:
         yield project
 
 

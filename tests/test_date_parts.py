@@ -19,7 +19,7 @@ from kpi_engine.calendar import DATE_PARTS, Calendar, part_of
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.testing import TABLES as EXAMPLE_TABLES
-from warehouse_loading import load_sqlite
+from warehouse_loading import sqlite_warehouse
 
 EXAMPLE = reference.DEFAULT_DATA_DIR.parent
 START, END = dt.date(2024, 1, 1), dt.date(2025, 1, 1)
@@ -151,15 +151,8 @@ def test_a_source_without_time_has_no_date_parts(tmp_path):
 
 
 def test_sqlite_equals_duckdb(project, tmp_path_factory):
-    from kpi_engine.errors import KpiEngineError
-    from kpi_engine.plugins import default_registry
-
-    try:
-        default_registry().adapter("sqlite")
-    except KpiEngineError:
-        pytest.skip("the kpi-engine-sqlite plugin is not installed")
-    file = load_sqlite(tmp_path_factory.mktemp("sqlite") / "example.sqlite", EXAMPLE_TABLES, reference.DEFAULT_DATA_DIR)
-    with open_project(EXAMPLE, warehouse=f"sqlite:///{file}") as other:
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "example", EXAMPLE_TABLES, reference.DEFAULT_DATA_DIR)
+    with open_project(EXAMPLE, warehouse=url) as other:
         for part in DATE_PARTS:
             options = dict(by=[part, "channel"], grain="quarter", start=START, end=END)
             want = rows_by(project.evaluate(["new_contacts", "ad_spend_total"], **options), "period", part, "channel")

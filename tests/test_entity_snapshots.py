@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
-from warehouse_loading import load_sqlite
+from warehouse_loading import sqlite_warehouse
 
 SPECS = """\
 sources:
@@ -130,15 +130,8 @@ def test_previous_is_last_periods_total(project, rows):
 
 
 def test_sqlite_equals_duckdb(project, folder, tmp_path_factory):
-    from kpi_engine.errors import KpiEngineError
-    from kpi_engine.plugins import default_registry
-
-    try:
-        default_registry().adapter("sqlite")
-    except KpiEngineError:
-        pytest.skip("the kpi-engine-sqlite plugin is not installed")
-    file = load_sqlite(tmp_path_factory.mktemp("sqlite") / "balances.sqlite", {"balances": TABLE}, folder / "data")
-    with open_project(folder, warehouse=f"sqlite:///{file}") as other:
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "balances", {"balances": TABLE}, folder / "data")
+    with open_project(folder, warehouse=url) as other:
         for name in ("total_balance", "opening_balance"):
             assert engine(other, name, True) == pytest.approx(engine(project, name, True))
 

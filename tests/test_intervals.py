@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
-from warehouse_loading import load_postgres, load_sqlite
+from warehouse_loading import load_postgres, sqlite_warehouse
 
 pytest_plugins = ["pg"]
 
@@ -370,15 +370,8 @@ def on_postgres(folder, pg_server):
 
 @pytest.fixture(scope="module")
 def on_sqlite(folder, tmp_path_factory):
-    from kpi_engine.errors import KpiEngineError
-    from kpi_engine.plugins import default_registry
-
-    try:
-        default_registry().adapter("sqlite")
-    except KpiEngineError:
-        pytest.skip("the kpi-engine-sqlite plugin is not installed (pip install ./plugins/kpi-engine-sqlite)")
-    file = load_sqlite(tmp_path_factory.mktemp("sqlite") / "intervals.sqlite", TABLES, folder / "data")
-    with open_project(folder, warehouse=f"sqlite:///{file}") as opened:
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "intervals", TABLES, folder / "data")
+    with open_project(folder, warehouse=url) as opened:
         yield opened
 
 

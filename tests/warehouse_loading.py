@@ -74,3 +74,23 @@ def load_sqlite(file: Path, tables: dict[str, dict[str, str]], data_dir: Path) -
     finally:
         connection.close()
     return file
+
+
+def sqlite_warehouse(tmp_dir: Path, name: str, tables: dict[str, dict[str, str]], data_dir: Path) -> str:
+    """A SQLite database of the CSV files, as a warehouse URL, for tests that compare SQLite with
+    DuckDB. The SQLite adapter is a separate package; CI installs it (and sets
+    KPI_ENGINE_REQUIRE_POSTGRES), where its absence is a failure, not a skip."""
+    import os
+
+    import pytest
+
+    from kpi_engine.errors import KpiEngineError
+    from kpi_engine.plugins import default_registry
+
+    try:
+        default_registry().adapter("sqlite")
+    except KpiEngineError:
+        if os.environ.get("KPI_ENGINE_REQUIRE_POSTGRES", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("the kpi-engine-sqlite plugin is required in CI but not installed", pytrace=False)
+        pytest.skip("the kpi-engine-sqlite plugin is not installed (pip install ./plugins/kpi-engine-sqlite)")
+    return f"sqlite:///{load_sqlite(Path(tmp_dir) / f'{name}.sqlite', tables, data_dir).resolve()}"
