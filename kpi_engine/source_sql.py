@@ -98,6 +98,18 @@ class SourceRead:
         return list(self.snapshots())
 
 
+def has_dimension(model: Model, source: str, dim: str) -> bool:
+    """A declared (or related) dimension of the source, or a date part of its time column."""
+    return dim in dimension_paths(model.sources, source) or is_date_part(model, source, dim)
+
+
+def is_date_part(model: Model, source: str, dim: str) -> bool:
+    """A date part (day_of_week, ...) the source has through its time column, unless it declares
+    a dimension of that name."""
+    return (dim in DATE_PARTS and bool(model.sources[source].time)
+            and dim not in dimension_paths(model.sources, source))
+
+
 class IntervalStartNeeded(QueryError):
     """An interval source is read from the start of its data, which the compiler does not know:
     the caller finds it (``extent_query``) and compiles again with ``spans``."""
@@ -142,11 +154,10 @@ class SourceReader:
         return dimension_paths(self.model.sources, source)
 
     def has_dimension(self, source: str, dim: str) -> bool:
-        """A declared (or related) dimension of the source, or a date part of its time column."""
-        return dim in self.paths(source) or self.is_date_part(source, dim)
+        return has_dimension(self.model, source, dim)
 
     def is_date_part(self, source: str, dim: str) -> bool:
-        return dim in DATE_PARTS and dim not in self.paths(source) and bool(self.model.sources[source].time)
+        return is_date_part(self.model, source, dim)
 
     def column(self, source: SourceSpec, name: str, table: str | None = None, local: bool = True) -> exp.Expression:
         """A column of a source: the warehouse column, or what the source's ``map:`` binds it to

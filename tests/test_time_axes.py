@@ -209,3 +209,10 @@ def test_the_catalogue_and_explain_name_an_axis_as_written_and_link_to_its_sourc
     assert "<code>deals at won_at</code>" in html
     with open_project(folder) as opened:
         assert reads(opened.model(), "won_amount") == {"deals": {"won_at", "amount"}}
+
+
+def test_values_read_each_source_once_not_again_on_its_axes(folder, rows):
+    with open_project(folder) as opened:
+        got = {(r["period"], r["channel"]) for r in opened.values(["channel"], grain="month").to_dicts()}
+    created = {(month(r["created_at"]), r["channel"]) for r in rows["deals"]}
+    assert got == created  # not also the months deals were won or lost in
