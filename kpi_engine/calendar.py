@@ -132,11 +132,12 @@ class Calendar:
         return _INDEX[grain][1]
 
     @staticmethod
-    def span_in_periods(span: tuple[int, str], grain: str, func: str) -> tuple[int | None, int | None]:
-        """A length of time ('1 year') at ``grain``: (periods, None) when it is a whole number of
-        periods; (None, months) for previous() at a day or week grain over months, quarters or
-        years, which have no fixed number of days (the period that holds the same day that many
-        months earlier). Anything else is a QueryError saying why."""
+    def span_in_periods(span: tuple[int, str], grain: str, func: str) -> tuple[int | None, int | None, int | None]:
+        """A length of time ('1 year') at ``grain``: (periods, None, None) when it is a whole number
+        of periods; (None, months, None) for previous() at a day or week grain over months, quarters
+        or years, which have no fixed number of days (the period that holds the same day that many
+        months earlier); (None, None, days) for rolling() over days that are not a whole number of
+        periods (the days up to each period's last day). Anything else is a QueryError saying why."""
         from .errors import QueryError
 
         amount, unit = span
@@ -146,6 +147,8 @@ class Calendar:
         index_unit, step = _INDEX[grain]
         plural = {"day": "days", "week": "weeks", "month": "months", "quarter": "quarters", "year": "years",
                   "fiscal_quarter": "fiscal quarters", "fiscal_year": "fiscal years"}[grain]
+        if days and func == "rolling" and (index_unit == "month" or days % step):
+            return None, None, days
         if index_unit == "month":
             if days:
                 raise QueryError(f"{text} cannot be counted in {plural}: periods of --grain {grain} have no fixed "
@@ -154,17 +157,17 @@ class Calendar:
             if months % step:
                 raise QueryError(f"{text} is not a whole number of {plural}.", None,
                                  f"Use a multiple of one {grain.replace('_', ' ')}, or a finer grain.")
-            return months // step, None
+            return months // step, None, None
         if days:
             if days % step:
                 raise QueryError(f"{text} is not a whole number of {plural}.", None,
                                  "Use a multiple of 7 days, or --grain day.")
-            return days // step, None
+            return days // step, None, None
         if func != "previous":
             raise QueryError(f"{func}() over {text} at --grain {grain}: months have different lengths, so the "
                              "window would not cover a fixed number of periods.", None,
                              "Write the window in days or weeks (e.g. '30 days'), or use --grain month.")
-        return None, months
+        return None, months, None
 
     @staticmethod
     def months_back(day: dt.date, months: int) -> dt.date:

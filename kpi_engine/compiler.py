@@ -28,7 +28,7 @@ and computes the KPI columns; sql_build.py holds the sqlglot building blocks all
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import sqlglot
@@ -39,8 +39,9 @@ from .calendar import DATE_PARTS, GRAINS, cast
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula
-from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPINE_CTE, ZERO_WHEN_EMPTY, SourcePlan,
-                         SourceRead, SourceReader)
+from .completeness import Extent
+from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPINE_CTE, ZERO_WHEN_EMPTY, ExtentsNeeded,
+                         SourcePlan, SourceRead, SourceReader)
 from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
                         snapshot_mark, table_ref, values_table)
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
@@ -147,11 +148,12 @@ class _Compiler:
     joined on, the series and windows of the time functions, and the KPI columns."""
 
     def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
-                 spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None):
+                 extents: Mapping[str, Extent] | None = None, today: dt.date | None = None):
         self.model = model
         self.request = request
         self.dialect = dialect
-        self.reader = SourceReader(model, request, dialect, read_dialect, spans, today)
+        self.extents = extents or {}
+        self.reader = SourceReader(model, request, dialect, read_dialect, extents, today)
         self.calendar = self.reader.calendar
         self.grain = request.grain
         self.dims = self.reader.dims
@@ -294,12 +296,14 @@ class _Compiler:
         # plain aggregates still count from --from and only the windows read the whole periods
         # before it, so the sources they read are grouped a second time over the longer range.
         history_start = self.widened_start(leaves)
-        history_leaves = [leaf for leaf in leaves if leaf.kind != "total"]
+        # Leaves over aggregates read the series; a leaf over another leaf reads the stage before it.
+        history_leaves = [leaf for leaf in leaves if leaf.kind != "total" and leaf.depth == 1]
+        stages = max((leaf.depth for leaf in leaves), default=0)
         split = (bool(history_leaves) and history_start != request.start
                  and self.calendar.period_start(request.start, self.grain) != request.start)
         history: dict[str, SourcePlan] = {}
         if split:
-            for leaf in history_leaves:
+            for leaf in (leaf for leaf in history_leaves if not leaf.days):
                 history.setdefault(leaf.agg.source, SourcePlan(model.sources[leaf.agg.source])).column_for(leaf.agg)
         self.cte = self.cte_names(plans)
         ranges = {name: SourceRead(self.cte[name], plan, request.start if split else history_start)
@@ -309,7 +313,13 @@ class _Compiler:
         kpi_sources = {name: {agg.source for agg in aggregates_in(expr)}
                        for name, expr in [(column.name, expr) for column, expr in outputs] + list(hidden.items())}
         widened = bool(history_leaves) and history_start != request.start
-        masked, row_filter = self.row_sets(kpi_sources, set(plans), split, widened)
+        # A time function over another reads the inner one in periods where no source has a row
+        # (a running total goes on through an empty month): the series lists every period.
+        dense = self.series_range(list(plans), history_start) if stages > 1 and not request.fill else None
+        day_leaves = [leaf for leaf in history_leaves if leaf.days]
+        day_ctes, day_columns = self.day_windows(day_leaves, history_start, where) if day_leaves else ([], {})
+        masked, row_filter = self.row_sets(kpi_sources, set(plans), split or dense is not None or bool(day_leaves),
+                                           widened)
         self.marked = bool(masked) or row_filter
         reads = list(ranges.values()) + list(histories.values())
         rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
@@ -317,8 +327,11 @@ class _Compiler:
         ctes: list[tuple[str, exp.Expression]] = []
         for read in reads:
             ctes += self.reader.source_ctes(read, where, marked=self.marked and read in ranges.values())
-        key_table, body, key_ctes = self.join_sources([read.name for read in reads],
-                                                      history_start if isinstance(history_start, dt.date) else request.start)
+        if request.fill:
+            dense = (history_start if isinstance(history_start, dt.date) else request.start, request.end)
+        ctes += day_ctes
+        window_reads = list(dict.fromkeys(table for table, _ in day_columns.values()))
+        key_table, body, key_ctes = self.join_sources([read.name for read in reads] + window_reads, dense)
         ctes += key_ctes
         values_of = {}  # source -> relation holding its observed dimension values (under --fill)
         if request.fill and self.dims and self.marked:
@@ -370,42 +383,65 @@ class _Compiler:
                                for agg, alias in history_columns.items()]
             series_selects += [exp.alias_(presence(source), ident(alias), copy=False)
                                for source, alias in presence_columns.items()]
+            day_series = {leaf: f"{series_columns[leaf.agg]}__{leaf.days}_days" for leaf in day_columns}
+            for leaf, alias in day_series.items():
+                table, column = day_columns[leaf]
+                value = col(column, table)
+                if leaf.agg.func in ZERO_WHEN_EMPTY:
+                    value = exp.Coalesce(this=value, expressions=[number(0)])
+                series_selects.append(exp.alias_(value, ident(alias), copy=False))
             ctes.append((SERIES_CTE, body.select(*series_selects, copy=False)))
-            leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.agg]}_{i + 1}" for i, leaf in enumerate(leaves)}
-            windowed = exp.select(exp.Column(this=exp.Star(), table=ident(SERIES_CTE)), copy=False) \
-                .from_(table_ref(SERIES_CTE), copy=False)
-            for leaf, alias in leaf_columns.items():
-                column = history_columns.get(leaf.agg, series_columns[leaf.agg]) if leaf.kind != "total" \
-                    else series_columns[leaf.agg]
-                value = self.shifted_value(windowed, leaf, column) if leaf.months or leaf.start_of \
-                    else self.window(leaf, column)
-                windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
-            ctes.append((WINDOWED_CTE, windowed))
-            key_table, body = WINDOWED_CTE, exp.select(copy=False).from_(table_ref(WINDOWED_CTE), copy=False)
+            leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.base]}_{i + 1}" for i, leaf in enumerate(leaves)}
+            # windowed: the leaves over aggregates; windowed_2, _3...: a stage per level of nesting,
+            # each over the one before it.
+            source_table = SERIES_CTE
+            for depth in range(1, stages + 1):
+                stage = WINDOWED_CTE if depth == 1 else f"{WINDOWED_CTE}_{depth}"
+                windowed = exp.select(exp.Column(this=exp.Star(), table=ident(source_table)), copy=False) \
+                    .from_(table_ref(source_table), copy=False)
+                for leaf, alias in leaf_columns.items():
+                    if leaf.depth != depth:
+                        continue
+                    if leaf.days:  # added up over its days already (nothing to add up without data)
+                        value = col(day_series[leaf], source_table) if leaf in day_series else \
+                            number(0) if leaf.base.func in ZERO_WHEN_EMPTY else exp.Null()
+                        windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
+                        continue
+                    if depth > 1:
+                        column = leaf_columns[leaf.agg]
+                    else:
+                        column = history_columns.get(leaf.agg, series_columns[leaf.agg]) if leaf.kind != "total" \
+                            else series_columns[leaf.agg]
+                    value = self.shifted_value(windowed, leaf, column, source_table) if leaf.months or leaf.start_of \
+                        else self.window(leaf, column, source_table)
+                    windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
+                ctes.append((stage, windowed))
+                source_table = stage
+            key_table, body = source_table, exp.select(copy=False).from_(table_ref(source_table), copy=False)
             conditions = []
             if request.start and self.grain:
                 # Earlier periods were read only for the windows; show the requested ones.
-                conditions.append(exp.GTE(this=col(PERIOD, WINDOWED_CTE), expression=date_literal(self.first_period())))
+                conditions.append(exp.GTE(this=col(PERIOD, key_table), expression=date_literal(self.first_period())))
             if row_filter:  # keys of the longer range that no source has in the requested one
-                conditions.append(exp.or_(*[not_null(col(alias, WINDOWED_CTE)) for alias in presence_columns.values()],
+                conditions.append(exp.or_(*[not_null(col(alias, key_table)) for alias in presence_columns.values()],
                                           copy=False))
             if conditions:
                 body = body.where(exp.and_(*conditions, copy=False), copy=False)
             backs = {}
-            for leaf in leaves:
+            for leaf in history_leaves:
                 if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS and leaf.agg.per is None:
                     read = histories.get(leaf.agg.source, ranges[leaf.agg.source])
-                    backs[leaf] = self.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf)
+                    backs[leaf] = self.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf, key_table)
 
             def window_value(leaf: WindowLeaf) -> exp.Expression:
-                column = col(leaf_columns[leaf], WINDOWED_CTE)
+                column = col(leaf_columns[leaf], key_table)
                 if leaf in backs:  # no row N periods back: 0 if that period has a snapshot, else null
                     fallback = exp.Case(ifs=[exp.If(this=snapshot_mark(backs[leaf]), true=number(0))])
                     return exp.Coalesce(this=column, expressions=[fallback])
                 return column
 
-            measure = _Measure(lambda agg: col(series_columns[agg], WINDOWED_CTE), window_value, self.reader.function)
-            present_column = lambda source: col(presence_columns[source], WINDOWED_CTE)  # noqa: E731
+            measure = _Measure(lambda agg: col(series_columns[agg], key_table), window_value, self.reader.function)
+            present_column = lambda source: col(presence_columns[source], key_table)  # noqa: E731
         else:
             measure = _Measure(lambda agg: value(ranges[agg.source], agg), None, self.reader.function)
             present_column = presence
@@ -518,30 +554,60 @@ class _Compiler:
         first = self.calendar.period_start(start, self.grain)
         earliest = first
         for leaf in leaves:
-            # An earlier period before year 1 holds no rows: then every row up to --to is read (None).
-            if leaf.kind == "previous" and leaf.start_of:
-                before = self.calendar.try_period_start(first, leaf.start_of)
-            elif leaf.kind == "previous" and leaf.months:
-                before = self.calendar.try_period_start(self.calendar.months_back(first, leaf.months), self.grain)
-            elif leaf.kind == "previous":
-                before = self.calendar.try_shift(first, self.grain, -leaf.periods)
-            elif leaf.kind == "rolling":
-                before = self.calendar.try_shift(first, self.grain, -(leaf.periods - 1))
-            elif leaf.kind == "cumulative":
-                before = self.calendar.try_period_start(first, leaf.reset) if leaf.reset else None
-            else:
-                continue
+            before = self.reach(first, leaf)
             if before is None:
                 return None
             earliest = min(earliest, before)
         return earliest
 
+    def reach(self, first: dt.date, leaf: WindowLeaf) -> dt.date | None:
+        """The first period ``leaf`` reads to give its value at period ``first`` (through the
+        leaves below it); None for all history. An earlier period before year 1 holds no rows:
+        then every row up to --to is read (None) too."""
+        if leaf.kind == "previous" and leaf.start_of:
+            before = self.calendar.try_period_start(first, leaf.start_of)
+        elif leaf.kind == "previous" and leaf.months:
+            before = self.calendar.try_period_start(self.calendar.months_back(first, leaf.months), self.grain)
+        elif leaf.kind == "previous":
+            before = self.calendar.try_shift(first, self.grain, -leaf.periods)
+        elif leaf.kind == "rolling" and leaf.days:  # its own read of day totals goes back the days
+            before = first
+        elif leaf.kind == "rolling":
+            before = self.calendar.try_shift(first, self.grain, -(leaf.periods - 1))
+        elif leaf.kind == "cumulative":
+            before = self.calendar.try_period_start(first, leaf.reset) if leaf.reset else None
+        else:  # share(): the same period
+            before = first
+        if before is None or not isinstance(leaf.agg, WindowLeaf):
+            return before
+        return self.reach(before, leaf.agg)
+
+    def series_range(self, sources: Sequence[str], start, why: str = "a time function over another time function"
+                     ) -> tuple[dt.date | None, dt.date | None]:
+        """[start, end) of a series with every period (time functions over time functions, windows
+        in days): from ``start`` (the first period the windows read) or else the first day of the
+        ``sources``' data, to --to or else the day after their last."""
+        timed = [name for name in sources if self.model.sources[name].time]
+        needs_data = not isinstance(start, dt.date) or self.request.end is None
+        if needs_data and any(name not in self.extents for name in timed):
+            raise ExtentsNeeded(timed, f"{why} lists every period from the first to the last day of the data",
+                                "Give --from and --to (with no time function that reads all history, such as "
+                                "cumulative() without a restart), or run the request through a project connected "
+                                "to its warehouse.")
+        known = [self.extents[name] for name in timed if name in self.extents and self.extents[name].first]
+        if not isinstance(start, dt.date):
+            start = min((extent.first for extent in known), default=None)
+        end = self.request.end or max((extent.end for extent in known), default=None)
+        return start, end
+
     # -- joining the sources
-    def join_sources(self, names: list[str], start) -> tuple[str, exp.Select, list]:
+    def join_sources(self, names: list[str], dense: tuple[dt.date | None, dt.date | None] | None
+                     ) -> tuple[str, exp.Select, list]:
         """FROM clause over the grouped CTEs ``names``: the table that holds the keys, the SELECT
-        with its FROM and joins, and the CTEs it needs (the keys)."""
+        with its FROM and joins, and the CTEs it needs (the keys). ``dense``: the range [start, end)
+        whose every period is a key for every observed dimension value."""
         keys = self.keys
-        if len(names) == 1 and not self.request.fill:
+        if len(names) == 1 and dense is None:
             return names[0], exp.select(copy=False).from_(table_ref(names[0]), copy=False), []
         if not keys:  # no grain, no dimensions: every CTE is one row
             body = exp.select(copy=False).from_(table_ref(names[0]), copy=False)
@@ -552,8 +618,8 @@ class _Compiler:
         for name in names:
             part = exp.select(*[col(k, name) for k in keys], copy=False).from_(table_ref(name), copy=False)
             union = part if union is None else exp.union(union, part, distinct=True, copy=False)
-        if self.request.fill:
-            union = self.dense_keys(union, start)
+        if dense is not None:
+            union = self.dense_keys(union, *dense)
         body = exp.select(copy=False).from_(table_ref(KEYS_CTE), copy=False)
         for name in names:
             left_join(body, table_ref(name), keys_match(keys, KEYS_CTE, name))
@@ -580,16 +646,16 @@ class _Compiler:
         else:
             body.append("joins", exp.Join(this=table_ref(snapshot), kind="CROSS"))
 
-    def join_snapshot_back(self, body: exp.Select, snapshot: str, leaf: WindowLeaf) -> str:
+    def join_snapshot_back(self, body: exp.Select, snapshot: str, leaf: WindowLeaf, table: str) -> str:
         """Join the snapshot times of the period the previous() ``leaf`` reads, back from each
-        windowed row; returns the alias."""
+        row of ``table`` (the last window stage); returns the alias."""
         alias = f"{snapshot}_{_shift_name(leaf)}"
         if not any(join.alias_or_name == alias for join in body.args.get("joins") or []):
             if leaf.months or leaf.start_of:
-                on = exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(WINDOWED_CTE, leaf))
+                on = exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(table, leaf))
             else:
                 index = self.calendar.period_index(col(PERIOD, alias), self.grain)
-                back = exp.Sub(this=col(PERIOD_INDEX, WINDOWED_CTE),
+                back = exp.Sub(this=col(PERIOD_INDEX, table),
                                expression=number(leaf.periods * self.calendar.index_step(self.grain)))
                 on = exp.EQ(this=index, expression=back)
             left_join(body, exp.alias_(table_ref(snapshot), ident(alias), table=True, copy=False), on)
@@ -605,22 +671,24 @@ class _Compiler:
             shifted = exp.DateAdd(this=col(PERIOD, table), expression=number(-leaf.months), unit=exp.var("MONTH"))
         return self.calendar.bucket(shifted, self.grain, self.dialect, is_date=True)
 
-    def shifted_value(self, windowed: exp.Select, leaf: WindowLeaf, column: str) -> exp.Expression:
+    def shifted_value(self, windowed: exp.Select, leaf: WindowLeaf, column: str, table: str = SERIES_CTE
+                      ) -> exp.Expression:
         """previous(x, '1 year') at a day or week grain, at_start(x, 'month'): the value of the
-        series row of the period read, joined on it (no window frame has a fixed length in days)."""
-        alias = f"{SERIES_CTE}_{_shift_name(leaf)}"
+        ``table`` row of the period read, joined on it (no window frame has a fixed length in days)."""
+        alias = f"{table}_{_shift_name(leaf)}"
         if not any(join.alias_or_name == alias for join in windowed.args.get("joins") or []):
-            on = exp.and_(exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(SERIES_CTE, leaf)),
-                          *([keys_match(self.dims, SERIES_CTE, alias)] if self.dims else []), copy=False)
-            left_join(windowed, exp.alias_(table_ref(SERIES_CTE), ident(alias), table=True, copy=False), on)
+            on = exp.and_(exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(table, leaf)),
+                          *([keys_match(self.dims, table, alias)] if self.dims else []), copy=False)
+            left_join(windowed, exp.alias_(table_ref(table), ident(alias), table=True, copy=False), on)
         value = col(column, alias)
-        return exp.Coalesce(this=value, expressions=[number(0)]) if leaf.agg.func in ZERO_WHEN_EMPTY else value
+        return exp.Coalesce(this=value, expressions=[number(0)]) if leaf.base.func in ZERO_WHEN_EMPTY else value
 
-    def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
-        """Observed keys plus every period of the range for every observed dimension value."""
-        periods = self.calendar.periods(start, self.request.end, self.grain)
+    def dense_keys(self, observed: exp.Expression, start: dt.date | None, end: dt.date | None) -> exp.Expression:
+        """Observed keys plus every period of [start, end) for every observed dimension value."""
+        periods = self.calendar.periods(start, end, self.grain) if start and end else []
         if len(periods) > MAX_FILL_PERIODS:
-            raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
+            why = "--fill" if self.request.fill else "A time function over another time function"
+            raise QueryError(f"{why} would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
         spine = values_table([(date_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
         dense = exp.select(col(PERIOD, SPINE_CTE), *[col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)
@@ -632,12 +700,61 @@ class _Compiler:
         return exp.union(observed, dense, distinct=True, copy=False)
 
     # -- windows
-    def window(self, leaf: WindowLeaf, column: str) -> exp.Expression:
-        value = col(column, SERIES_CTE)
-        func = {"min": exp.Min, "max": exp.Max}.get(leaf.agg.func, exp.Sum)
-        dims = [col(d, SERIES_CTE) for d in self.dims]
+    def day_windows(self, leaves: Sequence[WindowLeaf], start, where: n.Node | None
+                    ) -> tuple[list[tuple[str, exp.Expression]], dict[WindowLeaf, tuple[str, str]]]:
+        """rolling(x, '30 days') at a coarser grain: per source and length, the source's day totals
+        (from N - 1 days before the first period) added up over the N days that end on each
+        period's last day (the day before --to, for a period it cuts). Returns the CTEs and, per
+        leaf, the CTE and column that hold its value by period and dimensions."""
+        first, end = self.series_range([leaf.agg.source for leaf in leaves], start, "a rolling window in days")
+        periods = self.calendar.periods(first, end, self.grain) if first and end else []
+        if len(periods) > MAX_FILL_PERIODS:
+            raise QueryError(f"a rolling window in days would list {len(periods):,} periods; the limit is "
+                             f"{MAX_FILL_PERIODS:,}.", None, "Use a coarser --grain or a shorter range.")
+        day_reader = SourceReader(self.model, replace(self.request, grain="day"), self.dialect,
+                                  self.reader.read_dialect, self.extents, self.reader.today)
+        ctes, columns = [], {}
+        groups: dict[tuple[str, int], list[WindowLeaf]] = {}
+        for leaf in leaves:
+            groups.setdefault((leaf.agg.source, leaf.days), []).append(leaf)
+        for (source, days), group in groups.items():
+            if not periods:
+                continue  # no data and no range: no rows to show
+            name = f"{self.cte[source]}_{days}_days"
+            plan = SourcePlan(self.model.sources[source])
+            for leaf in group:
+                plan.column_for(leaf.agg)
+            read_start = periods[0] - dt.timedelta(days=days - 1) if periods[0].toordinal() > days else None
+            totals = SourceRead(f"{name}_totals", plan, read_start)
+            ctes += day_reader.source_ctes(totals, where, marked=False)
+            spans = []
+            for period in periods:
+                after = self.calendar.try_shift(period, self.grain, 1)
+                last = min(after, end) - dt.timedelta(days=1) if after else end - dt.timedelta(days=1)
+                spans.append((date_literal(period), date_literal(last - dt.timedelta(days=days - 1))
+                              if last.toordinal() > days else date_literal(dt.date.min), date_literal(last)))
+            spine = values_table(spans, "windows", [PERIOD, "first_day", "last_day"])
+            day = col(PERIOD, totals.name)
+            inside = exp.Between(this=day, low=col("first_day", "windows"), high=col("last_day", "windows"))
+            selects = [exp.alias_(col(PERIOD, "windows"), ident(PERIOD), copy=False)]
+            selects += [exp.alias_(col(d, totals.name), ident(d), copy=False) for d in self.dims]
+            for agg, alias in plan.aggregates.items():
+                func = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)
+                selects.append(exp.alias_(func(this=col(alias, totals.name)), ident(alias), copy=False))
+            query = exp.select(*selects, copy=False).from_(spine, copy=False) \
+                .join(table_ref(totals.name), on=inside, join_type="INNER", copy=False) \
+                .group_by(col(PERIOD, "windows"), *[col(d, totals.name) for d in self.dims], copy=False)
+            ctes.append((name, query))
+            columns.update({leaf: (name, plan.aggregates[leaf.agg]) for leaf in group})
+        return ctes, columns
+
+    def window(self, leaf: WindowLeaf, column: str, table: str = SERIES_CTE) -> exp.Expression:
+        """The ``leaf``'s window over ``column`` of ``table`` (the series, or the stage before)."""
+        value = col(column, table)
+        func = {"min": exp.Min, "max": exp.Max}.get(leaf.base.func, exp.Sum)
+        dims = [col(d, table) for d in self.dims]
         if leaf.kind == "total":
-            partition = [col(PERIOD, SERIES_CTE)] if self.grain else []
+            partition = [col(PERIOD, table)] if self.grain else []
             return exp.Window(this=func(this=value), partition_by=partition)
         if not self.grain:  # cumulative over the whole range: the total from the start of data
             return value
@@ -645,7 +762,7 @@ class _Compiler:
         from sqlglot.dialects.dialect import Dialect
 
         nulls_first = Dialect.get_or_raise(self.dialect).NULL_ORDERING == "nulls_are_small"
-        order = exp.Order(expressions=[exp.Ordered(this=col(PERIOD_INDEX, SERIES_CTE), nulls_first=nulls_first)])
+        order = exp.Order(expressions=[exp.Ordered(this=col(PERIOD_INDEX, table), nulls_first=nulls_first)])
         step = self.calendar.index_step(self.grain)
         if leaf.kind == "cumulative":
             partition = dims
@@ -654,7 +771,7 @@ class _Compiler:
                     raise QueryError(f"cumulative(x, '{leaf.reset}') restarts more often than the --grain "
                                      f"'{self.grain}' periods it adds up.", None,
                                      f"Use a coarser restart than '{self.grain}', or a finer --grain.")
-                partition = dims + [self.calendar.bucket(col(PERIOD, SERIES_CTE), leaf.reset, self.dialect, is_date=True)]
+                partition = dims + [self.calendar.bucket(col(PERIOD, table), leaf.reset, self.dialect, is_date=True)]
             spec = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
             return exp.Window(this=func(this=value), partition_by=partition, order=order, spec=spec)
         if leaf.kind == "rolling":
@@ -666,7 +783,7 @@ class _Compiler:
         spec = exp.WindowSpec(kind="RANGE", start=offset, start_side="PRECEDING", end=offset.copy(),
                               end_side="PRECEDING")
         window = exp.Window(this=exp.Max(this=value), partition_by=dims, order=order, spec=spec)
-        return exp.Coalesce(this=window, expressions=[number(0)]) if leaf.agg.func in ZERO_WHEN_EMPTY else window
+        return exp.Coalesce(this=window, expressions=[number(0)]) if leaf.base.func in ZERO_WHEN_EMPTY else window
 
 
 def _shift_name(leaf: WindowLeaf) -> str:
@@ -721,16 +838,17 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
 
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb",
-                    spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None) -> CompiledQuery:
+                    extents: Mapping[str, Extent] | None = None, today: dt.date | None = None) -> CompiledQuery:
     """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``.
-    ``spans``: the first day of each interval source's data (IntervalStartNeeded asks for it);
+    ``extents``: the days some sources have data for, where the query depends on them (ExtentsNeeded
+    asks for them);
     ``today``: the day open intervals run to (today in the project's time zone by default)."""
     from .parser import _deep_recursion
 
     check_dialect(dialect)
     try:
         with _deep_recursion():
-            return _Compiler(model, request, dialect, read_dialect, spans, today).compile()
+            return _Compiler(model, request, dialect, read_dialect, extents, today).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,
                          "Split long formulas into KPIs that reference each other.") from None

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .calendar import Calendar
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
-from .source_sql import IntervalStartNeeded, source_relation
+from .source_sql import ExtentsNeeded, source_relation
 from .completeness import Extent, as_date, complete_range, is_complete
 from .dates import FORMS, last_periods, parse_last, resolve_day
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
@@ -226,18 +226,16 @@ class KpiProject:
     def _compile(self, request: Request, dialect: str | None = None, describe: bool = True) -> CompiledQuery:
         target = dialect or self.dialect
         model = self.model(describe, strict=False)
-        spans: dict[str, dt.date] = {}
-        while True:  # interval sources read from the first day of their data: ask the warehouse for it
+        extents: dict[str, Extent] = {}
+        while True:  # e.g. interval sources read from the first day of their data: ask the warehouse for it
             try:
-                query = compile_request(model, request, target, self.dialect, spans)
+                query = compile_request(model, request, target, self.dialect, extents)
                 break
-            except IntervalStartNeeded as needed:
-                if set(needed.sources) <= set(spans):
+            except ExtentsNeeded as needed:
+                if set(needed.sources) <= set(extents):
                     raise
-                extents = self.extents(needed.sources, describe, request.as_of)
-                today = request.as_of or self.project.config.calendar.today()
-                spans.update({name: (extents[name].first if name in extents else None) or today
-                              for name in needed.sources})
+                found = self.extents(needed.sources, describe, request.as_of)
+                extents.update({name: found.get(name, Extent(None, None)) for name in needed.sources})
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
         if missing:
             raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)

@@ -37,15 +37,18 @@ class Node:
         for child in self.children():
             yield from child.walk()
 
-    def map(self, fn) -> "Node":
-        """Rebuild the tree bottom-up, replacing each node by ``fn(node)``."""
+    def map(self, fn, stop: type | tuple[type, ...] = ()) -> "Node":
+        """Rebuild the tree bottom-up, replacing each node by ``fn(node)``; nodes of a ``stop``
+        type are passed to ``fn`` whole, without rebuilding what is below them."""
+        if isinstance(self, stop):
+            return fn(self)
         changes = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Node):
-                changes[f.name] = value.map(fn)
+                changes[f.name] = value.map(fn, stop)
             elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
-                changes[f.name] = tuple(v.map(fn) if isinstance(v, Node) else v for v in value)
+                changes[f.name] = tuple(v.map(fn, stop) if isinstance(v, Node) else v for v in value)
         return fn(replace(self, **changes) if changes else self)
 
 

@@ -68,7 +68,6 @@ class ResolvedKpi:
     sources: frozenset[str]  # sources read, through references too
     dimensions: tuple[str, ...]  # dimensions shared by every source read
     depth: int = 0  # levels of operators and calls once the KPIs it references are written out
-    time_functions: bool = False  # uses previous/cumulative/rolling/share, itself or through references
     unavailable: tuple[str, ...] = ()  # sources it reads that the project declares unmapped
     size: int = 1  # nodes once the KPIs it references are written out, each as often as it is used
 
@@ -230,7 +229,6 @@ class _Resolver:
         self.mode = mode  # "kpi": KPI refs; "dimension": dimension refs; "having": KPI refs
         self.kpi_refs: list[str] = []
         self.sources_used: set[str] = set()
-        self.in_time_op = False
         self.in_entity_lookup = False
 
     # -- entry point
@@ -436,11 +434,6 @@ class _Resolver:
             scope.error(node, f"'{func}' works on KPI values, not on rows.",
                         f"Use it outside aggregates, e.g. '{func}(revenue)' or '{func}(sum(orders.amount))'.")
             return n.NullLit(pos=node.pos), UNKNOWN
-        if self.in_time_op:
-            scope.error(node, f"'{func}' inside another time function is not supported.",
-                        "Define the inner one as its own KPI and apply the outer one in a dashboard, "
-                        "or write the formula without nesting.")
-            return n.NullLit(pos=node.pos), UNKNOWN
         low, high = TIME_FUNCTIONS[func]
         usage = {"previous": "previous(x), previous(x, 12) or previous(x, '1 year')",
                  "cumulative": "cumulative(x) or cumulative(x, 'year')",
@@ -453,11 +446,7 @@ class _Resolver:
         if node.where is not None:
             scope.error(node, f"'where' only applies to aggregates, not to '{func}'.",
                         "Put the condition in the aggregates of the KPI.")
-        self.in_time_op = True
-        try:
-            operand, operand_type = self._expr(node.args[0], None)
-        finally:
-            self.in_time_op = False
+        operand, operand_type = self._expr(node.args[0], None)
         self._expect(node.args[0], operand_type, NUMBER)
         periods = reset = span = start_of = None
         if len(node.args) == 2:
@@ -705,20 +694,15 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         sources = set(direct_sources).union(*(resolved[ref].sources for ref in refs))
         model_dims = Model(project, {}).dimensions_of(sources)
         depth = formula_depth(expr, {ref: resolved[ref].depth for ref in refs})
-        time_functions = any(isinstance(node, n.TimeOp) for node in expr.walk()) or \
-            any(resolved[ref].time_functions for ref in refs)
         unmapped = tuple(sorted(s for s in sources if project.sources[s].unmapped))
         size = formula_size(expr, {ref: resolved[ref].size for ref in refs})
         resolved[name] = ResolvedKpi(project.kpis[name], expr, tuple(refs), frozenset(sources), model_dims, depth,
-                                     time_functions=time_functions, unavailable=unmapped, size=size)
+                                     unavailable=unmapped, size=size)
 
     for name in parsed:
         kpi = resolved.get(name)
         if kpi is None:
             continue
-        nested = _time_function_over_time_function(kpi.expr, lambda ref: resolved[ref].time_functions)
-        if nested is not None:
-            errors.append(nested.error(kpi.spec.formula_source, kpi.spec.formula))
         # Reported where a chain of references first goes too deep, not again at every KPI above it.
         if kpi.depth > MAX_EXPANDED_DEPTH and all(resolved[ref].depth <= MAX_EXPANDED_DEPTH for ref in kpi.references):
             errors.append(_expanded_too_deep(kpi.depth, {ref: resolved[ref].depth for ref in kpi.references},
@@ -795,30 +779,6 @@ class _RowScope(_Scope):
 
     def columns(self, source: str) -> Mapping[str, str] | None:
         return self.row_columns
-
-
-@dataclass(frozen=True)
-class _NestedTimeFunction:
-    outer: n.TimeOp
-    kpi: str
-
-    def error(self, where: FormulaSource, text: str) -> FormulaError:
-        return FormulaError(f"'{self.outer.func}' is applied to KPI '{self.kpi}', which already uses a time function "
-                            "(previous, cumulative, rolling or share); time functions over time functions are not "
-                            "supported yet.", where.locate(self.outer.pos),
-                            f"Apply '{self.outer.func}' to the aggregates or KPIs that '{self.kpi}' is built from, "
-                            "or show the two KPIs side by side.", detail=caret(text, self.outer.pos))
-
-
-def _time_function_over_time_function(expr: n.Node, uses_time) -> _NestedTimeFunction | None:
-    """A time function whose operand references a KPI that has one (``previous(revenue_growth_rate)``):
-    the compiler windows aggregates once, so this is refused when the project is checked."""
-    for node in expr.walk():
-        if isinstance(node, n.TimeOp):
-            for inner in node.operand.walk():
-                if isinstance(inner, n.KpiRef) and uses_time(inner.name):
-                    return _NestedTimeFunction(node, inner.name)
-    return None
 
 
 MAX_FORMAT_WIDTH = 50  # characters a KPI's format may pad a number to
@@ -1047,9 +1007,6 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
         size = formula_size(expr, ref_sizes)
         if size > MAX_EXPANDED_SIZE:
             raise _expanded_too_big(size, ref_sizes, where.locate(n.Pos()))
-        nested = _time_function_over_time_function(expr, lambda ref: model.kpi(ref).time_functions)
-        if nested is not None:
-            errors.append(nested.error(where, text))
     if mode in ("dimension", "having") and result_type not in (BOOLEAN, UNKNOWN):
         scope.error(tree, f"the {label} must be a condition (true/false).",
                     "Write a comparison such as \"channel = 'email'\" or 'cost_per_lead > 100'.")

@@ -16,6 +16,7 @@ from sqlglot import exp
 
 from . import nodes as n
 from .calendar import DATE_PARTS, cast
+from .completeness import Extent
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
 from .spec import SourceSpec
@@ -110,14 +111,17 @@ def is_date_part(model: Model, source: str, dim: str) -> bool:
             and dim not in dimension_paths(model.sources, source))
 
 
-class IntervalStartNeeded(QueryError):
-    """An interval source is read from the start of its data, which the compiler does not know:
-    the caller finds it (``extent_query``) and compiles again with ``spans``."""
+class ExtentsNeeded(QueryError):
+    """The query depends on the first (or last) day of some sources' data, which the compiler does
+    not know: the caller finds them (``extent_query``) and compiles again with ``extents``."""
 
-    def __init__(self, sources: Sequence[str]):
+    def __init__(self, sources: Sequence[str], why: str, hint: str):
         self.sources = tuple(sources)
-        super().__init__(f"interval source {', '.join(repr(s) for s in self.sources)} is read from the start of "
-                         "its data, which is not known without asking the warehouse.", None,
+        super().__init__(f"{why}, which is not known without asking the warehouse.", None, hint)
+
+
+def interval_start_needed(source: str) -> ExtentsNeeded:
+    return ExtentsNeeded([source], f"interval source '{source}' is read from the start of its data",
                          "Give --from (and no time function that reads all history), or run the request through "
                          "a project connected to its warehouse.")
 
@@ -128,12 +132,12 @@ class SourceReader:
     sources spread over periods, day totals and snapshot times."""
 
     def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
-                 spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None):
+                 extents: Mapping[str, Extent] | None = None, today: dt.date | None = None):
         self.model = model
         self.request = request
         self.dialect = dialect
         self.read_dialect = read_dialect
-        self.spans = spans or {}  # interval source -> the first day of its data
+        self.extents = extents or {}  # source -> the days it has data for, where the query needs them
         self.calendar = model.project.config.calendar
         self.today = today or request.as_of or self.calendar.today()
         self.grain = request.grain
@@ -222,9 +226,9 @@ class SourceReader:
         period's last day, with two flags: active at the end of that day (what last() reads) and
         at the end of the period's first day (first()). A row is active on the days from its
         ``time`` up to the day before its ``time_end``."""
-        first = start or self.spans.get(source.name)
-        if first is None:
-            raise IntervalStartNeeded([source.name])
+        if start is None and source.name not in self.extents:
+            raise interval_start_needed(source.name)
+        first = start or self.extents[source.name].first or self.today
         end = self.today + dt.timedelta(days=1)
         end = min(end, self.request.end) if self.request.end else end
         spans = [(first, end - dt.timedelta(days=1))]

@@ -2,12 +2,14 @@
 
 A TimeOp over a formula is pushed down to each aggregate it reads: ``cumulative(a / b)`` becomes
 ``cumulative(a) / cumulative(b)``, so a ratio is accumulated as its numerator and denominator.
-Each resulting ``WindowLeaf`` is one window over the grouped series (compiler.window).
+Each resulting ``WindowLeaf`` is one window over the grouped series (compiler.window). A time
+function over another (``previous(cumulative(x))``) gives a leaf over the inner leaf: the compiler
+computes it one window stage later, over a series with every period.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import nodes as n
 from .calendar import GRAINS, Calendar
@@ -23,11 +25,22 @@ class WindowLeaf(n.Node):
     """
 
     kind: str
-    agg: n.Aggregate
+    agg: "n.Aggregate | WindowLeaf"  # the aggregate windowed, or the inner time function's leaf
     periods: int | None = None
     reset: str | None = None
     months: int | None = None  # previous(): the period holding the same day this many months before
     start_of: str | None = None  # at_start(): the period holding the first day of this coarser period
+    days: int | None = None  # rolling() over days at a coarser grain: the days up to the period's last
+
+    @property
+    def base(self) -> n.Aggregate:
+        """The aggregate at the bottom of a chain of time functions."""
+        return self.agg.base if isinstance(self.agg, WindowLeaf) else self.agg
+
+    @property
+    def depth(self) -> int:
+        """1 over an aggregate, one more per time function below."""
+        return self.agg.depth + 1 if isinstance(self.agg, WindowLeaf) else 1
 
 
 def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
@@ -52,8 +65,9 @@ def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
                                  f"which --grain {grain} does not divide.", None,
                                  f"Use a finer --grain than '{node.start_of}' (e.g. day or week).")
             return _leaves(node.operand, "previous", None, None, start_of=node.start_of)
-        periods, months = Calendar.span_in_periods(node.span, grain, node.func) if node.span else (node.periods, None)
-        return _leaves(node.operand, node.func, periods, node.reset, months)
+        periods, months, days = Calendar.span_in_periods(node.span, grain, node.func) if node.span \
+            else (node.periods, None, None)
+        return _leaves(node.operand, node.func, periods, node.reset, months, days=days)
 
     return expr.map(lower)
 
@@ -67,29 +81,44 @@ def lower_for(name: str, expr: n.Node, grain: str | None) -> n.Node:
 
 
 def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, months: int | None = None,
-            start_of: str | None = None) -> n.Node:
+            start_of: str | None = None, days: int | None = None) -> n.Node:
     def leaf(node: n.Node) -> n.Node:
-        if not isinstance(node, n.Aggregate):
+        if not isinstance(node, (n.Aggregate, WindowLeaf)):
             return node
-        if node.func == "avg" and kind != "previous":
-            total = n.Aggregate("sum", node.source, node.arg, node.where, pos=node.pos)
-            count = n.Aggregate("count", node.source, node.arg, node.where, pos=node.pos)
-            return n.Binary("/", WindowLeaf(kind, total, periods, reset, months, start_of),
-                            WindowLeaf(kind, count, periods, reset, months, start_of))
-        if kind != "previous" and node.fraction is not None:
-            raise QueryError(f"{node.func} cannot be added up across {_across(kind)}.", None,
+        base = node.base if isinstance(node, WindowLeaf) else node
+        if base.func == "avg" and kind != "previous":
+            # (a chain that still ends in avg holds only previous(): it is split at this level)
+            total = _rebased(node, n.Aggregate("sum", base.source, base.arg, base.where, pos=base.pos))
+            count = _rebased(node, n.Aggregate("count", base.source, base.arg, base.where, pos=base.pos))
+            return n.Binary("/", WindowLeaf(kind, total, periods, reset, months, start_of, days),
+                            WindowLeaf(kind, count, periods, reset, months, start_of, days))
+        if kind != "previous" and base.fraction is not None:
+            raise QueryError(f"{base.func} cannot be added up across {_across(kind)}.", None,
                              "A percentile of separate periods or groups is not a percentile of all their rows; "
                              "compute it over the whole range instead (drop --grain or the time function).")
-        if kind != "previous" and node.func == "count_distinct":
+        if kind != "previous" and base.func == "count_distinct":
             raise QueryError(f"count_distinct cannot be added up across {_across(kind)}.", None,
                              "Distinct counts of separate periods or groups overlap; count distinct over the whole "
                              "range instead (drop --grain or the time function).")
-        if kind in ("cumulative", "rolling") and node.func in ("last", "first"):
-            raise QueryError(f"{node.func}() takes a snapshot; snapshots cannot be added up across periods.", None,
+        if kind in ("cumulative", "rolling") and base.func in ("last", "first"):
+            raise QueryError(f"{base.func}() takes a snapshot; snapshots cannot be added up across periods.", None,
                              f"Use previous() on a snapshot, or {kind}() on a flow such as a count or a sum.")
-        return WindowLeaf(kind, node, periods, reset, months, start_of)
+        if days and isinstance(node, WindowLeaf):
+            raise QueryError(f"rolling(x, '{days} days') at a coarser grain adds up day totals, so it cannot be "
+                             f"taken over another time function ({node.kind}).", None,
+                             "Apply the window in days to the aggregates or KPIs themselves, or use --grain day.")
+        if (kind == "previous" and isinstance(node, WindowLeaf) and node.kind == "previous"
+                and not (months or start_of or node.months or node.start_of)):
+            # N periods back of M periods back is N + M periods back: one window, no extra stage.
+            return WindowLeaf(kind, node.agg, periods + node.periods)
+        return WindowLeaf(kind, node, periods, reset, months, start_of, days)
 
-    return operand.map(leaf)
+    return operand.map(leaf, stop=WindowLeaf)
+
+
+def _rebased(node: "n.Aggregate | WindowLeaf", base: n.Aggregate) -> "n.Aggregate | WindowLeaf":
+    """The chain of time functions ``node`` over ``base`` instead of its own aggregate."""
+    return replace(node, agg=_rebased(node.agg, base)) if isinstance(node, WindowLeaf) else base
 
 
 def _across(kind: str) -> str:

@@ -408,8 +408,6 @@ CASES: list[Case] = [
     formula("rolling_zero_periods", "rolling(spend, 0)", "whole number of periods", "Write 'rolling(x, 3) or rolling(x, '30 days')'"),
     formula("cumulative_unknown_reset", "cumulative(spend, 'decade')", "the period it restarts at",
             "Write one of: 'week', 'month'"),
-    formula("time_function_nested", "previous(previous(spend))", "inside another time function",
-            "Define the inner one as its own KPI"),
     formula("time_function_in_filter", "count(leads where previous(spend) > 1)", "works on KPI values, not on rows",
             "Use it outside aggregates"),
     formula("where_on_function", "abs(spend where channel = 'x')", "'where' only applies to aggregates",

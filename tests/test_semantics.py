@@ -406,19 +406,35 @@ def test_complete_only_drops_the_incomplete_rows_and_csv_ends_with_complete(bike
         assert [got["rentals"], got["repair_cost"]] == pytest.approx([want["rentals"], want["repair_cost"]], rel=1e-12)
 
 
-def test_a_time_function_over_a_kpi_with_one_is_refused_at_validate_and_all_still_runs(tmp_path):
-    # Issue 13, item 7: previous(revenue_growth_rate) passed validate and crashed evaluate (KeyError).
+def test_a_time_function_over_a_kpi_with_one_validates_and_gives_the_shifted_growth(tmp_path):
+    # Issue 13, item 7: previous(revenue_growth_rate) passed validate and crashed evaluate (KeyError);
+    # issue 15 item 5 made it a time function over a time function: last month's growth rate.
     folder = tmp_path / "growth"
     folder.mkdir()
     (folder / "kpi_engine.yaml").write_text(
         f"name: growth\nwarehouse: {{adapter: duckdb, data: '{EXAMPLE / 'data'}'}}\ninclude: [builtin:marketing]\n")
-    (folder / "k.yaml").write_text("kpis:\n  growth_of_growth:\n    formula: previous(revenue_growth_rate)\n")
+    (folder / "k.yaml").write_text("kpis:\n  growth_before:\n    formula: previous(revenue_growth_rate)\n")
     result = run("validate", folder)
-    problems = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert result.exit_code == 1 and len(problems) == 1 and "Traceback" not in result.output, result.output
-    assert "k.yaml:3:14" in problems[0] and "'previous' is applied to KPI 'revenue_growth_rate'" in problems[0]
-    formula = run("evaluate", EXAMPLE, "--formula", "cumulative(revenue_growth_rate)", "--grain", "month")
-    assert formula.exit_code == 1 and "Traceback" not in formula.output
-    assert "'cumulative' is applied to KPI 'revenue_growth_rate'" in formula.stderr
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    evaluated = run("evaluate", folder, "growth_before", "--grain", "month", "--from", "2024-03-01", "--to",
+                    "2024-09-01", "--format", "json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    got = {row["period"]: row["growth_before"] for row in json.loads(evaluated.stdout)}
+    revenue: dict = {}
+    with open(EXAMPLE / "data" / "orders.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["status"] == "paid":
+                month = dt.date.fromisoformat(row["ordered_at"][:10]).replace(day=1)
+                revenue[month] = revenue.get(month, Decimal(0)) + Decimal(row["amount"])
+
+    def month_back(month: dt.date, n: int) -> dt.date:
+        index = month.year * 12 + month.month - 1 - n
+        return dt.date(index // 12, index % 12 + 1, 1)
+
+    want = {}
+    for month in [dt.date(2024, m, 1) for m in range(3, 9)]:
+        now, before = revenue.get(month_back(month, 1), 0), revenue.get(month_back(month, 2), 0)
+        want[month.isoformat()] = float(100 * (now - before) / before) if before else None
+    assert got == pytest.approx(want, rel=1e-12)
     everything = run("evaluate", EXAMPLE, "--all", "--grain", "quarter", "--format", "json")
     assert everything.exit_code == 0 and json.loads(everything.stdout), everything.stderr
