@@ -303,7 +303,7 @@ class _Compiler:
                  and self.calendar.period_start(request.start, self.grain) != request.start)
         history: dict[str, SourcePlan] = {}
         if split:
-            for leaf in (leaf for leaf in history_leaves if not leaf.days):
+            for leaf in (leaf for leaf in history_leaves if not self.over_days(leaf)):
                 history.setdefault(leaf.agg.source, SourcePlan(model.sources[leaf.agg.source])).column_for(leaf.agg)
         self.cte = self.cte_names(plans)
         ranges = {name: SourceRead(self.cte[name], plan, request.start if split else history_start)
@@ -316,7 +316,7 @@ class _Compiler:
         # A time function over another reads the inner one in periods where no source has a row
         # (a running total goes on through an empty month): the series lists every period.
         dense = self.series_range(list(plans), history_start) if stages > 1 and not request.fill else None
-        day_leaves = [leaf for leaf in history_leaves if leaf.days]
+        day_leaves = [leaf for leaf in history_leaves if self.over_days(leaf)]
         day_ctes, day_columns = self.day_windows(day_leaves, history_start, where) if day_leaves else ([], {})
         masked, row_filter = self.row_sets(kpi_sources, set(plans), split or dense is not None or bool(day_leaves),
                                            widened)
@@ -383,7 +383,7 @@ class _Compiler:
                                for agg, alias in history_columns.items()]
             series_selects += [exp.alias_(presence(source), ident(alias), copy=False)
                                for source, alias in presence_columns.items()]
-            day_series = {leaf: f"{series_columns[leaf.agg]}__{leaf.days}_days" for leaf in day_columns}
+            day_series = {leaf: f"{series_columns[leaf.agg]}__{table}" for leaf, (table, _) in day_columns.items()}
             for leaf, alias in day_series.items():
                 table, column = day_columns[leaf]
                 value = col(column, table)
@@ -402,7 +402,7 @@ class _Compiler:
                 for leaf, alias in leaf_columns.items():
                     if leaf.depth != depth:
                         continue
-                    if leaf.days:  # added up over its days already (nothing to add up without data)
+                    if self.over_days(leaf):  # added up over its days already (nothing to add up without data)
                         value = col(day_series[leaf], source_table) if leaf in day_series else \
                             number(0) if leaf.base.func in ZERO_WHEN_EMPTY else exp.Null()
                         windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
@@ -570,7 +570,7 @@ class _Compiler:
             before = self.calendar.try_period_start(self.calendar.months_back(first, leaf.months), self.grain)
         elif leaf.kind == "previous":
             before = self.calendar.try_shift(first, self.grain, -leaf.periods)
-        elif leaf.kind == "rolling" and leaf.days:  # its own read of day totals goes back the days
+        elif self.over_days(leaf):  # its own read of the source's days goes back as far as it needs
             before = first
         elif leaf.kind == "rolling":
             before = self.calendar.try_shift(first, self.grain, -(leaf.periods - 1))
@@ -702,51 +702,73 @@ class _Compiler:
     # -- windows
     def day_windows(self, leaves: Sequence[WindowLeaf], start, where: n.Node | None
                     ) -> tuple[list[tuple[str, exp.Expression]], dict[WindowLeaf, tuple[str, str]]]:
-        """rolling(x, '30 days') at a coarser grain: per source and length, the source's day totals
-        (from N - 1 days before the first period) added up over the N days that end on each
-        period's last day (the day before --to, for a period it cuts). Returns the CTEs and, per
-        leaf, the CTE and column that hold its value by period and dimensions."""
-        first, end = self.series_range([leaf.agg.source for leaf in leaves], start, "a rolling window in days")
+        """The windows a frame over the period series cannot give (see ``over_days``): each
+        period's window of days, [first day, last day], joined to the source's day totals (or, for
+        a distinct count, its distinct values per day) and added up (counted) per period and
+        dimensions. A window ends on the period's last day (the day before --to, for a period it
+        cuts). Returns the CTEs and, per leaf, the CTE and column holding its value."""
+        first, end = self.series_range([leaf.agg.source for leaf in leaves], start, "this window")
         periods = self.calendar.periods(first, end, self.grain) if first and end else []
         if len(periods) > MAX_FILL_PERIODS:
-            raise QueryError(f"a rolling window in days would list {len(periods):,} periods; the limit is "
-                             f"{MAX_FILL_PERIODS:,}.", None, "Use a coarser --grain or a shorter range.")
+            raise QueryError(f"the windows would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.",
+                             None, "Use a coarser --grain or a shorter range.")
         day_reader = SourceReader(self.model, replace(self.request, grain="day"), self.dialect,
                                   self.reader.read_dialect, self.extents, self.reader.today)
         ctes, columns = [], {}
-        groups: dict[tuple[str, int], list[WindowLeaf]] = {}
-        for leaf in leaves:
-            groups.setdefault((leaf.agg.source, leaf.days), []).append(leaf)
-        for (source, days), group in groups.items():
+        groups: dict[tuple, list[WindowLeaf]] = {}
+        for leaf in leaves:  # one read per source and window; a distinct count reads its values alone
+            distinct = leaf.agg if leaf.agg.func == "count_distinct" else None
+            groups.setdefault((leaf.agg.source, leaf.kind, leaf.days, leaf.periods, leaf.reset, distinct), []).append(leaf)
+        for i, ((source, *_), group) in enumerate(groups.items()):
             if not periods:
                 continue  # no data and no range: no rows to show
-            name = f"{self.cte[source]}_{days}_days"
+            name = f"{self.cte[source]}_window_{i + 1}"
             plan = SourcePlan(self.model.sources[source])
             for leaf in group:
                 plan.column_for(leaf.agg)
-            read_start = periods[0] - dt.timedelta(days=days - 1) if periods[0].toordinal() > days else None
-            totals = SourceRead(f"{name}_totals", plan, read_start)
+            spans = [self.days_of_window(group[0], period, end) for period in periods]
+            read_start = min(day for day, _ in spans)
+            totals = SourceRead(f"{name}_days", plan, read_start if read_start > dt.date.min else None,
+                                distinct_values=group[0].agg.func == "count_distinct")
             ctes += day_reader.source_ctes(totals, where, marked=False)
-            spans = []
-            for period in periods:
-                after = self.calendar.try_shift(period, self.grain, 1)
-                last = min(after, end) - dt.timedelta(days=1) if after else end - dt.timedelta(days=1)
-                spans.append((date_literal(period), date_literal(last - dt.timedelta(days=days - 1))
-                              if last.toordinal() > days else date_literal(dt.date.min), date_literal(last)))
-            spine = values_table(spans, "windows", [PERIOD, "first_day", "last_day"])
+            spine = values_table([(date_literal(period), date_literal(a), date_literal(b))
+                                  for period, (a, b) in zip(periods, spans)], "windows", [PERIOD, "first_day", "last_day"])
             day = col(PERIOD, totals.name)
             inside = exp.Between(this=day, low=col("first_day", "windows"), high=col("last_day", "windows"))
             selects = [exp.alias_(col(PERIOD, "windows"), ident(PERIOD), copy=False)]
             selects += [exp.alias_(col(d, totals.name), ident(d), copy=False) for d in self.dims]
             for agg, alias in plan.aggregates.items():
-                func = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)
-                selects.append(exp.alias_(func(this=col(alias, totals.name)), ident(alias), copy=False))
+                value = col(alias, totals.name)
+                if agg.func == "count_distinct":
+                    total = exp.Count(this=exp.Distinct(expressions=[value]))
+                else:
+                    total = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=value)
+                selects.append(exp.alias_(total, ident(alias), copy=False))
             query = exp.select(*selects, copy=False).from_(spine, copy=False) \
                 .join(table_ref(totals.name), on=inside, join_type="INNER", copy=False) \
                 .group_by(col(PERIOD, "windows"), *[col(d, totals.name) for d in self.dims], copy=False)
             ctes.append((name, query))
             columns.update({leaf: (name, plan.aggregates[leaf.agg]) for leaf in group})
         return ctes, columns
+
+    def days_of_window(self, leaf: WindowLeaf, period: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
+        """The first and last day of ``leaf``'s window for ``period`` (date.min: from the start)."""
+        after = self.calendar.try_shift(period, self.grain, 1)
+        last = (min(after, end) if after else end) - dt.timedelta(days=1)
+        if leaf.days:
+            first = last - dt.timedelta(days=leaf.days - 1) if last.toordinal() > leaf.days else dt.date.min
+        elif leaf.kind == "rolling":
+            first = self.calendar.try_shift(period, self.grain, -(leaf.periods - 1)) or dt.date.min
+        else:  # cumulative: from the start of data, or of the restart period
+            first = self.calendar.try_period_start(period, leaf.reset) if leaf.reset else dt.date.min
+        return first, last
+
+    def over_days(self, leaf: WindowLeaf) -> bool:
+        """Windows added up from the source's days rather than framed over the period series: a
+        window in days at a coarser grain, and a running or rolling distinct count (distinct
+        counts of periods do not add up: the same contact in two months is one contact)."""
+        return leaf.depth == 1 and (leaf.days is not None or (
+            self.grain is not None and leaf.kind in ("rolling", "cumulative") and leaf.agg.func == "count_distinct"))
 
     def window(self, leaf: WindowLeaf, column: str, table: str = SERIES_CTE) -> exp.Expression:
         """The ``leaf``'s window over ``column`` of ``table`` (the series, or the stage before)."""

@@ -87,6 +87,7 @@ class SourceRead:
     name: str
     plan: SourcePlan
     start: dt.date | None
+    distinct_values: bool = False  # the distinct values of count_distinct per key, to be counted later
 
     def snapshot_cte(self, agg: n.Aggregate) -> str | None:
         """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
@@ -344,6 +345,13 @@ class SourceReader:
             selects.append(exp.alias_(column, ident(dim), copy=False))
             group.append(column.copy())
         for agg, alias in plan.aggregates.items():
+            if read.distinct_values:  # grouped by, so each value is one row per key
+                value = row_value(agg.arg)
+                if agg.where is not None:
+                    value = exp.Case(ifs=[exp.If(this=row_value(agg.where), true=value)])
+                selects.append(exp.alias_(value, ident(alias), copy=False))
+                group.append(value.copy())
+                continue
             selects.append(exp.alias_(self.aggregate(agg, read, row_value, at_snapshot=not by_day, time=time),
                                       ident(alias), copy=False))
         if marked and not by_day:

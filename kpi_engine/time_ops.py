@@ -96,7 +96,9 @@ def _leaves(operand: n.Node, kind: str, periods: int | None, reset: str | None, 
             raise QueryError(f"{base.func} cannot be added up across {_across(kind)}.", None,
                              "A percentile of separate periods or groups is not a percentile of all their rows; "
                              "compute it over the whole range instead (drop --grain or the time function).")
-        if kind != "previous" and base.func == "count_distinct":
+        # A running or rolling distinct count over the rows is fine (compiler.over_days); adding up
+        # the distinct counts of separate groups, or of another time function's periods, is not.
+        if base.func == "count_distinct" and (kind == "total" or (kind != "previous" and isinstance(node, WindowLeaf))):
             raise QueryError(f"count_distinct cannot be added up across {_across(kind)}.", None,
                              "Distinct counts of separate periods or groups overlap; count distinct over the whole "
                              "range instead (drop --grain or the time function).")

@@ -136,3 +136,18 @@ def test_day_totals_of_date_sources_parse_back(project, dialect):
     assert {"subscriptions_agg_days", "ad_spend_agg_days", "subscriptions_agg", "leads_agg"} <= names
     # subscriptions is read once: its snapshot days come from its day totals.
     assert sum(1 for t in parsed.find_all(exp.Table) if t.name == "subscriptions") == 1
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_windows_over_windows_and_over_days_parse_back(project, dialect):
+    """Issue 15/16 shapes: a window stage over another (windowed_2) and windows counted from the
+    source's days (a VALUES list of each period's first and last day joined to day rows)."""
+    formulas = ["previous(cumulative(count(leads)), '1 year')",
+                "rolling(count(leads), '30 days')",
+                "cumulative(count_distinct(orders.customer_id))"]
+    sql = project.compile(formulas=formulas, dialect=dialect, describe=False, grain="month", by=["channel"],
+                          start="2025-01-15", end="2025-06-01").sql()
+    parsed = sqlglot.parse_one(sql, read=dialect)
+    names = {cte.alias for cte in parsed.find_all(exp.CTE)}
+    assert {"windowed", "windowed_2", "leads_agg_window_1", "orders_agg_window_2"} <= names, names
+    assert any(isinstance(node.this, exp.Distinct) for node in parsed.find_all(exp.Count))

@@ -257,6 +257,18 @@ def test_ad_hoc_formulas(example):
     assert assert_same(spark_result, duckdb_result, columns) > 150
 
 
+def test_windows_over_windows_and_over_days_equal_duckdb(example):
+    """Issue 15/16 shapes (checked against plain Python in test_nested_time.py and
+    test_distinct_windows.py): the same numbers on Spark."""
+    on_spark, on_duckdb = example
+    formulas = ["previous(cumulative(count(leads)), '1 year')", "rolling(count(leads), '30 days')",
+                "cumulative(count_distinct(orders.customer_id))", "rolling(count_distinct(orders.customer_id), 3)"]
+    options = dict(formulas=formulas, by=["channel"], grain="month", start="2025-01-15", end="2025-06-01")
+    spark_result, duckdb_result = on_spark.evaluate(**options), on_duckdb.evaluate(**options)
+    columns = ["formula"] + [f"formula_{i}" for i in range(2, len(formulas) + 1)]
+    assert assert_same(spark_result, duckdb_result, columns) > 20
+
+
 # --- DECIMAL columns: why prepare() divides in DOUBLE --------------------------------------------------
 
 
