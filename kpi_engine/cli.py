@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import shlex
 import sys
@@ -450,14 +451,23 @@ def list_(project: Path, fmt: str) -> None:
 @click.option("--dialect", metavar="NAME", help="Any sqlglot dialect: postgres, snowflake, bigquery, spark, ... "
                                                "Default: the warehouse's.")
 @click.option("--offline", is_flag=True, help="Do not open the warehouse to read column types.")
+@click.option("--plan", "plan", is_flag=False, flag_value="text", default=None, type=click.Choice(["text", "json"]),
+              help="Print the logical plan instead of the SQL: the rows each source reads, its aggregates, the keys, "
+                   "the windows and the filters (--plan json: as JSON).")
 @warehouse_option
 @handle_errors
-def compile(project: Path, dialect: str | None, offline: bool, warehouse: str | None, **query) -> None:
-    """Print the SQL that computes KPIS (one CTE per source, then the join)."""
+def compile(project: Path, dialect: str | None, offline: bool, plan: str | None, warehouse: str | None,
+            **query) -> None:
+    """Print the SQL that computes KPIS (one CTE per source, then the join), or its plan."""
     with _open(project, warehouse) as kpi_project:
         names, options = _request_options(kpi_project, **query)
         compiled = kpi_project.compile(names, dialect=dialect, describe=not offline, **options)
-        _emit(compiled.sql(pretty=True) + ";\n")
+        if plan == "json":
+            _emit(json.dumps(compiled.plan.to_dict(), indent=2) + "\n")
+        elif plan:
+            _emit(compiled.plan.text() + "\n")
+        else:
+            _emit(compiled.sql(pretty=True) + ";\n")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -700,7 +710,8 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
     with _open(project, None) as kpi_project:
         model = kpi_project.model(describe=False)
         query = kpi_project.compile([kpi], grain=grain, dialect=dialect, describe=False)
-        _show(explain_text(model, kpi) + "\nSQL (by " + grain + "):\n" + query.sql() + ";")
+        _show(explain_text(model, kpi) + "\nPlan (by " + grain + "):\n" + query.plan.text()
+              + "\n\nSQL (by " + grain + "):\n" + query.sql() + ";")
 
 
 @cli.command(context_settings=CONTEXT)

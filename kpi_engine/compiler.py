@@ -44,6 +44,8 @@ from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPIN
                          SourcePlan, SourceRead, SourceReader)
 from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
                         snapshot_mark, table_ref, values_table)
+from .plan import Step, window_how, window_text
+from .plan import formula as plan_text
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
 from .values import counts_whole
 
@@ -96,6 +98,12 @@ class CompiledQuery:
     dialect: str
     sources: tuple[str, ...] = field(default=())
     _texts: dict[bool, str] = field(default_factory=dict, compare=False, repr=False)
+    _plan: Callable[[], Step] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def plan(self) -> Step | None:
+        """The logical plan (plan.py), built when asked: compiling does not pay for it."""
+        return self._plan() if self._plan else None
 
     def sql(self, pretty: bool = True) -> str:
         """The query as text. sqlglot refuses (instead of silently degrading) what the dialect
@@ -317,7 +325,8 @@ class _Compiler:
         # (a running total goes on through an empty month): the series lists every period.
         dense = self.series_range(list(plans), history_start) if stages > 1 and not request.fill else None
         day_leaves = [leaf for leaf in history_leaves if self.over_days(leaf)]
-        day_ctes, day_columns = self.day_windows(day_leaves, history_start, where) if day_leaves else ([], {})
+        day_ctes, day_columns, window_steps = self.day_windows(day_leaves, history_start, where) if day_leaves \
+            else ([], {}, [])
         masked, row_filter = self.row_sets(kpi_sources, set(plans), split or dense is not None or bool(day_leaves),
                                            widened)
         self.marked = bool(masked) or row_filter
@@ -371,7 +380,8 @@ class _Compiler:
             series_columns = {agg: f"{agg.source}__{plans[agg.source].aggregates[agg]}"
                               for expr in expressions for agg in aggregates_in(expr)}
             history_columns = {leaf.agg: f"{series_columns[leaf.agg]}__history" for leaf in history_leaves
-                               if leaf.agg.source in histories}
+                               if leaf.agg in (histories[leaf.agg.source].plan.aggregates
+                                               if leaf.agg.source in histories else ())}
             presence_columns = {source: f"{source}__present" for source in plans} if self.marked else {}
             series_selects = [col(k, key_table) for k in self.keys]
             if self.grain:
@@ -470,7 +480,42 @@ class _Compiler:
         query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
         for name, cte in ctes:
             query = query.with_(ident(name), as_=cte, copy=False)
-        return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans))
+
+        def plan() -> Step:
+            inputs = [self.reader.describe(read, where) for read in reads] + [make() for make in window_steps]
+            step = inputs[0]
+            if len(inputs) > 1 or dense is not None:
+                notes = [f"every {', '.join(self.keys) or 'row'} that an input has, each input joined to it "
+                         "(null-safe; no rows counts 0)" if self.keys else "one row per input, side by side"]
+                if dense is not None:
+                    notes.append(f"and every {self.grain} from {dense[0]} to {dense[1]} (end excluded) for each "
+                                 "dimension value seen" + ("" if request.fill else
+                                                          " (a time function over another reads empty periods)"))
+                step = Step("Keys", notes, inputs)
+            for depth in range(1, stages + 1):
+                step = Step(f"Window stage {depth}: by period" + (f", within each {', '.join(self.dims)}"
+                                                                  if self.dims else ""),
+                            [window_text(leaf) for leaf in leaves if leaf.depth == depth], [step])
+            filters = []
+            if leaves and request.start and self.grain:
+                filters.append(f"period >= {self.first_period()}: the requested periods (earlier ones were read "
+                               "for the windows)")
+            if row_filter:
+                filters.append("rows that a source has in the requested range")
+            if filters:
+                step = Step("Filter", filters, [step])
+            notes = [f"{column.name} = {plan_text(expr)}" for column, expr in outputs]
+            notes += [f"{name}: empty where none of {', '.join(sorted(kpi_sources[name]))} has a row"
+                      for name in masked if name in {column.name for column, _ in outputs}]
+            notes += [f"{name}: {value} where it has no value (fill_nulls_with)" for name, value in fill_values.items()]
+            if having is not None:
+                notes.append(f"--having {plan_text(having)}")
+            if request.order_by or request.limit is not None:
+                notes.append(f"order by {', '.join(request.order_by) or ', '.join(self.keys)}"
+                             + (f", first {request.limit} rows" if request.limit is not None else ""))
+            return Step(f"Output: {', '.join(c.name for c in columns)}", notes, [step])
+
+        return CompiledQuery(query, tuple(columns), self.dialect, tuple(plans), _plan=plan)
 
     def row_sets(self, kpi_sources: dict[str, set[str]], sources: set[str], split: bool,
                  widened: bool) -> tuple[set[str], bool]:
@@ -701,12 +746,13 @@ class _Compiler:
 
     # -- windows
     def day_windows(self, leaves: Sequence[WindowLeaf], start, where: n.Node | None
-                    ) -> tuple[list[tuple[str, exp.Expression]], dict[WindowLeaf, tuple[str, str]]]:
+                    ) -> tuple[list[tuple[str, exp.Expression]], dict[WindowLeaf, tuple[str, str]], list[Callable]]:
         """The windows a frame over the period series cannot give (see ``over_days``): each
         period's window of days, [first day, last day], joined to the source's day totals (or, for
         a distinct count, its distinct values per day) and added up (counted) per period and
         dimensions. A window ends on the period's last day (the day before --to, for a period it
-        cuts). Returns the CTEs and, per leaf, the CTE and column holding its value."""
+        cuts). Returns the CTEs, per leaf the CTE and column holding its value, and a plan step maker
+        per window CTE."""
         first, end = self.series_range([leaf.agg.source for leaf in leaves], start, "this window")
         periods = self.calendar.periods(first, end, self.grain) if first and end else []
         if len(periods) > MAX_FILL_PERIODS:
@@ -714,7 +760,7 @@ class _Compiler:
                              None, "Use a coarser --grain or a shorter range.")
         day_reader = SourceReader(self.model, replace(self.request, grain="day"), self.dialect,
                                   self.reader.read_dialect, self.extents, self.reader.today)
-        ctes, columns = [], {}
+        ctes, columns, steps = [], {}, []
         groups: dict[tuple, list[WindowLeaf]] = {}
         for leaf in leaves:  # one read per source and window; a distinct count reads its values alone
             distinct = leaf.agg if leaf.agg.func == "count_distinct" else None
@@ -749,7 +795,11 @@ class _Compiler:
                 .group_by(col(PERIOD, "windows"), *[col(d, totals.name) for d in self.dims], copy=False)
             ctes.append((name, query))
             columns.update({leaf: (name, plan.aggregates[leaf.agg]) for leaf in group})
-        return ctes, columns
+            steps.append(lambda name=name, group=group, totals=totals: Step(
+                f"Windows {name}: each period's window of days, by {', '.join(self.keys)}",
+                [f"{plan_text(leaf.agg)}: {leaf.kind}, {window_how(leaf)} (a period cut by --to: to the day "
+                 "before --to)" for leaf in group], [day_reader.describe(totals, where)]))
+        return ctes, columns, steps
 
     def days_of_window(self, leaf: WindowLeaf, period: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
         """The first and last day of ``leaf``'s window for ``period`` (date.min: from the start)."""

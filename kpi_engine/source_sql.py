@@ -17,6 +17,7 @@ from sqlglot import exp
 from . import nodes as n
 from .calendar import DATE_PARTS, cast
 from .completeness import Extent
+from .plan import Step, formula
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
 from .spec import SourceSpec
@@ -321,9 +322,7 @@ class SourceReader:
         # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
         # only without snapshots (taken at an exact time, not on a day). Its day is the local one.
         rows = self.entity_snapshot_marks(plan, rows, time, is_date, start)
-        by_day = (self.grain not in (None, "day")
-                  and all(agg.func in REGROUPABLE and agg.per is None for agg in plan.aggregates)
-                  and (is_date or not plan.snapshots))
+        by_day = self.groups_by_day(read, is_date)
         days = f"{read.name}_days"
         ctes: list[tuple[str, exp.Expression]] = []
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
@@ -375,6 +374,46 @@ class SourceReader:
         for snapshot, agg in read.snapshots().items():
             ctes.append((snapshot, self.snapshot_times(agg, start, days if where is None else None)))
         return ctes + [(read.name, self.days_to_periods(read, days, marked))]
+
+    def groups_by_day(self, read: "SourceRead", is_date: bool) -> bool:
+        """Whether the source is grouped by local day first and the days cut into periods."""
+        return (self.grain not in (None, "day") and not read.distinct_values
+                and all(agg.func in REGROUPABLE and agg.per is None for agg in read.plan.aggregates)
+                and (is_date or not read.plan.snapshots))
+
+    def describe(self, read: "SourceRead", where: n.Node | None) -> Step:
+        """The plan step of ``source_ctes``: the rows read, how they are grouped, the aggregates."""
+        source = read.plan.source
+        keys = ([PERIOD] if self.grain else []) + list(self.dims)
+        notes = [f"rows: {source.table or 'the sql: query'} of source '{source.name}'"
+                 + (f" where {formula(self.model.condition(source.name))}" if self.model.condition(source.name) else "")]
+        if source.time:
+            is_date = self.model.column_type(source.name, source.time) == "date"
+            start = read.start.isoformat() if read.start else "the start of data"
+            end = self.request.end.isoformat() if self.request.end else "the end of data"
+            zone = f", in {self.calendar.timezone}" if self.calendar.timezone and not is_date else ""
+            notes.append(f"time: {source.time} ({'date' if is_date else 'timestamp'}{zone}) from {start} to {end} "
+                         "(end excluded)" + (f"; each row active from {source.time} to {source.time_end}"
+                                             if source.time_end else ""))
+            if self.grain:
+                notes.append(f"period: the {self.grain} of {source.time}"
+                             + (", from day totals (grouped by day first)" if self.groups_by_day(read, is_date) else ""))
+        for dim in self.dims:
+            if self.is_date_part(source.name, dim):
+                notes.append(f"{dim}: of {source.time}")
+            elif self.paths(source.name)[dim].joins:
+                hops = " -> ".join([source.name] + [rel.to for _, rel in self.paths(source.name)[dim].joins])
+                notes.append(f"{dim}: through {hops} (many-to-one)")
+        if where is not None:
+            notes.append(f"--where {formula(where)}")
+        for agg, alias in read.plan.aggregates.items():
+            if read.distinct_values:
+                notes.append(f"{alias}: the distinct values of {formula(agg)} per day, counted per window")
+            else:
+                notes.append(f"{alias} = {formula(agg)}")
+        for snapshot, agg in read.snapshots().items():
+            notes.append(f"{snapshot}: the {'last' if agg.func == 'last' else 'first'} snapshot time of each period")
+        return Step(f"Aggregate {read.name}: {source.name} by {', '.join(keys) or 'nothing (one row)'}", notes)
 
     def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None) -> list[exp.Expression]:
         """A row belongs to the period of its time; a row without one belongs to none."""
