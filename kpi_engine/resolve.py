@@ -123,10 +123,10 @@ class Model:
         names = sorted(sources)
         if not names:
             return ()
-        common = set(dimension_paths(self.sources, names[0]))
+        common = set(dimension_paths(self.sources, names[0], listed=True))
         for name in names[1:]:
-            common &= set(dimension_paths(self.sources, name))
-        return tuple(d for d in dimension_paths(self.sources, names[0]) if d in common)
+            common &= set(dimension_paths(self.sources, name, listed=True))
+        return tuple(d for d in dimension_paths(self.sources, names[0], listed=True) if d in common)
 
 
 @dataclass(frozen=True)
@@ -170,24 +170,24 @@ def path_name(joins: tuple[tuple[str, Relationship], ...], dimension: str) -> st
     return PATH_SEPARATOR.join([*(rel.path_name for _, rel in joins), dimension])
 
 
-def dimension_paths(sources: Mapping[str, SourceSpec], name: str) -> dict[str, DimensionPath]:
+def dimension_paths(sources: Mapping[str, SourceSpec], name: str, listed: bool = False) -> dict[str, DimensionPath]:
     """Every dimension ``name`` can be sliced by: its own first, then those of the sources it
     reaches through many-to-one relationships (nearest first) when one path reaches them, then
     every dimension named by its path (``customers__accounts__region``). A dimension two paths
-    reach is only available by its path names: which one was meant is the user's to say."""
+    reach is only available by its path names: which one was meant is the user's to say.
+    ``listed``: only the names to show a user (a path name only where the short one is ambiguous)."""
     found = {dim.name: DimensionPath((), dim) for dim in sources[name].dimensions}
     reached: dict[str, list[DimensionPath]] = {}
-    named: dict[str, DimensionPath] = {}
     for joins in _hops(sources, name):
         for dim in sources[joins[-1][1].to].dimensions:
-            path = DimensionPath(joins, dim)
-            reached.setdefault(dim.name, []).append(path)
-            named.setdefault(path_name(joins, dim.name), path)
+            reached.setdefault(dim.name, []).append(DimensionPath(joins, dim))
     for dim, paths in reached.items():
         if len(paths) == 1:
             found.setdefault(dim, paths[0])
-    for key, path in named.items():
-        found.setdefault(key, path)
+    for dim, paths in reached.items():
+        if not listed or dim not in found:
+            for path in paths:
+                found.setdefault(path_name(path.joins, dim), path)
     return found
 
 
