@@ -6,7 +6,6 @@ through the shop."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import random
 from collections import defaultdict
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.errors import KpiEngineError
+from conftest import write_project
 
 SPECS = """\
 sources:
@@ -134,16 +134,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def folder(rows, tmp_path_factory):
-    root = tmp_path_factory.mktemp("relationships")
-    (root / "kpi_engine.yaml").write_text("name: rel\nwarehouse: {adapter: duckdb, data: data}\n")
-    (root / "specs.yaml").write_text(SPECS)
-    (root / "data").mkdir()
-    for table, table_rows in rows.items():
-        with open(root / "data" / f"{table}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(table_rows[0]))
-            writer.writeheader()
-            writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in table_rows)
-    return root
+    return write_project(tmp_path_factory.mktemp("relationships") / "rel", {"specs.yaml": SPECS}, rows)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ tier) counts.
 
 pytest_plugins = ["pg"]
 
-import csv  # noqa: E402
 import datetime as dt  # noqa: E402
 import random  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -25,6 +24,8 @@ from click.testing import CliRunner  # noqa: E402
 from kpi_engine.cli import cli  # noqa: E402
 from kpi_engine.engine import open_project  # noqa: E402
 from kpi_engine.errors import KpiEngineError  # noqa: E402
+from conftest import write_project  # noqa: E402
+from warehouse_loading import load_postgres  # noqa: E402
 
 ZONE = "America/New_York"
 SPECS = """\
@@ -147,21 +148,6 @@ def revenue_by(rows: dict, tier_of, zone: str | None = ZONE) -> dict:
 # --- fixtures -------------------------------------------------------------------------------------------
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, dt.datetime) else str(value)
-
-
-def write_csvs(folder, rows: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for table, table_rows in rows.items():
-        with open(folder / f"{table}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(table_rows[0]))
-            writer.writeheader()
-            writer.writerows({k: _text(v) for k, v in row.items()} for row in table_rows)
-
-
 @pytest.fixture(scope="module")
 def rows():
     return generate()
@@ -169,12 +155,8 @@ def rows():
 
 @pytest.fixture(scope="module")
 def folder(rows, tmp_path_factory):
-    root = tmp_path_factory.mktemp("scd")
-    (root / "kpi_engine.yaml").write_text(f"name: scd\ntimezone: {ZONE}\n"
-                                          "warehouse: {adapter: duckdb, data: data}\n")
-    (root / "specs.yaml").write_text(SPECS)
-    write_csvs(root / "data", rows)
-    return root
+    config = f"name: scd\ntimezone: {ZONE}\nwarehouse: {{adapter: duckdb, data: data}}\n"
+    return write_project(tmp_path_factory.mktemp("scd") / "scd", {"specs.yaml": SPECS}, rows, config)
 
 
 @pytest.fixture(scope="module")
@@ -354,26 +336,17 @@ def test_the_history_join_reads_back_in_each_dialect(project):
 # --- PostgreSQL -----------------------------------------------------------------------------------------
 
 PG_TABLES = {
-    "purchases": "buyer text, bought_at timestamp, total numeric(12,2)",
-    "tier_history": "member_code text, tier text, effective_from timestamp, effective_until timestamp",
-    "members": "code text",
+    "purchases": {"buyer": "text", "bought_at": "timestamp", "total": "decimal"},
+    "tier_history": {"member_code": "text", "tier": "text", "effective_from": "timestamp",
+                     "effective_until": "timestamp"},
+    "members": {"code": "text"},
 }
 
 
 def test_postgres_equals_duckdb(pg_server, folder, rows, tmp_path):
-    from psycopg import sql
-
     with pg_server.connect() as connection:
-        for table, columns in PG_TABLES.items():
-            connection.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table)))
-            connection.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), sql.SQL(columns)))
-            names = list(rows[table][0])
-            with connection.cursor() as cursor, cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)))) as stream:
-                for row in rows[table]:
-                    stream.write_row([row[name] for name in names])
-    (tmp_path / "kpi_engine.yaml").write_text(f"name: scd_pg\ntimezone: {ZONE}\nwarehouse: '{pg_server.url}'\n")
-    (tmp_path / "specs.yaml").write_text(SPECS)
+        load_postgres(connection, PG_TABLES, folder / "data")
+    write_project(tmp_path, {"specs.yaml": SPECS}, config=f"name: scd_pg\ntimezone: {ZONE}\nwarehouse: '{pg_server.url}'\n")
     with open_project(folder) as duck, open_project(tmp_path) as pg:
         for dim in ("plan_at_purchase__tier", "current_plan__tier"):
             want = by_key(duck.evaluate(["revenue"], grain="month", by=[dim]), dim, "revenue")
