@@ -333,6 +333,16 @@ def test_the_history_join_reads_back_in_each_dialect(project):
         assert windows == {"rownumber", "lead"}, (dialect, windows)
 
 
+def test_the_catalogue_shows_the_history_and_the_named_relationships(folder, tmp_path):
+    page = tmp_path / "catalogue.md"
+    result = CliRunner().invoke(cli, ["docs", str(folder), "--format", "markdown", "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "`effective_from`, `until effective_until`" in text
+    assert "`(buyer) -> tier_history.(member_code) (many-to-one, as plan_at_purchase)`" in text
+    assert "`(buyer) -> tier_history.(member_code) (many-to-one, as current_plan, as of latest)`" in text
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------------------
 
 PG_TABLES = {
