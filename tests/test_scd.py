@@ -298,6 +298,28 @@ def test_the_edges_against_the_reference(edge_project):
         assert tier_at(history, buyer, dt.datetime.fromisoformat(at)) == tier, (buyer, at)
 
 
+def test_the_documented_example_runs(tmp_path):
+    """docs/time.md's history example, on a few rows whose plans are known by hand."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "time.md").read_text()
+    specs = next(b for b in re.findall(r"```yaml\n(.*?)```", docs, re.S) if "plan_history:" in b)
+    write_project(tmp_path, {"specs.yaml": specs}, {
+        "orders": [{"customer_id": 1, "ordered_at": "2025-01-10 09:00:00", "amount": 10},
+                   {"customer_id": 1, "ordered_at": "2025-03-01 00:00:00", "amount": 20},
+                   {"customer_id": 2, "ordered_at": "2025-03-05 12:00:00", "amount": 40}],
+        "plan_history": [{"customer_id": 1, "plan": "starter", "valid_from": "2025-01-01 00:00:00",
+                          "valid_to": "2025-03-01 00:00:00"},
+                         {"customer_id": 1, "plan": "pro", "valid_from": "2025-03-01 00:00:00", "valid_to": None}],
+    })
+    with open_project(tmp_path) as opened:
+        at_purchase = opened.evaluate(["revenue"], by=["plan_at_purchase__plan"]).to_dicts()
+        current = opened.evaluate(["revenue"], by=["current__plan"]).to_dicts()
+    assert {r["plan_at_purchase__plan"]: r["revenue"] for r in at_purchase} == {"starter": 10, "pro": 20, None: 40}
+    assert {r["current__plan"]: r["revenue"] for r in current} == {"pro": 30, None: 40}
+
+
 # --- validation -----------------------------------------------------------------------------------------
 
 
