@@ -73,8 +73,8 @@ def check_fact_time(fact: SourceSpec, rel: Relationship) -> None:
     """A version held at the row's time needs one time per row: a time column, not an interval."""
     if fact.time and not fact.time_end:
         return
-    problem = "an interval source (time_end), whose rows span many times" if fact.time else "no time column"
-    raise QueryError(f"'{fact.name}' cannot be joined to the history source '{rel.to}' at each row's time: it has "
+    problem = "is an interval source (time_end): its rows span many times" if fact.time else "has no time column"
+    raise QueryError(f"'{fact.name}' cannot be joined to the history source '{rel.to}' at each row's time: it "
                      f"{problem}.", fact.where(key=True),
                      f"Add 'as_of: latest' to the relationship to {rel.to} for each key's latest version, or slice a "
                      "KPI over a source with a time column.")

@@ -227,6 +227,24 @@ def test_a_source_without_time_joins_the_latest_version_only(project, rows):
     assert "as_of: latest" in error.value.hint
 
 
+def test_an_interval_source_joins_the_latest_version_only(folder, tmp_path):
+    extra = ("  stays:\n    table: tier_history\n    time: effective_from\n    time_end: effective_until\n"
+             "    relationships: [{to: tier_history, on: member_code, name: at_time}]\n")
+    write_project(tmp_path, {"specs.yaml": SPECS.replace("kpis:\n", extra + "kpis:\n  stays: {formula: last(stays)}\n")},
+                  config=f"name: t\nwarehouse: {{adapter: duckdb, data: {folder / 'data'}}}\n")
+    with open_project(tmp_path) as opened, pytest.raises(KpiEngineError) as error:
+        opened.evaluate(["stays"], grain="month", start="2025-01-01", end="2025-03-01", by=["at_time__tier"])
+    assert error.value.message == ("'stays' cannot be joined to the history source 'tier_history' at each row's time: "
+                                   "it is an interval source (time_end): its rows span many times.")
+
+
+def test_values_of_a_dimension_at_the_rows_time(project, rows):
+    history = rows["tier_history"]
+    want = {(local_month(r["bought_at"], ZONE), tier_at(history, r["buyer"], r["bought_at"])) for r in rows["purchases"]}
+    got = project.values(["plan_at_purchase__tier"], grain="month").to_dicts()
+    assert {(r["period"], r["plan_at_purchase__tier"]) for r in got} == want
+
+
 def test_two_paths_to_the_history_must_be_named(project):
     with pytest.raises(KpiEngineError) as error:
         project.evaluate(["revenue"], by=["tier"])
