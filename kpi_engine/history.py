@@ -78,3 +78,16 @@ def check_fact_time(fact: SourceSpec, rel: Relationship) -> None:
                      f"{problem}.", fact.where(key=True),
                      f"Add 'as_of: latest' to the relationship to {rel.to} for each key's latest version, or slice a "
                      "KPI over a source with a time column.")
+
+
+# Dialects where the join is not known to give the right numbers: ClickHouse's lead() is recent
+# (leadInFrame reads the frame, not the partition) and its LEFT JOIN fills defaults, not NULLs.
+UNVERIFIED = {"clickhouse": "ClickHouse"}
+
+
+def check_dialect(dialect: str, rel: Relationship) -> None:
+    if dialect in UNVERIFIED:
+        raise QueryError(f"joining the history source '{rel.to}' is not supported on {UNVERIFIED[dialect]} yet: "
+                         "its window and join semantics differ where a wrong version would be picked silently.", None,
+                         "Slice by a dimension of a source without history, or run the request on DuckDB, "
+                         "PostgreSQL, SQLite, MySQL, Spark or another warehouse with standard window functions.")

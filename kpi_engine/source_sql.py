@@ -190,6 +190,7 @@ class SourceReader:
                      expression=self.column(target, there, alias, local=False)) for here, there in rel.columns]
         if not target.valid_from:
             return self.relation(target, alias), exp.and_(*on, copy=False) if len(on) > 1 else on[0]
+        history.check_dialect(self.dialect, rel)
         latest = rel.as_of == "latest"
         if not latest:
             history.check_fact_time(fact, rel)

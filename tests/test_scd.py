@@ -25,7 +25,7 @@ from kpi_engine.cli import cli  # noqa: E402
 from kpi_engine.engine import open_project  # noqa: E402
 from kpi_engine.errors import KpiEngineError  # noqa: E402
 from conftest import write_project  # noqa: E402
-from warehouse_loading import load_postgres  # noqa: E402
+from warehouse_loading import load_postgres, sqlite_warehouse  # noqa: E402
 
 ZONE = "America/New_York"
 SPECS = """\
@@ -245,6 +245,24 @@ def test_values_of_a_dimension_at_the_rows_time(project, rows):
     assert {(r["period"], r["plan_at_purchase__tier"]) for r in got} == want
 
 
+def test_a_history_two_hops_away_is_read_at_the_facts_time(folder, rows, tmp_path):
+    specs = SPECS.replace("""      - {to: tier_history, on: {buyer: member_code}, name: plan_at_purchase}
+      - {to: tier_history, on: {buyer: member_code}, name: current_plan, as_of: latest}
+""", "      - {to: member_list, on: {buyer: code}}\n").replace("kpis:\n", """  member_list:
+    table: members
+    primary_key: code
+    relationships: [{to: tier_history, on: {code: member_code}}]
+kpis:
+""")
+    write_project(tmp_path, {"specs.yaml": specs},
+                  config=f"name: t\ntimezone: {ZONE}\nwarehouse: {{adapter: duckdb, data: {folder / 'data'}}}\n")
+    history = rows["tier_history"]
+    want = revenue_by(rows, lambda r: tier_at(history, r["buyer"], r["bought_at"]))
+    with open_project(tmp_path) as opened:
+        got = by_key(opened.evaluate(["revenue"], grain="month", by=["tier"]), "tier", "revenue")
+    assert got == pytest.approx({k: float(v) for k, v in want.items()})
+
+
 def test_two_paths_to_the_history_must_be_named(project):
     with pytest.raises(KpiEngineError) as error:
         project.evaluate(["revenue"], by=["tier"])
@@ -366,6 +384,9 @@ def test_history_mistakes_are_one_clear_error(folder, tmp_path, extra, message):
 def test_the_history_join_reads_back_in_each_dialect(project):
     import sqlglot
 
+    with pytest.raises(KpiEngineError) as error:
+        project.compile(["revenue"], by=["plan_at_purchase__tier"], dialect="clickhouse")
+    assert error.value.message.startswith("joining the history source 'tier_history' is not supported on ClickHouse")
     for dialect in ("duckdb", "postgres", "bigquery", "snowflake", "spark", "mysql"):
         sql = project.compile(["revenue"], grain="month", by=["plan_at_purchase__tier"], dialect=dialect).sql()
         tree = sqlglot.parse_one(sql, read=dialect)
@@ -391,6 +412,17 @@ PG_TABLES = {
                      "effective_until": "timestamp"},
     "members": {"code": "text"},
 }
+
+
+def test_sqlite_equals_duckdb(folder, tmp_path_factory):
+    # SQLite has no time zones: both read the project without one.
+    root = write_project(tmp_path_factory.mktemp("utc") / "p", {"specs.yaml": SPECS},
+                         config=f"name: utc\nwarehouse: {{adapter: duckdb, data: {folder / 'data'}}}\n")
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "scd", PG_TABLES, folder / "data")
+    with open_project(root) as duck, open_project(root, warehouse=url) as lite:
+        for dim in ("plan_at_purchase__tier", "current_plan__tier"):
+            want = by_key(duck.evaluate(["revenue"], grain="month", by=[dim]), dim, "revenue")
+            assert by_key(lite.evaluate(["revenue"], grain="month", by=[dim]), dim, "revenue") == pytest.approx(want)
 
 
 def test_postgres_equals_duckdb(pg_server, folder, rows, tmp_path):
