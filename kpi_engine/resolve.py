@@ -782,7 +782,8 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         if kpi.spec.dimensions is None:
             continue
         for i, dim in enumerate(kpi.spec.dimensions):
-            if dim not in kpi.dimensions:
+            if dim not in kpi.dimensions and not (kpi.sources and all(dim in dimension_paths(project.sources, s)
+                                                                      for s in kpi.sources)):
                 missing = sorted(s for s in kpi.sources if dim not in project.sources[s].dimension_names)
                 errors.append(ResolveError(
                     f"dimension '{dim}' is not available on every source this KPI reads (missing on: {', '.join(missing)}).",

@@ -248,3 +248,23 @@ def test_join_aliases_follow_the_path_names(project):
     # A relationship without a name keeps the alias it always had: source__target.
     sql = project.compile(["minutes"], by=["account_tier", "shops__regions__region"]).sql()
     assert '"tickets__client__accounts"' in sql and '"tickets__shops__regions"' in sql
+
+
+def test_all_kpis_and_declared_kpi_dimensions_accept_a_path(folder, rows, tmp_path):
+    import json
+
+    result = CliRunner().invoke(cli, ["evaluate", str(folder), "--all", "--by", "shops__regions__region",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    got = {r["shops__regions__region"]: r["minutes"] for r in json.loads(result.stdout)}
+    want = defaultdict(int)
+    for ticket in rows["tickets"]:
+        want[Lookups(rows).shop_region(ticket)] += ticket["minutes"]
+    assert got == want
+    (tmp_path / "kpi_engine.yaml").write_text(f"name: t\nwarehouse: {{adapter: duckdb, data: {folder / 'data'}}}\n")
+    (tmp_path / "specs.yaml").write_text(SPECS.replace(
+        "minutes: {formula: sum(tickets.minutes)}",
+        "minutes: {formula: sum(tickets.minutes), dimensions: [shops__regions__region, account_tier]}"))
+    validated = CliRunner().invoke(cli, ["validate", str(tmp_path)])
+    assert validated.exit_code == 0, validated.output
+
