@@ -201,7 +201,11 @@ class SourceReader:
         relation = history.versions(target, self.relation(target, alias), alias, [b for _, b in rel.columns], column,
                                     latest)
         if not latest:
-            on.append(history.held_at(target, alias, column, self.column(fact, fact.time, local=False)))
+            time = self.column(fact, fact.time, local=False)
+            kinds = (self.model.column_type(fact.name, fact.time), self.model.column_type(target.name, target.valid_from))
+            if set(kinds) == {"date", TIMESTAMP}:  # a DATE is its midnight; some warehouses compare neither mixed
+                time = cast(time, "DATE" if kinds[1] == "date" else "TIMESTAMP")
+            on.append(history.held_at(target, alias, column, time))
         return relation, exp.and_(*on, copy=False)
 
     def row_formula(self, source: SourceSpec, node: n.Node, table: str | None = None) -> exp.Expression:

@@ -356,6 +356,45 @@ def test_the_documented_example_runs(tmp_path):
     assert {r["current__plan"]: r["revenue"] for r in current} == {"pro": 30, None: 40}
 
 
+def test_dates_against_timestamps_mean_midnight(tmp_path):
+    """A DATE fact against timestamp validity, and timestamp facts against DATE validity."""
+    specs = """\
+sources:
+  visits:
+    table: visits
+    time: visited_on
+    relationships: [{to: stamp_history, on: who}]
+  calls:
+    table: calls
+    time: called_at
+    relationships: [{to: day_history, on: who}]
+  stamp_history: {table: stamp_history, primary_key: who, valid_from: since, valid_to: until, dimensions: [level]}
+  day_history:
+    table: day_history
+    primary_key: who
+    valid_from: since
+    valid_to: until
+    dimensions: [{name: grade, column: level}]
+kpis:
+  visits: {formula: count(visits)}
+  calls: {formula: count(calls)}
+"""
+    stamps = [{"who": "x", "level": "one", "since": "2025-01-01 00:00:00", "until": "2025-01-10 12:00:00"},
+              {"who": "x", "level": "two", "since": "2025-01-10 12:00:00", "until": None}]
+    days = [{"who": "x", "level": "one", "since": "2025-01-01", "until": "2025-01-10"},
+            {"who": "x", "level": "two", "since": "2025-01-10", "until": None}]
+    write_project(tmp_path, {"specs.yaml": specs}, {
+        "visits": [{"who": "x", "visited_on": d} for d in ("2025-01-01", "2025-01-10", "2025-01-11")],
+        "calls": [{"who": "x", "called_at": t} for t in ("2025-01-09 23:59:59", "2025-01-10 00:00:00",
+                                                         "2025-01-10 08:00:00")],
+        "stamp_history": stamps, "day_history": days})
+    with open_project(tmp_path) as opened:
+        visits = {r["level"]: r["visits"] for r in opened.evaluate(["visits"], by=["level"]).to_dicts()}
+        calls = {r["grade"]: r["calls"] for r in opened.evaluate(["calls"], by=["grade"]).to_dicts()}
+    assert visits == {"one": 2, "two": 1}  # Jan 10 is its midnight: before the noon change
+    assert calls == {"one": 1, "two": 2}   # the day Jan 10 starts at its midnight
+
+
 # --- validation -----------------------------------------------------------------------------------------
 
 
