@@ -4,19 +4,20 @@ row twice. Values are checked against plain Python over generated rows, in a lay
 example: DATE facts keyed by text codes, a region reached through the client's account and
 through the shop."""
 
-from __future__ import annotations
+pytest_plugins = ["pg"]
 
-import datetime as dt
-import random
-from collections import defaultdict
+import datetime as dt  # noqa: E402
+import random  # noqa: E402
+from collections import defaultdict  # noqa: E402
 
-import pytest
-from click.testing import CliRunner
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 
-from kpi_engine.cli import cli
-from kpi_engine.engine import open_project
-from kpi_engine.errors import KpiEngineError
-from conftest import write_project
+from kpi_engine.cli import cli  # noqa: E402
+from kpi_engine.engine import open_project  # noqa: E402
+from kpi_engine.errors import KpiEngineError  # noqa: E402
+from conftest import write_project  # noqa: E402
+from warehouse_loading import load_postgres  # noqa: E402
 
 SPECS = """\
 sources:
@@ -267,4 +268,35 @@ def test_all_kpis_and_declared_kpi_dimensions_accept_a_path(folder, rows, tmp_pa
         "minutes: {formula: sum(tickets.minutes), dimensions: [shops__regions__region, account_tier]}"))
     validated = CliRunner().invoke(cli, ["validate", str(tmp_path)])
     assert validated.exit_code == 0, validated.output
+
+
+def test_the_listed_dimensions_name_an_ambiguous_one_by_its_paths(project):
+    listed = project.model().kpi("minutes").dimensions
+    assert "region" not in listed
+    assert {"shops__regions__region", "client__accounts__regions__region", "account_tier", "mood"} <= set(listed)
+    assert "client__accounts__account_tier" not in listed  # its short name is enough
+
+
+PG_TABLES = {
+    "tickets": {"ticket_no": "integer", "opened_on": "date", "client_no": "text", "shop": "text", "priority": "text",
+                "minutes": "integer"},
+    "clients": {"client_no": "text", "account_ref": "text"},
+    "accounts": {"ref": "text", "tier": "text", "region_id": "integer"},
+    "shops": {"shop_code": "text", "region_id": "integer"},
+    "regions": {"region_id": "integer", "region_name": "text"},
+    "client_days": {"client_no": "text", "day": "date", "mood": "text"},
+    "ticket_tags": {"ticket_no": "integer", "tag": "text"},
+}
+
+
+def test_postgres_equals_the_reference(pg_server, folder, rows, tmp_path):
+    with pg_server.connect() as connection:
+        load_postgres(connection, PG_TABLES, folder / "data")
+    write_project(tmp_path, {"specs.yaml": SPECS}, config=f"name: rel_pg\nwarehouse: '{pg_server.url}'\n")
+    lookups = Lookups(rows)
+    with open_project(tmp_path) as pg:
+        assert engine(pg, ["client__accounts__regions__region", "mood"]) == \
+            minutes_by(rows, lookups.client_region, lookups.mood)
+        assert engine(pg, ["shops__regions__region", "account_tier"]) == \
+            minutes_by(rows, lookups.shop_region, lookups.tier)
 
