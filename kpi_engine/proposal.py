@@ -158,8 +158,9 @@ def contract(model, root: str) -> dict[str, str | None]:
     for source in readers:
         if source.time:
             want(source.time, TIMESTAMP)
-        for column in (*source.primary_key, *(d.column for d in source.dimensions), *(a for r in source.relationships for a, _ in r.columns),
-                       *(c for c in (source.valid_from, source.valid_to) if c)):
+        links = [a for r in source.relationships for a, _ in r.columns]
+        validity = [c for c in (source.valid_from, source.valid_to) if c]
+        for column in (*source.primary_key, *(d.column for d in source.dimensions), *links, *validity):
             want(column, None)
     exprs = [kpi.expr for kpi in model.kpis.values()] + [model.condition(s) for s in names if model.condition(s)]
     for expr in exprs:

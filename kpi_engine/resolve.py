@@ -952,8 +952,8 @@ def _relationship_errors(project: Project, source: SourceSpec) -> Iterable[KpiEn
                                did_you_mean(rel.to, project.sources) or None)
             continue
         if rel.path_name in names:
-            yield ResolveError(f"relationships {names[rel.path_name] + 1} and {rel_index + 1} of '{source.name}' are both "
-                               f"named '{rel.path_name}', so a dimension through them cannot be told apart.", where,
+            yield ResolveError(f"relationships {names[rel.path_name] + 1} and {rel_index + 1} of '{source.name}' are "
+                               f"both named '{rel.path_name}', so a dimension through them cannot be told apart.", where,
                                "Give one of them another 'name:' (e.g. 'name: billing_region').")
         names.setdefault(rel.path_name, rel_index)
         target = project.sources[rel.to]

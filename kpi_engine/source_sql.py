@@ -202,7 +202,8 @@ class SourceReader:
                                     latest)
         if not latest:
             time = self.column(fact, fact.time, local=False)
-            kinds = (self.model.column_type(fact.name, fact.time), self.model.column_type(target.name, target.valid_from))
+            kinds = (self.model.column_type(fact.name, fact.time),
+                     self.model.column_type(target.name, target.valid_from))
             if set(kinds) == {"date", TIMESTAMP}:  # a DATE is its midnight; some warehouses compare neither mixed
                 time = cast(time, "DATE" if kinds[1] == "date" else "TIMESTAMP")
             on.append(history.held_at(target, alias, column, time))
