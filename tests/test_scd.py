@@ -406,6 +406,8 @@ kpis:
      "source 'h2' declares 'valid_to' but no 'valid_from'."),
     ("  h3: {table: tier_history, valid_from: effective_from, primary_key: effective_from}\n",
      "history source 'h3' declares no key its versions belong to."),
+    ("  h4: {table: tier_history, primary_key: member_code, valid_from: starts_at}\n",
+     "valid from column 'starts_at' does not exist in tier_history."),
     ("  p3:\n    table: purchases\n    time: bought_at\n    relationships: [{to: tier_history, on: {total: tier}}]\n",
      "relationship p3.total -> tier_history.tier could fan out: 'tier' is not the entity key of 'tier_history' "
      "(primary key: member_code)."),
