@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import nodes
 from .resolve import Model
-from .spec import display_name
+from .spec import Relationship, display_name
 
 #: Markdown that text from a spec could use to break out of a table cell, open HTML or a link,
 #: or start code: written as the character itself (backslash escapes).
@@ -217,8 +217,7 @@ def source_facts(model: Model, name: str, read_by: list[str]) -> list[tuple[str,
     source = model.sources[name]
     where = source.where(key=True)
     columns_read = sorted({column for kpi in read_by for column in reads(model, kpi).get(name, ())})
-    relations = [f"{r.on} -> {r.to}" + (f".{r.to_column}" if r.to_column else "") + f" ({r.type.replace('_', '-')})"
-                 for r in source.relationships]
+    relations = [_relationship_text(r) for r in source.relationships]
     facts = [("Table", [source.table] if source.table and not source.sql else [], True),
              ("SQL", [" ".join(source.sql.split())] if source.sql else [], True),
              ("Extends", [source.extends] if source.extends else [], True),
@@ -227,6 +226,8 @@ def source_facts(model: Model, name: str, read_by: list[str]) -> list[tuple[str,
               True),
              ("Other time axes", list(source.time_axes), True),
              ("Primary key", list(source.primary_key), True),
+             ("History", [source.valid_from] + ([f"until {source.valid_to}"] if source.valid_to else [])
+              if source.valid_from else [], True),
              ("Dimensions", [d.name if d.column == d.name else f"{d.name} ({d.column})" for d in source.dimensions],
               True),
              ("Relationships", relations, True),
@@ -300,3 +301,15 @@ def lineage(model: Model, name: str, limit: int | None = None,
 def _uses(model: Model, name: str) -> list[str]:
     """The KPIs a KPI uses that the model resolved (a project with errors may lack some)."""
     return [ref for ref in model.kpis[name].references if ref in model.kpis]
+
+
+def _relationship_text(rel: Relationship) -> str:
+    """customer_id -> customers (many-to-one); a composite key, a path name and a history view
+    are shown when declared."""
+    if rel.pairs:
+        text = f"({', '.join(a for a, _ in rel.pairs)}) -> {rel.to}.({', '.join(b for _, b in rel.pairs)})"
+    else:
+        text = f"{rel.on} -> {rel.to}" + (f".{rel.to_column}" if rel.to_column else "")
+    details = [rel.type.replace("_", "-")] + ([f"as {rel.name}"] if rel.name else []) + \
+        ([f"as of {rel.as_of.replace('_', ' ')}"] if rel.as_of else [])
+    return f"{text} ({', '.join(details)})"

@@ -201,11 +201,14 @@ def _from_saved_query(kpi_project, query: str | None, kpis: tuple[str, ...], gra
 
 def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     """Every KPI that can answer this request; says on stderr which cannot and why."""
+    from .resolve import dimension_paths
+
     model = project.model()
     usable, skipped = [], []
     for name in project.project.kpis:
         kpi = model.kpis[name]
-        missing = [d for d in by if d not in kpi.dimensions]
+        missing = [d for d in by if d not in kpi.dimensions  # (or named by its path)
+                   and not (kpi.sources and all(d in dimension_paths(model.sources, s) for s in kpi.sources))]
         if kpi.unavailable:
             skipped.append(f"{name} (needs unmapped {', '.join(kpi.unavailable)})")
         elif missing:

@@ -38,7 +38,7 @@ from . import nodes as n
 from .calendar import DATE_PARTS, GRAINS, cast
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
-from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula
+from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula, unreachable_reason
 from .completeness import Extent
 from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPINE_CTE, ZERO_WHEN_EMPTY, ExtentsNeeded,
                          SourcePlan, SourceRead, SourceReader)
@@ -219,6 +219,10 @@ class _Compiler:
             if dim == PERIOD:
                 raise QueryError("'period' is the time column; use --grain, not --by period.", None, None)
             missing = [name for name in plans if not self.reader.has_dimension(name, dim)]
+            for name in missing:
+                reason = unreachable_reason(self.model.sources, name, dim)
+                if reason:
+                    raise QueryError(f"cannot slice by '{dim}': {reason[0]}", None, reason[1])
             if missing:
                 everywhere = self.model.dimensions_of(plans)
                 anywhere = {d for name in plans for d in self.reader.paths(name)}
@@ -232,6 +236,10 @@ class _Compiler:
 
     def check_filter_dimension(self, plans: dict[str, SourcePlan], name: n.Name) -> None:
         dim = name.dotted
+        for source in plans:
+            reason = unreachable_reason(self.model.sources, source, dim) if len(name.parts) == 1 else None
+            if reason and not self.reader.has_dimension(source, dim):
+                raise QueryError(f"--where uses '{dim}': {reason[0]}", Location(obj="--where filter"), reason[1])
         if len(name.parts) != 1 or any(not self.reader.has_dimension(source, dim) for source in plans):
             everywhere = self.model.dimensions_of(plans)
             raise QueryError(f"--where uses '{dim}', which is not a dimension of every source read "

@@ -192,10 +192,14 @@ class _Tables:
                 use(source.name, source.time, "TIMESTAMP")
             for column in (*source.primary_key, *(d.column for d in source.dimensions)):
                 use(source.name, column, "VARCHAR")
+            for column in (source.valid_from, source.valid_to):
+                if column:
+                    use(source.name, column, "TIMESTAMP")
             for rel in source.relationships:
-                use(source.name, rel.on, "VARCHAR")
-                if rel.to in sources:
-                    use(rel.to, rel.to_column or rel.on, "VARCHAR")
+                for here, there in rel.columns:
+                    use(source.name, here, "VARCHAR")
+                    if rel.to in sources:
+                        use(rel.to, there, "VARCHAR")
             condition = model.condition(source.name)
             if condition is not None:
                 self._walk(condition, use)

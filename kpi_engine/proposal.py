@@ -158,7 +158,9 @@ def contract(model, root: str) -> dict[str, str | None]:
     for source in readers:
         if source.time:
             want(source.time, TIMESTAMP)
-        for column in (*source.primary_key, *(d.column for d in source.dimensions), *(r.on for r in source.relationships)):
+        links = [a for r in source.relationships for a, _ in r.columns]
+        validity = [c for c in (source.valid_from, source.valid_to) if c]
+        for column in (*source.primary_key, *(d.column for d in source.dimensions), *links, *validity):
             want(column, None)
     exprs = [kpi.expr for kpi in model.kpis.values()] + [model.condition(s) for s in names if model.condition(s)]
     for expr in exprs:
@@ -337,7 +339,7 @@ def propose(kpi_project) -> list[SourceGuess]:
             continue  # the library's own table, complete
         if source.unmapped or source.overrides:
             continue  # the project already says how to read it
-        keys = {*source.primary_key, *(r.on for r in source.relationships)} | \
+        keys = {*source.primary_key, *(a for r in source.relationships for a, _ in r.columns)} | \
             {c for c in wanted if c.endswith("_id")}
         guess = guess_source(source.name, source.table, source.time, keys, wanted, tables, taken,
                              snapshot_columns(model, source.name))

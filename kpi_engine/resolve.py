@@ -122,10 +122,10 @@ class Model:
         names = sorted(sources)
         if not names:
             return ()
-        common = set(dimension_paths(self.sources, names[0]))
+        common = set(dimension_paths(self.sources, names[0], listed=True))
         for name in names[1:]:
-            common &= set(dimension_paths(self.sources, name))
-        return tuple(d for d in dimension_paths(self.sources, names[0]) if d in common)
+            common &= set(dimension_paths(self.sources, name, listed=True))
+        return tuple(d for d in dimension_paths(self.sources, names[0], listed=True) if d in common)
 
 
 @dataclass(frozen=True)
@@ -141,24 +141,77 @@ class DimensionPath:
         return self.joins[-1][1].to if self.joins else ""
 
 
-def dimension_paths(sources: Mapping[str, SourceSpec], name: str) -> dict[str, DimensionPath]:
-    """Every dimension ``name`` can be sliced by: its own first, then those of sources it
-    reaches through many-to-one relationships, nearest first (breadth-first)."""
-    found: dict[str, DimensionPath] = {}
-    frontier: list[tuple[str, tuple[tuple[str, Relationship], ...]]] = [(name, ())]
-    visited = {name}
-    while frontier:
+MAX_PATH_HOPS = 6  # relationships followed from a source (a bound on the paths a project's links can form)
+PATH_SEPARATOR = "__"  # customers__accounts__region: the dimension region through that path
+
+
+def _hops(sources: Mapping[str, SourceSpec], name: str) -> list[tuple[tuple[str, Relationship], ...]]:
+    """Every path of many-to-one (one-to-one) relationships from ``name``, breadth-first: each a
+    tuple of (from source, relationship) hops; no source twice on one path."""
+    found = []
+    frontier: list[tuple[tuple[str, Relationship], ...]] = [()]
+    for _ in range(MAX_PATH_HOPS):
         next_frontier = []
-        for source_name, joins in frontier:
-            source = sources[source_name]
-            for dim in source.dimensions:
-                found.setdefault(dim.name, DimensionPath(joins, dim))
-            for rel in source.relationships:
-                if rel.to in sources and rel.to not in visited and not sources[rel.to].unmapped:
-                    visited.add(rel.to)
-                    next_frontier.append((rel.to, joins + ((source_name, rel),)))
+        for joins in frontier:
+            here = joins[-1][1].to if joins else name
+            on_path = {name, *(rel.to for _, rel in joins)}
+            for rel in sources[here].relationships:
+                if rel.type != "one_to_many" and rel.to in sources and rel.to not in on_path \
+                        and not sources[rel.to].unmapped:
+                    next_frontier.append(joins + ((here, rel),))
+        found += next_frontier
         frontier = next_frontier
     return found
+
+
+def path_name(joins: tuple[tuple[str, Relationship], ...], dimension: str) -> str:
+    """The name that asks for a dimension through one path: customers__accounts__region."""
+    return PATH_SEPARATOR.join([*(rel.path_name for _, rel in joins), dimension])
+
+
+def dimension_paths(sources: Mapping[str, SourceSpec], name: str, listed: bool = False) -> dict[str, DimensionPath]:
+    """Every dimension ``name`` can be sliced by: its own first, then those of the sources it
+    reaches through many-to-one relationships (nearest first) when one path reaches them, then
+    every dimension named by its path (``customers__accounts__region``). A dimension two paths
+    reach is only available by its path names: which one was meant is the user's to say.
+    ``listed``: only the names to show a user (a path name only where the short one is ambiguous)."""
+    found = {dim.name: DimensionPath((), dim) for dim in sources[name].dimensions}
+    reached: dict[str, list[DimensionPath]] = {}
+    for joins in _hops(sources, name):
+        for dim in sources[joins[-1][1].to].dimensions:
+            reached.setdefault(dim.name, []).append(DimensionPath(joins, dim))
+    for dim, paths in reached.items():
+        if len(paths) == 1:
+            found.setdefault(dim, paths[0])
+    for dim, paths in reached.items():
+        if not listed or dim not in found:
+            for path in paths:
+                found.setdefault(path_name(path.joins, dim), path)
+    return found
+
+
+def unreachable_reason(sources: Mapping[str, SourceSpec], name: str, dim: str) -> tuple[str, str] | None:
+    """Why source ``name`` cannot be sliced by ``dim`` when another source has it: two paths
+    reach it (ambiguous), or only a one-to-many relationship does (it would count rows more
+    than once). (message, hint), or None when neither is the case."""
+    if dim in sources[name].dimension_names:
+        return None
+    paths = [path_name(joins, dim) for joins in _hops(sources, name)
+             if sources[joins[-1][1].to].dimension(dim) is not None]
+    if len(paths) > 1:
+        return (f"'{dim}' is reached from '{name}' through {len(paths)} paths: {', '.join(paths)}.",
+                f"Name the one you mean, e.g. --by {paths[0]}, or give the relationships a 'name:' to tell them apart.")
+    for joins in [()] + _hops(sources, name):
+        here = joins[-1][1].to if joins else name
+        for rel in sources[here].relationships:
+            target = sources.get(rel.to)
+            if rel.type == "one_to_many" and target is not None and target.dimension(dim) is not None:
+                return (f"'{dim}' is reached from '{name}' only through the one-to-many relationship "
+                        f"{here} -> {rel.to}: each {here} row matches several {rel.to} rows and would be counted "
+                        "once for each.",
+                        f"Slice a KPI over '{rel.to}' by '{dim}' instead, or, if each {here} row matches one "
+                        f"{rel.to} row, declare the relationship many_to_one on {rel.to}'s primary key.")
+    return None
 
 
 def column_type(raw: str) -> str:
@@ -713,7 +766,8 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         if kpi.spec.dimensions is None:
             continue
         for i, dim in enumerate(kpi.spec.dimensions):
-            if dim not in kpi.dimensions:
+            if dim not in kpi.dimensions and not (kpi.sources and all(dim in dimension_paths(project.sources, s)
+                                                                      for s in kpi.sources)):
                 missing = sorted(s for s in kpi.sources if dim not in project.sources[s].dimension_names)
                 errors.append(ResolveError(
                     f"dimension '{dim}' is not available on every source this KPI reads (missing on: {', '.join(missing)}).",
@@ -845,6 +899,57 @@ def _mentions(tree: n.Node, names: frozenset[str]) -> bool:
     return bool(names) and any(isinstance(node, n.Name) and node.parts[0] in names for node in tree.walk())
 
 
+def _relationship_errors(project: Project, source: SourceSpec) -> Iterable[KpiEngineError]:
+    """Each relationship points at a known source, on the far side's whole key (else a row could
+    match several and be counted once for each), and names a path no other one of the source's
+    relationships names."""
+    names: dict[str, int] = {}
+    for rel_index, rel in enumerate(source.relationships):
+        where = source.where("relationships", rel_index)
+        if rel.to not in project.sources:
+            yield ResolveError(f"relationship to unknown source '{rel.to}'.",
+                               source.where("relationships", rel_index, "to"),
+                               did_you_mean(rel.to, project.sources) or None)
+            continue
+        if rel.path_name in names:
+            yield ResolveError(f"relationships {names[rel.path_name] + 1} and {rel_index + 1} of '{source.name}' are "
+                               f"both named '{rel.path_name}', so a dimension through them cannot be told apart.", where,
+                               "Give one of them another 'name:' (e.g. 'name: billing_region').")
+        names.setdefault(rel.path_name, rel_index)
+        target = project.sources[rel.to]
+        if rel.pairs and rel.to_column:
+            yield ResolveError(f"relationship {source.name} -> {rel.to} has both a composite 'on:' and 'to_column'.",
+                               where, "Write the composite key as a mapping, 'on: {column here: column there, ...}', "
+                               "and remove 'to_column'.")
+            continue
+        if rel.as_of and not target.valid_from:
+            yield ResolveError(f"relationship {source.name} -> {rel.to} sets 'as_of' but '{rel.to}' is not a history "
+                               "source.", source.where("relationships", rel_index, "as_of"),
+                               f"Declare 'valid_from:' (and 'valid_to:') on {rel.to}, or remove 'as_of'.")
+        if rel.type == "one_to_many":
+            continue  # never joined: nothing can fan out
+        here = [a for a, _ in rel.columns]
+        there = [b for _, b in rel.columns]
+        # A history source's key is unique at any one time: its primary key without valid_from.
+        key = tuple(k for k in target.primary_key if k != target.valid_from)
+        if sorted(there) == sorted(key):
+            continue
+        shown_key = ", ".join(key) or "none declared"
+        if len(there) == 1:
+            yield ResolveError(
+                f"relationship {source.name}.{here[0]} -> {rel.to}.{there[0]} could fan out: "
+                f"'{there[0]}' is not the {'entity key' if target.valid_from else 'primary key'} of '{rel.to}' "
+                f"(primary key: {shown_key}).", where,
+                f"Point it at {rel.to}'s primary key, or declare 'primary_key: {there[0]}' on {rel.to} "
+                "if each value appears once; a one-to-many link cannot carry dimensions.")
+        else:
+            yield ResolveError(
+                f"relationship {source.name}.({', '.join(here)}) -> {rel.to}.({', '.join(there)}) could fan out: "
+                f"({', '.join(there)}) is not the primary key of '{rel.to}' (primary key: {shown_key}).", where,
+                f"Match every column of {rel.to}'s primary key, or declare 'primary_key: [{', '.join(there)}]' on "
+                f"{rel.to} if each combination appears once; a one-to-many link cannot carry dimensions.")
+
+
 def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | None = None,
                    warehouse: Catalog | None = None, reported: set[tuple[str, str]] | None = None
                    ) -> Iterable[KpiEngineError]:
@@ -864,23 +969,7 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
     for source in project.sources.values():
         if source.unmapped or source.axis_of:
             continue  # no data, or a time axis's view: its source's checks cover it
-        for rel_index, rel in enumerate(source.relationships):
-            if rel.to not in project.sources:
-                yield ResolveError(f"relationship to unknown source '{rel.to}'.",
-                                   source.where("relationships", rel_index, "to"),
-                                   did_you_mean(rel.to, project.sources) or None)
-                continue
-            target = project.sources[rel.to]
-            target_column = rel.to_column or rel.on
-            # Many-to-one is only safe when the far side is unique: its whole primary key.
-            if target.primary_key != (target_column,):
-                key = ", ".join(target.primary_key) or "none declared"
-                yield ResolveError(
-                    f"relationship {source.name}.{rel.on} -> {rel.to}.{target_column} could fan out: "
-                    f"'{target_column}' is not the primary key of '{rel.to}' (primary key: {key}).",
-                    source.where("relationships", rel_index),
-                    f"Point it at {rel.to}'s primary key, or declare 'primary_key: {target_column}' on {rel.to} "
-                    "if each value appears once; a one-to-many link cannot carry dimensions.")
+        yield from _relationship_errors(project, source)
         if source.sql:
             try:
                 parse_source_sql(source, dialect or warehouse_dialect or "duckdb")
@@ -898,6 +987,7 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
         checks = [("time", source.time, ("time",)), ("time_end", source.time_end, ("time_end",))]
         checks += [("time axis", axis, ("time_axes", i)) for i, axis in enumerate(source.time_axes)]
         checks += [("primary key", col, ("primary_key",)) for col in source.primary_key]
+        checks += [("valid from", source.valid_from, ("valid_from",)), ("valid to", source.valid_to, ("valid_to",))]
         checks += [("dimension", d.column, ("dimensions", i)) for i, d in enumerate(source.dimensions)]
         for what, col, path in checks:
             if col and col not in described and _first(reported, source, col):

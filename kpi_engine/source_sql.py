@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sqlglot import exp
 
+from . import history
 from . import nodes as n
 from .calendar import DATE_PARTS, cast
 from .completeness import Extent
 from .plan import Step, formula
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
-from .spec import SourceSpec
+from .spec import Relationship, SourceSpec
 from .sql_build import (aggregate_sql, bound, col, compile_common, date_literal, existence_test, ident, left_join,
                         number, scalar_function, snapshot_mark, table_ref, values_table, wrap)
 
@@ -185,6 +186,35 @@ class SourceReader:
         column_type = self.model.warehouse.get(source.name, {}).get(name) or source.columns.get(name)
         return self.calendar.local_time(col(name, table), local and column_type == TIMESTAMP)
 
+    def hop(self, fact: SourceSpec, owner: SourceSpec, table: str, rel: Relationship,
+            alias: str) -> tuple[exp.Expression, exp.Expression]:
+        """The relation a relationship of ``owner`` (read as ``table``) joins as ``alias``, and the
+        join condition: every key column, and for a history source the version held at the fact
+        row's time (or the latest one). Keys and validity are compared as stored."""
+        target = self.model.sources[rel.to]
+        on = [exp.EQ(this=self.column(owner, here, table, local=False),
+                     expression=self.column(target, there, alias, local=False)) for here, there in rel.columns]
+        if not target.valid_from:
+            return self.relation(target, alias), exp.and_(*on, copy=False) if len(on) > 1 else on[0]
+        history.check_dialect(self.dialect, rel)
+        latest = rel.as_of == "latest"
+        if not latest:
+            history.check_fact_time(fact, rel)
+
+        def column(name: str, at: str) -> exp.Expression:
+            return self.column(target, name, at, local=False)
+
+        relation = history.versions(target, self.relation(target, alias), alias, [b for _, b in rel.columns], column,
+                                    latest)
+        if not latest:
+            time = self.column(fact, fact.time, local=False)
+            kinds = (self.model.column_type(fact.name, fact.time),
+                     self.model.column_type(target.name, target.valid_from))
+            if set(kinds) == {"date", TIMESTAMP}:  # a DATE is its midnight; some warehouses compare neither mixed
+                time = cast(time, "DATE" if kinds[1] == "date" else "TIMESTAMP")
+            on.append(history.held_at(target, alias, column, time))
+        return relation, exp.and_(*on, copy=False)
+
     def row_formula(self, source: SourceSpec, node: n.Node, table: str | None = None) -> exp.Expression:
         """A formula over one row of a source (an entity lookup's value, a where: condition)."""
         if isinstance(node, n.Column):
@@ -281,12 +311,10 @@ class SourceReader:
             path = self.paths(name)[dim]
             table, owner = name, source
             for _, rel in path.joins:
-                alias = f"{table}__{rel.to}"
+                alias = f"{table}__{rel.path_name}"
                 target = self.model.sources[rel.to]
                 if alias not in joins:
-                    relations[alias] = self.relation(target, alias)
-                    joins[alias] = exp.EQ(this=self.column(owner, rel.on, table, local=False),
-                                          expression=self.column(target, rel.to_column or rel.on, alias, local=False))
+                    relations[alias], joins[alias] = self.hop(source, owner, table, rel, alias)
                 table, owner = alias, target
             return self.column(owner, path.dimension.column, table, local=False)
 

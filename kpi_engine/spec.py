@@ -63,9 +63,21 @@ class Dimension:
 @dataclass(frozen=True)
 class Relationship:
     to: str
-    on: str
+    on: str  # the (first) column of this source that points at ``to``
     to_column: str | None = None
     type: str = "many_to_one"
+    name: str | None = None  # names the path through it (``--by name__dim``); default: ``to``
+    pairs: tuple[tuple[str, str], ...] = ()  # a composite key: (column here, column there) for each part
+    as_of: str | None = None  # on a history source: "row_time" (default) or "latest"
+
+    @property
+    def path_name(self) -> str:
+        return self.name or self.to
+
+    @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """Every (column here, column there) the join matches on."""
+        return self.pairs or ((self.on, self.to_column or self.on),)
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ class SourceSpec:
     time_end: str | None = None  # an interval source: a row counts from ``time`` until this column
     time_axes: tuple[str, ...] = ()  # other time columns its rows can be placed in time by
     axis_of: tuple[str, str] | None = None  # (source, axis) of a view generated for a time axis
+    valid_from: str | None = None  # a history source: each row holds from this column ...
+    valid_to: str | None = None  # ... up to (not including) this one; empty = still current
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -874,8 +888,7 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
             dimensions.append(Dimension(item["name"], item.get("column", item["name"]),
                                         item.get("label"), item.get("description")))
     key = body.get("primary_key", ())
-    relationships = tuple(Relationship(r["to"], r["on"], r.get("to_column"), r.get("type", "many_to_one"))
-                          for r in body.get("relationships", []))
+    relationships = tuple(_relationship(r) for r in body.get("relationships", []))
     path = ("sources", name)
     column_map = {column: _row_formula(doc, fallback, path + ("map", column), value, f"source '{name}', map '{column}'")
                   for column, value in (body.get("map") or {}).items()}
@@ -888,8 +901,23 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         label=body.get("label"), description=body.get("description"),
         positions=doc.positions(), path=path, library=library, overrides=overrides,
         column_map=column_map, filters=filters, extends=body.get("extends"), unmapped=bool(body.get("unmapped")),
+        valid_from=body.get("valid_from"), valid_to=body.get("valid_to"),
         declared=frozenset(body), time_end=body.get("time_end"), time_axes=tuple(body.get("time_axes", ())),
         freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
+
+
+def _relationship(body: Mapping[str, Any]) -> Relationship:
+    """``on:`` is one column, a list of columns named alike on both sides, or a mapping
+    {column here: column there} (a composite key)."""
+    on = body["on"]
+    pairs: tuple[tuple[str, str], ...] = ()
+    if isinstance(on, list):
+        pairs = tuple((c, c) for c in on)
+    elif isinstance(on, dict):
+        pairs = tuple(on.items())
+    first = pairs[0][0] if pairs else on
+    return Relationship(body["to"], first, body.get("to_column"), body.get("type", "many_to_one"), body.get("name"),
+                        pairs, body.get("as_of"))
 
 
 def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value: Any, obj: str) -> RowFormula:
@@ -904,7 +932,7 @@ def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value:
     return RowFormula(text, FormulaSource(owner.file, line, column, indent=1, obj=obj))
 
 
-_INHERITED = ("time", "time_end", "primary_key", "dimensions", "relationships", "columns")
+_INHERITED = ("time", "time_end", "primary_key", "dimensions", "relationships", "columns", "valid_from", "valid_to")
 
 
 def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
@@ -1012,6 +1040,15 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
             yield SpecError(f"source '{source.name}' declares 'time_end' but no 'time' for its rows to start at.",
                             source.where("time_end"),
                             "An interval source needs both: 'time: <start column>' and 'time_end: <end column>'.")
+        if source.valid_to and not source.valid_from:
+            yield SpecError(f"source '{source.name}' declares 'valid_to' but no 'valid_from'.", source.where("valid_to"),
+                            "A history source needs 'valid_from: <column>' (when each version starts); 'valid_to' "
+                            "is optional (when it ends, empty for the current one).")
+        if source.valid_from and not [k for k in source.primary_key if k != source.valid_from]:
+            yield SpecError(f"history source '{source.name}' declares no key its versions belong to.",
+                            source.where("valid_from"),
+                            "Declare the entity key, e.g. 'primary_key: customer_id': one version of each key "
+                            "holds at any one time.")
         seen = set()
         for i, dim in enumerate(source.dimensions):
             if dim.name in seen:
