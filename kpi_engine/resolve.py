@@ -662,6 +662,10 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
     maps, catalog = resolve_sources(project, warehouse, functions, errors, missing)
     reported: set[tuple[str, str]] = set()  # (source whose table is read, column) already reported missing
     errors.extend(_source_errors(project, catalog, warehouse_dialect, warehouse, reported))
+    if any(source.conversion for source in project.sources.values()):
+        from .conversions import conversion_errors
+
+        errors.extend(conversion_errors(project, catalog, warehouse))
 
     parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
     for name, spec in project.kpis.items():
