@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from sqlglot import exp
 
+from .calendar import cast
 from .errors import KpiEngineError, ResolveError, did_you_mean
 from .resolve import NUMBER, UNKNOWN, Catalog
 from .spec import CONVERSION_COLUMNS, Project, SourceSpec
@@ -58,7 +59,7 @@ def window_end(time: exp.Expression, within: tuple[int, str]) -> exp.Expression:
 
 
 def _epoch(time: exp.Expression) -> exp.Expression:
-    return exp.TimeToUnix(this=exp.cast(time, "TIMESTAMP"))
+    return exp.TimeToUnix(this=cast(time, "TIMESTAMP"))
 
 
 def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) -> exp.Expression:
@@ -114,8 +115,9 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
                        exp.alias_(days, ident(days_to), copy=False),
                        exp.alias_(touch, ident(_TOUCH), copy=False), copy=False) \
         .from_(reader.relation(base, base_alias), copy=False)
-    pairs = pairs.join(exp.Subquery(this=conversions, alias=exp.TableAlias(this=ident(joined))),
-                       on=exp.and_(*on, copy=False), join_type="INNER", copy=False)
+    # (Select.join would parse its join type on every call.)
+    pairs.append("joins", exp.Join(this=exp.Subquery(this=conversions, alias=exp.TableAlias(this=ident(joined))),
+                                   kind="INNER", on=exp.and_(*on, copy=False)))
     attributed = exp.select(exp.Star(), copy=False) \
         .from_(exp.Subquery(this=pairs, alias=exp.TableAlias(this=ident(f"{alias}__pairs"))), copy=False) \
         .where(converted_only(f"{alias}__pairs"), copy=False)
@@ -125,7 +127,7 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
     events = exp.select(exp.Column(this=exp.Star(), table=ident(base_alias)), *nulls,
                         exp.alias_(number(0), ident(_TOUCH), copy=False), copy=False) \
         .from_(reader.relation(base, base_alias), copy=False)
-    rows = exp.union(attributed, events, distinct=False, copy=False)
+    rows = exp.Union(this=attributed, expression=events, distinct=False)
     return exp.Subquery(this=rows, alias=exp.TableAlias(this=ident(alias)))
 
 
@@ -135,14 +137,15 @@ def converted_only(table: str) -> exp.Expression:
     return exp.EQ(this=col(_TOUCH, table), expression=number(1))
 
 
-def described(source: SourceSpec, warehouse: Catalog) -> dict[str, str] | None:
+def described(source: SourceSpec, to: SourceSpec, warehouse: Catalog) -> dict[str, str] | None:
     """The columns of a conversion source as the warehouse has them: its base source's, and the
-    three it adds (None while either source is not described)."""
+    three it adds, converted_at typed as the time of ``to`` (None while a source is not described)."""
     spec = source.conversion
     if spec.from_ not in warehouse or spec.to not in warehouse:
         return None
     converted_at, seconds_to, days_to = CONVERSION_COLUMNS
-    return {**warehouse[spec.from_], converted_at: UNKNOWN, seconds_to: NUMBER, days_to: NUMBER}
+    return {**warehouse[spec.from_], converted_at: warehouse[spec.to].get(to.time, UNKNOWN),
+            seconds_to: NUMBER, days_to: NUMBER}
 
 
 def conversion_errors(project: Project, catalog: Catalog, warehouse: Catalog) -> list[KpiEngineError]:

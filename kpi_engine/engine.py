@@ -212,8 +212,10 @@ class KpiProject:
                 lost = [unavailable[name] for name in (source.conversion.from_, source.conversion.to) if name in unavailable]
                 if lost:
                     unavailable[source.name] = lost[0]
-                elif conversion_columns(source, catalog) is not None:
-                    catalog[source.name] = conversion_columns(source, catalog)
+                else:
+                    columns = conversion_columns(source, self.project.sources[source.conversion.to], catalog)
+                    if columns is not None:
+                        catalog[source.name] = columns
         for view in views:  # the rows of its source: described once
             base = view.axis_of[0]
             if base in catalog:
