@@ -99,11 +99,11 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
     on += [exp.EQ(this=base_column(name), expression=col(alias_, joined)) for name, alias_ in same.items()]
 
     # last_touch keeps the latest base event before the conversion, first_touch the earliest in
-    # the window; events at the same time are told apart by the key, then the dimensions.
+    # the window; events at the same time are told apart by the key, else by the dimensions.
     latest = spec.attribution == "last_touch"
     order = [exp.Ordered(this=base_time.copy(), desc=latest, nulls_first=False)]
-    order += [exp.Ordered(this=base_column(name), nulls_first=False) for name in base.primary_key]
-    order += [exp.Ordered(this=base_column(dim.column), nulls_first=False) for dim in base.dimensions]
+    tie_breaks = base.primary_key or tuple(dim.column for dim in base.dimensions)  # a key is unique: enough
+    order += [exp.Ordered(this=base_column(name), nulls_first=False) for name in tie_breaks]
     touch = exp.Window(this=exp.RowNumber(), partition_by=[col(_CONVERSION, joined)],
                        order=exp.Order(expressions=order))
     seconds = exp.Sub(this=_epoch(converted.copy()), expression=_epoch(base_time.copy()))

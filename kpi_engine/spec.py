@@ -983,7 +983,7 @@ def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
 
 
 # What a conversion source may declare besides its conversion: the rest comes from its 'from' source.
-_CONVERSION_FIELDS = frozenset({"conversion", "label", "description"})
+_CONVERSION_FIELDS = frozenset({"conversion", "label", "description", "time_axes"})
 
 
 def _add_conversions(sources: dict[str, SourceSpec], errors: list) -> None:
@@ -1035,7 +1035,8 @@ def _add_conversions(sources: dict[str, SourceSpec], errors: list) -> None:
                                 dimensions=base.dimensions, relationships=base.relationships,
                                 columns={**base.columns, **added} if base.columns else {},
                                 column_map=base.column_map, filters=(), rows_of=base.rows_of or base.name,
-                                unmapped=base.unmapped or to.unmapped, time_axes=(), freshness_days=None)
+                                unmapped=base.unmapped or to.unmapped, freshness_days=None,
+                                time_axes=source.time_axes if "time_axes" in source.declared else ())
 
 
 def axis_source(source: str, axis: str) -> str:

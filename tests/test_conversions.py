@@ -17,6 +17,7 @@ from collections import defaultdict
 import pytest
 import sqlglot
 
+from kpi_engine.compiler import Request, compile_request
 from kpi_engine.engine import open_project
 from kpi_engine.errors import KpiEngineError, ProjectInvalid
 
@@ -29,6 +30,7 @@ sources:
   visit_signups:
     label: Signups within 7 days of a visit
     conversion: {from: visits, to: signups, per: visitor_id, within: 7 days}
+    time_axes: [converted_at]
   first_touch_signups:
     conversion: {from: visits, to: signups, per: visitor_id, within: 7 days, attribution: first_touch}
   same_campaign_signups:
@@ -288,6 +290,17 @@ def test_where_filters_the_attributed_visits(project, data):
     assert {k: v["n"] for k, v in got.items()} == dict(want)
 
 
+def test_placed_at_the_conversion_by_its_time_axis(project, data):
+    """time_axes: [converted_at] counts the same conversions in the month they happened."""
+    got = evaluate(project, {"n": "count(visit_signups at converted_at)",
+                             "days": "avg(visit_signups.days_to_convert at converted_at)"}, by_channel=True)
+    days = defaultdict(list)
+    for visit, signup in attribute(data):
+        key = (signup["signed_up_at"].date().replace(day=1), visit["channel"])
+        days[key].append((signup["signed_up_at"] - visit["visited_at"]).total_seconds() / 86400)
+    assert_close(got, {key: {"n": len(values), "days": statistics.fmean(values)} for key, values in days.items()})
+
+
 def test_seconds_to_convert_and_converted_at(project, data):
     got = evaluate(project, {"seconds": "sum(visit_signups.seconds_to_convert)",
                              "in_march": "count(visit_signups where converted_at >= '2025-03-01' and "
@@ -314,19 +327,23 @@ def test_compile_for_spark_and_parse_back(project):
 
 
 def test_compile_time_per_kpi(project):
-    """Compiled and rendered as benchmarks/run.py times each KPI (describe=False, by channel, by
-    month). About 3 ms here against 1.3 ms for count(visits): the SQL is three times as long. The
-    bound is loose (a shared CI machine); it catches the compiler re-parsing or re-building per row."""
+    """Compiled and rendered as benchmarks/run.py times each KPI (no warehouse description, by
+    channel, by month): about 3 ms on an idle core against 1.2 ms for count(visits), rendering SQL
+    five times as long. Compared with count(visits) on the same machine, since a shared machine's
+    load moves both (the ratio reached 6 under load); the bound catches gross regressions only,
+    such as the compiler re-parsing text per call."""
+    model = project.model(describe=False)
+
     def median_ms(name: str) -> float:
         runs = []
         for _ in range(40):
             start = time.perf_counter()
-            project.compile([name], by=["channel"], grain="month", describe=False).sql()
+            compile_request(model, Request(kpis=(name,), dimensions=("channel",), grain="month"), "duckdb").sql()
             runs.append(time.perf_counter() - start)
         return statistics.median(runs) * 1000
 
     median_ms("visit_to_signup_rate")  # warm-up
-    assert median_ms("visit_to_signup_rate") < 15
+    assert median_ms("visit_to_signup_rate") < 10 * median_ms("visit_count")
 
 
 @pytest.mark.parametrize("conversion, message", [
