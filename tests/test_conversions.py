@@ -7,7 +7,6 @@ cases, on DuckDB and PostgreSQL; the Spark SQL is compiled and parsed back."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as dt
 import random
 import statistics
@@ -20,6 +19,7 @@ import sqlglot
 from kpi_engine.compiler import Request, compile_request
 from kpi_engine.engine import open_project
 from kpi_engine.errors import KpiEngineError, ProjectInvalid
+from warehouse_loading import postgres_warehouse
 
 pytest_plugins = ["pg"]
 
@@ -382,19 +382,8 @@ def test_a_conversion_source_declares_nothing_else(folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def on_postgres(request, folder):
-    pg_server = request.getfixturevalue("pg_server")
-    import psycopg
-    from psycopg import sql
-    from warehouse_loading import load_postgres
-
-    database = dataclasses.replace(pg_server, dbname="kpi_conversions")
-    with pg_server.admin_connect("postgres") as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database.dbname)))
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database.dbname),
-                                                                   sql.Identifier(database.user)))
-    with psycopg.connect(database.url, autocommit=True) as connection:
-        load_postgres(connection, TABLES, folder / "data")
-    with open_project(folder, warehouse=database.url) as opened:
+    url = postgres_warehouse(request.getfixturevalue("pg_server"), "kpi_conversions", TABLES, folder / "data")
+    with open_project(folder, warehouse=url) as opened:
         yield opened
 
 
