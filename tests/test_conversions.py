@@ -393,3 +393,55 @@ def test_postgres_equals_duckdb(project, on_postgres, source):
     want = evaluate(project, measures(source), by_channel=True)
     got = evaluate(on_postgres, measures(source), by_channel=True)
     assert_close(got, want)
+
+
+KPI_TESTS = """\
+tests:
+  signup_within_a_week_of_the_last_visit:
+    description: The second visit gets the signup (last touch); the first visit's month has none.
+    grain: month
+    by: [channel]
+    given:
+      visits:
+        - {visit_id: 1, visited_at: 2025-01-30 10:00:00, visitor_id: a, channel: email, campaign: x}
+        - {visit_id: 2, visited_at: 2025-02-03 10:00:00, visitor_id: a, channel: social, campaign: y}
+        - {visit_id: 3, visited_at: 2025-02-04 10:00:00, visitor_id: b, channel: social, campaign: y}
+      signups:
+        - {signup_id: 1, signed_up_at: 2025-02-06 22:00:00, visitor_id: a, campaign: x}
+    expect:
+      - {period: 2025-01-01, channel: email, signups_after_visit: 0, visit_to_signup_rate: 0}
+      - {period: 2025-02-01, channel: social, signups_after_visit: 1, visit_to_signup_rate: 0.5,
+         median_days_to_signup: 3.5}
+  rows_of_a_conversion_source:
+    given:
+      visit_signups:
+        - {visit_id: 1, visited_at: 2025-01-30 10:00:00, visitor_id: a}
+    expect:
+      - {signups_after_visit: 1}
+"""
+
+
+def test_kpi_unit_tests_give_the_rows_of_both_sources(tmp_path):
+    from kpi_engine.kpi_tests import run_tests
+    from kpi_engine.spec import load_project
+
+    (tmp_path / "kpi_engine.yaml").write_text("name: t\nwarehouse: {adapter: duckdb, data: data}\n")
+    (tmp_path / "specs.yaml").write_text(SPECS)
+    (tmp_path / "tests.yaml").write_text(KPI_TESTS)
+    outcomes = {outcome.name: outcome for outcome in run_tests(load_project(tmp_path))}
+    assert outcomes["signup_within_a_week_of_the_last_visit"].passed, outcomes
+    refused = outcomes["rows_of_a_conversion_source"]
+    assert not refused.passed and "give the rows of its sources instead: 'visits' and 'signups'" in \
+        refused.problems[0].lower()
+
+
+def test_share_of_visits_that_converted(project, data):
+    """count_distinct of the base key: visits followed by a signup, each once (docs/time.md)."""
+    got = evaluate(project, {"share": "count_distinct(visit_signups.visit_id) / count(visits)"})
+    converted, visits = defaultdict(set), defaultdict(int)
+    for visit in data["visits"]:
+        visits[visit["visited_at"].date().replace(day=1)] += 1
+    for visit, _ in attribute(data):
+        converted[visit["visited_at"].date().replace(day=1)].add(visit["visit_id"])
+    assert {k[0]: v["share"] for k, v in got.items()} == pytest.approx(
+        {month: len(converted[month]) / n for month, n in visits.items()})
