@@ -1044,6 +1044,13 @@ def axis_source(source: str, axis: str) -> str:
     return f"{source}__at__{axis}"
 
 
+def relation_name(source: SourceSpec) -> str:
+    """What a source reads, for listings: its table, '(sql)', or the events a conversion source joins."""
+    if source.conversion is not None:
+        return f"(conversions: {source.conversion.from_} -> {source.conversion.to})"
+    return source.table or "(sql)"
+
+
 def display_name(source: SourceSpec) -> str:
     """A source as users write it: 'deals at won_at' for the view of a time axis."""
     return f"{source.axis_of[0]} at {source.axis_of[1]}" if source.axis_of else source.name
