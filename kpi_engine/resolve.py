@@ -590,6 +590,10 @@ class _Resolver:
             where, where_type = self._expr(node.where, source)
             self._expect(node.where, where_type, BOOLEAN)
         result = value_type if func in ("min", "max") else NUMBER
+        if func in SNAPSHOT_AGGREGATES and scope.sources[source].conversion is not None:
+            scope.error(node, f"'{func}' reads snapshots; '{source}' is a conversion source, whose rows are events.",
+                        f"Count or add up its conversions: 'count({source})', 'sum({source}.<column>)'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
         if node.at is not None:
             source = self._axis_view(node, source, node.at)
             if source is None:

@@ -12,6 +12,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlglot
@@ -121,10 +122,14 @@ def attribute(data, within=dt.timedelta(days=7), touch="last", same=()) -> list[
     return pairs
 
 
-def reference(data, by_channel=False, **options) -> dict[tuple, dict]:
-    """Per visit month (and channel): conversions, rate, avg and median days to convert."""
+def reference(data, by_channel=False, zone=None, **options) -> dict[tuple, dict]:
+    """Per visit month (and channel): conversions, rate, avg and median days to convert. With
+    ``zone``, the visits' months are those of their local time (stored times are UTC)."""
     def key(visit):
-        return (visit["visited_at"].date().replace(day=1),) + ((visit["channel"],) if by_channel else ())
+        at = visit["visited_at"]
+        if zone is not None:
+            at = at.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(zone))
+        return (at.date().replace(day=1),) + ((visit["channel"],) if by_channel else ())
 
     visits: dict = defaultdict(int)
     for visit in data["visits"]:
@@ -137,8 +142,8 @@ def reference(data, by_channel=False, **options) -> dict[tuple, dict]:
                 "median": statistics.median(days[k]) if days[k] else None} for k in visits}
 
 
-def write_folder(root, data) -> None:
-    (root / "kpi_engine.yaml").write_text("name: conversions\nwarehouse: {adapter: duckdb, data: data}\n")
+def write_folder(root, data, config: str = "") -> None:
+    (root / "kpi_engine.yaml").write_text("name: conversions\nwarehouse: {adapter: duckdb, data: data}\n" + config)
     (root / "specs.yaml").write_text(SPECS)
     (root / "data").mkdir()
     for table, rows in data.items():
@@ -200,6 +205,18 @@ def assert_close(got: dict, want: dict) -> None:
 def test_count_rate_and_time_to_convert_match_python(project, data, source, options, by_channel):
     got = evaluate(project, measures(source), by_channel)
     assert_close(got, reference(data, by_channel, **options))
+
+
+def test_in_a_time_zone_conversions_follow_their_visits_local_month(data, tmp_path_factory):
+    """Visits are placed by their New York month (the base count's own placement); the window and
+    the time to convert are measured between the stored instants."""
+    root = tmp_path_factory.mktemp("conversions_new_york")
+    write_folder(root, data, "timezone: America/New_York\n")
+    with open_project(root) as opened:
+        got = evaluate(opened, measures("visit_signups"), by_channel=True)
+    want = reference(data, by_channel=True, zone="America/New_York")
+    assert want != reference(data, by_channel=True)  # some visit changes month
+    assert_close(got, want)
 
 
 def test_the_generated_rows_hold_every_case(data):
@@ -369,6 +386,12 @@ def test_bad_conversions_are_one_clear_error(folder, tmp_path, conversion, messa
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("formula", ["last(visit_signups)", "first(visit_signups.days_to_convert per visitor_id)"])
+def test_snapshots_of_conversions_are_refused(project, formula):
+    with pytest.raises(KpiEngineError, match="'visit_signups' is a conversion source, whose rows are events"):
+        project.evaluate([], formulas=[formula], grain="month")
+
+
 def test_a_conversion_source_declares_nothing_else(folder, tmp_path):
     root = tmp_path / "extra"
     root.mkdir()
@@ -445,3 +468,32 @@ def test_share_of_visits_that_converted(project, data):
         converted[visit["visited_at"].date().replace(day=1)].add(visit["visit_id"])
     assert {k[0]: v["share"] for k, v in got.items()} == pytest.approx(
         {month: len(converted[month]) / n for month, n in visits.items()})
+
+
+def test_date_columns_and_a_window_in_weeks(tmp_path):
+    """Trials to payments on DATE columns, within 2 weeks: day 14 counts, day 15 does not, and a
+    payment the day a trial starts counts with 0 days; worked out by hand."""
+    (tmp_path / "kpi_engine.yaml").write_text("name: trials\nwarehouse: {adapter: duckdb, data: data}\n")
+    (tmp_path / "specs.yaml").write_text(
+        "sources:\n"
+        "  trials: {table: trials, time: started_on, dimensions: [plan], columns: {started_on: date}}\n"
+        "  payments: {table: payments, time: paid_on, columns: {paid_on: date}}\n"
+        "  paid_trials:\n"
+        "    conversion: {from: trials, to: payments, per: account_id, within: 2 weeks, attribution: first_touch}\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "trials.csv").write_text(
+        "account_id,started_on,plan\n1,2025-01-01,pro\n2,2025-01-01,pro\n3,2025-01-20,basic\n3,2025-02-01,pro\n"
+        "4,2025-02-10,basic\n")
+    (tmp_path / "data" / "payments.csv").write_text(
+        "account_id,paid_on\n1,2025-01-15\n2,2025-01-16\n3,2025-02-02\n4,2025-02-10\n")
+    with open_project(tmp_path) as opened:
+        got = evaluate(opened, {"n": "count(paid_trials)", "days": "sum(paid_trials.days_to_convert)",
+                                "rate": "count(paid_trials) / count(trials)"}, by_channel=False)
+        by_plan = opened.evaluate([], formulas=["n=count(paid_trials)"], grain="month", by=["plan"]).to_dicts()
+    # January: account 1 (day 14) and account 3 (its January trial, first touch, 13 days); account 2
+    # paid on day 15. February: account 4 paid the day its trial started.
+    assert got == {(dt.date(2025, 1, 1),): {"n": 1 + 1, "days": 14 + 13, "rate": 2 / 3},
+                   (dt.date(2025, 2, 1),): {"n": 1, "days": 0, "rate": 1 / 2}}
+    assert {(r["period"], r["plan"]): r["n"] for r in by_plan} == {
+        (dt.date(2025, 1, 1), "pro"): 1, (dt.date(2025, 1, 1), "basic"): 1,
+        (dt.date(2025, 2, 1), "pro"): 0, (dt.date(2025, 2, 1), "basic"): 1}
