@@ -94,8 +94,9 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
 
     base_time, converted = base_column(base.time), col(_CONVERTED, joined)
     on = [exp.EQ(this=base_column(spec.per), expression=col(_ENTITY, joined)),
-          exp.LTE(this=base_time.copy(), expression=converted.copy()),
-          exp.LTE(this=converted.copy(), expression=window_end(base_time.copy(), spec.within))]
+          exp.LTE(this=base_time.copy(), expression=converted.copy())]
+    if spec.within is not None:
+        on.append(exp.LTE(this=converted.copy(), expression=window_end(base_time.copy(), spec.within)))
     on += [exp.EQ(this=base_column(name), expression=col(alias_, joined)) for name, alias_ in same.items()]
 
     # last_touch keeps the latest base event before the conversion, first_touch the earliest in

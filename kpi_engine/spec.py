@@ -84,13 +84,13 @@ def parse_window(text: str) -> tuple[int, str] | None:
 @dataclass(frozen=True)
 class ConversionSpec:
     """A source whose rows are conversions: each row of ``to`` with a row of ``from_`` of the
-    same entity (``per``) at most ``within`` before it, attributed to one such row (the latest
+    same entity (``per``) at most ``within`` before it (at any time before without it), attributed to one such row (the latest
     with last_touch, the earliest with first_touch) and carrying that base row's columns."""
 
     from_: str
     to: str
     per: str
-    within: tuple[int, str]
+    within: tuple[int, str] | None  # None: any time after the base event
     attribution: str = "last_touch"
     same: tuple[str, ...] = ()
 
@@ -925,8 +925,9 @@ def _conversion(body: Any) -> ConversionSpec | None:
     """A source's ``conversion:`` as written (the schema checks its shape, _add_conversions the rest)."""
     if not isinstance(body, Mapping) or not all(isinstance(body.get(key), str) for key in ("from", "to", "per")):
         return None
-    return ConversionSpec(body["from"], body["to"], body["per"], parse_window(body.get("within")) or (0, "day"),
-                          body.get("attribution") or "last_touch", tuple(body.get("same") or ()))
+    within = parse_window(body["within"]) or (0, "day") if body.get("within") is not None else None
+    return ConversionSpec(body["from"], body["to"], body["per"], within, body.get("attribution") or "last_touch",
+                          tuple(body.get("same") or ()))
 
 
 def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value: Any, obj: str) -> RowFormula:

@@ -38,6 +38,8 @@ sources:
     conversion: {from: visits, to: signups, per: visitor_id, within: 7 days, same: [campaign]}
   quick_signups:
     conversion: {from: visits, to: signups, per: visitor_id, within: 2 hours}
+  ever_signups:
+    conversion: {from: visits, to: signups, per: visitor_id}
   unpaid_visits: {extends: visits, where: "channel != 'paid'"}
   campaign_x_signups: {extends: signups, where: "campaign = 'x'"}
   filtered_signups:
@@ -205,7 +207,8 @@ def assert_close(got: dict, want: dict) -> None:
     ("first_touch_signups", {"touch": "first"}),
     ("same_campaign_signups", {"same": ("campaign",)}),
     ("quick_signups", {"within": dt.timedelta(hours=2)}),
-], ids=["last-touch", "first-touch", "same-campaign", "two-hours"])
+    ("ever_signups", {"within": dt.timedelta(days=100_000)}),
+], ids=["last-touch", "first-touch", "same-campaign", "two-hours", "no-window"])
 def test_count_rate_and_time_to_convert_match_python(project, data, source, options, by_channel):
     got = evaluate(project, measures(source), by_channel)
     assert_close(got, reference(data, by_channel, **options))
@@ -243,6 +246,7 @@ def test_the_generated_rows_hold_every_case(data):
         per_visit[visit["visit_id"]] += 1
     assert max(per_visit.values()) >= 2  # a visit with two conversions
     assert attribute(data, touch="first") != pairs  # first and last touch differ somewhere
+    assert len(attribute(data, within=dt.timedelta(days=100_000))) > len(pairs)  # some signups come later
     late = [s for s in data["signups"] if s["visitor_id"] and s["signup_id"] not in converted]
     assert late  # signups before any visit or after the window
 
