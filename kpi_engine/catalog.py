@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import nodes
 from .resolve import Model
-from .spec import Relationship, display_name
+from .spec import Relationship, display_name, relation_name
 
 #: Markdown that text from a spec could use to break out of a table cell, open HTML or a link,
 #: or start code: written as the character itself (backslash escapes).
@@ -103,7 +103,7 @@ def markdown(model: Model) -> str:
     lines += ["", "## Sources", "", "| Source | Label | Table | Time | Read by |", "|---|---|---|---|---|"]
     for source in documented_sources(model):
         names = read_by.get(source.name, [])
-        lines.append(f"| `{source.name}` | {_md(source.label or '')} | {_code(source.table or '(sql)', cell=True)} | "
+        lines.append(f"| `{source.name}` | {_md(source.label or '')} | {_code(relation_name(source), cell=True)} | "
                      f"{_code(source.time or '', cell=True)} | " + ", ".join(f"[`{n}`](#{n})" for n in names) + " |")
     for source in documented_sources(model):
         lines += ["", f"### Source `{source.name}`", ""]
@@ -152,7 +152,7 @@ def explain(model: Model, name: str) -> str:
                 todo.append(("kpi", ref, depth + 1))
         own = sorted({n.source for n in node.expr.walk() if isinstance(n, (nodes.Aggregate, nodes.EntityLookup))})
         todo += [("line", f"{indent}- source {display_name(model.sources[source])} "
-                          f"({model.sources[source].table or '(sql)'}, time {model.sources[source].time})", depth)
+                          f"({relation_name(model.sources[source])}, time {model.sources[source].time})", depth)
                  for source in own]
         stack.extend(reversed(todo))
     lines += ["", "Dimensions: " + (", ".join(kpi.dimensions) or "none")]

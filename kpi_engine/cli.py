@@ -410,14 +410,14 @@ def list_(project: Path, fmt: str) -> None:
     """List the KPIs and sources of a project, with where each is defined."""
     import json
 
-    from .spec import load_project
+    from .spec import load_project, relation_name
 
     loaded = load_project(project)
     needs = _unavailable_offline(loaded)
     kpis = [{"name": k.name, "label": k.label, "unit": k.unit, "defined_in": _origin(k.where(key=True)),
              "overrides": _origin(k.overrides), "formula": " ".join(k.formula.split()),
              "unavailable": list(needs.get(k.name, ())) or None} for k in loaded.kpis.values()]
-    sources = [{"name": s.name, "relation": "(unmapped)" if s.unmapped else s.table or "(sql)", "time": s.time,
+    sources = [{"name": s.name, "relation": "(unmapped)" if s.unmapped else relation_name(s), "time": s.time,
                 "time_axes": list(s.time_axes), "dimensions": list(s.dimension_names),
                 "defined_in": _origin(s.where(key=True)), "overrides": _origin(s.overrides),
                 "mapped": sorted(s.column_map)} for s in loaded.sources.values() if not s.axis_of]

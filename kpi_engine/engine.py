@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .calendar import Calendar
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
 from .source_sql import ExtentsNeeded, source_relation
+from .conversions import described as conversion_columns
 from .completeness import Extent, as_date, complete_range, is_complete
 from .dates import FORMS, last_periods, parse_last, resolve_day
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
@@ -188,8 +189,8 @@ class KpiProject:
         unavailable: dict[str, KpiEngineError] = {}
         views = [source for source in self.project.sources.values() if source.axis_of]
         for source in self.project.sources.values():
-            if source.unmapped or source.axis_of:
-                continue  # declared to have no data (its KPIs are unavailable), or a time axis's view (below)
+            if source.unmapped or source.axis_of or source.conversion:
+                continue  # declared to have no data (its KPIs are unavailable), or a view of other sources (below)
             try:
                 relation = source_relation(source, self.dialect)
             except SpecError:
@@ -206,6 +207,15 @@ class KpiProject:
                                                         "Fix the name (schema.table), or create the table.")
                 continue
             catalog[source.name] = {col: column_type(raw) for col, raw in described.items()}
+        for source in self.project.sources.values():  # the rows of its base source, and three columns
+            if source.conversion and not source.unmapped:
+                lost = [unavailable[name] for name in (source.conversion.from_, source.conversion.to) if name in unavailable]
+                if lost:
+                    unavailable[source.name] = lost[0]
+                else:
+                    columns = conversion_columns(source, self.project.sources[source.conversion.to], catalog)
+                    if columns is not None:
+                        catalog[source.name] = columns
         for view in views:  # the rows of its source: described once
             base = view.axis_of[0]
             if base in catalog:

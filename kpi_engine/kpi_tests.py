@@ -41,7 +41,7 @@ from typing import Any, Mapping
 
 from . import nodes as n
 from .errors import KpiEngineError, QueryError, SpecError, did_you_mean
-from .spec import Project, SourceSpec, TestSpec
+from .spec import CONVERSION_COLUMNS, Project, SourceSpec, TestSpec
 
 REPEAT = "_repeat"
 
@@ -122,6 +122,11 @@ class _Tables:
         self.given = given = test.body["given"]
         sources = project.sources
         for key in given:
+            if key in sources and sources[key].conversion is not None:
+                spec = sources[key].conversion
+                raise SpecError(f"the test gives rows for conversion source '{key}', whose rows are computed.",
+                                test.where("given", key),
+                                f"Give the rows of its sources instead: '{spec.from_}' and '{spec.to}'.")
             if key not in sources:
                 readers = [s.name for s in sources.values() if s.table and s.table.rsplit(".", 1)[-1] == key]
                 hint = (f"Test rows are keyed by source, in the source's columns: use {' or '.join(readers)}."
@@ -176,8 +181,8 @@ class _Tables:
 
         def use(source_name: str, column: str, kind: str) -> None:
             source = sources[source_name]
-            if source.unmapped:
-                return
+            if source.unmapped or (source.conversion is not None and column in CONVERSION_COLUMNS):
+                return  # no table, or a column the conversion source computes
             mapped = model.mapped(source_name, column)
             if mapped is not None and not isinstance(mapped, n.Column):
                 return  # a formula kept for the test reads columns the test gives
@@ -203,6 +208,10 @@ class _Tables:
             condition = model.condition(source.name)
             if condition is not None:
                 self._walk(condition, use)
+            if source.conversion is not None:  # the columns its two sources are joined on
+                for column in (source.conversion.per, *source.conversion.same):
+                    use(source.conversion.from_, column, "VARCHAR")
+                    use(source.conversion.to, column, "VARCHAR")
         for kpi in model.kpis.values():
             self._walk(kpi.expr, use)
         return found

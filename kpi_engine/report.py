@@ -37,7 +37,7 @@ from .completeness import is_complete
 from .freshness import latest_complete
 from .output import format_value, with_unit
 from .resolve import Model
-from .spec import display_name
+from .spec import display_name, relation_name
 from .targets import _describe
 
 # Line colours of the series of a chart: the Okabe-Ito palette, told apart with each common
@@ -689,7 +689,7 @@ def catalog_html(model: Model) -> str:
     for source in sources:
         source_parts.append(
             f'<tr><td><a href="#source-{escape(source.name)}"><code>{escape(source.name)}</code></a></td>'
-            f"<td>{escape(source.label or '')}</td><td><code>{escape(source.table or '(sql)')}</code></td>"
+            f"<td>{escape(source.label or '')}</td><td><code>{escape(relation_name(source))}</code></td>"
             f"<td><code>{escape(source.time or '')}</code></td><td>{len(read_by.get(source.name, []))} KPIs</td></tr>")
     source_parts.append("</tbody></table></section>")
     for source in sources:

@@ -632,6 +632,10 @@ class _Resolver:
             where, where_type = self._expr(node.where, source)
             self._expect(node.where, where_type, BOOLEAN)
         result = value_type if func in ("min", "max") else NUMBER
+        if func in SNAPSHOT_AGGREGATES and scope.sources[source].conversion is not None:
+            scope.error(node, f"'{func}' reads snapshots; '{source}' is a conversion source, whose rows are events.",
+                        f"Count or add up its conversions: 'count({source})', 'sum({source}.<column>)'.")
+            return n.NullLit(pos=node.pos), UNKNOWN
         if node.at is not None:
             source = self._axis_view(node, source, node.at)
             if source is None:
@@ -704,6 +708,10 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
     maps, catalog = resolve_sources(project, warehouse, functions, errors, missing)
     reported: set[tuple[str, str]] = set()  # (source whose table is read, column) already reported missing
     errors.extend(_source_errors(project, catalog, warehouse_dialect, warehouse, reported))
+    if any(source.conversion for source in project.sources.values()):
+        from .conversions import conversion_errors
+
+        errors.extend(conversion_errors(project, catalog, warehouse))
 
     parsed: dict[str, tuple[n.Node, str, list[str], set[str]]] = {}
     for name, spec in project.kpis.items():

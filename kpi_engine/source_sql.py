@@ -19,6 +19,7 @@ from . import nodes as n
 from .calendar import DATE_PARTS, cast
 from .completeness import Extent
 from .plan import Step, formula
+from .conversions import conversion_relation, converted_only
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
 from .spec import Relationship, SourceSpec
@@ -223,7 +224,9 @@ class SourceReader:
 
     def relation(self, source: SourceSpec, alias: str | None = None) -> exp.Expression:
         """The FROM item of a source (``source_relation``), keeping only the rows its ``where:``
-        conditions let through."""
+        conditions let through; a conversion source's rows are built from its two sources."""
+        if source.conversion is not None:
+            return conversion_relation(self, source, alias or source.name)
         relation = source_relation(source, self.read_dialect, alias)
         condition = self.model.condition(source.name)
         if condition is None:
@@ -483,6 +486,9 @@ class SourceReader:
         covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
+        if read.plan.source.conversion is not None:
+            converted = converted_only(read.plan.source.name)
+            where = converted if where is None else exp.and_(converted, wrap(where), copy=False)
         if agg.per is not None:  # each entity's own latest (earliest) row of the period
             own = exp.EQ(this=time.copy(), expression=col(_entity_mark(agg), read.plan.source.name))
             where = own if where is None else exp.and_(own, wrap(where), copy=False)
@@ -562,6 +568,8 @@ class SourceReader:
         # missing from the subquery, which reads as 0 for counts and sums and NULL
         # otherwise, exactly what the aggregate over no rows gives.
         conditions = [wrap(inner_value(lookup.where))] if lookup.where is not None else []
+        if inner.conversion is not None:
+            conditions.append(converted_only(inner.name))
         key = self.column(inner, lookup.key, local=False)
         selects = [exp.alias_(key, ident(lookup.key), copy=False)]
         if keys_only:

@@ -80,6 +80,33 @@ class Relationship:
         return self.pairs or ((self.on, self.to_column or self.on),)
 
 
+CONVERSION_UNITS = ("minute", "hour", "day", "week", "month", "quarter", "year")
+_WINDOW = re.compile(r"\s*([1-9][0-9]{0,3})\s+(minute|hour|day|week|month|quarter|year)s?\s*", re.IGNORECASE)
+ATTRIBUTIONS = ("last_touch", "first_touch")
+# Columns a conversion source adds to the rows of the base source it attributes conversions to.
+CONVERSION_COLUMNS = ("converted_at", "seconds_to_convert", "days_to_convert")
+
+
+def parse_window(text: str) -> tuple[int, str] | None:
+    """'7 days', '30 minutes', '1 month' -> (amount, unit); None when it is not a length of time."""
+    match = _WINDOW.fullmatch(text) if isinstance(text, str) else None
+    return (int(match.group(1)), match.group(2).lower()) if match else None
+
+
+@dataclass(frozen=True)
+class ConversionSpec:
+    """A source whose rows are conversions: each row of ``to`` with a row of ``from_`` of the
+    same entity (``per``) at most ``within`` before it (at any time before without it), attributed to one such row (the latest
+    with last_touch, the earliest with first_touch) and carrying that base row's columns."""
+
+    from_: str
+    to: str
+    per: str
+    within: tuple[int, str] | None  # None: any time after the base event
+    attribution: str = "last_touch"
+    same: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class RowFormula:
     """A formula over one row of a source (a ``map:`` value or a ``where:`` condition) and
@@ -121,6 +148,7 @@ class SourceSpec:
     axis_of: tuple[str, str] | None = None  # (source, axis) of a view generated for a time axis
     valid_from: str | None = None  # a history source: each row holds from this column ...
     valid_to: str | None = None  # ... up to (not including) this one; empty = still current
+    conversion: ConversionSpec | None = None  # a conversion source (conversions.py builds its rows)
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -778,6 +806,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             if spec is not None:
                 found[name] = spec
     _inherit(sources, errors)
+    _add_conversions(sources, errors)
     _add_time_axes(sources, errors)
     errors.extend(_source_shape_errors(sources))
     errors.extend(_target_errors(kpis))
@@ -902,7 +931,8 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         positions=doc.positions(), path=path, library=library, overrides=overrides,
         column_map=column_map, filters=filters, extends=body.get("extends"), unmapped=bool(body.get("unmapped")),
         valid_from=body.get("valid_from"), valid_to=body.get("valid_to"),
-        declared=frozenset(body), time_end=body.get("time_end"), time_axes=tuple(body.get("time_axes", ())),
+        declared=frozenset(body), time_end=body.get("time_end"), conversion=_conversion(body.get("conversion")),
+        time_axes=tuple(body.get("time_axes", ())),
         freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
 
 
@@ -918,6 +948,15 @@ def _relationship(body: Mapping[str, Any]) -> Relationship:
     first = pairs[0][0] if pairs else on
     return Relationship(body["to"], first, body.get("to_column"), body.get("type", "many_to_one"), body.get("name"),
                         pairs, body.get("as_of"))
+
+
+def _conversion(body: Any) -> ConversionSpec | None:
+    """A source's ``conversion:`` as written (the schema checks its shape, _add_conversions the rest)."""
+    if not isinstance(body, Mapping) or not all(isinstance(body.get(key), str) for key in ("from", "to", "per")):
+        return None
+    within = parse_window(body["within"]) or (0, "day") if body.get("within") is not None else None
+    return ConversionSpec(body["from"], body["to"], body["per"], within, body.get("attribution") or "last_touch",
+                          tuple(body.get("same") or ()))
 
 
 def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value: Any, obj: str) -> RowFormula:
@@ -973,9 +1012,73 @@ def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
         sources[name] = complete(name, ())
 
 
+# What a conversion source may declare besides its conversion: the rest comes from its 'from' source.
+_CONVERSION_FIELDS = frozenset({"conversion", "label", "description", "time_axes"})
+
+
+def _add_conversions(sources: dict[str, SourceSpec], errors: list) -> None:
+    """A conversion source reads the rows of its ``from`` source (conversions.py adds the
+    conversions to them): it takes that source's time, dimensions, relationships, map and
+    column types, so its aggregates are sliced and placed in time as the base events are."""
+    for name, source in list(sources.items()):
+        if source.extends and source.extends in sources and sources[source.extends].conversion:
+            errors.append(SpecError(f"source '{name}' extends conversion source '{source.extends}'.",
+                                    source.where("extends"), "Declare a conversion source of its own instead."))
+        spec = source.conversion
+        if spec is None:
+            continue
+        extra = sorted(source.declared - _CONVERSION_FIELDS)
+        if extra:
+            errors.append(SpecError(f"conversion source '{name}' also declares {', '.join(extra)}.",
+                                    source.where(extra[0], key=True),
+                                    f"A conversion source reads the rows, time, dimensions and map of its 'from' "
+                                    f"source ('{spec.from_}'): declare them there, or filter with a KPI's 'where'."))
+            continue
+        problem = None
+        for role, other in (("from", spec.from_), ("to", spec.to)):
+            target = sources.get(other)
+            if target is None:
+                problem = (role, f"'{role}: {other}' is not a source.", did_you_mean(other, sources) or None)
+            elif target.conversion is not None:
+                problem = (role, f"'{role}: {other}' is a conversion source itself.",
+                           "Name the sources of events: conversions of conversions are not supported.")
+            elif not target.time:
+                problem = (role, f"'{role}: {other}' has no time column.", f"Declare 'time:' on source '{other}'.")
+            elif target.time_end:
+                problem = (role, f"'{role}: {other}' is an interval source.",
+                           "Conversions join events that happen at one time; use a source of events.")
+            if problem:
+                break
+        if problem is None and spec.from_ == spec.to:
+            problem = ("to", f"'from' and 'to' are both '{spec.from_}'.",
+                       "A conversion follows a base event of another source: each row would convert itself.")
+        if problem is None and spec.within == (0, "day"):
+            problem = ("within", "'within' is not a length of time.", "Write e.g. '7 days', '30 minutes' or '1 month'.")
+        if problem is not None:
+            role, message, hint = problem
+            errors.append(SpecError(f"conversion source '{name}': {message}", source.where("conversion", role), hint))
+            continue
+        base, to = sources[spec.from_], sources[spec.to]
+        added = {"converted_at": to.columns.get(to.time, "timestamp"), "seconds_to_convert": "number",
+                 "days_to_convert": "number"}
+        sources[name] = replace(source, table=None, sql=None, time=base.time, primary_key=(),
+                                dimensions=base.dimensions, relationships=base.relationships,
+                                columns={**base.columns, **added} if base.columns else {},
+                                column_map=base.column_map, filters=(), rows_of=base.rows_of or base.name,
+                                unmapped=base.unmapped or to.unmapped, freshness_days=None,
+                                time_axes=source.time_axes if "time_axes" in source.declared else ())
+
+
 def axis_source(source: str, axis: str) -> str:
     """The name of the view of ``source`` whose rows are placed in time by ``axis``."""
     return f"{source}__at__{axis}"
+
+
+def relation_name(source: SourceSpec) -> str:
+    """What a source reads, for listings: its table, '(sql)', or the events a conversion source joins."""
+    if source.conversion is not None:
+        return f"(conversions: {source.conversion.from_} -> {source.conversion.to})"
+    return source.table or "(sql)"
 
 
 def display_name(source: SourceSpec) -> str:
@@ -1028,7 +1131,7 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
     """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
     for source in sources.values():
         inherits = source.extends and not set(RELATION_FIELDS) & source.declared  # the source it extends is checked
-        if not source.unmapped and not inherits and bool(source.table) == bool(source.sql):
+        if not source.unmapped and not inherits and not source.conversion and bool(source.table) == bool(source.sql):
             yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
                             source.where(key=True),
                             "Use 'table: schema.name' for a table or view, 'sql: select ...' for a derived source, "

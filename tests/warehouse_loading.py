@@ -94,3 +94,21 @@ def sqlite_warehouse(tmp_dir: Path, name: str, tables: dict[str, dict[str, str]]
             pytest.fail("the kpi-engine-sqlite plugin is required in CI but not installed", pytrace=False)
         pytest.skip("the kpi-engine-sqlite plugin is not installed (pip install ./plugins/kpi-engine-sqlite)")
     return f"sqlite:///{load_sqlite(Path(tmp_dir) / f'{name}.sqlite', tables, data_dir).resolve()}"
+
+
+def postgres_warehouse(pg_server, dbname: str, tables: dict[str, dict[str, str]], data_dir: Path) -> str:
+    """A fresh database ``dbname`` on the test server (tests/pg.py) holding the CSV files, as a
+    warehouse URL, for tests that compare PostgreSQL with DuckDB."""
+    import dataclasses
+
+    import psycopg
+    from psycopg import sql
+
+    database = dataclasses.replace(pg_server, dbname=dbname)
+    with pg_server.admin_connect("postgres") as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(dbname),
+                                                                   sql.Identifier(database.user)))
+    with psycopg.connect(database.url, autocommit=True) as connection:
+        load_postgres(connection, tables, data_dir)
+    return database.url

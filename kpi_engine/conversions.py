@@ -1,0 +1,177 @@
+"""Conversion sources: the rows of one source (signups) that follow a row of another (visits) of
+the same entity within a window, each attributed to one of those base rows.
+
+A project declares one as a source (spec.py, ``_add_conversions``):
+
+    sources:
+      visit_signups:
+        conversion: {from: visits, to: signups, per: visitor_id, within: 7 days}
+
+Its rows are built here as one subquery, read like any source's table (``SourceReader.relation``):
+the attributed conversions,
+
+    SELECT * FROM (
+      SELECT base.*, c.converted_at, <seconds>, <days>,
+             ROW_NUMBER() OVER (PARTITION BY c.conversion ORDER BY base.time DESC, ...) AS touch
+      FROM <from rows> AS base
+      JOIN (SELECT per, time AS converted_at, <same columns>, ROW_NUMBER() OVER (...) AS conversion
+            FROM <to rows>) AS c
+        ON base.per = c.per AND base.time <= c.converted_at AND c.converted_at <= base.time + <window>
+           [AND base.same = c.same ...]
+    ) WHERE touch = 1
+    UNION ALL
+    SELECT base.*, NULL, NULL, NULL, 0 FROM <from rows> AS base   -- rows where there are base events
+
+and every aggregate over it reads only the rows with touch = 1 (``converted_only``). So each conversion row appears once (never fanned out by an entity's several base events), with
+the columns of the base event it is attributed to: aggregates over it are placed in time, sliced
+and filtered as the base events are, and ``count(conversions) / count(base)`` is the rate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+
+from .calendar import cast
+from .errors import KpiEngineError, ResolveError, did_you_mean
+from .resolve import NUMBER, UNKNOWN, Catalog
+from .spec import CONVERSION_COLUMNS, Project, SourceSpec
+from .sql_build import col, ident, number
+
+if TYPE_CHECKING:
+    from .source_sql import SourceReader
+
+# Helper columns of the subquery (the '__kpi_' prefix is the engine's own).
+_ENTITY, _CONVERTED, _CONVERSION, _TOUCH = "__kpi_entity", "__kpi_converted_at", "__kpi_conversion", "__kpi_touch"
+_SECONDS_PER_DAY = 86_400
+# A window in months or days, the units every warehouse adds to a timestamp the same way.
+_INTERVAL_UNITS = {"minute": ("MINUTE", 1), "hour": ("HOUR", 1), "day": ("DAY", 1), "week": ("DAY", 7),
+                   "month": ("MONTH", 1), "quarter": ("MONTH", 3), "year": ("YEAR", 1)}
+
+
+def window_end(time: exp.Expression, within: tuple[int, str]) -> exp.Expression:
+    """``time`` plus the window: the last moment a conversion still counts (included)."""
+    amount, unit = within
+    name, factor = _INTERVAL_UNITS[unit]
+    interval = exp.Interval(this=exp.Literal.string(str(amount * factor)), unit=exp.var(name))
+    return exp.Add(this=time, expression=interval)
+
+
+def _epoch(time: exp.Expression) -> exp.Expression:
+    return exp.TimeToUnix(this=cast(time, "TIMESTAMP"))
+
+
+def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) -> exp.Expression:
+    """The rows of conversion source ``source``: one per conversion attributed to a base event,
+    with that base event's columns and converted_at, seconds_to_convert and days_to_convert.
+
+    Times are compared as stored (instants, not the project's local clock): '7 days' is 7 x 24
+    hours, and the seconds between two events are exact across a change of daylight saving time."""
+    spec = source.conversion
+    model = reader.model
+    base, to = model.sources[spec.from_], model.sources[spec.to]
+    base_alias, to_alias, joined = f"{alias}__from", f"{alias}__to", f"{alias}__conversions"
+
+    def to_column(name: str) -> exp.Expression:
+        return reader.column(to, name, to_alias, local=False)
+
+    def base_column(name: str) -> exp.Expression:
+        return reader.column(base, name, base_alias, local=False)
+
+    same = {name: f"__kpi_same_{i}" for i, name in enumerate(spec.same)}
+    # Every conversion row numbered once: the number tells the rows apart after the join (two
+    # signups of one visitor at the same time are two conversions).
+    numbered = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
+        exp.Ordered(this=to_column(spec.per), nulls_first=False), exp.Ordered(this=to_column(to.time), nulls_first=False)]))
+    conversions = exp.select(exp.alias_(to_column(spec.per), ident(_ENTITY), copy=False),
+                             exp.alias_(to_column(to.time), ident(_CONVERTED), copy=False),
+                             *[exp.alias_(to_column(name), ident(alias_), copy=False) for name, alias_ in same.items()],
+                             exp.alias_(numbered, ident(_CONVERSION), copy=False), copy=False) \
+        .from_(reader.relation(to, to_alias), copy=False) \
+        .where(exp.and_(exp.Is(this=to_column(to.time), expression=exp.Not(this=exp.Null())),
+                        exp.Is(this=to_column(spec.per), expression=exp.Not(this=exp.Null())), copy=False), copy=False)
+
+    base_time, converted = base_column(base.time), col(_CONVERTED, joined)
+    on = [exp.EQ(this=base_column(spec.per), expression=col(_ENTITY, joined)),
+          exp.LTE(this=base_time.copy(), expression=converted.copy())]
+    if spec.within is not None:
+        on.append(exp.LTE(this=converted.copy(), expression=window_end(base_time.copy(), spec.within)))
+    on += [exp.EQ(this=base_column(name), expression=col(alias_, joined)) for name, alias_ in same.items()]
+
+    # last_touch keeps the latest base event before the conversion, first_touch the earliest in
+    # the window; events at the same time are told apart by the key, else by the dimensions.
+    latest = spec.attribution == "last_touch"
+    order = [exp.Ordered(this=base_time.copy(), desc=latest, nulls_first=False)]
+    tie_breaks = base.primary_key or tuple(dim.column for dim in base.dimensions)  # a key is unique: enough
+    order += [exp.Ordered(this=base_column(name), nulls_first=False) for name in tie_breaks]
+    touch = exp.Window(this=exp.RowNumber(), partition_by=[col(_CONVERSION, joined)],
+                       order=exp.Order(expressions=order))
+    seconds = exp.Sub(this=_epoch(converted.copy()), expression=_epoch(base_time.copy()))
+    days = exp.Div(this=exp.Paren(this=seconds.copy()), expression=number(_SECONDS_PER_DAY), typed=False, safe=False)
+    converted_at, seconds_to, days_to = CONVERSION_COLUMNS
+    pairs = exp.select(exp.Column(this=exp.Star(), table=ident(base_alias)),
+                       exp.alias_(converted.copy(), ident(converted_at), copy=False),
+                       exp.alias_(seconds, ident(seconds_to), copy=False),
+                       exp.alias_(days, ident(days_to), copy=False),
+                       exp.alias_(touch, ident(_TOUCH), copy=False), copy=False) \
+        .from_(reader.relation(base, base_alias), copy=False)
+    # (Select.join would parse its join type on every call.)
+    pairs.append("joins", exp.Join(this=exp.Subquery(this=conversions, alias=exp.TableAlias(this=ident(joined))),
+                                   kind="INNER", on=exp.and_(*on, copy=False)))
+    attributed = exp.select(exp.Star(), copy=False) \
+        .from_(exp.Subquery(this=pairs, alias=exp.TableAlias(this=ident(f"{alias}__pairs"))), copy=False) \
+        .where(converted_only(f"{alias}__pairs"), copy=False)
+    # Every base event once more, marked as no conversion: the source then has rows wherever the
+    # base events do, so its count is 0 (not missing) in a period with visits and no signup.
+    nulls = [exp.alias_(exp.Null(), ident(name), copy=False) for name in CONVERSION_COLUMNS]
+    events = exp.select(exp.Column(this=exp.Star(), table=ident(base_alias)), *nulls,
+                        exp.alias_(number(0), ident(_TOUCH), copy=False), copy=False) \
+        .from_(reader.relation(base, base_alias), copy=False)
+    rows = exp.Union(this=attributed, expression=events, distinct=False)
+    return exp.Subquery(this=rows, alias=exp.TableAlias(this=ident(alias)))
+
+
+def converted_only(table: str) -> exp.Expression:
+    """The condition every aggregate over a conversion source adds: a conversion's row, not one
+    of the base events it carries to give the source the base events' rows."""
+    return exp.EQ(this=col(_TOUCH, table), expression=number(1))
+
+
+def described(source: SourceSpec, to: SourceSpec, warehouse: Catalog) -> dict[str, str] | None:
+    """The columns of a conversion source as the warehouse has them: its base source's, and the
+    three it adds, converted_at typed as the time of ``to`` (None while a source is not described)."""
+    spec = source.conversion
+    if spec.from_ not in warehouse or spec.to not in warehouse:
+        return None
+    converted_at, seconds_to, days_to = CONVERSION_COLUMNS
+    return {**warehouse[spec.from_], converted_at: warehouse[spec.to].get(to.time, UNKNOWN),
+            seconds_to: NUMBER, days_to: NUMBER}
+
+
+def conversion_errors(project: Project, catalog: Catalog, warehouse: Catalog) -> list[KpiEngineError]:
+    """The entity and the 'same' columns exist in both sources; the base source has no column of
+    the names a conversion source adds (they would hide each other)."""
+    errors: list[KpiEngineError] = []
+    for source in project.sources.values():
+        spec = source.conversion
+        if spec is None or source.unmapped:
+            continue
+        for role, name in (("from", spec.from_), ("to", spec.to)):
+            columns = catalog.get(name)
+            if columns is None:
+                continue
+            for key, column in [("per", spec.per)] + [("same", c) for c in spec.same]:
+                if column not in columns:
+                    errors.append(ResolveError(
+                        f"conversion source '{source.name}': '{key}: {column}' is not a column of source '{name}' "
+                        f"(its '{role}').", source.where("conversion", key),
+                        (did_you_mean(column, columns) or "") + f" Both '{spec.from_}' and '{spec.to}' need it; "
+                        f"map it on the one that names it otherwise ('map: {{{column}: <its column>}}')."))
+        clashes = [c for c in CONVERSION_COLUMNS if c in (warehouse.get(spec.from_) or {})]
+        if clashes:
+            errors.append(ResolveError(
+                f"conversion source '{source.name}': source '{spec.from_}' has a column '{clashes[0]}', a name the "
+                "conversion source gives its own column.", source.where("conversion", "from"),
+                f"Read '{spec.from_}' through a 'sql:' that renames it; {', '.join(CONVERSION_COLUMNS)} are reserved."))
+    return errors
