@@ -36,6 +36,7 @@ from sqlglot import exp
 
 from . import nodes as n
 from .calendar import DATE_PARTS, GRAINS, cast
+from .custom_calendars import CalendarSpanNeeded, custom_resets, unknown_grain
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula
@@ -147,8 +148,10 @@ class _Compiler:
     joined on, the series and windows of the time functions, and the KPI columns."""
 
     def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
-                 spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None):
+                 spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None,
+                 calendar_span: tuple[dt.date | None, dt.date | None] | None = None):
         self.model = model
+        self.calendar_span = calendar_span
         self.request = request
         self.dialect = dialect
         self.reader = SourceReader(model, request, dialect, read_dialect, spans, today)
@@ -162,9 +165,8 @@ class _Compiler:
         request = self.request
         if not request.kpis and not request.formulas:
             raise QueryError("nothing to compute.", None, "Name one or more KPIs, or pass --formula.")
-        if request.grain is not None and request.grain not in GRAINS:
-            raise QueryError(f"unknown time grain '{request.grain}'.", None,
-                             f"Use one of: {', '.join(GRAINS)}. " + (did_you_mean(request.grain, GRAINS) or ""))
+        if request.grain is not None and request.grain not in self.calendar.grains:
+            raise unknown_grain(request.grain, self.calendar.grains)
         if request.start and request.end and request.start >= request.end:
             raise QueryError(f"the time range is empty: --from {request.start} is not before --to {request.end}.",
                              None, "--from is inclusive and --to exclusive; pick a later --to.")
@@ -262,12 +264,13 @@ class _Compiler:
         if request.time_axis:
             outputs, having = self.on_time_axis(outputs, having)
             hidden = {name: place_on_axis(expr, request.time_axis, model.sources)[0] for name, expr in hidden.items()}
-        outputs = [(column, lower_for(column.name, expr, self.grain)) for column, expr in outputs]
-        hidden = {name: lower_for(name, expr, self.grain) for name, expr in hidden.items()}
-        having = lower_time_ops(having, self.grain) if having is not None else None
+        outputs = [(column, lower_for(column.name, expr, self.grain, self.calendar)) for column, expr in outputs]
+        hidden = {name: lower_for(name, expr, self.grain, self.calendar) for name, expr in hidden.items()}
+        having = lower_time_ops(having, self.grain, self.calendar) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
         self.check_date_parts(leaves)
+        custom_resets(self.grain, self.calendar, [leaf.reset for leaf in leaves if leaf.reset])
 
         plans: dict[str, SourcePlan] = {}
         for expr in expressions:
@@ -294,6 +297,8 @@ class _Compiler:
         # plain aggregates still count from --from and only the windows read the whole periods
         # before it, so the sources they read are grouped a second time over the longer range.
         history_start = self.widened_start(leaves)
+        if self.calendar.is_custom(self.grain):
+            self.span_custom_periods(history_start, plans)
         history_leaves = [leaf for leaf in leaves if leaf.kind != "total"]
         split = (bool(history_leaves) and history_start != request.start
                  and self.calendar.period_start(request.start, self.grain) != request.start)
@@ -497,6 +502,20 @@ class _Compiler:
         return query
 
     # -- time range
+    def span_custom_periods(self, history_start: dt.date | None, plans: Mapping[str, SourcePlan]) -> None:
+        """A named granularity is cut in SQL by the boundaries of the days the query reads: from
+        the first day read (earlier than --from for the windows) to --to; an open end is the
+        data's first or last day, which the caller finds (CalendarSpanNeeded) and passes back."""
+        first, end = history_start, self.request.end
+        if first is None or end is None:
+            if self.calendar_span is None:
+                raise CalendarSpanNeeded(list(plans), self.grain)
+            data_first, data_last = self.calendar_span
+            first = first or data_first or end or self.reader.today
+            end = end or (data_last + dt.timedelta(days=1) if data_last else first + dt.timedelta(days=1))
+        end = max(end, first + dt.timedelta(days=1))
+        self.calendar = self.reader.calendar = self.calendar.spanning(first, end)
+
     def first_period(self) -> dt.date:
         """The first period shown: the one --from falls in."""
         return self.calendar.period_start(self.request.start, self.grain)
@@ -721,16 +740,19 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
 
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb",
-                    spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None) -> CompiledQuery:
+                    spans: Mapping[str, dt.date] | None = None, today: dt.date | None = None,
+                    calendar_span: tuple[dt.date | None, dt.date | None] | None = None) -> CompiledQuery:
     """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``.
     ``spans``: the first day of each interval source's data (IntervalStartNeeded asks for it);
-    ``today``: the day open intervals run to (today in the project's time zone by default)."""
+    ``today``: the day open intervals run to (today in the project's time zone by default);
+    ``calendar_span``: the first and last day of the data, for a named granularity over an open
+    range (CalendarSpanNeeded asks for it)."""
     from .parser import _deep_recursion
 
     check_dialect(dialect)
     try:
         with _deep_recursion():
-            return _Compiler(model, request, dialect, read_dialect, spans, today).compile()
+            return _Compiler(model, request, dialect, read_dialect, spans, today, calendar_span).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,
                          "Split long formulas into KPIs that reference each other.") from None

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .calendar import Calendar
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
+from .custom_calendars import CalendarSpanNeeded
 from .source_sql import IntervalStartNeeded, source_relation
 from .completeness import Extent, as_date, complete_range, is_complete
 from .dates import FORMS, last_periods, parse_last, resolve_day
@@ -91,6 +92,9 @@ class KpiProject:
         self._unavailable: dict[str, KpiEngineError] = {}  # sources whose table cannot be read
         self._lock = threading.Lock()
         self._model_lock = threading.RLock()
+        tables = getattr(project.config.calendar, "tables", None)
+        if tables is not None:  # calendar tables (custom_calendars.py) are read from this warehouse, once
+            tables.loader, tables.loaded = self._calendar_rows, {}
 
     # -- set-up
     @property
@@ -227,10 +231,18 @@ class KpiProject:
         target = dialect or self.dialect
         model = self.model(describe, strict=False)
         spans: dict[str, dt.date] = {}
+        calendar_span = None
         while True:  # interval sources read from the first day of their data: ask the warehouse for it
             try:
-                query = compile_request(model, request, target, self.dialect, spans)
+                query = compile_request(model, request, target, self.dialect, spans, calendar_span=calendar_span)
                 break
+            except CalendarSpanNeeded as needed:  # a named granularity over an open range: the data's days
+                if calendar_span is not None:
+                    raise
+                extents = self.extents(needed.sources, describe, request.as_of).values()
+                firsts = [e.first for e in extents if e.first is not None]
+                lasts = [e.last for e in extents if e.last is not None]
+                calendar_span = (min(firsts, default=None), max(lasts, default=None))
             except IntervalStartNeeded as needed:
                 if set(needed.sources) <= set(spans):
                     raise
@@ -247,6 +259,17 @@ class KpiProject:
         for adapter in self.registry.adapters_for_dialect(dialect):  # e.g. SQLite's date functions
             expression = adapter.prepare(expression)
         return expression
+
+    def _calendar_rows(self, granularity) -> list[tuple]:
+        """(day, first day of its period) of every row of a granularity's calendar table."""
+        from sqlglot import exp
+
+        from .sql_build import col, qualified_table
+
+        query = exp.select(col(granularity.date_column), col(granularity.start_column), copy=False) \
+            .from_(qualified_table(granularity.table), copy=False)
+        with _deep_recursion():
+            return list(self.connection().execute(self._prepare(query, self.dialect)).rows)
 
     def extents(self, sources: Iterable[str], describe: bool = True, today: dt.date | None = None) -> dict[str, Extent]:
         """The first and last day each source (with a time column) has data for, in one query
