@@ -343,7 +343,7 @@ def read_table(granularity: Granularity, rows: Sequence[tuple[Any, Any]]) -> _Ta
     """Check a calendar table's rows (day, first day of its period) and keep its periods: one row
     per day, no day missing between the first and the last, each period a run of days that starts
     on its own first day (only the table's first period may have begun before the table)."""
-    from .result import as_date
+    from .completeness import as_date
 
     where = Location(obj=f"granularity '{granularity.name}' (table '{granularity.table}')")
     hint = (f"Make '{granularity.date_column}' hold every day once and '{granularity.start_column}' the first day of "
