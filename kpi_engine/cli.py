@@ -455,8 +455,11 @@ def list_(project: Path, fmt: str) -> None:
                 "time_axes": list(s.time_axes), "dimensions": list(s.dimension_names),
                 "defined_in": _origin(s.where(key=True)), "overrides": _origin(s.overrides),
                 "mapped": sorted(s.column_map)} for s in loaded.sources.values() if not s.axis_of]
+    granularities = [{"name": name, "periods": g.describe()}
+                     for name, g in getattr(loaded.config.calendar, "granularities", {}).items()]
     if fmt == "json":
-        _emit(json.dumps({"kpis": kpis, "sources": sources}, indent=2) + "\n")
+        _emit(json.dumps({"kpis": kpis, "sources": sources, **({"granularities": granularities} if granularities else {})},
+                         indent=2) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -480,6 +483,14 @@ def list_(project: Path, fmt: str) -> None:
         table.add_row(*(cell(value or "") for value in (s["name"], s["relation"], time, ", ".join(s["dimensions"]),
                                                         s["defined_in"], s["overrides"])))
     console.print(table)
+    if granularities:  # named periods of kpi_engine.yaml, usable as --grain
+        console.print()
+        table = Table(title="Granularities (--grain)", title_justify="left", show_edge=False)
+        for header in ("name", "periods"):
+            table.add_column(header, no_wrap=True)
+        for g in granularities:
+            table.add_row(cell(g["name"]), cell(g["periods"]))
+        console.print(table)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .calendar import GRAINS, WEEKDAYS, Calendar, cast
 from .errors import Location, QueryError, SpecError, did_you_mean
@@ -50,6 +50,18 @@ class Granularity:
     table: str | None = None  # table: the calendar table, its day column and its period-start column
     date_column: str | None = None
     start_column: str | None = None
+
+    def describe(self) -> str:
+        """One line saying how the periods are cut (kpi-engine list)."""
+        if self.kind == "weeks":
+            return f"weeks from {WEEKDAYS[self.week_start]}"
+        if self.kind == "table":
+            return f"table {self.table}: {self.start_column} of each {self.date_column}"
+        if self.kind == "fiscal":
+            return f"{self.length}s from day {self.start_day}, the year from {MONTHS[self.start_month - 1]} {self.start_day}"
+        end = f"{self.year_end_rule} {WEEKDAYS[self.year_end_weekday]} {'to' if self.year_end_rule == 'nearest' else 'of'} " \
+              f"the end of {MONTHS[self.year_end_month - 1]}"
+        return f"retail {'-'.join(map(str, self.pattern))} {self.length}s, the year ending on the {end}"
 
     # --- generated rules ---------------------------------------------------------------
 
@@ -484,7 +496,7 @@ def unknown_grain(grain: str, known: Sequence[str]) -> QueryError:
                       f"Use one of: {', '.join(known)}. " + (did_you_mean(grain, known) or ""))
 
 
-def custom_resets(grain: str | None, calendar: Calendar, resets: Iterator[str]) -> None:
+def custom_resets(grain: str | None, calendar: Calendar, resets: Sequence[str]) -> None:
     """cumulative(x, 'year') at a custom grain: a built-in period's boundaries do not fall on the
     custom periods' ones, so the restart would be ambiguous. Refused."""
     if not isinstance(calendar, ProjectCalendar) or not calendar.is_custom(grain):
@@ -492,4 +504,4 @@ def custom_resets(grain: str | None, calendar: Calendar, resets: Iterator[str]) 
     for reset in resets:
         raise QueryError(f"cumulative(x, '{reset}') at --grain {grain}: {grain} periods do not start and end with "
                          f"calendar {reset}s.", None,
-                         f"Use cumulative(x) (from the start of the data), or a built-in --grain.")
+                         "Use cumulative(x) (from the start of the data), or a built-in --grain.")
