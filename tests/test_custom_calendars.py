@@ -388,3 +388,54 @@ def test_postgres_equals_duckdb(pg_server, project, tmp_path):
         on_pg = pg_project.evaluate(["orders"], **options).to_dicts()
     on_duckdb = project.evaluate(["orders"], **options).to_dicts()
     assert on_pg == on_duckdb and len(on_pg) == 12 * 3  # 2023-04-30 to 2024-04-07
+
+
+def test_the_documented_granularities_load_and_cut_as_described(tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "time.md").read_text()
+    section = text.split("## Custom calendars: retail 4-5-4, marketing weeks, fiscal periods", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    root = write_project(tmp_path / "p", {"spec.yaml": SPEC}, {"events": EVENTS},
+                         "name: c\nwarehouse: {adapter: duckdb, data: data}\n" + example)
+    _, errors = check_project(root, describe=False)
+    assert errors == []
+    with open_project(root) as opened:
+        calendar = opened.project.config.calendar
+        # the year ends on the last Saturday of January (2024-01-27), then 4-4-5 weeks
+        assert calendar.periods(dt.date(2024, 1, 28), dt.date(2024, 5, 1), "promo_month") == \
+            [dt.date(2024, 1, 28), dt.date(2024, 2, 25), dt.date(2024, 3, 24), dt.date(2024, 4, 28)]
+        assert calendar.period_start(dt.date(2024, 3, 1), "retail_month") == dt.date(2024, 2, 4)
+        assert calendar.period_start(dt.date(2024, 3, 25), "billing_month") == dt.date(2024, 2, 26)
+        assert calendar.period_start(dt.date(2024, 6, 30), "fiscal_year_jul") == dt.date(2023, 7, 1)
+        assert calendar.period_start(dt.date(2025, 1, 8), "marketing_week") == dt.date(2025, 1, 2)
+
+
+def test_an_open_range_needs_the_warehouse_and_a_huge_one_is_refused(project):
+    from kpi_engine.compiler import Request, compile_request
+    from kpi_engine.custom_calendars import CalendarSpanNeeded
+
+    model = project.model()
+    with pytest.raises(CalendarSpanNeeded, match="--grain retail_week needs the first and last day read") as error:
+        compile_request(model, Request(kpis=("orders",), grain="retail_week"), "duckdb")
+    assert error.value.sources == ("events",) and "Give --from and --to" in error.value.hint
+    query = compile_request(model, Request(kpis=("orders",), grain="retail_week"), "duckdb",
+                            calendar_span=(dt.date(2024, 2, 4), dt.date(2024, 2, 10)))
+    assert "2024-02-04" in query.sql() and "2024-02-11" in query.sql()  # one week: its start and end
+    with pytest.raises(QueryError, match="would cut more than 5,000 periods"):
+        project.compile(["orders"], grain="marketing_week", start=dt.date(1900, 1, 1), end=dt.date(2024, 1, 1))
+
+
+def test_timestamps_are_cut_in_the_project_time_zone(tmp_path):
+    # 2023-01-29 03:00 UTC is still Saturday 2023-01-28 in New York: the last retail month of 2022.
+    rows = [{"id": 1, "at": "2023-01-29 03:00:00"}, {"id": 2, "at": "2023-01-29 06:00:00"},
+            {"id": 3, "at": "2023-02-26 04:59:00"}, {"id": 4, "at": "2023-02-26 05:00:00"}]
+    spec = "sources:\n  visits:\n    table: visits\n    time: at\n    columns: {at: timestamp}\n" \
+           "kpis:\n  visits:\n    formula: count(visits)\n  last_visits:\n    formula: last(visits.id)\n"
+    root = write_project(tmp_path / "p", {"spec.yaml": spec}, {"visits": rows},
+                         "name: c\nwarehouse: {adapter: duckdb, data: data}\ntimezone: America/New_York\n"
+                         + GRANULARITIES)
+    with open_project(root) as opened:
+        result = opened.evaluate(["visits", "last_visits"], grain="retail_month")
+        assert [(r["period"], r["visits"], r["last_visits"]) for r in result.to_dicts()] == [
+            (dt.date(2023, 1, 1), 1, 1), (dt.date(2023, 1, 29), 2, 3), (dt.date(2023, 2, 26), 1, 4)]
