@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from . import nodes as n
 from .calendar import DATE_PARTS, GRAINS, cast
-from .custom_calendars import CalendarSpanNeeded, custom_resets, unknown_grain
+from .custom_calendars import CalendarSpanNeeded, check_reset, unknown_grain
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula
@@ -270,7 +270,6 @@ class _Compiler:
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
         self.check_date_parts(leaves)
-        custom_resets(self.grain, self.calendar, [leaf.reset for leaf in leaves if leaf.reset])
 
         plans: dict[str, SourcePlan] = {}
         for expr in expressions:
@@ -297,8 +296,11 @@ class _Compiler:
         # plain aggregates still count from --from and only the windows read the whole periods
         # before it, so the sources they read are grouped a second time over the longer range.
         history_start = self.widened_start(leaves)
-        if self.calendar.is_custom(self.grain):
+        resets = {leaf.reset for leaf in leaves if leaf.reset}
+        if self.calendar.is_custom(self.grain) or any(self.calendar.is_custom(reset) for reset in resets):
             self.span_custom_periods(history_start, plans)
+            for reset in sorted(resets):
+                check_reset(self.calendar, self.grain, reset)
         history_leaves = [leaf for leaf in leaves if leaf.kind != "total"]
         split = (bool(history_leaves) and history_start != request.start
                  and self.calendar.period_start(request.start, self.grain) != request.start)
@@ -669,7 +671,8 @@ class _Compiler:
         if leaf.kind == "cumulative":
             partition = dims
             if leaf.reset:
-                if GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
+                built_in = not (self.calendar.is_custom(self.grain) or self.calendar.is_custom(leaf.reset))
+                if built_in and GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
                     raise QueryError(f"cumulative(x, '{leaf.reset}') restarts more often than the --grain "
                                      f"'{self.grain}' periods it adds up.", None,
                                      f"Use a coarser restart than '{self.grain}', or a finer --grain.")

@@ -496,12 +496,17 @@ def unknown_grain(grain: str, known: Sequence[str]) -> QueryError:
                       f"Use one of: {', '.join(known)}. " + (did_you_mean(grain, known) or ""))
 
 
-def custom_resets(grain: str | None, calendar: Calendar, resets: Sequence[str]) -> None:
-    """cumulative(x, 'year') at a custom grain: a built-in period's boundaries do not fall on the
-    custom periods' ones, so the restart would be ambiguous. Refused."""
-    if not isinstance(calendar, ProjectCalendar) or not calendar.is_custom(grain):
+def check_reset(calendar: Calendar, grain: str, reset: str) -> None:
+    """cumulative(x, reset) at ``grain``, where either is a named granularity: every ``reset``
+    period of the days read must start on a ``grain`` period's first day (retail years on retail
+    months, not calendar years on retail months), or the restart would fall inside a period."""
+    if not (calendar.is_custom(grain) or calendar.is_custom(reset)):
         return
-    for reset in resets:
-        raise QueryError(f"cumulative(x, '{reset}') at --grain {grain}: {grain} periods do not start and end with "
-                         f"calendar {reset}s.", None,
-                         "Use cumulative(x) (from the start of the data), or a built-in --grain.")
+    first, end = calendar.span
+    for start in calendar.periods(first, end, reset):
+        if start >= first and calendar.period_start(start, grain) != start:
+            raise QueryError(f"cumulative(x, '{reset}') at --grain {grain}: the {reset.replace('_', ' ')} starting "
+                             f"{start.isoformat()} starts inside a {grain} period, so the running total cannot "
+                             "restart there.", None,
+                             f"Restart at a period made of whole {grain} periods (retail_year for retail_month), "
+                             "or use cumulative(x).")

@@ -255,9 +255,33 @@ def test_growth_and_share_by_retail_month_and_channel(project):
         assert row["formula_2"] == sums.get((p, channel), 0) - sums.get((before, channel), 0)
 
 
-def test_cumulative_restarts_are_refused_at_a_custom_grain(project):
-    with pytest.raises(QueryError, match="retail_month periods do not start and end with calendar years"):
-        project.evaluate([], formulas=["cumulative(count(events), 'year')"], grain="retail_month")
+@pytest.mark.parametrize("grain", ["retail_month", "retail_week", "day"])
+def test_cumulative_restarts_each_retail_year(project, grain):
+    start, end = dt.date(2023, 6, 1), dt.date(2024, 9, 1)
+    years = [retail_year_start(y) for y in range(2019, 2028)]
+    result = project.evaluate([], formulas=["cumulative(sum(events.amount), 'retail_year')"], grain=grain,
+                              start=start, end=end)
+    rows = result.to_dicts()
+    assert len(rows) > 10
+    for row in rows:
+        period = row["period"]
+        year = period_of(period, years)
+        last = (project.project.config.calendar.shift(period, grain, 1) if grain != "day"
+                else period + dt.timedelta(days=1))
+        expected = sum(r["amount"] for r in EVENTS if year <= dt.date.fromisoformat(r["day"]) < min(last, end))
+        assert row["formula"] == expected, period
+
+
+def test_restarts_that_cut_periods_are_refused(project):
+    with pytest.raises(QueryError, match="the year starting 2022-01-01 starts inside a retail_month period"):
+        project.evaluate([], formulas=["cumulative(count(events), 'year')"], grain="retail_month",
+                         start=dt.date(2022, 6, 1), end=dt.date(2023, 6, 1))
+    with pytest.raises(QueryError, match="starts inside a week period"):  # retail years start on Sundays
+        project.evaluate([], formulas=["cumulative(count(events), 'retail_year')"], grain="week",
+                         start=dt.date(2023, 6, 1), end=dt.date(2024, 6, 1))
+    with pytest.raises(QueryError, match="starts inside a retail_quarter period"):
+        project.evaluate([], formulas=["cumulative(count(events), 'retail_month')"], grain="retail_quarter",
+                         start=dt.date(2023, 6, 1), end=dt.date(2024, 6, 1))
     with pytest.raises(QueryError, match="at_start"):
         project.evaluate([], formulas=["at_start(count(events), 'month')"], grain="retail_month",
                          start=dt.date(2024, 2, 4), end=dt.date(2024, 6, 1))
