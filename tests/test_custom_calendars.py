@@ -463,3 +463,30 @@ def test_timestamps_are_cut_in_the_project_time_zone(tmp_path):
         result = opened.evaluate(["visits", "last_visits"], grain="retail_month")
         assert [(r["period"], r["visits"], r["last_visits"]) for r in result.to_dicts()] == [
             (dt.date(2023, 1, 1), 1, 1), (dt.date(2023, 1, 29), 2, 3), (dt.date(2023, 2, 26), 1, 4)]
+
+
+def test_an_interval_source_is_spread_over_retail_months(tmp_path):
+    # Members active at the end of each retail month (last()) and at its start (first()).
+    generator = random.Random(7)
+    rows = []
+    for i in range(300):
+        joined = FIRST + dt.timedelta(days=generator.randrange(700))
+        left = joined + dt.timedelta(days=generator.randrange(1, 400)) if generator.random() < 0.7 else None
+        rows.append({"id": i, "joined_on": joined.isoformat(), "left_on": left.isoformat() if left else ""})
+    spec = "sources:\n  members:\n    table: members\n    time: joined_on\n    time_end: left_on\n" \
+           "    columns: {joined_on: date, left_on: date}\n" \
+           "kpis:\n  active: {formula: last(members)}\n  at_start: {formula: first(members)}\n"
+    root = write_project(tmp_path / "p", {"spec.yaml": spec}, {"members": rows},
+                         "name: c\nwarehouse: {adapter: duckdb, data: data}\n" + GRANULARITIES)
+    start, end = dt.date(2023, 1, 29), dt.date(2024, 2, 4)
+
+    def active(day: dt.date) -> int:
+        return sum(1 for r in rows if dt.date.fromisoformat(r["joined_on"]) <= day
+                   and (not r["left_on"] or dt.date.fromisoformat(r["left_on"]) > day))
+
+    with open_project(root) as opened:
+        result = opened.evaluate(["active", "at_start"], grain="retail_month", start=start, end=end, as_of=end)
+    months = [p for p in RETAIL_MONTHS if start <= p < end]
+    got = {r["period"]: (r["active"], r["at_start"]) for r in result.to_dicts()}
+    assert got == {p: (active(RETAIL_MONTHS[RETAIL_MONTHS.index(p) + 1] - dt.timedelta(days=1)), active(p))
+                   for p in months}
