@@ -490,3 +490,23 @@ def test_an_interval_source_is_spread_over_retail_months(tmp_path):
     got = {r["period"]: (r["active"], r["at_start"]) for r in result.to_dicts()}
     assert got == {p: (active(RETAIL_MONTHS[RETAIL_MONTHS.index(p) + 1] - dt.timedelta(days=1)), active(p))
                    for p in months}
+
+
+def test_the_http_api_serves_a_custom_grain(root):
+    TestClient = pytest.importorskip("fastapi.testclient").TestClient
+
+    from kpi_engine.serve.api import create_app
+    from kpi_engine.serve.service import KpiService
+    from kpi_engine.serve.settings import ServeSettings
+
+    with TestClient(create_app(KpiService.open(ServeSettings(project=root)))) as client:
+        assert "retail_month" in client.get("/v1/info").json()["grains"]
+        answer = client.post("/v1/query", json={"kpis": ["orders"], "grain": "retail_month",
+                                                "from": "2024-02-04", "to": "2024-05-05"})
+        assert answer.status_code == 200, answer.text
+        counts, _ = totals(retail_month)
+        rows = answer.json()["rows"]
+        assert [[row["period"], row["orders"]] for row in rows] == [[p.isoformat(), counts[p]] for p in RETAIL_MONTHS
+                                             if dt.date(2024, 2, 4) <= p < dt.date(2024, 5, 5)]
+        wrong = client.post("/v1/query", json={"kpis": ["orders"], "grain": "retail_mnth"})
+        assert wrong.status_code == 422 and "Did you mean 'retail_month'?" in wrong.text
