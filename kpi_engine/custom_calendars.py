@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .calendar import GRAINS, WEEKDAYS, Calendar, cast
-from .errors import Location, QueryError, SpecError, did_you_mean
+from .errors import ConnectionFailed, KpiEngineError, Location, QueryError, QueryTimeout, SpecError, did_you_mean
 
 if TYPE_CHECKING:
     from sqlglot import exp
@@ -256,7 +256,7 @@ class ProjectCalendar(Calendar):
 
         granularity = self.granularities[grain]
         first = self.table(granularity).first if granularity.kind == "table" else dt.date(2000, 1, 1)
-        start = self.try_period_start(first, grain) if granularity.kind != "table" else first
+        start = self.try_period_start(first, grain)
         for _ in range(48):
             end = self.period_end(start, grain) if start else None
             if start is None or end is None:
@@ -273,9 +273,11 @@ class ProjectCalendar(Calendar):
             return Calendar.span_in_periods(span, grain, func)
         amount, unit = span
         granularity = self.granularities[grain]
-        weekly = granularity.kind == "weeks" or (granularity.kind == "retail" and granularity.length == "week")
-        if weekly and unit in ("week", "year") and (unit == "week" or granularity.kind == "retail"):
-            return (amount if unit == "week" else amount * 52), None
+        retail_weeks = granularity.kind == "retail" and granularity.length == "week"
+        if unit == "week" and (granularity.kind == "weeks" or retail_weeks):
+            return amount, None
+        if unit == "year" and retail_weeks:  # the same week a year back: 52 weeks, as retailers compare
+            return amount * 52, None
         per_year = granularity.regular
         months = amount * {"month": 1, "quarter": 3, "year": 12}.get(unit, 0)
         if per_year and months and months * per_year % 12 == 0:
@@ -346,7 +348,17 @@ class ProjectCalendar(Calendar):
             raise CalendarTableNeeded(f"--grain {granularity.name} reads the calendar table '{granularity.table}', "
                                       "and nothing here can read it.", None,
                                       "Run the request through a project connected to its warehouse.")
-        loaded = read_table(granularity, self.tables.loader(granularity))
+        try:
+            rows = self.tables.loader(granularity)
+        except (ConnectionFailed, QueryTimeout):
+            raise
+        except KpiEngineError as error:  # most often a wrong table or column name
+            reason = error.message.rstrip(".!") + "."
+            raise QueryError(f"the calendar table '{granularity.table}' of granularity '{granularity.name}' cannot be "
+                             f"read: {reason}", None,
+                             f"Fix 'table', 'date' ({granularity.date_column}) and 'start' ({granularity.start_column}) "
+                             "under granularities: in kpi_engine.yaml, or create the table.") from None
+        loaded = read_table(granularity, rows)
         self.tables.loaded[granularity.name] = loaded
         return loaded
 

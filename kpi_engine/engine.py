@@ -596,6 +596,8 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
             errors.extend(invalid.errors)
         except KpiEngineError as error:
             errors.append(error)
+        if describe:  # calendar tables are read and checked once here
+            errors.extend(_calendar_table_errors(project))
         if model is not None:  # each saved query compiles: its KPIs, dimensions, range and filters hold
             for query in project.queries.values():
                 if not describe and project.config.calendar.is_custom(query.body.get("grain")):
@@ -605,6 +607,19 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
                 except KpiEngineError as error:
                     errors.append(SpecError(error.message, query.where(key=True), error.hint))
     return (None if errors else model), in_file_order(errors)
+
+
+def _calendar_table_errors(project: Project) -> list[KpiEngineError]:
+    config = project.config
+    errors: list[KpiEngineError] = []
+    for name, granularity in getattr(config.calendar, "granularities", {}).items():
+        if granularity.kind == "table":
+            try:
+                config.calendar.table(granularity)
+            except KpiEngineError as error:
+                errors.append(SpecError(error.message if name in error.message else f"granularity '{name}': {error.message}",
+                                        config.positions.at(("granularities", name), key=True), error.hint))
+    return errors
 
 
 def open_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None,

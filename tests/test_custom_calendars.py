@@ -383,6 +383,18 @@ def test_a_broken_calendar_table_is_one_clear_error(tmp_path, change, message):
         with pytest.raises(KpiEngineError, match=message) as error:
             opened.evaluate(["orders"], grain="retail_month_table")
         assert "retail_month_table" in str(error.value.location)
+    _, errors = check_project(root)  # validate reads the table too, and points at its declaration
+    assert [e.location.file.endswith("kpi_engine.yaml") for e in errors if message in e.message] == [True]
+
+
+def test_a_missing_calendar_table_is_named(tmp_path):
+    root = write_project(tmp_path / "p", {"spec.yaml": SPEC}, {"events": EVENTS},
+                         "name: c\nwarehouse: {adapter: duckdb, data: data}\ngranularities:\n" + TABLE_GRANULARITY)
+    with open_project(root) as opened:
+        with pytest.raises(QueryError, match="the calendar table 'dim_calendar' of granularity 'retail_month_table' "
+                                             "cannot be read") as error:
+            opened.evaluate(["orders"], grain="retail_month_table", start=dt.date(2024, 2, 4), end=dt.date(2024, 3, 3))
+        assert "create the table" in error.value.hint
 
 
 # --- SQL ---------------------------------------------------------------------------------------------------
