@@ -522,3 +522,28 @@ def test_the_http_api_serves_a_custom_grain(root):
                                              if dt.date(2024, 2, 4) <= p < dt.date(2024, 5, 5)]
         wrong = client.post("/v1/query", json={"kpis": ["orders"], "grain": "retail_mnth"})
         assert wrong.status_code == 422 and "Did you mean 'retail_month'?" in wrong.text
+
+
+def test_a_ratio_across_two_sources_by_retail_quarter(tmp_path):
+    generator = random.Random(3)
+    spend = [{"day": (FIRST + dt.timedelta(days=k)).isoformat(), "channel": generator.choice(["ppc", "email"]),
+              "cost": generator.randrange(10, 90)} for k in range(0, (LAST - FIRST).days, 2)]
+    spec = """
+sources:
+  events: {table: events, time: day, dimensions: [channel]}
+  spend: {table: spend, time: day, dimensions: [channel]}
+kpis:
+  return_on_spend: {formula: sum(events.amount) / sum(spend.cost)}
+"""
+    root = write_project(tmp_path / "p", {"spec.yaml": spec}, {"events": EVENTS, "spend": spend},
+                         "name: c\nwarehouse: {adapter: duckdb, data: data}\n" + GRANULARITIES)
+    quarters = [s for y in range(2019, 2028) for s in retail_month_starts(y)[::3]]
+    revenue, cost = defaultdict(int), defaultdict(int)
+    for row in EVENTS:
+        revenue[(period_of(dt.date.fromisoformat(row["day"]), quarters), row["channel"])] += row["amount"]
+    for row in spend:
+        cost[(period_of(dt.date.fromisoformat(row["day"]), quarters), row["channel"])] += row["cost"]
+    with open_project(root) as opened:
+        rows = opened.evaluate(["return_on_spend"], grain="retail_quarter", by=["channel"]).to_dicts()
+    assert {(r["period"], r["channel"]): r["return_on_spend"] for r in rows} == pytest.approx(
+        {key: (revenue[key] / cost[key] if cost.get(key) else None) for key in set(revenue) | set(cost)})
