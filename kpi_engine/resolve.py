@@ -33,13 +33,13 @@ SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/firs
 # name -> (min args, max args). KPI-level operations over the time series.
 TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1), "at_start": (2, 2)}
 CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
+_SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(day|week|month|quarter|year)s?\s*", re.IGNORECASE)
 
 
 def _resets(project) -> tuple[str, ...]:
     """cumulative()'s restarts: the built-in periods, then the project's named granularities."""
     calendar = project.config.calendar
     return CUMULATIVE_RESETS + tuple(g for g in calendar.grains if calendar.is_custom(g))
-_SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(day|week|month|quarter|year)s?\s*", re.IGNORECASE)
 
 
 def parse_span(text: str) -> tuple[int, str] | None:
