@@ -43,6 +43,14 @@ class Calendar:
     week_start: str = "monday"
     fiscal_year_start: int = 1  # month 1..12
 
+    @property
+    def grains(self) -> tuple[str, ...]:
+        """Every grain a request may use (a project's named granularities add theirs: custom_calendars.py)."""
+        return GRAINS
+
+    def is_custom(self, grain: str | None) -> bool:
+        return False
+
     # --- SQL -------------------------------------------------------------------------
 
     def local_time(self, column: exp.Expression, is_timestamp: bool) -> exp.Expression:

@@ -65,7 +65,8 @@ def _split(values) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
-project_argument = click.argument("project", type=click.Path(file_okay=True, dir_okay=True, path_type=Path))
+project_argument = click.argument("project", type=click.Path(file_okay=True, dir_okay=True, path_type=Path),
+                                  is_eager=True)  # first, so that --grain can read the project's granularities
 
 
 def _project_of(ctx) -> Path | None:
@@ -116,6 +117,43 @@ class _Day(click.ParamType):
 DAY = _Day()
 
 
+class _Grain(click.ParamType):
+    """A built-in grain, or a granularity the project declares (read from its kpi_engine.yaml
+    when the project argument came first; otherwise the compiler checks the name)."""
+
+    name = "grain"
+
+    @staticmethod
+    def known(ctx) -> tuple[list[str], bool]:
+        """The grains to accept, and whether the project's own are among them."""
+        from .custom_calendars import declared_grains
+        from .spec import find_project_root
+
+        project = ctx.params.get("project") if ctx else None
+        try:
+            return list(GRAINS) + declared_grains(find_project_root(project)), True
+        except (KpiEngineError, TypeError):
+            return list(GRAINS), False
+
+    def convert(self, value, param, ctx):
+        from .errors import did_you_mean
+
+        known, complete = self.known(ctx)
+        if value in known or (not complete and str(value).isidentifier()):
+            return value
+        close = did_you_mean(str(value), known)
+        self.fail(f"{str(value)[:60]!r} is not one of {', '.join(repr(g) for g in known)}."
+                  + (f" {close}" if close.startswith("Did") else ""), param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(name) for name in self.known(ctx)[0] if name.startswith(incomplete)]
+
+
+GRAIN = _Grain()
+
+
 def _check_last(ctx, param, value):
     from .dates import parse_last
 
@@ -138,7 +176,7 @@ def query_options(fn):
                           "'cpl=ad_spend_total / new_contacts' (it keeps the unit of the KPIs it reads). Repeatable."),
         click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", shell_complete=_complete_dimensions,
                      help="Dimensions to group by. Repeatable."),
-        click.option("--grain", type=click.Choice(GRAINS),
+        click.option("--grain", type=GRAIN,
                      help="Time bucket. Without it, one total for the whole range."),
         click.option("--from", "start", type=DAY,
                      help="First day (inclusive): YYYY-MM-DD, or relative: 'start of quarter', '6 months ago', ..."),
@@ -421,8 +459,11 @@ def list_(project: Path, fmt: str) -> None:
                 "time_axes": list(s.time_axes), "dimensions": list(s.dimension_names),
                 "defined_in": _origin(s.where(key=True)), "overrides": _origin(s.overrides),
                 "mapped": sorted(s.column_map)} for s in loaded.sources.values() if not s.axis_of]
+    granularities = [{"name": name, "periods": g.describe()}
+                     for name, g in getattr(loaded.config.calendar, "granularities", {}).items()]
     if fmt == "json":
-        _emit(json.dumps({"kpis": kpis, "sources": sources}, indent=2) + "\n")
+        _emit(json.dumps({"kpis": kpis, "sources": sources, **({"granularities": granularities} if granularities else {})},
+                         indent=2) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -446,6 +487,14 @@ def list_(project: Path, fmt: str) -> None:
         table.add_row(*(cell(value or "") for value in (s["name"], s["relation"], time, ", ".join(s["dimensions"]),
                                                         s["defined_in"], s["overrides"])))
     console.print(table)
+    if granularities:  # named periods of kpi_engine.yaml, usable as --grain
+        console.print()
+        table = Table(title="Granularities (--grain)", title_justify="left", show_edge=False)
+        for header in ("name", "periods"):
+            table.add_column(header, no_wrap=True)
+        for g in granularities:
+            table.add_row(cell(g["name"]), cell(g["periods"]))
+        console.print(table)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -537,7 +586,7 @@ def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, comp
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1)
-@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True)
+@click.option("--grain", type=GRAIN, default="month", show_default=True)
 @click.option("--as-of", "as_of", type=DAY,
               help="Check the last period complete before this day, YYYY-MM-DD or relative ('start of month'); "
                    "default: the latest complete period of the data.")
@@ -588,7 +637,7 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
 @click.argument("dimensions", nargs=-1, shell_complete=_complete_dimensions)
 @click.option("--source", "sources", multiple=True, metavar="SOURCE",
               help="Only where this source has rows (repeatable); default: every source with the dimensions.")
-@click.option("--grain", type=click.Choice(GRAINS), help="List the values of each period.")
+@click.option("--grain", type=GRAIN, help="List the values of each period.")
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (exclusive).")
 @click.option("--where", metavar="CONDITION", help="A condition over dimensions, as for evaluate.")
@@ -703,7 +752,7 @@ def map_(project: Path, output: Path | None, force: bool, warehouse: str | None)
 @project_argument
 @click.argument("kpi", shell_complete=_complete_kpis)
 @click.option("--dialect", metavar="NAME", help="Show the SQL in this dialect (default: the warehouse's).")
-@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
+@click.option("--grain", type=GRAIN, default="month", show_default=True,
               help="The grain of the SQL shown.")
 @handle_errors
 def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
@@ -720,7 +769,7 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1, shell_complete=_complete_kpis)
-@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
+@click.option("--grain", type=GRAIN, default="month", show_default=True,
               help="The periods of the figures and of the charts.")
 @click.option("--by", "by", metavar="DIM", shell_complete=_complete_dimensions,
               help="One line per value of this dimension in the charts of the KPIs it can slice.")

@@ -36,6 +36,7 @@ from sqlglot import exp
 
 from . import nodes as n
 from .calendar import DATE_PARTS, GRAINS, cast
+from .custom_calendars import check_reset, unknown_grain
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula, unreachable_reason
@@ -172,9 +173,8 @@ class _Compiler:
         request = self.request
         if not request.kpis and not request.formulas:
             raise QueryError("nothing to compute.", None, "Name one or more KPIs, or pass --formula.")
-        if request.grain is not None and request.grain not in GRAINS:
-            raise QueryError(f"unknown time grain '{request.grain}'.", None,
-                             f"Use one of: {', '.join(GRAINS)}. " + (did_you_mean(request.grain, GRAINS) or ""))
+        if request.grain is not None and request.grain not in self.calendar.grains:
+            raise unknown_grain(request.grain, self.calendar.grains)
         if request.start and request.end and request.start >= request.end:
             raise QueryError(f"the time range is empty: --from {request.start} is not before --to {request.end}.",
                              None, "--from is inclusive and --to exclusive; pick a later --to.")
@@ -280,9 +280,9 @@ class _Compiler:
         if request.time_axis:
             outputs, having = self.on_time_axis(outputs, having)
             hidden = {name: place_on_axis(expr, request.time_axis, model.sources)[0] for name, expr in hidden.items()}
-        outputs = [(column, lower_for(column.name, expr, self.grain)) for column, expr in outputs]
-        hidden = {name: lower_for(name, expr, self.grain) for name, expr in hidden.items()}
-        having = lower_time_ops(having, self.grain) if having is not None else None
+        outputs = [(column, lower_for(column.name, expr, self.grain, self.calendar)) for column, expr in outputs]
+        hidden = {name: lower_for(name, expr, self.grain, self.calendar) for name, expr in hidden.items()}
+        having = lower_time_ops(having, self.grain, self.calendar) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
         self.check_date_parts(leaves)
@@ -312,6 +312,11 @@ class _Compiler:
         # plain aggregates still count from --from and only the windows read the whole periods
         # before it, so the sources they read are grouped a second time over the longer range.
         history_start = self.widened_start(leaves)
+        resets = {leaf.reset for leaf in leaves if leaf.reset}
+        if self.calendar.is_custom(self.grain) or any(self.calendar.is_custom(reset) for reset in resets):
+            self.span_custom_periods(history_start, plans)
+            for reset in sorted(resets):
+                check_reset(self.calendar, self.grain, reset)
         # Leaves over aggregates read the series; a leaf over another leaf reads the stage before it.
         history_leaves = [leaf for leaf in leaves if leaf.kind != "total" and leaf.depth == 1]
         stages = max((leaf.depth for leaf in leaves), default=0)
@@ -586,6 +591,26 @@ class _Compiler:
         return query
 
     # -- time range
+    def span_custom_periods(self, history_start: dt.date | None, plans: Mapping[str, SourcePlan]) -> None:
+        """A named granularity is cut in SQL by the boundaries of the days the query reads: from
+        the first day read (earlier than --from for the windows) to --to; an open end is the
+        data's first or last day, asked of the warehouse (ExtentsNeeded)."""
+        first, end = history_start, self.request.end
+        if first is None or end is None:
+            timed = [name for name, plan in plans.items() if plan.source.time]
+            if any(name not in self.extents for name in timed):
+                raise ExtentsNeeded(timed, f"--grain {self.grain} is cut by the boundaries of the days read, and the "
+                                    "range is open: it needs the first and last day of the data",
+                                    "Give --from and --to, or run the request through a project connected to its "
+                                    "warehouse.")
+            known = [self.extents[name] for name in timed if self.extents[name].first]
+            data_first = min((extent.first for extent in known), default=None)
+            data_last = max((extent.last for extent in known), default=None)
+            first = first or data_first or end or self.reader.today
+            end = end or (data_last + dt.timedelta(days=1) if data_last else first + dt.timedelta(days=1))
+        end = max(end, first + dt.timedelta(days=1))
+        self.calendar = self.reader.calendar = self.calendar.spanning(first, end)
+
     def first_period(self) -> dt.date:
         """The first period shown: the one --from falls in."""
         return self.calendar.period_start(self.request.start, self.grain)
@@ -847,7 +872,8 @@ class _Compiler:
         if leaf.kind == "cumulative":
             partition = dims
             if leaf.reset:
-                if GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
+                built_in = not (self.calendar.is_custom(self.grain) or self.calendar.is_custom(leaf.reset))
+                if built_in and GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
                     raise QueryError(f"cumulative(x, '{leaf.reset}') restarts more often than the --grain "
                                      f"'{self.grain}' periods it adds up.", None,
                                      f"Use a coarser restart than '{self.grain}', or a finer --grain.")

@@ -23,6 +23,7 @@ from .calendar import Calendar
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
 from .source_sql import ExtentsNeeded, source_relation
 from .conversions import described as conversion_columns
+
 from .completeness import Extent, as_date, complete_range, is_complete
 from .dates import FORMS, last_periods, parse_last, resolve_day
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
@@ -92,6 +93,9 @@ class KpiProject:
         self._unavailable: dict[str, KpiEngineError] = {}  # sources whose table cannot be read
         self._lock = threading.Lock()
         self._model_lock = threading.RLock()
+        tables = getattr(project.config.calendar, "tables", None)
+        if tables is not None:  # calendar tables (custom_calendars.py) are read from this warehouse, once
+            tables.loader, tables.loaded = self._calendar_rows, {}
 
     # -- set-up
     @property
@@ -255,6 +259,17 @@ class KpiProject:
         for adapter in self.registry.adapters_for_dialect(dialect):  # e.g. SQLite's date functions
             expression = adapter.prepare(expression)
         return expression
+
+    def _calendar_rows(self, granularity) -> list[tuple]:
+        """(day, first day of its period) of every row of a granularity's calendar table."""
+        from sqlglot import exp
+
+        from .sql_build import col, qualified_table
+
+        query = exp.select(col(granularity.date_column), col(granularity.start_column), copy=False) \
+            .from_(qualified_table(granularity.table), copy=False)
+        with _deep_recursion():
+            return list(self.connection().execute(self._prepare(query, self.dialect)).rows)
 
     def extents(self, sources: Iterable[str], describe: bool = True, today: dt.date | None = None) -> dict[str, Extent]:
         """The first and last day each source (with a time column) has data for, in one query
@@ -581,13 +596,30 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
             errors.extend(invalid.errors)
         except KpiEngineError as error:
             errors.append(error)
+        if describe:  # calendar tables are read and checked once here
+            errors.extend(_calendar_table_errors(project))
         if model is not None:  # each saved query compiles: its KPIs, dimensions, range and filters hold
             for query in project.queries.values():
+                if not describe and project.config.calendar.is_custom(query.body.get("grain")):
+                    continue  # its periods may need the warehouse (the data's extent, a calendar table)
                 try:
                     kpi_project.compile(query=query.name, describe=describe)
                 except KpiEngineError as error:
                     errors.append(SpecError(error.message, query.where(key=True), error.hint))
     return (None if errors else model), in_file_order(errors)
+
+
+def _calendar_table_errors(project: Project) -> list[KpiEngineError]:
+    config = project.config
+    errors: list[KpiEngineError] = []
+    for name, granularity in getattr(config.calendar, "granularities", {}).items():
+        if granularity.kind == "table":
+            try:
+                config.calendar.table(granularity)
+            except KpiEngineError as error:
+                errors.append(SpecError(error.message if name in error.message else f"granularity '{name}': {error.message}",
+                                        config.positions.at(("granularities", name), key=True), error.hint))
+    return errors
 
 
 def open_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None = None,

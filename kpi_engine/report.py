@@ -27,7 +27,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .calendar import GRAINS
 from .catalog import (_UNIT_NAMES, Lineage, _target, documented_sources, lineage, readers, source_facts,
                       tag_groups)
 from .engine import _date
@@ -197,8 +196,9 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     Two queries at most: every KPI by period, then the ones ``by`` can slice, by period and
     dimension. ``project`` is a ``KpiProject``.
     """
-    if grain not in GRAINS:
-        raise UsageError(f"unknown grain '{grain}'.", None, f"Use one of: {', '.join(GRAINS)}.")
+    grains = project.project.config.calendar.grains  # built-in ones and the project's granularities
+    if grain not in grains:
+        raise UsageError(f"unknown grain '{grain}'.", None, f"Use one of: {', '.join(grains)}.")
     model = project.model(strict=False)  # a missing table fails only the KPIs that read it
     # By default every KPI the warehouse can compute: those reading unmapped sources are left out.
     names = list(dict.fromkeys(kpis)) if kpis else [n for n in project.project.kpis if not model.kpis[n].unavailable]

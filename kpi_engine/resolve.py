@@ -36,6 +36,12 @@ CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fisc
 _SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(day|week|month|quarter|year)s?\s*", re.IGNORECASE)
 
 
+def _resets(project) -> tuple[str, ...]:
+    """cumulative()'s restarts: the built-in periods, then the project's named granularities."""
+    calendar = project.config.calendar
+    return CUMULATIVE_RESETS + tuple(g for g in calendar.grains if calendar.is_custom(g))
+
+
 def parse_span(text: str) -> tuple[int, str] | None:
     """'1 year', '3 months', '30 days' -> (amount, unit); None when it is not a length of time."""
     match = _SPAN.fullmatch(text)
@@ -236,8 +242,10 @@ class _Scope:
 
     def __init__(self, model_sources: Mapping[str, SourceSpec], catalog: Catalog, kpi_names: Iterable[str],
                  where: FormulaSource, text: str, errors: list[KpiEngineError],
-                 functions: Mapping[str, Any] | None = None, missing: dict | None = None, label: str = ""):
+                 functions: Mapping[str, Any] | None = None, missing: dict | None = None, label: str = "",
+                 resets: tuple[str, ...] = CUMULATIVE_RESETS):
         self.functions = functions or {}
+        self.resets = resets  # what cumulative() may restart at: built-in periods and named granularities
         # Library formulas collect the columns the warehouse lacks, reported once per column (mapping.py).
         self.missing = missing
         self.label = label
@@ -511,9 +519,9 @@ class _Resolver:
                 else:
                     start_of = arg.value
             elif func == "cumulative":
-                if not (isinstance(arg, n.StringLit) and arg.value in CUMULATIVE_RESETS):
+                if not (isinstance(arg, n.StringLit) and arg.value in scope.resets):
                     scope.error(arg, "cumulative's second argument is the period it restarts at.",
-                                f"Write one of: {', '.join(repr(r) for r in CUMULATIVE_RESETS)}.")
+                                f"Write one of: {', '.join(repr(r) for r in scope.resets)}.")
                 else:
                     reset = arg.value
             elif isinstance(arg, n.StringLit):
@@ -727,7 +735,7 @@ def resolve(project: Project, catalog: Catalog | None = None, functions: Mapping
         if _mentions(tree, project.broken):
             continue  # it uses something whose own spec is invalid and already reported
         scope = _Scope(project.sources, catalog, project.kpis, spec.formula_source, spec.formula, errors, functions,
-                       missing if spec.library else None, name)
+                       missing if spec.library else None, name, _resets(project))
         resolver = _Resolver(scope, "kpi")
         expr, result_type = resolver.resolve(tree)
         if result_type not in (NUMBER, UNKNOWN, NULL):
@@ -1088,7 +1096,8 @@ def resolve_formula(model: Model, text: str, mode: str = "kpi", label: str = "fo
     where = FormulaSource(obj=label)
     tree = parse(text, where)
     errors: list[KpiEngineError] = []
-    scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors, model.functions)
+    scope = _Scope(model.sources, model.catalog, model.kpis, where, text, errors, model.functions,
+                   resets=_resets(model.project))
     resolver = _Resolver(scope, mode)
     expr, result_type = resolver.resolve(tree)
     unmapped = sorted(source for source in resolver.sources_used if model.sources[source].unmapped)

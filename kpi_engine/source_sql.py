@@ -24,7 +24,7 @@ from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
 from .spec import Relationship, SourceSpec
 from .sql_build import (aggregate_sql, bound, col, compile_common, date_literal, existence_test, ident, left_join,
-                        number, scalar_function, snapshot_mark, table_ref, values_table, wrap)
+                        number, qualified_table, scalar_function, snapshot_mark, table_ref, values_table, wrap)
 
 if TYPE_CHECKING:
     from .compiler import Request
@@ -49,10 +49,7 @@ def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = N
     if source.sql:
         query = [parse_source_sql(source, read_dialect)]
         return exp.Subquery(this=query[0], alias=exp.TableAlias(this=ident(alias or source.name)))
-    parts = source.table.split(".")
-    table = exp.Table(this=ident(parts[-1]),
-                      db=ident(parts[-2]) if len(parts) > 1 else None,
-                      catalog=ident(parts[-3]) if len(parts) > 2 else None)
+    table = qualified_table(source.table)
     return exp.alias_(table, ident(alias or source.name), table=True, copy=False)
 
 

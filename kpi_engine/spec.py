@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import yaml
 
 from .calendar import Calendar
+from .custom_calendars import ProjectCalendar, read_granularities
 from .errors import FormulaError, KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean, in_file_order
 from .parser import FormulaSource, parse
 
@@ -733,11 +734,14 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                 if not schema_errors:
                     data = doc.data
                     errors.extend(_config_errors(data, doc))
+                    granularities, wrong = read_granularities(data.get("granularities"),
+                                                              lambda path: doc.positions().at(path, key=True))
+                    errors.extend(wrong)
+                    calendar = ProjectCalendar(data.get("timezone"), data.get("week_start", "monday"),
+                                               data.get("fiscal_year_start", 1), granularities=granularities)
                     config = ProjectConfig(name=data["name"], root=root, warehouse=data.get("warehouse"),
                                            dialect=data.get("dialect"), currency=data.get("currency", "USD"),
-                                           positions=doc.positions(),
-                                           calendar=Calendar(data.get("timezone"), data.get("week_start", "monday"),
-                                                             data.get("fiscal_year_start", 1)),
+                                           positions=doc.positions(), calendar=calendar,
                                            include=tuple(data.get("include", ())))
 
     # Every entry of every file, library files first; merged by name below.

@@ -28,6 +28,13 @@ def table_ref(name: str) -> exp.Table:
     return exp.Table(this=ident(name))
 
 
+def qualified_table(dotted: str) -> exp.Table:
+    """A table named as schema.table (or catalog.schema.table), each part quoted."""
+    parts = dotted.split(".")
+    return exp.Table(this=ident(parts[-1]), db=ident(parts[-2]) if len(parts) > 1 else None,
+                     catalog=ident(parts[-3]) if len(parts) > 2 else None)
+
+
 def left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression) -> None:
     """Add a LEFT JOIN in place. (Select.join parses its join_type text on every call.)"""
     query.append("joins", exp.Join(this=relation, side="LEFT", on=on))

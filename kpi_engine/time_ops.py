@@ -43,7 +43,7 @@ class WindowLeaf(n.Node):
         return self.agg.depth + 1 if isinstance(self.agg, WindowLeaf) else 1
 
 
-def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
+def lower_time_ops(expr: n.Node, grain: str | None, calendar: Calendar | None = None) -> n.Node:
     """Push previous/cumulative/rolling/share down to the aggregates they are built from.
 
     cumulative(a / b) is cumulative(a) / cumulative(b): a ratio is accumulated as its
@@ -60,22 +60,25 @@ def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
         if node.func == "share":
             return n.Binary("/", node.operand, _leaves(node.operand, "total", None, None), pos=node.pos)
         if node.func == "at_start":
+            if calendar is not None and calendar.is_custom(grain):
+                raise QueryError(f"at_start(x, '{node.start_of}') at --grain {grain}: {grain} periods do not "
+                                 f"divide calendar {node.start_of}s.", None, "Use a built-in --grain such as day or week.")
             if GRAINS.index(node.start_of.replace("fiscal_", "")) <= GRAINS.index(grain.replace("fiscal_", "")):
                 raise QueryError(f"at_start(x, '{node.start_of}') reads the first period of a {node.start_of}, "
                                  f"which --grain {grain} does not divide.", None,
                                  f"Use a finer --grain than '{node.start_of}' (e.g. day or week).")
             return _leaves(node.operand, "previous", None, None, start_of=node.start_of)
-        periods, months, days = Calendar.span_in_periods(node.span, grain, node.func) if node.span \
+        periods, months, days = (calendar or Calendar).span_in_periods(node.span, grain, node.func) if node.span \
             else (node.periods, None, None)
         return _leaves(node.operand, node.func, periods, node.reset, months, days=days)
 
     return expr.map(lower)
 
 
-def lower_for(name: str, expr: n.Node, grain: str | None) -> n.Node:
+def lower_for(name: str, expr: n.Node, grain: str | None, calendar: Calendar | None = None) -> n.Node:
     """``lower_time_ops`` for one output column; its errors name the KPI."""
     try:
-        return lower_time_ops(expr, grain)
+        return lower_time_ops(expr, grain, calendar)
     except QueryError as error:
         raise QueryError(error.message, error.location or Location(obj=f"kpi '{name}'"), error.hint) from None
 

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from .. import __version__
-from ..calendar import GRAINS
 from ..errors import KpiEngineError
 from ..result import Result
 from .access import Access, Unauthorized
@@ -161,7 +160,7 @@ def create_app(service: KpiService) -> FastAPI:
     def info() -> dict:
         config = service.project.project.config
         return {"project": config.name, "currency": config.currency, "auth": service.tokens.configured,
-                "grains": list(GRAINS), "max_rows": service.limits.max_rows, "mcp": settings.mcp_path}
+                "grains": list(config.calendar.grains), "max_rows": service.limits.max_rows, "mcp": settings.mcp_path}
 
     @app.get("/v1/kpis", tags=["catalogue"], response_model=KpiList, summary="The KPIs this token may read")
     def list_kpis(access: Access = Depends(caller)):

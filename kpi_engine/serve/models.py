@@ -29,7 +29,6 @@ def _iso_day(value: Any) -> Any:
 
 
 Day = Annotated[dt.date, BeforeValidator(_iso_day)]
-Grain = Literal[GRAINS]  # type: ignore[valid-type]
 FORMATS = ("json", "csv", "arrow")
 
 
@@ -45,7 +44,8 @@ class QueryRequest(BaseModel):
                                  description="Ad-hoc formulas, e.g. 'sum(ad_spend.spend) / count(leads)'; "
                                              "output as formula, formula_2, ...")
     by: list[Name] = Field(default_factory=list, max_length=20, description="Dimensions to group by.")
-    grain: Optional[Grain] = Field(None, description="Time bucket; without it, one total for the range.")
+    grain: Optional[Name] = Field(None, description="Time bucket: " + ", ".join(GRAINS) + ", or a granularity "
+                                  "of the project (GET /v1/info lists them); without it, one total for the range.")
     start: Optional[Day] = Field(None, alias="from", description="First day, inclusive (YYYY-MM-DD).")
     end: Optional[Day] = Field(None, alias="to", description="End day, exclusive (YYYY-MM-DD).")
     where: Optional[Text] = Field(None, description="Filter on dimensions: \"channel in ('ppc', 'email')\".")

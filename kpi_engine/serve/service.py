@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlglot import exp
 
-from ..calendar import GRAINS
 from ..catalog import explain as explain_text
 from ..engine import KpiProject, open_project
 from ..errors import KpiEngineError, QueryError
@@ -119,7 +118,8 @@ class KpiService:
         return {"name": name, "label": spec.label,
                 "description": " ".join(spec.description.split()) if spec.description else None,
                 "unit": spec.unit, "format": spec.format, "formula": " ".join(spec.formula.split()),
-                "dimensions": list(kpi.dimensions), "grains": list(GRAINS), "needs_grain": model.needs_grain(name),
+                "dimensions": list(kpi.dimensions), "grains": list(model.project.config.calendar.grains),
+                "needs_grain": model.needs_grain(name),
                 "target": dict(spec.target) if spec.target else None, "owner": spec.owner, "tags": list(spec.tags)}
 
     def explain(self, name: str, access: Access) -> dict[str, Any]:
