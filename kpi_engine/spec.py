@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import yaml
 
 from .calendar import Calendar
+from .dbt import resolve_models
 from .errors import FormulaError, KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean, in_file_order
 from .parser import FormulaSource, parse
 
@@ -78,7 +79,7 @@ class RowFormula:
 
 
 # Fields that say what a source reads: an override that sets one of them replaces them all.
-RELATION_FIELDS = ("table", "sql", "unmapped")
+RELATION_FIELDS = ("table", "sql", "unmapped", "model")
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class SourceSpec:
     time_end: str | None = None  # an interval source: a row counts from ``time`` until this column
     time_axes: tuple[str, ...] = ()  # other time columns its rows can be placed in time by
     axis_of: tuple[str, str] | None = None  # (source, axis) of a view generated for a time axis
+    model: str | None = None  # a dbt model: its relation (dbt.py) becomes ``table``
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -185,6 +187,7 @@ class ProjectConfig:
     positions: Positions = field(compare=False, repr=False)
     calendar: Calendar = field(default_factory=Calendar)
     include: tuple[str, ...] = ()
+    dbt: Mapping[str, Any] | None = None  # the dbt project, manifest and profiles folder (dbt.py)
 
 
 @dataclass(frozen=True)
@@ -696,7 +699,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                                            positions=doc.positions(),
                                            calendar=Calendar(data.get("timezone"), data.get("week_start", "monday"),
                                                              data.get("fiscal_year_start", 1)),
-                                           include=tuple(data.get("include", ())))
+                                           include=tuple(data.get("include", ())), dbt=data.get("dbt"))
 
     # Every entry of every file, library files first; merged by name below.
     entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}, "queries": {}}
@@ -763,6 +766,9 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             spec = _merge(section, kind, name, items, build, errors)
             if spec is not None:
                 found[name] = spec
+    if config is not None:  # a source naming a dbt model reads the relation dbt built for it
+        for name, relation in resolve_models(sources, config.dbt, root, errors):
+            sources[name] = replace(sources[name], table=relation)
     _inherit(sources, errors)
     _add_time_axes(sources, errors)
     errors.extend(_source_shape_errors(sources))
@@ -889,7 +895,7 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         positions=doc.positions(), path=path, library=library, overrides=overrides,
         column_map=column_map, filters=filters, extends=body.get("extends"), unmapped=bool(body.get("unmapped")),
         declared=frozenset(body), time_end=body.get("time_end"), time_axes=tuple(body.get("time_axes", ())),
-        freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
+        freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None, model=body.get("model"))
 
 
 def _row_formula(doc: _Document, fallback: _Document | None, path: Path_, value: Any, obj: str) -> RowFormula:
@@ -935,7 +941,7 @@ def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
         base = complete(base_name, chain + (name,))
         changes: dict[str, Any] = {field_: getattr(base, field_) for field_ in _INHERITED if field_ not in source.declared}
         if not set(RELATION_FIELDS) & source.declared:
-            changes.update(table=base.table, sql=base.sql, unmapped=base.unmapped,
+            changes.update(table=base.table, sql=base.sql, unmapped=base.unmapped, model=base.model,
                            column_map={**base.column_map, **source.column_map},
                            filters=base.filters + source.filters, rows_of=base.rows_of or base.name)
         done[name] = replace(source, **changes)
@@ -1000,11 +1006,12 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
     """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
     for source in sources.values():
         inherits = source.extends and not set(RELATION_FIELDS) & source.declared  # the source it extends is checked
-        if not source.unmapped and not inherits and bool(source.table) == bool(source.sql):
-            yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
+        reads = bool(source.sql) + bool(source.model) + bool(source.table and not source.model)
+        if not source.unmapped and not inherits and reads != 1:
+            yield SpecError(f"source '{source.name}' needs exactly one of 'table', 'sql' and 'model'.",
                             source.where(key=True),
                             "Use 'table: schema.name' for a table or view, 'sql: select ...' for a derived source, "
-                            "or 'unmapped: true' when the warehouse has no such data.")
+                            "'model: name' for a dbt model, or 'unmapped: true' when the warehouse has no such data.")
         if source.freshness_days is not None and not source.time:
             yield SpecError(f"source '{source.name}' declares 'freshness' but has no time column to measure it on.",
                             source.where("freshness"), "Add 'time: <column>' to the source, or remove 'freshness'.")
