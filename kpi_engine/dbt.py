@@ -86,7 +86,7 @@ def render(value: Any, where: Location) -> Any:
         return {key: render(item, where) for key, item in value.items()}
     if isinstance(value, list):
         return [render(item, where) for item in value]
-    if not isinstance(value, str) or "{{" not in value:
+    if not isinstance(value, str) or not re.search(r"\{[{%#]", value):
         return value
     blocks = list(_BLOCK.finditer(value))
     if "{%" in value or not blocks:
@@ -249,6 +249,9 @@ def _adapter_settings(output: Mapping[str, Any], where: Location, project_dir: P
 
 # -- manifest.json -----------------------------------------------------------------------------
 
+_RELATION_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$(?!\n)")
+
+
 class Manifest:
     """The models of a dbt manifest and the relation each was built as."""
 
@@ -277,9 +280,12 @@ class Manifest:
         node = self.models.get(model)
         if node is None:
             raise KeyError(model)
-        parts = [node.get("database"), node.get("schema"), node.get("alias") or node.get("identifier")
-                 or node.get("name")]
-        return ".".join(str(part) for part in parts if part)
+        parts = [str(part) for part in (node.get("database"), node.get("schema"),
+                                        node.get("alias") or node.get("identifier") or node.get("name")) if part]
+        bad = next((part for part in parts if not _RELATION_PART.match(part)), None)
+        if bad is not None:  # a part the table: field could not hold either (dots, quotes, spaces)
+            raise ValueError(f"its relation part '{bad[:60]}' is not a plain name")
+        return ".".join(parts)
 
 
 def resolve_models(sources: dict, config_dbt: Mapping[str, Any] | None, root: Path,
@@ -303,3 +309,6 @@ def resolve_models(sources: dict, config_dbt: Mapping[str, Any] | None, root: Pa
             errors.append(SpecError(f"dbt model '{source.model}' is not in the manifest {manifest.path}.",
                                     source.where("model"), did_you_mean(source.model, manifest.models) or
                                     "Run 'dbt parse' after adding the model."))
+        except ValueError as why:
+            errors.append(SpecError(f"dbt model '{source.model}' cannot be read: {why}.", source.where("model"),
+                                    "Give the model a plain alias in dbt, or read it with 'table:' or 'sql:'."))

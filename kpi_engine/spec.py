@@ -1006,7 +1006,9 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
     """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
     for source in sources.values():
         inherits = source.extends and not set(RELATION_FIELDS) & source.declared  # the source it extends is checked
-        reads = bool(source.sql) + bool(source.model) + bool(source.table and not source.model)
+        # a model's relation fills in ``table``: a table counts only when written too
+        reads = bool(source.sql) + bool(source.model) + bool(source.table and (not source.model
+                                                                              or "table" in source.declared))
         if not source.unmapped and not inherits and reads != 1:
             yield SpecError(f"source '{source.name}' needs exactly one of 'table', 'sql' and 'model'.",
                             source.where(key=True),
