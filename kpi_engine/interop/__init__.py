@@ -134,9 +134,12 @@ def write_project(out: Path, prefix: str, sources: dict, kpis: dict, report: Rep
                 if errors:
                     raise errors[0]
                 break
+    report.sources, report.kpis = list(sources), list(kpis)
+    if not sources and not kpis and not out.exists():
+        return  # nothing to write: no folder left behind
     out.mkdir(parents=True, exist_ok=True)
     config = out / "kpi_engine.yaml"
-    if not config.exists():
+    if not config.exists() and (sources or kpis):
         write_atomically(config, project_file or f"name: {re.sub(r'[^A-Za-z0-9_]', '_', out.resolve().name)}\n")
     report.files = []
     for section, content in (("sources", sources), ("kpis", kpis)):
@@ -146,7 +149,6 @@ def write_project(out: Path, prefix: str, sources: dict, kpis: dict, report: Rep
             report.files.append(str(path))
         elif path.exists():
             path.unlink()  # an import that yields nothing leaves no stale definitions behind
-    report.sources, report.kpis = list(sources), list(kpis)
 
 
 def _owner(error: KpiEngineError) -> tuple[str | None, str | None]:

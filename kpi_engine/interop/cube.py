@@ -66,10 +66,11 @@ class CubeImport:
                 self.sources[name] = self._source(name)
             except Untranslatable as why:
                 self.skip(name, (), f"cube '{name}'", why)
-        for name in self.sources:
+        cubes = list(self.sources)  # segments add sources of their own
+        for name in cubes:
             self._joins(name)
             self._segments(name)
-        for name in self.sources:
+        for name in cubes:
             body = self.cubes[name][0]
             for i, measure in enumerate(body.get("measures") or []):
                 kpi_name = f"{name}_{measure.get('name')}"
@@ -90,14 +91,16 @@ class CubeImport:
             owner, field_, column = match.groups()
             if owner not in ("CUBE", cube):
                 if field_ is None and column is None and owner in self.columns.get(cube, {}):
-                    return f"({self.columns[cube][owner]})"
+                    text = self.columns[cube][owner]
+                    return text if IDENTIFIER.match(text) else f"({text})"
                 raise Untranslatable(f"the {what} reads '{match.group(0)}', outside cube '{cube}'")
             if column is not None:
                 return column
             if field_ is None:
                 raise Untranslatable(f"the {what} reads '{match.group(0)}' without a column")
             if field_ in self.columns.get(cube, {}):
-                return f"({self.columns[cube][field_]})"
+                text = self.columns[cube][field_]
+                return text if IDENTIFIER.match(text) else f"({text})"
             raise Untranslatable(f"the {what} reads '{field_}', which is not a dimension of '{cube}'")
 
         rewritten = _MEMBER.sub(member, str(text))
@@ -245,9 +248,9 @@ class CubeImport:
             if column is None and field_ is not None and owner in ("CUBE", cube) and field_ in measures:
                 return f"{cube}_{field_}"
             if column is None and field_ is not None and owner in self.cubes:
-                other = {m.get("name") for m in self.cubes[owner][0].get("measures") or []}
-                if field_ in other:
-                    return f"{owner}_{field_}"
+                raise Untranslatable(f"'{match.group(0)}' is a measure of another cube: Cube computes it through "
+                                     "the join between the cubes (and the query's time dimension), which has no "
+                                     "exact equivalent; write the KPI by hand")
             raise Untranslatable(f"'{match.group(0)}' is not a measure")
 
         return formula_of(_MEMBER.sub(member, text), "sql of the number measure")
