@@ -52,10 +52,10 @@ class Report:
         out = [f"{verb} {len(self.sources)} source(s) and {len(self.kpis)} KPI(s)"
                + (f" into {', '.join(self.files)}." if self.files else ".")]
         if self.notes:
-            out.append(f"Translated with a difference ({len(self.notes)}):")
+            out.append(f"{verb} with a difference ({len(self.notes)}):")
             out += [f"  {item}" for item in self.notes]
         if self.skipped:
-            out.append(f"Not translated ({len(self.skipped)}):")
+            out.append(f"Not {verb.lower()} ({len(self.skipped)}):")
             out += [f"  {item}" for item in self.skipped]
         return out
 
