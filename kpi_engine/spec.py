@@ -1010,7 +1010,8 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
         reads = bool(source.sql) + bool(source.model) + bool(source.table and (not source.model
                                                                               or "table" in source.declared))
         if not source.unmapped and not inherits and reads != 1:
-            yield SpecError(f"source '{source.name}' needs exactly one of 'table', 'sql' and 'model'.",
+            fields_ = "'table', 'sql' and 'model'" if source.model else "'table' and 'sql'"
+            yield SpecError(f"source '{source.name}' needs exactly one of {fields_}.",
                             source.where(key=True),
                             "Use 'table: schema.name' for a table or view, 'sql: select ...' for a derived source, "
                             "'model: name' for a dbt model, or 'unmapped: true' when the warehouse has no such data.")
