@@ -228,7 +228,8 @@ def _adapter_settings(output: Mapping[str, Any], where: Location, project_dir: P
             raise UsageError(f"the dbt-spark target connects by '{method}', which kpi-engine's Spark adapter does not "
                              f"speak ({where}).", None, "Use method 'session' (a local or cluster Spark session), or "
                              "a kpi-engine Spark warehouse ('master:' or 'remote: sc://...').")
-        return "spark", pick(master="host", database="schema") if output.get("host") else pick(database="schema")
+        # a session target's 'host' is a placeholder dbt-spark ignores: the session is kpi-engine's own
+        return "spark", pick(database="schema")
     if kind == "sqlite":
         paths = output.get("schemas_and_paths") or {}
         main = paths.get(output.get("schema", "main")) or paths.get("main")
@@ -241,6 +242,10 @@ def _adapter_settings(output: Mapping[str, Any], where: Location, project_dir: P
                         database="schema")
         settings.update(pick(host="host", user="user", database="database"))
         return "mysql", {key: str(value) for key, value in settings.items()}
+    if kind == "clickhouse":
+        raise UsageError(f"the dbt-clickhouse target is a ClickHouse server ({where}); kpi-engine's ClickHouse "
+                         "plugin runs chdb in-process on a data folder.", None,
+                         "Write 'warehouse: {adapter: clickhouse, path: <folder>}' in kpi_engine.yaml instead.")
     raise UsageError(f"dbt adapter type '{kind}' is not supported ({where}).", None,
                      "kpi-engine reads dbt targets of type duckdb, postgres, redshift, spark (method session), "
                      "sqlite and mysql (with their plugins); ClickHouse and others: write the warehouse "

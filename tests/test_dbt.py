@@ -200,3 +200,33 @@ def test_a_relation_that_is_not_plain_names_is_refused(clean_env, tmp_path):
     project = _project(tmp_path, SPECS, aliases={"fct_orders": "orders; drop table x"})
     _, errors = check_project(project, describe=False)
     assert len(errors) == 1 and "relation part 'orders; drop table x' is not a plain name" in errors[0].message
+
+
+@pytest.mark.parametrize("output, expected", [
+    ({"type": "sqlite", "schema": "main", "schemas_and_paths": {"main": "shop.db"}}, ("sqlite", {"path": "shop.db"})),
+    ({"type": "mysql", "server": "db", "port": 3306, "username": "u", "password": "p", "schema": "shop"},
+     ("mysql", {"host": "db", "port": "3306", "user": "u", "password": "p", "database": "shop"})),
+    ({"type": "spark", "method": "session", "host": "NA", "schema": "analytics"},
+     ("spark", {"database": "analytics"})),
+    ({"type": "redshift", "host": "rs", "user": "u", "password": "p", "dbname": "dw", "port": 5439},
+     ("postgres", {"host": "rs", "user": "u", "password": "p", "dbname": "dw", "port": "5439"})),
+])
+def test_other_adapter_types(clean_env, tmp_path, output, expected):
+    (tmp_path / "profiles.yml").write_text(f"p:\n  target: t\n  outputs:\n    t: {output!r}\n".replace("'", '"'))
+    adapter, values = profile_warehouse({"dbt_profile": "p"}, DbtSettings.of(None, tmp_path))
+    if adapter == "sqlite":
+        values = {"path": Path(values["path"]).relative_to(tmp_path).as_posix()}
+    assert (adapter, values) == expected
+
+
+@pytest.mark.parametrize("output, message", [
+    ({"type": "spark", "method": "thrift", "host": "h"}, "connects by 'thrift'"),
+    ({"type": "clickhouse", "host": "h"}, "ClickHouse server"),
+    ({"type": "duckdb", "path": ":memory:"}, "no database file"),
+    ({"type": "duckdb", "path": "x.duckdb", "attach": [{"path": "y.duckdb"}]}, "attaches other databases"),
+])
+def test_targets_kpi_engine_cannot_read_are_one_clear_error(clean_env, tmp_path, output, message):
+    (tmp_path / "profiles.yml").write_text(f"p:\n  target: t\n  outputs:\n    t: {output!r}\n".replace("'", '"'))
+    with pytest.raises(UsageError, match=message) as error:
+        profile_warehouse({"dbt_profile": "p"}, DbtSettings.of(None, tmp_path))
+    assert "profile 'p', target 't'" in str(error.value)

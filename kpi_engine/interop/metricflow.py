@@ -9,6 +9,7 @@ reported with its file and line and left out, never approximated silently.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,8 +485,6 @@ def _project_file(path: Path, out: Path) -> str | None:
         if project.is_file():
             data, _ = read_yaml(project)
             profile = (data or {}).get("profile") if isinstance(data, dict) else None
-            import os
-
             relative = os.path.relpath(candidate, out.resolve())
             name = re.sub(r"[^A-Za-z0-9_]", "_", out.resolve().name)
             lines = [f"name: {name}", f"dbt: {{project_dir: '{relative}'}}"]
