@@ -211,3 +211,29 @@ def test_ratio_filter_applies_to_both_sides_and_offset_to_grain(shop):
     compared = {d: n - per_day[d.replace(day=1)] for d, n in per_day.items() if d.replace(day=1) in per_day}
     assert len(compared) > 100
     assert_close({d: got[d] for d in compared}, compared, "orders_since_month_start")
+
+
+def test_yaml_of_the_wrong_shape_is_reported_not_a_traceback(tmp_path):
+    result = _import(tmp_path, """\
+semantic_models:
+  - name: visits
+    model: ref('visits')
+    defaults: [visited_at]
+    measures: [{name: visits, agg: count, expr: 1}]
+  - name: sessions
+    model: ref('sessions')
+    label: 12
+    entities: "not a list"
+    dimensions: [just_a_string, {name: visited_at, type: time}]
+    measures: [{name: sessions, agg: count, expr: 1}]
+metrics:
+  - {name: visits, type: simple, type_params: {measure: visits}}
+  - {name: weird, type: ratio, type_params: "abc"}
+  - {name: sessions, type: simple, type_params: {measure: sessions}, label: [1, 2]}
+""", "--tables")
+    assert result.exit_code == 0, result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    assert "models.yml:2: semantic model 'visits': its YAML does not have the documented shape" in result.output
+    assert "models.yml:14: metric 'weird' (ratio): its YAML does not have the documented shape" in result.output
+    kpis = (tmp_path / "out" / "metricflow_kpis.yaml").read_text()
+    assert "count(sessions)" in kpis and "label: '[1, 2]'" in kpis

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..errors import FormulaError, KpiEngineError, UsageError
+from ..errors import FormulaError, KpiEngineError, SpecError, UsageError
 from ..files import write_atomically
 from ..parser import parse
 
@@ -64,6 +64,22 @@ class Untranslatable(Exception):
     """A construct with no exact kpi-engine equivalent; the message says why."""
 
 
+# What reading a construct of the wrong YAML shape raises (a list where a mapping belongs, ...):
+# reported for that construct like any other, never a traceback.
+NOT_TRANSLATED = (Untranslatable, AttributeError, TypeError, ValueError, KeyError)
+
+
+def mappings(value: Any) -> list[tuple[int, dict]]:
+    """(index, item) of the mappings of a YAML list (anything else in it is no construct)."""
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def why_not(error: Exception) -> str:
+    if isinstance(error, Untranslatable):
+        return str(error)
+    return f"its YAML does not have the documented shape ({type(error).__name__}: {error})"
+
+
 def formula_of(sql: str, what: str) -> str:
     """A SQL expression as a formula, when it is one in the formula language too (columns,
     literals, arithmetic, comparisons, and/or/not, in, between, is null, coalesce, ...)."""
@@ -110,19 +126,27 @@ def write_project(out: Path, prefix: str, sources: dict, kpis: dict, report: Rep
 
     from ..engine import check_project
 
+    for kind, table in (("source", sources), ("kpi", kpis)):
+        for name in [name for name in table if not (IDENTIFIER.match(str(name)) and len(str(name)) <= 128)]:
+            table.pop(name)
+            report.skip(f"{prefix}_{kind}s.yaml", None, f"{kind} '{name}'",
+                        "its name is not a kpi-engine name (letters, digits and '_', not starting with a digit)")
     with tempfile.TemporaryDirectory(prefix="kpi-engine-import-") as scratch:
         folder = Path(scratch)
         write_atomically(folder / "kpi_engine.yaml", "name: imported\n")
-        for _ in range(100):  # each round removes at least one refused definition
+        for _ in range(1000):  # each round removes at least one refused definition
             tables = {name: {("table" if key == "model" else key): value for key, value in body.items()}
                       for name, body in sources.items()}
-            write_atomically(folder / "sources.yaml", dump({"sources": tables}, header) if tables else "")
-            write_atomically(folder / "kpis.yaml", dump({"kpis": kpis}, header) if kpis else "")
+            owners: dict[tuple[str, int], tuple[str, str]] = {}
+            for file, kind, content in (("sources.yaml", "source", tables), ("kpis.yaml", "kpi", kpis)):
+                text = dump({f"{kind}s": content}, header) if content else ""
+                write_atomically(folder / file, text)
+                owners.update(_entries(file, kind, text))
             _, errors = check_project(folder, describe=False)
             errors = [error for error in errors if "the file is empty" not in error.message]
             refused = False
             for error in errors:
-                kind, name = _owner(error)
+                kind, name = _owner(error, owners)
                 table = sources if kind == "source" else kpis if kind == "kpi" else None
                 if table is None or name not in table:
                     continue
@@ -131,8 +155,9 @@ def write_project(out: Path, prefix: str, sources: dict, kpis: dict, report: Rep
                             f"the engine refuses it: {error.message}")
                 refused = True
             if not refused:
-                if errors:
-                    raise errors[0]
+                if errors:  # a problem of no single definition: a bug of the translator, said plainly
+                    raise SpecError(f"the translated definitions do not validate: {errors[0].message}", None,
+                                    "Please report it with the input files; nothing was written.")
                 break
     report.sources, report.kpis = list(sources), list(kpis)
     if not sources and not kpis and not out.exists():
@@ -151,13 +176,29 @@ def write_project(out: Path, prefix: str, sources: dict, kpis: dict, report: Rep
             path.unlink()  # an import that yields nothing leaves no stale definitions behind
 
 
-def _owner(error: KpiEngineError) -> tuple[str | None, str | None]:
+def _entries(file: str, kind: str, text: str) -> dict[tuple[str, int], tuple[str, str]]:
+    """(file, line) -> (kind, name) of every line of a dumped section: the entry it belongs to."""
+    owners, current = {}, None
+    for number, line in enumerate(text.splitlines(), 1):
+        match = re.match(r"^  ([A-Za-z_][A-Za-z0-9_]*):", line)
+        if match:
+            current = match.group(1)
+        if current is not None:
+            owners[(file, number)] = (kind, current)
+    return owners
+
+
+def _owner(error: KpiEngineError, owners: dict) -> tuple[str | None, str | None]:
+    """The definition an error is about: named in its location or message, else found by its line."""
     text = str(error.location.obj if error.location and error.location.obj else error.message)
     match = re.search(r"\b(kpi|KPI|source) '([^']+)'", text) or re.search(r"\b(kpi|KPI|source) '([^']+)'",
-                                                                          error.message)
-    if not match:
-        return None, None
-    return match.group(1).lower(), match.group(2)
+                                                                           error.message)
+    if match:
+        return match.group(1).lower(), match.group(2)
+    location = error.location
+    if location and location.file and location.line:
+        return owners.get((Path(location.file).name, location.line), (None, None))
+    return None, None
 
 
 def need_folder(path: Path, what: str) -> Path:

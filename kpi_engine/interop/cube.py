@@ -15,7 +15,7 @@ from typing import Any
 
 from ..dbt import read_yaml
 from ..errors import UsageError
-from . import IDENTIFIER, Report, Untranslatable, formula_of, need_folder, write_project, yaml_files
+from . import IDENTIFIER, NOT_TRANSLATED, Report, Untranslatable, mappings, why_not, formula_of, need_folder, write_project, yaml_files
 
 AGGREGATES = {"count": "count", "count_distinct": "count_distinct", "countDistinct": "count_distinct",
               "sum": "sum", "avg": "avg", "min": "min", "max": "max"}
@@ -43,11 +43,11 @@ class CubeImport:
         data, lines = read_yaml(file, shown)
         if not isinstance(data, dict):
             return
-        for i, body in enumerate(data.get("cubes") or []):
+        for i, body in mappings(data.get("cubes")):
             if isinstance(body, dict) and isinstance(body.get("name"), str):
                 self.cubes[body["name"]] = (body, shown, lines, ("cubes", i))
-        for i, body in enumerate(data.get("views") or []):
-            self.report.skip(shown, lines.get(("views", i)), f"view '{(body or {}).get('name')}'",
+        for i, body in mappings(data.get("views")):
+            self.report.skip(shown, lines.get(("views", i)), f"view '{body.get('name')}'",
                              "views are not imported: a kpi-engine KPI already reads any source")
 
     def line(self, cube: str, *path: Any) -> int | None:
@@ -58,13 +58,13 @@ class CubeImport:
         return None
 
     def skip(self, cube: str, path: tuple, construct: str, why: Any) -> None:
-        self.report.skip(self.cubes[cube][1], self.line(cube, *path), construct, str(why))
+        self.report.skip(self.cubes[cube][1], self.line(cube, *path), construct, why_not(why))
 
     def translate(self) -> tuple[dict, dict]:
         for name in self.cubes:
             try:
                 self.sources[name] = self._source(name)
-            except Untranslatable as why:
+            except NOT_TRANSLATED as why:
                 self.skip(name, (), f"cube '{name}'", why)
         cubes = list(self.sources)  # segments add sources of their own
         for name in cubes:
@@ -72,11 +72,11 @@ class CubeImport:
             self._segments(name)
         for name in cubes:
             body = self.cubes[name][0]
-            for i, measure in enumerate(body.get("measures") or []):
+            for i, measure in mappings(body.get("measures")):
                 kpi_name = f"{name}_{measure.get('name')}"
                 try:
                     self.kpis[kpi_name] = self._measure(name, measure)
-                except Untranslatable as why:
+                except NOT_TRANSLATED as why:
                     self.skip(name, ("measures", i), f"measure '{name}.{measure.get('name')}' ({measure.get('type')})",
                               why)
             if body.get("pre_aggregations"):
@@ -112,7 +112,7 @@ class CubeImport:
         body = self.cubes[name][0]
         source: dict[str, Any] = {}
         if body.get("title"):
-            source["label"] = body["title"]
+            source["label"] = str(body["title"])
         if body.get("description"):
             source["description"] = str(body["description"]).strip()
         if body.get("sql_table"):
@@ -125,13 +125,13 @@ class CubeImport:
             raise Untranslatable("it has neither sql_table nor sql")
         self.columns[name] = {}
         times = []
-        for i, dim in enumerate(body.get("dimensions") or []):
+        for i, dim in mappings(body.get("dimensions")):
             dim_name = dim.get("name")
             try:
                 if dim.get("sub_query") or dim.get("case"):
                     raise Untranslatable("sub_query and case dimensions are not translated")
                 text = self.sql(name, dim.get("sql", dim_name), f"sql of dimension '{dim_name}'")
-            except Untranslatable as why:
+            except NOT_TRANSLATED as why:
                 self.skip(name, ("dimensions", i), f"dimension '{name}.{dim_name}'", why)
                 continue
             self.columns[name][dim_name] = text
@@ -156,7 +156,7 @@ class CubeImport:
         return source
 
     def _joins(self, name: str) -> None:
-        for i, join in enumerate(self.cubes[name][0].get("joins") or []):
+        for i, join in mappings(self.cubes[name][0].get("joins")):
             target = join.get("name")
             try:
                 if join.get("relationship") not in MANY_TO_ONE:
@@ -166,7 +166,7 @@ class CubeImport:
                 if target not in self.sources:
                     raise Untranslatable(f"cube '{target}' is not translated")
                 self.sources[name].setdefault("relationships", []).append(self._join_keys(name, target, join))
-            except Untranslatable as why:
+            except NOT_TRANSLATED as why:
                 self.skip(name, ("joins", i), f"join '{name}' -> '{target}'", why)
 
     def _join_keys(self, name: str, target: str, join: dict) -> dict:
@@ -190,10 +190,10 @@ class CubeImport:
         return relation
 
     def _segments(self, name: str) -> None:
-        for i, segment in enumerate(self.cubes[name][0].get("segments") or []):
+        for i, segment in mappings(self.cubes[name][0].get("segments")):
             try:
                 condition = self.sql(name, segment.get("sql"), f"sql of segment '{segment.get('name')}'")
-            except Untranslatable as why:
+            except NOT_TRANSLATED as why:
                 self.skip(name, ("segments", i), f"segment '{name}.{segment.get('name')}'", why)
                 continue
             self.sources[f"{name}_{segment.get('name')}"] = {"extends": name, "where": condition}
@@ -202,7 +202,7 @@ class CubeImport:
         kind = measure.get("type")
         kpi: dict[str, Any] = {}
         if measure.get("title"):
-            kpi["label"] = measure["title"]
+            kpi["label"] = str(measure["title"])
         if measure.get("description"):
             kpi["description"] = str(measure["description"]).strip()
         if measure.get("format") in ("percent", "currency"):
@@ -217,7 +217,7 @@ class CubeImport:
             kind = "sum"
         if kind not in AGGREGATES:
             raise Untranslatable(f"measure type '{kind}' has no equivalent")
-        conditions = [self.sql(cube, item.get("sql"), "filter") for item in measure.get("filters") or []]
+        conditions = [self.sql(cube, item.get("sql"), "filter") for _, item in mappings(measure.get("filters"))]
         where = f" where {' and '.join(f'({c})' for c in conditions)}" if conditions else ""
         if kind == "count" and measure.get("sql") is None:
             target = cube
@@ -239,7 +239,7 @@ class CubeImport:
         if _RAW_AGGREGATE.search(text):
             raise Untranslatable("a number measure over raw SQL aggregates is not translated; "
                                  "reference other measures ({count}, {orders.total}) instead")
-        measures = {m.get("name") for m in self.cubes[cube][0].get("measures") or []}
+        measures = {m.get("name") for _, m in mappings(self.cubes[cube][0].get("measures"))}
 
         def member(match: re.Match) -> str:
             owner, field_, column = match.groups()

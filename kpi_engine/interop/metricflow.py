@@ -17,7 +17,7 @@ from typing import Any
 
 from ..dbt import read_yaml
 from ..errors import UsageError
-from . import IDENTIFIER, Report, Untranslatable, column_of, formula_of, need_folder, write_project, yaml_files
+from . import IDENTIFIER, NOT_TRANSLATED, Report, Untranslatable, mappings, why_not, column_of, formula_of, need_folder, write_project, yaml_files
 
 AGGREGATES = {"sum": "sum", "average": "avg", "avg": "avg", "min": "min", "max": "max",
               "count_distinct": "count_distinct", "median": "median"}
@@ -71,15 +71,15 @@ class MetricFlowImport:
         data, lines = read_yaml(file, shown)
         if not isinstance(data, dict):
             return
-        for i, body in enumerate(data.get("semantic_models") or []):
+        for i, body in mappings(data.get("semantic_models")):
             if isinstance(body, dict) and isinstance(body.get("name"), str):
                 self.models[body["name"]] = SemanticModel(body["name"], shown, lines.get(("semantic_models", i)), body,
                                                           lines=lines, base=("semantic_models", i))
-        for i, body in enumerate(data.get("metrics") or []):
+        for i, body in mappings(data.get("metrics")):
             if isinstance(body, dict) and isinstance(body.get("name"), str):
                 self.metrics[body["name"]] = (body, shown, lines.get(("metrics", i)))
-        for i, body in enumerate(data.get("saved_queries") or []):
-            self.report.skip(shown, lines.get(("saved_queries", i)), f"saved query '{(body or {}).get('name')}'",
+        for i, body in mappings(data.get("saved_queries")):
+            self.report.skip(shown, lines.get(("saved_queries", i)), f"saved query '{body.get('name')}'",
                              "saved queries are not imported; write them under 'queries:' (docs/specs.md)")
 
     # -- semantic models -> sources
@@ -87,13 +87,13 @@ class MetricFlowImport:
         for model in self.models.values():
             try:
                 self.sources[model.name] = self._source(model)
-            except Untranslatable as why:
-                self.report.skip(model.file, model.line, f"semantic model '{model.name}'", str(why))
+            except NOT_TRANSLATED as why:
+                self.report.skip(model.file, model.line, f"semantic model '{model.name}'", why_not(why))
         for model in self.models.values():  # relationships need every primary entity known
             if model.name in self.sources:
                 self._relationships(model)
         for model in self.models.values():
-            for measure in model.body.get("measures") or []:
+            for _, measure in mappings(model.body.get("measures")):
                 if isinstance(measure, dict) and measure.get("name"):
                     model.measures[measure["name"]] = measure
                     self.measure_model[measure["name"]] = model.name
@@ -110,11 +110,11 @@ class MetricFlowImport:
         match = _REF.match(str(body.get("model") or ""))
         if not match:
             raise Untranslatable(f"its model '{body.get('model')}' is not ref('name')")
-        source: dict[str, Any] = {"label": body.get("label")} if body.get("label") else {}
+        source: dict[str, Any] = {"label": str(body["label"])} if body.get("label") else {}
         if body.get("description"):
             source["description"] = str(body["description"]).strip()
         source["table" if self.tables else "model"] = match.group(1)
-        for index, dim in enumerate(body.get("dimensions") or []):
+        for index, dim in mappings(body.get("dimensions")):
             name = dim.get("name")
             try:
                 if dim.get("type") == "time":
@@ -132,9 +132,9 @@ class MetricFlowImport:
                     model.map[name] = formula_of(str(expr), f"expression of dimension '{name}'")
                     model.dims[name] = name
                     source.setdefault("dimensions", []).append(name)
-            except Untranslatable as why:
+            except NOT_TRANSLATED as why:
                 self.report.skip(model.file, model.line_of("dimensions", index), f"dimension '{model.name}.{name}'",
-                                 str(why))
+                                 why_not(why))
         default = (body.get("defaults") or {}).get("agg_time_dimension")
         if default is None and len(model.time_dims) == 1:
             default = next(iter(model.time_dims))
@@ -146,12 +146,12 @@ class MetricFlowImport:
             axes = sorted({column for column, _ in model.time_dims.values()} - {model.time})
             if axes:
                 source["time_axes"] = axes
-        for index, entity in enumerate(body.get("entities") or []):
+        for index, entity in mappings(body.get("entities")):
             name = entity.get("name")
             try:
                 column = column_of(entity.get("expr"), name, f"expression of entity '{name}'")
-            except Untranslatable as why:
-                self.report.skip(model.file, model.line_of("entities", index), f"entity '{model.name}.{name}'", str(why))
+            except NOT_TRANSLATED as why:
+                self.report.skip(model.file, model.line_of("entities", index), f"entity '{model.name}.{name}'", why_not(why))
                 continue
             model.entities[name] = column
             if entity.get("type") in ("primary", "unique", "natural") and model.primary is None:
@@ -162,7 +162,7 @@ class MetricFlowImport:
         return source
 
     def _relationships(self, model: SemanticModel) -> None:
-        for entity in model.body.get("entities") or []:
+        for _, entity in mappings(model.body.get("entities")):
             name = entity.get("name")
             if entity.get("type") != "foreign" or name not in model.entities:
                 continue
@@ -309,9 +309,9 @@ class MetricFlowImport:
         body, file, line = self.metrics[name]
         try:
             kpi = self._kpi(body, chain + (name,))
-        except Untranslatable as why:
-            self.failed[name] = str(why)
-            self.report.skip(file, line, f"metric '{name}' ({body.get('type')})", str(why))
+        except NOT_TRANSLATED as why:
+            self.failed[name] = why_not(why)
+            self.report.skip(file, line, f"metric '{name}' ({body.get('type')})", why_not(why))
             if chain:
                 raise Untranslatable(f"it uses metric '{name}', which is not translated") from None
             return name
@@ -324,7 +324,7 @@ class MetricFlowImport:
         filters = _filters(body.get("filter"))
         kpi: dict[str, Any] = {}
         if body.get("label"):
-            kpi["label"] = body["label"]
+            kpi["label"] = str(body["label"])
         if body.get("description"):
             kpi["description"] = str(body["description"]).strip()
         if kind == "simple":
