@@ -15,6 +15,8 @@ from kpi_engine.dbt import DbtSettings, profile_warehouse, render
 from kpi_engine.engine import check_project
 from kpi_engine.errors import Location, SpecError, UsageError
 
+pytest_plugins = ["pg"]
+
 WHERE = Location("profiles.yml", 3)
 PROFILE = """\
 shop:
@@ -230,3 +232,57 @@ def test_targets_kpi_engine_cannot_read_are_one_clear_error(clean_env, tmp_path,
     with pytest.raises(UsageError, match=message) as error:
         profile_warehouse({"dbt_profile": "p"}, DbtSettings.of(None, tmp_path))
     assert "profile 'p', target 't'" in str(error.value)
+
+
+def test_postgres_target_with_a_secret_from_the_environment(clean_env, tmp_path, pg_server):
+    """A dbt postgres target, its password in DBT_ENV_SECRET_PW, reads a model dbt built in a schema."""
+    import dataclasses
+
+    import psycopg
+    from psycopg import sql
+
+    database = dataclasses.replace(pg_server, dbname="kpi_dbt")
+    with pg_server.admin_connect("postgres") as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database.dbname)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database.dbname),
+                                                                   sql.Identifier(database.user)))
+    rows = make_rows(9)["fct_orders"]
+    with psycopg.connect(database.url, autocommit=True) as connection:
+        connection.execute("CREATE SCHEMA marts")
+        connection.execute("CREATE TABLE marts.fct_orders (order_id integer, ordered_at date, channel text, "
+                           "amount double precision)")
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO marts.fct_orders VALUES (%s, %s, %s, %s)",
+                               [(r["order_id"], r["ordered_at"], r["channel"], r["amount"]) for r in rows])
+    dbt_project = tmp_path / "dbt"
+    dbt_project.mkdir()
+    (dbt_project / "profiles.yml").write_text(f"""\
+shop:
+  target: prod
+  outputs:
+    prod:
+      type: postgres
+      host: {database.host}
+      port: "{{{{ env_var('PGPORT_TEST') | int }}}}"
+      user: {database.user}
+      password: "{{{{ env_var('DBT_ENV_SECRET_PW') }}}}"
+      dbname: {database.dbname}
+      schema: marts
+""")
+    write_manifest(dbt_project / "target" / "manifest.json", database=database.dbname, schema="marts",
+                   models=("fct_orders",))
+    project = tmp_path / "kpis"
+    project.mkdir()
+    (project / "kpi_engine.yaml").write_text("name: shop\ndbt: {project_dir: ../dbt}\nwarehouse: {dbt_profile: shop}\n")
+    (project / "specs.yaml").write_text(SPECS)
+    clean_env.setenv("PGPORT_TEST", str(database.port))
+    clean_env.setenv("DBT_ENV_SECRET_PW", database.password)
+    expected: dict = {}
+    for row in rows:
+        expected[row["channel"]] = expected.get(row["channel"], 0) + row["amount"]
+    with open_project(project) as kpis:
+        got = {row["channel"]: row["revenue"] for row in kpis.evaluate(["revenue"], by=["channel"]).to_dicts()}
+    assert got.keys() == expected.keys() and all(abs(got[k] - expected[k]) < 1e-6 for k in expected)
+    clean_env.setenv("DBT_ENV_SECRET_PW", "wrong-" + database.password[::-1])
+    failed = CliRunner().invoke(cli, ["evaluate", str(project), "revenue"])
+    assert failed.exit_code == 3 and "wrong-" not in failed.output and database.password not in failed.output
