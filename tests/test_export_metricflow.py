@@ -4,6 +4,8 @@ MetricFlow cannot say is reported with its file and line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -114,3 +116,42 @@ def test_what_metricflow_cannot_say_is_reported(projects):
     assert closing["non_additive_dimension"] == {"name": "snapshot_date", "window_choice": "max",
                                                  "window_groupings": ["customer_id"]}  # an entity added for the key
     assert "Not translated" not in reimport and "Not exported (6):" in output
+
+
+def test_the_marketing_library_round_trips(tmp_path):
+    """The example project (the 38-KPI library on its CSV warehouse): every KPI MetricFlow can say
+    gives the same numbers once exported and imported back."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "marketing"
+    exported = tmp_path / "exported"
+    result = CliRunner().invoke(cli, ["export", "metricflow", str(example), str(exported)])
+    assert result.exit_code == 0, result.output
+    back = tmp_path / "back"
+    back.mkdir()
+    (back / "kpi_engine.yaml").write_text(f"name: back\nwarehouse: {{adapter: duckdb, data: '{example / 'data'}'}}\n")
+    again = CliRunner().invoke(cli, ["import", "metricflow", str(exported), "-o", str(back), "--tables"])
+    assert again.exit_code == 0, again.output
+    assert "Not translated" not in again.output
+    names = [m["name"] for m in yaml.safe_load((exported / "metrics.yml").read_text())["metrics"]
+             if "__" not in m["name"]]
+    assert len(names) >= 30
+    options = dict(grain="quarter", by=["channel"], start="2024-01-01", end="2025-01-01")
+    with open_project(example) as project:
+        names = [name for name in names if "channel" in project.model().kpi(name).dimensions]
+        assert len(names) >= 25
+        before = project.evaluate(names, **options).to_dicts()
+    with open_project(back) as project:
+        after = project.evaluate(names, **options).to_dicts()
+    key = lambda row: (row["period"], row["channel"])  # noqa: E731
+    after_by_key = {key(row): row for row in after}
+    assert {key(row) for row in before} <= set(after_by_key)
+    bad = []
+    for row in before:
+        for name in names:
+            want, got = row[name], after_by_key[key(row)][name]
+            # A source that extends another with 'where' comes back as a filter inside the aggregate: a
+            # channel with rows but none passing it shows 0 rather than empty (docs/dbt.md).
+            if want is None and got == 0:
+                continue
+            if (want is None) != (got is None) or (want is not None and abs(want - got) > 1e-9 * max(1, abs(want))):
+                bad.append((name, key(row), want, got))
+    assert not bad, bad[:10]

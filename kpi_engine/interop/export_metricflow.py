@@ -36,6 +36,7 @@ class Export:
         self.measures: dict[tuple, str] = {}  # measure key -> name
         self.metrics: dict[str, dict] = {}
         self.failed: dict[str, str] = {}
+        self.subsets: dict[str, str] = {}  # a source that extends another -> the semantic model of its rows
 
     def where(self, obj) -> tuple[str, int | None]:
         location = obj.where(key=True)
@@ -43,18 +44,32 @@ class Export:
 
     # -- sources -> semantic models
     def semantic_models(self) -> None:
+        subsets = {}
         for name, source in self.project.sources.items():
             if source.axis_of:
                 continue  # the views of a time axis are time dimensions of their source
+            if source.rows_of:  # the rows of another source: its measures, filtered by metric filters
+                subsets[name] = source
+                continue
             try:
                 self.models[name] = self._model(source)
             except Untranslatable as why:
                 file, line = self.where(source)
                 self.report.skip(file, line, f"source '{name}'", str(why))
+        for name, source in subsets.items():
+            if source.rows_of in self.models:
+                self.subsets[name] = source.rows_of
+            else:
+                file, line = self.where(source)
+                self.report.skip(file, line, f"source '{name}'", f"it reads the rows of source '{source.rows_of}', "
+                                 "which is not exported")
 
     def _model(self, source: SourceSpec) -> dict:
         if source.unmapped:
             raise Untranslatable("it is unmapped (no data)")
+        if source.time_end:
+            raise Untranslatable("an interval source (time_end: a row counts in every period it is active in) has "
+                                 "no MetricFlow equivalent")
         if source.extends or source.filters:
             raise Untranslatable("MetricFlow semantic models have no row filter ('where'/'extends'); put the "
                                  "condition in a dbt model and read that")
@@ -229,53 +244,71 @@ class Export:
 
     # -- aggregates -> measures
     def measure(self, node: n.Call) -> tuple[str, str, str | None]:
-        """(measure name, source, filter) of an aggregate, adding the measure to its semantic model."""
+        """(measure name, semantic model, filter) of an aggregate, adding the measure to its semantic
+        model. A source that extends another is that source's measure, its conditions in the filter."""
         func = node.name
         target = node.args[0] if node.args else None
-        if not isinstance(target, n.Name):
-            raise Untranslatable(f"'{_shown(node)}' aggregates an expression; MetricFlow measures are written "
-                                 "here only for a column or a whole source")
-        source_name = target.parts[0]
-        column = target.parts[1] if len(target.parts) > 1 else None
-        if source_name not in self.models:
+        if target is None:
+            raise Untranslatable(f"'{_shown(node)}' has no argument")
+        names = [item for item in target.walk() if isinstance(item, n.Name)]
+        source_name = names[0].parts[0] if names else None
+        home = self.subsets.get(source_name, source_name)
+        if home not in self.models:
             raise Untranslatable(f"it reads source '{source_name}', which is not exported")
-        source = self.project.sources[source_name]
+        source, base = self.project.sources[source_name], self.project.sources[home]
+        model = self.models[home]
         if func in ("last", "first") and source.time_end:
             raise Untranslatable("an interval source (time_end) has no MetricFlow equivalent")
+        if isinstance(target, n.Name) and len(target.parts) == 1:
+            expr, label = "1", "rows"
+        else:
+            def column(name: n.Name) -> str:
+                if name.parts[0] != source_name or len(name.parts) != 2:
+                    raise Untranslatable(f"'{name.dotted}' is not a column of source '{source_name}'")
+                return self.column(base, name.parts[1])
+
+            expr = _sql(target, column)
+            expr = expr[1:-1] if expr.startswith("(") and expr.endswith(")") and not isinstance(target, n.Name) \
+                else expr
+            label = re.sub(r"[^A-Za-z0-9]+", "_", expr).strip("_")[:40] or "value"
         fraction = None
         if func in ("percentile", "approx_percentile"):
             if len(node.args) != 2 or not isinstance(node.args[1], n.NumberLit):
                 raise Untranslatable(f"'{_shown(node)}' needs a constant fraction")
             fraction = float(node.args[1].value)
-        model = self.models[source_name]
-        expr = self.column(source, column) if column else "1"
-        key = (source_name, func, expr, node.at, node.per, fraction)
+        at = node.at or (source.time if source.time != base.time else None)
+        if at and at not in {d["name"] for d in model["dimensions"]}:
+            model["dimensions"].append(_dimension(at, self.column(base, at), "time"))
+        key = (home, func, expr, at, node.per, fraction)
         if key not in self.measures:
-            base = f"{func}_{column or 'rows'}" + (f"_at_{node.at}" if node.at else "") + \
-                   (f"_per_{node.per}" if node.per else "") + (f"_{round(fraction * 100)}" if fraction else "")
-            name = f"{source_name}__{base}"
+            suffix = (f"_at_{at}" if at else "") + (f"_per_{node.per}" if node.per else "") + \
+                     (f"_{round(fraction * 100)}" if fraction else "")
+            name = f"{home}__{func}_{label}{suffix}"
+            while name in self.measures.values():
+                name += "_"
             measure: dict[str, Any] = {"name": name, "agg": AGGREGATES[func], "expr": expr}
-            if func == "count" and column is None:
-                measure["expr"] = "1"
             if fraction is not None:
                 measure["agg_params"] = {"percentile": fraction, "use_discrete_percentile": False}
                 if func == "approx_percentile":
                     measure["agg_params"]["use_approximate_percentile"] = True
-            if node.at:
-                measure["agg_time_dimension"] = node.at
+            if at:
+                measure["agg_time_dimension"] = at
             if func in ("last", "first"):
-                if not source.time:
-                    raise Untranslatable(f"source '{source_name}' has no time column")
-                if column is None:
-                    measure["agg"], measure["expr"] = "count", "1"
-                snapshot: dict[str, Any] = {"name": source.time, "window_choice": "max" if func == "last" else "min"}
+                if not base.time:
+                    raise Untranslatable(f"source '{home}' has no time column")
+                if expr == "1":
+                    measure["agg"] = "count"
+                snapshot: dict[str, Any] = {"name": at or base.time, "window_choice": "max" if func == "last" else "min"}
                 if node.per:
-                    snapshot["window_groupings"] = [self._entity(model, source, node.per)]
+                    snapshot["window_groupings"] = [self._entity(model, base, node.per)]
                 measure["non_additive_dimension"] = snapshot
             model["measures"].append(measure)
             self.measures[key] = name
-        condition = self.condition(source, model, node.where) if node.where is not None else None
-        return self.measures[key], source_name, condition
+        conditions = [parse(formula.text) for formula in source.filters]
+        if node.where is not None:
+            conditions.append(node.where)
+        condition = " and ".join(self.condition(base, model, item, source_name) for item in conditions)
+        return self.measures[key], home, condition or None
 
     def _entity(self, model: dict, source: SourceSpec, key: str) -> str:
         column = self.column(source, key)
@@ -285,7 +318,7 @@ class Export:
         model["entities"].append({"name": key, "type": "foreign", "expr": column})
         return key
 
-    def condition(self, source: SourceSpec, model: dict, node: n.Node) -> str:
+    def condition(self, source: SourceSpec, model: dict, node: n.Node, alias: str | None = None) -> str:
         """A filter over the source's columns, with each column a Dimension of its semantic model."""
         primary = next((e["name"] for e in model["entities"] if e["type"] == "primary"), None)
         if primary is None:
@@ -293,7 +326,7 @@ class Export:
                                  "dimension through its semantic model's primary entity)")
 
         def column(name: n.Name) -> str:
-            if len(name.parts) > 2 or (len(name.parts) == 2 and name.parts[0] != source.name):
+            if len(name.parts) > 2 or (len(name.parts) == 2 and name.parts[0] not in (source.name, alias)):
                 raise Untranslatable(f"the filter reads '{name.dotted}', not a column of '{source.name}'")
             col = name.parts[-1]
             dims = {d["name"]: d for d in model["dimensions"]}
@@ -355,8 +388,8 @@ def _sql(node: n.Node, column) -> str:
         return f"({_sql(node.operand, column)} {word} {_sql(node.low, column)} and {_sql(node.high, column)})"
     if isinstance(node, n.IsNull):
         return f"({_sql(node.operand, column)} is {'not ' if node.negated else ''}null)"
-    raise Untranslatable(f"the filter's '{_shown(node)}' has no MetricFlow equivalent (a per-entity aggregate, "
-                         "a function)")
+    raise Untranslatable(f"'{_shown(node)}' has no MetricFlow equivalent in a filter or a measure's expression "
+                         "(a per-entity aggregate, a function)")
 
 
 def _shown(node: n.Node) -> str:
