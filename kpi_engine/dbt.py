@@ -201,6 +201,17 @@ def profile_warehouse(warehouse: Mapping[str, Any], settings: DbtSettings) -> tu
 
 
 def _adapter_settings(output: Mapping[str, Any], where: Location, project_dir: Path) -> tuple[str, dict[str, Any]]:
+    adapter, settings = _mapped(output, where, project_dir)
+    for key, value in settings.items():
+        # the server adapters fill in ${NAME} themselves: a value that holds one would be read twice
+        if adapter in ("postgres", "mysql") and "${" in str(value):
+            raise UsageError(f"the value of '{key}' in {where} holds '${{', which kpi-engine's {adapter} adapter "
+                             "reads as an environment variable reference.", None,
+                             f"Write the warehouse in kpi_engine.yaml with '{key}: ${{NAME}}' instead.")
+    return adapter, settings
+
+
+def _mapped(output: Mapping[str, Any], where: Location, project_dir: Path) -> tuple[str, dict[str, Any]]:
     kind = output.get("type")
 
     def pick(**names: str) -> dict[str, Any]:

@@ -286,3 +286,12 @@ shop:
     clean_env.setenv("DBT_ENV_SECRET_PW", "wrong-" + database.password[::-1])
     failed = CliRunner().invoke(cli, ["evaluate", str(project), "revenue"])
     assert failed.exit_code == 3 and "wrong-" not in failed.output and database.password not in failed.output
+
+
+def test_a_secret_holding_a_variable_reference_is_refused_not_read_twice(clean_env, tmp_path):
+    _, settings = _folders(tmp_path)
+    clean_env.setenv("PGHOST_TEST", "db")
+    clean_env.setenv("DBT_ENV_SECRET_PW", "a${HOME}b")
+    with pytest.raises(UsageError, match="'password' .* holds") as error:
+        profile_warehouse({"dbt_profile": "shop", "target": "prod"}, settings)
+    assert "a${HOME}b" not in str(error.value)

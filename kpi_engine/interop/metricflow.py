@@ -215,6 +215,9 @@ class MetricFlowImport:
             at = f" at {model.time_dims[own_time][0]}"
         per = ""
         if measure.get("non_additive_dimension"):
+            if agg == "count" and column is not None:  # last(x.col) would add the column up
+                raise Untranslatable(f"a non-additive count of '{column}' has no equivalent (last(source) counts "
+                                     "the snapshot's rows; use expr: 1)")
             call, per = self._snapshot(model, measure_name, measure["non_additive_dimension"], agg, at)
         where = f" where {' and '.join(f'({c})' for c in conditions)}" if conditions else ""
         target = f"{model.name}.{column}" if column else model.name
