@@ -195,7 +195,10 @@ def test_schema_refuses_mixed_warehouse_keys(tmp_path):
     project.mkdir()
     (project / "kpi_engine.yaml").write_text("name: p\nwarehouse: {dbt_profile: shop, adapter: duckdb}\n")
     _, errors = check_project(project, describe=False)
-    assert errors and "kpi_engine.yaml:2" in str(errors[0])
+    assert len(errors) == 1 and "kpi_engine.yaml:2" in str(errors[0]) and "unknown field 'adapter'" in str(errors[0])
+    (project / "kpi_engine.yaml").write_text("name: p\nwarehouse: {dbt_profile: shop, targt: dev}\n")
+    _, errors = check_project(project, describe=False)
+    assert len(errors) == 1 and "Did you mean 'target'?" in str(errors[0])
 
 
 def test_a_relation_that_is_not_plain_names_is_refused(clean_env, tmp_path):
