@@ -307,7 +307,7 @@ class Manifest:
 def resolve_models(sources: dict, config_dbt: Mapping[str, Any] | None, root: Path,
                    errors: list) -> Iterator[tuple[str, str]]:
     """(source name, relation) for every source with ``model:``; problems go to ``errors``."""
-    wanted = {name: source for name, source in sources.items() if getattr(source, "model", None)}
+    wanted = {name: source for name, source in sources.items() if source.model}
     if not wanted:
         return
     settings = DbtSettings.of(config_dbt, root)
