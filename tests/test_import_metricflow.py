@@ -237,3 +237,18 @@ metrics:
     assert "models.yml:14: metric 'weird' (ratio): its YAML does not have the documented shape" in result.output
     kpis = (tmp_path / "out" / "metricflow_kpis.yaml").read_text()
     assert "count(sessions)" in kpis and "label: '[1, 2]'" in kpis
+
+
+def test_the_latest_yaml_spec_is_named_as_not_read_yet(tmp_path):
+    result = _import(tmp_path, """\
+models:
+  - name: fct_visits
+    description: not a semantic model
+  - name: fct_orders
+    semantic_model: true
+    columns:
+      - name: order_id
+""")
+    assert result.exit_code == 1
+    assert "models.yml:4: semantic model of model 'fct_orders': it is written in dbt's latest YAML spec" in result.output
+    assert "fct_visits" not in result.output

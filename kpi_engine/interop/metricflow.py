@@ -78,6 +78,12 @@ class MetricFlowImport:
         for i, body in mappings(data.get("metrics")):
             if isinstance(body, dict) and isinstance(body.get("name"), str):
                 self.metrics[body["name"]] = (body, shown, lines.get(("metrics", i)))
+        for i, body in mappings(data.get("models")):
+            if body.get("semantic_model") not in (None, False):
+                self.report.skip(shown, lines.get(("models", i)), f"semantic model of model '{body.get('name')}'",
+                                 "it is written in dbt's latest YAML spec (semantic_model: on a model, dbt 1.12 and "
+                                 "Fusion), which is not read yet; kpi-engine reads the standalone spec "
+                                 "(semantic_models: with measures, dbt 1.6 to 1.11 and still accepted by 1.12)")
         for i, body in mappings(data.get("saved_queries")):
             self.report.skip(shown, lines.get(("saved_queries", i)), f"saved query '{body.get('name')}'",
                              "saved queries are not imported; write them under 'queries:' (docs/specs.md)")
@@ -470,7 +476,7 @@ def _keep(word: str) -> str:
 def import_metricflow(path: Path, out: Path, tables: bool = False) -> Report:
     need_folder(path, "folder (or file) of MetricFlow YAML")
     importer = MetricFlowImport(path, tables)
-    if not importer.models and not importer.metrics:
+    if not importer.models and not importer.metrics and not importer.report.skipped:
         raise UsageError(f"no semantic_models or metrics found in '{path}'.", None,
                          "Point it at the dbt project's models folder, or a YAML file with 'semantic_models:'.")
     sources, kpis = importer.translate()
