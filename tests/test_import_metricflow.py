@@ -252,3 +252,31 @@ models:
     assert result.exit_code == 1
     assert "models.yml:4: semantic model of model 'fct_orders': it is written in dbt's latest YAML spec" in result.output
     assert "fct_visits" not in result.output
+
+
+def test_a_slowly_changing_dimension_is_not_joined_as_if_it_had_one_row_per_key(tmp_path):
+    result = _import(tmp_path, """\
+semantic_models:
+  - name: tiers
+    model: ref('customer_tiers')
+    entities: [{name: customer, type: natural, expr: customer_id}]
+    dimensions:
+      - {name: tier, type: categorical}
+      - name: valid_from
+        type: time
+        type_params: {time_granularity: day, validity_params: {is_start: true}}
+      - name: valid_to
+        type: time
+        type_params: {time_granularity: day, validity_params: {is_end: true}}
+  - name: visits
+    model: ref('visits')
+    entities: [{name: visit, type: primary, expr: visit_id}, {name: customer, type: foreign, expr: customer_id}]
+    dimensions: [{name: visited_at, type: time, type_params: {time_granularity: day}}]
+    measures: [{name: visits, agg: count, expr: 1}]
+metrics:
+  - {name: visits, type: simple, type_params: {measure: visits}}
+""", "--tables")
+    assert result.exit_code == 0, result.output
+    assert "models.yml:2: semantic model 'tiers': it is a slowly changing dimension" in result.output
+    sources = (tmp_path / "out" / "metricflow_sources.yaml").read_text()
+    assert "tiers" not in sources and "relationships" not in sources

@@ -120,6 +120,10 @@ class MetricFlowImport:
         if body.get("description"):
             source["description"] = str(body["description"]).strip()
         source["table" if self.tables else "model"] = match.group(1)
+        if any(isinstance((d.get("type_params") or {}).get("validity_params"), dict)
+               for _, d in mappings(body.get("dimensions"))):
+            raise Untranslatable("it is a slowly changing dimension (validity_params): joining it needs the version "
+                                 "valid at each row's time, which a kpi-engine relationship does not do yet")
         for index, dim in mappings(body.get("dimensions")):
             name = dim.get("name")
             try:
