@@ -45,6 +45,7 @@ def read_yaml(path: Path, shown: str | None = None) -> tuple[Any, dict[tuple, in
         raise SpecError(f"cannot read '{shown}': {getattr(error, 'strerror', None) or error}.", Location(shown),
                         "Check the path and that the file is UTF-8 text.") from None
     try:
+        data = yaml.safe_load(text)  # the loader applies anchors and '<<' merge keys, as dbt's does
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -52,23 +53,23 @@ def read_yaml(path: Path, shown: str | None = None) -> tuple[Any, dict[tuple, in
                         Location(shown, mark.line + 1 if mark else None, mark.column + 1 if mark else None),
                         "Fix the YAML syntax.") from None
     lines: dict[tuple, int] = {}
-    return _plain(node, (), lines), lines
+    _lines(node, (), lines)
+    return data, lines
 
 
-def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
+def _lines(node: Any, path: tuple, lines: dict[tuple, int]) -> None:
+    """The line of each mapping key and sequence item, by its path (the values are read by safe_load)."""
     if node is None:
-        return None
+        return
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
-        result = {}
         for key, value in node.value:
-            name = key.value
-            lines[path + (name,)] = key.start_mark.line + 1
-            result[name] = _plain(value, path + (name,), lines)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, path + (i,), lines) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(" ").construct_object(node) if node.tag != "tag:yaml.org,2002:str" else node.value
+            if isinstance(key, yaml.ScalarNode):
+                lines[path + (key.value,)] = key.start_mark.line + 1
+                _lines(value, path + (key.value,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, path + (i,), lines)
 
 
 # -- env_var, as dbt renders profiles.yml ------------------------------------------------------

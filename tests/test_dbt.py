@@ -298,3 +298,21 @@ def test_a_secret_holding_a_variable_reference_is_refused_not_read_twice(clean_e
     with pytest.raises(UsageError, match="'password' .* holds") as error:
         profile_warehouse({"dbt_profile": "shop", "target": "prod"}, settings)
     assert "a${HOME}b" not in str(error.value)
+
+
+def test_profiles_with_anchors_and_merge_keys(clean_env, tmp_path):
+    (tmp_path / "profiles.yml").write_text("""\
+defaults: &pg
+  type: postgres
+  host: db.internal
+  port: 5432
+shop:
+  target: "{{ env_var('SHOP_TARGET', 'prod') }}"
+  outputs:
+    prod:
+      <<: *pg
+      user: analyst
+      dbname: shop
+""")
+    assert profile_warehouse({"dbt_profile": "shop"}, DbtSettings.of(None, tmp_path)) == \
+        ("postgres", {"host": "db.internal", "port": "5432", "user": "analyst", "dbname": "shop"})
