@@ -303,7 +303,9 @@ warehouse_option = click.option("--warehouse", metavar="URL", envvar="KPI_ENGINE
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="kpi-engine")
-def cli() -> None:
+@click.option("--profiles-dir", metavar="FOLDER", help="The folder of dbt's profiles.yml, for a warehouse that "
+              "names a dbt profile (wins over DBT_PROFILES_DIR; docs/dbt.md).")
+def cli(profiles_dir: str | None) -> None:
     """Define marketing and sales KPIs in YAML; compile them to SQL; run them on your warehouse.
 
     PROJECT is a folder holding kpi_engine.yaml and YAML files of sources and KPIs.
@@ -311,6 +313,9 @@ def cli() -> None:
     Shell completion (commands, KPI names, dimensions): add to ~/.bashrc
     eval "$(_KPI_ENGINE_COMPLETE=bash_source kpi-engine)"  (zsh_source / fish_source for other shells).
     """
+    from .dbt import set_profiles_dir
+
+    set_profiles_dir(profiles_dir)
 
 
 _INIT_FILES = {
@@ -865,6 +870,12 @@ from .serve.command import mcp_command, serve_command  # noqa: E402
 
 cli.add_command(serve_command)
 cli.add_command(mcp_command)
+
+# `import` and `export` (dbt MetricFlow, Cube) live in kpi_engine/interop/command.py.
+from .interop.command import export_command, import_command  # noqa: E402
+
+cli.add_command(import_command)
+cli.add_command(export_command)
 
 
 def main() -> None:

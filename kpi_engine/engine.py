@@ -39,8 +39,15 @@ from .spec import Project, load_project, read_project
 _URL_SCHEME = re.compile(r"^([a-z][a-z0-9_+]*):")
 
 
-def warehouse_settings(warehouse: str | Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """(adapter name, settings) from a URL or a ``warehouse:`` mapping."""
+def warehouse_settings(warehouse: str | Mapping[str, Any] | None,
+                       project: Project | None = None) -> tuple[str, dict[str, Any]]:
+    """(adapter name, settings) from a URL or a ``warehouse:`` mapping (a dbt profile target's,
+    read from profiles.yml, when it names ``dbt_profile``)."""
+    if isinstance(warehouse, Mapping) and "dbt_profile" in warehouse:
+        from .dbt import DbtSettings, profile_warehouse
+
+        root = project.config.root if project else Path.cwd()
+        return profile_warehouse(warehouse, DbtSettings.of(project.config.dbt if project else None, root))
     if warehouse is None:
         raise UsageError("no warehouse is configured.", None,
                          "Add 'warehouse:' to kpi_engine.yaml (e.g. 'warehouse: {adapter: duckdb, data: data}') "
@@ -114,7 +121,7 @@ class KpiProject:
         if self._warehouse is None:
             return None
         try:
-            adapter_name, _ = warehouse_settings(self._warehouse)
+            adapter_name, _ = warehouse_settings(self._warehouse, self.project)
             return self.registry.adapter(adapter_name).dialect
         except KpiEngineError:
             if missing_ok:
@@ -124,7 +131,7 @@ class KpiProject:
     def connection(self) -> Connection:
         with self._lock:
             if self._connection is None:
-                adapter_name, settings = warehouse_settings(self._warehouse)
+                adapter_name, settings = warehouse_settings(self._warehouse, self.project)
                 if self.timeout is not None:
                     settings["query_timeout"] = self.timeout
                 adapter = self.registry.adapter(adapter_name)

@@ -23,6 +23,7 @@ import yaml
 
 from .calendar import Calendar
 from .custom_calendars import ProjectCalendar, read_granularities
+from .dbt import resolve_models
 from .errors import FormulaError, KpiEngineError, Location, ProjectInvalid, SpecError, did_you_mean, in_file_order
 from .parser import FormulaSource, parse
 
@@ -118,7 +119,7 @@ class RowFormula:
 
 
 # Fields that say what a source reads: an override that sets one of them replaces them all.
-RELATION_FIELDS = ("table", "sql", "unmapped")
+RELATION_FIELDS = ("table", "sql", "unmapped", "model")
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class SourceSpec:
     valid_from: str | None = None  # a history source: each row holds from this column ...
     valid_to: str | None = None  # ... up to (not including) this one; empty = still current
     conversion: ConversionSpec | None = None  # a conversion source (conversions.py builds its rows)
+    model: str | None = None  # a dbt model: its relation (dbt.py) becomes ``table``
 
     def where(self, *subpath: Any, key: bool = False) -> Location:
         return self.positions.at(self.path + subpath, f"source '{self.name}'", key)
@@ -228,6 +230,7 @@ class ProjectConfig:
     positions: Positions = field(compare=False, repr=False)
     calendar: Calendar = field(default_factory=Calendar)
     include: tuple[str, ...] = ()
+    dbt: Mapping[str, Any] | None = None  # the dbt project, manifest and profiles folder (dbt.py)
 
 
 @dataclass(frozen=True)
@@ -742,7 +745,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                     config = ProjectConfig(name=data["name"], root=root, warehouse=data.get("warehouse"),
                                            dialect=data.get("dialect"), currency=data.get("currency", "USD"),
                                            positions=doc.positions(), calendar=calendar,
-                                           include=tuple(data.get("include", ())))
+                                           include=tuple(data.get("include", ())), dbt=data.get("dbt"))
 
     # Every entry of every file, library files first; merged by name below.
     entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}, "queries": {}}
@@ -809,6 +812,9 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
             spec = _merge(section, kind, name, items, build, errors)
             if spec is not None:
                 found[name] = spec
+    if config is not None:  # a source naming a dbt model reads the relation dbt built for it
+        for name, relation in resolve_models(sources, config.dbt, root, errors):
+            sources[name] = replace(sources[name], table=relation)
     _inherit(sources, errors)
     _add_conversions(sources, errors)
     _add_time_axes(sources, errors)
@@ -937,7 +943,7 @@ def _source(name: str, body: Mapping[str, Any], doc: _Document, library: str | N
         valid_from=body.get("valid_from"), valid_to=body.get("valid_to"),
         declared=frozenset(body), time_end=body.get("time_end"), conversion=_conversion(body.get("conversion")),
         time_axes=tuple(body.get("time_axes", ())),
-        freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None)
+        freshness_days=int(body["freshness"].split()[0]) if body.get("freshness") else None, model=body.get("model"))
 
 
 def _relationship(body: Mapping[str, Any]) -> Relationship:
@@ -1006,7 +1012,7 @@ def _inherit(sources: dict[str, SourceSpec], errors: list) -> None:
         base = complete(base_name, chain + (name,))
         changes: dict[str, Any] = {field_: getattr(base, field_) for field_ in _INHERITED if field_ not in source.declared}
         if not set(RELATION_FIELDS) & source.declared:
-            changes.update(table=base.table, sql=base.sql, unmapped=base.unmapped,
+            changes.update(table=base.table, sql=base.sql, unmapped=base.unmapped, model=base.model,
                            column_map={**base.column_map, **source.column_map},
                            filters=base.filters + source.filters, rows_of=base.rows_of or base.name)
         done[name] = replace(source, **changes)
@@ -1135,11 +1141,15 @@ def _source_shape_errors(sources: Mapping[str, SourceSpec]) -> Iterator[SpecErro
     """Checks the schema does not express readably: exactly one of table/sql, unique dimensions."""
     for source in sources.values():
         inherits = source.extends and not set(RELATION_FIELDS) & source.declared  # the source it extends is checked
-        if not source.unmapped and not inherits and not source.conversion and bool(source.table) == bool(source.sql):
-            yield SpecError(f"source '{source.name}' needs exactly one of 'table' and 'sql'.",
+        # a model's relation fills in ``table``: a table counts only when written too
+        reads = bool(source.sql) + bool(source.model) + bool(source.table and (not source.model
+                                                                              or "table" in source.declared))
+        if not source.unmapped and not inherits and not source.conversion and reads != 1:
+            fields_ = "'table', 'sql' and 'model'" if source.model else "'table' and 'sql'"
+            yield SpecError(f"source '{source.name}' needs exactly one of {fields_}.",
                             source.where(key=True),
                             "Use 'table: schema.name' for a table or view, 'sql: select ...' for a derived source, "
-                            "or 'unmapped: true' when the warehouse has no such data.")
+                            "'model: name' for a dbt model, or 'unmapped: true' when the warehouse has no such data.")
         if source.freshness_days is not None and not source.time:
             yield SpecError(f"source '{source.name}' declares 'freshness' but has no time column to measure it on.",
                             source.where("freshness"), "Add 'time: <column>' to the source, or remove 'freshness'.")
