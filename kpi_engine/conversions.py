@@ -50,16 +50,38 @@ _INTERVAL_UNITS = {"minute": ("MINUTE", 1), "hour": ("HOUR", 1), "day": ("DAY", 
                    "month": ("MONTH", 1), "quarter": ("MONTH", 3), "year": ("YEAR", 1)}
 
 
-def window_end(time: exp.Expression, within: tuple[int, str]) -> exp.Expression:
+def window_end(time: exp.Expression, within: tuple[int, str], dialect: str) -> exp.Expression:
     """``time`` plus the window: the last moment a conversion still counts (included)."""
     amount, unit = within
     name, factor = _INTERVAL_UNITS[unit]
+    if dialect == "sqlite":  # no INTERVAL type: DATETIME() takes the shift as a modifier
+        return exp.Anonymous(this="DATETIME", expressions=[time, exp.Literal.string(f"+{amount * factor} {name.lower()}s")])
     interval = exp.Interval(this=exp.Literal.string(str(amount * factor)), unit=exp.var(name))
     return exp.Add(this=time, expression=interval)
 
 
-def _epoch(time: exp.Expression) -> exp.Expression:
-    return exp.TimeToUnix(this=cast(time, "TIMESTAMP"))
+def _epoch(time: exp.Expression, dialect: str) -> exp.Expression:
+    """Seconds since 1970-01-01 00:00 of a stored timestamp. sqlglot writes its epoch node for
+    DuckDB, PostgreSQL, Spark, Snowflake, Trino and Redshift; elsewhere it would leave a function
+    the engine does not have (TIME_TO_UNIX), so those get their own."""
+    stamp = cast(time, "TIMESTAMP")
+    if dialect == "sqlite":  # Julian days as a double: whole seconds survive rounding to 1 ms
+        days = exp.Sub(this=exp.Anonymous(this="JULIANDAY", expressions=[time]), expression=number(2440587.5))
+        return exp.Round(this=exp.Mul(this=exp.Paren(this=days), expression=number(86400.0)), decimals=number(3))
+    if dialect == "mysql":  # (the plugin pins the session to UTC, so this is the stored time)
+        return exp.Anonymous(this="UNIX_TIMESTAMP", expressions=[stamp])
+    if dialect == "clickhouse":
+        return exp.Anonymous(this="toUnixTimestamp", expressions=[stamp])
+    if dialect == "bigquery":
+        return exp.Anonymous(this="UNIX_SECONDS", expressions=[stamp])
+    if dialect == "tsql":
+        return exp.Anonymous(this="DATEDIFF_BIG", expressions=[exp.var("SECOND"), exp.Literal.string("1970-01-01"),
+                                                               stamp])
+    if dialect == "oracle":  # (dates subtract to days)
+        days = exp.Sub(this=cast(time, "DATE"), expression=exp.Anonymous(this="DATE", expressions=[
+            exp.Literal.string("1970-01-01")]))
+        return exp.Mul(this=exp.Paren(this=days), expression=number(86400))
+    return exp.TimeToUnix(this=stamp)
 
 
 def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) -> exp.Expression:
@@ -96,7 +118,7 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
     on = [exp.EQ(this=base_column(spec.per), expression=col(_ENTITY, joined)),
           exp.LTE(this=base_time.copy(), expression=converted.copy())]
     if spec.within is not None:
-        on.append(exp.LTE(this=converted.copy(), expression=window_end(base_time.copy(), spec.within)))
+        on.append(exp.LTE(this=converted.copy(), expression=window_end(base_time.copy(), spec.within, reader.dialect)))
     on += [exp.EQ(this=base_column(name), expression=col(alias_, joined)) for name, alias_ in same.items()]
 
     # last_touch keeps the latest base event before the conversion, first_touch the earliest in
@@ -107,7 +129,7 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
     order += [exp.Ordered(this=base_column(name), nulls_first=False) for name in tie_breaks]
     touch = exp.Window(this=exp.RowNumber(), partition_by=[col(_CONVERSION, joined)],
                        order=exp.Order(expressions=order))
-    seconds = exp.Sub(this=_epoch(converted.copy()), expression=_epoch(base_time.copy()))
+    seconds = exp.Sub(this=_epoch(converted.copy(), reader.dialect), expression=_epoch(base_time.copy(), reader.dialect))
     days = exp.Div(this=exp.Paren(this=seconds.copy()), expression=number(_SECONDS_PER_DAY), typed=False, safe=False)
     converted_at, seconds_to, days_to = CONVERSION_COLUMNS
     pairs = exp.select(exp.Column(this=exp.Star(), table=ident(base_alias)),

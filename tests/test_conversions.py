@@ -19,7 +19,7 @@ import sqlglot
 
 from kpi_engine.engine import open_project
 from kpi_engine.errors import KpiEngineError, ProjectInvalid
-from warehouse_loading import postgres_warehouse
+from warehouse_loading import postgres_warehouse, sqlite_warehouse
 
 pytest_plugins = ["pg"]
 
@@ -407,12 +407,35 @@ def on_postgres(request, folder):
         yield opened
 
 
+@pytest.fixture(scope="module")
+def on_sqlite(folder, tmp_path_factory):
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "conversions", TABLES, folder / "data")
+    with open_project(folder, warehouse=url) as opened:
+        yield opened
+
+
+@pytest.mark.parametrize("warehouse", ["on_postgres", "on_sqlite"])
 @pytest.mark.parametrize("source", ["visit_signups", "first_touch_signups", "same_campaign_signups",
                                     "quick_signups"])
-def test_postgres_equals_duckdb(project, on_postgres, source):
-    want = evaluate(project, measures(source), by_channel=True)
-    got = evaluate(on_postgres, measures(source), by_channel=True)
+def test_other_warehouses_equal_duckdb(request, project, warehouse, source):
+    """(SQLite has no epoch function: its seconds come from Julian days, rounded to 1 ms; it has
+    no median either, so there the longest time to convert stands in for it.)"""
+    other = request.getfixturevalue(warehouse)
+    formulas = measures(source)
+    if warehouse == "on_sqlite":
+        formulas["median"] = f"max({source}.seconds_to_convert)"
+    want = evaluate(project, formulas, by_channel=True)
+    got = evaluate(other, formulas, by_channel=True)
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("dialect, function", [("sqlite", "JULIANDAY"), ("mysql", "UNIX_TIMESTAMP"),
+                                               ("clickhouse", "toUnixTimestamp"), ("bigquery", "UNIX_SECONDS"),
+                                               ("tsql", "DATEDIFF_BIG"), ("duckdb", "EPOCH"),
+                                               ("postgres", "DATE_PART('epoch'")])
+def test_seconds_to_convert_use_each_dialects_own_epoch(project, dialect, function):
+    text = project.compile(formulas=["avg(visit_signups.days_to_convert)"], grain="month", dialect=dialect).sql()
+    assert function in text and "TIME_TO_UNIX" not in text
 
 
 KPI_TESTS = """\
