@@ -171,11 +171,7 @@ class Calendar:
                 raise QueryError(f"{text} is not a whole number of {plural}.", None,
                                  "Use a multiple of 7 days, or --grain day.")
             return days // step, None, None
-        if func != "previous":
-            raise QueryError(f"{func}() over {text} at --grain {grain}: months have different lengths, so the "
-                             "window would not cover a fixed number of periods.", None,
-                             "Write the window in days or weeks (e.g. '30 days'), or use --grain month.")
-        return None, months, None
+        return None, months, None  # previous: that day months back; rolling: the months up to the period's end
 
     @staticmethod
     def months_back(day: dt.date, months: int) -> dt.date:

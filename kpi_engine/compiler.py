@@ -840,6 +840,8 @@ class _Compiler:
         last = (min(after, end) if after else end) - dt.timedelta(days=1)
         if leaf.days:
             first = last - dt.timedelta(days=leaf.days - 1) if last.toordinal() > leaf.days else dt.date.min
+        elif leaf.kind == "rolling" and leaf.months:  # from the day after the same day that many months back
+            first = self.calendar.months_back(last, leaf.months) + dt.timedelta(days=1)
         elif leaf.kind == "rolling":
             first = self.calendar.try_shift(period, self.grain, -(leaf.periods - 1)) or dt.date.min
         else:  # cumulative: from the start of data, or of the restart period
@@ -850,7 +852,7 @@ class _Compiler:
         """Windows added up from the source's days rather than framed over the period series: a
         window in days at a coarser grain, and a running or rolling distinct count (distinct
         counts of periods do not add up: the same contact in two months is one contact)."""
-        return leaf.depth == 1 and (leaf.days is not None or (
+        return leaf.depth == 1 and (leaf.days is not None or (leaf.kind == "rolling" and leaf.months) or (
             self.grain is not None and leaf.kind in ("rolling", "cumulative") and leaf.agg.func == "count_distinct"))
 
     def window(self, leaf: WindowLeaf, column: str, table: str = SERIES_CTE) -> exp.Expression:

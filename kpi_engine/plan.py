@@ -127,6 +127,7 @@ def window_how(leaf) -> str:
             return f"the period holding the same day {leaf.months} months back"
         return f"{leaf.periods} period{'s' * (leaf.periods != 1)} back"
     if leaf.kind == "rolling":
-        return f"the {leaf.days} days to the period's last day" if leaf.days else \
-            f"this period and the {leaf.periods - 1} before"
+        if leaf.days or leaf.months:
+            return (f"the {leaf.days} days" if leaf.days else f"the {leaf.months} months") + " to the period's last day"
+        return f"this period and the {leaf.periods - 1} before"
     return f"running total restarting each {leaf.reset}" if leaf.reset else "running total from the start of data"

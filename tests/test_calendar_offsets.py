@@ -118,7 +118,6 @@ def test_a_snapshot_a_year_back_is_null_where_that_day_has_no_snapshot(project, 
     ("previous(new_contacts, '1 month')", "quarter", "'1 month' is not a whole number of quarters"),
     ("previous(new_contacts, '10 days')", "month", "'10 days' cannot be counted in months"),
     ("previous(new_contacts, '10 days')", "week", "'10 days' is not a whole number of weeks"),
-    ("rolling(new_contacts, '1 month')", "day", "rolling() over '1 month' at --grain day"),
     ("previous(new_contacts, '1 fortnight')", "day", "'1 fortnight' is not a length of time"),
 ])
 def test_units_that_do_not_fit_the_grain_are_one_clear_error(formula, grain, message):

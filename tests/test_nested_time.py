@@ -331,6 +331,8 @@ def next_period(period: dt.date, grain: str) -> dt.date:
 
 
 def period_of(day: dt.date, grain: str) -> dt.date:
+    if grain == "day":
+        return day
     if grain == "week":
         return day - dt.timedelta(days=day.weekday())
     if grain == "quarter":
@@ -397,3 +399,28 @@ def test_rolling_days_over_another_time_function_is_refused(project):
         project.compile(formulas=["x=rolling(cumulative(count(registrations)), '30 days')"], grain="month",
                         start="2024-01-01", end="2024-06-01")
     assert "cannot be taken over another time function" in error.value.message
+
+
+def months_back(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 - months
+    year, month = index // 12, index % 12 + 1
+    following = dt.date(year + month // 12, month % 12 + 1, 1)
+    return dt.date(year, month, min(day.day, (following - dt.timedelta(days=1)).day))
+
+
+@pytest.mark.parametrize("grain", ["day", "week"])
+def test_rolling_months_at_a_day_or_week_grain(project, data, grain):
+    """rolling(x, '3 months') on a day: from the day after the same day three months back (the
+    shorter month's last day) to that day; on a week: up to the week's last day."""
+    registrations, _ = data
+    start, end = dt.date(2024, 5, 27), dt.date(2024, 6, 12)  # the end of May, and June's first empty days
+    shown = {period_of(r["registered_at"].date(), grain) for r in registrations
+             if start <= r["registered_at"].date() < end}
+    want = {}
+    for period in shown:
+        last = min(period + dt.timedelta(days=1 if grain == "day" else 7), end) - dt.timedelta(days=1)
+        first = months_back(last, 3) + dt.timedelta(days=1)
+        want[(period, None)] = sum(r["fee"] for r in registrations if first <= r["registered_at"].date() <= last)
+    got = actual(project, "rolling(sum(registrations.fee), '3 months')", False, grain=grain, start=start, end=end)
+    assert_same(got, want)
+    assert months_back(dt.date(2024, 5, 31), 3) == dt.date(2024, 2, 29)  # the window of May 31 starts March 1
