@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .calendar import GRAINS
+from .calendar import DAY_GRAINS, GRAINS
 from .errors import KpiEngineError, OutputError, ProjectInvalid, UsageError
 from .files import check_writable, write_atomically
 from .terminal import cell, is_terminal, visible
@@ -138,13 +138,15 @@ def query_options(fn):
         click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", shell_complete=_complete_dimensions,
                      help="Dimensions to group by. Repeatable."),
         click.option("--grain", type=click.Choice(GRAINS),
-                     help="Time bucket. Without it, one total for the whole range."),
+                     help="Time bucket (hour, minute, second: local wall-clock time, on TIMESTAMP sources). "
+                          "Without it, one total for the whole range."),
         click.option("--from", "start", type=DAY,
-                     help="First day (inclusive): YYYY-MM-DD, or relative: 'start of quarter', '6 months ago', ..."),
-        click.option("--to", "end", type=DAY, help="End day (exclusive): YYYY-MM-DD, today, 'start of month', ..."),
+                     help="First day (inclusive): YYYY-MM-DD, a local time YYYY-MM-DDTHH:MM, or relative: "
+                          "'start of quarter', '6 months ago', ..."),
+        click.option("--to", "end", type=DAY, help="End (exclusive): YYYY-MM-DD[THH:MM], today, 'start of month', ..."),
         click.option("--last", nargs=2, metavar="N UNITS", callback=_check_last,
-                     help="The N complete periods before the current one: --last 6 months (days, weeks, months, "
-                          "quarters, years, fiscal quarters, fiscal years). Instead of --from/--to."),
+                     help="The N complete periods before the current one: --last 6 months (minutes, hours, days, "
+                          "weeks, months, quarters, years, fiscal quarters, fiscal years). Instead of --from/--to."),
         click.option("--as-of", "as_of", type=DAY,
                      help="The day relative dates count from (default: today in the project's time zone)."),
         click.option("--where", metavar="CONDITION", help="Filter on dimensions: \"channel in ('ppc', 'email')\"."),
@@ -223,7 +225,7 @@ def _day(kpi_project, text: str | None):
     """--as-of of report and check as a date in the project's calendar."""
     from .dates import resolve_day
 
-    return resolve_day(text, "--as-of", kpi_project.project.config.calendar)
+    return resolve_day(text, "--as-of", kpi_project.project.config.calendar, clock=False)
 
 
 def _progress(message: str):
@@ -524,7 +526,7 @@ def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, comp
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1)
-@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True)
+@click.option("--grain", type=click.Choice(DAY_GRAINS), default="month", show_default=True)
 @click.option("--as-of", "as_of", type=DAY,
               help="Check the last period complete before this day, YYYY-MM-DD or relative ('start of month'); "
                    "default: the latest complete period of the data.")
@@ -575,7 +577,7 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
 @click.argument("dimensions", nargs=-1, shell_complete=_complete_dimensions)
 @click.option("--source", "sources", multiple=True, metavar="SOURCE",
               help="Only where this source has rows (repeatable); default: every source with the dimensions.")
-@click.option("--grain", type=click.Choice(GRAINS), help="List the values of each period.")
+@click.option("--grain", type=click.Choice(DAY_GRAINS), help="List the values of each period.")
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (exclusive).")
 @click.option("--where", metavar="CONDITION", help="A condition over dimensions, as for evaluate.")
@@ -706,7 +708,7 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1, shell_complete=_complete_kpis)
-@click.option("--grain", type=click.Choice(GRAINS), default="month", show_default=True,
+@click.option("--grain", type=click.Choice(DAY_GRAINS), default="month", show_default=True,
               help="The periods of the figures and of the charts.")
 @click.option("--by", "by", metavar="DIM", shell_complete=_complete_dimensions,
               help="One line per value of this dimension in the charts of the KPIs it can slice.")

@@ -28,21 +28,21 @@ and computes the KPI columns; sql_build.py holds the sqlglot building blocks all
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import DATE_PARTS, GRAINS, cast
+from .calendar import PARTS, GRAINS, SUBDAILY, TIME_PARTS, at_grain, cast, grain_rank
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula
 from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPINE_CTE, ZERO_WHEN_EMPTY, SourcePlan,
                          SourceRead, SourceReader)
 from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
-                        snapshot_mark, table_ref, values_table)
+                        period_literal, snapshot_mark, table_ref, values_table)
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
 from .values import counts_whole
 
@@ -165,7 +165,7 @@ class _Compiler:
         if request.grain is not None and request.grain not in GRAINS:
             raise QueryError(f"unknown time grain '{request.grain}'.", None,
                              f"Use one of: {', '.join(GRAINS)}. " + (did_you_mean(request.grain, GRAINS) or ""))
-        if request.start and request.end and request.start >= request.end:
+        if request.start and request.end and at_grain(request.start, "second") >= at_grain(request.end, "second"):
             raise QueryError(f"the time range is empty: --from {request.start} is not before --to {request.end}.",
                              None, "--from is inclusive and --to exclusive; pick a later --to.")
         if request.limit is not None and request.limit < 0:
@@ -182,7 +182,7 @@ class _Compiler:
         if not comparing or not self.grain:
             return
         for dim in self.dims:
-            if dim in DATE_PARTS and not any(dim in self.reader.paths(source) for source in self.model.sources) \
+            if dim in PARTS and not any(dim in self.reader.paths(source) for source in self.model.sources) \
                     and self.calendar.constant_within(dim, self.grain):
                 raise QueryError(f"--by {dim} with --grain {self.grain} gives each period a single {dim}, so "
                                  f"{comparing[0].kind}() cannot read the earlier periods of the same {dim}.", None,
@@ -219,6 +219,32 @@ class _Compiler:
                             f"Or declare '{dim}' on {', '.join(missing)} (or a relationship to a source that has it).")
                 raise QueryError(f"cannot slice by '{dim}': sources {', '.join(sorted(missing))} do not have it.",
                                  None, hint)
+
+    def check_clock(self, plans: dict[str, SourcePlan]) -> None:
+        """A sub-daily grain, --by hour_of_day (minute_of_hour) and a range that starts or ends
+        within a day read the local time of day: a source whose time is a DATE has none, and an
+        interval source's rows are active on whole days."""
+        request = self.request
+        cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in (("from", request.start), ("to", request.end))
+                    if isinstance(value, dt.datetime)), None)
+        for plan in plans.values():
+            source = plan.source
+            if not source.time:
+                continue
+            parts = [d for d in self.dims if d in TIME_PARTS and self.reader.is_date_part(source.name, d)]
+            needs = f"--grain {self.grain}" if self.grain in SUBDAILY else (f"--by {parts[0]}" if parts else cut)
+            if needs is None:
+                continue
+            if source.time_end:
+                raise QueryError(f"{needs} reads the time of day, but interval source '{source.name}' "
+                                 f"({source.time} to {source.time_end}) counts its rows as active on whole days.",
+                                 source.where(key=True), "Use --grain day or coarser and a range of whole days "
+                                                         "(--from/--to as dates) for it.")
+            if self.model.column_type(source.name, source.time) == "date":
+                raise QueryError(f"{needs} reads the time of day, but source '{source.name}' has its time in "
+                                 f"column '{source.time}', a DATE.", source.where(key=True),
+                                 "Use --grain day or coarser and --from/--to as dates for it, or point its "
+                                 "'time:' at a TIMESTAMP column.")
 
     def check_filter_dimension(self, plans: dict[str, SourcePlan], name: n.Name) -> None:
         dim = name.dotted
@@ -284,6 +310,7 @@ class _Compiler:
                                  plan.source.where(key=True),
                                  "Declare 'time: <column>' on the source, or drop --grain/--from/--to "
                                  "(and last()/first(), which need a time).")
+        self.check_clock(plans)
         where = None
         if request.where:
             where, _ = resolve_formula(model, request.where, "dimension", "--where filter")
@@ -385,7 +412,7 @@ class _Compiler:
             conditions = []
             if request.start and self.grain:
                 # Earlier periods were read only for the windows; show the requested ones.
-                conditions.append(exp.GTE(this=col(PERIOD, WINDOWED_CTE), expression=date_literal(self.first_period())))
+                conditions.append(exp.GTE(this=col(PERIOD, WINDOWED_CTE), expression=period_literal(self.first_period())))
             if row_filter:  # keys of the longer range that no source has in the requested one
                 conditions.append(exp.or_(*[not_null(col(alias, WINDOWED_CTE)) for alias in presence_columns.values()],
                                           copy=False))
@@ -533,7 +560,7 @@ class _Compiler:
                 continue
             if before is None:
                 return None
-            earliest = min(earliest, before)
+            earliest = min(earliest, at_grain(before, self.grain))
         return earliest
 
     # -- joining the sources
@@ -567,7 +594,7 @@ class _Compiler:
         values = exp.select(*[col(d, read.name) for d in self.dims], exp.alias_(number(1), ident(self.marker), copy=False),
                             copy=False).distinct(copy=False).from_(table_ref(read.name), copy=False)
         if first is not None:
-            values = values.where(exp.GTE(this=col(PERIOD, read.name), expression=date_literal(first)), copy=False)
+            values = values.where(exp.GTE(this=col(PERIOD, read.name), expression=period_literal(first)), copy=False)
         left_join(body, exp.Subquery(this=values, alias=exp.TableAlias(this=ident(alias))),
                    keys_match(self.dims, KEYS_CTE, alias))
         return alias
@@ -600,7 +627,8 @@ class _Compiler:
         holding the day ``leaf.months`` months before its start (the warehouse stops at a shorter
         month's last day), or the first period of its ``leaf.start_of`` period (at_start)."""
         if leaf.start_of:
-            shifted = self.calendar.bucket(col(PERIOD, table), leaf.start_of, self.dialect, is_date=True)
+            shifted = self.calendar.bucket(col(PERIOD, table), leaf.start_of, self.dialect,
+                                           is_date=self.grain not in SUBDAILY)
         else:
             shifted = exp.DateAdd(this=col(PERIOD, table), expression=number(-leaf.months), unit=exp.var("MONTH"))
         return self.calendar.bucket(shifted, self.grain, self.dialect, is_date=True)
@@ -618,11 +646,14 @@ class _Compiler:
 
     def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
         """Observed keys plus every period of the range for every observed dimension value."""
-        periods = self.calendar.periods(start, self.request.end, self.grain)
+        if self.grain in SUBDAILY and self.calendar.count_periods(start, self.request.end, self.grain) > MAX_FILL_PERIODS:
+            periods = range(self.calendar.count_periods(start, self.request.end, self.grain))  # not listed one by one
+        else:
+            periods = self.calendar.periods(start, self.request.end, self.grain)
         if len(periods) > MAX_FILL_PERIODS:
             raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
-        spine = values_table([(date_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
+        spine = values_table([(period_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
         dense = exp.select(col(PERIOD, SPINE_CTE), *[col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)
         if self.dims:
             combos = exp.select(*[col(d) for d in self.dims], copy=False).distinct(copy=False).from_(
@@ -650,11 +681,12 @@ class _Compiler:
         if leaf.kind == "cumulative":
             partition = dims
             if leaf.reset:
-                if GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
+                if grain_rank(leaf.reset) < grain_rank(self.grain):
                     raise QueryError(f"cumulative(x, '{leaf.reset}') restarts more often than the --grain "
                                      f"'{self.grain}' periods it adds up.", None,
                                      f"Use a coarser restart than '{self.grain}', or a finer --grain.")
-                partition = dims + [self.calendar.bucket(col(PERIOD, SERIES_CTE), leaf.reset, self.dialect, is_date=True)]
+                partition = dims + [self.calendar.bucket(col(PERIOD, SERIES_CTE), leaf.reset, self.dialect,
+                                                         is_date=self.grain not in SUBDAILY)]
             spec = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
             return exp.Window(this=func(this=value), partition_by=partition, order=order, spec=spec)
         if leaf.kind == "rolling":
@@ -694,10 +726,11 @@ class _Measure:
 
 
 def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb",
-                 today: dt.date | None = None) -> exp.Expression:
+                 today: dt.date | None = None, clock: bool = False) -> exp.Expression:
     """SELECT 'source', first day, last day FROM source UNION ALL ...: the extent of each source's
-    data (time column read through its map, rows through its where:), as local days. An interval
-    source's data runs to the last day a row is active, today for a row still open."""
+    data (time column read through its map, rows through its where:), as local days (with
+    ``clock``, for sub-daily grains: as local times). An interval source's data runs to the last
+    day a row is active, today for a row still open."""
     reader = SourceReader(model, Request(), dialect, read_dialect, today=today)
     parts = []
     for name in sources:
@@ -710,7 +743,7 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
                                  copy=False)
             last = exp.Case(ifs=[exp.If(this=still_open, true=now.copy())],
                             default=exp.DateAdd(this=ends.copy(), expression=number(-1), unit=exp.var("DAY")))
-        days = [exp.alias_(cast(func(this=value.copy()), "DATE"), ident(alias), copy=False)
+        days = [exp.alias_(cast(func(this=value.copy()), "TIMESTAMP" if clock else "DATE"), ident(alias), copy=False)
                 for func, value, alias in ((exp.Min, time, "first_day"), (exp.Max, last, "last_day"))]
         parts.append(exp.select(exp.alias_(exp.Literal.string(name), ident("source_name"), copy=False), *days,
                                 copy=False).from_(reader.relation(source), copy=False))
@@ -728,6 +761,9 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
     from .parser import _deep_recursion
 
     check_dialect(dialect)
+    if request.grain in SUBDAILY:  # periods are local datetimes: so are the ends of the range
+        request = replace(request, start=request.start and at_grain(request.start, request.grain),
+                          end=request.end and at_grain(request.end, request.grain))
     try:
         with _deep_recursion():
             return _Compiler(model, request, dialect, read_dialect, spans, today).compile()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import DATE_PARTS, cast
+from .calendar import PARTS, SUBDAILY, TIME_PARTS, cast
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
 from .spec import SourceSpec
@@ -106,7 +106,7 @@ def has_dimension(model: Model, source: str, dim: str) -> bool:
 def is_date_part(model: Model, source: str, dim: str) -> bool:
     """A date part (day_of_week, ...) the source has through its time column, unless it declares
     a dimension of that name."""
-    return (dim in DATE_PARTS and bool(model.sources[source].time)
+    return (dim in PARTS and bool(model.sources[source].time)
             and dim not in dimension_paths(model.sources, source))
 
 
@@ -270,8 +270,9 @@ class SourceReader:
         relations: dict[str, exp.Expression] = {}
 
         def dimension_column(dim: str) -> exp.Expression:
-            if self.is_date_part(name, dim):  # of the row's local day
-                return self.calendar.date_part(time.copy() if is_date else cast(time.copy(), "DATE"), dim)
+            if self.is_date_part(name, dim):  # of the row's local day (local time for hour_of_day)
+                local = time.copy() if is_date or dim in TIME_PARTS else cast(time.copy(), "DATE")
+                return self.calendar.date_part(local, dim)
             path = self.paths(name)[dim]
             table, owner = name, source
             for _, rel in path.joins:
@@ -316,7 +317,7 @@ class SourceReader:
         # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
         # only without snapshots (taken at an exact time, not on a day). Its day is the local one.
         rows = self.entity_snapshot_marks(plan, rows, time, is_date, start)
-        by_day = (self.grain not in (None, "day")
+        by_day = (self.grain not in (None, "day", *SUBDAILY)
                   and all(agg.func in REGROUPABLE and agg.per is None for agg in plan.aggregates)
                   and (is_date or not plan.snapshots))
         days = f"{read.name}_days"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import nodes as n
-from .calendar import GRAINS, Calendar
+from .calendar import Calendar, grain_rank
 from .errors import Location, QueryError
 
 
@@ -47,7 +47,7 @@ def lower_time_ops(expr: n.Node, grain: str | None) -> n.Node:
         if node.func == "share":
             return n.Binary("/", node.operand, _leaves(node.operand, "total", None, None), pos=node.pos)
         if node.func == "at_start":
-            if GRAINS.index(node.start_of.replace("fiscal_", "")) <= GRAINS.index(grain.replace("fiscal_", "")):
+            if grain_rank(node.start_of) <= grain_rank(grain):
                 raise QueryError(f"at_start(x, '{node.start_of}') reads the first period of a {node.start_of}, "
                                  f"which --grain {grain} does not divide.", None,
                                  f"Use a finer --grain than '{node.start_of}' (e.g. day or week).")
