@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .calendar import DAY_GRAINS, GRAINS
+from .calendar import DAY_GRAINS, GRAINS, SUBDAILY
 from .errors import KpiEngineError, OutputError, ProjectInvalid, UsageError
 from .files import check_writable, write_atomically
 from .terminal import cell, is_terminal, visible
@@ -213,12 +213,20 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
             skipped.append(f"{name} (no {', '.join(missing)})")
         elif grain is None and model.needs_grain(name):
             skipped.append(f"{name} (needs --grain)")
+        elif grain in SUBDAILY and any(not _has_clock(model, source) for source in kpi.sources):
+            skipped.append(f"{name} (no time of day for --grain {grain})")
         else:
             usable.append(name)
     if skipped:
         _show(f"Note: left out {len(skipped)} KPI{'s' if len(skipped) != 1 else ''}: {', '.join(skipped)}.",
               err=True)
     return usable
+
+
+def _has_clock(model, source: str) -> bool:
+    """The source's rows have a time of day: a time column that is not a DATE, and no time_end."""
+    spec = model.sources[source]
+    return bool(spec.time) and not spec.time_end and model.column_type(source, spec.time) != "date"
 
 
 def _day(kpi_project, text: str | None):

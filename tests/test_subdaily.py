@@ -3,6 +3,7 @@ against plain Python over generated rows: each UTC time is converted to the proj
 zoneinfo and cut into local wall-clock hours (issue 15)."""
 
 import datetime as dt
+import json
 import random
 from collections import defaultdict
 from zoneinfo import ZoneInfo
@@ -14,6 +15,8 @@ from sqlglot import exp
 from kpi_engine.engine import KpiProject, make_request
 from kpi_engine.errors import KpiEngineError, QueryError
 from kpi_engine.spec import load_project
+
+pytest_plugins = ["pg"]
 
 UTC = dt.timezone.utc
 CHANNELS = ("email", "ppc", "social")
@@ -32,6 +35,7 @@ sources:
     columns: {visited_at: timestamp}
     dimensions: [channel]
   daily_spend: {table: daily_spend, time: day, columns: {day: date}, dimensions: [channel]}
+  trials: {table: trials, time: started_on, time_end: ended_on, columns: {started_on: date, ended_on: date}}
 kpis:
   sessions: {unit: count, formula: count(visits)}
   pageviews: {unit: count, formula: sum(visits.pages)}
@@ -57,6 +61,7 @@ def _events(seed=15):
 
 VISITS = _events()
 SPEND = [{"day": "2025-03-30", "channel": "email", "spend": 10}]
+TRIALS = [{"started_on": "2025-03-01", "ended_on": "2025-04-01"}]
 
 
 def local(text: str, zone: str) -> dt.datetime:
@@ -96,7 +101,7 @@ def _open(root_factory, zone):
 
     config = f"name: web\nwarehouse: {{adapter: duckdb, data: data}}\ntimezone: {zone}\n"
     root = write_project(root_factory.mktemp("subdaily") / "p", {"spec.yaml": SPEC},
-                         {"visits": VISITS, "daily_spend": SPEND}, config=config)
+                         {"visits": VISITS, "daily_spend": SPEND, "trials": TRIALS}, config=config)
     return KpiProject(load_project(root))
 
 
@@ -171,7 +176,7 @@ def test_minute_grain_and_minute_of_hour(berlin):
     start, end = dt.datetime(2025, 3, 30, 1, 0), dt.datetime(2025, 3, 30, 4, 0)
     counts, _ = reference("Europe/Berlin", key=lambda t, row: (t.replace(second=0),), keep=lambda t: start <= t < end)
     rows = by_period(berlin.evaluate(["sessions"], grain="minute", start="2025-03-30T01:00", end="2025-03-30T04:00"))
-    assert {key: row["sessions"] for key, row in rows.items()} == dict(counts)
+    assert len(counts) > 3 and {key: row["sessions"] for key, row in rows.items()} == dict(counts)
     minutes, _ = reference("Europe/Berlin", key=lambda t, row: (t.minute,))
     rows = berlin.evaluate(["sessions"], by=["minute_of_hour"]).to_dicts()
     assert {(r["minute_of_hour"],): r["sessions"] for r in rows} == dict(minutes)
@@ -227,6 +232,17 @@ def test_time_functions_count_wall_clock_hours(berlin):
         assert row["sessions_3h"] == sum(counts.get(hour - dt.timedelta(hours=k), 0) for k in range(3))
         assert row["sessions_today"] == sum(v for h, v in counts.items() if h.date() == hour.date() and h <= hour)
     assert rows[(dt.datetime(2025, 3, 30, 3),)]["sessions_hour_before"] == 0
+    # --from within an hour: that hour counts from --from, the windows read whole earlier hours.
+    cut = dt.datetime(2025, 3, 30, 4, 30)
+    rows = by_period(berlin.evaluate(["sessions", "sessions_hour_before", "sessions_3h"], grain="hour",
+                                     start=cut.isoformat(), end="2025-03-30T08:00", fill=True))
+    assert sorted(key[0] for key in rows) == local_hours(hour_of(cut), dt.datetime(2025, 3, 30, 8), "Europe/Berlin")
+    within, _ = reference("Europe/Berlin", key=lambda t, row: hour_of(t), keep=lambda t: t >= cut)
+    for (hour,), row in rows.items():
+        assert row["sessions"] == within.get(hour, 0)
+        assert row["sessions_hour_before"] == counts.get(hour - dt.timedelta(hours=1), 0)
+        assert row["sessions_3h"] == sum(counts.get(hour - dt.timedelta(hours=k), 0) for k in range(3))
+    assert within[dt.datetime(2025, 3, 30, 4)] < counts[dt.datetime(2025, 3, 30, 4)]
 
 
 def test_relative_hours():
@@ -264,7 +280,8 @@ def test_lengths_at_sub_daily_grains(berlin):
         berlin.evaluate(formulas=["rolling(count(visits), '3 hours')"], grain="day")
     counts, _ = reference("Europe/Berlin", key=lambda t, row: t.replace(second=0))
     rows = by_period(berlin.evaluate(formulas=["rolling(count(visits), '1 hour')"], grain="minute",
-                                     start="2025-03-30T03:00", end="2025-03-30T03:30"))
+                                     start="2025-03-30T03:00", end="2025-03-30T05:00", fill=True))
+    assert len(rows) == 120 and any(row["formula"] for row in rows.values())
     for (minute,), row in rows.items():
         assert row["formula"] == sum(counts.get(minute - dt.timedelta(minutes=k), 0) for k in range(60))
 
@@ -289,3 +306,107 @@ def test_sub_daily_sql_parses_back(berlin, dialect):
         parsed = sqlglot.parse_one(sql, read=dialect)
         assert isinstance(parsed, exp.Query)
         assert {t.name for t in parsed.find_all(exp.Table)} >= {"visits"}
+
+
+def test_interval_sources_refuse_the_time_of_day(berlin):
+    with pytest.raises(QueryError, match="interval source 'trials' .* counts its rows as active on whole days"):
+        berlin.evaluate(formulas=["last(trials)"], grain="hour", start="2025-03-01", end="2025-03-02")
+
+
+def test_completeness_by_hour(berlin):
+    """An hour is complete inside the range and the data: the hours before the first visit are
+    not; --complete-only keeps the whole hours of a range cut mid-hour."""
+    times = sorted(local(row["visited_at"], "Europe/Berlin") for row in VISITS)
+    first = hour_of(times[0])
+    start, end = first - dt.timedelta(hours=2), first + dt.timedelta(hours=2)
+    rows = by_period(berlin.evaluate(["sessions"], grain="hour", start=start.isoformat(), end=end.isoformat(),
+                                     fill=True))
+    assert {key[0]: row["complete"] for key, row in rows.items()} == {
+        first - dt.timedelta(hours=2): False, first - dt.timedelta(hours=1): False, first: True,
+        first + dt.timedelta(hours=1): True}
+    counts, _ = reference("Europe/Berlin", key=lambda t, row: hour_of(t))
+    cut = berlin.evaluate(["sessions"], grain="hour", start="2025-10-26T00:20", end="2025-10-26T04:40",
+                          complete_only=True).to_dicts()
+    assert {row["period"]: row["sessions"] for row in cut} == {
+        h: counts[h] for h in counts if dt.datetime(2025, 10, 26, 1) <= h < dt.datetime(2025, 10, 26, 4)}
+    assert all(row["complete"] for row in cut)
+
+
+def test_snapshots_by_hour(berlin):
+    """last() at an hour grain: the rows at the latest visit time of each local hour."""
+    latest = defaultdict(list)
+    for row in VISITS:
+        latest[hour_of(local(row["visited_at"], "Europe/Berlin"))].append((local(row["visited_at"], "Europe/Berlin"),
+                                                                            row["pages"]))
+    expected = {}
+    for hour, visits in latest.items():
+        top = max(t for t, _ in visits)
+        expected[hour] = sum(p for t, p in visits if t == top)
+    rows = berlin.evaluate(formulas=["last(visits.pages)"], grain="hour").to_dicts()
+    assert {row["period"]: row["formula"] for row in rows} == expected
+
+
+def test_command_line_and_saved_query(berlin, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from kpi_engine.cli import cli
+
+    counts, _ = reference("Europe/Berlin", key=lambda t, row: hour_of(t),
+                          keep=lambda t: dt.datetime(2025, 3, 30, 1, 30) <= t < dt.datetime(2025, 3, 30, 5))
+    root = berlin.project.config.root
+    (root / "queries.yaml").write_text("queries:\n  night:\n    kpis: [sessions]\n    grain: hour\n"
+                                       "    from: '2025-03-30 01:30'\n    to: 2025-03-30T05:00\n")
+    for args in (["--grain", "hour", "--from", "2025-03-30T01:30", "--to", "2025-03-30 05:00"], ["--query", "night"]):
+        result = CliRunner().invoke(cli, ["evaluate", str(root), "sessions", "--format", "csv", *args])
+        assert result.exit_code == 0, result.output
+        lines = result.output.strip().splitlines()
+        assert lines[0] == "period,sessions,complete"
+        got = {dt.datetime.fromisoformat(line.split(",")[0]): int(line.split(",")[1]) for line in lines[1:]}
+        assert got == dict(counts)
+    (root / "queries.yaml").unlink()
+    # --all at an hour grain leaves out the KPIs over a DATE source, and says so.
+    (root / "spend.yaml").write_text("kpis:\n  spend_total: {unit: currency, formula: sum(daily_spend.spend)}\n")
+    try:
+        result = CliRunner().invoke(cli, ["evaluate", str(root), "--all", "--grain", "hour", "--format", "csv",
+                                          "--from", "2025-03-30T01:30", "--to", "2025-03-30T05:00"])
+        assert result.exit_code == 0, result.output
+        assert "spend_total (no time of day for --grain hour)" in result.stderr
+        assert result.stdout.splitlines()[0].startswith("period,sessions,")
+    finally:
+        (root / "spend.yaml").unlink()
+
+
+def test_postgres_equals_duckdb(pg_server, berlin, tmp_path_factory):
+    """The same visits in PostgreSQL (timestamp without time zone, UTC) read in Europe/Berlin."""
+    from psycopg import sql
+
+    with pg_server.connect() as connection:
+        connection.execute("DROP TABLE IF EXISTS visits")
+        connection.execute("CREATE TABLE visits (visited_at timestamp, channel text, pages integer)")
+        with connection.cursor() as cursor:
+            cursor.executemany(sql.SQL("INSERT INTO visits VALUES (%s, %s, %s)"),
+                               [(row["visited_at"], row["channel"], row["pages"]) for row in VISITS])
+    settings = {"adapter": "postgres", "host": pg_server.host, "port": pg_server.port, "dbname": pg_server.dbname,
+                "user": pg_server.user, "password": pg_server.password}
+    from conftest import write_project
+
+    spec = SPEC.split("  daily_spend:")[0] + "kpis:" + SPEC.split("kpis:")[1]
+    config = "name: web\nwarehouse: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in settings.items()) + \
+        "}\ntimezone: Europe/Berlin\n"
+    root = write_project(tmp_path_factory.mktemp("pg_subdaily") / "p", {"spec.yaml": spec}, None, config=config)
+    kpis = ["sessions", "pages_per_session", "sessions_hour_before", "sessions_day_before", "sessions_3h",
+            "sessions_today"]
+    with KpiProject(load_project(root)) as pg_project:
+        for options in [dict(grain="hour", by=["channel"]),
+                        dict(grain="hour", start="2025-03-29T20:00", end="2025-03-31T02:30", fill=True),
+                        dict(grain="hour", start="2025-10-25T22:00", end="2025-10-27", fill=True, by=["channel"]),
+                        dict(by=["hour_of_day"]), dict(grain="minute", start="2025-03-30T00:50",
+                                                       end="2025-03-30T06:10")]:
+            keys = ["period"] * ("grain" in options) + list(options.get("by", []))
+            names = kpis if "grain" in options else kpis[:2]
+            want = {tuple(r[k] for k in keys): r for r in berlin.evaluate(names, **options).to_dicts()}
+            got = {tuple(r[k] for k in keys): r for r in pg_project.evaluate(names, **options).to_dicts()}
+            assert set(got) == set(want) and want, options
+            for key, row in want.items():
+                for name in names + ["complete"] * ("grain" in options):
+                    assert got[key][name] == (None if row[name] is None else pytest.approx(row[name])), (options, key)
