@@ -104,7 +104,8 @@ class Calendar:
         if dialect == "oracle":  # TRUNC(ts, 'HH24'); Oracle's DATE keeps whole seconds
             if grain == "second":
                 return cast(cast(value, "DATE"), "TIMESTAMP")
-            trunc = exp.Anonymous(this="TRUNC", expressions=[value, exp.Literal.string({"hour": "HH24"}.get(grain, "MI"))])
+            unit = exp.Literal.string("HH24" if grain == "hour" else "MI")
+            trunc = exp.Anonymous(this="TRUNC", expressions=[value, unit])
             return cast(trunc, "TIMESTAMP")
         return exp.TimestampTrunc(this=value, unit=exp.var(grain.upper()))
 
@@ -118,8 +119,9 @@ class Calendar:
 
     @staticmethod
     def date_part(day: exp.Expression, part: str) -> exp.Expression:
-        """``part`` (one of PARTS) of a DATE (of a local TIMESTAMP for TIME_PARTS), as an integer, the same on every engine (the
-        weekday is counted from a Monday, since engines number weekdays differently)."""
+        """``part`` (one of PARTS) of a DATE (of a local TIMESTAMP for TIME_PARTS), as an integer,
+        the same on every engine (the weekday is counted from a Monday, since engines number
+        weekdays differently)."""
         from sqlglot import exp
 
         if part in TIME_PARTS:  # ``day`` is the local timestamp here
@@ -137,9 +139,10 @@ class Calendar:
     def constant_within(self, part: str, grain: str) -> bool:
         """True when ``part`` has one value in each period of ``grain`` (month_of_year by month):
         then consecutive periods never share a value, so previous() and rolling() across them
-        cannot be read per value. Checked over four years of periods (by unit below a day)."""
+        cannot be read per value. Checked over four years of periods (by rank below a day: a
+        part of an hour or longer is constant within each hour, minute and second)."""
         if part in TIME_PARTS or grain in SUBDAILY:
-            return grain_rank(grain) >= grain_rank(_PART_UNIT[part])
+            return grain_rank(grain) <= grain_rank(_PART_UNIT[part])
         for start in self.periods(dt.date(2000, 1, 1), dt.date(2004, 1, 1), grain):
             end = self.shift(start, grain, 1)
             values = {part_of(start + dt.timedelta(days=k), part) for k in range((end - start).days)}

@@ -225,8 +225,9 @@ class _Compiler:
         within a day read the local time of day: a source whose time is a DATE has none, and an
         interval source's rows are active on whole days."""
         request = self.request
-        cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in (("from", request.start), ("to", request.end))
-                    if isinstance(value, dt.datetime)), None)
+        ends = (("from", request.start), ("to", request.end))
+        cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in ends if isinstance(value, dt.datetime)),
+                   None)
         for plan in plans.values():
             source = plan.source
             if not source.time:

@@ -3,12 +3,11 @@
 A period is complete when it lies wholly inside the requested range and inside the data of
 every source the request reads: from the first day any row of the source has to the last
 one, inclusive. A month cut by --to, a week that starts before the data does, the month
-still being loaded: incomplete. At a sub-daily grain the data's extent is read as local times
-and runs from its first hour (minute, second) to its last one: the hour still being loaded is
-incomplete, as today's day is at --grain day. Ranges may start or end within a day
-(--from '2025-03-30 06:30'): every comparison is made on local times. The data's extent is read by one small query (the earliest
+still being loaded: incomplete. The data's extent is read by one small query (the earliest
 and latest time of each source, ignoring --where: compiler.extent_query), so the numbers'
-own query is unchanged.
+own query is unchanged. At a sub-daily grain it is read as local times and runs from the first
+hour (minute, second) with a row to the last one, inclusive, as days do at --grain day. Ranges
+may start or end within a day (--from '2025-03-30 06:30'): comparisons are made on local times.
 """
 
 from __future__ import annotations

@@ -120,13 +120,16 @@ def parse_day(text: str, what: str = "date") -> Day:
 def resolve_day(value: str | dt.date | None, what: str, calendar: Calendar, today: dt.date | None = None,
                 clock: bool = True) -> dt.date | None:
     """``value`` (a date, a datetime, or text parse_day reads) as a date, or as a local datetime
-    when it has a time of day; ``today`` defaults to the calendar's (and "now" to the local time
-    now, or the start of ``today`` when it is given). ``clock=False``: only days are accepted."""
+    when it has a time of day (a datetime with a zone is converted to the project's zone);
+    ``today`` defaults to the calendar's, and "now" to the local time now (the start of
+    ``today`` when it is given). ``clock=False``: only days are accepted."""
     if value is None or isinstance(value, dt.date):
-        if isinstance(value, dt.datetime) and (value.tzinfo is not None or value.time() == dt.time() or not clock):
-            if value.tzinfo is not None:
-                raise UsageError(f"{value.isoformat()} has a time zone ({what}).", None,
-                                 "Give the local time in the project's time zone, without a zone (a naive datetime).")
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:  # an instant: its local time
+            from zoneinfo import ZoneInfo
+
+            zone = ZoneInfo(calendar.timezone) if calendar.timezone else dt.timezone.utc
+            value = value.astimezone(zone).replace(tzinfo=None)
+        if isinstance(value, dt.datetime) and (value.time() == dt.time() or not clock):
             if value.time() != dt.time():
                 raise UsageError(f"{value.isoformat()} is a time of day; {what} is a day.", None,
                                  "Give a date (YYYY-MM-DD).")

@@ -12,8 +12,9 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from kpi_engine.calendar import at_grain
 from kpi_engine.engine import KpiProject, make_request
-from kpi_engine.errors import KpiEngineError, QueryError
+from kpi_engine.errors import QueryError
 from kpi_engine.spec import load_project
 
 pytest_plugins = ["pg"]
@@ -170,6 +171,10 @@ def test_hour_of_day_is_the_local_hour(zoned):
     daily, _ = reference(zone, key=lambda t, row: (t.date(), t.hour))
     rows = project.evaluate(["sessions"], grain="day", by=["hour_of_day"]).to_dicts()
     assert {(r["period"], r["hour_of_day"]): r["sessions"] for r in rows} == dict(daily)
+    # by month: the rows are grouped by local day first (and hour), then the days cut into months
+    monthly, _ = reference(zone, key=lambda t, row: (t.date().replace(day=1), t.hour))
+    rows = project.evaluate(["sessions"], grain="month", by=["hour_of_day"]).to_dicts()
+    assert {(r["period"], r["hour_of_day"]): r["sessions"] for r in rows} == dict(monthly)
 
 
 def test_minute_grain_and_minute_of_hour(berlin):
@@ -232,6 +237,10 @@ def test_time_functions_count_wall_clock_hours(berlin):
         assert row["sessions_3h"] == sum(counts.get(hour - dt.timedelta(hours=k), 0) for k in range(3))
         assert row["sessions_today"] == sum(v for h, v in counts.items() if h.date() == hour.date() and h <= hour)
     assert rows[(dt.datetime(2025, 3, 30, 3),)]["sessions_hour_before"] == 0
+    midnight = by_period(berlin.evaluate(formulas=["at_start(count(visits), 'day')"], grain="hour",
+                                         start=start.isoformat(), end=end.isoformat(), fill=True))
+    assert {key[0]: row["formula"] for key, row in midnight.items()} == {
+        hour: counts.get(hour.replace(hour=0), 0) for (hour,) in rows}
     # --from within an hour: that hour counts from --from, the windows read whole earlier hours.
     cut = dt.datetime(2025, 3, 30, 4, 30)
     rows = by_period(berlin.evaluate(["sessions", "sessions_hour_before", "sessions_3h"], grain="hour",
@@ -245,6 +254,23 @@ def test_time_functions_count_wall_clock_hours(berlin):
     assert within[dt.datetime(2025, 3, 30, 4)] < counts[dt.datetime(2025, 3, 30, 4)]
 
 
+def test_previous_by_hour_of_day(berlin):
+    """--grain day --by hour_of_day: previous() is the same hour the day before. By hour, each
+    period has one hour_of_day, so there is nothing earlier to read: refused."""
+    counts, _ = reference("Europe/Berlin", key=lambda t, row: (t.date(), t.hour))
+    rows = berlin.evaluate(["sessions", "sessions_hour_before"], grain="day", by=["hour_of_day"],
+                           start="2025-10-26", end="2025-10-28").to_dicts()
+    assert len(rows) > 24
+    for row in rows:
+        assert row["sessions"] == counts[(row["period"], row["hour_of_day"])]
+        day_before = row["period"] - dt.timedelta(days=1)
+        assert row["sessions_hour_before"] == counts.get((day_before, row["hour_of_day"]), 0)
+    with pytest.raises(QueryError, match="--by hour_of_day with --grain hour gives each period a single hour_of_day"):
+        berlin.evaluate(["sessions_hour_before"], grain="hour", by=["hour_of_day"])
+    with pytest.raises(QueryError, match="--by day_of_week with --grain minute"):
+        berlin.evaluate(["sessions_3h"], grain="minute", by=["day_of_week"])
+
+
 def test_relative_hours():
     from kpi_engine.calendar import Calendar
 
@@ -254,9 +280,15 @@ def test_relative_hours():
     request = make_request(["sessions"], grain="hour", start="6 hours ago", end="this hour", as_of="2025-03-30",
                            calendar=calendar)
     assert (request.start, request.end) == (dt.datetime(2025, 3, 29, 18), dt.date(2025, 3, 30))
-    now = calendar.now()
+    # A datetime with a zone is an instant: its local time in the project's zone.
+    instant = dt.datetime(2025, 3, 30, 1, 30, tzinfo=UTC)
+    assert make_request(["sessions"], start=instant, calendar=calendar).start == dt.datetime(2025, 3, 30, 3, 30)
+    before = calendar.now()
     request = make_request(["sessions"], grain="minute", last="30 minutes", calendar=calendar)
-    assert request.end == now.replace(second=0) and request.start == request.end - dt.timedelta(minutes=30)
+    after = calendar.now()  # (a minute may turn between the two)
+    end, start = (at_grain(t, "second") for t in (request.end, request.start))  # a midnight is a date
+    assert end in (before.replace(second=0), after.replace(second=0)) and start == end - dt.timedelta(minutes=30)
+    assert abs(before - dt.datetime.now(ZoneInfo("Europe/Berlin")).replace(tzinfo=None)) < dt.timedelta(minutes=1)
 
 
 def test_date_sources_refuse_the_time_of_day(berlin):
