@@ -442,3 +442,25 @@ def test_postgres_equals_duckdb(pg_server, berlin, tmp_path_factory):
             for key, row in want.items():
                 for name in names + ["complete"] * ("grain" in options):
                     assert got[key][name] == (None if row[name] is None else pytest.approx(row[name])), (options, key)
+
+
+def test_periods_keep_their_time_of_day_in_every_output(berlin, tmp_path):
+    """A local midnight is a datetime like the other hours (never a date), in pandas, Arrow and
+    Parquet too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kpi_engine.output import write_stream
+
+    result = berlin.evaluate(["sessions"], grain="hour", start="2024-12-31T22:00", end="2025-01-01T02:00", fill=True)
+    expected = local_hours(dt.datetime(2024, 12, 31, 22), dt.datetime(2025, 1, 1, 2), "Europe/Berlin")
+    assert [row["period"] for row in result.to_dicts()] == expected and dt.datetime(2025, 1, 1) in expected
+    assert list(result.to_pandas()["period"]) == expected
+    assert result.to_arrow().schema.field("period").type == pa.timestamp("s")
+    path = tmp_path / "hours.parquet"
+    write_stream("parquet", result.columns, [result.rows], path)
+    assert pq.read_table(path).column("period").to_pylist() == expected
+    from kpi_engine.output import _write_parquet_with_duckdb
+
+    _write_parquet_with_duckdb(result.columns, [result.rows], str(tmp_path / "duckdb.parquet"))
+    assert pq.read_table(tmp_path / "duckdb.parquet").column("period").to_pylist() == expected
