@@ -220,10 +220,10 @@ class _Compiler:
                 raise QueryError(f"cannot slice by '{dim}': sources {', '.join(sorted(missing))} do not have it.",
                                  None, hint)
 
-    def check_clock(self, plans: dict[str, SourcePlan]) -> None:
-        """A sub-daily grain, --by hour_of_day (minute_of_hour) and a range that starts or ends
-        within a day read the local time of day: a source whose time is a DATE has none, and an
-        interval source's rows are active on whole days."""
+    def check_clock(self, plans: dict[str, SourcePlan], filtered: Sequence[str] = ()) -> None:
+        """A sub-daily grain, hour_of_day (minute_of_hour) in --by or in --where (``filtered``) and
+        a range that starts or ends within a day read the local time of day: a source whose time
+        is a DATE has none, and an interval source's rows are active on whole days."""
         request = self.request
         ends = (("from", request.start), ("to", request.end))
         cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in ends if isinstance(value, dt.datetime)),
@@ -232,8 +232,9 @@ class _Compiler:
             source = plan.source
             if not source.time:
                 continue
-            parts = [d for d in self.dims if d in TIME_PARTS and self.reader.is_date_part(source.name, d)]
-            needs = f"--grain {self.grain}" if self.grain in SUBDAILY else (f"--by {parts[0]}" if parts else cut)
+            parts = [(option, d) for option, names in (("--by", self.dims), ("--where", filtered)) for d in names
+                     if d in TIME_PARTS and self.reader.is_date_part(source.name, d)]
+            needs = f"--grain {self.grain}" if self.grain in SUBDAILY else (" ".join(parts[0]) if parts else cut)
             if needs is None:
                 continue
             if source.time_end:
@@ -311,12 +312,12 @@ class _Compiler:
                                  plan.source.where(key=True),
                                  "Declare 'time: <column>' on the source, or drop --grain/--from/--to "
                                  "(and last()/first(), which need a time).")
-        self.check_clock(plans)
         where = None
         if request.where:
             where, _ = resolve_formula(model, request.where, "dimension", "--where filter")
             for name in (node for node in where.walk() if isinstance(node, n.Name)):
                 self.check_filter_dimension(plans, name)
+        self.check_clock(plans, [node.dotted for node in where.walk() if isinstance(node, n.Name)] if where else [])
 
         # Time functions read earlier periods than --from. When --from falls inside a period, the
         # plain aggregates still count from --from and only the windows read the whole periods

@@ -177,6 +177,14 @@ def test_hour_of_day_is_the_local_hour(zoned):
     assert {(r["period"], r["hour_of_day"]): r["sessions"] for r in rows} == dict(monthly)
 
 
+def test_office_hours_in_where(zoned):
+    project, zone = zoned
+    counts, _ = reference(zone, key=lambda t, row: (t.date(), row["channel"]), keep=lambda t: 9 <= t.hour < 18)
+    rows = project.evaluate(["sessions"], grain="day", by=["channel"],
+                            where="hour_of_day >= 9 and hour_of_day < 18 and minute_of_hour >= 0").to_dicts()
+    assert {(r["period"], r["channel"]): r["sessions"] for r in rows} == dict(counts)
+
+
 def test_minute_grain_and_minute_of_hour(berlin):
     start, end = dt.datetime(2025, 3, 30, 1, 0), dt.datetime(2025, 3, 30, 4, 0)
     counts, _ = reference("Europe/Berlin", key=lambda t, row: (t.replace(second=0),), keep=lambda t: start <= t < end)
@@ -293,6 +301,7 @@ def test_relative_hours():
 
 def test_date_sources_refuse_the_time_of_day(berlin):
     for options, needs in [(dict(grain="hour"), "--grain hour"), (dict(by=["hour_of_day"]), "--by hour_of_day"),
+                           (dict(where="hour_of_day < 12"), "--where hour_of_day"),
                            (dict(grain="day", start="2025-03-30T06:00"), "--from 2025-03-30 06:00:00")]:
         with pytest.raises(QueryError) as error:
             berlin.evaluate(formulas=["sum(daily_spend.spend)"], **options)
