@@ -480,7 +480,7 @@ class _Resolver:
                 if span is None:
                     scope.error(arg, f"'{arg.value}' is not a length of time.",
                                 "Write a whole number of periods (12) or a length such as '1 year', '3 months', "
-                                "'1 quarter', '2 weeks' or '30 days'.")
+                                "'1 quarter', '2 weeks', '30 days' or '6 hours'.")
             elif not (isinstance(arg, n.NumberLit) and isinstance(arg.value, int) and 1 <= arg.value <= 10_000):
                 scope.error(arg, f"{func}'s second argument must be a whole number of periods (1 or more).",
                             f"Write '{usage}'.")
