@@ -292,9 +292,10 @@ class Calendar:
 
     @staticmethod
     def count_periods(start: dt.date, end: dt.date, grain: str) -> int:
-        """About how many sub-daily periods [start, end) spans (an upper bound), without listing them."""
-        span = at_grain(end, "second", ceiling=True) - at_grain(start, "second")
-        return max(0, int(span.total_seconds()) // _SECONDS[grain] + 1)
+        """How many sub-daily periods overlap [start, end) on the clock, without listing them (the
+        hours the clocks skip included: at most one or two more than ``periods`` lists)."""
+        span = at_grain(end, "second") - _truncate(at_grain(start, "second"), grain)
+        return max(0, -(-int(span.total_seconds()) // _SECONDS[grain]))
 
     def try_period_start(self, day: dt.date, grain: str) -> dt.date | None:
         """The start of the period of ``grain`` holding ``day``: a date, or at a sub-daily grain a

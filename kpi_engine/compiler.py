@@ -648,12 +648,12 @@ class _Compiler:
 
     def dense_keys(self, observed: exp.Expression, start) -> exp.Expression:
         """Observed keys plus every period of the range for every observed dimension value."""
-        if self.grain in SUBDAILY and self.calendar.count_periods(start, self.request.end, self.grain) > MAX_FILL_PERIODS:
-            periods = range(self.calendar.count_periods(start, self.request.end, self.grain))  # not listed one by one
-        else:
-            periods = self.calendar.periods(start, self.request.end, self.grain)
-        if len(periods) > MAX_FILL_PERIODS:
-            raise QueryError(f"--fill would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
+        # Sub-daily periods are counted before they are listed: a year of seconds is not listed one by one.
+        about = self.calendar.count_periods(start, self.request.end, self.grain) if self.grain in SUBDAILY else 0
+        periods = self.calendar.periods(start, self.request.end, self.grain) if about <= MAX_FILL_PERIODS else []
+        if about > MAX_FILL_PERIODS or len(periods) > MAX_FILL_PERIODS:
+            count = f"about {about:,}" if about > MAX_FILL_PERIODS else f"{len(periods):,}"
+            raise QueryError(f"--fill would list {count} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
         spine = values_table([(period_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
         dense = exp.select(col(PERIOD, SPINE_CTE), *[col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)

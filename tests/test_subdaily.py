@@ -329,8 +329,14 @@ def test_lengths_at_sub_daily_grains(berlin):
 
 
 def test_fill_is_capped(berlin):
-    with pytest.raises(QueryError, match="--fill would list .* periods; the limit is 100,000"):
+    with pytest.raises(QueryError, match="--fill would list about 172,800 periods; the limit is 100,000"):
         berlin.compile(["sessions"], grain="second", start="2025-01-01", end="2025-01-03", fill=True)
+    # 100,000 minutes (69 days and 10 hours 40 minutes) are listed; one more is refused.
+    end = dt.datetime(2025, 1, 1) + dt.timedelta(minutes=100_000)
+    assert berlin.compile(["sessions"], grain="minute", start="2025-01-01", end=end.isoformat(), fill=True)
+    with pytest.raises(QueryError, match="--fill would list about 100,001 periods"):
+        berlin.compile(["sessions"], grain="minute", start="2025-01-01",
+                       end=(end + dt.timedelta(seconds=30)).isoformat(), fill=True)
 
 
 GOLDEN_DIALECTS = ["snowflake", "bigquery", "redshift", "databricks", "trino", "clickhouse", "mysql", "tsql",
