@@ -16,16 +16,28 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # sqlglot is imported where SQL is built, to keep start-up fast
     from sqlglot import exp
 
-GRAINS = ("day", "week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
+DAY_GRAINS = ("day", "week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
+# Grains finer than a day, for TIMESTAMP time columns: local wall-clock hours (minutes, seconds).
+SUBDAILY = ("hour", "minute", "second")
+GRAINS = DAY_GRAINS + SUBDAILY
+_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+# Finest to coarsest, for "is this grain coarser than that one" (fiscal ones rank as the calendar's).
+_RANK = ("second", "minute", "hour", "day", "week", "month", "quarter", "year")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # Grain -> (unit of the period index, periods of that unit per grain). Months and
 # days are the two index units, so that RANGE window frames count periods exactly.
 _INDEX = {"day": ("day", 1), "week": ("day", 7), "month": ("month", 1), "quarter": ("month", 3),
-          "year": ("month", 12), "fiscal_quarter": ("month", 3), "fiscal_year": ("month", 12)}
+          "year": ("month", 12), "fiscal_quarter": ("month", 3), "fiscal_year": ("month", 12),
+          "hour": ("hour", 1), "minute": ("minute", 1), "second": ("second", 1)}
 _EPOCH = dt.date(1970, 1, 5)  # a Monday
 # Date parts a request may slice by (--by day_of_week) on any source with a time column: the
-# local day's ISO weekday (1 = Monday), day of the month, month, calendar quarter and year.
+# local day's ISO weekday (1 = Monday), day of the month, month, calendar quarter and year; on a
+# TIMESTAMP time column also the local hour of the day (0-23) and minute of the hour (0-59).
 DATE_PARTS = ("day_of_week", "day_of_month", "month_of_year", "quarter_of_year", "year")
+TIME_PARTS = ("hour_of_day", "minute_of_hour")
+PARTS = DATE_PARTS + TIME_PARTS
+_PART_UNIT = {"minute_of_hour": "minute", "hour_of_day": "hour", "day_of_week": "day", "day_of_month": "day",
+              "month_of_year": "month", "quarter_of_year": "quarter", "year": "year"}
 _ORDINAL_MONDAY = dt.date(1, 1, 1)  # year 1 starts on a Monday: days since it, mod 7, never negative
 _ORACLE_FORMATS = {"day": "DD", "week": "IW", "month": "MM", "quarter": "Q", "year": "YYYY"}
 
@@ -69,6 +81,8 @@ class Calendar:
         costs a measurable share of the query on large tables."""
         from sqlglot import exp
 
+        if grain in SUBDAILY:
+            return self._clock_bucket(column, grain, dialect)
         shift_unit, shift = self._shift(grain)
         if is_date and grain == "day":  # the cast is a no-op, but tells typeless engines (SQLite) it is a date
             return cast(column, "DATE")
@@ -89,6 +103,20 @@ class Calendar:
             start = exp.DateAdd(this=start, expression=exp.Literal.number(-shift), unit=exp.var(shift_unit))
         return cast(start, "DATE")
 
+    @staticmethod
+    def _clock_bucket(column: exp.Expression, grain: str, dialect: str) -> exp.Expression:
+        """The start (a TIMESTAMP, local wall-clock time) of the hour, minute or second of ``column``."""
+        from sqlglot import exp
+
+        value = cast(column, "TIMESTAMP")
+        if dialect == "oracle":  # TRUNC(ts, 'HH24'); Oracle's DATE keeps whole seconds
+            if grain == "second":
+                return cast(cast(value, "DATE"), "TIMESTAMP")
+            unit = exp.Literal.string("HH24" if grain == "hour" else "MI")
+            trunc = exp.Anonymous(this="TRUNC", expressions=[value, unit])
+            return cast(trunc, "TIMESTAMP")
+        return exp.TimestampTrunc(this=value, unit=exp.var(grain.upper()))
+
     def _shift(self, grain: str) -> tuple[str, int]:
         """Truncating (t + shift) and subtracting the shift moves the period boundaries."""
         if grain == "week":
@@ -99,10 +127,14 @@ class Calendar:
 
     @staticmethod
     def date_part(day: exp.Expression, part: str) -> exp.Expression:
-        """``part`` (one of DATE_PARTS) of a DATE, as an integer, the same on every engine (the
-        weekday is counted from a Monday, since engines number weekdays differently)."""
+        """``part`` (one of PARTS) of a DATE (of a local TIMESTAMP for TIME_PARTS), as an integer,
+        the same on every engine (the weekday is counted from a Monday, since engines number
+        weekdays differently)."""
         from sqlglot import exp
 
+        if part in TIME_PARTS:  # ``day`` is the local timestamp here
+            unit = {"hour_of_day": "HOUR", "minute_of_hour": "MINUTE"}[part]
+            return cast(exp.Extract(this=exp.var(unit), expression=cast(day, "TIMESTAMP")), "INT")
         if part == "day_of_week":
             days = exp.DateDiff(this=day, expression=cast(exp.Literal.string(_ORDINAL_MONDAY.isoformat()), "DATE"),
                                 unit=exp.var("DAY"))
@@ -115,7 +147,10 @@ class Calendar:
     def constant_within(self, part: str, grain: str) -> bool:
         """True when ``part`` has one value in each period of ``grain`` (month_of_year by month):
         then consecutive periods never share a value, so previous() and rolling() across them
-        cannot be read per value. Checked over four years of periods."""
+        cannot be read per value. Checked over four years of periods (by rank below a day: a
+        part of an hour or longer is constant within each hour, minute and second)."""
+        if part in TIME_PARTS or grain in SUBDAILY:
+            return grain_rank(grain) <= grain_rank(_PART_UNIT[part])
         for start in self.periods(dt.date(2000, 1, 1), dt.date(2004, 1, 1), grain):
             end = self.shift(start, grain, 1)
             values = {part_of(start + dt.timedelta(days=k), part) for k in range((end - start).days)}
@@ -129,6 +164,15 @@ class Calendar:
         from sqlglot import exp
 
         unit, _ = _INDEX[grain]
+        if grain in SUBDAILY:  # wall-clock units since the epoch: local days * 24 + the hour, ...
+            index = cast(exp.DateDiff(this=cast(period.copy(), "DATE"),
+                                      expression=cast(exp.Literal.string(_EPOCH.isoformat()), "DATE"),
+                                      unit=exp.var("DAY")), "BIGINT")
+            for part, per in (("HOUR", 24), ("MINUTE", 60), ("SECOND", 60))[:SUBDAILY.index(grain) + 1]:
+                within = cast(exp.Extract(this=exp.var(part), expression=cast(period.copy(), "TIMESTAMP")), "BIGINT")
+                index = exp.Add(this=exp.Mul(this=exp.Paren(this=index), expression=exp.Literal.number(per)),
+                                expression=within)
+            return index
         if unit == "month":
             return exp.Add(this=exp.Mul(this=exp.Year(this=period.copy()), expression=exp.Literal.number(12)),
                            expression=exp.Month(this=period.copy()))
@@ -151,10 +195,22 @@ class Calendar:
         amount, unit = span
         text = f"'{amount} {unit}{'s' if amount != 1 else ''}'"
         months = amount * {"month": 1, "quarter": 3, "year": 12}.get(unit, 0)
-        days = amount * {"day": 1, "week": 7}.get(unit, 0)
+        seconds = amount * _SECONDS.get(unit, 0)
+        days = seconds // _SECONDS["day"]
         index_unit, step = _INDEX[grain]
         plural = {"day": "days", "week": "weeks", "month": "months", "quarter": "quarters", "year": "years",
-                  "fiscal_quarter": "fiscal quarters", "fiscal_year": "fiscal years"}[grain]
+                  "fiscal_quarter": "fiscal quarters", "fiscal_year": "fiscal years", "hour": "hours",
+                  "minute": "minutes", "second": "seconds"}[grain]
+        if grain in SUBDAILY:  # windows count wall-clock units: '1 day' is 24 hours back on the clock
+            if months:
+                raise QueryError(f"{text} cannot be counted in {plural}: months have no fixed number of {plural}.",
+                                 None, "Use a length in weeks, days or hours ('4 weeks', '1 day'), or --grain day.")
+            if seconds % _SECONDS[grain]:
+                raise QueryError(f"{text} is not a whole number of {plural}.", None, f"Use a multiple of one {grain}.")
+            return seconds // _SECONDS[grain], None, None
+        if seconds % _SECONDS["day"]:
+            raise QueryError(f"{text} is not a whole number of {plural}.", None,
+                             f"Use a length in days or longer, or --grain {unit}.")
         if days and func == "rolling" and (index_unit == "month" or days % step):
             return None, None, days
         if index_unit == "month":
@@ -194,6 +250,24 @@ class Calendar:
 
         return dt.datetime.now(ZoneInfo(self.timezone)).date()
 
+    def now(self) -> dt.datetime:
+        """The local wall-clock time now in the project's time zone (naive), to the second."""
+        if not self.timezone:
+            return dt.datetime.now().replace(microsecond=0)
+        from zoneinfo import ZoneInfo
+
+        return dt.datetime.now(ZoneInfo(self.timezone)).replace(tzinfo=None, microsecond=0)
+
+    def exists(self, period: dt.datetime, grain: str) -> bool:
+        """Whether some local time of the sub-daily period starting at ``period`` is a real one:
+        the hour the clocks skip when daylight saving time starts has none, so no row ever falls
+        in it and a dense series leaves it out. (A gap is one stretch of time: the period lies
+        inside it when its first and last instants both do.)"""
+        if not self.timezone:
+            return True
+        last = period + dt.timedelta(seconds=_SECONDS[grain]) - dt.timedelta(microseconds=1)
+        return _is_real(period, self.timezone) or _is_real(last, self.timezone)
+
     # Python's dates run from year 1 to year 9999: period arithmetic near either end can leave
     # them. period_start and shift say so with a QueryError; the try_ methods return None.
 
@@ -213,14 +287,29 @@ class Calendar:
         return shifted
 
     def periods(self, start: dt.date, end: dt.date, grain: str) -> list[dt.date]:
-        """Starts of every period that overlaps [start, end)."""
+        """Starts of every period that overlaps [start, end) (local hours the clocks skip are no
+        period). Either end may be a date or a local datetime."""
+        end = at_grain(end, grain, ceiling=True)
         result, current = [], self.period_start(start, grain)
         while current is not None and current < end:
-            result.append(current)
+            if grain not in SUBDAILY or self.exists(current, grain):
+                result.append(current)
             current = self.try_shift(current, grain, 1)  # None after the last period of year 9999
         return result
 
+    @staticmethod
+    def count_periods(start: dt.date, end: dt.date, grain: str) -> int:
+        """How many sub-daily periods overlap [start, end) on the clock, without listing them (the
+        hours the clocks skip included: at most one or two more than ``periods`` lists)."""
+        span = at_grain(end, "second") - _truncate(at_grain(start, "second"), grain)
+        return max(0, -(-int(span.total_seconds()) // _SECONDS[grain]))
+
     def try_period_start(self, day: dt.date, grain: str) -> dt.date | None:
+        """The start of the period of ``grain`` holding ``day``: a date, or at a sub-daily grain a
+        local datetime (a date there is its midnight, a datetime elsewhere its day)."""
+        day = at_grain(day, grain)
+        if grain in SUBDAILY:
+            return _truncate(day, grain)
         if grain == "day":
             return day
         if grain == "week":
@@ -233,14 +322,60 @@ class Calendar:
 
     def try_shift(self, period: dt.date, grain: str, periods: int) -> dt.date | None:
         unit, step = _INDEX[grain]
+        if grain in SUBDAILY:  # wall-clock arithmetic, as the SQL period index counts
+            try:
+                return at_grain(period, grain) + dt.timedelta(seconds=_SECONDS[grain] * periods)
+            except OverflowError:
+                return None
         if unit == "day":
             ordinal = period.toordinal() + step * periods
             return dt.date.fromordinal(ordinal) if 1 <= ordinal <= dt.date.max.toordinal() else None
         return _month_start(period.year * 12 + period.month - 1 + step * periods)
 
 
+def grain_rank(grain: str) -> int:
+    """Finest (second) to coarsest (year); a fiscal grain ranks as the calendar one."""
+    return _RANK.index(grain.replace("fiscal_", ""))
+
+
+def at_grain(value: dt.date, grain: str, ceiling: bool = False) -> dt.date:
+    """A date or local datetime as the periods of ``grain`` are: a datetime at a sub-daily grain
+    (a date is its midnight), a date otherwise (the datetime's day, or with ``ceiling`` the first
+    day from it on, for an exclusive end)."""
+    if grain in SUBDAILY:
+        return value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        return value
+    if ceiling and value.time() != dt.time() and value.date() < dt.date.max:
+        return value.date() + dt.timedelta(days=1)
+    return value.date()
+
+
+def _truncate(moment: dt.datetime, grain: str) -> dt.datetime:
+    if grain == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if grain == "minute":
+        return moment.replace(second=0, microsecond=0)
+    return moment.replace(microsecond=0)
+
+
+def _is_real(local: dt.datetime, timezone: str) -> bool:
+    """A naive local time that the clocks of ``timezone`` show (not one they skip)."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    try:
+        back = local.replace(tzinfo=zone).astimezone(dt.timezone.utc).astimezone(zone)
+    except OverflowError:  # the first or last hours of the calendar
+        return True
+    return back.replace(tzinfo=None) == local
+
+
 def part_of(day: dt.date, part: str) -> int:
-    """``part`` (one of DATE_PARTS) of a day, in Python: what Calendar.date_part computes in SQL."""
+    """``part`` (one of PARTS) of a day (a local datetime for TIME_PARTS), in Python: what
+    Calendar.date_part computes in SQL."""
+    if part in TIME_PARTS:
+        return day.hour if part == "hour_of_day" else day.minute
     return {"day_of_week": day.isoweekday(), "day_of_month": day.day, "month_of_year": day.month,
             "quarter_of_year": (day.month - 1) // 3 + 1, "year": day.year}[part]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .calendar import GRAINS
+from .calendar import DAY_GRAINS, GRAINS, SUBDAILY
 from .errors import KpiEngineError, OutputError, ProjectInvalid, UsageError
 from .files import check_writable, write_atomically
 from .terminal import cell, is_terminal, visible
@@ -123,17 +123,19 @@ class _Grain(click.ParamType):
 
     name = "grain"
 
-    @staticmethod
-    def known(ctx) -> tuple[list[str], bool]:
+    def __init__(self, built_in: tuple[str, ...] = GRAINS):
+        self.built_in = built_in  # DAY_GRAINS where periods must be days or longer (report, check, values)
+
+    def known(self, ctx) -> tuple[list[str], bool]:
         """The grains to accept, and whether the project's own are among them."""
         from .custom_calendars import declared_grains
         from .spec import find_project_root
 
         project = ctx.params.get("project") if ctx else None
         try:
-            return list(GRAINS) + declared_grains(find_project_root(project)), True
+            return list(self.built_in) + declared_grains(find_project_root(project)), True
         except (KpiEngineError, TypeError):
-            return list(GRAINS), False
+            return list(self.built_in), False
 
     def convert(self, value, param, ctx):
         from .errors import did_you_mean
@@ -152,6 +154,7 @@ class _Grain(click.ParamType):
 
 
 GRAIN = _Grain()
+DAY_GRAIN = _Grain(DAY_GRAINS)
 
 
 def _check_last(ctx, param, value):
@@ -177,13 +180,15 @@ def query_options(fn):
         click.option("--by", "by", multiple=True, metavar="DIM[,DIM]", shell_complete=_complete_dimensions,
                      help="Dimensions to group by. Repeatable."),
         click.option("--grain", type=GRAIN,
-                     help="Time bucket. Without it, one total for the whole range."),
+                     help="Time bucket (hour, minute, second: local wall-clock time, on TIMESTAMP sources). "
+                          "Without it, one total for the whole range."),
         click.option("--from", "start", type=DAY,
-                     help="First day (inclusive): YYYY-MM-DD, or relative: 'start of quarter', '6 months ago', ..."),
-        click.option("--to", "end", type=DAY, help="End day (exclusive): YYYY-MM-DD, today, 'start of month', ..."),
+                     help="First day (inclusive): YYYY-MM-DD, a local time YYYY-MM-DDTHH:MM, or relative: "
+                          "'start of quarter', '6 months ago', ..."),
+        click.option("--to", "end", type=DAY, help="End (exclusive): YYYY-MM-DD[THH:MM], today, 'start of month', ..."),
         click.option("--last", nargs=2, metavar="N UNITS", callback=_check_last,
-                     help="The N complete periods before the current one: --last 6 months (days, weeks, months, "
-                          "quarters, years, fiscal quarters, fiscal years). Instead of --from/--to."),
+                     help="The N complete periods before the current one: --last 6 months (minutes, hours, days, "
+                          "weeks, months, quarters, years, fiscal quarters, fiscal years). Instead of --from/--to."),
         click.option("--as-of", "as_of", type=DAY,
                      help="The day relative dates count from (default: today in the project's time zone)."),
         click.option("--where", metavar="CONDITION", help="Filter on dimensions: \"channel in ('ppc', 'email')\"."),
@@ -253,6 +258,8 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
             skipped.append(f"{name} (no {', '.join(missing)})")
         elif grain is None and model.needs_grain(name):
             skipped.append(f"{name} (needs --grain)")
+        elif grain in SUBDAILY and any(not _has_clock(model, source) for source in kpi.sources):
+            skipped.append(f"{name} (no time of day for --grain {grain})")
         else:
             usable.append(name)
     if skipped:
@@ -261,11 +268,17 @@ def _all_kpis(project, by: tuple[str, ...], grain: str | None) -> list[str]:
     return usable
 
 
+def _has_clock(model, source: str) -> bool:
+    """The source's rows have a time of day: a time column that is not a DATE, and no time_end."""
+    spec = model.sources[source]
+    return bool(spec.time) and not spec.time_end and model.column_type(source, spec.time) != "date"
+
+
 def _day(kpi_project, text: str | None):
     """--as-of of report and check as a date in the project's calendar."""
     from .dates import resolve_day
 
-    return resolve_day(text, "--as-of", kpi_project.project.config.calendar)
+    return resolve_day(text, "--as-of", kpi_project.project.config.calendar, clock=False)
 
 
 def _progress(message: str):
@@ -591,7 +604,7 @@ def evaluate(project: Path, fmt: str, transpose: bool, output: Path | None, comp
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1)
-@click.option("--grain", type=GRAIN, default="month", show_default=True)
+@click.option("--grain", type=DAY_GRAIN, default="month", show_default=True)
 @click.option("--as-of", "as_of", type=DAY,
               help="Check the last period complete before this day, YYYY-MM-DD or relative ('start of month'); "
                    "default: the latest complete period of the data.")
@@ -642,7 +655,7 @@ def check(project: Path, kpis: tuple[str, ...], grain: str, as_of, by, fmt: str,
 @click.argument("dimensions", nargs=-1, shell_complete=_complete_dimensions)
 @click.option("--source", "sources", multiple=True, metavar="SOURCE",
               help="Only where this source has rows (repeatable); default: every source with the dimensions.")
-@click.option("--grain", type=GRAIN, help="List the values of each period.")
+@click.option("--grain", type=DAY_GRAIN, help="List the values of each period.")
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First day (inclusive).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last day (exclusive).")
 @click.option("--where", metavar="CONDITION", help="A condition over dimensions, as for evaluate.")
@@ -774,7 +787,7 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 @cli.command(context_settings=CONTEXT)
 @project_argument
 @click.argument("kpis", nargs=-1, shell_complete=_complete_kpis)
-@click.option("--grain", type=GRAIN, default="month", show_default=True,
+@click.option("--grain", type=DAY_GRAIN, default="month", show_default=True,
               help="The periods of the figures and of the charts.")
 @click.option("--by", "by", metavar="DIM", shell_complete=_complete_dimensions,
               help="One line per value of this dimension in the charts of the KPIs it can slice.")

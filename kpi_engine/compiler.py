@@ -35,7 +35,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import DATE_PARTS, GRAINS, cast
+from .calendar import PARTS, GRAINS, SUBDAILY, TIME_PARTS, at_grain, cast, grain_rank
 from .custom_calendars import check_reset, unknown_grain
 from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
@@ -44,7 +44,7 @@ from .completeness import Extent
 from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SNAPSHOTS, SPINE_CTE, ZERO_WHEN_EMPTY, ExtentsNeeded,
                          SourcePlan, SourceRead, SourceReader)
 from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
-                        snapshot_mark, table_ref, values_table)
+                        period_literal, snapshot_mark, table_ref, values_table)
 from .plan import Step, window_how, window_text
 from .plan import formula as plan_text
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
@@ -175,7 +175,7 @@ class _Compiler:
             raise QueryError("nothing to compute.", None, "Name one or more KPIs, or pass --formula.")
         if request.grain is not None and request.grain not in self.calendar.grains:
             raise unknown_grain(request.grain, self.calendar.grains)
-        if request.start and request.end and request.start >= request.end:
+        if request.start and request.end and at_grain(request.start, "second") >= at_grain(request.end, "second"):
             raise QueryError(f"the time range is empty: --from {request.start} is not before --to {request.end}.",
                              None, "--from is inclusive and --to exclusive; pick a later --to.")
         if request.limit is not None and request.limit < 0:
@@ -192,7 +192,7 @@ class _Compiler:
         if not comparing or not self.grain:
             return
         for dim in self.dims:
-            if dim in DATE_PARTS and not any(dim in self.reader.paths(source) for source in self.model.sources) \
+            if dim in PARTS and not any(dim in self.reader.paths(source) for source in self.model.sources) \
                     and self.calendar.constant_within(dim, self.grain):
                 raise QueryError(f"--by {dim} with --grain {self.grain} gives each period a single {dim}, so "
                                  f"{comparing[0].kind}() cannot read the earlier periods of the same {dim}.", None,
@@ -233,6 +233,34 @@ class _Compiler:
                             f"Or declare '{dim}' on {', '.join(missing)} (or a relationship to a source that has it).")
                 raise QueryError(f"cannot slice by '{dim}': sources {', '.join(sorted(missing))} do not have it.",
                                  None, hint)
+
+    def check_clock(self, plans: dict[str, SourcePlan], filtered: Sequence[str] = ()) -> None:
+        """A sub-daily grain, hour_of_day (minute_of_hour) in --by or in --where (``filtered``) and
+        a range that starts or ends within a day read the local time of day: a source whose time
+        is a DATE has none, and an interval source's rows are active on whole days."""
+        request = self.request
+        ends = (("from", request.start), ("to", request.end))
+        cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in ends if isinstance(value, dt.datetime)),
+                   None)
+        for plan in plans.values():
+            source = plan.source
+            if not source.time:
+                continue
+            parts = [(option, d) for option, names in (("--by", self.dims), ("--where", filtered)) for d in names
+                     if d in TIME_PARTS and self.reader.is_date_part(source.name, d)]
+            needs = f"--grain {self.grain}" if self.grain in SUBDAILY else (" ".join(parts[0]) if parts else cut)
+            if needs is None:
+                continue
+            if source.time_end:
+                raise QueryError(f"{needs} reads the time of day, but interval source '{source.name}' "
+                                 f"({source.time} to {source.time_end}) counts its rows as active on whole days.",
+                                 source.where(key=True), "Use --grain day or coarser and a range of whole days "
+                                                         "(--from/--to as dates) for it.")
+            if self.model.column_type(source.name, source.time) == "date":
+                raise QueryError(f"{needs} reads the time of day, but source '{source.name}' has its time in "
+                                 f"column '{source.time}', a DATE.", source.where(key=True),
+                                 "Use --grain day or coarser and --from/--to as dates for it, or point its "
+                                 "'time:' at a TIMESTAMP column.")
 
     def check_filter_dimension(self, plans: dict[str, SourcePlan], name: n.Name) -> None:
         dim = name.dotted
@@ -307,6 +335,7 @@ class _Compiler:
             where, _ = resolve_formula(model, request.where, "dimension", "--where filter")
             for name in (node for node in where.walk() if isinstance(node, n.Name)):
                 self.check_filter_dimension(plans, name)
+        self.check_clock(plans, [node.dotted for node in where.walk() if isinstance(node, n.Name)] if where else [])
 
         # Time functions read earlier periods than --from. When --from falls inside a period, the
         # plain aggregates still count from --from and only the windows read the whole periods
@@ -444,7 +473,7 @@ class _Compiler:
             conditions = []
             if request.start and self.grain:
                 # Earlier periods were read only for the windows; show the requested ones.
-                conditions.append(exp.GTE(this=col(PERIOD, key_table), expression=date_literal(self.first_period())))
+                conditions.append(exp.GTE(this=col(PERIOD, key_table), expression=period_literal(self.first_period())))
             if row_filter:  # keys of the longer range that no source has in the requested one
                 conditions.append(exp.or_(*[not_null(col(alias, key_table)) for alias in presence_columns.values()],
                                           copy=False))
@@ -635,7 +664,7 @@ class _Compiler:
             before = self.reach(first, leaf)
             if before is None:
                 return None
-            earliest = min(earliest, before)
+            earliest = min(earliest, at_grain(before, self.grain))
         return earliest
 
     def reach(self, first: dt.date, leaf: WindowLeaf) -> dt.date | None:
@@ -711,7 +740,7 @@ class _Compiler:
         values = exp.select(*[col(d, read.name) for d in self.dims], exp.alias_(number(1), ident(self.marker), copy=False),
                             copy=False).distinct(copy=False).from_(table_ref(read.name), copy=False)
         if first is not None:
-            values = values.where(exp.GTE(this=col(PERIOD, read.name), expression=date_literal(first)), copy=False)
+            values = values.where(exp.GTE(this=col(PERIOD, read.name), expression=period_literal(first)), copy=False)
         left_join(body, exp.Subquery(this=values, alias=exp.TableAlias(this=ident(alias))),
                    keys_match(self.dims, KEYS_CTE, alias))
         return alias
@@ -744,7 +773,8 @@ class _Compiler:
         holding the day ``leaf.months`` months before its start (the warehouse stops at a shorter
         month's last day), or the first period of its ``leaf.start_of`` period (at_start)."""
         if leaf.start_of:
-            shifted = self.calendar.bucket(col(PERIOD, table), leaf.start_of, self.dialect, is_date=True)
+            shifted = self.calendar.bucket(col(PERIOD, table), leaf.start_of, self.dialect,
+                                           is_date=self.grain not in SUBDAILY)
         else:
             shifted = exp.DateAdd(this=col(PERIOD, table), expression=number(-leaf.months), unit=exp.var("MONTH"))
         return self.calendar.bucket(shifted, self.grain, self.dialect, is_date=True)
@@ -763,12 +793,16 @@ class _Compiler:
 
     def dense_keys(self, observed: exp.Expression, start: dt.date | None, end: dt.date | None) -> exp.Expression:
         """Observed keys plus every period of [start, end) for every observed dimension value."""
-        periods = self.calendar.periods(start, end, self.grain) if start and end else []
-        if len(periods) > MAX_FILL_PERIODS:
+        # Sub-daily periods are counted before they are listed: a year of seconds is not listed one by one.
+        bounded = start is not None and end is not None
+        about = self.calendar.count_periods(start, end, self.grain) if bounded and self.grain in SUBDAILY else 0
+        periods = self.calendar.periods(start, end, self.grain) if bounded and about <= MAX_FILL_PERIODS else []
+        if about > MAX_FILL_PERIODS or len(periods) > MAX_FILL_PERIODS:
+            count = f"about {about:,}" if about > MAX_FILL_PERIODS else f"{len(periods):,}"
             why = "--fill" if self.request.fill else "A time function over another time function"
-            raise QueryError(f"{why} would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
+            raise QueryError(f"{why} would list {count} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
-        spine = values_table([(date_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
+        spine = values_table([(period_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
         dense = exp.select(col(PERIOD, SPINE_CTE), *[col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)
         if self.dims:
             combos = exp.select(*[col(d) for d in self.dims], copy=False).distinct(copy=False).from_(
@@ -786,6 +820,11 @@ class _Compiler:
         dimensions. A window ends on the period's last day (the day before --to, for a period it
         cuts). Returns the CTEs, per leaf the CTE and column holding its value, and a plan step maker
         per window CTE."""
+        if self.grain in SUBDAILY:
+            raise QueryError(f"{window_text(leaves[0])} is counted from the source's days, which --grain {self.grain} "
+                             "cuts into smaller periods.", None,
+                             "Use --grain day or coarser for running and rolling distinct counts and windows in days "
+                             "or months, or a window in whole periods (rolling(x, 24) by hour).")
         first, end = self.series_range([leaf.agg.source for leaf in leaves], start, "this window")
         periods = self.calendar.periods(first, end, self.grain) if first and end else []
         if len(periods) > MAX_FILL_PERIODS:
@@ -875,11 +914,12 @@ class _Compiler:
             partition = dims
             if leaf.reset:
                 built_in = not (self.calendar.is_custom(self.grain) or self.calendar.is_custom(leaf.reset))
-                if built_in and GRAINS.index(leaf.reset.replace("fiscal_", "")) < GRAINS.index(self.grain.replace("fiscal_", "")):
+                if built_in and grain_rank(leaf.reset) < grain_rank(self.grain):
                     raise QueryError(f"cumulative(x, '{leaf.reset}') restarts more often than the --grain "
                                      f"'{self.grain}' periods it adds up.", None,
                                      f"Use a coarser restart than '{self.grain}', or a finer --grain.")
-                partition = dims + [self.calendar.bucket(col(PERIOD, table), leaf.reset, self.dialect, is_date=True)]
+                partition = dims + [self.calendar.bucket(col(PERIOD, table), leaf.reset, self.dialect,
+                                                         is_date=self.grain not in SUBDAILY)]
             spec = exp.WindowSpec(kind="ROWS", start="UNBOUNDED", start_side="PRECEDING", end="CURRENT ROW")
             return exp.Window(this=func(this=value), partition_by=partition, order=order, spec=spec)
         if leaf.kind == "rolling":
@@ -919,10 +959,11 @@ class _Measure:
 
 
 def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb",
-                 today: dt.date | None = None) -> exp.Expression:
+                 today: dt.date | None = None, clock: bool = False) -> exp.Expression:
     """SELECT 'source', first day, last day FROM source UNION ALL ...: the extent of each source's
-    data (time column read through its map, rows through its where:), as local days. An interval
-    source's data runs to the last day a row is active, today for a row still open."""
+    data (time column read through its map, rows through its where:), as local days (with
+    ``clock``, for sub-daily grains: as local times). An interval source's data runs to the last
+    day a row is active, today for a row still open."""
     reader = SourceReader(model, Request(), dialect, read_dialect, today=today)
     parts = []
     for name in sources:
@@ -935,7 +976,7 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
                                  copy=False)
             last = exp.Case(ifs=[exp.If(this=still_open, true=now.copy())],
                             default=exp.DateAdd(this=ends.copy(), expression=number(-1), unit=exp.var("DAY")))
-        days = [exp.alias_(cast(func(this=value.copy()), "DATE"), ident(alias), copy=False)
+        days = [exp.alias_(cast(func(this=value.copy()), "TIMESTAMP" if clock else "DATE"), ident(alias), copy=False)
                 for func, value, alias in ((exp.Min, time, "first_day"), (exp.Max, last, "last_day"))]
         parts.append(exp.select(exp.alias_(exp.Literal.string(name), ident("source_name"), copy=False), *days,
                                 copy=False).from_(reader.relation(source), copy=False))
@@ -954,6 +995,9 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
     from .parser import _deep_recursion
 
     check_dialect(dialect)
+    if request.grain in SUBDAILY:  # periods are local datetimes: so are the ends of the range
+        request = replace(request, start=request.start and at_grain(request.start, request.grain),
+                          end=request.end and at_grain(request.end, request.grain))
     try:
         with _deep_recursion():
             return _Compiler(model, request, dialect, read_dialect, extents, today).compile()

@@ -15,6 +15,13 @@ period (exclusive), so ``--last 6 months`` on 15 July is January to June, and ``
 is the seven days before today. What Looker calls "in the past 6 months" (up to today
 included) is ``--from '6 months ago' --to tomorrow``.
 
+A moment within a day is a local timestamp in the project's time zone, ``2025-03-30T06:30``
+or ``2025-03-30 06:30:00`` (its midnight is the date), or, for ranges by the hour or minute,
+``N hours|minutes ago`` and ``this hour``/``last hour``/``next hour`` (the start of the current
+hour, of the one before, after), counted from the local time now (from the start of the
+``--as-of`` day when it is given); ``--last 6 hours`` is the six whole hours before the current
+one.
+
 "Today" is the day in the project's time zone (``Calendar.today``), or the day given by
 ``--as-of`` (``as_of=`` in Python) so a run can be repeated later with the same range. Weeks
 start on the project's ``week_start`` and fiscal periods on its ``fiscal_year_start``.
@@ -31,9 +38,9 @@ from .calendar import Calendar
 from .errors import UsageError
 
 # Unit as written (singular, with a space or '_' in the fiscal ones) -> calendar grain.
-_UNIT = r"(?P<unit>day|week|month|quarter|year|fiscal[ _]quarter|fiscal[ _]year)s?"
+_UNIT = r"(?P<unit>minute|hour|day|week|month|quarter|year|fiscal[ _]quarter|fiscal[ _]year)s?"
 _PATTERNS = [
-    ("date", re.compile(r"(?P<date>\d{4}-\d{2}-\d{2})")),
+    ("date", re.compile(r"(?P<date>\d{4}-\d{2}-\d{2})(?:[t ](?P<time>\d{2}:\d{2}(?::\d{2})?))?")),
     ("named", re.compile(r"(?P<named>today|yesterday|tomorrow)")),
     ("ago", re.compile(rf"(?P<amount>\d{{1,7}}) {_UNIT} ago")),
     ("start", re.compile(rf"(?:start of |(?P<which>this|last|next) |start of (?P<which2>last|next) ){_UNIT}")),
@@ -41,9 +48,10 @@ _PATTERNS = [
 _NAMED = {"today": 0, "yesterday": 1, "tomorrow": -1}  # days ago
 _OFFSET = {None: 0, "this": 0, "last": -1, "next": 1}
 _MONTHS = {"month": 1, "quarter": 3, "year": 12, "fiscal_quarter": 3, "fiscal_year": 12}
+_CLOCK = ("hour", "minute")  # units counted from the local time now, not from today
 FORMS = ("YYYY-MM-DD, today, yesterday, tomorrow, 'N days|weeks|months|quarters|years ago', "
          "'start of week|month|quarter|year|fiscal quarter|fiscal year' (or 'this month'), 'last month', "
-         "'next month'")
+         "'next month'; a local time YYYY-MM-DDTHH:MM, 'N hours|minutes ago', 'this hour', 'last hour'")
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class Day:
 
     text: str
     kind: str  # "date", "ago" or "start"
-    date: dt.date | None = None
+    date: dt.date | None = None  # a datetime for a moment within a day
     amount: int = 0  # ago: units back; start: periods from the current one
     unit: str = "day"
 
@@ -60,9 +68,15 @@ class Day:
     def relative(self) -> bool:
         return self.kind != "date"
 
-    def on(self, today: dt.date, calendar: Calendar) -> dt.date:
+    def on(self, today: dt.date, calendar: Calendar, now: dt.datetime | None = None) -> dt.date:
+        """The day (a local datetime for the hour and minute forms, counted from ``now``)."""
         if self.kind == "date":
             return self.date
+        if self.unit in _CLOCK:
+            now = now or dt.datetime.combine(today, dt.time())
+            if self.kind == "ago":
+                return _clock_shift(now, self.unit, -self.amount, self.text)
+            return _clock_shift(calendar.period_start(now, self.unit), self.unit, self.amount, self.text)
         if self.kind == "ago":
             if self.unit in ("day", "week"):
                 ordinal = today.toordinal() - self.amount * (7 if self.unit == "week" else 1)
@@ -86,9 +100,12 @@ def parse_day(text: str, what: str = "date") -> Day:
             continue
         if kind == "date":
             try:
-                return Day(text, "date", date=dt.date.fromisoformat(match["date"]))
+                day = dt.date.fromisoformat(match["date"])
+                clock = dt.time.fromisoformat(match["time"]) if match["time"] else dt.time()
             except ValueError:
-                break  # 2025-02-30: shaped like a date, but none
+                break  # 2025-02-30 or 25:00: shaped like a date, but none
+            # A local time of day; its midnight is the date itself.
+            return Day(text, "date", date=dt.datetime.combine(day, clock) if clock != dt.time() else day)
         if kind == "named":
             return Day(text, "ago", amount=_NAMED[match["named"]])
         unit = match["unit"].replace(" ", "_")
@@ -100,12 +117,35 @@ def parse_day(text: str, what: str = "date") -> Day:
     raise UsageError(f"{str(text)[:60]!r} is not a date ({what}).", None, f"Write {FORMS}.")
 
 
-def resolve_day(value: str | dt.date | None, what: str, calendar: Calendar, today: dt.date | None = None) -> dt.date | None:
-    """``value`` (a date, or text parse_day reads) as a date; ``today`` defaults to the calendar's."""
+def resolve_day(value: str | dt.date | None, what: str, calendar: Calendar, today: dt.date | None = None,
+                clock: bool = True) -> dt.date | None:
+    """``value`` (a date, a datetime, or text parse_day reads) as a date, or as a local datetime
+    when it has a time of day (a datetime with a zone is converted to the project's zone);
+    ``today`` defaults to the calendar's, and "now" to the local time now (the start of
+    ``today`` when it is given). ``clock=False``: only days are accepted."""
     if value is None or isinstance(value, dt.date):
-        return value.date() if isinstance(value, dt.datetime) else value
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:  # an instant: its local time
+            from zoneinfo import ZoneInfo
+
+            zone = ZoneInfo(calendar.timezone) if calendar.timezone else dt.timezone.utc
+            value = value.astimezone(zone).replace(tzinfo=None)
+        if isinstance(value, dt.datetime) and (value.time() == dt.time() or not clock):
+            if value.time() != dt.time():
+                raise UsageError(f"{value.isoformat()} is a time of day; {what} is a day.", None,
+                                 "Give a date (YYYY-MM-DD).")
+            return value.date()
+        return value
     day = parse_day(value, what)
-    return day.on(today or calendar.today(), calendar) if day.relative else day.date
+    if not day.relative:
+        result = day.date
+    else:
+        now = None if today is not None or day.unit not in _CLOCK else calendar.now()
+        result = day.on(today or calendar.today(), calendar, now)
+    if isinstance(result, dt.datetime) and result.time() == dt.time():
+        return result.date()  # 'this hour' at midnight: the day itself
+    if not clock and isinstance(result, dt.datetime):
+        raise UsageError(f"{str(value)[:60]!r} is a time of day; {what} is a day.", None, "Give a date (YYYY-MM-DD).")
+    return result
 
 
 def parse_last(value, what: str = "last") -> tuple[int, str]:
@@ -119,10 +159,24 @@ def parse_last(value, what: str = "last") -> tuple[int, str]:
     return int(match["amount"]), match["unit"].replace(" ", "_")
 
 
-def last_periods(amount: int, unit: str, today: dt.date, calendar: Calendar) -> tuple[dt.date, dt.date]:
-    """[start, end) of the ``amount`` complete ``unit`` periods before the one holding ``today``."""
+def last_periods(amount: int, unit: str, today: dt.date, calendar: Calendar,
+                 now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
+    """[start, end) of the ``amount`` complete ``unit`` periods before the one holding ``today``
+    (hours and minutes: before the one holding ``now``, by default the start of ``today``)."""
+    if unit in _CLOCK:  # a midnight is the day itself, as --from/--to read it
+        end = calendar.period_start(now or dt.datetime.combine(today, dt.time()), unit)
+        start = _clock_shift(end, unit, -amount, f"{amount} {unit}s")
+        return tuple(t.date() if t.time() == dt.time() else t for t in (start, end))
     end = calendar.period_start(today, unit)
     return calendar.shift(end, unit, -amount), end
+
+
+def _clock_shift(moment: dt.datetime, unit: str, amount: int, text: str) -> dt.datetime:
+    """``amount`` hours (minutes) later on the local clock."""
+    try:
+        return moment + dt.timedelta(**{f"{unit}s": amount})
+    except OverflowError:
+        raise _outside(text, moment.date()) from None
 
 
 def _months_back(day: dt.date, months: int, text: str) -> dt.date:

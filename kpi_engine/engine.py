@@ -19,12 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .calendar import Calendar
+from .calendar import SUBDAILY, Calendar
 from .compiler import COMPLETE_COLUMN, CompiledQuery, Request, compile_request, extent_query
 from .source_sql import ExtentsNeeded, source_relation
 from .conversions import described as conversion_columns
-
-from .completeness import Extent, as_date, complete_range, is_complete
+from .completeness import Extent, as_date, as_period, complete_range, is_complete
 from .dates import FORMS, last_periods, parse_last, resolve_day
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
                      WarehouseError, did_you_mean, in_file_order)
@@ -278,16 +277,23 @@ class KpiProject:
         with _deep_recursion():
             return list(self.connection().execute(self._prepare(query, self.dialect)).rows)
 
-    def extents(self, sources: Iterable[str], describe: bool = True, today: dt.date | None = None) -> dict[str, Extent]:
+    def extents(self, sources: Iterable[str], describe: bool = True, today: dt.date | None = None,
+                grain: str | None = None) -> dict[str, Extent]:
         """The first and last day each source (with a time column) has data for, in one query
-        (an open interval runs to ``today``, by default today in the project's time zone)."""
+        (an open interval runs to ``today``, by default today in the project's time zone); at a
+        sub-daily ``grain``, the first and last period of it (local datetimes)."""
         model = self.model(describe, strict=False)
         timed = [name for name in dict.fromkeys(sources) if model.sources[name].time]
         if not timed:
             return {}
-        query = self._prepare(extent_query(model, timed, self.dialect, self.dialect, today), self.dialect)
+        clock = grain in SUBDAILY
+        query = self._prepare(extent_query(model, timed, self.dialect, self.dialect, today, clock), self.dialect)
         with _deep_recursion():
             rows = self.connection().execute(query).rows
+        if clock:
+            calendar = self.project.config.calendar
+            return {row[0]: Extent(*(None if v is None else calendar.period_start(as_period(v, grain), grain)
+                                     for v in row[1:3]), grain) for row in rows}
         return {row[0]: Extent(as_date(row[1]), as_date(row[2])) for row in rows}
 
     def _run_plan(self, kpis: Sequence[str], complete_only: bool, describe: bool, options: Mapping[str, Any]):
@@ -300,7 +306,7 @@ class KpiProject:
         model = self.model(describe, strict=False)
         cohorts = any(model.kpi(name).spec.matures_after_days for name in request.kpis)
         timed = request.grain or request.start or request.end or cohorts
-        extents = self.extents(query.sources, describe, request.as_of) if timed else {}
+        extents = self.extents(query.sources, describe, request.as_of, request.grain) if timed else {}
         maturities = self.maturities(model, request.kpis, extents)
         if complete_only and request.grain:  # complete periods are contiguous: run on them alone
             narrowed = complete_range(request.grain, request.start, request.end, extents, calendar, maturities)
@@ -309,7 +315,7 @@ class KpiProject:
             query = self._compile(replace(request, start=narrowed[0], end=narrowed[1]), describe=describe)
 
         def flag(row: tuple) -> tuple:
-            period = as_date(row[0]) if request.grain else None
+            period = as_period(row[0], request.grain) if request.grain else None
             return row + (is_complete(period, request.grain, request.start, request.end, extents, calendar,
                                       maturities),)
 
@@ -349,7 +355,7 @@ class KpiProject:
         have rows in the range, after ``where``: a query of dimensions only, one row per distinct
         key. Without ``sources``, every source that has all the dimensions (and a time column,
         when the request cuts by time) is read and the keys of any of them are listed."""
-        from .calendar import DATE_PARTS
+        from .calendar import PARTS
         from .resolve import dimension_paths
         from .source_sql import has_dimension
 
@@ -366,7 +372,7 @@ class KpiProject:
             return (not source.unmapped and not source.axis_of and (source.time or not timed)
                     and all(has_dimension(model, name, d) for d in request.dimensions))
 
-        known = {d for name in model.sources for d in dimension_paths(model.sources, name)} | set(DATE_PARTS)
+        known = {d for name in model.sources for d in dimension_paths(model.sources, name)} | set(PARTS)
         for dim in request.dimensions:
             if dim not in known:
                 raise UsageError(f"unknown dimension '{dim}'.", None,
@@ -496,7 +502,7 @@ def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | s
     "today" for them (default: today in the ``calendar``'s time zone, whose week start and fiscal
     year place weeks and fiscal periods)."""
     calendar = calendar or Calendar()
-    today = _date(as_of, "as_of", calendar)
+    today = _date(as_of, "as_of", calendar, clock=False)
     if last is not None:
         if start is not None or end is not None:
             raise UsageError("--last sets both ends of the range, so it cannot be combined with --from or --to.",
@@ -505,7 +511,8 @@ def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | s
         if not isinstance(last, (str, Sequence)) or isinstance(last, (bytes, bytearray)):
             raise UsageError(f"'last' must be text such as '6 months' or a pair (6, 'months'), not {_kind(last)}.",
                              None, "For example last='6 months'.")
-        start, end = last_periods(*parse_last(last, "last"), today or calendar.today(), calendar)
+        start, end = last_periods(*parse_last(last, "last"), today or calendar.today(), calendar,
+                                  None if today else calendar.now())
     return Request(kpis=_texts(kpis, "kpis"), formulas=_texts(formulas, "formulas"), dimensions=_texts(by, "by"),
                    grain=_text(grain, "grain"), start=_date(start, "start", calendar, today),
                    end=_date(end, "end", calendar, today), where=_text(where, "where"), having=_text(having, "having"),
@@ -575,10 +582,12 @@ def _limit(value: Any) -> int | None:
     return number
 
 
-def _date(value: Any, what: str, calendar: Calendar, today: dt.date | None = None) -> dt.date | None:
-    """A date, or text dates.py reads (relative days count from ``today``)."""
+def _date(value: Any, what: str, calendar: Calendar, today: dt.date | None = None,
+          clock: bool = True) -> dt.date | None:
+    """A date, a local datetime, or text dates.py reads (relative days count from ``today``);
+    ``clock=False``: a day only."""
     if value is None or isinstance(value, (dt.date, str)):
-        return resolve_day(value, what, calendar, today)
+        return resolve_day(value, what, calendar, today, clock)
     raise UsageError(f"{str(value)[:40]!r} is not a date ({what}).", None,
                      f"Give a datetime.date or text: {FORMS}.")
 

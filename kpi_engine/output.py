@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from .compiler import OutputColumn
 from .resolve import number_format_problem
-from .result import Result, arrow_schema, output_value, whole_numbers
+from .result import Result, arrow_schema, clock_time, output_value, whole_numbers
 from .values import text_number
 
 FORMATS = ("table", "csv", "json", "parquet", "markdown")
@@ -182,6 +182,8 @@ def _write_parquet_with_duckdb(columns: tuple[OutputColumn, ...], batches, path:
 
     def kind(column: OutputColumn, values: list) -> str:
         present = [v for v in values if v is not None]
+        if column.role == "time" and clock_time(column):
+            return "TIMESTAMP"
         if column.role == "time" or (present and all(isinstance(v, dt.date) and not isinstance(v, dt.datetime)
                                                      for v in present)):
             return "DATE"

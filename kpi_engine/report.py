@@ -27,6 +27,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .calendar import SUBDAILY
 from .catalog import (_UNIT_NAMES, Lineage, _target, documented_sources, lineage, readers, source_facts,
                       tag_groups)
 from .engine import _date
@@ -196,7 +197,8 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     Two queries at most: every KPI by period, then the ones ``by`` can slice, by period and
     dimension. ``project`` is a ``KpiProject``.
     """
-    grains = project.project.config.calendar.grains  # built-in ones and the project's granularities
+    # built-in grains of days or longer (a report's periods) and the project's granularities
+    grains = [g for g in project.project.config.calendar.grains if g not in SUBDAILY]
     if grain not in grains:
         raise UsageError(f"unknown grain '{grain}'.", None, f"Use one of: {', '.join(grains)}.")
     model = project.model(strict=False)  # a missing table fails only the KPIs that read it
@@ -207,7 +209,7 @@ def build_report(project, kpis: Sequence[str] | None = None, grain: str = "month
     specs = {name: model.kpi(name).spec for name in names}  # raises on an unknown name
     calendar = project.project.config.calendar
     currency = project.project.config.currency
-    as_of = _date(as_of, "as_of", calendar)  # a date, or text such as 'start of month' (dates.py)
+    as_of = _date(as_of, "as_of", calendar, clock=False)  # a date, or text such as 'start of month' (dates.py)
     sources = [source for name in names for source in sorted(model.kpi(name).sources)]
     chosen = latest_complete(project, sources, grain, as_of)
     end = chosen.end or calendar.period_start(calendar.today(), grain)

@@ -32,8 +32,9 @@ NUMERIC_AGGREGATES = {"sum", "avg", "last", "first"} | PERCENTILES
 SNAPSHOT_AGGREGATES = {"last", "first"}  # semi-additive: taken at the last/first snapshot of a period
 # name -> (min args, max args). KPI-level operations over the time series.
 TIME_FUNCTIONS = {"previous": (1, 2), "cumulative": (1, 2), "rolling": (2, 2), "share": (1, 1), "at_start": (2, 2)}
-CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
-_SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(day|week|month|quarter|year)s?\s*", re.IGNORECASE)
+# 'hour' and 'day' divide the sub-daily grains: cumulative(x, 'day') is day-to-date by hour.
+CUMULATIVE_RESETS = ("week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year", "day", "hour")
+_SPAN = re.compile(r"\s*([1-9][0-9]{0,3})\s+(minute|hour|day|week|month|quarter|year)s?\s*", re.IGNORECASE)
 
 
 def _resets(project) -> tuple[str, ...]:
@@ -529,7 +530,7 @@ class _Resolver:
                 if span is None:
                     scope.error(arg, f"'{arg.value}' is not a length of time.",
                                 "Write a whole number of periods (12) or a length such as '1 year', '3 months', "
-                                "'1 quarter', '2 weeks' or '30 days'.")
+                                "'1 quarter', '2 weeks', '30 days' or '6 hours'.")
             elif not (isinstance(arg, n.NumberLit) and isinstance(arg.value, int) and 1 <= arg.value <= 10_000):
                 scope.error(arg, f"{func}'s second argument must be a whole number of periods (1 or more).",
                             f"Write '{usage}'.")

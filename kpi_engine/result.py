@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterator
 
+from .calendar import SUBDAILY
 from .compiler import OutputColumn
+from .completeness import as_period
 from .values import whole
 
 
@@ -48,7 +50,9 @@ class Result:
         data = {}
         for column in self.columns:
             values = [row[column.name] for row in rows]
-            if column.role == "time":
+            if column.role == "time" and clock_time(column):
+                data[column.name] = pd.Series(np.array(values, dtype="datetime64[s]"))
+            elif column.role == "time":
                 # numpy holds every date of years 1 to 9999; pandas' default nanoseconds do not
                 data[column.name] = pd.Series(np.array(values, dtype="datetime64[D]").astype("datetime64[s]"))
             elif column.role == "kpi" and whole_numbers(values) and column.whole:
@@ -72,9 +76,17 @@ class Result:
 
 
 def output_value(value: Any, column: OutputColumn) -> Any:
-    """A warehouse value as outputs carry it: plain Python, whole for a KPI that counts."""
+    """A warehouse value as outputs carry it: plain Python, whole for a KPI that counts; a
+    sub-daily period is a datetime (its midnight too)."""
+    if column.role == "time" and clock_time(column):
+        return as_period(value, column.label)
     value = _plain(value)
     return whole(value) if column.whole else value
+
+
+def clock_time(column: OutputColumn) -> bool:
+    """The period column of a sub-daily grain (its label is the grain)."""
+    return column.label in SUBDAILY
 
 
 def whole_numbers(values: list) -> bool:
@@ -92,7 +104,7 @@ def arrow_schema(columns: tuple[OutputColumn, ...], rows: list[dict[str, Any]]):
     for column in columns:
         values = [row[column.name] for row in rows]
         if column.role == "time":
-            kind = pa.date32()
+            kind = pa.timestamp("s") if clock_time(column) else pa.date32()
         elif column.role == "kpi":
             kind = pa.int64() if column.whole and whole_numbers(values) else pa.float64()
         elif column.role == "flag":

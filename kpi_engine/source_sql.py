@@ -16,7 +16,7 @@ from sqlglot import exp
 
 from . import history
 from . import nodes as n
-from .calendar import DATE_PARTS, cast
+from .calendar import PARTS, SUBDAILY, TIME_PARTS, cast
 from .completeness import Extent
 from .plan import Step, formula
 from .conversions import conversion_relation, converted_only
@@ -108,7 +108,7 @@ def has_dimension(model: Model, source: str, dim: str) -> bool:
 def is_date_part(model: Model, source: str, dim: str) -> bool:
     """A date part (day_of_week, ...) the source has through its time column, unless it declares
     a dimension of that name."""
-    return (dim in DATE_PARTS and bool(model.sources[source].time)
+    return (dim in PARTS and bool(model.sources[source].time)
             and dim not in dimension_paths(model.sources, source))
 
 
@@ -306,8 +306,9 @@ class SourceReader:
         relations: dict[str, exp.Expression] = {}
 
         def dimension_column(dim: str) -> exp.Expression:
-            if self.is_date_part(name, dim):  # of the row's local day
-                return self.calendar.date_part(time.copy() if is_date else cast(time.copy(), "DATE"), dim)
+            if self.is_date_part(name, dim):  # of the row's local day (local time for hour_of_day)
+                local = time.copy() if is_date or dim in TIME_PARTS else cast(time.copy(), "DATE")
+                return self.calendar.date_part(local, dim)
             path = self.paths(name)[dim]
             table, owner = name, source
             for _, rel in path.joins:
@@ -405,7 +406,7 @@ class SourceReader:
 
     def groups_by_day(self, read: "SourceRead", is_date: bool) -> bool:
         """Whether the source is grouped by local day first and the days cut into periods."""
-        return (self.grain not in (None, "day") and not read.distinct_values
+        return (self.grain not in (None, "day", *SUBDAILY) and not read.distinct_values
                 and all(agg.func in REGROUPABLE and agg.per is None for agg in read.plan.aggregates)
                 and (is_date or not read.plan.snapshots))
 

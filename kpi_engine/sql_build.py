@@ -54,7 +54,18 @@ def date_literal(value: dt.date) -> exp.Expression:
     return cast(exp.Literal.string(value.isoformat()), "DATE")
 
 
+def timestamp_literal(value: dt.datetime) -> exp.Expression:
+    return cast(exp.Literal.string(value.isoformat(sep=" ", timespec="seconds")), "TIMESTAMP")
+
+
+def period_literal(value: dt.date) -> exp.Expression:
+    """A period start: a DATE, or a TIMESTAMP for a sub-daily period (a datetime)."""
+    return timestamp_literal(value) if isinstance(value, dt.datetime) else date_literal(value)
+
+
 def bound(value: dt.date, is_date_column: bool) -> exp.Expression:
+    if isinstance(value, dt.datetime):  # a local time of day (--from '2025-03-30 06:00'); never on a DATE column
+        return timestamp_literal(value)
     if is_date_column:
         return date_literal(value)
     return cast(exp.Literal.string(f"{value.isoformat()} 00:00:00"), "TIMESTAMP")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from . import nodes as n
-from .calendar import GRAINS, Calendar
+from .calendar import Calendar, grain_rank
 from .errors import Location, QueryError
 
 
@@ -63,7 +63,7 @@ def lower_time_ops(expr: n.Node, grain: str | None, calendar: Calendar | None = 
             if calendar is not None and calendar.is_custom(grain):
                 raise QueryError(f"at_start(x, '{node.start_of}') at --grain {grain}: {grain} periods do not "
                                  f"divide calendar {node.start_of}s.", None, "Use a built-in --grain such as day or week.")
-            if GRAINS.index(node.start_of.replace("fiscal_", "")) <= GRAINS.index(grain.replace("fiscal_", "")):
+            if grain_rank(node.start_of) <= grain_rank(grain):
                 raise QueryError(f"at_start(x, '{node.start_of}') reads the first period of a {node.start_of}, "
                                  f"which --grain {grain} does not divide.", None,
                                  f"Use a finer --grain than '{node.start_of}' (e.g. day or week).")

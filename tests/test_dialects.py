@@ -151,3 +151,26 @@ def test_windows_over_windows_and_over_days_parse_back(project, dialect):
     names = {cte.alias for cte in parsed.find_all(exp.CTE)}
     assert {"windowed", "windowed_2", "leads_agg_window_1", "orders_agg_window_2"} <= names, names
     assert any(isinstance(node.this, exp.Distinct) for node in parsed.find_all(exp.Count))
+
+
+# Sub-daily shapes (tests/test_subdaily.py checks their numbers): hour buckets with a dense spine,
+# windows over an hour index and a range cut within an hour; minute buckets by hour_of_day.
+SUBDAILY_CASES = [
+    (["new_contacts"], dict(formulas=["previous(count(leads))", "rolling(count(leads), '1 day')",
+                                      "cumulative(count(leads), 'day')"], by=["channel"], grain="hour",
+                            start="2025-03-30T01:30", end="2025-03-31", fill=True)),
+    (["new_contacts"], dict(by=["hour_of_day", "minute_of_hour"], grain="minute", start="2025-03-30",
+                            end="2025-03-30T06:00")),
+    (["new_contacts"], dict(grain="second", start="2025-03-30T01:00", end="2025-03-30T01:05", fill=True)),
+]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_sub_daily_shapes_parse_back_and_render_in_place(project, dialect):
+    for kpis, options in SUBDAILY_CASES:
+        query = project.compile(kpis, dialect=dialect, describe=False, **options)
+        pristine = query.expression.sql(dialect=dialect)
+        assert query.sql(pretty=False) == pristine
+        assert query.expression.sql(dialect=dialect) == pristine
+        parsed = sqlglot.parse_one(query.sql(), read=dialect)
+        assert isinstance(parsed, exp.Query) and "leads" in {t.name for t in parsed.find_all(exp.Table)}

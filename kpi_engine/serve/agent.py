@@ -92,7 +92,8 @@ def build_agent(service: KpiService, stdio_access: Access | None = None) -> MCPS
                     formulas: Optional[list[str]] = None, fill: bool = False,
                     complete_only: bool = False) -> dict[str, Any]:
         """Compute KPIs. kpis: KPI names from list_kpis. by: dimensions to group by. grain: day, week,
-        month, quarter, year, fiscal_quarter or fiscal_year (omit for one total). start: first day,
+        month, quarter, year, fiscal_quarter or fiscal_year, or hour, minute, second on sources with a
+        TIMESTAMP time (local wall-clock time; omit for one total). start: first day,
         inclusive, YYYY-MM-DD; end: the day after the last, exclusive (e.g. last quarter of 2025:
         start 2025-10-01, end 2026-01-01). where: a filter on dimensions, e.g. "channel in ('email',
         'ppc')". having: a filter on KPI values, e.g. 'cost_per_lead > 100'. order: output columns, '-'

@@ -11,7 +11,8 @@ a / b (true division)                  CAST(a AS DOUBLE) / b: MySQL divides exac
 AVG(x)                                 AVG(CAST(x AS DOUBLE)), for the same reason
 TIMESTAMP_TRUNC(x, WEEK)               DATE_SUB(DATE(x), INTERVAL ((WEEKDAY(x) + 7) % 7) DAY): sqlglot
                                        writes WEEK(x, 1) with YEAR(x), which splits the week that spans
-                                       New Year; months, quarters and years use DAYOFMONTH and MAKEDATE
+                                       New Year; months, quarters and years use DAYOFMONTH and MAKEDATE;
+                                       hours, minutes and seconds CAST(DATE_FORMAT(x, ...) AS DATETIME)
 CONVERT_TZ(x, 'UTC', zone)             CONVERT_TZ(x, '+00:00', zone): a zone name needs the server's
                                        time zone tables (``named_zones`` lists those a query needs)
 =====================================  ==============================================================
@@ -29,6 +30,8 @@ _TRUNC = (exp.TimestampTrunc, exp.DatetimeTrunc, exp.DateTrunc)
 _UTC_NAMES = {"UTC", "ETC/UTC", "GMT", "ETC/GMT", "Z", "ZULU", "UCT", "ETC/UCT", "UNIVERSAL"}
 UTC_OFFSET = "+00:00"
 #: WEEKDAY() numbers the days from Monday (0) to Sunday (6).
+#: --grain hour, minute, second: the time cut to the unit, read back as a DATETIME.
+_CLOCK_FORMATS = {"HOUR": "%Y-%m-%d %H:00:00", "MINUTE": "%Y-%m-%d %H:%i:00", "SECOND": "%Y-%m-%d %H:%i:%s"}
 _WEEKDAYS = {"MONDAY": 0, "TUESDAY": 1, "WEDNESDAY": 2, "THURSDAY": 3, "FRIDAY": 4, "SATURDAY": 5, "SUNDAY": 6}
 
 
@@ -115,8 +118,11 @@ def _truncate(node: exp.Expression) -> exp.Expression:
             months = exp.Mul(this=exp.Paren(this=exp.Sub(this=exp.Quarter(this=value.copy()), expression=_number(1))),
                              expression=_number(3))
             first = exp.DateAdd(this=first, expression=months, unit=exp.Var(this="MONTH"))
+    elif unit in _CLOCK_FORMATS:  # sqlglot's DATE_ADD('0000-01-01 ...') comes back as text on MariaDB
+        return exp.Cast(this=_call("DATE_FORMAT", value, exp.Literal.string(_CLOCK_FORMATS[unit])),
+                        to=exp.DataType(this=exp.DataType.Type.DATETIME))
     else:
-        return node  # hours, minutes...: sqlglot's rendering
+        return node  # milliseconds...: sqlglot's rendering
     if isinstance(node, exp.DateTrunc):
         return first
     return exp.Cast(this=first, to=exp.DataType(this=exp.DataType.Type.DATETIME))

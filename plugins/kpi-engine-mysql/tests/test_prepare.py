@@ -109,7 +109,28 @@ def test_utc_needs_no_time_zone_tables(connection):
 
 
 def test_units_it_does_not_rewrite_are_left_to_sqlglot():
-    hour = exp.TimestampTrunc(this=exp.column("t"), unit=exp.Var(this="HOUR"))
-    assert to_mysql(hour.copy()) == hour
+    milliseconds = exp.TimestampTrunc(this=exp.column("t"), unit=exp.Var(this="MILLISECOND"))
+    assert to_mysql(milliseconds.copy()) == milliseconds
     assert to_mysql(to_mysql(exp.select(exp.Div(this=exp.column("a"), expression=exp.column("b"))))).sql(
         dialect="mysql") == "SELECT CAST(a AS DOUBLE) / b"
+
+
+def test_sub_daily_buckets_clock_parts_and_period_index(connection):
+    """--grain hour (minute, second) as kpi-engine's calendar writes it, left to sqlglot's MySQL
+    rendering: the bucket keeps the day and cuts the time; hour_of_day and the window index."""
+    from kpi_engine.calendar import SUBDAILY, Calendar
+
+    column = exp.column("t", "days")
+    selects = [column.copy()]
+    for grain in SUBDAILY:
+        bucket = Calendar().bucket(column.copy(), grain, "mysql")
+        selects += [bucket, Calendar.period_index(bucket.copy(), grain)]
+    selects.append(Calendar.date_part(column.copy(), "hour_of_day"))
+    rows = connection.execute(to_mysql(exp.select(*selects).from_(days_table()).order_by(column.copy()))).rows
+    epoch = dt.datetime(1970, 1, 5)
+    for row in rows:
+        moment = row[0]
+        expected = [moment.replace(minute=0, second=0), moment.replace(second=0), moment]
+        assert list(row[1:7:2]) == expected
+        assert list(row[2:7:2]) == [int((e - epoch).total_seconds()) // unit for e, unit in zip(expected, (3600, 60, 1))]
+        assert row[7] == 13

@@ -58,6 +58,7 @@ _ADD = (exp.DateAdd, exp.DatetimeAdd, exp.TimestampAdd, exp.TsOrDsAdd)
 _SUB = (exp.DateSub, exp.DatetimeSub, exp.TimestampSub)
 _DIFF = (exp.DateDiff, exp.DatetimeDiff, exp.TimestampDiff, exp.TsOrDsDiff)
 _TRUNC = (exp.TimestampTrunc, exp.DatetimeTrunc, exp.DateTrunc)
+_CLOCK_PARTS = {"HOUR": "%H", "MINUTE": "%M", "SECOND": "%S"}  # EXTRACT(unit FROM ts): STRFTIME
 
 
 def to_sqlite(query: exp.Expression) -> exp.Expression:
@@ -100,6 +101,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
                                       expression=_number(3), typed=True, safe=False))
     if isinstance(node, exp.DayOfWeek):
         return _part("%w", node.this)
+    if isinstance(node, exp.Extract) and node.name.upper() in _CLOCK_PARTS:  # hour_of_day, sub-daily indexes
+        return _part(_CLOCK_PARTS[node.name.upper()], node.expression)
     if isinstance(node, exp.ConvertTimezone):
         return _convert_timezone(node)
     if isinstance(node, exp.AtTimeZone):

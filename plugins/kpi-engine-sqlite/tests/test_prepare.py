@@ -9,7 +9,7 @@ import sqlite3
 import duckdb
 import pytest
 import sqlglot
-from kpi_engine.calendar import GRAINS, Calendar, cast
+from kpi_engine.calendar import GRAINS, SUBDAILY, Calendar, cast
 from kpi_engine.errors import QueryError
 from sqlglot import exp
 
@@ -108,6 +108,13 @@ def test_date_parts(value, node_type):
     assert on_sqlite(node) == on_duckdb(node)
 
 
+@pytest.mark.parametrize("unit", ["HOUR", "MINUTE", "SECOND"])
+@pytest.mark.parametrize("value", TIMESTAMPS)
+def test_clock_parts(value, unit):
+    node = cast(exp.Extract(this=exp.var(unit), expression=ts(value)), "INT")
+    assert on_sqlite(node) == on_duckdb(node)
+
+
 @pytest.mark.parametrize("a,b", [(7, 3), (-7, 3), (7, -3), (5.5, 2), (-5.5, 2), (0.25, 0.1), (10, 0)])
 def test_modulo_keeps_fractions_and_the_sign_of_the_dividend(a, b):
     node = exp.Mod(this=number(a), expression=exp.Nullif(this=number(b), expression=exp.Literal.number("0")))
@@ -203,6 +210,7 @@ SAMPLE_DAYS = [dt.date(2023, 12, 20) + dt.timedelta(days=i) for i in range(0, 46
 @pytest.mark.parametrize("grain", GRAINS)
 @pytest.mark.parametrize("stored", ["date", "timestamp"])
 def test_buckets_follow_the_calendar(calendar, grain, stored):
+    moments = [dt.datetime.combine(d, dt.time() if stored == "date" else dt.time(23, 59, 59)) for d in SAMPLE_DAYS]
     times = [d.isoformat() if stored == "date" else f"{d.isoformat()} 23:59:59" for d in SAMPLE_DAYS]
     rows = exp.values([(exp.Literal.string(t),) for t in times], alias="t", columns=["at"])
     bucket = calendar.bucket(exp.column("at", "t"), grain, "sqlite")
@@ -213,10 +221,16 @@ def test_buckets_follow_the_calendar(calendar, grain, stored):
     with sqlite3.connect(":memory:") as connection:
         found = connection.execute(rendered).fetchall()
     indexes = {}
-    for (_, period, period_index), day_ in zip(found, SAMPLE_DAYS):
-        assert period == calendar.period_start(day_, grain).isoformat(), (day_, grain)
+    clock = grain in SUBDAILY  # periods are local datetimes: their index counts hours (minutes, seconds)
+    for (_, period, period_index), day_, moment in zip(found, SAMPLE_DAYS, moments):
+        expected = calendar.period_start(moment if clock else day_, grain)
+        assert period == (expected.isoformat(sep=" ") if clock else expected.isoformat()), (day_, grain)
         indexes[period] = period_index
     starts = sorted(indexes)
     for before, after in zip(starts, starts[1:]):
-        if calendar.shift(dt.date.fromisoformat(before), grain, 1).isoformat() == after:
+        if clock:
+            apart = dt.datetime.fromisoformat(after) - dt.datetime.fromisoformat(before)
+            one = calendar.shift(dt.datetime(2000, 1, 1), grain, 1) - dt.datetime(2000, 1, 1)
+            assert indexes[after] - indexes[before] == apart / one
+        elif calendar.shift(dt.date.fromisoformat(before), grain, 1).isoformat() == after:
             assert indexes[after] - indexes[before] == Calendar.index_step(grain)
