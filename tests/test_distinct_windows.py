@@ -6,7 +6,6 @@ against plain Python over generated activity rows, and PostgreSQL and SQLite aga
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as dt
 import random
 
@@ -14,7 +13,7 @@ import pytest
 
 from kpi_engine.engine import open_project
 from kpi_engine.errors import KpiEngineError
-from warehouse_loading import load_postgres, sqlite_warehouse
+from warehouse_loading import postgres_warehouse, sqlite_warehouse
 
 pytest_plugins = ["pg"]
 
@@ -184,18 +183,9 @@ def test_what_cannot_be_added_up_is_refused(project):
 # -- other warehouses equal DuckDB --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def on_postgres(folder, pg_server):
-    import psycopg
-    from psycopg import sql
-
-    database = dataclasses.replace(pg_server, dbname="kpi_distinct_windows")
-    with pg_server.admin_connect("postgres") as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database.dbname)))
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database.dbname),
-                                                                   sql.Identifier(database.user)))
-    with psycopg.connect(database.url, autocommit=True) as connection:
-        load_postgres(connection, TABLES, folder / "data")
-    with open_project(folder, warehouse=database.url) as opened:
+def on_postgres(request, folder):
+    url = postgres_warehouse(request.getfixturevalue("pg_server"), "kpi_distinct_windows", TABLES, folder / "data")
+    with open_project(folder, warehouse=url) as opened:
         yield opened
 
 

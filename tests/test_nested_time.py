@@ -20,6 +20,11 @@ import pytest
 
 from kpi_engine.engine import open_project
 from kpi_engine.errors import KpiEngineError
+from warehouse_loading import postgres_warehouse, sqlite_warehouse
+
+pytest_plugins = ["pg"]
+TABLES = {"registrations": {"registered_at": "timestamp", "region": "text", "fee": "decimal"},
+          "costs": {"day": "date", "region": "text", "cost": "decimal"}}
 
 SPECS = """\
 sources:
@@ -78,7 +83,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def project(data, tmp_path_factory):
+def folder(data, tmp_path_factory):
     registrations, costs = data
     root = tmp_path_factory.mktemp("webinars")
     (root / "kpi_engine.yaml").write_text("name: webinars\nwarehouse: {adapter: duckdb, data: data}\n")
@@ -89,7 +94,12 @@ def project(data, tmp_path_factory):
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    with open_project(root) as opened:
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(folder):
+    with open_project(folder) as opened:
         yield opened
 
 
@@ -424,3 +434,39 @@ def test_rolling_months_at_a_day_or_week_grain(project, data, grain):
     got = actual(project, "rolling(sum(registrations.fee), '3 months')", False, grain=grain, start=start, end=end)
     assert_same(got, want)
     assert months_back(dt.date(2024, 5, 31), 3) == dt.date(2024, 2, 29)  # the window of May 31 starts March 1
+
+
+# -- other warehouses equal DuckDB ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def on_postgres(request, folder):
+    url = postgres_warehouse(request.getfixturevalue("pg_server"), "kpi_nested_time", TABLES, folder / "data")
+    with open_project(folder, warehouse=url) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def on_sqlite(folder, tmp_path_factory):
+    url = sqlite_warehouse(tmp_path_factory.mktemp("sqlite"), "webinars", TABLES, folder / "data")
+    with open_project(folder, warehouse=url) as opened:
+        yield opened
+
+
+@pytest.mark.parametrize("warehouse", ["on_postgres", "on_sqlite"])
+@pytest.mark.parametrize("grain", ["month", "day"])
+def test_other_warehouses_equal_duckdb(request, project, warehouse, grain):
+    other = request.getfixturevalue(warehouse)
+    formulas = ["a=previous(cumulative(count(registrations)))", "b=rolling(sum(registrations.fee), '30 days')",
+                "c=cumulative(rolling(sum(registrations.fee), 3) / rolling(sum(costs.cost), 3))",
+                "d=rolling(count(registrations), '2 months')"]
+    options = dict(formulas=formulas, by=["region"], grain=grain, start="2024-02-20",
+                   end="2024-04-10" if grain == "day" else "2024-09-01")
+    want = {(r["period"], r["region"]): r for r in project.evaluate(**options).to_dicts()}
+    got = {(r["period"], r["region"]): r for r in other.evaluate(**options).to_dicts()}
+    assert got.keys() == want.keys()
+    for key, row in want.items():
+        for name in "abcd":
+            if row[name] is None:
+                assert got[key][name] is None, (key, name)
+            else:
+                assert got[key][name] == pytest.approx(row[name], rel=1e-9, abs=1e-9), (key, name)
