@@ -1026,7 +1026,7 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
 
 
 def _first(reported: set[tuple[str, str]], source: SourceSpec, column: str) -> bool:
-    """True the first time a column of a table is reported (contacts, leads and mqls share theirs)."""
+    """True the first time a column of a table is reported (contacts, leads and the views of contacts' time axes share theirs)."""
     key = (source.rows_of or source.name, column)
     if key in reported:
         return False
