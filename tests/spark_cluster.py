@@ -11,7 +11,7 @@ terminated, then killed if it lingers.
 
 When the cluster cannot start, its fixtures skip with the reason (the tail of the daemon's log);
 with KPI_ENGINE_REQUIRE_SPARK set (CI) that is a failure instead. ``LocalCluster`` is also used by
-benchmarks/spark_cluster.py, outside pytest.
+benchmarks/spark_large_run.py, outside pytest.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class LocalCluster:
 
     def __init__(self, folder: Path, workers: int = 2, worker_cores: int = 1, worker_memory: str = "512m"):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.workers = workers
         self.worker_cores = worker_cores
         self.worker_memory = worker_memory

@@ -2,7 +2,7 @@
 """One large run of the whole KPI library on Spark: a standalone cluster of two workers, Spark's
 local mode, and DuckDB, over the same Parquet files.
 
-    python benchmarks/spark_cluster.py --leads 10000000
+    python benchmarks/spark_large_run.py --leads 10000000
 
 1. Builds (or reuses) the benchmark warehouse of that many leads (build_warehouse.py) and writes
    each of its tables as one Parquet file, with DuckDB, into ``<cache>/<leads>/parquet/``.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -97,6 +98,28 @@ def timed(name: str, root: Path, ui_port: int | None = None) -> dict:
     return {**figures, "result": result}
 
 
+def measure(data: Path, scratch: Path, memory: str) -> list[dict]:
+    """DuckDB, Spark local mode, then Spark on a fresh two-worker cluster: the figures of each."""
+    runs = [timed("DuckDB (2 threads)", project_folder(scratch / "duckdb", {"adapter": "duckdb", "data": str(data)}))]
+    ui_port = free_port()
+    runs.append(timed("Spark local[2]", project_folder(scratch / "local", {
+        "adapter": "spark", "master": "local[2]", "data": str(data),
+        "config": {**SPARK_CONFIG, "spark.driver.memory": memory, "spark.ui.port": ui_port}}), ui_port))
+
+    with LocalCluster(scratch / "cluster", workers=2, worker_cores=1, worker_memory=memory) as cluster:
+        began = time.perf_counter()
+        cluster.start()
+        print(f"cluster: master and 2 workers up in {time.perf_counter() - began:.1f} s", flush=True)
+        ui_port = free_port()
+        runs.append(timed("Spark cluster (2 x 1 core)", project_folder(scratch / "cluster-project", {
+            "adapter": "spark", "master": cluster.master_url, "data": str(data),
+            "config": {**SPARK_CONFIG, "spark.executor.memory": memory, "spark.executor.cores": "1",
+                       "spark.cores.max": "2", "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+                       "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                       "spark.ui.port": ui_port}}), ui_port))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=10_000_000, help="lead rows (default 10000000)")
@@ -108,25 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     data, rows = write_parquet(folder)
     print(f"Parquet: {data} ({rows['leads']:,} leads, {sum(rows.values()):,} rows in {len(rows)} files)")
     scratch = Path(tempfile.mkdtemp(prefix="kpi-spark-bench-"))
-    runs = [timed("DuckDB (2 threads)", project_folder(scratch / "duckdb", {
-        "adapter": "duckdb", "data": str(data)}))]
-
-    ui_port = free_port()
-    runs.append(timed("Spark local[2]", project_folder(scratch / "local", {
-        "adapter": "spark", "master": "local[2]", "data": str(data),
-        "config": {**SPARK_CONFIG, "spark.driver.memory": args.memory, "spark.ui.port": ui_port}}), ui_port))
-
-    with LocalCluster(scratch / "cluster", workers=2, worker_cores=1, worker_memory=args.memory) as cluster:
-        began = time.perf_counter()
-        cluster.start()
-        print(f"cluster: master and 2 workers up in {time.perf_counter() - began:.1f} s", flush=True)
-        ui_port = free_port()
-        runs.append(timed("Spark cluster (2 x 1 core)", project_folder(scratch / "cluster-project", {
-            "adapter": "spark", "master": cluster.master_url, "data": str(data),
-            "config": {**SPARK_CONFIG, "spark.executor.memory": args.memory, "spark.executor.cores": "1",
-                       "spark.cores.max": "2", "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-                       "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
-                       "spark.ui.port": ui_port}}), ui_port))
+    try:
+        runs = measure(data, scratch, args.memory)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     reference = runs[0]["result"]
     status = 0
