@@ -203,6 +203,10 @@ def _stop(processes: list[subprocess.Popen], grace: float) -> None:
             pass
         _signal_group(process, signal.SIGKILL)  # the group's leftovers (a worker's executors) too
         process.wait()
+    # Killed members that are not our children (executors) are reaped by init: give it a moment.
+    settle = time.monotonic() + 15
+    while any(group_alive(process.pid) for process in processes) and time.monotonic() < settle:
+        time.sleep(0.2)
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -270,9 +274,7 @@ def spark_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
-        deadline = time.monotonic() + 15  # a killed executor (no longer our child) takes a moment to go
-        while (leftovers := [pid for pid in cluster.launched if group_alive(pid)]) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        leftovers = [pid for pid in cluster.launched if group_alive(pid)]
         assert not leftovers, f"Spark daemons still running after stop: {leftovers}"
 
 

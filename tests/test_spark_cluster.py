@@ -159,3 +159,27 @@ class TestSparkConnect:
         app = spark_cluster.application("kpi-engine-connect-server")
         assert app["state"] == "RUNNING" and app["cores"] == 2, app
         executors_ran_tasks(spark_connect_server.ui_port, count=2)
+
+
+# --- a cluster that cannot start -----------------------------------------------------------------------
+
+
+def test_a_worker_that_cannot_start_is_reported_and_nothing_is_left_running(tmp_path):
+    """What the fixture skips (or, under KPI_ENGINE_REQUIRE_SPARK, fails) with: which daemon exited,
+    and its log's error; and stop() leaves no process of any group behind."""
+    from spark_cluster import ClusterFailed, LocalCluster, group_alive
+    from spark_fixture import skip_or_fail, spark_unavailable
+
+    reason = spark_unavailable()
+    if reason:
+        skip_or_fail(reason)
+    broken = LocalCluster(tmp_path / "broken", workers=1, worker_memory="plenty")  # not a memory size
+    with pytest.raises(ClusterFailed) as caught:
+        with broken:
+            broken.start(timeout=180)
+    message = str(caught.value)
+    assert message.startswith("the Spark worker1 exited") and "worker1.log" in message, message
+    # The worker's own explanation, from its log: Spark prints its usage for an option it cannot read.
+    last_line = (broken.folder / "worker1.log").read_text().strip().splitlines()[-1].strip()
+    assert last_line and last_line in message and "--memory MEM" in message, message
+    assert len(broken.launched) == 2 and not any(group_alive(pid) for pid in broken.launched)
