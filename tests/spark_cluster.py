@@ -1,15 +1,15 @@
 """A pytest plugin that runs a Spark standalone cluster on this machine: a master and two workers
 on 127.0.0.1, and a Spark Connect server whose application runs on them.
 
-Load it with ``pytest_plugins = ["spark_cluster"]``. Tests using it get the ``spark_cluster`` marker
-(the root's addopts leave them out of the quick run: ``python -m pytest -q -m spark_cluster`` runs
-them). Everything is started from what the PySpark package ships (``bin/spark-class`` and
+Load it with ``pytest_plugins = ["spark_fixture", "spark_cluster"]``. The tests that use it carry
+the ``spark_cluster`` marker (declared in pyproject.toml, whose addopts leave them out of the quick
+run: ``python -m pytest -q -m spark_cluster`` runs them). Everything is started from what the PySpark package ships (``bin/spark-class`` and
 ``bin/spark-submit`` of its SPARK_HOME: no Spark download), on free ports, with small memory and one
 core per worker, and stopped when the module's tests end, failing ones included: each daemon is
 started in a process group of its own, and the whole group (a worker's executors with it) is
 terminated, then killed if it lingers.
 
-When the cluster cannot start, its fixtures skip with the reason (the tail of the daemon's log);
+When the cluster cannot start, its fixtures skip with the reason (the daemon's error, from its log);
 with KPI_ENGINE_REQUIRE_SPARK set (CI) that is a failure instead. ``LocalCluster`` is also used by
 benchmarks/spark_large_run.py, outside pytest.
 """
@@ -37,7 +37,7 @@ CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
 class ClusterFailed(RuntimeError):
-    """A daemon did not start; the message says which and ends with its log's last lines."""
+    """A daemon did not start; the message says which, then its log's first error (or last lines)."""
 
 
 def free_port() -> int:
