@@ -112,3 +112,12 @@ def test_spark_urls_are_shown_without_their_token():
         with pytest.raises(WarehouseError) as caught:
             call()
         assert "hunter2" not in str(caught.value) and "token=***" in str(caught.value)
+
+
+def test_a_spark_master_url_is_shown_without_its_password():
+    from kpi_engine.adapters.spark import _describe_target, spark_settings
+
+    for settings in ({"url": "spark://admin:hunter2@spark-master:7077"},
+                     {"master": "k8s://https://ops:hunter2@k8s:443"}):
+        where = _describe_target(spark_settings({**settings, "data": "data"}), reused=False)
+        assert "hunter2" not in where and ":***@" in where and where.endswith(", data folder data"), where

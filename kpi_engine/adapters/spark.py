@@ -9,7 +9,7 @@ Settings (``warehouse:`` in kpi_engine.yaml)::
     warehouse:
       adapter: spark
       master: local[4]              # or spark://host:7077, yarn, k8s://...  (default local[*])
-      # remote: sc://host:15002     # Spark Connect instead of master
+      # remote: sc://host:15002     # Spark Connect instead of master ('kpi-engine[spark-connect]')
       app_name: kpi-engine
       config:                       # any Spark configuration
         spark.sql.shuffle.partitions: 8
@@ -271,8 +271,8 @@ def _open_session(options: Mapping[str, Any]):
         except Exception as error:
             raise ConnectionFailed(f"cannot connect to the Spark Connect server {redact(remote)}: "
                                    f"{redact(_first_line(error))}",
-                                   None, "Check that the server runs and that 'remote' is sc://host:port; "
-                                   "Spark Connect also needs pip install 'pyspark[connect]'.") from None
+                                   None, "Check that the server runs and that 'remote' is sc://host:port; Spark "
+                                   "Connect also needs its client: pip install 'kpi-engine[spark-connect]'.") from None
         with _sessions_lock:
             _owned[_key(session)] = [session, 1]
         try:
@@ -343,7 +343,7 @@ def _start(options: Mapping[str, Any], config: Mapping[str, str]):
     except Exception as error:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise ConnectionFailed(f"cannot start Spark (master {master}): {_first_line(error)}", None,
+        raise ConnectionFailed(f"cannot start Spark (master {redact(master)}): {redact(_first_line(error))}", None,
                                "Check 'master', and the Java installation (Java 17 or newer for Spark 4, "
                                "found through JAVA_HOME or PATH).") from None
 
@@ -766,7 +766,7 @@ def _describe_target(options: Mapping[str, Any], reused: bool) -> str:
     elif reused:
         parts = ["active session"]
     else:
-        parts = [f"master {options.get('master', DEFAULT_MASTER)}"]
+        parts = [f"master {redact(str(options.get('master', DEFAULT_MASTER)))}"]
     if options.get("data"):
         parts.append(f"data folder {options['data']}")
     if options.get("database"):
