@@ -477,7 +477,7 @@ def test_generated_formulas_run_for_any_request(fuzz_project, formula, request):
 MISTAKES = st.sampled_from([
     "sum(leads.industry)", "orders.amount", "revenu", "counts(leads)", "'paid'", "count(leads where score)",
     "sum(count(leads))", "count(order)", "if(1, 2, 3)", "round(1, 2, 3)", "(revenue > 1)", "leads",
-    "previous(previous(revenue))", "count(leads per lead_id)", "count(orders where channel > 1)",
+    "previous(at_start(revenue))", "count(leads per lead_id)", "count(orders where channel > 1)",
     "max(days_between(leads.score, leads.created_at))", "nullif(revenue)", "rolling(revenue, 0)",
     "cumulative(revenue, 'decade')", "avg(orders)", "sum(orders.amount + leads.score)", "abs(revenue where true)",
 ])
