@@ -169,8 +169,8 @@ class CloudAdapter(Adapter):
 @dataclass
 class Running:
     """The query in flight, as far as the driver has told (a cursor, a job, a query id). A cancel
-    asked for before the driver has told (Ctrl-C while the query is being submitted) is made as
-    soon as it does."""
+    asked for before the driver has told (the timeout passing while the query is being submitted)
+    is made as soon as it does."""
 
     session: Any = None
     cancel: Any = None  # the connection's cancel(running)
@@ -258,7 +258,7 @@ class CloudConnection(Connection):
             session = self.open_session()
         except WarehouseError:
             raise
-        except self.errors() + (OSError,) as error:
+        except self.errors() + (OSError, ValueError) as error:  # ValueError: a malformed key file, for one
             raise ConnectionFailed(f"cannot connect to {self.target.warehouse} at {self.target.where}: "
                                    f"{self._message(error)}.", None,
                                    "Check the warehouse settings and the credentials in the environment "

@@ -55,7 +55,12 @@ class BigQueryConnection(CloudConnection):
     def errors(self):
         from google.api_core import exceptions
 
-        return (exceptions.GoogleAPIError,)
+        found: tuple[type[BaseException], ...] = (exceptions.GoogleAPIError,)
+        try:  # no credentials at all: google-auth's error, not an API error
+            from google.auth.exceptions import GoogleAuthError
+        except ImportError:
+            return found
+        return found + (GoogleAuthError,)
 
     def job_config(self, kpis: tuple[str, ...], dry_run: bool = False):
         values = self.target.values

@@ -36,6 +36,10 @@ class RedshiftConnection(CloudConnection):
     dialect = "redshift"
     name_case = "lower"  # Redshift folds identifiers to lower case, quoted or not (by default)
 
+    def __init__(self, target, driver):
+        self._pids: dict[int, int] = {}  # id of a session -> its backend process id, for pg_cancel_backend
+        super().__init__(target, driver)
+
     def arguments(self) -> dict:
         values = self.target.values
         arguments = dict(host=values["host"], port=int(values.get("port") or 5439), database=values["database"],
@@ -53,7 +57,7 @@ class RedshiftConnection(CloudConnection):
             if self.target.query_timeout:
                 cursor.execute(f"SET statement_timeout TO {max(1, round(self.target.query_timeout * 1000))}")
             cursor.execute("SELECT pg_backend_pid()")
-            session.kpi_engine_pid = int(cursor.fetchone()[0])
+            self._pids[id(session)] = int(cursor.fetchone()[0])
             cursor.close()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -66,7 +70,7 @@ class RedshiftConnection(CloudConnection):
 
     def run(self, session, sql, kpis, running: Running):
         cursor = session.cursor()
-        running.started(session.kpi_engine_pid)
+        running.started(self._pids[id(session)])
         try:
             cursor.execute("BEGIN READ ONLY")
             try:

@@ -41,11 +41,12 @@ class FakeWarehouse:
     answer: Callable[[str], tuple[list[str], list[tuple]]] | None = None
     slow: bool = False
     fail: str | None = None
+    asynchronous: bool = False  # queries run beside the client, which polls (Snowflake's execute_async)
     connects: list[dict] = field(default_factory=list)
     statements: list[Sent] = field(default_factory=list)  # session statements (SET, ALTER SESSION...)
     queries: list[Sent] = field(default_factory=list)
     cancels: list[Any] = field(default_factory=list)
-    started: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)  # a slow query runs (and the client waits)
     cancelled: threading.Event = field(default_factory=threading.Event)
     column_types: dict[str, Any] = field(default_factory=dict)  # type codes cursor.description reports
     sessions: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -57,7 +58,8 @@ class FakeWarehouse:
         if self.fail:
             raise FakeError(self.fail)
         if self.slow:
-            self.started.set()
+            if not self.asynchronous:  # the client waits in this call
+                self.started.set()
             if not self.cancelled.wait(10):
                 raise AssertionError("the slow query was never cancelled")
             raise FakeError("Query was cancelled by the client")
@@ -97,6 +99,7 @@ def _module(name: str, **attributes) -> types.ModuleType:
 # --- snowflake.connector ------------------------------------------------------------------------
 
 def snowflake_modules(warehouse: FakeWarehouse) -> dict[str, types.ModuleType]:
+    warehouse.asynchronous = True
     results: dict[str, tuple[list[str], list[tuple]]] = {}
     errors: dict[str, BaseException] = {}
     query_ids = itertools.count(1)
@@ -155,6 +158,8 @@ def snowflake_modules(warehouse: FakeWarehouse) -> dict[str, types.ModuleType]:
             return Cursor(self)
 
         def get_query_status_throw_if_error(self, qid):
+            if warehouse.slow:
+                warehouse.started.set()  # the client polls: the query is submitted and running
             if qid in errors:
                 raise ProgrammingError(str(errors[qid]))
             return "RUNNING" if self.running.get(qid) else "SUCCESS"
@@ -234,7 +239,10 @@ def bigquery_modules(warehouse: FakeWarehouse) -> dict[str, types.ModuleType]:
         @classmethod
         def from_service_account_file(cls, path):
             with open(path, encoding="utf-8") as handle:  # a missing key file fails as the real one does
-                return ("service-account", path, handle.read())
+                text = handle.read()
+            if '"type": "service_account"' not in text:  # what google-auth says of a malformed key file
+                raise ValueError("Service account info was not in the expected format, missing fields client_email.")
+            return ("service-account", path, text)
 
     exceptions = _module("google.api_core.exceptions", GoogleAPIError=GoogleAPIError)
     service_account = _module("google.oauth2.service_account", Credentials=Credentials)

@@ -228,7 +228,7 @@ def test_a_secret_from_a_named_variable(fake, monkeypatch, tmp_path):
     key = next(iter(ADAPTERS[name].secret_env))
     value = "from-another-variable"
     if name == "bigquery":  # the secret is a key file's path
-        (tmp_path / "team.json").write_text("{}")
+        (tmp_path / "team.json").write_text('{"type": "service_account"}')
         value = str(tmp_path / "team.json")
     monkeypatch.setenv("TEAM_WAREHOUSE_SECRET", value)
     with open_on({**settings, key: "${TEAM_WAREHOUSE_SECRET}"}) as project:
@@ -238,6 +238,18 @@ def test_a_secret_from_a_named_variable(fake, monkeypatch, tmp_path):
              "redshift": lambda: found["password"], "databricks": lambda: found["access_token"],
              "trino": lambda: found["auth"].password}[name]()
     assert given == value
+
+
+@pytest.mark.parametrize("fake", ["bigquery"], indirect=True)
+def test_a_malformed_bigquery_key_file_is_a_clear_error(fake, tmp_path, monkeypatch):
+    _, _, settings = fake
+    (tmp_path / "not-a-key.json").write_text("{}")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "not-a-key.json"))
+    with pytest.raises(ConnectionFailed) as raised:
+        open_on(settings).connection()
+    assert "cannot connect to BigQuery at project acme-analytics: Service account info was not in the expected " \
+           "format" in str(raised.value)
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in str(raised.value)
 
 
 def test_a_password_in_a_url_is_refused(tmp_path):
@@ -313,12 +325,14 @@ def test_ctrl_c_cancels_the_query_in_the_warehouse(fake):
         warehouse.slow = True
 
         def press_ctrl_c():
-            warehouse.started.wait(5)
-            os.kill(os.getpid(), signal.SIGINT)
+            if warehouse.started.wait(10):  # never a stray signal into another test
+                os.kill(os.getpid(), signal.SIGINT)
 
-        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        presser = threading.Thread(target=press_ctrl_c, daemon=True)
+        presser.start()
         with pytest.raises(KeyboardInterrupt):
             project.evaluate(["cost_per_lead"], describe=False)
+        presser.join()
     assert warehouse.cancels, "Ctrl-C did not call the driver's cancel"
     check_cancelled(name, warehouse)
 
@@ -457,7 +471,8 @@ def test_entry_points_register_each_warehouse():
 
 
 def test_a_cancel_asked_before_the_driver_names_the_query_is_made_when_it_does():
-    """Ctrl-C while a query is being submitted: the cancel waits for the query id, then is made."""
+    """The timeout passing while a query is being submitted: the cancel waits for the query id,
+    then is made."""
     from kpi_engine_cloud.base import Running
 
     cancelled = []

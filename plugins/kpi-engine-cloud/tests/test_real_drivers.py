@@ -63,7 +63,7 @@ def test_connect_arguments_exist_in_the_real_driver(name, monkeypatch, tmp_path)
     with pytest.MonkeyPatch.context() as patch:
         install(patch, name, warehouse)
         if name == "bigquery":
-            (tmp_path / "key.json").write_text("{}")
+            (tmp_path / "key.json").write_text('{"type": "service_account"}')
             patch.setenv(SECRET_ENV[name], str(tmp_path / "key.json"))
         else:
             patch.setenv(SECRET_ENV[name], SECRET)
@@ -80,6 +80,7 @@ def test_the_driver_calls_the_adapters_make_exist():
     cursor_class = cursor_class or importlib.import_module("snowflake.connector.cursor").SnowflakeCursor
     for method in ("execute", "execute_async", "get_results_from_sfqid", "abort_query", "fetchall"):
         assert callable(getattr(cursor_class, method)), method
+    assert issubclass(connector.Error, Exception)
     connection_class = connector.SnowflakeConnection
     for method in ("get_query_status_throw_if_error", "is_still_running", "cursor", "close"):
         assert callable(getattr(connection_class, method)), method
@@ -95,7 +96,9 @@ def test_the_driver_calls_the_adapters_make_exist():
     from google.api_core import exceptions
     from google.oauth2 import service_account
 
-    assert issubclass(exceptions.GoogleAPIError, Exception)
+    from google.auth.exceptions import GoogleAuthError
+
+    assert issubclass(exceptions.GoogleAPIError, Exception) and issubclass(GoogleAuthError, Exception)
 
     assert callable(service_account.Credentials.from_service_account_file)
 
