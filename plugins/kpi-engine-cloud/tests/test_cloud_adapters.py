@@ -483,3 +483,39 @@ def test_a_cancel_asked_before_the_driver_names_the_query_is_made_when_it_does()
     assert cancelled == ["01b-7"]
     running.stop()  # a second Ctrl-C cancels again, harmlessly
     assert cancelled == ["01b-7", "01b-7"]
+
+
+@pytest.mark.parametrize("fake", ["trino"], indirect=True)
+def test_the_command_line_on_a_fake_warehouse(fake, monkeypatch, duck):
+    """kpi-engine evaluate --warehouse trino://...: the rows the driver returned, and with the
+    driver missing one paragraph naming the extra to install (exit code 1, no traceback)."""
+    from click.testing import CliRunner
+    from conftest import EXAMPLE, cloud_registry
+    from kpi_engine.cli import cli
+
+    name, warehouse, _ = fake
+    monkeypatch.setattr("kpi_engine.engine.default_registry", cloud_registry)
+    answer = warehouse.answer
+
+    from kpi_engine.sql_build import qualified_table
+
+    def rows(sql):  # the tables as DuckDB describes the example's, and one row of cost_per_lead
+        tree = sqlglot.parse_one(sql, read="trino")
+        if "information_schema" in sql:
+            table = next(eq.expression.name for eq in tree.find_all(exp.EQ) if eq.this.name == "table_name")
+            return ["column_name", "data_type"], list((duck.connection().columns(qualified_table(table)) or {}).items())
+        columns, found = answer(sql)
+        return (columns, [(dt.date(2025, 1, 1), Decimal("41.25"))]) if "cost_per_lead" in columns else (columns, found)
+
+    warehouse.answer = rows
+    url = "trino://analyst@trino.example.com:443/hive/marketing"
+    result = CliRunner().invoke(cli, ["evaluate", str(EXAMPLE), "cost_per_lead", "--grain", "month",
+                                      "--warehouse", url, "--format", "csv", "--timeout", "120"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:] == ["2025-01-01,41.25,true"]
+    assert warehouse.queries[-1].tags == ["kpi-engine", "kpi:cost_per_lead"]
+    assert warehouse.connects[-1]["session_properties"] == {"query_max_run_time": "120s"}
+    monkeypatch.setitem(sys.modules, "trino.dbapi", None)
+    missing = CliRunner().invoke(cli, ["evaluate", str(EXAMPLE), "cost_per_lead", "--warehouse", url])
+    assert missing.exit_code == 1
+    assert "pip install 'kpi-engine-cloud[trino]'" in missing.stderr and "Traceback" not in missing.output
