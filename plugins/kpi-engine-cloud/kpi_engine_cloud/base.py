@@ -32,6 +32,15 @@ SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-en
 _ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def label_names(kpis: tuple[str, ...]) -> tuple[str, ...]:
+    """KPI names as labels carry them: letters, digits and '_' only. Names are identifiers
+    already; this keeps a label from ever closing a SQL comment or splitting a tag list."""
+    return tuple(_UNSAFE.sub("_", str(name)) for name in kpis)
+
+
 def query_label(kpis: tuple[str, ...]) -> str:
     """``kpi-engine: cost_per_lead, close_rate``: what every query says it is for (KPI names are
     identifiers, checked when the project is read); the engine's own queries say ``kpi-engine``."""
@@ -294,7 +303,7 @@ class CloudConnection(Connection):
         if not isinstance(query, exp.Query):
             raise QueryFailed(f"{self.target.warehouse} connections of kpi-engine only read: {type(query).__name__} "
                               "is not a query.", None, "Pass a SELECT.")
-        columns, rows = self._guarded(query.sql(dialect=self.dialect), asked_kpis(query))
+        columns, rows = self._guarded(query.sql(dialect=self.dialect), label_names(asked_kpis(query)))
         return Rows(tuple(columns), [tuple(row) for row in rows])
 
     def _guarded(self, sql: str, kpis: tuple[str, ...], run=None):

@@ -143,6 +143,23 @@ def test_every_query_says_kpi_engine_and_its_kpis(fake):
         assert extents.tags == ["kpi-engine"]
 
 
+@all_warehouses
+def test_a_label_never_closes_a_comment_or_splits_tags(fake):
+    """Defence in depth: names reach labels as identifiers, whatever a query's meta holds."""
+    from kpi_engine.hookspecs import KPIS_META
+
+    name, warehouse, settings = fake
+    query = sqlglot.parse_one("SELECT 1 AS x", read=ADAPTERS[name].dialect)
+    query.meta[KPIS_META] = ("a */ DROP TABLE t; --", "b,c")
+    with open_on(settings) as project:
+        project.connection().execute(query)
+    sent = warehouse.queries[-1]
+    assert sent.sql.count("*/") == (1 if name in ("redshift", "databricks") else 0)
+    label = str(sent.tags) + sent.sql.split("SELECT")[0]
+    assert "DROP TABLE" not in label and "b,c" not in label
+    assert "a_drop_table_t_" in label.lower() and "b_c" in label
+
+
 def test_bigquery_labels_are_valid_labels():
     from kpi_engine_cloud.bigquery import job_labels
 
