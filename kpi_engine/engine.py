@@ -27,7 +27,7 @@ from .completeness import Extent, as_date, as_period, complete_range, is_complet
 from .dates import FORMS, last_periods, parse_last, resolve_day
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
                      WarehouseError, did_you_mean, in_file_order)
-from .hookspecs import Connection, TextValue, timeout_seconds
+from .hookspecs import KPIS_META, Connection, TextValue, timeout_seconds
 from .parser import _deep_recursion
 from .plugins import Registry, default_registry
 from .redaction import redact
@@ -259,7 +259,10 @@ class KpiProject:
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
         if missing:
             raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)
-        return replace(query, expression=self._prepare(query.expression, target))
+        expression = self._prepare(query.expression, target)
+        # the KPIs asked, for adapters that label their queries in the warehouse (hookspecs.asked_kpis)
+        expression.meta[KPIS_META] = tuple(column.name for column in query.columns if column.role == "kpi")
+        return replace(query, expression=expression)
 
     def _prepare(self, expression, dialect: str):
         for adapter in self.registry.adapters_for_dialect(dialect):  # e.g. SQLite's date functions

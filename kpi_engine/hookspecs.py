@@ -37,6 +37,8 @@ PROJECT_NAME = "kpi_engine"
 #: The longest query timeout (seconds): one week. PostgreSQL's statement_timeout holds at most
 #: 24.8 days and Python's timers about 292 years; an infinite or NaN timeout would silently be none.
 MAX_QUERY_TIMEOUT = 7 * 24 * 3600
+#: The key of a compiled query's ``meta`` holding the names of the KPIs it computes (see asked_kpis).
+KPIS_META = "kpi_engine.kpis"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
@@ -56,6 +58,14 @@ def timeout_seconds(value: Any, what: str, error: type | None = None) -> float:
             f"'{what}' must be a number of seconds above 0 and at most {MAX_QUERY_TIMEOUT:,} (one week), "
             f"not {str(value)[:40]!r}.", None, "For example 300 for five minutes.")
     return seconds
+
+
+def asked_kpis(query) -> tuple[str, ...]:
+    """The KPIs (and ad hoc formulas) a query passed to ``Connection.execute`` computes, in order:
+    empty for the engine's own queries (data extents, calendar tables). Adapters put them in the
+    warehouse's query tag or label, so a warehouse's query history says what each query was for."""
+    meta = getattr(query, "meta", None) or {}
+    return tuple(meta.get(KPIS_META, ()))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ from .hookspecs import Adapter, FormulaFunction, ResultWriter
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 #: Comma-separated entry-point names to skip, e.g. for debugging a broken plugin.
 DISABLE_ENV = "KPI_ENGINE_DISABLE_PLUGINS"
+#: The package that provides each adapter kpi-engine's repository ships as a plugin (plugins/).
+PLUGIN_PACKAGES = {"sqlite": "kpi-engine-sqlite", "mysql": "kpi-engine-mysql", "mariadb": "kpi-engine-mysql",
+                   "clickhouse": "kpi-engine-clickhouse",
+                   **{name: f"kpi-engine-cloud[{name}]" for name in ("snowflake", "bigquery", "redshift", "databricks",
+                                                                   "trino")}}
 
 
 @dataclass(frozen=True)
@@ -171,9 +176,14 @@ class Registry:
         if name not in adapters:
             broken = [p for p in self.plugins.values() if p.error]
             note = "".join(f" Plugin '{p.name}' failed: {p.error}." for p in broken)
-            hint = did_you_mean(name, adapters) or "No adapter is registered."
-            raise PluginError(f"no adapter named '{name}' is installed.{note}", None,
-                              f"{hint} Install the plugin that provides it; 'kpi-engine plugins' lists what is installed.")
+            hint = (did_you_mean(name, adapters) or "No adapter is registered.") + \
+                " Install the plugin that provides it; 'kpi-engine plugins' lists what is installed."
+            if name in PLUGIN_PACKAGES and not note:  # one of ours: say which package
+                package = PLUGIN_PACKAGES[name]
+                folder, extra = package.partition("[")[0], package[len(package.partition("[")[0]):]
+                hint = (f"Install it with: pip install '{package}' (from a clone of kpi-engine: "
+                        f"pip install './plugins/{folder}{extra}').")
+            raise PluginError(f"no adapter named '{name}' is installed.{note}", None, hint)
         return adapters[name].adapter
 
 

@@ -439,3 +439,31 @@ def test_disable_env_is_a_comma_separated_list(monkeypatch):
     assert "duckdb" not in Registry().adapters()
     monkeypatch.setenv("KPI_ENGINE_DISABLE_PLUGINS", "something_else")
     assert "duckdb" in Registry().adapters()
+
+
+def test_queries_passed_to_adapters_name_the_kpis_they_compute():
+    """hookspecs.asked_kpis: what adapters put in a warehouse's query tag or label."""
+    from kpi_engine.engine import open_project
+    from kpi_engine.hookspecs import asked_kpis
+
+    class Recording(Connection):
+        dialect = "duckdb"
+
+        def __init__(self, inner):
+            self.inner, self.asked = inner, []
+
+        def execute(self, query):
+            self.asked.append(asked_kpis(query))
+            return self.inner.execute(query)
+
+        def columns(self, relation):
+            return self.inner.columns(relation)
+
+    root = Path(__file__).resolve().parent.parent / "examples" / "marketing"
+    with open_project(root) as project:
+        recording = Recording(project.connection())
+        project._connection = recording
+        project.evaluate(["cost_per_lead", "close_rate"], by=["channel"], grain="month")
+        project.evaluate(formulas=["spend_k=sum(ad_spend.spend) / 1000"])
+    assert recording.asked == [(), ("cost_per_lead", "close_rate"), ("spend_k",)]  # the extents query: none
+    assert asked_kpis(exp.select("1")) == ()

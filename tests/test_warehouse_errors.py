@@ -1,5 +1,6 @@
 """A warehouse that cannot be opened or lacks a table: one clear message, exit code 1."""
 
+import pytest
 from click.testing import CliRunner
 
 from kpi_engine.cli import cli
@@ -37,10 +38,10 @@ def test_a_missing_table_is_named_with_its_position(make_project):
 
 
 def test_an_unknown_adapter(make_project):
-    root = make_project({"s.yaml": SPEC}, config="name: x\nwarehouse: snowflake://acct/db\n")
+    root = make_project({"s.yaml": SPEC}, config="name: x\nwarehouse: teradata://acct/db\n")
     result = run("evaluate", str(root), "n")
     assert result.exit_code == 1
-    assert "no adapter named 'snowflake' is installed" in result.stderr
+    assert "no adapter named 'teradata' is installed" in result.stderr
 
 
 def test_urls_are_redacted_whatever_the_password_holds():
@@ -121,3 +122,19 @@ def test_a_spark_master_url_is_shown_without_its_password():
                      {"master": "k8s://https://ops:hunter2@k8s:443"}):
         where = _describe_target(spark_settings({**settings, "data": "data"}), reused=False)
         assert "hunter2" not in where and ":***@" in where and where.endswith(", data folder data"), where
+
+
+@pytest.mark.parametrize("name, install", [
+    ("snowflake", "pip install 'kpi-engine-cloud[snowflake]' (from a clone of kpi-engine: "
+                  "pip install './plugins/kpi-engine-cloud[snowflake]')"),
+    ("trino", "pip install 'kpi-engine-cloud[trino]'"),
+    ("mysql", "pip install 'kpi-engine-mysql' (from a clone of kpi-engine: pip install './plugins/kpi-engine-mysql')"),
+])
+def test_a_warehouse_whose_plugin_is_not_installed_names_the_package(name, install):
+    from kpi_engine.errors import PluginError
+    from kpi_engine.plugins import Registry
+
+    with pytest.raises(PluginError) as raised:
+        Registry(load_entry_points=False).adapter(name)
+    assert f"no adapter named '{name}' is installed." in str(raised.value)
+    assert install in str(raised.value)
