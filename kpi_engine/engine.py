@@ -299,9 +299,10 @@ class KpiProject:
                 file = store_file(self.project.config.root)
                 if not file.is_file():
                     continue  # nothing materialized yet
-                if self._store_attached is None:
-                    connection.attach("kpi_rollups", file, read_only=True)
-                    self._store_attached = False
+                with self._model_lock:  # threads compiling at once attach it once
+                    if self._store_attached is None:
+                        connection.attach("kpi_rollups", file, read_only=True)
+                        self._store_attached = False
             if connection.columns(state_relation(store)) is None:
                 continue
             found = parse_state(connection.execute(self._prepare(state_query(store), self.dialect)).rows)
@@ -314,13 +315,16 @@ class KpiProject:
         definition has not changed since, with why each other one is not read."""
         from .rollups import Materialized, RollupRoutes, routes_offline
 
-        rollups = self.rollups(describe)
-        if not request.rollups:
-            return RollupRoutes(not_ready={n: (r.source, "") for n, r in rollups.items()},
+        if not request.rollups:  # (a rollup whose spec is wrong does not stop a raw read)
+            return RollupRoutes(not_ready={name: (spec.body.get("source"), "")
+                                           for name, spec in self.project.rollups.items()},
                                 disabled="--no-rollups asks for the raw rows")
+        rollups = self.rollups(describe)
         if not describe:
             return routes_offline(rollups, "compiled offline: which days are materialized is not known "
                                            "without the warehouse")
+        if not hasattr(self.connection(), "attach"):
+            return routes_offline(rollups, f"rollups are kept through DuckDB, and the warehouse is {self.dialect}")
         if dialect != self.dialect:
             return routes_offline(rollups, f"the SQL is for {dialect}, and the rollups live in the {self.dialect} "
                                            "warehouse")
@@ -598,7 +602,9 @@ def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str,
     request's options and the method's ``others``."""
     options = dict(options)
     if options.get("query") is not None:
+        raw = {"rollups": options["rollups"]} if "rollups" in options else {}  # False is given, not "unset"
         kpis, options = with_saved_query(project, _text(options.pop("query"), "query"), kpis, options)
+        options.update(raw)
     options.pop("query", None)
     unknown = [name for name in options if name not in REQUEST_OPTIONS]
     if unknown:
@@ -762,7 +768,7 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
                 if not describe and project.config.calendar.is_custom(query.body.get("grain")):
                     continue  # its periods may need the warehouse (the data's extent, a calendar table)
                 try:
-                    kpi_project.compile(query=query.name, describe=describe)
+                    kpi_project.compile(query=query.name, describe=describe, rollups=False)
                 except KpiEngineError as error:
                     errors.append(SpecError(error.message, query.where(key=True), error.hint))
     return (None if errors else model), in_file_order(errors)

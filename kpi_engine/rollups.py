@@ -19,20 +19,17 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import DATE_PARTS, cast
+from .calendar import DATE_PARTS, GRAINS, cast
 from .errors import KpiEngineError, ProjectInvalid, SpecError, UsageError, did_you_mean
 from .plan import formula
 from .resolve import Model, dimension_paths, resolve_formula
 from .source_sql import PERIOD, SourcePlan, SourceRead, SourceReader, is_date_part
 from .sql_build import col, compile_common, date_literal, ident, number, qualified_table, table_ref
-
-if TYPE_CHECKING:
-    from .compiler import Request
 
 ADDITIVE = ("count", "sum", "min", "max")  # day totals add up to any period's total
 DAY = "day"  # the rollup table's day column
@@ -364,6 +361,9 @@ class RollupRoutes:
 def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.Node | None) -> str | None:
     """Why rollup ``m`` cannot answer ``read`` (None: it can)."""
     rollup, source = m.rollup, read.plan.source.name
+    grain = reader.grain
+    if grain and grain not in GRAINS and not reader.calendar.is_custom(grain):
+        return f"its days cannot be cut into {grain} periods"  # a grain finer than a day
     if read.distinct_values:
         return "a distinct count over a window of days reads each day's distinct values"
     for agg in read.plan.aggregates:

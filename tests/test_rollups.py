@@ -73,6 +73,12 @@ rollups:
     measures: [count(orders), sum(orders.amount)]
     store: warehouse
     table: analytics_orders_by_market
+  visits_daily:
+    source: visits
+    dimensions: [market]
+    measures: [count(visits)]
+queries:
+  monthly_orders: {kpis: [orders], grain: month, by: [market]}
 """
 
 
@@ -258,6 +264,25 @@ def test_two_sources_where_only_one_has_a_rollup(shop):
     assert set(got) == set(orders) | set(visits)
     for key in visits:
         assert got[key] == pytest.approx(orders.get(key, 0) / visits[key], rel=1e-12)
+
+
+def test_two_sources_both_read_from_rollups(shop):
+    _, project, facts, data = shop
+    notes = plan_notes(project.compile(["conversion"], grain="month", by=["market"]).plan)
+    assert any(n.startswith("read from rollup visits_daily") for n in notes)  # a DATE source
+    assert "FROM \"visits\"" not in project.compile(["conversion"], grain="month", by=["market"], end=dt.date(2024, 7, 1)).sql()
+    routed = answer(project, ["conversion"], "month", ("market",))["conversion"]
+    assert routed == answer(project, ["conversion"], "month", ("market",), rollups=False)["conversion"]
+    # By device, visits_daily does not keep it: only the orders are read from a rollup.
+    notes = plan_notes(project.compile(["conversion"], grain="month", by=["device"]).plan)
+    assert "not read from rollup visits_daily: it is not kept by device" in notes
+    assert any(n.startswith("read from rollup orders_daily") for n in notes)
+
+
+def test_a_saved_query_runs_without_rollups_when_asked(shop):
+    _, project, facts, _ = shop
+    assert "analytics_orders_by_market" in project.compile(query="monthly_orders").sql()
+    assert "analytics_orders_by_market" not in project.compile(query="monthly_orders", rollups=False).sql()
 
 
 def test_time_functions_over_a_routed_source(shop):
