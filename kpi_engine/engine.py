@@ -401,7 +401,9 @@ class KpiProject:
         today = self.project.config.calendar.today()
         done = []
         for rollup in chosen:
-            refresh = plan_refresh(rollup, states.get(rollup.name), prints[rollup.name], start, end, full, today)
+            exists = connection.columns(rollup.relation) is not None
+            refresh = plan_refresh(rollup, states.get(rollup.name), prints[rollup.name], start, end, full, today,
+                                   exists)
             now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
             statements = [self._prepare(s, self.dialect) for s in
                           refresh_statements(model, refresh, self.dialect, prints[rollup.name], now)]

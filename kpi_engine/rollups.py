@@ -94,7 +94,12 @@ def resolve_rollups(model: Model) -> tuple[dict[str, Rollup], list[KpiEngineErro
         if found is not None:
             rollups[name] = found
     tables: dict[tuple[str, str], str] = {}
-    for rollup in rollups.values():
+    for rollup in list(rollups.values()):
+        if rollup.table.split(".")[-1].lower() == STATE_TABLE:
+            errors.append(SpecError(f"rollup '{rollup.name}' would write to '{rollup.table}', the table that records "
+                                    "what is materialized.", model.project.rollups[rollup.name].where(key=True),
+                                    "Rename the rollup, or give it a 'table:'."))
+            continue
         key = (rollup.store, rollup.table.lower())
         if key in tables:
             errors.append(SpecError(f"rollups '{tables[key]}' and '{rollup.name}' write to the same table "
@@ -207,6 +212,7 @@ class RollupState:
     rows: int
     refreshed_at: dt.datetime
     fingerprint: str
+    table: str  # the table it wrote: the only one a later run may replace
 
 
 def state_relation(store: str) -> exp.Table:
@@ -218,12 +224,12 @@ def state_relation(store: str) -> exp.Table:
 
 
 def state_query(store: str) -> exp.Select:
-    return exp.select("rollup", "first_day", "last_day", "row_count", "refreshed_at", "fingerprint") \
+    return exp.select("rollup", "first_day", "last_day", "row_count", "refreshed_at", "fingerprint", "table_name") \
         .from_(state_relation(store))
 
 
 def parse_state(rows: Sequence[tuple]) -> dict[str, RollupState]:
-    return {row[0]: RollupState(_day(row[1]), _day(row[2]), int(row[3]), row[4], row[5]) for row in rows}
+    return {row[0]: RollupState(_day(row[1]), _day(row[2]), int(row[3]), row[4], row[5], row[6]) for row in rows}
 
 
 def _day(value) -> dt.date | None:
@@ -246,10 +252,15 @@ class Refresh:
 
 
 def plan_refresh(rollup: Rollup, state: RollupState | None, current: str, start: dt.date | None,
-                 end: dt.date | None, full: bool, today: dt.date) -> Refresh:
+                 end: dt.date | None, full: bool, today: dt.date, exists: bool) -> Refresh:
     """The days to recompute: all of them (--full, first run, changed definition), or from the
     last materialized day minus the lookback (or --from) up to --to (default: today, excluded:
-    a day still receiving rows is read raw)."""
+    a day still receiving rows is read raw). ``exists``: the rollup's table exists already; it is
+    replaced only when this rollup wrote it."""
+    if exists and (state is None or state.table.lower() != rollup.table.lower()):
+        raise UsageError(f"rollup '{rollup.name}' would replace the table {rollup.relation.sql()}, which it did not "
+                         "create.", None, "kpi-engine never drops a table it did not write: give the rollup another "
+                                          "'table:', or drop that table yourself if it is a leftover.")
     end = end or today
     if start is not None and start >= end:
         raise UsageError(f"--from {start} is not before --to {end}.", None, "Give a range of at least one day.")
@@ -293,14 +304,15 @@ def refresh_statements(model: Model, refresh: Refresh, dialect: str, current: st
                      date_literal(refresh.first_day) if refresh.first_day else cast(exp.Null(), "DATE"),
                      date_literal(refresh.last_day), exp.Count(this=exp.Star()),
                      cast(exp.Literal.string(now.strftime("%Y-%m-%d %H:%M:%S")), "TIMESTAMP"),
-                     exp.Literal.string(current), copy=False).from_(table.copy(), copy=False)
+                     exp.Literal.string(current), exp.Literal.string(rollup.table), copy=False) \
+        .from_(table.copy(), copy=False)
     statements.append(exp.Insert(this=state, expression=row))
     return statements
 
 
 def _create_state(store: str) -> exp.Create:
     columns = [("rollup", "TEXT"), ("first_day", "DATE"), ("last_day", "DATE"), ("row_count", "BIGINT"),
-               ("refreshed_at", "TIMESTAMP"), ("fingerprint", "TEXT")]
+               ("refreshed_at", "TIMESTAMP"), ("fingerprint", "TEXT"), ("table_name", "TEXT")]
     schema = exp.Schema(this=state_relation(store), expressions=[
         exp.ColumnDef(this=ident(name), kind=exp.DataType.build(kind)) for name, kind in columns])
     return exp.Create(this=schema, kind="TABLE", exists=True)

@@ -464,6 +464,18 @@ def test_materialize_from_the_command_line_and_its_refusals(tmp_path):
             "materialized.") in result.output
 
 
+def test_materialize_never_replaces_a_table_it_did_not_write(tmp_path):
+    folder = tmp_path / "shop"
+    build(folder, SPECS.replace("table: analytics_orders_by_market", "table: visits"))
+    with open_project(folder) as project:
+        with pytest.raises(UsageError) as refused:
+            project.materialize(["orders_by_market"])
+        assert refused.value.message == ("rollup 'orders_by_market' would replace the table \"visits\", which it did "
+                                         "not create.")
+    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM visits").fetchone() == (2500,)
+
+
 def test_a_data_folder_project_keeps_rollups_in_a_local_duckdb_file(tmp_path):
     folder = tmp_path / "shop"
     data = build(folder, config=CONFIG.replace("path: warehouse.duckdb", "data: data"))
@@ -530,3 +542,11 @@ def test_a_rollup_of_an_unknown_source_is_refused(tmp_path):
     _, errors = check_project(specs_only(tmp_path, specs), describe=False)
     assert [(e.message, e.hint, e.location.line) for e in errors] == [
         ("unknown source 'order'.", "Did you mean 'orders'?", specs.splitlines().index("    source: order") + 1)]
+
+
+def test_a_rollup_may_not_write_to_the_state_table(tmp_path):
+    specs = SPECS.split("rollups:")[0] + "rollups:\n  state:\n    source: orders\n    measures: [count(orders)]\n"
+    _, errors = check_project(specs_only(tmp_path, specs), describe=False)
+    assert [(e.message, e.location.line) for e in errors] == [
+        ("rollup 'state' would write to 'kpi_rollup_state', the table that records what is materialized.",
+         specs.splitlines().index("  state:") + 1)]
