@@ -289,13 +289,11 @@ class KpiProject:
 
         rollups = self.rollups()
         connection = self.connection()
-        if not hasattr(connection, "attach"):
-            raise UsageError(f"rollups are stored through DuckDB, and the warehouse is {self.dialect}.", None,
-                             "Read this project's rollups with a DuckDB warehouse, or remove 'rollups:' "
-                             "(docs/rollups.md).")
         states: dict = {}
         for store in sorted({rollup.store for rollup in rollups.values()}):
             if store == "local":
+                if not hasattr(connection, "attach"):
+                    continue  # a local store is a DuckDB file: only a DuckDB warehouse reads it
                 file = store_file(self.project.config.root)
                 if not file.is_file():
                     continue  # nothing materialized yet
@@ -323,17 +321,19 @@ class KpiProject:
         if not describe:
             return routes_offline(rollups, "compiled offline: which days are materialized is not known "
                                            "without the warehouse")
-        if not hasattr(self.connection(), "attach"):
-            return routes_offline(rollups, f"rollups are kept through DuckDB, and the warehouse is {self.dialect}")
         if dialect != self.dialect:
             return routes_offline(rollups, f"the SQL is for {dialect}, and the rollups live in the {self.dialect} "
                                            "warehouse")
         states = self.rollup_state()
         prints = self._rollups[2]
         routes = RollupRoutes()
+        local = hasattr(self.connection(), "attach")
         for name, rollup in rollups.items():
             state = states.get(name)
-            if state is None:
+            if rollup.store == "local" and not local:
+                routes.not_ready[name] = (rollup.source, f"'store: local' is a DuckDB file, and the warehouse is "
+                                                         f"{self.dialect} (use 'store: warehouse')")
+            elif state is None:
                 routes.not_ready[name] = (rollup.source, "not materialized yet (run kpi-engine materialize)")
             elif state.fingerprint != prints[name]:
                 routes.not_ready[name] = (rollup.source, "its definition (or its source's) changed since it was "
@@ -363,12 +363,17 @@ class KpiProject:
                                  f"The project's rollups: {', '.join(sorted(rollups))}.")
         chosen = [rollups[name] for name in chosen or sorted(rollups)]
         adapter, settings = warehouse_settings(self._warehouse, self.project)
-        if adapter != "duckdb":
-            raise UsageError(f"rollups are materialized through DuckDB, and the warehouse is {adapter}.", None,
-                             "Use a DuckDB warehouse (a database file or a data folder) for rollups.")
+        local = [r.name for r in chosen if r.store == "local"]
+        if local and adapter != "duckdb":
+            raise UsageError(f"rollup '{local[0]}' is kept in a local DuckDB file ('store: local', the default), "
+                             f"which only a DuckDB warehouse reads; the warehouse is {adapter}.", None,
+                             "Give it 'store: warehouse' to keep it as a table in the warehouse.")
+        if adapter not in ("duckdb", "postgres", "postgresql"):
+            raise UsageError(f"rollups are written to DuckDB or PostgreSQL warehouses, and the warehouse is {adapter}.",
+                             None, "Read this project's raw rows (requests do so without a materialized rollup).")
         database = settings.get("path") or re.sub(r"^duckdb:(//)?", "", str(settings.get("url") or ""))
         in_warehouse = [r.name for r in chosen if r.store == "warehouse"]
-        if in_warehouse and database in ("", ":memory:"):
+        if in_warehouse and adapter == "duckdb" and database in ("", ":memory:"):
             raise UsageError(f"rollup '{in_warehouse[0]}' has 'store: warehouse', and the warehouse has no database "
                              "file to keep it in (a data folder is read into memory).", None,
                              "Use 'store: local' (a DuckDB file in the project's .kpi_engine folder), or a "
