@@ -137,6 +137,11 @@ class KpiProject:
                 adapter_name, settings = warehouse_settings(self._warehouse, self.project)
                 if self.timeout is not None:
                     settings["query_timeout"] = self.timeout
+                if "writable" in settings:
+                    raise UsageError("the warehouse setting 'writable' is not a setting of a project: requests always "
+                                     "read through read-only sessions.", None,
+                                     "Remove it; 'kpi-engine materialize' opens the warehouse for writing itself "
+                                     "(docs/rollups.md).")
                 if self._writable:
                     settings["writable"] = True
                 adapter = self.registry.adapter(adapter_name)

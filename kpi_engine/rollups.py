@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import DATE_PARTS, GRAINS, cast
+from .calendar import DATE_PARTS, cast
 from .errors import KpiEngineError, ProjectInvalid, SpecError, UsageError, did_you_mean
 from .plan import formula
 from .resolve import Model, dimension_paths, resolve_formula
@@ -32,6 +32,8 @@ from .source_sql import PERIOD, SourcePlan, SourceRead, SourceReader, is_date_pa
 from .sql_build import col, compile_common, date_literal, ident, number, qualified_table, table_ref
 
 ADDITIVE = ("count", "sum", "min", "max")  # day totals add up to any period's total
+# Grains whose periods are whole days (custom calendars' too): day totals can be cut into them.
+WHOLE_DAYS = ("day", "week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
 DAY = "day"  # the rollup table's day column
 LOCAL_ALIAS = "kpi_rollups"  # the local store, attached to a DuckDB warehouse under this name
 LOCAL_FILE = Path(".kpi_engine") / "rollups.duckdb"
@@ -374,7 +376,7 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
     """Why rollup ``m`` cannot answer ``read`` (None: it can)."""
     rollup, source = m.rollup, read.plan.source.name
     grain = reader.grain
-    if grain and grain not in GRAINS and not reader.calendar.is_custom(grain):
+    if grain and grain not in WHOLE_DAYS and not reader.calendar.is_custom(grain):
         return f"its days cannot be cut into {grain} periods"  # a grain finer than a day
     if read.distinct_values:
         return "a distinct count over a window of days reads each day's distinct values"

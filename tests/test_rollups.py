@@ -550,3 +550,11 @@ def test_a_rollup_may_not_write_to_the_state_table(tmp_path):
     assert [(e.message, e.location.line) for e in errors] == [
         ("rollup 'state' would write to 'kpi_rollup_state', the table that records what is materialized.",
          specs.splitlines().index("  state:") + 1)]
+
+
+def test_a_project_cannot_open_its_warehouse_for_writing(tmp_path):
+    folder = specs_only(tmp_path, SPECS)
+    (folder / "kpi_engine.yaml").write_text(CONFIG.replace("path: warehouse.duckdb", "path: warehouse.duckdb, "
+                                                                                      "writable: true"))
+    with open_project(folder) as project, pytest.raises(UsageError, match="'writable' is not a setting of a project"):
+        project.connection()
