@@ -558,3 +558,22 @@ def test_a_project_cannot_open_its_warehouse_for_writing(tmp_path):
                                                                                       "writable: true"))
     with open_project(folder) as project, pytest.raises(UsageError, match="'writable' is not a setting of a project"):
         project.connection()
+
+
+def test_a_custom_calendar_grain_reads_the_day_totals(tmp_path):
+    folder = tmp_path / "shop"
+    data = build(folder, config=CONFIG + "granularities:\n  retail_month: {retail: 4-5-4, length: month}\n")
+    with open_project(folder) as project:
+        project.materialize(["orders_daily"])
+        options = dict(grain="retail_month", by=["market"], start=dt.date(2024, 2, 4), end=dt.date(2024, 6, 2))
+        assert "kpi_rollup_orders_daily" in project.compile(["orders"], **options).sql()
+        rows = project.evaluate(["orders", "revenue"], **options).to_dicts()
+        assert rows == project.evaluate(["orders", "revenue"], rollups=False, **options).to_dicts()
+    # NRF 4-5-4 2024: months start Feb 4, Mar 3, Apr 7, May 5 (and Jun 2).
+    starts = [dt.date(2024, 2, 4), dt.date(2024, 3, 3), dt.date(2024, 4, 7), dt.date(2024, 5, 5), dt.date(2024, 6, 2)]
+    facts = order_facts(data["orders"])
+    for row in rows:
+        end = starts[starts.index(row["period"]) + 1]
+        mine = [r for r in facts if row["period"] <= r["day"] < end and r["market"] == row["market"]]
+        assert (row["orders"], row["revenue"]) == (len(mine), float(sum(r["amount"] for r in mine)))
+    assert {row["period"] for row in rows} == set(starts[:-1])
