@@ -577,3 +577,13 @@ def test_a_custom_calendar_grain_reads_the_day_totals(tmp_path):
         mine = [r for r in facts if row["period"] <= r["day"] < end and r["market"] == row["market"]]
         assert (row["orders"], row["revenue"]) == (len(mine), float(sum(r["amount"] for r in mine)))
     assert {row["period"] for row in rows} == set(starts[:-1])
+
+
+def test_measures_are_checked_against_the_warehouse_columns(tmp_path):
+    specs = (SPECS.split("rollups:")[0] + "rollups:\n  bad:\n    source: orders\n"
+             "    measures: [sum(orders.nope), sum(orders.status)]\n")
+    build(tmp_path / "shop", specs)
+    _, errors = check_project(tmp_path / "shop")
+    assert [(e.message.split(". ")[0], e.location.line, e.location.column) for e in errors] == [
+        ("measure 'sum(orders.nope)': source 'orders' has no column 'nope'", 29, 16),
+        ("measure 'sum(orders.status)': 'sum' needs numbers, but this is a string", 29, 34)]
