@@ -584,6 +584,6 @@ def test_measures_are_checked_against_the_warehouse_columns(tmp_path):
              "    measures: [sum(orders.nope), sum(orders.status)]\n")
     build(tmp_path / "shop", specs)
     _, errors = check_project(tmp_path / "shop")
-    assert [(e.message.split(". ")[0], e.location.line, e.location.column) for e in errors] == [
-        ("measure 'sum(orders.nope)': source 'orders' has no column 'nope'", 29, 16),
-        ("measure 'sum(orders.status)': 'sum' needs numbers, but this is a string", 29, 34)]
+    assert [(e.message, e.location.line, e.location.column) for e in errors] == [
+        ("measure 'sum(orders.nope)': source 'orders' has no column 'nope'.", 29, 16),
+        ("measure 'sum(orders.status)': 'sum' needs numbers, but this is a string.", 29, 34)]
