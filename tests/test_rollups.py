@@ -587,3 +587,13 @@ def test_measures_are_checked_against_the_warehouse_columns(tmp_path):
     assert [(e.message, e.location.line, e.location.column) for e in errors] == [
         ("measure 'sum(orders.nope)': source 'orders' has no column 'nope'.", 29, 16),
         ("measure 'sum(orders.status)': 'sum' needs numbers, but this is a string.", 29, 34)]
+
+
+def test_the_http_api_passes_rollups_false_through(shop):
+    from kpi_engine.serve.models import QueryRequest
+
+    _, project, _, _ = shop
+    for flag, read in ((True, True), (False, False)):
+        options = QueryRequest.model_validate({"kpis": ["orders"], "grain": "month", "rollups": flag}).evaluate_options()
+        options.pop("complete_only")
+        assert ("analytics_orders_by_market" in project.compile(["orders"], **options).sql()) is read
