@@ -388,18 +388,24 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
         if missing:
             return f"{formula(missing[0])} is not among its measures"
     for dim in reader.dims:
-        if dim not in rollup.dimensions and not is_date_part(reader.model, source, dim):
+        if dim not in rollup.dimensions and not _of_the_day(reader, source, dim):
             return f"it is not kept by {dim}"
     for node in where.walk() if where is not None else ():
         if isinstance(node, (n.EntityLookup, n.Column, n.Aggregate)):
             return "--where reads values of rows, not dimensions"
         if isinstance(node, n.Name) and node.dotted not in rollup.dimensions \
-                and not is_date_part(reader.model, source, node.dotted):
+                and not _of_the_day(reader, source, node.dotted):
             return f"--where reads {node.dotted}, which it is not kept by"
     if m.first_day is not None and (read.start is None or read.start < m.first_day):
         return (f"it holds the days from {m.first_day}, and the request reads from "
                 f"{read.start or 'the start of data'}")
     return None
+
+
+def _of_the_day(reader: SourceReader, source: str, dim: str) -> bool:
+    """A part of the row's local day (day_of_week, ...), computed from the rollup's day; never a
+    part of the time of day (hour_of_day), which a day total has lost."""
+    return dim in DATE_PARTS and is_date_part(reader.model, source, dim)
 
 
 def routed_ctes(reader: SourceReader, read: SourceRead, where: n.Node | None, marked: bool,
