@@ -329,7 +329,10 @@ class KpiProject:
         if dialect != self.dialect:
             return routes_offline(rollups, f"the SQL is for {dialect}, and the rollups live in the {self.dialect} "
                                            "warehouse")
-        states = self.rollup_state()
+        try:
+            states = self.rollup_state()
+        except WarehouseError as error:  # e.g. a store locked by a materialize run: the raw rows still answer
+            return routes_offline(rollups, f"the state of the rollups could not be read ({error.message.rstrip('.')})")
         prints = self._rollups[2]
         routes = RollupRoutes()
         local = hasattr(self.connection(), "attach")

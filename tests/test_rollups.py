@@ -597,3 +597,17 @@ def test_the_http_api_passes_rollups_false_through(shop):
         options = QueryRequest.model_validate({"kpis": ["orders"], "grain": "month", "rollups": flag}).evaluate_options()
         options.pop("complete_only")
         assert ("analytics_orders_by_market" in project.compile(["orders"], **options).sql()) is read
+
+
+def test_a_store_that_cannot_be_read_leaves_the_raw_rows_to_answer(tmp_path):
+    folder = tmp_path / "shop"
+    data = build(folder)
+    (folder / ".kpi_engine").mkdir()
+    (folder / ".kpi_engine" / "rollups.duckdb").write_bytes(b"not a database" * 100)
+    with open_project(folder) as project:
+        query = project.compile(["orders"], grain="month")
+        note = next(n for n in plan_notes(query.plan) if n.startswith("not read from rollup orders_daily"))
+        assert note.startswith("not read from rollup orders_daily: the state of the rollups could not be read "
+                               "(cannot open the DuckDB file")
+        same(answer(project, ["orders"], "month")["orders"], reference(order_facts(data["orders"]), "orders", "month"),
+             "orders")
