@@ -202,6 +202,8 @@ def query_options(fn):
                      help="Place rows in time by this column on the sources that list it in time_axes (e.g. won_at)."),
         click.option("--query", "query", metavar="NAME",
                      help="Run a saved query (queries: in a spec file); options given here replace its own."),
+        click.option("--no-rollups", "no_rollups", is_flag=True,
+                     help="Read every source's raw rows, never a materialized rollup (docs/rollups.md)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -209,7 +211,7 @@ def query_options(fn):
 
 
 def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, last, as_of, where, having, order_by,
-                     limit, fill, time_axis, query):
+                     limit, fill, time_axis, query, no_rollups=False):
     from .engine import with_saved_query
 
     names = list(kpis)
@@ -221,6 +223,8 @@ def _request_options(project, kpis, all_kpis, formulas, by, grain, start, end, l
     if query is not None:
         names, options = with_saved_query(project.project, query, names, options)
         names = list(names)
+    if no_rollups:
+        options["rollups"] = False
     if not names and not options.get("formulas"):
         raise UsageError("no KPI given.", None,
                          "Name KPIs after the project folder, use --all, or pass --formula; "
@@ -768,6 +772,37 @@ def map_(project: Path, output: Path | None, force: bool, warehouse: str | None)
 
 @cli.command(context_settings=CONTEXT)
 @project_argument
+@click.argument("rollups", nargs=-1)
+@click.option("--from", "start", type=DAY, help="First day to compute (default: the last materialized day minus "
+                                                "the rollup's lookback_days; every day on a first run).")
+@click.option("--to", "end", type=DAY, help="End day, exclusive (default: today: a day still receiving rows is "
+                                            "read from the raw rows).")
+@click.option("--full", is_flag=True, help="Compute every day again and replace the whole table.")
+@warehouse_option
+@handle_errors
+def materialize(project: Path, rollups: tuple[str, ...], start, end, full: bool, warehouse: str | None) -> None:
+    """Compute the day totals of ROLLUPS (default: every rollup) and store them, so the requests
+    they answer read them instead of the raw rows (docs/rollups.md)."""
+    with _open(project, warehouse) as kpi_project:
+        for done in kpi_project.materialize(rollups, start=start, end=end, full=full):
+            days = f"{done['from'] or 'the first day of data'} to {done['to']} (excluded)"
+            _show(f"{done['rollup']}: {done['refresh']} refresh ({done['why']}) of {days} into {done['table']}; "
+                  f"materialized to {done['last_day']}, {done['rows']:,} rows.")
+
+
+def _explained(kpi_project, kpi: str, grain: str, dialect: str | None):
+    """The KPI compiled offline; with rollups, as the warehouse would run it (which rollups are
+    materialized is known there), when it can be opened."""
+    if kpi_project.project.rollups:
+        try:
+            return kpi_project.compile([kpi], grain=grain, dialect=dialect)
+        except KpiEngineError:
+            pass  # no warehouse at hand: the plan says the rollups' state is not known
+    return kpi_project.compile([kpi], grain=grain, dialect=dialect, describe=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@project_argument
 @click.argument("kpi", shell_complete=_complete_kpis)
 @click.option("--dialect", metavar="NAME", help="Show the SQL in this dialect (default: the warehouse's).")
 @click.option("--grain", type=GRAIN, default="month", show_default=True,
@@ -779,7 +814,7 @@ def explain(project: Path, kpi: str, dialect: str | None, grain: str) -> None:
 
     with _open(project, None) as kpi_project:
         model = kpi_project.model(describe=False)
-        query = kpi_project.compile([kpi], grain=grain, dialect=dialect, describe=False)
+        query = _explained(kpi_project, kpi, grain, dialect)
         _show(explain_text(model, kpi) + "\nPlan (by " + grain + "):\n" + query.plan.text()
               + "\n\nSQL (by " + grain + "):\n" + query.sql() + ";")
 

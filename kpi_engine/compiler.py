@@ -70,6 +70,7 @@ class Request:
     fill: bool = False  # a dense series: every period of the range for every dimension value
     time_axis: str | None = None  # place rows in time by this axis on the sources that have it
     as_of: dt.date | None = None  # "today" (the end of open intervals); None: today in the project's zone
+    rollups: bool = True  # False: read every source's raw rows, never a rollup (--no-rollups)
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,12 @@ class _Compiler:
     joined on, the series and windows of the time functions, and the KPI columns."""
 
     def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
-                 extents: Mapping[str, Extent] | None = None, today: dt.date | None = None):
+                 extents: Mapping[str, Extent] | None = None, today: dt.date | None = None, rollups=None):
         self.model = model
         self.request = request
         self.dialect = dialect
         self.extents = extents or {}
-        self.reader = SourceReader(model, request, dialect, read_dialect, extents, today)
+        self.reader = SourceReader(model, request, dialect, read_dialect, extents, today, rollups)
         self.windows = TimeWindows(model, request, dialect, self.reader, self.extents)
         self.grain = request.grain
         self.dims = self.reader.dims
@@ -716,11 +717,13 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
 
 
 def compile_request(model: Model, request: Request, dialect: str, read_dialect: str = "duckdb",
-                    extents: Mapping[str, Extent] | None = None, today: dt.date | None = None) -> CompiledQuery:
+                    extents: Mapping[str, Extent] | None = None, today: dt.date | None = None,
+                    rollups=None) -> CompiledQuery:
     """Build the query for ``request`` in ``dialect``; ``sql:`` sources are read as ``read_dialect``.
     ``extents``: the days some sources have data for, where the query depends on them (ExtentsNeeded
     asks for them);
-    ``today``: the day open intervals run to (today in the project's time zone by default)."""
+    ``today``: the day open intervals run to (today in the project's time zone by default);
+    ``rollups``: the materialized rollups a source's grouping may read (rollups.RollupRoutes)."""
     from .parser import _deep_recursion
 
     check_dialect(dialect)
@@ -729,7 +732,7 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
                           end=request.end and at_grain(request.end, request.grain))
     try:
         with _deep_recursion():
-            return _Compiler(model, request, dialect, read_dialect, extents, today).compile()
+            return _Compiler(model, request, dialect, read_dialect, extents, today, rollups).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,
                          "Split long formulas into KPIs that reference each other.") from None

@@ -99,6 +99,9 @@ class KpiProject:
         self._unavailable: dict[str, KpiEngineError] = {}  # sources whose table cannot be read
         self._lock = threading.Lock()
         self._model_lock = threading.RLock()
+        self._rollups: tuple[Model, dict, dict[str, str]] | None = None  # (model, rollups, fingerprints)
+        self._writable = False  # kpi-engine materialize: the warehouse (a DuckDB file) opened for writing
+        self._store_attached: bool | None = None  # the local rollup store: None not attached, else writable
         tables = getattr(project.config.calendar, "tables", None)
         if tables is not None:  # calendar tables (custom_calendars.py) are read from this warehouse, once
             tables.loader, tables.loaded = self._calendar_rows, {}
@@ -133,6 +136,13 @@ class KpiProject:
                 adapter_name, settings = warehouse_settings(self._warehouse, self.project)
                 if self.timeout is not None:
                     settings["query_timeout"] = self.timeout
+                if "writable" in settings:
+                    raise UsageError("the warehouse setting 'writable' is not a setting of a project: requests always "
+                                     "read through read-only sessions.", None,
+                                     "Remove it; 'kpi-engine materialize' opens the warehouse for writing itself "
+                                     "(docs/rollups.md).")
+                if self._writable:
+                    settings["writable"] = True
                 adapter = self.registry.adapter(adapter_name)
                 self._connection = adapter.connect(settings, self.project.config.root)
             return self._connection
@@ -247,9 +257,10 @@ class KpiProject:
         target = dialect or self.dialect
         model = self.model(describe, strict=False)
         extents: dict[str, Extent] = {}
+        routes = self._rollup_routes(model, request, target, describe) if self.project.rollups else None
         while True:  # e.g. interval sources read from the first day of their data: ask the warehouse for it
             try:
-                query = compile_request(model, request, target, self.dialect, extents)
+                query = compile_request(model, request, target, self.dialect, extents, rollups=routes)
                 break
             except ExtentsNeeded as needed:
                 if set(needed.sources) <= set(extents):
@@ -263,6 +274,162 @@ class KpiProject:
         # the KPIs asked, for adapters that label their queries in the warehouse (hookspecs.asked_kpis)
         expression.meta[KPIS_META] = tuple(column.name for column in query.columns if column.role == "kpi")
         return replace(query, expression=expression)
+
+    # -- rollups (rollups.py)
+    def rollups(self, describe: bool = True) -> dict:
+        """The project's rollups, resolved (raises ProjectInvalid listing what is wrong in them)."""
+        from .rollups import fingerprint, resolve_rollups
+
+        model = self.model(describe, strict=False)
+        with self._model_lock:
+            if self._rollups is None or self._rollups[0] is not model:
+                rollups, errors = resolve_rollups(model)
+                if errors:
+                    raise ProjectInvalid(errors)
+                prints = {name: fingerprint(model, rollup, self.dialect) for name, rollup in rollups.items()}
+                self._rollups = (model, rollups, prints)
+            return self._rollups[1]
+
+    def rollup_state(self) -> dict:
+        """rollup name -> RollupState of each materialized rollup, read from its store."""
+        from .rollups import parse_state, state_query, state_relation, store_file
+
+        rollups = self.rollups()
+        connection = self.connection()
+        states: dict = {}
+        for store in sorted({rollup.store for rollup in rollups.values()}):
+            if store == "local":
+                if not hasattr(connection, "attach"):
+                    continue  # a local store is a DuckDB file: only a DuckDB warehouse reads it
+                file = store_file(self.project.config.root)
+                if not file.is_file():
+                    continue  # nothing materialized yet
+                with self._model_lock:  # threads compiling at once attach it once
+                    if self._store_attached is None:
+                        connection.attach("kpi_rollups", file, read_only=True)
+                        self._store_attached = False
+            if connection.columns(state_relation(store)) is None:
+                continue
+            found = parse_state(connection.execute(self._prepare(state_query(store), self.dialect)).rows)
+            states.update({name: state for name, state in found.items()
+                           if name in rollups and rollups[name].store == store})
+        return states
+
+    def _rollup_routes(self, model: Model, request: Request, dialect: str, describe: bool):
+        """What the compiler may read instead of raw rows: the materialized rollups whose
+        definition has not changed since, with why each other one is not read."""
+        from .rollups import Materialized, RollupRoutes, routes_offline
+
+        if not request.rollups:  # (a rollup whose spec is wrong does not stop a raw read)
+            return RollupRoutes(not_ready={name: (spec.body.get("source"), "")
+                                           for name, spec in self.project.rollups.items()},
+                                disabled="--no-rollups asks for the raw rows")
+        rollups = self.rollups(describe)
+        if not describe:
+            return routes_offline(rollups, "compiled offline: which days are materialized is not known "
+                                           "without the warehouse")
+        if dialect != self.dialect:
+            return routes_offline(rollups, f"the SQL is for {dialect}, and the rollups live in the {self.dialect} "
+                                           "warehouse")
+        try:
+            states = self.rollup_state()
+        except WarehouseError as error:  # e.g. a store locked by a materialize run: the raw rows still answer
+            return routes_offline(rollups, f"the state of the rollups could not be read ({error.message.rstrip('.')})")
+        prints = self._rollups[2]
+        routes = RollupRoutes()
+        local = hasattr(self.connection(), "attach")
+        for name, rollup in rollups.items():
+            state = states.get(name)
+            if rollup.store == "local" and not local:
+                routes.not_ready[name] = (rollup.source, f"'store: local' is a DuckDB file, and the warehouse is "
+                                                         f"{self.dialect} (use 'store: warehouse')")
+            elif state is None:
+                routes.not_ready[name] = (rollup.source, "not materialized yet (run kpi-engine materialize)")
+            elif state.fingerprint != prints[name]:
+                routes.not_ready[name] = (rollup.source, "its definition (or its source's) changed since it was "
+                                                         "materialized (run kpi-engine materialize)")
+            else:
+                routes.ready[name] = Materialized(rollup, state.first_day, state.last_day)
+        return routes
+
+    def materialize(self, names: Sequence[str] = (), *, start: dt.date | str | None = None,
+                    end: dt.date | str | None = None, full: bool = False) -> list[dict[str, Any]]:
+        """Compute and store the day totals of rollups ``names`` (default: all): every day on the
+        first run, with ``full`` or after a definition changed; else the days from the last
+        materialized one minus its lookback (or ``start``) to ``end`` (default today, excluded).
+        Each rollup is replaced in one transaction: on failure nothing of it is written.
+        Returns what was done per rollup."""
+        calendar = self.project.config.calendar
+        start, end = _date(start, "start", calendar), _date(end, "end", calendar)
+        full = _flag(full, "full")
+        rollups = self.rollups()
+        if not rollups:
+            raise UsageError("the project declares no rollups.", None,
+                             "Declare them under 'rollups:' in a spec file (docs/rollups.md).")
+        chosen = list(dict.fromkeys(_texts(names, "rollups")))
+        for name in chosen:
+            if name not in rollups:
+                raise UsageError(f"unknown rollup '{name}'.", None, did_you_mean(name, rollups) or
+                                 f"The project's rollups: {', '.join(sorted(rollups))}.")
+        chosen = [rollups[name] for name in chosen or sorted(rollups)]
+        adapter, settings = warehouse_settings(self._warehouse, self.project)
+        local = [r.name for r in chosen if r.store == "local"]
+        if local and adapter != "duckdb":
+            raise UsageError(f"rollup '{local[0]}' is kept in a local DuckDB file ('store: local', the default), "
+                             f"which only a DuckDB warehouse reads; the warehouse is {adapter}.", None,
+                             "Give it 'store: warehouse' to keep it as a table in the warehouse.")
+        if adapter not in ("duckdb", "postgres", "postgresql"):
+            raise UsageError(f"rollups are written to DuckDB or PostgreSQL warehouses, and the warehouse is {adapter}.",
+                             None, "Read this project's raw rows (requests do so without a materialized rollup).")
+        database = settings.get("path") or re.sub(r"^duckdb:(//)?", "", str(settings.get("url") or ""))
+        in_warehouse = [r.name for r in chosen if r.store == "warehouse"]
+        if in_warehouse and adapter == "duckdb" and database in ("", ":memory:"):
+            raise UsageError(f"rollup '{in_warehouse[0]}' has 'store: warehouse', and the warehouse has no database "
+                             "file to keep it in (a data folder is read into memory).", None,
+                             "Use 'store: local' (a DuckDB file in the project's .kpi_engine folder), or a "
+                             "warehouse with 'path: <file>.duckdb'.")
+        if in_warehouse:
+            self.close()
+            self._writable = True
+        try:
+            return self._materialize(chosen, start, end, full)
+        finally:  # the project reads as before: read-only, the local store attached for reading when asked
+            self.close()
+            self._writable, self._store_attached = False, None
+
+    def _materialize(self, chosen: list, start: dt.date | None, end: dt.date | None, full: bool) -> list[dict[str, Any]]:
+        from .rollups import plan_refresh, refresh_statements, store_file
+
+        connection = self.connection()
+        if any(r.store == "local" for r in chosen) and self._store_attached is not True:
+            file = store_file(self.project.config.root)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"cannot create the rollup store folder '{file.parent}': "
+                                 f"{error.strerror or error}.", None, "Make the project folder writable.") from None
+            connection.attach("kpi_rollups", file, read_only=False)
+            self._store_attached = True
+        states = self.rollup_state()
+        prints = self._rollups[2]
+        model = self.model(strict=False)
+        today = self.project.config.calendar.today()
+        done = []
+        for rollup in chosen:
+            exists = connection.columns(rollup.relation) is not None
+            refresh = plan_refresh(rollup, states.get(rollup.name), prints[rollup.name], start, end, full, today,
+                                   exists)
+            now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            statements = [self._prepare(s, self.dialect) for s in
+                          refresh_statements(model, refresh, self.dialect, prints[rollup.name], now)]
+            with _deep_recursion():
+                connection.write(statements)
+            state = self.rollup_state()[rollup.name]
+            done.append({"rollup": rollup.name, "table": rollup.relation.sql(dialect=self.dialect),
+                         "refresh": "full" if refresh.full else "incremental", "why": refresh.why,
+                         "from": refresh.start, "to": refresh.end, "first_day": state.first_day,
+                         "last_day": state.last_day, "rows": state.rows})
+        return done
 
     def _prepare(self, expression, dialect: str):
         for adapter in self.registry.adapters_for_dialect(dialect):  # e.g. SQLite's date functions
@@ -449,7 +616,7 @@ def _text_column_error(found: list[TextColumnError], text: TextValue) -> TextCol
 
 
 REQUEST_OPTIONS = ("by", "grain", "start", "end", "last", "as_of", "where", "having", "order_by", "limit",
-                   "formulas", "fill", "time_axis")
+                   "formulas", "fill", "time_axis", "rollups")
 MAX_LIMIT = 2 ** 63 - 1  # a LIMIT every warehouse can hold (a 64-bit integer)
 
 
@@ -459,7 +626,9 @@ def _request(kpis: Sequence[str], options: Mapping[str, Any], others: tuple[str,
     request's options and the method's ``others``."""
     options = dict(options)
     if options.get("query") is not None:
+        raw = {"rollups": options["rollups"]} if "rollups" in options else {}  # False is given, not "unset"
         kpis, options = with_saved_query(project, _text(options.pop("query"), "query"), kpis, options)
+        options.update(raw)
     options.pop("query", None)
     unknown = [name for name in options if name not in REQUEST_OPTIONS]
     if unknown:
@@ -495,7 +664,7 @@ def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | s
                  last: str | Sequence[str | int] | None = None, as_of: dt.date | str | None = None,
                  where: str | None = None, having: str | None = None, order_by: Iterable[str] | str | None = (),
                  limit: int | None = None, formulas: Iterable[str] | str | None = (), fill: bool = False,
-                 calendar: Calendar | None = None, time_axis: str | None = None) -> Request:
+                 calendar: Calendar | None = None, time_axis: str | None = None, rollups: bool = True) -> Request:
     """A ``Request`` from the API's arguments, each checked: a wrong type raises ``UsageError``
     naming the argument (never a TypeError from deep inside).
 
@@ -520,13 +689,13 @@ def make_request(kpis: Sequence[str] | str | None = (), *, by: Iterable[str] | s
                    grain=_text(grain, "grain"), start=_date(start, "start", calendar, today),
                    end=_date(end, "end", calendar, today), where=_text(where, "where"), having=_text(having, "having"),
                    order_by=_texts(order_by, "order_by"), limit=_limit(limit), fill=_flag(fill, "fill"), as_of=today,
-                   time_axis=_text(time_axis, "time_axis"))
+                   time_axis=_text(time_axis, "time_axis"), rollups=_flag(rollups, "rollups"))
 
 
 # What each argument takes, for the error that says it was given something else.
 _EXPECTED = {
     "kpis": ("KPI names", "kpis=['cost_per_lead']"), "by": ("dimension names", "by=['channel']"),
-    "sources": ("source names", "sources=['leads']"),
+    "sources": ("source names", "sources=['leads']"), "rollups": ("rollup names", "['leads_daily']"),
     "order_by": ("output column names", "order_by=['-cost_per_lead']"),
     "formulas": ("formulas", "formulas=['sum(ad_spend.spend) / count(leads)']"),
     "grain": ("a grain", "grain='month'"), "time_axis": ("a time column", "time_axis='won_at'"), "where": ("a condition", "where=\"channel = 'email'\""),
@@ -617,12 +786,16 @@ def check_project(path: str | Path, *, warehouse: str | Mapping[str, Any] | None
             errors.append(error)
         if describe:  # calendar tables are read and checked once here
             errors.extend(_calendar_table_errors(project))
+        if model is not None and project.rollups:  # sources, dimensions and measures of the rollups
+            from .rollups import resolve_rollups
+
+            errors.extend(resolve_rollups(model)[1])
         if model is not None:  # each saved query compiles: its KPIs, dimensions, range and filters hold
             for query in project.queries.values():
                 if not describe and project.config.calendar.is_custom(query.body.get("grain")):
                     continue  # its periods may need the warehouse (the data's extent, a calendar table)
                 try:
-                    kpi_project.compile(query=query.name, describe=describe)
+                    kpi_project.compile(query=query.name, describe=describe, rollups=False)
                 except KpiEngineError as error:
                     errors.append(SpecError(error.message, query.where(key=True), error.hint))
     return (None if errors else model), in_file_order(errors)

@@ -133,8 +133,9 @@ class SourceReader:
     sources spread over periods, day totals and snapshot times."""
 
     def __init__(self, model: Model, request: Request, dialect: str, read_dialect: str,
-                 extents: Mapping[str, Extent] | None = None, today: dt.date | None = None):
+                 extents: Mapping[str, Extent] | None = None, today: dt.date | None = None, rollups=None):
         self.model = model
+        self.rollups = rollups  # rollups.RollupRoutes: the materialized day totals a grouping may read instead
         self.request = request
         self.dialect = dialect
         self.read_dialect = read_dialect
@@ -298,7 +299,12 @@ class SourceReader:
 
     def source_ctes(self, read: "SourceRead", where: n.Node | None, marked: bool) -> list[tuple[str, exp.Expression]]:
         """The CTEs that group one source's rows from ``read.start``: [its day totals], [the snapshot
-        time of each period], then its rows grouped by key (with a presence marker when ``marked``)."""
+        time of each period], then its rows grouped by key (with a presence marker when ``marked``).
+        A grouping a materialized rollup answers reads its day totals instead (rollups.py)."""
+        if self.rollups is not None:
+            chosen, _ = self.rollups.route(self, read, where)
+            if chosen is not None:
+                return self.rollups.ctes(self, read, where, marked, chosen)
         plan, start = read.plan, read.start
         source = plan.source
         name = source.name
@@ -416,6 +422,10 @@ class SourceReader:
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
         notes = [f"rows: {source.table or 'the sql: query'} of source '{source.name}'"
                  + (f" where {formula(self.model.condition(source.name))}" if self.model.condition(source.name) else "")]
+        routed = False
+        if self.rollups is not None:
+            chosen, said = self.rollups.route(self, read, where)
+            notes, routed = said + notes, chosen is not None
         if source.time:
             is_date = self.model.column_type(source.name, source.time) == "date"
             start = read.start.isoformat() if read.start else "the start of data"
@@ -425,8 +435,9 @@ class SourceReader:
                          "(end excluded)" + (f"; each row active from {source.time} to {source.time_end}"
                                              if source.time_end else ""))
             if self.grain:
-                notes.append(f"period: the {self.grain} of {source.time}"
-                             + (", from day totals (grouped by day first)" if self.groups_by_day(read, is_date) else ""))
+                notes.append(f"period: the {self.grain} of {'the rollup day' if routed else source.time}"
+                             + (", from day totals (grouped by day first)" if self.groups_by_day(read, is_date)
+                                and not routed else ""))
         for dim in self.dims:
             if self.is_date_part(source.name, dim):
                 notes.append(f"{dim}: of {source.time}")

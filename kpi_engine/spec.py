@@ -221,6 +221,15 @@ class TestSpec(_NamedBody):
 
 
 @dataclass(frozen=True)
+class RollupSpec(_NamedBody):
+    """A rollup: day totals of one source by chosen dimensions, materialized ahead of requests
+    (rollups.py checks and resolves it)."""
+
+    SECTION: ClassVar[str] = "rollups"
+    KIND: ClassVar[str] = "rollup"
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     name: str
     root: Path
@@ -242,6 +251,7 @@ class Project:
     broken: frozenset[str] = frozenset()  # names left out because their spec is invalid
     tests: Mapping[str, "TestSpec"] = field(default_factory=dict)
     queries: Mapping[str, QuerySpec] = field(default_factory=dict)
+    rollups: Mapping[str, RollupSpec] = field(default_factory=dict)
 
 
 # --- YAML with positions ----------------------------------------------------------
@@ -748,7 +758,8 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
                                            include=tuple(data.get("include", ())), dbt=data.get("dbt"))
 
     # Every entry of every file, library files first; merged by name below.
-    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}, "queries": {}}
+    entries: dict[str, dict[str, list[_Entry]]] = {"sources": {}, "kpis": {}, "tests": {}, "queries": {},
+                                                     "rollups": {}}
     shown_files = []
     spec_files = [(file, library, f"{library}/{file.relative_to(folder)}" if library.startswith("builtin:") else None)
                   for library, folder in (_libraries(config, errors) if config else []) for file in _spec_files(folder)]
@@ -799,7 +810,8 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     kpis: dict[str, KpiSpec] = {}
     tests: dict[str, TestSpec] = {}
     queries: dict[str, QuerySpec] = {}
-    for kind, found in ((TestSpec, tests), (QuerySpec, queries)):
+    rollups: dict[str, RollupSpec] = {}
+    for kind, found in ((TestSpec, tests), (QuerySpec, queries), (RollupSpec, rollups)):
         for name, items in entries[kind.SECTION].items():
             # The project's own replaces a library's of the same name as a whole.
             own = [item for item in items if item.library is None] or items
@@ -825,7 +837,7 @@ def read_project(path: str | Path) -> tuple[Project | None, list[KpiEngineError]
     if config is None:
         return None, errors
     return Project(config=config, sources=sources, kpis=kpis, files=tuple(shown_files),
-                   broken=frozenset(broken), tests=tests, queries=queries), errors
+                   broken=frozenset(broken), tests=tests, queries=queries, rollups=rollups), errors
 
 
 def load_project(path: str | Path) -> Project:

@@ -185,7 +185,7 @@ class TimeWindows:
             raise QueryError(f"the windows would list {len(periods):,} periods; the limit is {MAX_FILL_PERIODS:,}.",
                              None, "Use a coarser --grain or a shorter range.")
         day_reader = SourceReader(self.model, replace(self.request, grain="day"), self.dialect,
-                                  self.reader.read_dialect, self.extents, self.reader.today)
+                                  self.reader.read_dialect, self.extents, self.reader.today, self.reader.rollups)
         ctes, columns, steps = [], {}, []
         groups: dict[tuple, list[WindowLeaf]] = {}
         for leaf in leaves:  # one read per source and window; a distinct count reads its values alone

@@ -2,7 +2,8 @@
 
 Settings (``warehouse:`` in kpi_engine.yaml):
 
-- ``path``: a DuckDB database file, opened read-only. Or a URL ``duckdb:///abs/file.duckdb``
+- ``path``: a DuckDB database file, opened read-only (``kpi-engine materialize`` alone opens it
+  for writing, ``writable``, to store rollups in it). Or a URL ``duckdb:///abs/file.duckdb``
   / ``duckdb://relative/file.duckdb``.
 - ``data``: a folder of CSV or Parquet files; each file becomes a read-only view
   named after the file (``leads.csv`` -> ``leads``) in an in-memory database. The files are
@@ -143,6 +144,41 @@ class DuckDBConnection(Connection):
         return QueryFailed(f"the query failed in DuckDB ({self._where}): {_first_line(error)}", None,
                            _hint(error, SOURCE_HINT))
 
+    def attach(self, alias: str, file: Path, read_only: bool = True) -> None:
+        """Attach another DuckDB file under ``alias`` (rollups.py's local store), replacing an
+        attachment of that name; a writable one creates the file."""
+        name = exp.to_identifier(alias, quoted=True).sql(dialect=self.dialect)
+        path = exp.Literal.string(str(file)).sql(dialect=self.dialect)
+        with self._lock:
+            try:
+                self._connection.execute(f"DETACH DATABASE IF EXISTS {name}")
+                self._connection.execute(f"ATTACH {path} AS {name} ({'READ_ONLY' if read_only else 'READ_WRITE'})")
+            except self._errors as error:
+                raise ConnectionFailed(f"cannot open the DuckDB file '{file}': {_first_line(error)}", None,
+                                       "Check that it is a DuckDB database and that no other process is writing "
+                                       "to it.") from None
+
+    def write(self, statements) -> None:
+        """Run sqlglot statements in one transaction: all of them take effect, or none."""
+        with self._lock:
+            cursor = self._connection.cursor()
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+            for statement in statements:
+                self._interruptible(cursor, cursor.execute, statement.sql(dialect=self.dialect))
+            cursor.execute("COMMIT")
+        except BaseException as error:
+            try:
+                cursor.execute("ROLLBACK")
+            except self._errors:
+                pass  # the transaction is already gone: nothing was written
+            if isinstance(error, self._errors):
+                raise QueryFailed(f"writing to DuckDB ({self._where}) failed, and nothing was written: "
+                                  f"{_first_line(error)}", None, _hint(error, SOURCE_HINT)) from None
+            raise
+        finally:
+            cursor.close()
+
     def columns(self, relation) -> Mapping[str, str] | None:
         import duckdb
 
@@ -227,7 +263,8 @@ class DuckDBAdapter(Adapter):
         timeout = settings.get("query_timeout")
         if timeout not in (None, ""):
             timeout_seconds(timeout, "query_timeout")  # before opening anything
-        unknown = set(settings) - {"url", "path", "data", "query_timeout", *SETTINGS}
+        writable = settings.get("writable") is True  # kpi-engine materialize writes rollups into the file
+        unknown = set(settings) - {"url", "path", "data", "query_timeout", "writable", *SETTINGS}
         if unknown:
             raise WarehouseError(f"unknown DuckDB setting(s): {', '.join(sorted(unknown))}.", None,
                                  "DuckDB takes 'path' (a database file) and/or 'data' (a folder of CSV/Parquet files, "
@@ -246,7 +283,7 @@ class DuckDBAdapter(Adapter):
                 if not file.is_file():
                     raise ConnectionFailed(f"the DuckDB database file '{file}' does not exist.", None,
                                          "Fix 'path' in kpi_engine.yaml, or create the database first.")
-                connection = duckdb.connect(str(file), read_only=True, config=CONNECT_CONFIG)
+                connection = duckdb.connect(str(file), read_only=not writable, config=CONNECT_CONFIG)
                 where = file.name
             else:
                 connection = duckdb.connect(":memory:", config=CONNECT_CONFIG)

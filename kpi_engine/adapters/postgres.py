@@ -59,7 +59,7 @@ INSTALL_HINT = "pip install 'kpi-engine[postgres]'"
 URL_SCHEMES = ("postgresql", "postgres")
 #: Settings passed to libpq as they are (after ${ENV} interpolation).
 LIBPQ_SETTINGS = ("host", "port", "dbname", "user", "password", "sslmode", "connect_timeout")
-SETTINGS = ("url", *LIBPQ_SETTINGS, "password_file", "statement_timeout", "query_timeout", "pool_size")
+SETTINGS = ("url", *LIBPQ_SETTINGS, "password_file", "statement_timeout", "query_timeout", "pool_size", "writable")
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_POOL_SIZE = 4
 SOURCE_HINT = "Check that the tables and columns the sources name exist ('kpi-engine validate' checks them)."
@@ -150,6 +150,8 @@ def _url_passwords(url: str) -> list[str]:
 
 def connection_parameters(settings: Mapping[str, Any], project_root: Path) -> tuple[dict[str, Any], float | None, int]:
     """(keyword arguments for psycopg.connect, statement_timeout in seconds, pool size)."""
+    settings = dict(settings)
+    writable = settings.pop("writable", None) is True  # kpi-engine materialize alone: it writes rollup tables
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise WarehouseError(f"unknown PostgreSQL setting(s): {', '.join(unknown)}.", None,
@@ -189,8 +191,8 @@ def connection_parameters(settings: Mapping[str, Any], project_root: Path) -> tu
                              "For example 'pool_size: 4'.")
     # Read-only sessions; the timeout is enforced by the server. Options given at connect time
     # override the server's, the database's and the role's settings; later ones override PGOPTIONS.
-    options = [params.get("options") or os.environ.get("PGOPTIONS", ""), "-c default_transaction_read_only=on",
-               pinned_options()]
+    options = [params.get("options") or os.environ.get("PGOPTIONS", ""),
+               "" if writable else "-c default_transaction_read_only=on", pinned_options()]
     if seconds is not None:
         options.append(f"-c statement_timeout={max(1, round(seconds * 1000))}")
     params["options"] = " ".join(option for option in options if option)
@@ -436,8 +438,9 @@ class PostgresConnection(Connection):
     dialect = "postgres"
 
     def __init__(self, params: Mapping[str, Any], statement_timeout: float | None = None,
-                 pool_size: int = DEFAULT_POOL_SIZE):
+                 pool_size: int = DEFAULT_POOL_SIZE, writable: bool = False):
         self._params = dict(params)
+        self._writable = writable
         self._secrets = [str(self._params["password"])] if self._params.get("password") else []
         self.statement_timeout = statement_timeout
         self._pool = _Pool(self._open, pool_size)
@@ -451,7 +454,7 @@ class PostgresConnection(Connection):
             connection = psycopg.connect(**self._params, autocommit=False, prepare_threshold=None)
         except psycopg.Error as error:
             raise connect_error(error, self._params, self._secrets) from None
-        connection.read_only = True  # every transaction is BEGIN READ ONLY
+        connection.read_only = not self._writable  # every transaction is BEGIN READ ONLY, but materialize's
         try:
             check_settings(connection, _where(self._params))
         except BaseException:
@@ -485,6 +488,30 @@ class PostgresConnection(Connection):
             except psycopg.Error as error:  # sent once: a failure, even a lost connection, is reported
                 raise query_error(error, self.statement_timeout, self._secrets, connection.closed,
                                   time.monotonic() - started) from None
+
+    def write(self, statements) -> None:
+        """Run sqlglot statements in one transaction, all or none (kpi-engine materialize, on a
+        connection opened ``writable``)."""
+        import psycopg
+
+        if not self._writable:
+            raise QueryFailed("this PostgreSQL connection is read-only.", None,
+                              "Rollups are written by 'kpi-engine materialize', which opens its own connection.")
+        with self._pool.connection() as connection:
+            started = time.monotonic()
+            try:
+                for statement in statements:
+                    connection.execute(render(statement))
+                connection.commit()
+            except psycopg.Error as error:
+                _rollback(connection)
+                failure = query_error(error, self.statement_timeout, self._secrets, connection.closed,
+                                      time.monotonic() - started)
+                raise type(failure)(f"writing to PostgreSQL failed, and nothing was written: {failure.message}",
+                                    None, failure.hint) from None
+            except BaseException:
+                _rollback(connection)
+                raise
 
     def columns(self, relation) -> Mapping[str, str] | None:
         import psycopg
@@ -580,7 +607,7 @@ class PostgresAdapter(Adapter):
             raise WarehouseError("the PostgreSQL adapter needs psycopg, which is not installed.", None,
                                  f"Install it with: {INSTALL_HINT}") from None
         params, timeout, pool_size = connection_parameters(settings, project_root)
-        return PostgresConnection(params, timeout, pool_size)
+        return PostgresConnection(params, timeout, pool_size, writable=settings.get("writable") is True)
 
 
 @hookimpl

@@ -56,6 +56,8 @@ class QueryRequest(BaseModel):
     fill: bool = Field(False, description="Every period of from..to for every dimension value (needs grain, "
                                           "from and to).")
     complete_only: bool = Field(False, description="Only complete periods (inside the range and every source's data).")
+    rollups: bool = Field(True, description="false: read the raw rows even where a materialized rollup could answer "
+                                            "(docs/rollups.md).")
     format: Optional[Literal[FORMATS]] = Field(None, description="json (default), csv or arrow (Arrow IPC "  # type: ignore[valid-type]
                                                                   "stream); or send an Accept header.")
 
@@ -63,7 +65,7 @@ class QueryRequest(BaseModel):
         """The keyword arguments of ``KpiProject.evaluate`` (after the KPI names) for this request."""
         return dict(by=list(self.by), grain=self.grain, start=self.start, end=self.end, where=self.where,
                     having=self.having, order_by=list(self.order), limit=self.limit, formulas=list(self.formulas),
-                    fill=self.fill, complete_only=self.complete_only)
+                    fill=self.fill, complete_only=self.complete_only, rollups=self.rollups)
 
 
 class Column(BaseModel):

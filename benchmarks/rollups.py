@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""A dashboard-sized request with and without rollups, on the benchmark warehouse.
+
+    python benchmarks/rollups.py --leads 1000000 --rounds 5
+
+Builds (or reuses) the warehouse of build_warehouse.py, writes a copy of its project with three
+rollups (contacts, leads and MQLs by day, channel and campaign) into a temporary folder,
+materializes them into the project's local DuckDB store (timed), then runs the same request --
+six KPIs by month and channel over the two years of data -- with and without the rollups,
+interleaved, after one warm-up each. Both results are checked equal (same keys, floats within
+1e-9) and the medians, their ratio and the load average are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+ROLLUPS = """\
+rollups:
+  contacts_daily:
+    source: contacts
+    dimensions: [channel, campaign]
+    measures: [count(contacts)]
+  leads_daily:
+    source: leads
+    dimensions: [channel, campaign]
+    measures: [count(leads), count(leads where customer_at is not null)]
+"""
+# (mql_count reads the mql_at time axis of contacts, which a rollup of contacts by created_at cannot answer)
+KPIS = ["new_contacts", "qualified_leads", "mql_count", "ad_spend_total", "cost_per_lead", "close_rate"]
+
+
+def equal(a: list[tuple], b: list[tuple]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            if isinstance(u, float) or isinstance(v, float):
+                if (u is None) != (v is None) or (u is not None and not math.isclose(u, v, rel_tol=1e-9)):
+                    return False
+            elif u != v:
+                return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    from build_warehouse import build
+
+    from kpi_engine.engine import open_project
+
+    folder = build(args.leads)
+    db_file = (folder / "warehouse.duckdb").resolve()
+    with tempfile.TemporaryDirectory() as temp:
+        project_dir = Path(temp)
+        (project_dir / "kpi_engine.yaml").write_text(
+            "name: rollup_benchmark\n"
+            f"warehouse: {{adapter: duckdb, path: {json.dumps(str(db_file))}}}\n"
+            "include: [builtin:marketing]\n")
+        (project_dir / "rollups.yaml").write_text(ROLLUPS)
+        load = [os.getloadavg()[0]]
+        with open_project(project_dir) as project:
+            started = time.perf_counter()
+            done = project.materialize()
+            materialize_s = time.perf_counter() - started
+            request = dict(grain="month", by=["channel"])
+            routed = project.compile(KPIS, **request).sql()
+            assert routed.count("kpi_rollups") == 3, "the request is expected to read three rollups"
+            times: dict[bool, list[float]] = {True: [], False: []}
+            query_times: dict[bool, list[float]] = {True: [], False: []}  # the compiled query alone
+            queries = {flag: project.compile(KPIS, rollups=flag, **request).expression for flag in (True, False)}
+            connection = project.connection()
+            results = {}
+            for _ in range(args.rounds + 1):  # the first round warms up
+                for rollups in (True, False):
+                    started = time.perf_counter()
+                    result = project.evaluate(KPIS, rollups=rollups, **request)
+                    times[rollups].append(time.perf_counter() - started)
+                    results[rollups] = sorted(result.rows, key=repr)
+                    started = time.perf_counter()
+                    connection.execute(queries[rollups])
+                    query_times[rollups].append(time.perf_counter() - started)
+                load.append(os.getloadavg()[0])
+        if not equal(results[True], results[False]):
+            raise SystemExit("the results with and without rollups differ")
+    with_rollups = statistics.median(times[True][1:]) * 1000
+    without = statistics.median(times[False][1:]) * 1000
+    query_with = statistics.median(query_times[True][1:]) * 1000
+    query_without = statistics.median(query_times[False][1:]) * 1000
+    rows = sum(d["rows"] for d in done)
+    print(f"{args.leads:,} leads; {len(KPIS)} KPIs by month and channel; {args.rounds} interleaved rounds")
+    print(f"materialize: {materialize_s:.2f} s for {rows:,} rollup rows "
+          f"({', '.join(d['rollup'] + ' ' + format(d['rows'], ',') for d in done)})")
+    print(f"evaluate without rollups: {without:.1f} ms (median)")
+    print(f"evaluate with rollups:    {with_rollups:.1f} ms (median)")
+    print(f"ratio: {with_rollups / without:.2f}x; results equal ({len(results[True])} rows)")
+    print(f"the query alone: {query_without:.1f} ms without, {query_with:.1f} ms with rollups "
+          f"({query_with / query_without:.2f}x); the rest of evaluate is compiling, reading the rollups' state "
+          "and the sources' first and last days (for the complete flag)")
+    print(f"load average (1 min) during the run: {min(load):.1f} to {max(load):.1f}")
+
+
+if __name__ == "__main__":
+    main()
