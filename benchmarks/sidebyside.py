@@ -5,6 +5,7 @@
     python benchmarks/sidebyside.py --sizes 1000000,10000000 --rounds 9
     python benchmarks/sidebyside.py --shapes                 # also time every other hand-written shape
     python benchmarks/sidebyside.py --explain roi            # EXPLAIN ANALYZE of both sides of one query
+    python benchmarks/sidebyside.py --variants               # the engine's SQL edited as compiler fixes would
     python benchmarks/run.py --only sidebyside               # the same suite as a section of run.py
 
 Each query is compiled from a project (the marketing library plus benchmarks/sidebyside/definitions)
@@ -214,6 +215,47 @@ def write_markdown(path: Path, summary: dict) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
+def variants(leads: int, rounds: int, cache: Path) -> None:
+    """Time the engine's SQL edited into the shape a proposed compiler change would produce
+    (engine_variants.py), beside the engine's and the hand-written query; results checked equal."""
+    import duckdb
+
+    import engine_variants
+
+    folder, project = prepare(leads, cache)
+    engine_sql = engine_queries(project)
+    connection = duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True)
+    connection.execute("PRAGMA threads=2")
+    run.say(f"\n## Engine variants at {leads:,} leads: {rounds} rounds, CPU medians (wall in brackets). "
+            f"{run.load_average()}")
+    by_query: dict[str, list] = {}
+    for variant in engine_variants.VARIANTS:
+        by_query.setdefault(variant.query, []).append(variant)
+    for name, group in by_query.items():
+        query = next(q for q in QUERIES if q.name == name)
+        sides = {"engine": engine_sql[name], "hand": hand_shapes(query)["hand"]}
+        for variant in group:
+            try:
+                sides[variant.name] = variant.edit(engine_sql[name])
+            except engine_variants.NotApplicable as why:
+                run.say(f"{name}: {variant.name} does not apply to the engine's SQL any more ({why})")
+        timings = {side: run.Timing() for side in sides}
+        columns, rows = run.Timing().run(connection, sides["engine"])
+        for side in list(sides)[1:]:
+            run.compare(f"{name}: engine vs {side}", columns, rows, *run.Timing().run(connection, sides[side]))
+        order = list(sides)
+        for i in range(rounds):
+            for side in (order if i % 2 == 0 else order[::-1]):
+                timings[side].run(connection, sides[side])
+        hand = timings["hand"].medians
+        run.say(f"\n{name}")
+        for side in order:
+            wall, cpu = timings[side].medians
+            change = next((f"   {v.change}" for v in group if v.name == side), "")
+            run.say(f"  {side:<24} {run.ms(cpu):>9} ms ({run.ms(wall):>9})  {cpu / hand[1]:5.2f}x hand{change}")
+    connection.close()
+
+
 def explain(leads: int, cache: Path, name: str, shape: str = "hand") -> None:
     """EXPLAIN ANALYZE of the engine's query and a hand-written shape (for finding what costs)."""
     import duckdb
@@ -260,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", type=Path, help="append each size's table to this file as markdown")
     parser.add_argument("--explain", metavar="QUERY", help="print EXPLAIN ANALYZE of the engine's and the hand SQL")
     parser.add_argument("--shape", default="hand", help="with --explain: the hand-written shape (default hand)")
+    parser.add_argument("--variants", action="store_true",
+                        help="time the engine's SQL edited as proposed compiler changes would (engine_variants.py)")
     parser.add_argument("--cache", type=Path, default=build_warehouse.DEFAULT_CACHE,
                         help="cache folder (default benchmarks/.cache)")
     args = parser.parse_args(argv)
@@ -268,6 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("need at least one size and one round")
     if args.explain:
         explain(sizes[0], args.cache, args.explain, args.shape)
+        return
+    if args.variants:
+        for leads in sizes:
+            variants(leads, args.rounds, args.cache)
         return
     run.say("# kpi-engine side-by-side suite")
     run.machine()
