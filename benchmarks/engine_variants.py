@@ -51,6 +51,29 @@ def _filter_in_where(sql: str) -> str:
     return _replace(sql, head, head.replace("IS NOT NULL AND", 'IS NOT NULL AND "email_sends"."opened" AND'))
 
 
+def _day_cast(sql: str) -> str:
+    # The day of a TIMESTAMP as CAST(x AS DATE), as the day totals of other reads already do,
+    # not CAST(DATE_TRUNC('DAY', CAST(x AS TIMESTAMP)) AS DATE).
+    return _replace(_filter_in_where(sql), '''CAST(DATE_TRUNC('DAY', CAST("email_sends"."sent_at" AS TIMESTAMP)) AS DATE)''',
+                    'CAST("email_sends"."sent_at" AS DATE)')
+
+
+def _days_equi_join(sql: str) -> str:
+    # Each period's window listed as its days, (period, day), and joined to the day rows on the
+    # day (a hash join) instead of BETWEEN first_day AND last_day (a nested-loop range join).
+    sql = _day_cast(sql)
+    found = re.search(r'FROM \(VALUES .*?\) AS "windows"\("period", "first_day", "last_day"\) INNER JOIN '
+                      r'"email_sends_agg_window_1_days" ON "email_sends_agg_window_1_days"."period" BETWEEN '
+                      r'"windows"."first_day" AND "windows"."last_day"', sql)
+    if found is None:
+        raise NotApplicable("no VALUES list of windows joined with BETWEEN")
+    values = found.group(0)[:found.group(0).index(" INNER JOIN")]
+    return sql.replace(found.group(0),
+                       'FROM (SELECT "period", CAST(unnest(generate_series("first_day", "last_day", INTERVAL 1 DAY)) '
+                       f'AS DATE) AS "day" {values}) AS "windows" INNER JOIN "email_sends_agg_window_1_days" '
+                       'ON "email_sends_agg_window_1_days"."period" = "windows"."day"')
+
+
 # --- conversion_30d: count(lead_opportunities) / count(leads), per: lead_id (the leads' primary key)
 
 _TOUCH = ('ROW_NUMBER() OVER (PARTITION BY "lead_opportunities__conversions"."__kpi_conversion" ORDER BY '
@@ -109,6 +132,11 @@ VARIANTS = (
     Variant("filter_in_where", "engaged_30d",
             "+ source_sql.py: a distinct-values read whose aggregates all have a filter puts "
             "(filter OR filter ...) in its WHERE", _filter_in_where),
+    Variant("day_cast", "engaged_30d",
+            "+ calendar/source_sql: a TIMESTAMP's day as CAST(x AS DATE) in the distinct-values read", _day_cast),
+    Variant("days_equi_join", "engaged_30d",
+            "+ compiler.py day_windows: the windows as (period, day) rows joined on the day, not BETWEEN",
+            _days_equi_join),
     Variant("no_attribution", "conversion_30d",
             "conversions.py: when `per` is the base source's whole primary key, touch is 1 (no ROW_NUMBERs)",
             _no_attribution),

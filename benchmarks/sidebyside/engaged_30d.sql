@@ -3,31 +3,30 @@
 -- last day of the data for a month it cuts). Rows: the (month, campaign) pairs with sends.
 -- A day d lies in the window of its own month when d >= month end - 29, and in the window of
 -- the next month when d >= next month's end - 29 (a window is shorter than any month, so no
--- third month), so each distinct (day, campaign, contact) is sent to at most two months and
--- counted distinct there: an equi-join on the month, no range join.
+-- third month). So the few hundred distinct days are placed in their one or two months once
+-- (`days`), and the distinct (day, campaign, contact) opens are joined to them on the day (an
+-- equi-join, no range join) and counted distinct per month.
 WITH
-last_day AS (SELECT max(sent_at)::DATE AS day FROM email_sends),
+bounds AS (SELECT max(sent_at)::DATE AS last_day FROM email_sends),
 opened AS (
     SELECT DISTINCT sent_at::DATE AS day, campaign, contact_id
     FROM email_sends
     WHERE opened AND sent_at IS NOT NULL
 ),
-placed AS (
-    SELECT m.period, o.campaign, o.contact_id
-    FROM opened AS o,
-         LATERAL (SELECT unnest([date_trunc('month', o.day)::DATE,
-                                 (date_trunc('month', o.day) + INTERVAL 1 MONTH)::DATE]) AS period) AS m,
-         last_day AS l
-    WHERE o.day >= least(last_day(m.period), l.day) - 29
-      AND o.day <= least(last_day(m.period), l.day)
+days AS (   -- each day of the data with the one or two months whose window holds it
+    SELECT day, period
+    FROM (SELECT day, unnest([date_trunc('month', day)::DATE, (date_trunc('month', day) + INTERVAL 1 MONTH)::DATE]) AS period
+          FROM (SELECT DISTINCT day FROM opened)), bounds AS b
+    WHERE day BETWEEN least(last_day(period), b.last_day) - 29 AND least(last_day(period), b.last_day)
 ),
 counted AS (
-    SELECT period, campaign, count(DISTINCT contact_id) AS engaged
-    FROM placed GROUP BY ALL
+    SELECT d.period, o.campaign, count(DISTINCT o.contact_id) AS engaged
+    FROM opened AS o JOIN days AS d ON d.day = o.day
+    GROUP BY ALL
 ),
 months AS (
-    SELECT DISTINCT date_trunc('month', sent_at)::DATE AS period, campaign
-    FROM email_sends WHERE sent_at IS NOT NULL
+    SELECT DISTINCT date_trunc('month', day)::DATE AS period, campaign
+    FROM (SELECT DISTINCT sent_at::DATE AS day, campaign FROM email_sends WHERE sent_at IS NOT NULL)
 )
 SELECT m.period, m.campaign, coalesce(c.engaged, 0) AS engaged_contacts_30d
 FROM months AS m
