@@ -74,10 +74,15 @@ CHANNELS = (("ppc", "paid"), ("paid_social", "paid"), ("email", "owned"), ("cont
 def prepare(leads: int, cache: Path, log=run.say) -> tuple[Path, Path]:
     """(build folder, project folder): the warehouse of ``leads`` rows with a ``channels`` table
     added, and a project over it: the library plus the suite's definitions."""
+    folder = build_warehouse.build(leads, cache, log=lambda text: log(f"  {text}"))
+    return folder, suite_project(folder / "warehouse.duckdb", folder / "sidebyside_project")
+
+
+def suite_project(db_file: Path, project: Path) -> Path:
+    """Add the ``channels`` table to the DuckDB file (once) and write the suite's project for it
+    into ``project``: kpi_engine.yaml on the file, the library, the suite's definitions."""
     import duckdb
 
-    folder = build_warehouse.build(leads, cache, log=lambda text: log(f"  {text}"))
-    db_file = folder / "warehouse.duckdb"
     connection = duckdb.connect(str(db_file))
     try:
         if not connection.execute("SELECT count(*) FROM information_schema.tables "
@@ -87,8 +92,7 @@ def prepare(leads: int, cache: Path, log=run.say) -> tuple[Path, Path]:
             connection.execute("CHECKPOINT")
     finally:
         connection.close()
-    project = folder / "sidebyside_project"
-    project.mkdir(exist_ok=True)
+    project.mkdir(parents=True, exist_ok=True)
     (project / "kpi_engine.yaml").write_text(
         "# Written by benchmarks/sidebyside.py: the library and the side-by-side suite's definitions.\n"
         "name: sidebyside\n"
@@ -96,7 +100,7 @@ def prepare(leads: int, cache: Path, log=run.say) -> tuple[Path, Path]:
         "include: [builtin:marketing]\n")
     for spec in (SUITE / "definitions").glob("*.yaml"):  # in the project itself: they override library sources
         shutil.copyfile(spec, project / spec.name)
-    return folder, project
+    return project
 
 
 def engine_queries(project: Path) -> dict[str, str]:
