@@ -10,6 +10,8 @@ Sections (see benchmarks/README.md):
                 run alternately on the same read-only DuckDB connection; medians, and the results
                 are checked equal in the same run (the script fails if they are not). Then the
                 whole library as one engine query against the four hand-written queries.
+1b. sidebyside  twelve marketing queries (benchmarks/sidebyside.py): the engine's SQL against the
+                best hand-written SQL, ratio per query and their geometric mean.
 2. compile      compile latency of every library KPI, and a synthetic project of 2,000 KPIs.
 3. start-up     wall time of `kpi-engine --help` and `kpi-engine list examples/marketing`.
 4. memory       peak RSS of `kpi-engine evaluate --all` at each size against the shipped example.
@@ -34,7 +36,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
+sys.path[:0] = [str(REPO), str(BENCH)]  # this checkout's kpi_engine, not an installed one
 
 import build_warehouse  # noqa: E402  (benchmarks/build_warehouse.py)
 
@@ -610,8 +612,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--startup-runs", type=int, default=10, help="runs of each start-up command (default 10)")
     parser.add_argument("--cache", type=Path, default=build_warehouse.DEFAULT_CACHE,
                         help="cache folder (default benchmarks/.cache)")
-    parser.add_argument("--only", default="queries,compile,startup,memory",
-                        help="sections to run (default: queries,compile,startup,memory)")
+    parser.add_argument("--only", default="queries,sidebyside,compile,startup,memory",
+                        help="sections to run (default: queries,sidebyside,compile,startup,memory)")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     sections = {s.strip() for s in args.only.split(",")}
@@ -628,6 +630,11 @@ def main(argv: list[str] | None = None) -> None:
                 folders.append(query_benchmark(leads, args.rounds, args.cache)["folder"])
             elif "memory" in sections:
                 folders.append(build_warehouse.build(leads, args.cache, log=lambda text: None))
+            if "sidebyside" in sections:
+                sys.modules.setdefault("run", sys.modules[__name__])  # sidebyside's `import run` is this module
+                import sidebyside  # benchmarks/sidebyside.py: it uses this module's helpers and Mismatch
+
+                sidebyside.suite(leads, args.rounds, args.cache)
     except Mismatch as mismatch:
         say("")
         say(str(mismatch))

@@ -1,0 +1,67 @@
+"""The side-by-side suite (benchmarks/sidebyside.py) on the shipped example data: every
+hand-written shape of every query returns the engine's rows (same keys and columns, floats within
+1e-9). The hand-written SQL is an independent statement of each KPI's semantics, so a compiler
+change that alters a number of the suite fails here before it reaches a benchmark run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+DATA = BENCH.parent / "examples" / "marketing" / "data"
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    saved = list(sys.path)
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run  # benchmarks/run.py
+        import sidebyside  # benchmarks/sidebyside.py
+    finally:
+        sys.path[:] = saved  # the scripts put benchmarks/ first; the test's path stays as it was
+    folder = tmp_path_factory.mktemp("sidebyside")
+    db_file = folder / "warehouse.duckdb"
+    connection = duckdb.connect(str(db_file))
+    for csv_file in sorted(DATA.glob("*.csv")):
+        path = str(csv_file).replace("'", "''")
+        connection.execute(f'CREATE TABLE "{csv_file.stem}" AS SELECT * FROM read_csv(\'{path}\')')
+    connection.close()
+    project = sidebyside.suite_project(db_file, folder / "project")
+    return run, sidebyside, db_file, sidebyside.engine_queries(project)
+
+
+@pytest.mark.parametrize("name", [
+    "cost_per_lead", "close_rate", "nps", "roi", "mom_growth", "cumulative", "spend_30d", "spend_mtd",
+    "lead_to_customer_30d", "quarter_by_group", "engaged_30d", "conversion_30d"])
+def test_every_hand_written_shape_returns_the_engine_rows(suite, name):
+    run, sidebyside, db_file, engine_sql = suite
+    query = next(q for q in sidebyside.QUERIES if q.name == name)
+    connection = duckdb.connect(str(db_file), read_only=True)
+    try:
+        engine = connection.execute(engine_sql[name])
+        columns, rows = [d[0] for d in engine.description], engine.fetchall()
+        assert rows and columns[:2] == ["period", query.by]
+        # Not a vacuous comparison: the KPI columns hold numbers on most rows.
+        assert sum(row[2] is not None for row in rows) > len(rows) // 2
+        for shape, sql in sidebyside.hand_shapes(query).items():
+            hand = connection.execute(sql)
+            run.compare(f"{name}: engine vs {shape}", columns, rows, [d[0] for d in hand.description], hand.fetchall())
+    finally:
+        connection.close()
+
+
+def test_a_different_number_is_caught(suite):
+    """The comparison the suite relies on fails on one value changed by 1e-6 relative."""
+    run, _, _, _ = suite
+    rows = [("2024-01-01", "ppc", 50.0), ("2024-01-01", "email", None)]
+    run.compare("same", ["period", "channel", "x"], rows, ["period", "channel", "x"], list(rows))
+    with pytest.raises(run.Mismatch, match="ppc"):
+        run.compare("changed", ["period", "channel", "x"], rows, ["period", "channel", "x"],
+                    [("2024-01-01", "ppc", 50.00005), rows[1]])
+    with pytest.raises(run.Mismatch, match="key"):
+        run.compare("missing", ["period", "channel", "x"], rows, ["period", "channel", "x"], rows[:1])
