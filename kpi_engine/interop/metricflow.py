@@ -366,12 +366,64 @@ class MetricFlowImport:
         elif kind == "cumulative":
             kpi["formula"] = self._cumulative(body, params, filters)
         elif kind == "conversion":
-            raise Untranslatable("conversion metrics are not translated yet: kpi-engine is adding conversion "
-                                 "metrics to its formula language; write it by hand with a per-entity condition "
-                                 "(docs/time.md#conversion-and-cohorts) meanwhile")
+            kpi["formula"] = self._conversion(str(body.get("name")), params, filters)
         else:
             raise Untranslatable(f"metric type '{kind}' is not known")
         return kpi
+
+    def _conversion(self, name: str, params: dict, filters: list[str]) -> str:
+        """A conversion metric as a conversion source (docs/time.md): each conversion event attributed
+        to the closest base event of the same entity before it within the window (MetricFlow's
+        reading), counted in that base event's period; the rate divides by the base measure."""
+        spec = params.get("conversion_type_params") or {}
+        if filters or any(isinstance(spec.get(k), dict) and spec[k].get("filter")
+                          for k in ("base_measure", "conversion_measure")):
+            raise Untranslatable("a filter on a conversion metric or its measures is not translated (it would "
+                                 "have to apply to the events before they are matched)")
+        base_name, target_name = (m.get("name") if isinstance(m, dict) else m
+                                  for m in (spec.get("base_measure"), spec.get("conversion_measure")))
+        models = []
+        for measure in (base_name, target_name):
+            if measure not in self.measure_model:
+                raise Untranslatable(f"measure '{measure}' is not defined in any semantic model")
+            models.append(self.models[self.measure_model[measure]])
+        base, target = models
+        entity = spec.get("entity")
+        columns = {model.entities.get(entity) for model in models}
+        if None in columns or len(columns) != 1:
+            raise Untranslatable(f"entity '{entity}' is not one column of the same name in semantic models "
+                                 f"'{base.name}' and '{target.name}' (a conversion source matches one column)")
+        measure = target.measures[target_name]
+        if measure.get("agg") != "count":
+            raise Untranslatable(f"conversion measure '{target_name}' is a {measure.get('agg')}; the conversion "
+                                 "source's rows carry the base event's columns, so only a count of conversions is "
+                                 "translated")
+        same = []
+        for prop in spec.get("constant_properties") or []:
+            pair = {base.dims.get(prop.get("base_property")), target.dims.get(prop.get("conversion_property"))}
+            if None in pair or len(pair) != 1:
+                raise Untranslatable(f"constant property {prop} is not one dimension column of the same name in "
+                                     "both semantic models")
+            same.append(pair.pop())
+        source: dict[str, Any] = {"from": base.name, "to": target.name, "per": columns.pop(),
+                                  "attribution": "last_touch"}
+        if spec.get("window"):
+            source["within"] = _length(spec["window"])
+        if same:
+            source["same"] = same
+        source_name = f"{name}_conversions"
+        if source_name in self.sources:
+            raise Untranslatable(f"source '{source_name}' already exists")
+        self.sources[source_name] = {"description": f"Conversions of metric '{name}' (imported from MetricFlow).",
+                                     "conversion": source}
+        conversions = f"count({source_name})"
+        calculation = str(spec.get("calculation", "conversion_rate")).lower()
+        if calculation == "conversions":
+            return conversions
+        if calculation != "conversion_rate":
+            del self.sources[source_name]
+            raise Untranslatable(f"calculation '{calculation}' is not conversion_rate or conversions")
+        return f"{conversions} / {self.aggregate(base_name, [])}"
 
     def _input(self, item: Any, filters: list[str], chain: tuple[str, ...]) -> str:
         """A metric input of a ratio or derived metric: the KPI, or its aggregate with the input's
@@ -425,9 +477,9 @@ class MetricFlowImport:
         if window:
             if period_agg != "last":
                 self.report.note(file, line, f"metric '{body['name']}'", f"rolling over '{_length(window)}': equal to "
-                                 "MetricFlow at the day grain; at coarser grains kpi-engine sums the whole periods "
-                                 "in the window, MetricFlow (period_agg: first) reads the window ending on the "
-                                 "period's first day")
+                                 "MetricFlow at the day grain; at coarser grains kpi-engine reads the window ending "
+                                 "on the period's last day (MetricFlow's period_agg: last), MetricFlow's default "
+                                 "(first) the window ending on the period's first day")
             return f"rolling({base}, '{_length(window)}')"
         if period_agg != "last":
             self.report.note(file, line, f"metric '{body['name']}'", "at grains coarser than the day, kpi-engine "
