@@ -320,10 +320,17 @@ class _Compiler:
         leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
         self.check_date_parts(leaves)
 
+        # An aggregate read only by windows counted from days (rolling(count_distinct(x), '30 days'))
+        # comes from its own read of the source's days: the source's grouping leaves it out (a
+        # distinct count per period that nothing reads was the costliest step of such a query).
+        grouped = {agg for expr in expressions for agg in _grouped_aggregates(expr, self.windows.over_days)}
         plans: dict[str, SourcePlan] = {}
+        labels: dict[n.Aggregate, str] = {}  # aggregate -> its name in the series (and in window columns)
         for expr in expressions:
             for agg in aggregates_in(expr):
-                plans.setdefault(agg.source, SourcePlan(model.sources[agg.source])).column_for(agg)
+                plan = plans.setdefault(agg.source, SourcePlan(model.sources[agg.source]))
+                column = plan.column_for(agg) if agg in grouped else SourcePlan(plan.source).column_for(agg)
+                labels.setdefault(agg, f"{agg.source}__{column}")
         if not plans:
             raise QueryError("the request reads no source: every formula is a constant.", None,
                              "Use at least one aggregate such as 'count(leads)'.")
@@ -424,8 +431,7 @@ class _Compiler:
 
         if leaves:
             # series: the joined grouped rows; windowed: window functions over that series.
-            series_columns = {agg: f"{agg.source}__{plans[agg.source].aggregates[agg]}"
-                              for expr in expressions for agg in aggregates_in(expr)}
+            series_columns = {agg: label for agg, label in labels.items() if agg in grouped}
             history_columns = {leaf.agg: f"{series_columns[leaf.agg]}__history" for leaf in history_leaves
                                if leaf.agg in (histories[leaf.agg.source].plan.aggregates
                                                if leaf.agg.source in histories else ())}
@@ -440,7 +446,7 @@ class _Compiler:
                                for agg, alias in history_columns.items()]
             series_selects += [exp.alias_(presence(source), ident(alias), copy=False)
                                for source, alias in presence_columns.items()]
-            day_series = {leaf: f"{series_columns[leaf.agg]}__{table}" for leaf, (table, _) in day_columns.items()}
+            day_series = {leaf: f"{labels[leaf.agg]}__{table}" for leaf, (table, _) in day_columns.items()}
             for leaf, alias in day_series.items():
                 table, column = day_columns[leaf]
                 value = col(column, table)
@@ -448,7 +454,7 @@ class _Compiler:
                     value = exp.Coalesce(this=value, expressions=[number(0)])
                 series_selects.append(exp.alias_(value, ident(alias), copy=False))
             ctes.append((SERIES_CTE, body.select(*series_selects, copy=False)))
-            leaf_columns = {leaf: f"{leaf.kind}_{series_columns[leaf.base]}_{i + 1}" for i, leaf in enumerate(leaves)}
+            leaf_columns = {leaf: f"{leaf.kind}_{labels[leaf.base]}_{i + 1}" for i, leaf in enumerate(leaves)}
             # windowed: the leaves over aggregates; windowed_2, _3...: a stage per level of nesting,
             # each over the one before it.
             source_table = SERIES_CTE
@@ -669,6 +675,23 @@ class _Compiler:
             left_join(body, table_ref(snapshot), exp.EQ(this=col(PERIOD, key_table), expression=col(PERIOD, snapshot)))
         else:
             body.append("joins", exp.Join(this=table_ref(snapshot), kind="CROSS"))
+
+
+def _grouped_aggregates(expr: n.Node, over_days: Callable[[WindowLeaf], bool]) -> list[n.Aggregate]:
+    """The aggregates of ``expr`` that its sources' groupings compute: all but those that only
+    windows counted from days read."""
+    found: list[n.Aggregate] = []
+
+    def visit(node: n.Node) -> n.Node:
+        if isinstance(node, WindowLeaf):
+            if not over_days(node):
+                node.agg.map(visit, stop=WindowLeaf)
+        elif isinstance(node, n.Aggregate):
+            found.append(node)
+        return node
+
+    expr.map(visit, stop=(WindowLeaf, n.Aggregate))
+    return found
 
 
 class _Measure:
