@@ -1119,8 +1119,11 @@ def _add_time_axes(sources: dict[str, SourceSpec], errors: list) -> None:
                                         source.where("time_axes"), "Add 'time: <column>' to the source."))
                 break
             if axis == source.time:
-                errors.append(SpecError(f"'{axis}' is already the time column of source '{name}'.",
-                                        source.where("time_axes", i), "List only its other time columns."))
+                # An override that places the rows by one of the axes it inherits (contacts placed
+                # by mql_at) keeps the other axes; listing the time column among one's own is a slip.
+                if source.path + ("time_axes",) in source.positions.values:  # written in this file
+                    errors.append(SpecError(f"'{axis}' is already the time column of source '{name}'.",
+                                            source.where("time_axes", i), "List only its other time columns."))
                 continue
             view = axis_source(name, axis)
             if view in sources:

@@ -270,9 +270,10 @@ def test_an_unmapped_column_missing_from_the_warehouse_is_one_error_naming_how_t
     text = (root / "sources.yaml").read_text().replace("      customer_at: won\n", "")
     (root / "sources.yaml").write_text(text)
     found = problems(root)
-    # conversions' time column, and close_rate's customer_at: one column of one table, one error.
+    # contacts' time axis, and close_rate's customer_at: one column of one table, one error.
     assert len(found) == 1, found
-    assert "time column 'customer_at' does not exist in crm" in found[0]
+    assert "'customer_at'" in found[0] and "does not exist in crm" in found[0], found
+    assert "map it: 'sources: {contacts: {map: {customer_at: <column or formula>}}}'" in found[0]
     assert "map it: 'sources: {contacts: {map: {customer_at: <column or formula>}}}'" in found[0]
     text = text.replace("      is_qualified: flag\n", "")
     (root / "sources.yaml").write_text(text)

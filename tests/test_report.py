@@ -495,7 +495,7 @@ def test_catalogue_in_the_browser(project, tmp_path):
     assert page.dom_console == page.console  # the DOM run saw the same page
     counts = _ready(page.console, "kpi-catalog-ready")
     assert counts["kpis"] == counts["lineages"] == len(project.project.kpis)
-    assert counts["sources"] == page.dom.count('<section class="source"') == 16  # sources.yaml declares 16
+    assert counts["sources"] == page.dom.count('<section class="source"') == 13  # sources.yaml declares 13
     assert counts["links"] > 3 * counts["kpis"]  # table of contents, tags, uses, lineage boxes: all checked
     assert page.dom.count('<section class="kpi"') == len(project.project.kpis)
     assert 'href="#kpi-customer_acquisition_cost"' in page.dom  # ltv_to_cac uses it
@@ -853,7 +853,7 @@ def test_catalogue_documents_sources(catalogue, project):
                      "Relationships": "customer_id -> customers (many-to-one)",
                      "Columns read by KPIs": "amount, customer_id, ordered_at, status",
                      "Read by": "revenue, repeat_customer_revenue",
-                     "Defined in": "builtin:marketing/sources.yaml:66"}
+                     "Defined in": "builtin:marketing/sources.yaml:51"}
     assert orders.find_all("strong")[0].text() == declared["orders"]["label"]
     leads = dict(zip([d.text() for d in sections["leads"].find_all("dt")],
                      [d.text() for d in sections["leads"].find_all("dd")]))
