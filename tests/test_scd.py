@@ -16,6 +16,7 @@ import datetime as dt  # noqa: E402
 import random  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from decimal import Decimal  # noqa: E402
+from pathlib import Path  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 import pytest  # noqa: E402
@@ -145,6 +146,17 @@ def revenue_by(rows: dict, tier_of, zone: str | None = ZONE) -> dict:
     return dict(totals)
 
 
+#: purchases -> member_list -> tier_history: the history two hops from the facts, read at their time.
+TWO_HOP_SPECS = SPECS.replace("""      - {to: tier_history, on: {buyer: member_code}, name: plan_at_purchase}
+      - {to: tier_history, on: {buyer: member_code}, name: current_plan, as_of: latest}
+""", "      - {to: member_list, on: {buyer: code}}\n").replace("kpis:\n", """  member_list:
+    table: members
+    primary_key: code
+    relationships: [{to: tier_history, on: {code: member_code}}]
+kpis:
+""")
+
+
 # --- fixtures -------------------------------------------------------------------------------------------
 
 
@@ -246,15 +258,7 @@ def test_values_of_a_dimension_at_the_rows_time(project, rows):
 
 
 def test_a_history_two_hops_away_is_read_at_the_facts_time(folder, rows, tmp_path):
-    specs = SPECS.replace("""      - {to: tier_history, on: {buyer: member_code}, name: plan_at_purchase}
-      - {to: tier_history, on: {buyer: member_code}, name: current_plan, as_of: latest}
-""", "      - {to: member_list, on: {buyer: code}}\n").replace("kpis:\n", """  member_list:
-    table: members
-    primary_key: code
-    relationships: [{to: tier_history, on: {code: member_code}}]
-kpis:
-""")
-    write_project(tmp_path, {"specs.yaml": specs},
+    write_project(tmp_path, {"specs.yaml": TWO_HOP_SPECS},
                   config=f"name: t\ntimezone: {ZONE}\nwarehouse: {{adapter: duckdb, data: {folder / 'data'}}}\n")
     history = rows["tier_history"]
     want = revenue_by(rows, lambda r: tier_at(history, r["buyer"], r["bought_at"]))
@@ -297,16 +301,20 @@ EDGE_PURCHASES = [
 ]
 
 
-@pytest.fixture
-def edge_project(tmp_path):
-    (tmp_path / "kpi_engine.yaml").write_text("name: edges\nwarehouse: {adapter: duckdb, data: data}\n")
-    (tmp_path / "specs.yaml").write_text(SPECS)
-    data = tmp_path / "data"
+def write_edge_data(data: Path) -> None:
+    """The edge cases' three tables as CSV files in ``data``."""
     data.mkdir()
     (data / "tier_history.csv").write_text(EDGE_HISTORY)
     (data / "purchases.csv").write_text("buyer,bought_at,total\n" + "".join(
         f"{b},{at},{total}\n" for b, at, total, _ in EDGE_PURCHASES))
     (data / "members.csv").write_text("code\na\nb\nc\nd\ne\n")
+
+
+@pytest.fixture
+def edge_project(tmp_path):
+    (tmp_path / "kpi_engine.yaml").write_text("name: edges\nwarehouse: {adapter: duckdb, data: data}\n")
+    (tmp_path / "specs.yaml").write_text(SPECS)
+    write_edge_data(tmp_path / "data")
     with open_project(tmp_path) as opened:
         yield opened
 
@@ -324,12 +332,18 @@ def test_the_window_edges_by_hand(edge_project):
         {"pro": 1 + 2 + 4 + 8 + 16 + 32, None: 64, "basic": 128 + 256}
 
 
-def test_the_edges_against_the_reference(edge_project):
+def edge_history() -> list[dict]:
+    """EDGE_HISTORY's rows as the reference reads them."""
     history = [dict(zip(("member_code", "tier", "effective_from", "effective_until"), line.split(",")))
                for line in EDGE_HISTORY.splitlines()[1:]]
     for row in history:
         row["effective_from"] = dt.datetime.fromisoformat(row["effective_from"])
         row["effective_until"] = dt.datetime.fromisoformat(row["effective_until"]) if row["effective_until"] else None
+    return history
+
+
+def test_the_edges_against_the_reference(edge_project):
+    history = edge_history()
     for buyer, at, _, tier in EDGE_PURCHASES:
         assert tier_at(history, buyer, dt.datetime.fromisoformat(at)) == tier, (buyer, at)
 
@@ -356,9 +370,8 @@ def test_the_documented_example_runs(tmp_path):
     assert {r["current__plan"]: r["revenue"] for r in current} == {"pro": 30, None: 40}
 
 
-def test_dates_against_timestamps_mean_midnight(tmp_path):
-    """A DATE fact against timestamp validity, and timestamp facts against DATE validity."""
-    specs = """\
+#: DATE facts against TIMESTAMP validity (stamp_history) and TIMESTAMP facts against DATE validity (day_history).
+DATE_SPECS = """\
 sources:
   visits:
     table: visits
@@ -379,20 +392,31 @@ kpis:
   visits: {formula: count(visits)}
   calls: {formula: count(calls)}
 """
-    stamps = [{"who": "x", "level": "one", "since": "2025-01-01 00:00:00", "until": "2025-01-10 12:00:00"},
-              {"who": "x", "level": "two", "since": "2025-01-10 12:00:00", "until": None}]
-    days = [{"who": "x", "level": "one", "since": "2025-01-01", "until": "2025-01-10"},
-            {"who": "x", "level": "two", "since": "2025-01-10", "until": None}]
-    write_project(tmp_path, {"specs.yaml": specs}, {
-        "visits": [{"who": "x", "visited_on": d} for d in ("2025-01-01", "2025-01-10", "2025-01-11")],
-        "calls": [{"who": "x", "called_at": t} for t in ("2025-01-09 23:59:59", "2025-01-10 00:00:00",
-                                                         "2025-01-10 08:00:00")],
-        "stamp_history": stamps, "day_history": days})
+DATE_TABLES = {
+    "visits": [{"who": "x", "visited_on": d} for d in ("2025-01-01", "2025-01-10", "2025-01-11")],
+    "calls": [{"who": "x", "called_at": t} for t in ("2025-01-09 23:59:59", "2025-01-10 00:00:00",
+                                                     "2025-01-10 08:00:00")],
+    "stamp_history": [{"who": "x", "level": "one", "since": "2025-01-01 00:00:00", "until": "2025-01-10 12:00:00"},
+                      {"who": "x", "level": "two", "since": "2025-01-10 12:00:00", "until": None}],
+    "day_history": [{"who": "x", "level": "one", "since": "2025-01-01", "until": "2025-01-10"},
+                    {"who": "x", "level": "two", "since": "2025-01-10", "until": None}],
+}
+VISITS_BY_LEVEL = {"one": 2, "two": 1}  # Jan 10 is its midnight: before the noon change
+CALLS_BY_GRADE = {"one": 1, "two": 2}   # the day Jan 10 starts at its midnight
+
+
+def date_counts(opened) -> tuple[dict, dict]:
+    """(visits by level, calls by grade) of a project over DATE_SPECS."""
+    visits = {r["level"]: r["visits"] for r in opened.evaluate(["visits"], by=["level"]).to_dicts()}
+    calls = {r["grade"]: r["calls"] for r in opened.evaluate(["calls"], by=["grade"]).to_dicts()}
+    return visits, calls
+
+
+def test_dates_against_timestamps_mean_midnight(tmp_path):
+    """A DATE fact against timestamp validity, and timestamp facts against DATE validity."""
+    write_project(tmp_path, {"specs.yaml": DATE_SPECS}, DATE_TABLES)
     with open_project(tmp_path) as opened:
-        visits = {r["level"]: r["visits"] for r in opened.evaluate(["visits"], by=["level"]).to_dicts()}
-        calls = {r["grade"]: r["calls"] for r in opened.evaluate(["calls"], by=["grade"]).to_dicts()}
-    assert visits == {"one": 2, "two": 1}  # Jan 10 is its midnight: before the noon change
-    assert calls == {"one": 1, "two": 2}   # the day Jan 10 starts at its midnight
+        assert date_counts(opened) == (VISITS_BY_LEVEL, CALLS_BY_GRADE)
 
 
 # --- validation -----------------------------------------------------------------------------------------
