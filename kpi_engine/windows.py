@@ -234,7 +234,9 @@ class TimeWindows:
         days as (period, day) rows, joined on the day (a hash join): the windows' first days and
         lengths, times the offsets 0, 1, ... of the longest. Windows from the start of data, longer
         than MAX_WINDOW_LENGTH days or more than MAX_WINDOW_DAYS days in all stay (period,
-        first_day, last_day) rows joined by BETWEEN (a range join, slower on many day rows)."""
+        first_day, last_day) rows joined by BETWEEN (a range join, slower on many day rows).
+        The offsets are crossed with the windows and kept in WHERE: some engines (ClickHouse)
+        join on equalities only."""
         lengths = [(b - a).days + 1 for a, b in spans]
         longest = max(lengths, default=0)
         if (all(a > dt.date.min for a, _ in spans) and 0 < longest <= MAX_WINDOW_LENGTH
@@ -247,9 +249,8 @@ class TimeWindows:
                                           unit=exp.var("DAY")), "DATE")
             listed = exp.select(exp.alias_(col(PERIOD, "spans"), ident(PERIOD), copy=False),
                                 exp.alias_(listed_day, ident("day"), copy=False), copy=False) \
-                .from_(starts, copy=False) \
-                .join(offsets, on=exp.LT(this=col("day_offset", "offsets"), expression=col("days", "spans")),
-                      join_type="INNER", copy=False)
+                .from_(starts, copy=False).join(offsets, join_type="CROSS", copy=False) \
+                .where(exp.LT(this=col("day_offset", "offsets"), expression=col("days", "spans")), copy=False)
             return (exp.Subquery(this=listed, alias=exp.TableAlias(this=ident("windows"))),
                     exp.EQ(this=day, expression=col("day", "windows")))
         spine = values_table([(date_literal(period), date_literal(a), date_literal(b))
