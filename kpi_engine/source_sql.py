@@ -403,17 +403,24 @@ class SourceReader:
             column = dimension_column(dim)
             selects.append(exp.alias_(column, ident(dim), copy=False))
             group.append(column.copy())
-        # The distinct values of filtered counts only: a row no filter lets through would only
-        # form a NULL value, which COUNT(DISTINCT) ignores, so the filters (ORed) skip it in the
+        # What lets a row's value into a distinct count: the aggregate's filter and, on a
+        # conversion source, being a conversion (not one of the base events it carries).
+        filters: dict[n.Aggregate, exp.Expression | None] = {}
+        for agg in plan.aggregates if read.distinct_values else ():
+            parts = [converted_only(name)] if source.conversion is not None else []
+            parts += [wrap(row_value(agg.where))] if agg.where is not None else []
+            filters[agg] = exp.and_(*parts, copy=False) if len(parts) > 1 else (parts[0] if parts else None)
+        # A row no filter lets through would only form a NULL value, which COUNT(DISTINCT)
+        # ignores, so when every value has a filter the filters (ORed) skip those rows in the
         # WHERE. (The rows to show come from the range read; under --fill the window reads'
         # keys are observed values, so there every row still counts.)
-        filtered = (read.distinct_values and not self.request.fill and bool(plan.aggregates)
-                    and all(agg.where is not None for agg in plan.aggregates))
+        filtered = (not self.request.fill and bool(filters)
+                    and all(condition is not None for condition in filters.values()))
         for agg, alias in plan.aggregates.items():
             if read.distinct_values:  # grouped by, so each value is one row per key
                 value = row_value(agg.arg)
-                if agg.where is not None and not (filtered and len(plan.aggregates) == 1):
-                    value = exp.Case(ifs=[exp.If(this=row_value(agg.where), true=value)])
+                if filters[agg] is not None and not (filtered and len(filters) == 1):
+                    value = exp.Case(ifs=[exp.If(this=filters[agg].copy(), true=value)])
                 selects.append(exp.alias_(value, ident(alias), copy=False))
                 group.append(value.copy())
                 continue
@@ -426,7 +433,7 @@ class SourceReader:
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
             conditions.append(wrap(row_value(where)))
         if filtered:
-            kept = [wrap(row_value(agg.where)) for agg in plan.aggregates]
+            kept = [wrap(condition.copy()) for condition in filters.values()]
             conditions.append(wrap(exp.or_(*kept, copy=False)) if len(kept) > 1 else kept[0])
         query = exp.select(*selects, copy=False).from_(rows, copy=False)
         for alias, condition in joins.items():

@@ -434,3 +434,63 @@ def test_the_new_shapes_parse_back(sends_project, channel_project, dialect):
             (channel_project, REGROUPABLE_KPIS, dict(grain="quarter", by=["channel_group"], start="2024-01-01"))):
         sql = project.compile(kpis, dialect=dialect, describe=False, **options).sql()
         assert sqlglot.parse_one(sql, read=dialect) is not None
+
+
+# -- a distinct count of a conversion source over windows of days ----------------------------------
+
+CONVERSION_SPECS = """\
+sources:
+  visits: {table: visits, time: visited_at, primary_key: visit_id, dimensions: [channel]}
+  signups: {table: signups, time: signed_up_at, primary_key: signup_id}
+  visit_signups:
+    conversion: {from: visits, to: signups, per: visitor_id, within: 7 days}
+"""
+VISITS = {"visit_id": "integer", "visitor_id": "integer", "visited_at": "timestamp", "channel": "text"}
+SIGNUPS = {"signup_id": "integer", "visitor_id": "integer", "signed_up_at": "timestamp"}
+
+
+def generate_visits(seed: int = 1717) -> dict[str, list[dict]]:
+    """Visitors who visit now and then over 2024; a third of them sign up once, some more than
+    7 days after their last visit (no conversion)."""
+    rng = random.Random(seed)
+    visits, signups = [], []
+    for visitor in range(1, 401):
+        times = sorted(dt.datetime(2024, 1, 1) + dt.timedelta(seconds=rng.randrange(366 * 86400))
+                       for _ in range(rng.randrange(1, 6)))
+        for at in times:
+            visits.append({"visit_id": len(visits) + 1, "visitor_id": visitor, "visited_at": at,
+                           "channel": rng.choice(["ads", "mail"])})
+        if rng.random() < 0.35:
+            at = rng.choice(times) + dt.timedelta(seconds=rng.randrange(12 * 86400))
+            signups.append({"signup_id": len(signups) + 1, "visitor_id": visitor, "signed_up_at": at})
+    return {"visits": visits, "signups": signups}
+
+
+def converted_visitors_30d(data, period: dt.date, end: dt.date) -> int:
+    """Distinct visitors with a conversion counted in a 30-day window ending on the month's last
+    day: each signup within 7 days after a visit of its visitor counts on the day of the latest
+    such visit (last touch)."""
+    last = min(next_period(period, "month"), end) - dt.timedelta(days=1)
+    counted = set()
+    for signup in data["signups"]:
+        touches = [v for v in data["visits"] if v["visitor_id"] == signup["visitor_id"]
+                   and v["visited_at"] <= signup["signed_up_at"] <= v["visited_at"] + dt.timedelta(days=7)]
+        if touches:
+            day = max(touches, key=lambda v: v["visited_at"])["visited_at"].date()
+            if last - dt.timedelta(days=29) <= day <= last:
+                counted.add(signup["visitor_id"])
+    return len(counted)
+
+
+def test_a_distinct_count_of_conversions_over_30_days(tmp_path):
+    data = generate_visits()
+    folder = make_project(tmp_path, CONVERSION_SPECS, {"visits": (VISITS, data["visits"]),
+                                                       "signups": (SIGNUPS, data["signups"])})
+    start, end = dt.date(2024, 2, 1), dt.date(2024, 12, 1)
+    with open_project(folder) as project:
+        got = project.evaluate(formulas=["x=rolling(count_distinct(visit_signups.visitor_id), '30 days')"],
+                               grain="month", start=start.isoformat(), end=end.isoformat()).to_dicts()
+    want = {period_of(v["visited_at"].date(), "month") for v in data["visits"] if start <= v["visited_at"].date() < end}
+    assert {row["period"] for row in got} == want  # the base events' rows: every month with visits
+    # (a visit that converted nobody is not a conversion: it counted before this was fixed)
+    assert {row["period"]: row["x"] for row in got} == {p: converted_visitors_30d(data, p, end) for p in want}
