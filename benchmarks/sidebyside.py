@@ -224,7 +224,7 @@ def write_markdown(path: Path, summary: dict) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def variants(leads: int, rounds: int, cache: Path) -> None:
+def variants(leads: int, rounds: int, cache: Path, only: frozenset[str] = frozenset()) -> None:
     """Time the engine's SQL edited into the shape a proposed compiler change would produce
     (engine_variants.py), beside the engine's and the hand-written query; results checked equal."""
     import duckdb
@@ -239,7 +239,8 @@ def variants(leads: int, rounds: int, cache: Path) -> None:
             f"{run.load_average()}")
     by_query: dict[str, list] = {}
     for variant in engine_variants.VARIANTS:
-        by_query.setdefault(variant.query, []).append(variant)
+        if not only or variant.query in only:
+            by_query.setdefault(variant.query, []).append(variant)
     for name, group in by_query.items():
         query = next(q for q in QUERIES if q.name == name)
         sides = {"engine": engine_sql[name], "hand": hand_shapes(query)["hand"]}
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shape", default="hand", help="with --explain: the hand-written shape (default hand)")
     parser.add_argument("--variants", action="store_true",
                         help="time the engine's SQL edited as proposed compiler changes would (engine_variants.py)")
+    parser.add_argument("--only", default="", help="with --variants: comma-separated queries (default: all)")
     parser.add_argument("--cache", type=Path, default=build_warehouse.DEFAULT_CACHE,
                         help="cache folder (default benchmarks/.cache)")
     args = parser.parse_args(argv)
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.variants:
         for leads in sizes:
-            variants(leads, args.rounds, args.cache)
+            variants(leads, args.rounds, args.cache, frozenset(q.strip() for q in args.only.split(",") if q.strip()))
         return
     run.say("# kpi-engine side-by-side suite")
     run.machine()

@@ -88,6 +88,7 @@ class SourceRead:
     plan: SourcePlan
     start: dt.date | None
     distinct_values: bool = False  # the distinct values of count_distinct per key, to be counted later
+    window_days: bool = False  # the days a window counted from days reads (windows.py day_windows)
 
     def snapshot_cte(self, agg: n.Aggregate) -> str | None:
         """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
@@ -311,18 +312,23 @@ class SourceReader:
         joins: dict[str, exp.Expression] = {}  # alias -> ON condition, in join order
         relations: dict[str, exp.Expression] = {}
 
-        def dimension_column(dim: str) -> exp.Expression:
-            if self.is_date_part(name, dim):  # of the row's local day (local time for hour_of_day)
-                local = time.copy() if is_date or dim in TIME_PARTS else cast(time.copy(), "DATE")
-                return self.calendar.date_part(local, dim)
-            path = self.paths(name)[dim]
+        def reach(hops: Sequence[tuple[str, Relationship]]) -> tuple[str, SourceSpec]:
+            """Join the rows to each source of ``hops`` in turn: the alias and source of the last."""
             table, owner = name, source
-            for _, rel in path.joins:
+            for _, rel in hops:
                 alias = f"{table}__{rel.path_name}"
                 target = self.model.sources[rel.to]
                 if alias not in joins:
                     relations[alias], joins[alias] = self.hop(source, owner, table, rel, alias)
                 table, owner = alias, target
+            return table, owner
+
+        def dimension_column(dim: str) -> exp.Expression:
+            if self.is_date_part(name, dim):  # of the row's local day (local time for hour_of_day)
+                local = time.copy() if is_date or dim in TIME_PARTS else cast(time.copy(), "DATE")
+                return self.calendar.date_part(local, dim)
+            path = self.paths(name)[dim]
+            table, owner = reach(path.joins)
             return self.column(owner, path.dimension.column, table, local=False)
 
         lookups: dict[tuple[n.EntityLookup, bool], str] = {}  # (lookup, keys only) -> alias
@@ -368,21 +374,53 @@ class SourceReader:
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:
-            if by_day:
+            # A window's days of a TIMESTAMP as the day totals of other reads take them (CAST AS
+            # DATE), not truncated; in a project time zone the converted time keeps today's form.
+            if by_day or (read.window_days and self.grain == "day" and not is_date and not self.calendar.timezone):
                 bucket = time.copy() if is_date else cast(time.copy(), "DATE")
             else:
                 bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
             selects.append(exp.alias_(bucket, ident(PERIOD), copy=False))
             group.append(bucket.copy())
+        # A dimension table reached through a key is joined to the day totals, grouped by the key
+        # (late_joins), rather than to every row: the days are few (see days_to_periods).
+        late = self.joined_on_days(read, where) if by_day else {}
+        late_keys: dict[str, list[str]] = {}  # alias of the dimension table -> the key columns of the days
         for dim in self.dims:
+            if dim in late:
+                hops = self.paths(name)[dim].joins
+                alias = late[dim]
+                if alias not in late_keys:
+                    table, owner = reach(hops[:-1])
+                    late_keys[alias] = []
+                    for here, _ in hops[-1][1].columns:
+                        key = f"__kpi_key_{sum(map(len, late_keys.values())) + 1}"
+                        column = self.column(owner, here, table, local=False)
+                        selects.append(exp.alias_(column, ident(key), copy=False))
+                        group.append(column.copy())
+                        late_keys[alias].append(key)
+                continue
             column = dimension_column(dim)
             selects.append(exp.alias_(column, ident(dim), copy=False))
             group.append(column.copy())
+        # What lets a row's value into a distinct count: the aggregate's filter and, on a
+        # conversion source, being a conversion (not one of the base events it carries).
+        filters: dict[n.Aggregate, exp.Expression | None] = {}
+        for agg in plan.aggregates if read.distinct_values else ():
+            parts = [converted_only(name)] if source.conversion is not None else []
+            parts += [wrap(row_value(agg.where))] if agg.where is not None else []
+            filters[agg] = exp.and_(*parts, copy=False) if len(parts) > 1 else (parts[0] if parts else None)
+        # A row no filter lets through would only form a NULL value, which COUNT(DISTINCT)
+        # ignores, so when every value has a filter the filters (ORed) skip those rows in the
+        # WHERE. (The rows to show come from the range read; under --fill the window reads'
+        # keys are observed values, so there every row still counts.)
+        filtered = (not self.request.fill and bool(filters)
+                    and all(condition is not None for condition in filters.values()))
         for agg, alias in plan.aggregates.items():
             if read.distinct_values:  # grouped by, so each value is one row per key
                 value = row_value(agg.arg)
-                if agg.where is not None:
-                    value = exp.Case(ifs=[exp.If(this=row_value(agg.where), true=value)])
+                if filters[agg] is not None and not (filtered and len(filters) == 1):
+                    value = exp.Case(ifs=[exp.If(this=filters[agg].copy(), true=value)])
                 selects.append(exp.alias_(value, ident(alias), copy=False))
                 group.append(value.copy())
                 continue
@@ -394,6 +432,9 @@ class SourceReader:
         conditions = self.range_conditions(time, is_date, start) if source.time else []
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
             conditions.append(wrap(row_value(where)))
+        if filtered:
+            kept = [wrap(condition.copy()) for condition in filters.values()]
+            conditions.append(wrap(exp.or_(*kept, copy=False)) if len(kept) > 1 else kept[0])
         query = exp.select(*selects, copy=False).from_(rows, copy=False)
         for alias, condition in joins.items():
             left_join(query, relations[alias], condition)
@@ -408,7 +449,50 @@ class SourceReader:
         ctes.append((days, query))
         for snapshot, agg in read.snapshots().items():
             ctes.append((snapshot, self.snapshot_times(agg, start, days if where is None else None)))
-        return ctes + [(read.name, self.days_to_periods(read, days, marked))]
+        return ctes + [(read.name, self.days_to_periods(read, days, marked, late, late_keys))]
+
+    def joined_on_days(self, read: "SourceRead", where: n.Node | None) -> dict[str, str]:
+        """The dimensions (of a source grouped by day) whose table is joined to the day totals
+        instead of the rows, and the alias it is joined as: one reached through a many-to-one
+        relationship on the whole primary key of a lookup table (no time column: a table of
+        entities with a time of their own, such as customers, has about as many keys as the
+        rows have, so grouping the days by its key would not make them fewer) without history
+        (a versioned one is joined at each row's time), whose join no other column of the read
+        needs (the --where or another dimension reached through it). Every day total of a key
+        meets the same dimension rows as each of its rows would, so sums, counts, min and max
+        are unchanged, and a key that is NULL or not in the table gets a NULL dimension as it
+        would."""
+        name = read.plan.source.name
+        paths = self.paths(name)
+
+        def aliases(hops) -> list[str]:
+            table, found = name, []
+            for _, rel in hops:
+                table = f"{table}__{rel.path_name}"
+                found.append(table)
+            return found
+
+        names = [node.dotted for node in (where.walk() if where is not None else ()) if isinstance(node, n.Name)]
+        for agg in read.plan.aggregates:
+            names += [node.dotted for part in (agg.arg, agg.where) if part is not None
+                      for node in part.walk() if isinstance(node, n.Name)]
+        candidates: dict[str, str] = {}
+        needed: set[str] = set()  # aliases the rows must be joined to
+        for dim in list(self.dims) + names:
+            path = None if self.is_date_part(name, dim) else paths.get(dim)
+            if path is None or not path.joins:
+                continue
+            hops = aliases(path.joins)
+            rel = path.joins[-1][1]
+            target = self.model.sources[rel.to]
+            keyed = set(target.primary_key) == {there for _, there in rel.columns} and bool(target.primary_key)
+            if (dim in self.dims and dim not in names and rel.type == "many_to_one" and keyed
+                    and not target.time and not target.valid_from and target.conversion is None):
+                candidates[dim] = hops[-1]
+                needed.update(hops[:-1])
+            else:
+                needed.update(hops)
+        return {dim: alias for dim, alias in candidates.items() if alias not in needed}
 
     def groups_by_day(self, read: "SourceRead", is_date: bool) -> bool:
         """Whether the source is grouped by local day first and the days cut into periods."""
@@ -422,7 +506,7 @@ class SourceReader:
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
         notes = [f"rows: {source.table or 'the sql: query'} of source '{source.name}'"
                  + (f" where {formula(self.model.condition(source.name))}" if self.model.condition(source.name) else "")]
-        routed = False
+        routed, late = False, {}
         if self.rollups is not None:
             chosen, said = self.rollups.route(self, read, where)
             notes, routed = said + notes, chosen is not None
@@ -434,6 +518,7 @@ class SourceReader:
             notes.append(f"time: {source.time} ({'date' if is_date else 'timestamp'}{zone}) from {start} to {end} "
                          "(end excluded)" + (f"; each row active from {source.time} to {source.time_end}"
                                              if source.time_end else ""))
+            late = self.joined_on_days(read, where) if self.groups_by_day(read, is_date) and not routed else {}
             if self.grain:
                 notes.append(f"period: the {self.grain} of {'the rollup day' if routed else source.time}"
                              + (", from day totals (grouped by day first)" if self.groups_by_day(read, is_date)
@@ -443,7 +528,8 @@ class SourceReader:
                 notes.append(f"{dim}: of {source.time}")
             elif self.paths(source.name)[dim].joins:
                 hops = " -> ".join([source.name] + [rel.to for _, rel in self.paths(source.name)[dim].joins])
-                notes.append(f"{dim}: through {hops} (many-to-one)")
+                notes.append(f"{dim}: through {hops} (many-to-one)"
+                             + (", joined to the day totals" if dim in late else ""))
         if where is not None:
             notes.append(f"--where {formula(where)}")
         for agg, alias in read.plan.aggregates.items():
@@ -464,15 +550,29 @@ class SourceReader:
             conditions.append(exp.LT(this=time.copy(), expression=bound(self.request.end, is_date)))
         return conditions
 
-    def days_to_periods(self, read: "SourceRead", days: str, marked: bool) -> exp.Select:
+    def days_to_periods(self, read: "SourceRead", days: str, marked: bool, late: Mapping[str, str] | None = None,
+                        late_keys: Mapping[str, Sequence[str]] | None = None) -> exp.Select:
         """Second stage of a source grouped by day: cut the days into periods and add up the
-        day totals; snapshot aggregates keep the days that are their period's snapshot."""
+        day totals; snapshot aggregates keep the days that are their period's snapshot. The
+        dimension tables of ``late`` (dimension -> alias, see joined_on_days) are joined here,
+        on the key columns ``late_keys`` the days were grouped by."""
+        late, late_keys = late or {}, late_keys or {}
         bucket = self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True)
         selects = [exp.alias_(bucket, ident(PERIOD), copy=False)]
         group = [bucket.copy()]
+        joined: dict[str, tuple[exp.Expression, exp.Expression]] = {}  # alias -> (relation, ON)
         for dim in self.dims:
-            selects.append(exp.alias_(col(dim, days), ident(dim), copy=False))
-            group.append(col(dim, days))
+            value = col(dim, days)
+            if dim in late:
+                alias, rel = late[dim], self.paths(read.plan.source.name)[dim].joins[-1][1]
+                target = self.model.sources[rel.to]
+                if alias not in joined:
+                    on = [exp.EQ(this=col(key, days), expression=self.column(target, there, alias, local=False))
+                          for key, (_, there) in zip(late_keys[alias], rel.columns)]
+                    joined[alias] = (self.relation(target, alias), exp.and_(*on, copy=False) if len(on) > 1 else on[0])
+                value = self.column(target, self.paths(read.plan.source.name)[dim].dimension.column, alias, local=False)
+            selects.append(exp.alias_(value, ident(dim), copy=False))
+            group.append(value.copy())
         for agg, alias in read.plan.aggregates.items():
             day_total = col(alias, days)
             if agg.func in SNAPSHOTS:
@@ -485,6 +585,8 @@ class SourceReader:
         if marked:
             selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
         query = exp.select(*selects, copy=False).from_(table_ref(days), copy=False)
+        for relation, on in joined.values():
+            left_join(query, relation, on)
         for snapshot in read.snapshots():
             left_join(query, table_ref(snapshot), exp.EQ(this=col(PERIOD, days), expression=col("snapshot_time", snapshot)))
         return query.group_by(*group, copy=False)

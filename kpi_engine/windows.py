@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from sqlglot import exp
 
 from . import nodes as n
-from .calendar import SUBDAILY, at_grain, grain_rank
+from .calendar import SUBDAILY, at_grain, cast, grain_rank
 from .completeness import Extent
 from .errors import QueryError
 from .plan import Step, window_how, window_text
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .resolve import Model
 
 SERIES_CTE, WINDOWED_CTE = "series", "windowed"
+# Windows listed as (period, day) rows (window_spine) up to this many rows in all and windows of
+# up to this many days; beyond, each window is its first and last day (a range join).
+MAX_WINDOW_DAYS, MAX_WINDOW_LENGTH = 20_000, 400
 
 
 class TimeWindows:
@@ -201,12 +204,9 @@ class TimeWindows:
             spans = [self.days_of_window(group[0], period, end) for period in periods]
             read_start = min(day for day, _ in spans)
             totals = SourceRead(f"{name}_days", plan, read_start if read_start > dt.date.min else None,
-                                distinct_values=group[0].agg.func == "count_distinct")
+                                distinct_values=group[0].agg.func == "count_distinct", window_days=True)
             ctes += day_reader.source_ctes(totals, where, marked=False)
-            spine = values_table([(date_literal(period), date_literal(a), date_literal(b))
-                                  for period, (a, b) in zip(periods, spans)], "windows", [PERIOD, "first_day", "last_day"])
-            day = col(PERIOD, totals.name)
-            inside = exp.Between(this=day, low=col("first_day", "windows"), high=col("last_day", "windows"))
+            spine, inside = self.window_spine(periods, spans, col(PERIOD, totals.name))
             selects = [exp.alias_(col(PERIOD, "windows"), ident(PERIOD), copy=False)]
             selects += [exp.alias_(col(d, totals.name), ident(d), copy=False) for d in self.dims]
             for agg, alias in plan.aggregates.items():
@@ -226,6 +226,36 @@ class TimeWindows:
                 [f"{plan_text(leaf.agg)}: {leaf.kind}, {window_how(leaf)} (a period cut by --to: to the day "
                  "before --to)" for leaf in group], [day_reader.describe(totals, where)]))
         return ctes, columns, steps
+
+    @staticmethod
+    def window_spine(periods: Sequence[dt.date], spans: Sequence[tuple[dt.date, dt.date]], day: exp.Expression
+                     ) -> tuple[exp.Expression, exp.Expression]:
+        """The windows as a relation and the condition that puts a ``day`` in one. Each window's
+        days as (period, day) rows, joined on the day (a hash join): the windows' first days and
+        lengths, times the offsets 0, 1, ... of the longest. Windows from the start of data, longer
+        than MAX_WINDOW_LENGTH days or more than MAX_WINDOW_DAYS days in all stay (period,
+        first_day, last_day) rows joined by BETWEEN (a range join, slower on many day rows).
+        The offsets are crossed with the windows and kept in WHERE: some engines (ClickHouse)
+        join on equalities only."""
+        lengths = [(b - a).days + 1 for a, b in spans]
+        longest = max(lengths, default=0)
+        if (all(a > dt.date.min for a, _ in spans) and 0 < longest <= MAX_WINDOW_LENGTH
+                and sum(max(length, 0) for length in lengths) <= MAX_WINDOW_DAYS):
+            starts = values_table([(date_literal(period), date_literal(a), number(length))
+                                   for period, (a, _), length in zip(periods, spans, lengths)],
+                                  "spans", [PERIOD, "first_day", "days"])
+            offsets = values_table([(number(i),) for i in range(longest)], "offsets", ["day_offset"])
+            listed_day = cast(exp.DateAdd(this=col("first_day", "spans"), expression=col("day_offset", "offsets"),
+                                          unit=exp.var("DAY")), "DATE")
+            listed = exp.select(exp.alias_(col(PERIOD, "spans"), ident(PERIOD), copy=False),
+                                exp.alias_(listed_day, ident("day"), copy=False), copy=False) \
+                .from_(starts, copy=False).join(offsets, join_type="CROSS", copy=False) \
+                .where(exp.LT(this=col("day_offset", "offsets"), expression=col("days", "spans")), copy=False)
+            return (exp.Subquery(this=listed, alias=exp.TableAlias(this=ident("windows"))),
+                    exp.EQ(this=day, expression=col("day", "windows")))
+        spine = values_table([(date_literal(period), date_literal(a), date_literal(b))
+                              for period, (a, b) in zip(periods, spans)], "windows", [PERIOD, "first_day", "last_day"])
+        return spine, exp.Between(this=day, low=col("first_day", "windows"), high=col("last_day", "windows"))
 
     def days_of_window(self, leaf: WindowLeaf, period: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
         """The first and last day of ``leaf``'s window for ``period`` (date.min: from the start)."""
