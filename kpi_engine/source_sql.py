@@ -502,7 +502,7 @@ class SourceReader:
         covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
-        if read.plan.source.conversion is not None:
+        if read.plan.source.conversion is not None and not read.conversions_only:  # (else every row is one)
             converted = converted_only(read.plan.source.name)
             where = converted if where is None else exp.and_(converted, wrap(where), copy=False)
         if agg.per is not None:  # each entity's own latest (earliest) row of the period
