@@ -6,6 +6,7 @@
     python benchmarks/sidebyside.py --shapes                 # also time every other hand-written shape
     python benchmarks/sidebyside.py --explain roi            # EXPLAIN ANALYZE of both sides of one query
     python benchmarks/sidebyside.py --variants               # the engine's SQL edited as compiler fixes would
+    python benchmarks/sidebyside.py --variants --only conversion_30d   # one query alone (also for the suite)
     python benchmarks/run.py --only sidebyside               # the same suite as a section of run.py
 
 Each query is compiled from a project (the marketing library plus benchmarks/sidebyside/definitions)
