@@ -225,6 +225,16 @@ def sql_of(project, formulas: dict[str, str], **options) -> str:
 EVENTS = '0 AS "__kpi_touch"'  # the base events stacked under the conversions
 
 
+def plan_notes(query) -> list[str]:
+    """Every note of a compiled query's plan (what `explain` prints), its steps depth first."""
+    found, steps = [], [query.plan]
+    while steps:
+        step = steps.pop()
+        found += step.notes
+        steps += step.inputs
+    return found
+
+
 # ----------------------------------------------------------------------------- 1. no attribution step
 
 @pytest.mark.parametrize("grain", ["day", "week", "month", None])
@@ -446,14 +456,25 @@ def test_the_generated_rows_hold_every_case(data):
 
 def test_the_plan_says_where_the_base_events_rows_come_from(project):
     def notes(formulas: dict[str, str]) -> list[str]:
-        query = project.compile(formulas=[f"{k}={v}" for k, v in formulas.items()], grain="month", by=["channel"])
-        found, steps = [], [query.plan]
-        while steps:
-            step = steps.pop()
-            found += step.notes
-            steps += step.inputs
-        return found
+        return plan_notes(project.compile(formulas=[f"{k}={v}" for k, v in formulas.items()], grain="month",
+                                          by=["channel"]))
 
     said = "the conversions only: the rows where there are base events come from the request's read of 'leads'"
     assert said in notes(over_base("lead_opps"))
     assert said not in notes({"n": "count(lead_opps)", "base": "count(leads)"})
+
+
+def test_a_base_source_a_rollup_answers_keeps_the_events(data, tmp_path):
+    """The leads' rows then come from the rollup's days: the conversions keep their own rows, and
+    the numbers are the raw rows' (a materialized part and raw days after it)."""
+    write_folder(tmp_path, data)
+    with open(tmp_path / "specs.yaml", "a") as specs:
+        specs.write("rollups:\n  leads_daily: {source: leads, dimensions: [channel, region], measures: [count(leads)]}\n")
+    with open_project(tmp_path) as opened:
+        opened.materialize(["leads_daily"], end=dt.date(2025, 3, 1))
+        formulas = over_base("lead_opps")
+        query = opened.compile(formulas=[f"{k}={v}" for k, v in formulas.items()], grain="month", by=["channel"])
+        notes = plan_notes(query)
+        assert any(note.startswith("read from rollup leads_daily") for note in notes), notes
+        assert EVENTS in query.sql()
+        assert_close(evaluate(opened, formulas), reference(data))
