@@ -107,6 +107,18 @@ def _grouped_then_stacked(sql: str) -> str:
     return sql[:start] + days + sql[end:]
 
 
+_EVENTS = ('UNION ALL SELECT "lead_opportunities__from".*, NULL AS "converted_at", NULL AS "seconds_to_convert", '
+           'NULL AS "days_to_convert", 0 AS "__kpi_touch" FROM (SELECT * FROM "leads" AS "lead_opportunities__from" '
+           'WHERE "lead_opportunities__from"."is_qualified") AS "lead_opportunities__from"')
+
+
+def _pairs_only(sql: str) -> str:
+    # ...and no base events stacked under the pairs at all: the request counts the same leads
+    # (count(leads) with the same where), whose CTE puts their (month, channel) in the keys, so
+    # the conversion source holds only the pairs (two scans of leads, as the hand-written query).
+    return _replace(_no_attribution(sql), _EVENTS, "")
+
+
 # --- quarter_by_group: the channel table joined on day totals instead of raw rows
 
 def _channels_on_day_totals(sql: str) -> str:
@@ -143,6 +155,9 @@ VARIANTS = (
     Variant("grouped_then_stacked", "conversion_30d",
             "+ the pairs grouped by the keys, stacked with the base events' keys (not their rows)",
             _grouped_then_stacked),
+    Variant("pairs_only", "conversion_30d",
+            "+ compiler.py: no base events under the pairs when the request reads the base source itself "
+            "(its keys come from that source's CTE)", _pairs_only),
     Variant("channels_on_day_totals", "quarter_by_group",
             "source_sql.py: a dimension table reached through a relationship joined to the day totals "
             "(grouped by the relationship's key) rather than to every row", _channels_on_day_totals),

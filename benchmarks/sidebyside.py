@@ -6,6 +6,7 @@
     python benchmarks/sidebyside.py --shapes                 # also time every other hand-written shape
     python benchmarks/sidebyside.py --explain roi            # EXPLAIN ANALYZE of both sides of one query
     python benchmarks/sidebyside.py --variants               # the engine's SQL edited as compiler fixes would
+    python benchmarks/sidebyside.py --variants --only conversion_30d   # one query alone (also for the suite)
     python benchmarks/run.py --only sidebyside               # the same suite as a section of run.py
 
 Each query is compiled from a project (the marketing library plus benchmarks/sidebyside/definitions)
@@ -128,18 +129,20 @@ def geometric_mean(values) -> float:
 
 # ----------------------------------------------------------------------------- the suite
 
-def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdown: Path | None = None) -> dict:
+def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdown: Path | None = None,
+          only: set[str] | None = None) -> dict:
     import duckdb
 
     folder, project = prepare(leads, cache)
     info = json.loads((folder / "build.json").read_text())
     db_file = folder / "warehouse.duckdb"
     engine_sql = engine_queries(project)
+    queries = [q for q in QUERIES if not only or q.name in only]
     connection = duckdb.connect(str(db_file), read_only=True)
     connection.execute("PRAGMA threads=2")
     loads = [os.getloadavg()[0]]
     run.say(f"\n## Side by side at {info['rows']['leads']:,} leads ({db_file.stat().st_size / 2**20:,.0f} MiB "
-            f"DuckDB file): {len(QUERIES)} queries, engine vs hand-written")
+            f"DuckDB file): {len(queries)} queries, engine vs hand-written")
     run.say(f"{rounds} rounds after one warm-up; in each round every side runs once, in an order that "
             f"rotates; PRAGMA threads=2; medians; results checked equal in every round. {run.load_average()} before")
     header = (f"{'query':<22} {'by':<24} {'rows':>5} {'engine ms':>10} {'hand ms':>9} {'ratio':>6}"
@@ -148,7 +151,7 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
     run.say(header)
     run.say("-" * len(header))
     results = {}
-    for query in QUERIES:
+    for query in queries:
         sides = {"engine": engine_sql[query.name], **hand_shapes(query)}
         if not shapes:
             sides = {k: sides[k] for k in ("engine", "hand")}
@@ -224,7 +227,7 @@ def write_markdown(path: Path, summary: dict) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def variants(leads: int, rounds: int, cache: Path, only: frozenset[str] = frozenset()) -> None:
+def variants(leads: int, rounds: int, cache: Path, only: set[str] | None = None) -> None:
     """Time the engine's SQL edited into the shape a proposed compiler change would produce
     (engine_variants.py), beside the engine's and the hand-written query; results checked equal."""
     import duckdb
@@ -239,8 +242,9 @@ def variants(leads: int, rounds: int, cache: Path, only: frozenset[str] = frozen
             f"{run.load_average()}")
     by_query: dict[str, list] = {}
     for variant in engine_variants.VARIANTS:
-        if not only or variant.query in only:
-            by_query.setdefault(variant.query, []).append(variant)
+        if only and variant.query not in only:
+            continue
+        by_query.setdefault(variant.query, []).append(variant)
     for name, group in by_query.items():
         query = next(q for q in QUERIES if q.name == name)
         sides = {"engine": engine_sql[name], "hand": hand_shapes(query)["hand"]}
@@ -314,19 +318,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shape", default="hand", help="with --explain: the hand-written shape (default hand)")
     parser.add_argument("--variants", action="store_true",
                         help="time the engine's SQL edited as proposed compiler changes would (engine_variants.py)")
-    parser.add_argument("--only", default="", help="with --variants: comma-separated queries (default: all)")
+    parser.add_argument("--only", metavar="QUERIES", help="comma-separated query names: run only those")
     parser.add_argument("--cache", type=Path, default=build_warehouse.DEFAULT_CACHE,
                         help="cache folder (default benchmarks/.cache)")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     if args.rounds < 1 or not sizes:
         parser.error("need at least one size and one round")
+    only = {name.strip() for name in args.only.split(",") if name.strip()} if args.only else None
+    unknown = sorted((only or set()) - {q.name for q in QUERIES})
+    if unknown:
+        parser.error(f"unknown query {unknown[0]!r}; the suite's queries: {', '.join(q.name for q in QUERIES)}")
     if args.explain:
         explain(sizes[0], args.cache, args.explain, args.shape)
         return
     if args.variants:
         for leads in sizes:
-            variants(leads, args.rounds, args.cache, frozenset(q.strip() for q in args.only.split(",") if q.strip()))
+            variants(leads, args.rounds, args.cache, only)
         return
     run.say("# kpi-engine side-by-side suite")
     run.machine()
@@ -334,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
             .rstrip())
     try:
         for leads in sizes:
-            suite(leads, args.rounds, args.cache, shapes=args.shapes, markdown=args.markdown)
+            suite(leads, args.rounds, args.cache, shapes=args.shapes, markdown=args.markdown, only=only)
     except run.Mismatch as mismatch:
         run.say("")
         run.say(str(mismatch))

@@ -41,6 +41,7 @@ from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula, unreachable_reason
 from .completeness import Extent
+from .conversions import events_read_elsewhere
 from .source_sql import PERIOD, PERIOD_INDEX, SNAPSHOTS, ZERO_WHEN_EMPTY, SourcePlan, SourceRead, SourceReader
 from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
                         period_literal, snapshot_mark, table_ref)
@@ -384,6 +385,15 @@ class _Compiler:
         masked, row_filter = self.row_sets(kpi_sources, set(plans), split or dense is not None or bool(day_leaves),
                                            widened)
         self.marked = bool(masked) or row_filter
+        # A conversion source whose base source the request reads too gets the base events' keys
+        # from that read: its own rows are the conversions alone (a third scan of the base saved).
+        readers = list(kpi_sources.values()) + ([{agg.source for agg in aggregates_in(having)}] if having else [])
+        rollups = self.reader.rollups
+        alone = events_read_elsewhere(model, ranges, readers, {leaf.base.source for leaf in leaves},
+                                      lambda name: rollups is not None
+                                      and rollups.route(self.reader, ranges[name], where)[0] is not None)
+        ranges = {name: replace(read, conversions_only=True) if name in alone else read
+                  for name, read in ranges.items()}
         reads = list(ranges.values()) + list(histories.values())
         rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
 

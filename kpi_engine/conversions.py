@@ -25,11 +25,16 @@ the attributed conversions,
 and every aggregate over it reads only the rows with touch = 1 (``converted_only``). So each conversion row appears once (never fanned out by an entity's several base events), with
 the columns of the base event it is attributed to: aggregates over it are placed in time, sliced
 and filtered as the base events are, and ``count(conversions) / count(base)`` is the rate.
+
+Two parts drop out where they cannot change a number (docs/performance.md measured both):
+the numbering and the touch, when ``per`` is the base source's whole primary key (``attributes``:
+a conversion then pairs with one base event at most, its touch is 1); and the stacked base
+events, when the request groups the base source itself (``events_read_elsewhere``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from sqlglot import exp
 
@@ -40,6 +45,7 @@ from .spec import CONVERSION_COLUMNS, Project, SourceSpec
 from .sql_build import col, ident, number
 
 if TYPE_CHECKING:
+    from .resolve import Model
     from .source_sql import SourceReader
 
 # Helper columns of the subquery (the '__kpi_' prefix is the engine's own).
@@ -84,9 +90,18 @@ def _epoch(time: exp.Expression, dialect: str) -> exp.Expression:
     return exp.TimeToUnix(this=stamp)
 
 
-def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) -> exp.Expression:
+def attributes(base: SourceSpec, per: str) -> bool:
+    """Whether conversions need attributing: unless ``per`` is the base source's whole primary key,
+    a conversion may follow several base events of its entity and is counted for one. (The key is
+    trusted to be unique, as a relationship's join to it is; a history source's key names an
+    entity with many versions, so it never qualifies.)"""
+    return base.primary_key != (per,) or bool(base.valid_from)
+
+
+def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str, events: bool = True) -> exp.Expression:
     """The rows of conversion source ``source``: one per conversion attributed to a base event,
-    with that base event's columns and converted_at, seconds_to_convert and days_to_convert.
+    with that base event's columns and converted_at, seconds_to_convert and days_to_convert,
+    then (``events``) every base event once more, marked as no conversion.
 
     Times are compared as stored (instants, not the project's local clock): '7 days' is 7 x 24
     hours, and the seconds between two events are exact across a change of daylight saving time."""
@@ -94,6 +109,7 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
     model = reader.model
     base, to = model.sources[spec.from_], model.sources[spec.to]
     base_alias, to_alias, joined = f"{alias}__from", f"{alias}__to", f"{alias}__conversions"
+    attributed = attributes(base, spec.per)
 
     def to_column(name: str) -> exp.Expression:
         return reader.column(to, name, to_alias, local=False)
@@ -102,15 +118,17 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
         return reader.column(base, name, base_alias, local=False)
 
     same = {name: f"__kpi_same_{i}" for i, name in enumerate(spec.same)}
-    # Every conversion row numbered once: the number tells the rows apart after the join (two
-    # signups of one visitor at the same time are two conversions).
-    numbered = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
-        exp.Ordered(this=to_column(spec.per), nulls_first=False), exp.Ordered(this=to_column(to.time), nulls_first=False)]))
-    conversions = exp.select(exp.alias_(to_column(spec.per), ident(_ENTITY), copy=False),
-                             exp.alias_(to_column(to.time), ident(_CONVERTED), copy=False),
-                             *[exp.alias_(to_column(name), ident(alias_), copy=False) for name, alias_ in same.items()],
-                             exp.alias_(numbered, ident(_CONVERSION), copy=False), copy=False) \
-        .from_(reader.relation(to, to_alias), copy=False) \
+    selects = [exp.alias_(to_column(spec.per), ident(_ENTITY), copy=False),
+               exp.alias_(to_column(to.time), ident(_CONVERTED), copy=False),
+               *[exp.alias_(to_column(name), ident(alias_), copy=False) for name, alias_ in same.items()]]
+    if attributed:
+        # Every conversion row numbered once: the number tells the rows apart after the join (two
+        # signups of one visitor at the same time are two conversions).
+        numbered = exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[
+            exp.Ordered(this=to_column(spec.per), nulls_first=False),
+            exp.Ordered(this=to_column(to.time), nulls_first=False)]))
+        selects.append(exp.alias_(numbered, ident(_CONVERSION), copy=False))
+    conversions = exp.select(*selects, copy=False).from_(reader.relation(to, to_alias), copy=False) \
         .where(exp.and_(exp.Is(this=to_column(to.time), expression=exp.Not(this=exp.Null())),
                         exp.Is(this=to_column(spec.per), expression=exp.Not(this=exp.Null())), copy=False), copy=False)
 
@@ -121,14 +139,17 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
         on.append(exp.LTE(this=converted.copy(), expression=window_end(base_time.copy(), spec.within, reader.dialect)))
     on += [exp.EQ(this=base_column(name), expression=col(alias_, joined)) for name, alias_ in same.items()]
 
-    # last_touch keeps the latest base event before the conversion, first_touch the earliest in
-    # the window; events at the same time are told apart by the key, else by the dimensions.
-    latest = spec.attribution == "last_touch"
-    order = [exp.Ordered(this=base_time.copy(), desc=latest, nulls_first=False)]
-    tie_breaks = base.primary_key or tuple(dim.column for dim in base.dimensions)  # a key is unique: enough
-    order += [exp.Ordered(this=base_column(name), nulls_first=False) for name in tie_breaks]
-    touch = exp.Window(this=exp.RowNumber(), partition_by=[col(_CONVERSION, joined)],
-                       order=exp.Order(expressions=order))
+    if attributed:
+        # last_touch keeps the latest base event before the conversion, first_touch the earliest in
+        # the window; events at the same time are told apart by the key, else by the dimensions.
+        latest = spec.attribution == "last_touch"
+        order = [exp.Ordered(this=base_time.copy(), desc=latest, nulls_first=False)]
+        tie_breaks = base.primary_key or tuple(dim.column for dim in base.dimensions)  # a key is unique: enough
+        order += [exp.Ordered(this=base_column(name), nulls_first=False) for name in tie_breaks]
+        touch: exp.Expression = exp.Window(this=exp.RowNumber(), partition_by=[col(_CONVERSION, joined)],
+                                           order=exp.Order(expressions=order))
+    else:  # one base event per entity: a conversion pairs with at most one, which is its touch
+        touch = number(1)
     seconds = exp.Sub(this=_epoch(converted.copy(), reader.dialect), expression=_epoch(base_time.copy(), reader.dialect))
     days = exp.Div(this=exp.Paren(this=seconds.copy()), expression=number(_SECONDS_PER_DAY), typed=False, safe=False)
     converted_at, seconds_to, days_to = CONVERSION_COLUMNS
@@ -141,17 +162,45 @@ def conversion_relation(reader: "SourceReader", source: SourceSpec, alias: str) 
     # (Select.join would parse its join type on every call.)
     pairs.append("joins", exp.Join(this=exp.Subquery(this=conversions, alias=exp.TableAlias(this=ident(joined))),
                                    kind="INNER", on=exp.and_(*on, copy=False)))
-    attributed = exp.select(exp.Star(), copy=False) \
-        .from_(exp.Subquery(this=pairs, alias=exp.TableAlias(this=ident(f"{alias}__pairs"))), copy=False) \
-        .where(converted_only(f"{alias}__pairs"), copy=False)
-    # Every base event once more, marked as no conversion: the source then has rows wherever the
-    # base events do, so its count is 0 (not missing) in a period with visits and no signup.
-    nulls = [exp.alias_(exp.Null(), ident(name), copy=False) for name in CONVERSION_COLUMNS]
-    events = exp.select(exp.Column(this=exp.Star(), table=ident(base_alias)), *nulls,
-                        exp.alias_(number(0), ident(_TOUCH), copy=False), copy=False) \
-        .from_(reader.relation(base, base_alias), copy=False)
-    rows = exp.Union(this=attributed, expression=events, distinct=False)
+    rows: exp.Expression = pairs
+    if attributed:
+        rows = exp.select(exp.Star(), copy=False) \
+            .from_(exp.Subquery(this=pairs, alias=exp.TableAlias(this=ident(f"{alias}__pairs"))), copy=False) \
+            .where(converted_only(f"{alias}__pairs"), copy=False)
+    if events:
+        # Every base event once more, marked as no conversion: the source then has rows wherever the
+        # base events do, so its count is 0 (not missing) in a period with visits and no signup.
+        nulls = [exp.alias_(exp.Null(), ident(name), copy=False) for name in CONVERSION_COLUMNS]
+        stacked = exp.select(exp.Column(this=exp.Star(), table=ident(base_alias)), *nulls,
+                             exp.alias_(number(0), ident(_TOUCH), copy=False), copy=False) \
+            .from_(reader.relation(base, base_alias), copy=False)
+        rows = exp.Union(this=rows, expression=stacked, distinct=False)
     return exp.Subquery(this=rows, alias=exp.TableAlias(this=ident(alias)))
+
+
+def events_read_elsewhere(model: "Model", reads: Iterable[str], readers: Iterable[set[str]], windowed: set[str],
+                          routed: Callable[[str], bool]) -> set[str]:
+    """The conversion sources a request can read without their base events. Those rows only give
+    the source a row (with no conversion) wherever its base source has one; when the request
+    groups the base source itself over the same range, --where and dimensions, that read puts the
+    same keys in the key union, and a key without a row of the conversion source reads as one
+    with no conversion does (0 for counts and sums, null otherwise). Not when a formula reads the
+    conversions without the base source (it would be blanked where only the base has a row), a
+    time function reads them (its windows reach other periods), the source is placed at another
+    time (converted_at) or a rollup answers the base source (its keys are the rollup's)."""
+    reads = set(reads)
+    readers = list(readers)
+    chosen = set()
+    for name in reads:
+        source = model.sources[name]
+        spec = source.conversion
+        if spec is None or spec.from_ not in reads or name in windowed:
+            continue
+        if source.time != model.sources[spec.from_].time or routed(spec.from_):
+            continue
+        if all(spec.from_ in sources for sources in readers if name in sources):
+            chosen.add(name)
+    return chosen
 
 
 def converted_only(table: str) -> exp.Expression:

@@ -89,6 +89,7 @@ class SourceRead:
     start: dt.date | None
     distinct_values: bool = False  # the distinct values of count_distinct per key, to be counted later
     window_days: bool = False  # the days a window counted from days reads (windows.py day_windows)
+    conversions_only: bool = False  # a conversion source without its base events (the base's read has their keys)
 
     def snapshot_cte(self, agg: n.Aggregate) -> str | None:
         """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
@@ -221,11 +222,12 @@ class SourceReader:
             return self.column(source, node.name, table)
         return compile_common(node, lambda child: self.row_formula(source, child, table), self.function)
 
-    def relation(self, source: SourceSpec, alias: str | None = None) -> exp.Expression:
+    def relation(self, source: SourceSpec, alias: str | None = None, conversions_only: bool = False) -> exp.Expression:
         """The FROM item of a source (``source_relation``), keeping only the rows its ``where:``
-        conditions let through; a conversion source's rows are built from its two sources."""
+        conditions let through; a conversion source's rows are built from its two sources (with
+        ``conversions_only``, without the base events it otherwise carries)."""
         if source.conversion is not None:
-            return conversion_relation(self, source, alias or source.name)
+            return conversion_relation(self, source, alias or source.name, events=not conversions_only)
         relation = source_relation(source, self.read_dialect, alias)
         condition = self.model.condition(source.name)
         if condition is None:
@@ -246,13 +248,14 @@ class SourceReader:
         time, is_date = self.time_column(source, name)
         return time if is_date else cast(time, "DATE")
 
-    def rows(self, source: SourceSpec, start: dt.date | None) -> tuple[exp.Expression, exp.Expression, bool]:
+    def rows(self, source: SourceSpec, start: dt.date | None, conversions_only: bool = False
+             ) -> tuple[exp.Expression, exp.Expression, bool]:
         """The FROM item a source is grouped from, from the day ``start`` on; its time column; and
         whether that is a DATE. An interval source's rows are spread over the periods first."""
         if source.time_end:
             return self.interval_rows(source, start), col(INTERVAL_DAY, source.name), True
         time, is_date = self.time_column(source)
-        return self.relation(source), time, is_date
+        return self.relation(source, conversions_only=conversions_only), time, is_date
 
     def interval_rows(self, source: SourceSpec, start: dt.date | None) -> exp.Expression:
         """An interval source's rows, one copy per period of the request that each overlaps (from
@@ -357,7 +360,8 @@ class SourceReader:
                 return exp.Coalesce(this=value, expressions=[number(0)]) if node.func in ZERO_WHEN_EMPTY else value
             return compile_common(node, row_value, self.function)
 
-        rows, time, is_date = self.rows(source, start) if source.time else (self.relation(source), None, False)
+        rows, time, is_date = self.rows(source, start, read.conversions_only) if source.time \
+            else (self.relation(source), None, False)
         # Rows have few distinct days: grouping them by day first and cutting the days into
         # periods afterwards truncates (and marks snapshots on) a few thousand day rows instead
         # of every row. Only aggregates that add up across days allow it, and a TIMESTAMP source
@@ -506,6 +510,9 @@ class SourceReader:
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
         notes = [f"rows: {source.table or 'the sql: query'} of source '{source.name}'"
                  + (f" where {formula(self.model.condition(source.name))}" if self.model.condition(source.name) else "")]
+        if read.conversions_only:
+            notes.append(f"the conversions only: the rows where there are base events come from the request's "
+                         f"read of '{source.conversion.from_}'")
         routed, late = False, {}
         if self.rollups is not None:
             chosen, said = self.rollups.route(self, read, where)
@@ -597,7 +604,7 @@ class SourceReader:
         covers every row (days_to_periods keeps the snapshot days later)."""
         arg = row_value(agg.arg) if agg.arg is not None else None
         where = row_value(agg.where) if agg.where is not None else None
-        if read.plan.source.conversion is not None:
+        if read.plan.source.conversion is not None and not read.conversions_only:  # (else every row is one)
             converted = converted_only(read.plan.source.name)
             where = converted if where is None else exp.and_(converted, wrap(where), copy=False)
         if agg.per is not None:  # each entity's own latest (earliest) row of the period

@@ -147,13 +147,13 @@ def reference(data, by_channel=False, zone=None, **options) -> dict[tuple, dict]
                 "median": statistics.median(days[k]) if days[k] else None} for k in visits}
 
 
-def write_folder(root, data, config: str = "") -> None:
+def write_folder(root, data, config: str = "", specs: str = SPECS, tables: dict = TABLES) -> None:
     (root / "kpi_engine.yaml").write_text("name: conversions\nwarehouse: {adapter: duckdb, data: data}\n" + config)
-    (root / "specs.yaml").write_text(SPECS)
+    (root / "specs.yaml").write_text(specs)
     (root / "data").mkdir()
     for table, rows in data.items():
         with open(root / "data" / f"{table}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(TABLES[table]))
+            writer = csv.DictWriter(handle, fieldnames=list(tables[table]))
             writer.writeheader()
             writer.writerows({k: v.strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, dt.datetime) else v
                               for k, v in row.items()} for row in rows)

@@ -65,3 +65,28 @@ def test_a_different_number_is_caught(suite):
                     [("2024-01-01", "ppc", 50.00005), rows[1]])
     with pytest.raises(run.Mismatch, match="key"):
         run.compare("missing", ["period", "channel", "x"], rows, ["period", "channel", "x"], rows[:1])
+
+
+def test_the_conversion_variants_report_the_fixes_made(suite):
+    """The engine's conversion_30d SQL has neither the attribution step nor the stacked leads any
+    more, so the variants that edited them say they no longer apply."""
+    _, _, _, engine_sql = suite
+    saved = list(sys.path)
+    sys.path.insert(0, str(BENCH))
+    try:
+        import engine_variants  # benchmarks/engine_variants.py
+    finally:
+        sys.path[:] = saved
+    text = engine_sql["conversion_30d"]
+    assert "ROW_NUMBER" not in text and '0 AS "__kpi_touch"' not in text
+    for variant in engine_variants.VARIANTS:
+        if variant.query == "conversion_30d":
+            with pytest.raises(engine_variants.NotApplicable):
+                variant.edit(text)
+
+
+def test_only_names_queries_of_the_suite(suite, capsys):
+    _, sidebyside, _, _ = suite
+    with pytest.raises(SystemExit):
+        sidebyside.main(["--only", "conversion_31d"])
+    assert "unknown query 'conversion_31d'" in capsys.readouterr().err

@@ -4,6 +4,8 @@ conversion source of that project, by month and channel, and the conversions at 
 
 from __future__ import annotations
 
+import pytest
+
 pytest_plugins = ["spark_fixture"]
 
 import kpi_engine.adapters.duckdb  # noqa: E402
@@ -34,3 +36,32 @@ def test_spark_equals_duckdb(spark, tmp_path):
         assert any(row["visit_signups_count"] for row in want.values())
         assert_close(evaluate(on_spark, formulas, by_channel=True), want)
 
+
+
+def test_spark_equals_duckdb_without_attribution_or_stacked_events(spark, tmp_path):
+    """The shorter shapes (tests/test_conversion_shortcuts.py): per is the leads' key, so no
+    attribution step, and each formula reads the leads too, so no base events stacked; beside a
+    conversion per account, which keeps both."""
+    import test_conversion_shortcuts as shortcuts
+
+    registry = Registry(load_entry_points=False)
+    registry.register(kpi_engine.adapters.duckdb, "duckdb")
+    registry.register(kpi_engine.adapters.spark, "spark")
+    (tmp_path / "duckdb").mkdir()
+    data = shortcuts.generate()
+    shortcuts.write_folder(tmp_path / "duckdb", data)
+    (tmp_path / "spark").mkdir()
+    (tmp_path / "spark" / "kpi_engine.yaml").write_text(
+        f"name: shortcuts\nwarehouse: {{adapter: spark, data: '{tmp_path / 'duckdb' / 'data'}'}}\n")
+    (tmp_path / "spark" / "specs.yaml").write_text(shortcuts.SPECS)
+    formulas = {f"{source}_{name}": text for source in ("lead_opps", "lead_opps_same_region", "account_opps")
+                for name, text in shortcuts.over_base(source).items()}
+    with KpiProject(load_project(tmp_path / "spark"), registry=registry) as on_spark, \
+            KpiProject(load_project(tmp_path / "duckdb"), registry=registry) as on_duckdb:
+        text = on_spark.compile(formulas=[f"{k}={v}" for k, v in formulas.items()], grain="month",
+                                by=["channel"]).sql()
+        assert shortcuts.EVENTS not in text and text.count("ROW_NUMBER() OVER") == 2  # account_opps' two
+        got = shortcuts.evaluate(on_spark, formulas)
+        assert_close(got, shortcuts.evaluate(on_duckdb, formulas))
+    want = shortcuts.reference(data)
+    assert {k: v["lead_opps_rate"] for k, v in got.items()} == pytest.approx({k: v["rate"] for k, v in want.items()})
