@@ -457,6 +457,11 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
     grain = reader.grain
     if grain and grain not in WHOLE_DAYS and not reader.calendar.is_custom(grain):
         return f"its days cannot be cut into {grain} periods"  # a grain finer than a day
+    cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in
+                (("from", reader.request.start), ("to", reader.request.end), ("from", read.start))
+                if isinstance(value, dt.datetime)), None)
+    if cut:
+        return f"{cut} cuts a day, and a day total cannot be cut"
     if read.distinct_values:
         return "a distinct count over a window of days reads each day's distinct values"
     for agg in read.plan.aggregates:
