@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from kpi_engine import engine as engine_module
 from kpi_engine.cli import cli
+from kpi_engine.completeness import Extent
 from kpi_engine.engine import open_project
 from test_rollups import (CONFIG, FIRST_DAY, SPECS, build, insert_orders, load, make_orders, order_facts,
                           plan_notes, reference, same)
@@ -348,6 +349,13 @@ def test_a_rollup_materialized_from_a_later_day_adds_the_raw_rows_before_it(tmp_
     folder = tmp_path / "shop"
     facts = order_facts(build_x(folder)["orders"])
     start = dt.date(2024, 2, 1)
+    # Test orders (dropped by the source's where:) before and after all the others: the raw parts
+    # read through the where: too, so neither moves the first or last day.
+    ghosts = make_orders(random.Random(4), 2, dt.date(2023, 10, 1), 1, 60_000)
+    ghosts[1]["placed_at"] = dt.datetime(2024, 9, 1, 12)
+    for row in ghosts:
+        row["status"] = "test"
+    insert_orders(folder / "warehouse.duckdb", ghosts)
     with open_project(folder) as project:
         project.materialize(["orders_daily"], start=start, end=CUT)
         options = dict(kpis=["orders"], grain="month", by=["device"], start=start)
@@ -357,7 +365,8 @@ def test_a_rollup_materialized_from_a_later_day_adds_the_raw_rows_before_it(tmp_
         assert f"< CAST('{start} 00:00:00' AS TIMESTAMP)" in sql and f">= CAST('{CUT} 00:00:00' AS TIMESTAMP)" in sql
         assert rows == project.evaluate(rollups=False, **options).to_dicts()
         first, last = extent(r["day"] for r in facts)
-        assert first < start
+        assert first < start and project.extents(["orders"], rollups=project.compile(**options).extent_rollups) == \
+            {"orders": Extent(first, last)}
         assert [r["complete"] for r in rows] == [
             complete(r["period"], month_after(r["period"]), [(first, last)], start) for r in rows]
 
