@@ -346,19 +346,32 @@ class Materialized:
         first and last day of the source's raw rows that meet ``condition``."""
         source = reader.model.sources[self.rollup.source]
         time, is_date = reader.time_column(source)
+        stored = reader.column(source, source.time, local=False)
+        # Converted to the project's time zone, the time is no column a scan can skip row groups
+        # by: a bound on the stored time (two days wider than any zone's offset, so implied by the
+        # exact one) lets the warehouse skip the raw rows the rollup holds.
+        zoned = stored != time and reader.model.mapped(source.name, source.time) is None
+
+        def raw_rows(compare, day: dt.date, margin: int) -> exp.Select:
+            condition = compare(this=time.copy(), expression=bound(day, is_date))
+            if zoned:
+                wide = bound(day + dt.timedelta(days=margin), False)
+                condition = exp.and_(compare(this=cast(stored.copy(), "TIMESTAMP"), expression=wide), condition,
+                                     copy=False)
+            return raw_days(condition)
+
         day = col(DAY, "stored")
         kept = [exp.LTE(this=day.copy(), expression=date_literal(self.last_day))]
         parts = []
         if self.first_day is not None:
             kept.append(exp.GTE(this=day.copy(), expression=date_literal(self.first_day)))
-            parts.append(raw_days(exp.LT(this=time.copy(), expression=bound(self.first_day, is_date))))
+            parts.append(raw_rows(exp.LT, self.first_day, 2))
         days = [exp.alias_(cast(func(this=day.copy()), "DATE"), ident(alias), copy=False)
                 for func, alias in ((exp.Min, "first_day"), (exp.Max, "last_day"))]
         parts.append(exp.select(*days, copy=False)
                      .from_(exp.alias_(self.rollup.relation, ident("stored"), table=True, copy=False), copy=False)
                      .where(exp.and_(*kept, copy=False), copy=False))
-        after = self.last_day + dt.timedelta(days=1)
-        parts.append(raw_days(exp.GTE(this=time.copy(), expression=bound(after, is_date))))
+        parts.append(raw_rows(exp.GTE, self.last_day + dt.timedelta(days=1), -2))
         return parts
 
     def extent_note(self) -> str:

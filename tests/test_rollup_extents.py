@@ -387,3 +387,26 @@ def test_plan_and_explain_say_where_the_first_and_last_day_are_read(shop):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 0, result.output
         assert re.search(re.escape(note), " ".join(result.output.split())), result.output
+
+
+def test_the_stored_time_bound_keeps_a_row_whose_local_day_is_after_its_utc_day(tmp_path, extent_sql):
+    """In Tokyo, 00:30 on a day is 15:30 UTC the day before: the bound on the stored time that lets a
+    scan skip the materialized rows must still keep that row in the raw part."""
+    folder = tmp_path / "shop"
+    facts = order_facts(build_x(folder)["orders"])
+    first, last = extent(r["day"] for r in facts)
+    edge = last + dt.timedelta(days=5)
+    row = make_orders(random.Random(9), 1, edge, 1, 70_000)[0]
+    row.update(status="paid", placed_at=dt.datetime.combine(edge, dt.time(0, 30)) - dt.timedelta(hours=9))
+    insert_orders(folder / "warehouse.duckdb", [row])
+    with open_project(folder) as project:
+        project.materialize(["orders_daily"], end=edge)  # the edge day is the first one read raw
+        options = dict(kpis=["orders"], grain="day", by=["device"], start=edge - dt.timedelta(days=1))
+        rows = project.evaluate(**options).to_dicts()
+        part = parts(extent_sql[0])["orders"]
+        assert off_rollup(extent_sql[0], DAILY, edge)
+        assert f"""CAST("orders"."placed_at" AS TIMESTAMP) >= CAST('{edge - dt.timedelta(days=2)} 00:00:00'""" in part
+        assert rows == [{"period": edge, "device": row["device"], "orders": 1.0, "complete": True}]
+        routed = project.compile(**options).extent_rollups
+        assert project.extents(["orders"], rollups=routed) == {"orders": Extent(first, edge)} == \
+            project.extents(["orders"])
