@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timezone", help="the project's time zone (default none: timestamps read as stored)")
     args = parser.parse_args(argv)
 
     from build_warehouse import build
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         project_dir = Path(temp)
         (project_dir / "kpi_engine.yaml").write_text(
             "name: rollup_benchmark\n"
+            + (f"timezone: {args.timezone}\n" if args.timezone else "") +
             f"warehouse: {{adapter: duckdb, path: {json.dumps(str(db_file))}}}\n"
             "include: [builtin:marketing]\n")
         (project_dir / "rollups.yaml").write_text(ROLLUPS)
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     query_without = statistics.median(query_times[False][1:]) * 1000
     extent_with, extent_without = (statistics.median(extent_times[flag][1:]) * 1000 for flag in (True, False))
     rows = sum(d["rows"] for d in done)
-    print(f"{args.leads:,} leads; {len(KPIS)} KPIs by month and channel; {args.rounds} interleaved rounds")
+    print(f"{args.leads:,} leads; {len(KPIS)} KPIs by month and channel; {args.rounds} interleaved rounds"
+          + (f"; time zone {args.timezone}" if args.timezone else ""))
     print(f"materialize: {materialize_s:.2f} s for {rows:,} rollup rows "
           f"({', '.join(d['rollup'] + ' ' + format(d['rows'], ',') for d in done)})")
     print(f"evaluate without rollups: {without:.1f} ms (median)")

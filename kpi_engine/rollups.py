@@ -9,8 +9,9 @@ A request whose aggregates on the source are all among a rollup's measures, and 
 and --where are among its dimensions, reads the day totals instead of the raw rows: sums of counts
 and sums, minimum of minimums, maximum of maximums, grouped into the requested periods. Days after
 the last materialized one are read from the raw rows and added (UNION ALL), so an answer is never
-staler than the raw table. The engine reads the state and hands it to the compiler
-(``RollupRoutes``); the compiler never queries.
+staler than the raw table; in a project with a time zone they are also bounded on the stored time
+(``stored_bound``), so that a scan skips the materialized rows. The engine reads the state and
+hands it to the compiler (``RollupRoutes``); the compiler never queries.
 
 The first and last day of a source's data (the ``complete`` flag, a series' ends: completeness.py)
 are read the same way when every grouping of the source in a request reads a rollup: the rollup's
@@ -346,32 +347,24 @@ class Materialized:
         first and last day of the source's raw rows that meet ``condition``."""
         source = reader.model.sources[self.rollup.source]
         time, is_date = reader.time_column(source)
-        stored = reader.column(source, source.time, local=False)
-        # Converted to the project's time zone, the time is no column a scan can skip row groups
-        # by: a bound on the stored time (two days wider than any zone's offset, so implied by the
-        # exact one) lets the warehouse skip the raw rows the rollup holds.
-        zoned = stored != time and reader.model.mapped(source.name, source.time) is None
 
-        def raw_rows(compare, day: dt.date, margin: int) -> exp.Select:
+        def raw_rows(compare, day: dt.date) -> exp.Select:
             condition = compare(this=time.copy(), expression=bound(day, is_date))
-            if zoned:
-                wide = bound(day + dt.timedelta(days=margin), False)
-                condition = exp.and_(compare(this=cast(stored.copy(), "TIMESTAMP"), expression=wide), condition,
-                                     copy=False)
-            return raw_days(condition)
+            skip = stored_bound(reader, source, compare, day)
+            return raw_days(condition if skip is None else exp.and_(skip, condition, copy=False))
 
         day = col(DAY, "stored")
         kept = [exp.LTE(this=day.copy(), expression=date_literal(self.last_day))]
         parts = []
         if self.first_day is not None:
             kept.append(exp.GTE(this=day.copy(), expression=date_literal(self.first_day)))
-            parts.append(raw_rows(exp.LT, self.first_day, 2))
+            parts.append(raw_rows(exp.LT, self.first_day))
         days = [exp.alias_(cast(func(this=day.copy()), "DATE"), ident(alias), copy=False)
                 for func, alias in ((exp.Min, "first_day"), (exp.Max, "last_day"))]
         parts.append(exp.select(*days, copy=False)
                      .from_(exp.alias_(self.rollup.relation, ident("stored"), table=True, copy=False), copy=False)
                      .where(exp.and_(*kept, copy=False), copy=False))
-        parts.append(raw_rows(exp.GTE, self.last_day + dt.timedelta(days=1), -2))
+        parts.append(raw_rows(exp.GTE, self.last_day + dt.timedelta(days=1)))
         return parts
 
     def extent_note(self) -> str:
@@ -499,6 +492,20 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
     return None
 
 
+def stored_bound(reader: SourceReader, source, compare, day: dt.date) -> exp.Expression | None:
+    """A bound on the stored time implied by ``compare(local time, day)`` (GTE or LT), for a
+    timestamp column read in the project's time zone (None otherwise). Converted, the time is an
+    expression no scan can skip row groups by: this bound, two days wider than any zone's offset,
+    lets the warehouse skip the raw rows a rollup holds (zone maps) without changing which rows
+    meet the exact condition."""
+    time, _ = reader.time_column(source)
+    stored = reader.column(source, source.time, local=False)
+    if stored == time or reader.model.mapped(source.name, source.time) is not None:
+        return None  # no conversion (a DATE, no time zone), or a map: formula
+    wide = day + dt.timedelta(days=-2 if compare is exp.GTE else 2)
+    return compare(this=cast(stored, "TIMESTAMP"), expression=bound(wide, False))
+
+
 def _of_the_day(reader: SourceReader, source: str, dim: str) -> bool:
     """A part of the row's local day (day_of_week, ...), computed from the rollup's day; never a
     part of the time of day (hour_of_day), which a day total has lost."""
@@ -544,7 +551,14 @@ def routed_ctes(reader: SourceReader, read: SourceRead, where: n.Node | None, ma
         plan = SourcePlan(source)
         plan.aggregates.update({part: rollup.column(part) for agg in read.plan.aggregates for part in components(agg)})
         fresh = SourceRead(f"{read.name}_fresh", plan, max(read.start, fresh_start) if read.start else fresh_start)
-        ctes += raw.source_ctes(fresh, where, marked=False)
+        fresh_ctes = raw.source_ctes(fresh, where, marked=False)
+        grouping = fresh_ctes[-1][1]
+        skips = [stored_bound(raw, source, compare, day) for compare, day in ((exp.GTE, fresh.start), (exp.LT, end))
+                 if day is not None]
+        rows = grouping.args.get("from_") if isinstance(grouping, exp.Select) else None
+        if skips[0] is not None and rows is not None and rows.this.alias_or_name == source.name:
+            grouping.where(exp.and_(*skips, copy=False), copy=False)  # (only where it reads the source's rows)
+        ctes += fresh_ctes
         newer = exp.select(exp.alias_(col(PERIOD, fresh.name), ident(DAY), copy=False),
                            *[col(d, fresh.name) for d in kept], *[col(c, fresh.name) for c in columns], copy=False) \
             .from_(table_ref(fresh.name), copy=False)

@@ -407,6 +407,45 @@ def test_the_stored_time_bound_keeps_a_row_whose_local_day_is_after_its_utc_day(
         assert off_rollup(extent_sql[0], DAILY, edge)
         assert f"""CAST("orders"."placed_at" AS TIMESTAMP) >= CAST('{edge - dt.timedelta(days=2)} 00:00:00'""" in part
         assert rows == [{"period": edge, "device": row["device"], "orders": 1.0, "complete": True}]
+        # the routed query's raw rows after the rollup are bounded the same way
+        assert f"""CAST("orders"."placed_at" AS TIMESTAMP) >= CAST('{edge - dt.timedelta(days=2)} 00:00:00'""" in \
+            project.compile(**options).sql(pretty=False)
         routed = project.compile(**options).extent_rollups
         assert project.extents(["orders"], rollups=routed) == {"orders": Extent(first, edge)} == \
             project.extents(["orders"])
+
+
+def test_the_stored_time_bounds_west_of_utc(tmp_path):
+    """In New York, 23:30 on a day is 04:30 UTC the next day: the bounds on the stored time before
+    a rollup's first day and before --to must keep such a row."""
+    from zoneinfo import ZoneInfo
+
+    york = ZoneInfo("America/New_York")
+    folder = tmp_path / "shop"
+    data = build(folder, config=CONFIG.replace("Asia/Tokyo", "America/New_York"))
+
+    def utc(day: dt.date, hour: int, minute: int) -> dt.datetime:  # a New York time, stored in UTC
+        at = dt.datetime.combine(day, dt.time(hour, minute), tzinfo=york)
+        return at.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    start, end = dt.date(2024, 3, 1), dt.date(2024, 6, 1)
+    with duckdb.connect(str(folder / "warehouse.duckdb")) as connection:
+        connection.execute(f"DELETE FROM orders WHERE placed_at < TIMESTAMP '{utc(start, 0, 0)}'")
+    edges = make_orders(random.Random(10), 2, start, 1, 80_000)
+    for row, at in zip(edges, (utc(start - dt.timedelta(days=1), 23, 30), utc(end - dt.timedelta(days=1), 23, 30))):
+        row.update(status="paid", placed_at=at)
+    insert_orders(folder / "warehouse.duckdb", edges)
+    kept = [r for r in data["orders"] + edges if r["status"] != "test" and r["placed_at"] >= utc(start, 0, 0)] + edges[:1]
+    days = [r["placed_at"].replace(tzinfo=dt.timezone.utc).astimezone(york).date() for r in kept]
+    with open_project(folder) as project:
+        project.materialize(["orders_daily"], start=start, end=CUT)
+        options = dict(kpis=["orders"], grain="day", start=end - dt.timedelta(days=2), end=end)
+        routed = project.compile(**options).extent_rollups
+        assert list(routed) == ["orders"] and routed["orders"].first_day == start
+        assert project.extents(["orders"], rollups=routed) == {"orders": Extent(min(days), max(days))} == \
+            project.extents(["orders"])
+        assert min(days) == start - dt.timedelta(days=1)
+        rows = project.evaluate(**options).to_dicts()
+        assert rows == project.evaluate(rollups=False, **options).to_dicts()
+        assert [(r["period"], r["orders"]) for r in rows] == [
+            (day, float(days.count(day))) for day in (end - dt.timedelta(days=2), end - dt.timedelta(days=1))]
