@@ -136,6 +136,9 @@ def test_the_complete_flag_reads_the_rollup_and_the_raw_rows_after_it(shop, exte
         same({(r["period"], r["market"]): r[kpi] for r in got}, reference(facts, kpi, "month", ("market",)), kpi)
     assert [r["complete"] for r in got] == [complete(r["period"], month_after(r["period"]), [data]) for r in got]
     assert {r["complete"] for r in got} == {True, False}  # the first and last months are cut by the data
+    # --complete-only runs on the complete months alone, found from the same days
+    assert project.evaluate(["orders", "revenue"], grain="month", by=["market"], complete_only=True).to_dicts() == \
+        [r for r in got if r["complete"]]
 
 
 def test_two_sources_each_read_where_their_groupings_read(shop, extent_sql):
