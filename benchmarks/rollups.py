@@ -9,7 +9,8 @@ into a temporary folder,
 materializes them into the project's local DuckDB store (timed), then runs the same request --
 six KPIs by month and channel over the two years of data -- with and without the rollups,
 interleaved, after one warm-up each. Both results are checked equal (same keys, floats within
-1e-9) and the medians, their ratio and the load average are printed.
+1e-9), and so are the sources' first and last days (the complete flag's query) read off the
+rollups and from the raw rows; the medians, their ratios and the load average are printed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timezone", help="the project's time zone (default none: timestamps read as stored)")
     args = parser.parse_args(argv)
 
     from build_warehouse import build
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         project_dir = Path(temp)
         (project_dir / "kpi_engine.yaml").write_text(
             "name: rollup_benchmark\n"
+            + (f"timezone: {args.timezone}\n" if args.timezone else "") +
             f"warehouse: {{adapter: duckdb, path: {json.dumps(str(db_file))}}}\n"
             "include: [builtin:marketing]\n")
         (project_dir / "rollups.yaml").write_text(ROLLUPS)
@@ -89,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
             times: dict[bool, list[float]] = {True: [], False: []}
             query_times: dict[bool, list[float]] = {True: [], False: []}  # the compiled query alone
             queries = {flag: project.compile(KPIS, rollups=flag, **request).expression for flag in (True, False)}
+            # the sources' first and last days (the complete flag): off the rollups, or raw
+            compiled = project.compile(KPIS, **request)
+            assert set(compiled.extent_rollups) == {"contacts", "leads", "customers"}, compiled.extent_rollups
+            extent_times: dict[bool, list[float]] = {True: [], False: []}
+            extents = {}
             connection = project.connection()
             results = {}
             for _ in range(args.rounds + 1):  # the first round warms up
@@ -100,15 +108,23 @@ def main(argv: list[str] | None = None) -> None:
                     started = time.perf_counter()
                     connection.execute(queries[rollups])
                     query_times[rollups].append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    extents[rollups] = project.extents(compiled.sources,
+                                                       rollups=compiled.extent_rollups if rollups else None)
+                    extent_times[rollups].append(time.perf_counter() - started)
                 load.append(os.getloadavg()[0])
         if not equal(results[True], results[False]):
             raise SystemExit("the results with and without rollups differ")
+    if extents[True] != extents[False]:
+        raise SystemExit(f"the first and last days differ: {extents[True]} off the rollups, {extents[False]} raw")
     with_rollups = statistics.median(times[True][1:]) * 1000
     without = statistics.median(times[False][1:]) * 1000
     query_with = statistics.median(query_times[True][1:]) * 1000
     query_without = statistics.median(query_times[False][1:]) * 1000
+    extent_with, extent_without = (statistics.median(extent_times[flag][1:]) * 1000 for flag in (True, False))
     rows = sum(d["rows"] for d in done)
-    print(f"{args.leads:,} leads; {len(KPIS)} KPIs by month and channel; {args.rounds} interleaved rounds")
+    print(f"{args.leads:,} leads; {len(KPIS)} KPIs by month and channel; {args.rounds} interleaved rounds"
+          + (f"; time zone {args.timezone}" if args.timezone else ""))
     print(f"materialize: {materialize_s:.2f} s for {rows:,} rollup rows "
           f"({', '.join(d['rollup'] + ' ' + format(d['rows'], ',') for d in done)})")
     print(f"evaluate without rollups: {without:.1f} ms (median)")
@@ -117,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"the query alone: {query_without:.1f} ms without, {query_with:.1f} ms with rollups "
           f"({query_with / query_without:.2f}x); the rest of evaluate is compiling, reading the rollups' state "
           "and the sources' first and last days (for the complete flag)")
+    print(f"the first and last days alone: {extent_without:.1f} ms from the raw rows, {extent_with:.1f} ms off the "
+          f"rollups and the raw rows after them ({extent_with / extent_without:.2f}x; equal)")
     print(f"load average (1 min) during the run: {min(load):.1f} to {max(load):.1f}")
 
 

@@ -100,6 +100,9 @@ class CompiledQuery:
     columns: tuple[OutputColumn, ...]
     dialect: str
     sources: tuple[str, ...] = field(default=())
+    # source -> the rollup (rollups.Materialized) its first and last day are read from: the engine
+    # sets it to the one its groupings read (extent_query)
+    extent_rollups: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
     _texts: dict[bool, str] = field(default_factory=dict, compare=False, repr=False)
     _plan: Callable[[], Step] | None = field(default=None, compare=False, repr=False)
 
@@ -722,11 +725,14 @@ class _Measure:
 
 
 def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb",
-                 today: dt.date | None = None, clock: bool = False) -> exp.Expression:
+                 today: dt.date | None = None, clock: bool = False,
+                 rollups: Mapping[str, object] | None = None) -> exp.Expression:
     """SELECT 'source', first day, last day FROM source UNION ALL ...: the extent of each source's
     data (time column read through its map, rows through its where:), as local days (with
     ``clock``, for sub-daily grains: as local times). An interval source's data runs to the last
-    day a row is active, today for a row still open."""
+    day a row is active, today for a row still open. A source in ``rollups`` (source ->
+    rollups.Materialized, at whole days) is read off the rollup and the raw rows it has not
+    materialized (``Materialized.extent_parts``)."""
     reader = SourceReader(model, Request(), dialect, read_dialect, today=today)
     parts = []
     for name in sources:
@@ -739,10 +745,28 @@ def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialec
                                  copy=False)
             last = exp.Case(ifs=[exp.If(this=still_open, true=now.copy())],
                             default=exp.DateAdd(this=ends.copy(), expression=number(-1), unit=exp.var("DAY")))
-        days = [exp.alias_(cast(func(this=value.copy()), "TIMESTAMP" if clock else "DATE"), ident(alias), copy=False)
-                for func, value, alias in ((exp.Min, time, "first_day"), (exp.Max, last, "last_day"))]
-        parts.append(exp.select(exp.alias_(exp.Literal.string(name), ident("source_name"), copy=False), *days,
-                                copy=False).from_(reader.relation(source), copy=False))
+
+        def raw_days(condition: exp.Expression | None = None, source=source, time=time, last=last) -> exp.Select:
+            days = [exp.alias_(cast(func(this=value.copy()), "TIMESTAMP" if clock else "DATE"), ident(alias),
+                               copy=False) for func, value, alias in ((exp.Min, time, "first_day"), (exp.Max, last, "last_day"))]
+            query = exp.select(*days, copy=False).from_(reader.relation(source), copy=False)
+            return query.where(condition, copy=False) if condition is not None else query
+
+        label = exp.alias_(exp.Literal.string(name), ident("source_name"), copy=False)
+        routed = None if clock else (rollups or {}).get(name)
+        if routed is None:
+            query = raw_days()
+            query.set("expressions", [label, *query.expressions])
+        else:
+            pieces = routed.extent_parts(reader, raw_days)
+            union = pieces[0]
+            for piece in pieces[1:]:
+                union = exp.union(union, piece, distinct=False, copy=False)
+            query = exp.select(label, *[exp.alias_(func(this=col(alias)), ident(alias), copy=False)
+                                        for func, alias in ((exp.Min, "first_day"), (exp.Max, "last_day"))],
+                               copy=False).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=ident("parts"))),
+                                                 copy=False)
+        parts.append(query)
     query = parts[0]
     for part in parts[1:]:
         query = exp.union(query, part, distinct=False, copy=False)

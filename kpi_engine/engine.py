@@ -257,16 +257,33 @@ class KpiProject:
         target = dialect or self.dialect
         model = self.model(describe, strict=False)
         extents: dict[str, Extent] = {}
+        read_from: dict = {}  # source -> the rollup its extent was read from (None: its raw rows)
         routes = self._rollup_routes(model, request, target, describe) if self.project.rollups else None
+
+        def read_extents(sources: Sequence[str], rollups: Mapping) -> None:
+            found = self.extents(sources, describe, request.as_of, rollups=rollups)
+            extents.update({name: found.get(name, Extent(None, None)) for name in sources})
+            read_from.update({name: rollups.get(name) for name in sources})
+
+        corrections = 2  # extents read off a guessed rollup are checked against the groupings compiled
         while True:  # e.g. interval sources read from the first day of their data: ask the warehouse for it
+            if routes is not None:
+                routes.begin()
             try:
                 query = compile_request(model, request, target, self.dialect, extents, rollups=routes)
-                break
             except ExtentsNeeded as needed:
                 if set(needed.sources) <= set(extents):
                     raise
-                found = self.extents(needed.sources, describe, request.as_of)
-                extents.update({name: found.get(name, Extent(None, None)) for name in needed.sources})
+                read_extents(needed.sources,
+                             routes.guess(needed.sources, request.dimensions) if routes is not None else {})
+                continue
+            wrong = routes.misread(read_from) if routes is not None and corrections else []
+            if not wrong:
+                break
+            corrections -= 1
+            read_extents(wrong, routes.extent_rollups())
+        if routes is not None:
+            query = replace(query, extent_rollups=routes.extent_rollups())
         missing = [self._unavailable[name] for name in query.sources if name in self._unavailable]
         if missing:
             raise missing[0] if len(missing) == 1 else ProjectInvalid(missing)
@@ -448,16 +465,19 @@ class KpiProject:
             return list(self.connection().execute(self._prepare(query, self.dialect)).rows)
 
     def extents(self, sources: Iterable[str], describe: bool = True, today: dt.date | None = None,
-                grain: str | None = None) -> dict[str, Extent]:
+                grain: str | None = None, rollups: Mapping | None = None) -> dict[str, Extent]:
         """The first and last day each source (with a time column) has data for, in one query
         (an open interval runs to ``today``, by default today in the project's time zone); at a
-        sub-daily ``grain``, the first and last period of it (local datetimes)."""
+        sub-daily ``grain``, the first and last period of it (local datetimes). ``rollups``:
+        source -> the materialized rollup (rollups.Materialized) a request reads it from, whose
+        days stand for the rows it has materialized (CompiledQuery.extent_rollups)."""
         model = self.model(describe, strict=False)
         timed = [name for name in dict.fromkeys(sources) if model.sources[name].time]
         if not timed:
             return {}
         clock = grain in SUBDAILY
-        query = self._prepare(extent_query(model, timed, self.dialect, self.dialect, today, clock), self.dialect)
+        query = extent_query(model, timed, self.dialect, self.dialect, today, clock, rollups)
+        query = self._prepare(query, self.dialect)
         with _deep_recursion():
             rows = self.connection().execute(query).rows
         if clock:
@@ -476,7 +496,8 @@ class KpiProject:
         model = self.model(describe, strict=False)
         cohorts = any(model.kpi(name).spec.matures_after_days for name in request.kpis)
         timed = request.grain or request.start or request.end or cohorts
-        extents = self.extents(query.sources, describe, request.as_of, request.grain) if timed else {}
+        extents = self.extents(query.sources, describe, request.as_of, request.grain,
+                               rollups=query.extent_rollups) if timed else {}
         maturities = self.maturities(model, request.kpis, extents)
         if complete_only and request.grain:  # complete periods are contiguous: run on them alone
             narrowed = complete_range(request.grain, request.start, request.end, extents, calendar, maturities)

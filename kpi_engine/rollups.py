@@ -9,8 +9,16 @@ A request whose aggregates on the source are all among a rollup's measures, and 
 and --where are among its dimensions, reads the day totals instead of the raw rows: sums of counts
 and sums, minimum of minimums, maximum of maximums, grouped into the requested periods. Days after
 the last materialized one are read from the raw rows and added (UNION ALL), so an answer is never
-staler than the raw table. The engine reads the state and hands it to the compiler
-(``RollupRoutes``); the compiler never queries.
+staler than the raw table; in a project with a time zone they are also bounded on the stored time
+(``stored_bound``), so that a scan skips the materialized rows. The engine reads the state and
+hands it to the compiler (``RollupRoutes``); the compiler never queries.
+
+The first and last day of a source's data (the ``complete`` flag, a series' ends: completeness.py)
+are read the same way when every grouping of the source in a request reads a rollup: the rollup's
+first and last day, with the raw rows after its last materialized day (and before its first, if it
+was materialized from a later day). They are then those of the rows the request counts (a day
+deleted upstream after materializing still counts in both until a refresh recomputes it); any raw
+grouping of the source keeps the raw rows' own extent.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from .errors import KpiEngineError, ProjectInvalid, SpecError, UsageError, did_y
 from .plan import formula
 from .resolve import Model, dimension_paths, resolve_formula
 from .source_sql import PERIOD, SourcePlan, SourceRead, SourceReader, is_date_part
-from .sql_build import col, compile_common, date_literal, ident, number, qualified_table, table_ref
+from .sql_build import bound, col, compile_common, date_literal, ident, number, qualified_table, table_ref
 
 ADDITIVE = ("count", "sum", "min", "max")  # day totals add up to any period's total
 # Grains whose periods are whole days (custom calendars' too): day totals can be cut into them.
@@ -331,15 +339,88 @@ class Materialized:
     first_day: dt.date | None
     last_day: dt.date
 
+    def extent_parts(self, reader: SourceReader, raw_days) -> list[exp.Select]:
+        """The parts whose earliest first_day and latest last_day are the extent of the source's
+        data as a request routed here reads it: its raw rows before the first materialized day
+        (if materialized from a later day), the rollup's days, its raw rows after the last one
+        (split on the local time, as ``routed_ctes`` splits them). ``raw_days(condition)``: the
+        first and last day of the source's raw rows that meet ``condition``."""
+        source = reader.model.sources[self.rollup.source]
+        time, is_date = reader.time_column(source)
+
+        def raw_rows(compare, day: dt.date) -> exp.Select:
+            condition = compare(this=time.copy(), expression=bound(day, is_date))
+            skip = stored_bound(reader, source, compare, day)
+            return raw_days(condition if skip is None else exp.and_(skip, condition, copy=False))
+
+        day = col(DAY, "stored")
+        kept = [exp.LTE(this=day.copy(), expression=date_literal(self.last_day))]
+        parts = []
+        if self.first_day is not None:
+            kept.append(exp.GTE(this=day.copy(), expression=date_literal(self.first_day)))
+            parts.append(raw_rows(exp.LT, self.first_day))
+        days = [exp.alias_(cast(func(this=day.copy()), "DATE"), ident(alias), copy=False)
+                for func, alias in ((exp.Min, "first_day"), (exp.Max, "last_day"))]
+        parts.append(exp.select(*days, copy=False)
+                     .from_(exp.alias_(self.rollup.relation, ident("stored"), table=True, copy=False), copy=False)
+                     .where(exp.and_(*kept, copy=False), copy=False))
+        parts.append(raw_rows(exp.GTE, self.last_day + dt.timedelta(days=1)))
+        return parts
+
+    def extent_note(self) -> str:
+        before = f"the raw rows before {self.first_day}, " if self.first_day is not None else ""
+        return (f"first and last day of data (the complete flag, a series' ends): {before}the days of rollup "
+                f"{self.rollup.name} and the raw rows after {self.last_day}")
+
 
 @dataclass
 class RollupRoutes:
     """What the compiler knows of the rollups: the materialized ones it may read, and why each
-    other one is not read. Given to SourceReader, which asks ``route`` for each grouping."""
+    other one is not read. Given to SourceReader, which asks ``route`` for each grouping; the
+    answers are kept (``reads``) so that the engine reads the sources' extents as the groupings
+    are read (``extent_rollups``)."""
 
     ready: dict[str, Materialized] = field(default_factory=dict)
     not_ready: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (source, why)
     disabled: str | None = None  # why no rollup is read at all (--no-rollups)
+    reads: dict[str, dict[str, Materialized | None]] = field(default_factory=dict)  # source -> CTE -> rollup read
+
+    def begin(self) -> None:
+        """A new compilation: forget the groupings of the last one."""
+        self.reads.clear()
+
+    def extent_rollups(self) -> dict[str, Materialized]:
+        """source -> the rollup its first and last day are read from: one its groupings read
+        (the one with fewest dimensions), for a source every grouping of which reads a rollup."""
+        chosen = {}
+        for source, reads in self.reads.items():
+            if reads and None not in reads.values():
+                chosen[source] = min(reads.values(), key=lambda m: (len(m.rollup.dimensions), m.rollup.name))
+        return chosen
+
+    def guess(self, sources: Sequence[str], dimensions: Sequence[str]) -> dict[str, Materialized]:
+        """The rollups the extents of ``sources`` are read from before their groupings are known (a
+        compilation that needs the extents stops before them): of each source, the one with fewest
+        dimensions that keeps the request's ``dimensions`` (or none: raw rows); ``misread`` says
+        afterwards which guesses the groupings did not confirm."""
+        if self.disabled:
+            return {}
+        guessed = {}
+        for m in sorted(self.ready.values(), key=lambda m: (len(m.rollup.dimensions), m.rollup.name)):
+            if m.rollup.source in sources and all(d in m.rollup.dimensions or d in DATE_PARTS for d in dimensions):
+                guessed.setdefault(m.rollup.source, m)
+        return guessed
+
+    def misread(self, read_from: Mapping[str, Materialized | None]) -> list[str]:
+        """The sources whose extent was read from ``read_from[source]`` (None: the raw rows) but
+        whose groupings read otherwise: raw rows where a rollup was read from, or the reverse."""
+        wrong = []
+        for source, m in read_from.items():
+            reads = self.reads.get(source, {})
+            routed = bool(reads) and None not in reads.values()
+            if (m is None and routed) or (m is not None and (not routed or m not in reads.values())):
+                wrong.append(source)
+        return wrong
 
     def route(self, reader: SourceReader, read: SourceRead, where: n.Node | None
               ) -> tuple[Materialized | None, list[str]]:
@@ -347,6 +428,7 @@ class RollupRoutes:
         and a note per rollup of the source saying why it is or is not read."""
         source = read.plan.source.name
         if self.disabled:
+            self.reads.setdefault(source, {})[read.name] = None
             mine = [name for name, m in self.ready.items() if m.rollup.source == source]
             mine += [name for name, (of, _) in self.not_ready.items() if of == source]
             return None, [f"not read from rollup {name}: {self.disabled}" for name in sorted(mine)]
@@ -365,6 +447,9 @@ class RollupRoutes:
                                 f"{m.rollup.relation.sql()}{after}")
             elif why is not None:
                 notes.append(f"not read from rollup {m.rollup.name}: {why}")
+        self.reads.setdefault(source, {})[read.name] = chosen
+        if chosen is not None and self.extent_rollups().get(source) == chosen:
+            notes.insert(1, chosen.extent_note())
         return chosen, notes
 
     def ctes(self, reader: SourceReader, read: SourceRead, where: n.Node | None, marked: bool,
@@ -378,6 +463,11 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
     grain = reader.grain
     if grain and grain not in WHOLE_DAYS and not reader.calendar.is_custom(grain):
         return f"its days cannot be cut into {grain} periods"  # a grain finer than a day
+    cut = next((f"--{word} {value.isoformat(sep=' ')}" for word, value in
+                (("from", reader.request.start), ("to", reader.request.end), ("from", read.start))
+                if isinstance(value, dt.datetime)), None)
+    if cut:
+        return f"{cut} cuts a day, and a day total cannot be cut"
     if read.distinct_values:
         return "a distinct count over a window of days reads each day's distinct values"
     for agg in read.plan.aggregates:
@@ -400,6 +490,20 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
         return (f"it holds the days from {m.first_day}, and the request reads from "
                 f"{read.start or 'the start of data'}")
     return None
+
+
+def stored_bound(reader: SourceReader, source, compare, day: dt.date) -> exp.Expression | None:
+    """A bound on the stored time implied by ``compare(local time, day)`` (GTE or LT), for a
+    timestamp column read in the project's time zone (None otherwise). Converted, the time is an
+    expression no scan can skip row groups by: this bound, two days wider than any zone's offset,
+    lets the warehouse skip the raw rows a rollup holds (zone maps) without changing which rows
+    meet the exact condition."""
+    time, _ = reader.time_column(source)
+    stored = reader.column(source, source.time, local=False)
+    if stored == time or reader.model.mapped(source.name, source.time) is not None:
+        return None  # no conversion (a DATE, no time zone), or a map: formula
+    wide = day + dt.timedelta(days=-2 if compare is exp.GTE else 2)
+    return compare(this=cast(stored, "TIMESTAMP"), expression=bound(wide, False))
 
 
 def _of_the_day(reader: SourceReader, source: str, dim: str) -> bool:
@@ -447,7 +551,14 @@ def routed_ctes(reader: SourceReader, read: SourceRead, where: n.Node | None, ma
         plan = SourcePlan(source)
         plan.aggregates.update({part: rollup.column(part) for agg in read.plan.aggregates for part in components(agg)})
         fresh = SourceRead(f"{read.name}_fresh", plan, max(read.start, fresh_start) if read.start else fresh_start)
-        ctes += raw.source_ctes(fresh, where, marked=False)
+        fresh_ctes = raw.source_ctes(fresh, where, marked=False)
+        grouping = fresh_ctes[-1][1]
+        skips = [stored_bound(raw, source, compare, day) for compare, day in ((exp.GTE, fresh.start), (exp.LT, end))
+                 if day is not None]
+        rows = grouping.args.get("from_") if isinstance(grouping, exp.Select) else None
+        if skips[0] is not None and rows is not None and rows.this.alias_or_name == source.name:
+            grouping.where(exp.and_(*skips, copy=False), copy=False)  # (only where it reads the source's rows)
+        ctes += fresh_ctes
         newer = exp.select(exp.alias_(col(PERIOD, fresh.name), ident(DAY), copy=False),
                            *[col(d, fresh.name) for d in kept], *[col(c, fresh.name) for c in columns], copy=False) \
             .from_(table_ref(fresh.name), copy=False)

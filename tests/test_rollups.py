@@ -326,6 +326,27 @@ def test_requests_a_rollup_cannot_answer_read_the_raw_rows_and_say_why(shop):
         assert "kpi_rollup" not in query.sql() and "analytics_orders" not in query.sql()
 
 
+def test_a_range_that_cuts_a_day_reads_the_raw_rows(shop):
+    """Day totals cannot be cut at 06:00: such a request reads the raw rows, and says why."""
+    _, project, facts, _ = shop
+    start, end = dt.datetime(2024, 3, 1, 6, 0), dt.datetime(2024, 4, 10, 18, 30)
+    for options, cut in ((dict(start=start), "--from 2024-03-01 06:00:00"),
+                         (dict(end=end, grain="month"), "--to 2024-04-10 18:30:00")):
+        query = project.compile(["orders"], **options)
+        assert "kpi_rollup" not in query.sql() and "analytics_orders" not in query.sql()
+        assert f"not read from rollup orders_daily: {cut} cuts a day, and a day total cannot be cut" in \
+            plan_notes(query.plan)
+    local = [(row, row["placed_at"].replace(tzinfo=dt.timezone.utc).astimezone(TOKYO).replace(tzinfo=None))
+             for row in facts]
+    assert answer(project, ["orders"], start=start)["orders"] == {(): sum(1 for _, at in local if at >= start)}
+    got = answer(project, ["orders"], "month", end=end)["orders"]
+    want: dict[tuple, int] = {}
+    for row, at in local:
+        if at < end:
+            want[(row["day"].replace(day=1),)] = want.get((row["day"].replace(day=1),), 0) + 1
+    assert got == want
+
+
 def test_plan_and_explain_name_the_rollup(shop):
     folder, project, _, _ = shop
     state = project.rollup_state()["orders_daily"]

@@ -90,3 +90,23 @@ def test_a_rollup_in_a_postgres_warehouse_answers_like_the_raw_rows(pg_server, p
         # Requests read through a read-only session: writing needs materialize's own connection.
         with pytest.raises(Exception, match="read-only"):
             project.connection().write([])
+
+
+def test_the_complete_flag_reads_a_postgres_rollup_and_the_raw_rows_after_it(pg_server, pg_shop):
+    folder, orders = pg_shop
+    facts = order_facts(orders)
+    first, last = min(r["day"] for r in facts), max(r["day"] for r in facts)
+    with open_project(folder) as project:
+        project.materialize(end=dt.date(2024, 5, 1))
+        options = dict(grain="month", by=["device"])
+        routed = project.compile(["orders", "revenue"], **options).extent_rollups
+        assert [m.rollup.name for m in routed.values()] == ["orders_daily"] and list(routed) == ["orders"]
+        assert project.extents(["orders"], rollups=routed) == project.extents(["orders"])
+        assert project.extents(["orders"])["orders"].first == first  # (the extents' own reference)
+        rows = project.evaluate(["orders", "revenue"], **options).to_dicts()
+        assert rows == project.evaluate(["orders", "revenue"], rollups=False, **options).to_dicts()
+        same({(r["period"], r["device"]): r["orders"] for r in rows}, reference(facts, "orders", "month", ("device",)),
+             "orders")
+        for row in rows:
+            after = (row["period"].replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            assert row["complete"] == (first <= row["period"] and after <= last + dt.timedelta(days=1)), row
