@@ -381,7 +381,7 @@ class _Compiler:
         widened = bool(history_leaves) and history_start != request.start
         # A time function over another reads the inner one in periods where no source has a row
         # (a running total goes on through an empty month): the series lists every period.
-        dense = self.windows.series_range(list(plans), history_start) if stages > 1 and not request.fill else None
+        dense = self.windows.series_range(list(plans), history_start) if stages > 1 else None
         day_leaves = [leaf for leaf in history_leaves if self.windows.over_days(leaf)]
         day_ctes, day_columns, window_steps = self.windows.day_windows(day_leaves, history_start, where, self.cte) if day_leaves \
             else ([], {}, [])
@@ -403,8 +403,9 @@ class _Compiler:
         ctes: list[tuple[str, exp.Expression]] = []
         for read in reads:
             ctes += self.reader.source_ctes(read, where, marked=self.marked and read in ranges.values())
-        if request.fill:
-            dense = (history_start if isinstance(history_start, dt.date) else request.start, request.end)
+        if request.fill:  # every period of the range, and of the history the stages read (if any)
+            first = history_start if isinstance(history_start, dt.date) else request.start
+            dense = (min(first, dense[0] or first) if dense else first, request.end)
         ctes += day_ctes
         window_reads = list(dict.fromkeys(table for table, _ in day_columns.values()))
         key_table, body, key_ctes = self.join_sources([read.name for read in reads] + window_reads, dense)

@@ -257,10 +257,14 @@ class TimeWindows:
                               for period, (a, b) in zip(periods, spans)], "windows", [PERIOD, "first_day", "last_day"])
         return spine, exp.Between(this=day, low=col("first_day", "windows"), high=col("last_day", "windows"))
 
-    def days_of_window(self, leaf: WindowLeaf, period: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
-        """The first and last day of ``leaf``'s window for ``period`` (date.min: from the start)."""
-        after = self.calendar.try_shift(period, self.grain, 1)
-        last = (min(after, end) if after else end) - dt.timedelta(days=1)
+    def days_of_window(self, leaf: WindowLeaf, period: dt.date, series_end: dt.date) -> tuple[dt.date, dt.date]:
+        """The first and last day of ``leaf``'s window for ``period`` (date.min: from the start).
+        Only --to cuts a window short: without it, the last period's window still ends on the
+        period's last day, not on the last day of data, which depends on the other sources of the
+        request (a KPI asked alone or with others must give the same number)."""
+        after = self.calendar.try_shift(period, self.grain, 1) or series_end
+        cut = self.request.end
+        last = (min(after, cut) if cut else after) - dt.timedelta(days=1)
         if leaf.days:
             first = last - dt.timedelta(days=leaf.days - 1) if last.toordinal() > leaf.days else dt.date.min
         elif leaf.kind == "rolling" and leaf.months:  # from the day after the same day that many months back

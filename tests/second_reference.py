@@ -244,6 +244,15 @@ class Reference:
             "rentals_3_periods": (("rentals",), lambda at: at.rolling(rentals, 3)),
             "rental_share": (("rentals",), lambda at: _div(at.current(rentals), at.total(rentals), 100)),
             "repeat_member_revenue": (("rentals",), lambda at: at.current(repeat)),
+            "members_30d": (("rentals",), lambda at: at.days_back(members, 30)),
+            "members_ever": (("rentals",), lambda at: at.days_back(members, None)),
+            "revenue_30d": (("rentals",), lambda at: at.days_back(revenue, 30)),
+            "repair_cost_30d": (("repairs",), lambda at: at.days_back(repair_cost, 30)),
+            "repair_cost_per_rental_30d": (("repairs", "rentals"),
+                                           lambda at: _div(at.days_back(repair_cost, 30), at.days_back(rentals, 30))),
+            "revenue_to_date_before": (("rentals",), lambda at: at.earlier(1).cumulative(revenue)),
+            "revenue_to_date_growth": (("rentals",),
+                                       lambda at: _growth(at.cumulative(revenue), at.earlier(1).cumulative(revenue))),
         }
 
     def sources_of(self, kpi: str) -> tuple[str, ...]:
@@ -311,6 +320,7 @@ class _Frame:
                     groups[(period, tuple(row["_dims"][d] for d in request.by))].append(row)
             self.groups[source] = groups
             self.days[source] = {period: sorted(found) for period, found in days.items()}
+        self.data_end = max(last for _, last in reference.coverage.values()) + ONE_DAY
         self._running: dict[tuple, tuple[list, list]] = {}
         self._totals: dict[Agg, dict] = {}
 
@@ -346,6 +356,10 @@ class _Frame:
                 totals.append(total)
             self._running[cache_key] = (periods, totals)
         return self._running[cache_key]
+
+    def rows_of(self, source: str, dims: tuple) -> list[dict]:
+        """Every row of ``dims`` (after ``where``), whatever its period."""
+        return [row for (_, each), rows in self.groups[source].items() if each == dims for row in rows]
 
     def total(self, agg: Agg, period) -> Any:
         """The aggregate in range at ``period`` across every dimension value (for share)."""
@@ -390,3 +404,21 @@ class _At:
 
     def total(self, agg: Agg):
         return self.frame.total(agg, self.period)
+
+    def earlier(self, periods: int) -> "_At":
+        """The same key ``periods`` periods before (for a time function over a time function)."""
+        return _At(self.frame, shift(self.period, self.frame.request.grain, -periods), self.dims)
+
+    def days_back(self, agg: Agg, days: int | None):
+        """The aggregate over the rows of the ``days`` days ending on the period's last day (or on
+        the day before the end, for a period the end cuts), all earlier days when ``days`` is None;
+        counted from the rows, so a member seen on two days of the window counts once."""
+        request = self.frame.request
+        last = shift(self.period, request.grain, 1) - ONE_DAY if self.period is not None else None
+        # Without an end, the data's last day ends the range (docs/time.md), so the window of a
+        # period the data stops in ends on that day.
+        end = request.end if request.end is not None else self.frame.data_end
+        last = end - ONE_DAY if last is None else min(last, end - ONE_DAY)
+        first = None if days is None else last - dt.timedelta(days=days - 1)
+        return agg.fold(row for row in self.frame.rows_of(agg.source, self.dims)
+                        if (first is None or row["_day"] >= first) and (last is None or row["_day"] <= last))

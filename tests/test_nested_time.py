@@ -392,7 +392,7 @@ def test_rolling_days_of_averages_minimums_and_with_a_filter(project, data):
 
 def test_previous_of_a_rolling_window_in_days_and_no_range(project, data):
     """Last month's trailing 30 days, and the trailing 30 days without --from/--to (the data's
-    first and last day come from the warehouse)."""
+    first day comes from the warehouse; the last month's window is not cut by the data's end)."""
     start, end = dt.date(2024, 4, 1), dt.date(2024, 10, 1)
     shown = day_window(data, "month", 30, start, end, False, lambda r: 1)
     # The month before p, read as if p were --to: the window ending on that month's last day.
@@ -400,7 +400,10 @@ def test_previous_of_a_rolling_window_in_days_and_no_range(project, data):
         (dt.date(p.year, p.month - 1, 1), g), 0) for (p, g) in shown}
     assert_same(actual(project, "previous(rolling(count(registrations), '30 days'))", False, grain="month",
                        start=start, end=end), want)
-    everything = day_window(data, "month", 30, FIRST_DAY, LAST_DAY + dt.timedelta(days=1), True, lambda r: 1)
+    # Without --to nothing cuts the last month: its window ends on April 30 (three days of April
+    # after the data's last day, the 27th), whatever the last day of other sources asked with it.
+    everything = day_window(data, "month", 30, FIRST_DAY, dt.date(2025, 5, 1), True, lambda r: 1)
+    assert LAST_DAY == dt.date(2025, 4, 27)
     assert_same(actual(project, "rolling(count(registrations), '30 days')", True, grain="month"), everything)
 
 
@@ -470,3 +473,22 @@ def test_other_warehouses_equal_duckdb(request, project, warehouse, grain):
                 assert got[key][name] is None, (key, name)
             else:
                 assert got[key][name] == pytest.approx(row[name], rel=1e-9, abs=1e-9), (key, name)
+
+
+@pytest.mark.parametrize("by_region", [False, True])
+def test_previous_of_a_running_total_under_fill_reads_the_days_before_from(project, data, by_region):
+    """--fill lists the periods of the range; a time function over a time function still needs
+    every period before --from too (yesterday's running total on a day after a day with no rows)."""
+    registrations, _ = data
+    days = {r["registered_at"].date() for r in registrations}
+    day = next(d for d in sorted(days) if d - dt.timedelta(days=1) not in days and d > FIRST_DAY)
+    start, end = day, day + dt.timedelta(days=3)
+    regions = sorted({r["region"] for r in registrations if start <= r["registered_at"].date() < end}) \
+        if by_region else [None]
+    # yesterday's running total: every registration before the day
+    want = {(p, g): sum(1 for r in registrations if r["registered_at"].date() < p and (g is None or r["region"] == g))
+            for p in (start + dt.timedelta(days=k) for k in range(3)) for g in regions}
+    got = actual(project, "previous(cumulative(count(registrations)))", by_region, grain="day", start=start,
+                 end=end, fill=True)
+    assert_same(got, want)
+    assert all(value > 0 for value in want.values())  # the running total before a day without rows
