@@ -40,6 +40,8 @@ _KEEPING = {"abs", "round", "least", "greatest", "coalesce"}  # a function of va
 def named_formulas(model: "Model", formulas: Sequence[str]) -> list[tuple[str, str, str]]:
     """(column name, formula text, label for messages) of each ad-hoc formula, in order."""
     result: list[tuple[str, str, str]] = []
+    if not formulas:  # (the dimension names below are a walk over every source)
+        return result
     dimensions = {d for source in model.sources.values() for d in source.dimension_names}
     for index, text in enumerate(formulas):
         match = _NAMED.fullmatch(text)

@@ -43,7 +43,7 @@ from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formul
 from .completeness import Extent
 from .conversions import events_read_elsewhere
 from .source_sql import PERIOD, PERIOD_INDEX, SNAPSHOTS, ZERO_WHEN_EMPTY, SourcePlan, SourceRead, SourceReader
-from .sql_build import (col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
+from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
                         period_literal, snapshot_mark, table_ref)
 from .plan import Step, window_text
 from .plan import formula as plan_text
@@ -140,11 +140,17 @@ class CompiledQuery:
                              "this warehouse that rewrites it.") from None
 
 
+_KNOWN_DIALECTS: set[str] = set()
+
+
 def check_dialect(dialect: str) -> str:
     from sqlglot.dialects.dialect import Dialect
 
+    if dialect in _KNOWN_DIALECTS:  # looked up once: every compile names one
+        return dialect
     try:
         Dialect.get_or_raise(dialect)
+        _KNOWN_DIALECTS.add(dialect)
     except ValueError:
         from sqlglot.dialects import DIALECTS
 
@@ -453,12 +459,12 @@ class _Compiler:
             series_selects = [col(k, key_table) for k in self.keys]
             if self.grain:
                 index = self.calendar.period_index(col(PERIOD, key_table), self.grain)
-                series_selects.append(exp.alias_(index, ident(PERIOD_INDEX), copy=False))
-            series_selects += [exp.alias_(value(ranges[agg.source], agg), ident(alias), copy=False)
+                series_selects.append(aliased(index, PERIOD_INDEX))
+            series_selects += [aliased(value(ranges[agg.source], agg), alias)
                                for agg, alias in series_columns.items()]
-            series_selects += [exp.alias_(value(histories[agg.source], agg), ident(alias), copy=False)
+            series_selects += [aliased(value(histories[agg.source], agg), alias)
                                for agg, alias in history_columns.items()]
-            series_selects += [exp.alias_(presence(source), ident(alias), copy=False)
+            series_selects += [aliased(presence(source), alias)
                                for source, alias in presence_columns.items()]
             day_series = {leaf: f"{labels[leaf.agg]}__{table}" for leaf, (table, _) in day_columns.items()}
             for leaf, alias in day_series.items():
@@ -466,7 +472,7 @@ class _Compiler:
                 value = col(column, table)
                 if leaf.agg.func in ZERO_WHEN_EMPTY:
                     value = exp.Coalesce(this=value, expressions=[number(0)])
-                series_selects.append(exp.alias_(value, ident(alias), copy=False))
+                series_selects.append(aliased(value, alias))
             ctes.append((SERIES_CTE, body.select(*series_selects, copy=False)))
             leaf_columns = {leaf: f"{leaf.kind}_{labels[leaf.base]}_{i + 1}" for i, leaf in enumerate(leaves)}
             # windowed: the leaves over aggregates; windowed_2, _3...: a stage per level of nesting,
@@ -482,7 +488,7 @@ class _Compiler:
                     if self.windows.over_days(leaf):  # added up over its days already (nothing to add up without data)
                         value = col(day_series[leaf], source_table) if leaf in day_series else \
                             number(0) if leaf.base.func in ZERO_WHEN_EMPTY else exp.Null()
-                        windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
+                        windowed.select(aliased(value, alias), copy=False)
                         continue
                     if depth > 1:
                         column = leaf_columns[leaf.agg]
@@ -491,7 +497,7 @@ class _Compiler:
                             else series_columns[leaf.agg]
                     value = self.windows.shifted_value(windowed, leaf, column, source_table) if leaf.months or leaf.start_of \
                         else self.windows.window(leaf, column, source_table)
-                    windowed.select(exp.alias_(value, ident(alias), copy=False), copy=False)
+                    windowed.select(aliased(value, alias), copy=False)
                 ctes.append((stage, windowed))
                 source_table = stage
             key_table, body = source_table, exp.select(copy=False).from_(table_ref(source_table), copy=False)
@@ -532,9 +538,9 @@ class _Compiler:
                 result = exp.Case(ifs=[exp.If(this=present, true=result)])
             return cast(result, "DOUBLE")
 
-        selects = [exp.alias_(col(k, key_table), ident(k), copy=False) for k in self.keys]
+        selects = [aliased(col(k, key_table), k) for k in self.keys]
         for column, expr in outputs:
-            selects.append(exp.alias_(kpi_value(column.name, expr), ident(column.name), copy=False))
+            selects.append(aliased(kpi_value(column.name, expr), column.name))
         query = body.select(*selects, copy=False)
         if having is not None:
             query = query.where(measure(having), copy=False)
@@ -674,7 +680,7 @@ class _Compiler:
         them), from the period ``first`` on when earlier ones were read for the windows; returns the
         alias, whose marker is null for values the source never has."""
         alias = f"{read.name}values_table"
-        values = exp.select(*[col(d, read.name) for d in self.dims], exp.alias_(number(1), ident(self.marker), copy=False),
+        values = exp.select(*[col(d, read.name) for d in self.dims], aliased(number(1), self.marker),
                             copy=False).distinct(copy=False).from_(table_ref(read.name), copy=False)
         if first is not None:
             values = values.where(exp.GTE(this=col(PERIOD, read.name), expression=period_literal(first)), copy=False)

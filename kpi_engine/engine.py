@@ -27,7 +27,7 @@ from .completeness import Extent, as_date, as_period, complete_range, is_complet
 from .dates import FORMS, last_periods, parse_last, resolve_day
 from .errors import (KpiEngineError, Location, ProjectInvalid, ResolveError, SpecError, TextColumnError, UsageError,
                      WarehouseError, did_you_mean, in_file_order)
-from .hookspecs import KPIS_META, Connection, TextValue, timeout_seconds
+from .hookspecs import KPIS_META, Connection, TextValue, rendered, timeout_seconds
 from .parser import _deep_recursion
 from .plugins import Registry, default_registry
 from .redaction import redact
@@ -532,10 +532,10 @@ class KpiProject:
         ``complete``, says whether each row's period is complete (see completeness.py).
         ``complete_only`` keeps the complete rows alone."""
         query, flag = self._run_plan(kpis, complete_only, describe, options)
-        sql = query.sql()  # renders once here, so a query too deep to write out fails cleanly first
+        sql = query.sql()  # rendered once: a query too deep to write out fails cleanly here
         if flag is None:
             return Result(query.columns + (COMPLETE_COLUMN,), [], sql)
-        with _deep_recursion():  # adapters render the same tree
+        with _deep_recursion(), rendered(query.expression, query.dialect, sql):  # the adapter runs this text
             rows = self.connection().execute(query.expression)
         return Result(query.columns, [flag(tuple(row)) for row in rows.rows], sql)
 
@@ -580,9 +580,10 @@ class KpiProject:
         request = replace(request, formulas=tuple(f"count({name})" for name in chosen))
         query = self._compile(request, describe=describe)
         keys = [column for column in query.columns if column.role != "kpi"]
-        with _deep_recursion():
+        sql = query.sql()
+        with _deep_recursion(), rendered(query.expression, query.dialect, sql):
             rows = self.connection().execute(query.expression).rows
-        return Result(tuple(keys), [tuple(row[:len(keys)]) for row in rows], query.sql())
+        return Result(tuple(keys), [tuple(row[:len(keys)]) for row in rows], sql)
 
     def stream(self, kpis: Sequence[str] = (), *, batch_size: int = 10_000, complete_only: bool = False,
                describe: bool = True, **options: Any):
@@ -595,10 +596,10 @@ class KpiProject:
             raise UsageError(f"'batch_size' must be a whole number of at least 1, not {str(batch_size)[:40]!r}.",
                              None, "For example batch_size=10_000.") from None
         query, flag = self._run_plan(kpis, complete_only, describe, options)
-        query.sql()  # fails cleanly if the query is too deep to write out
+        sql = query.sql()  # fails cleanly if the query is too deep to write out
         if flag is None:
             return replace(query, columns=query.columns + (COMPLETE_COLUMN,)), iter(())
-        with _deep_recursion():
+        with _deep_recursion(), rendered(query.expression, query.dialect, sql):
             _, batches = self.connection().stream(query.expression, batch_size)
         return query, ([flag(tuple(row)) for row in batch] for batch in batches)
 

@@ -26,6 +26,8 @@ pyproject.toml. ``kpi-engine plugins`` lists what is registered and from where.
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,37 @@ def asked_kpis(query) -> tuple[str, ...]:
     return tuple(meta.get(KPIS_META, ()))
 
 
+# (tree, dialect, text) of the query the engine is running, rendered already for its result
+_RENDERED: contextvars.ContextVar[tuple[Any, str, str] | None] = contextvars.ContextVar("kpi_engine_rendered",
+                                                                                       default=None)
+
+
+def query_text(query, dialect: str) -> str:
+    """The SQL text of ``query`` in ``dialect``, for an adapter's ``execute`` or ``stream``.
+
+    When the engine evaluates a request it renders the query once for the result's ``sql`` and
+    hands the very same tree to ``execute``: this returns that text instead of rendering the tree
+    again (rendering costs about as much as compiling). Any other tree or dialect (a copy the
+    adapter rewrote, the engine's own small queries) is rendered here with
+    ``query.sql(dialect=dialect)``."""
+    kept = _RENDERED.get()
+    if kept is not None and kept[0] is query and kept[1] == dialect:
+        return kept[2]
+    return query.sql(dialect=dialect)
+
+
+@contextlib.contextmanager
+def rendered(query, dialect: str, text: str) -> Iterator[None]:
+    """While inside, ``query_text(query, dialect)`` is ``text`` (the engine rendered ``query``
+    to it). Only for this very tree object, and only until the block ends, so a tree changed
+    afterwards is never run as stale text."""
+    token = _RENDERED.set((query, dialect, text))
+    try:
+        yield
+    finally:
+        _RENDERED.reset(token)
+
+
 @dataclass(frozen=True)
 class Rows:
     """What a query returns: column names and the rows, as tuples in column order."""
@@ -88,7 +121,8 @@ class Connection(abc.ABC):
     def execute(self, query) -> Rows:
         """Run a sqlglot expression (a SELECT) and return all its rows.
 
-        Render it with ``query.sql(dialect=self.dialect)``; never accept SQL text
+        Render it with ``query_text(query, self.dialect)`` (the text the engine rendered the
+        same tree to, else ``query.sql(dialect=self.dialect)``); never accept SQL text
         from elsewhere. Raise ``kpi_engine.errors.WarehouseError`` on failure, with
         a message that names the problem and never contains a password.
         """

@@ -8,6 +8,7 @@ Every node is frozen and carries its position inside the formula text.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Iterator, Union
@@ -24,8 +25,8 @@ class Node:
     pos: Pos = field(default=Pos(), compare=False, repr=False, kw_only=True)
 
     def children(self) -> Iterator["Node"]:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Node):
                 yield value
             elif isinstance(value, tuple):
@@ -39,17 +40,29 @@ class Node:
 
     def map(self, fn, stop: type | tuple[type, ...] = ()) -> "Node":
         """Rebuild the tree bottom-up, replacing each node by ``fn(node)``; nodes of a ``stop``
-        type are passed to ``fn`` whole, without rebuilding what is below them."""
+        type are passed to ``fn`` whole, without rebuilding what is below them. A node whose
+        children all come back as they were is passed on itself (nodes are immutable: a copy
+        would only cost time)."""
         if isinstance(self, stop):
             return fn(self)
         changes = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Node):
-                changes[f.name] = value.map(fn, stop)
+                mapped = value.map(fn, stop)
+                if mapped is not value:
+                    changes[name] = mapped
             elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
-                changes[f.name] = tuple(v.map(fn, stop) if isinstance(v, Node) else v for v in value)
+                mapped = tuple(v.map(fn, stop) if isinstance(v, Node) else v for v in value)
+                if any(new is not old for new, old in zip(mapped, value)):
+                    changes[name] = mapped
         return fn(replace(self, **changes) if changes else self)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The fields of a node class, looked up once (dataclasses.fields builds them on each call)."""
+    return tuple(f.name for f in fields(cls))
 
 
 # --- literals -----------------------------------------------------------------

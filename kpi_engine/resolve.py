@@ -252,7 +252,7 @@ class _Scope:
         self.label = label
         self.sources = model_sources
         self.catalog = catalog
-        self.kpi_names = set(kpi_names)
+        self.kpi_names = kpi_names if isinstance(kpi_names, (Mapping, set, frozenset)) else set(kpi_names)
         self.where = where
         self.text = text
         self.errors = errors

@@ -17,7 +17,14 @@ from .calendar import cast
 
 
 def ident(name: str) -> exp.Identifier:
-    return exp.to_identifier(name, quoted=True)
+    # built directly: what to_identifier does for a name, without its checks (tens per query)
+    return exp.Identifier(this=name, quoted=True) if type(name) is str else exp.to_identifier(name, quoted=True)
+
+
+def aliased(expression: exp.Expression, name: str) -> exp.Expression:
+    """``expression AS "name"``. Named by text, not by an ``ident`` node: sqlglot's alias_
+    deep-copies an Identifier it is given (a tenth of the cost of compiling a KPI)."""
+    return exp.alias_(expression, name, quoted=True, copy=False)
 
 
 def col(name: str, table: str | None = None) -> exp.Column:

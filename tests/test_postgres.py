@@ -644,3 +644,33 @@ def test_pinned_session_settings_hold_whatever_pgoptions_says(pg_server, make_pr
     # 20:00 UTC on 31 January is 1 February in Tokyo: stored UTC times are read as UTC; and the
     # float comes back with all its digits.
     assert result.rows == [(dt.date(2025, 1, 31), third, True)]  # True: the one day is the whole data
+
+
+def test_stream_reads_the_result_in_batches_through_a_server_side_cursor(pg_project, duck_project, monkeypatch):
+    import psycopg
+
+    fetches = []
+    fetchmany = psycopg.ServerCursor.fetchmany
+
+    def counting(self, size=0):
+        rows = fetchmany(self, size)
+        fetches.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(psycopg.ServerCursor, "fetchmany", counting)
+    options = dict(by=["channel"], grain="month")
+    query, batches = pg_project.stream(["new_contacts", "cost_per_lead"], batch_size=7, **options)
+    assert fetches == []  # nothing is fetched before the first batch is asked for
+    got = [row for batch in batches for row in batch]
+    assert fetches[:-1] and all(size == 7 for size in fetches[:-2]) and fetches[-1] == 0  # 7 rows a FETCH
+    assert [column.name for column in query.columns] == ["period", "channel", "new_contacts", "cost_per_lead",
+                                                         "complete"]
+    expected = keyed(duck_project.evaluate(["new_contacts", "cost_per_lead"], **options), True, True)
+    streamed = {(row[0], row[1]): {"new_contacts": row[2], "cost_per_lead": row[3]} for row in got}
+    assert len(got) == len(streamed) and assert_same(streamed, expected, ["new_contacts", "cost_per_lead"]) > 0
+    # a stream left half read gives its connection back when closed; the project goes on working
+    _, batches = pg_project.stream(["new_contacts"], batch_size=3, **options)
+    assert len(next(batches)) == 3
+    batches.close()
+    assert pg_project.evaluate(["new_contacts"]).to_dicts()[0]["new_contacts"] == \
+        duck_project.evaluate(["new_contacts"]).to_dicts()[0]["new_contacts"]

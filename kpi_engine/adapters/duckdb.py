@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, TextValue, hookimpl, timeout_seconds
+from ..hookspecs import Adapter, Connection, Rows, TextValue, hookimpl, query_text, timeout_seconds
 from ..interrupts import on_ctrl_c
 from .data_files import SETTINGS, DataFile, data_files, empty_file_problem, first_non_number, locate_bad_value
 
@@ -62,7 +62,7 @@ class DuckDBConnection(Connection):
         """Rows in batches of ``batch_size`` (all at once when None), fetched as they are read."""
         if not isinstance(query, exp.Expression):
             raise TypeError("DuckDBConnection takes a sqlglot expression")
-        sql = query.sql(dialect=self.dialect)
+        sql = query_text(query, self.dialect)
         with self._lock:
             cursor = self._connection.cursor()  # one cursor per query: threads do not share state
         # The timeout cancels the query inside DuckDB (interrupt), as Ctrl-C does.

@@ -489,6 +489,54 @@ class PostgresConnection(Connection):
                 raise query_error(error, self.statement_timeout, self._secrets, connection.closed,
                                   time.monotonic() - started) from None
 
+    def stream(self, query, batch_size: int | None = 10_000):
+        """Rows in batches of ``batch_size``, read through a server-side cursor: PostgreSQL keeps
+        the result and sends one batch per FETCH, so a large result never sits whole in Python.
+        The pooled connection stays borrowed until the last batch is read (or the iterator is
+        closed); ``statement_timeout`` applies to the query and to each FETCH."""
+        import psycopg
+
+        if batch_size is None:
+            rows = self.execute(query)
+            return rows.columns, iter([rows.rows] if rows.rows else [])
+        if not isinstance(query, exp.Expression):
+            raise TypeError("PostgresConnection.stream takes a sqlglot expression")
+        sql = render(query)
+        session = self.session()
+        connection = session.__enter__()
+        started = time.monotonic()
+        try:
+            cursor = connection.cursor(name="kpi_engine_stream")  # in the session's read-only transaction
+            cursor.execute(sql)
+            columns = tuple(column.name for column in cursor.description or ())
+        except BaseException as error:
+            lost = connection.closed
+            session.__exit__(None, None, None)
+            if isinstance(error, psycopg.Error):
+                raise query_error(error, self.statement_timeout, self._secrets, lost,
+                                  time.monotonic() - started) from None
+            raise
+        return columns, self._batches(session, connection, cursor, batch_size)
+
+    def _batches(self, session, connection, cursor, batch_size: int):
+        import psycopg
+
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    batch = cursor.fetchmany(batch_size)
+                except psycopg.Error as error:
+                    raise query_error(error, self.statement_timeout, self._secrets, connection.closed,
+                                      time.monotonic() - started) from None
+                if not batch:
+                    return
+                yield batch
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+            session.__exit__(None, None, None)  # rolled back and given back to the pool
+
     def write(self, statements) -> None:
         """Run sqlglot statements in one transaction, all or none (kpi-engine materialize, on a
         connection opened ``writable``)."""

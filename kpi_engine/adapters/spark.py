@@ -62,7 +62,7 @@ from typing import Any, Iterator, Mapping
 from sqlglot import exp
 
 from ..errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from ..hookspecs import Adapter, Connection, Rows, hookimpl, timeout_seconds
+from ..hookspecs import Adapter, Connection, Rows, hookimpl, query_text, timeout_seconds
 from ..redaction import redact
 
 INSTALL_HINT = "pip install 'kpi-engine[spark]'"
@@ -503,7 +503,7 @@ class SparkConnection(Connection):
         then applies to each batch."""
         if not isinstance(query, exp.Expression):
             raise TypeError("SparkConnection takes a sqlglot expression")
-        sql = query.sql(dialect=self.dialect)
+        sql = query_text(query, self.dialect)
         with self._cancelling() as cancel, _quietly():
             try:
                 frame = self.session.sql(sql)

@@ -1,0 +1,97 @@
+"""What compiling costs is not paid twice (issue 17): a spec file whose content has not changed
+is parsed and checked against the schema once per process, and the formula tree is rebuilt only
+where a pass changes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kpi_engine import nodes as n
+from kpi_engine import spec
+from kpi_engine.engine import open_project
+from kpi_engine.parser import parse
+
+PROJECT = """name: cached
+warehouse: {adapter: duckdb, data: data}
+"""
+KPIS = """sources:
+  orders:
+    table: orders
+    time: ordered_at
+kpis:
+  order_count:
+    label: Orders
+    formula: count(orders)
+"""
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """How many times a spec file is parsed (a YAML loader made) and checked against a schema."""
+    counts = {"parsed": 0, "checked": 0}
+    loader, check = spec._Loader.__init__, spec._check_schema
+
+    def parsing(self, stream):
+        counts["parsed"] += 1
+        loader(self, stream)
+
+    def checking(doc, schema_name):
+        counts["checked"] += 1
+        return check(doc, schema_name)
+
+    monkeypatch.setattr(spec._Loader, "__init__", parsing)
+    monkeypatch.setattr(spec, "_check_schema", checking)
+    return counts
+
+
+def _write(folder: Path, kpis: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "kpi_engine.yaml").write_text(PROJECT)
+    (folder / "kpis.yaml").write_text(kpis)
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "data" / "orders.csv").write_text("ordered_at,amount\n2024-01-03,10\n2024-02-05,20\n")
+    return folder
+
+
+def test_an_unchanged_spec_file_is_parsed_and_checked_once(tmp_path, counted):
+    # a content no other test loads: the cache is per process
+    folder = _write(tmp_path / "p", KPIS.replace("label: Orders", f"label: Orders {tmp_path.name}"))
+    first = open_project(folder)
+    after_first = dict(counted)
+    second = open_project(folder)
+    # the project file is read each time (1 parse, 1 check); kpis.yaml only the first time
+    assert counted["parsed"] - after_first["parsed"] == 1
+    assert counted["checked"] - after_first["checked"] == 1
+    assert after_first["parsed"] == 2 and after_first["checked"] == 2
+    assert list(first.project.kpis) == list(second.project.kpis) == ["order_count"]
+    with second:
+        rows = second.evaluate(["order_count"], grain="month").to_dicts()
+    assert [(str(r["period"]), r["order_count"]) for r in rows] == [("2024-01-01", 1), ("2024-02-01", 1)]
+
+
+def test_an_edited_file_is_read_again_and_its_new_problems_reported(tmp_path, counted):
+    folder = _write(tmp_path / "p", KPIS.replace("label: Orders", f"label: Orders {tmp_path.name}"))
+    open_project(folder)
+    edited = KPIS.replace("label: Orders", f"label: Orders {tmp_path.name}") + """  big_orders:
+    label: Big orders
+    formula: count(orders where amount > 15)
+"""
+    (folder / "kpis.yaml").write_text(edited)
+    assert list(open_project(folder).project.kpis) == ["order_count", "big_orders"]
+    (folder / "kpis.yaml").write_text(edited.replace("    formula: count(orders where amount > 15)\n",
+                                                     "    formula: count(orders where amount > 15)\n    colour: red\n"))
+    project, errors = spec.read_project(folder)
+    assert [e.message for e in errors if "colour" in e.message], errors  # the schema check ran on the new text
+    project, errors = spec.read_project(folder)  # and its errors come back on the next load of that text
+    assert [e.message for e in errors if "colour" in e.message], errors
+
+
+def test_map_rebuilds_only_the_path_to_what_changed():
+    tree = parse("sum(orders.amount where status = 'paid') / count(leads) + 1")
+    assert tree.map(lambda node: node) is tree  # nothing changed: the same tree
+    changed = tree.map(lambda node: n.NumberLit(2) if isinstance(node, n.NumberLit) and node.value == 1 else node)
+    assert changed is not tree and changed.right == n.NumberLit(2)
+    assert changed.left is tree.left  # the untouched division is shared, not copied
+    assert changed == parse("sum(orders.amount where status = 'paid') / count(leads) + 2")
