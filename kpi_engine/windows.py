@@ -153,6 +153,8 @@ class TimeWindows:
             why = "--fill" if self.request.fill else "A time function over another time function"
             raise QueryError(f"{why} would list {count} periods; the limit is {MAX_FILL_PERIODS:,}.", None,
                              "Use a coarser --grain or a shorter range.")
+        if not periods:  # a range that ends before the data starts: nothing to add (and VALUES needs a row)
+            return observed
         spine = values_table([(period_literal(p),) for p in periods], SPINE_CTE, [PERIOD])
         dense = exp.select(col(PERIOD, SPINE_CTE), *[col(d, "observed") for d in self.dims], copy=False).from_(spine, copy=False)
         if self.dims:

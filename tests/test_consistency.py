@@ -262,7 +262,8 @@ def test_the_catalog_reads_the_sources_the_reference_reads(bike_catalog, bike_tr
     for name, facts in bike_catalog.kpis.items():
         assert facts.sources == set(bike_truth.sources_of(name)), name
     assert {name for name, facts in bike_catalog.kpis.items() if facts.needs_grain} == \
-        {"revenue_growth", "fleet_value_growth", "rentals_3_periods"}
+        {"revenue_growth", "fleet_value_growth", "rentals_3_periods", "members_30d", "revenue_30d", "repair_cost_30d",
+         "repair_cost_per_rental_30d", "revenue_to_date_before", "revenue_to_date_growth"}
     assert bike_catalog.kpis["rentals"].dimensions == {"bike_type", "channel", "region", "tier"}
     assert bike_catalog.kpis["repair_cost_per_rental"].dimensions == {"bike_type", "region", "tier"}
 

@@ -492,3 +492,11 @@ def test_previous_of_a_running_total_under_fill_reads_the_days_before_from(proje
                  end=end, fill=True)
     assert_same(got, want)
     assert all(value > 0 for value in want.values())  # the running total before a day without rows
+
+
+def test_a_range_that_ends_before_the_data_has_no_rows_and_no_error(project):
+    """The dense series of a time function over a time function has no period to list when --to
+    comes before the first day of data (it used to render an empty VALUES list)."""
+    before = FIRST_DAY - dt.timedelta(days=40)
+    for grain in ("week", "month"):
+        assert actual(project, "previous(cumulative(count(registrations)))", True, grain=grain, end=before) == {}
