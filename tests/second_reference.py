@@ -320,7 +320,6 @@ class _Frame:
                     groups[(period, tuple(row["_dims"][d] for d in request.by))].append(row)
             self.groups[source] = groups
             self.days[source] = {period: sorted(found) for period, found in days.items()}
-        self.data_end = max(last for _, last in reference.coverage.values()) + ONE_DAY
         self._running: dict[tuple, tuple[list, list]] = {}
         self._totals: dict[Agg, dict] = {}
 
@@ -415,10 +414,8 @@ class _At:
         counted from the rows, so a member seen on two days of the window counts once."""
         request = self.frame.request
         last = shift(self.period, request.grain, 1) - ONE_DAY if self.period is not None else None
-        # Without an end, the data's last day ends the range (docs/time.md), so the window of a
-        # period the data stops in ends on that day.
-        end = request.end if request.end is not None else self.frame.data_end
-        last = end - ONE_DAY if last is None else min(last, end - ONE_DAY)
+        if request.end is not None:  # only the end cuts a window short (docs/time.md)
+            last = request.end - ONE_DAY if last is None else min(last, request.end - ONE_DAY)
         first = None if days is None else last - dt.timedelta(days=days - 1)
         return agg.fold(row for row in self.frame.rows_of(agg.source, self.dims)
                         if (first is None or row["_day"] >= first) and (last is None or row["_day"] <= last))
