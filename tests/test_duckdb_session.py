@@ -73,3 +73,24 @@ def test_timestamps_with_a_time_zone_are_read_as_utc_on_any_machine(tmp_path):
                           env={**os.environ, "TZ": "Asia/Tokyo"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1:] == ["2025-01-31,1,true"]
+
+
+def test_two_projects_on_one_database_file_in_one_process(tmp_path):
+    """DuckDB shares one database between the connections a process opens on a file: the second
+    project finds the settings already pinned and locked (it used to fail setting them again)."""
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as writer:
+        writer.execute("CREATE TABLE leads AS SELECT TIMESTAMP '2025-01-01 10:00:00' + i * INTERVAL 7 HOUR AS created_at"
+                       " FROM range(100) t(i)")
+    roots = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "kpi_engine.yaml").write_text(f"name: {name}\nwarehouse: {{adapter: duckdb, path: '{database}'}}\n")
+        (root / "s.yaml").write_text("sources:\n  leads: {table: leads, time: created_at}\n"
+                                     "kpis:\n  n: {formula: count(leads)}\n")
+        roots.append(root)
+    with open_project(roots[0]) as first, open_project(roots[1]) as second:
+        assert first.evaluate(["n"]).to_dicts()[0]["n"] == 100
+        assert second.evaluate(["n"]).to_dicts()[0]["n"] == 100
+        assert _settings(second.connection(), "lock_configuration", "TimeZone") == (True, "UTC")

@@ -328,6 +328,11 @@ def _pin_settings(connection) -> None:
     import duckdb
 
     try:
+        # A second connection to a file this process has open shares its database, already pinned and locked.
+        zone, locked = connection.execute(
+            "SELECT current_setting('TimeZone'), current_setting('lock_configuration')").fetchone()
+        if locked and zone == "UTC":
+            return
         connection.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: each query's cursor is a session of its own
         connection.execute("SET lock_configuration = true")
     except duckdb.Error as error:
