@@ -508,7 +508,7 @@ class SourceReader:
         """The plan step of ``source_ctes``: the rows read, how they are grouped, the aggregates."""
         source = read.plan.source
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
-        notes = [f"rows: {source.table or 'the sql: query'} of source '{source.name}'"
+        notes = [f"rows: {_rows_of(source)} of source '{source.name}'"
                  + (f" where {formula(self.model.condition(source.name))}" if self.model.condition(source.name) else "")]
         if read.conversions_only:
             notes.append(f"the conversions only: the rows where there are base events come from the request's "
@@ -707,3 +707,12 @@ class SourceReader:
 def _entity_mark(agg: n.Aggregate) -> str:
     """The column holding the time of each entity's latest (earliest) row: last(x per key)."""
     return f"__kpi_{agg.func}_per_{agg.per}"
+
+
+def _rows_of(source) -> str:
+    """What a source's rows are, in a plan's words."""
+    spec = source.conversion
+    if spec is not None:
+        within = f" within {spec.within[0]} {spec.within[1]}" if spec.within else ""
+        return f"the rows of '{spec.to}' that follow a row of '{spec.from_}' of the same {spec.per}{within}"
+    return source.table or "the sql: query"

@@ -462,6 +462,8 @@ def test_the_plan_says_where_the_base_events_rows_come_from(project):
     said = "the conversions only: the rows where there are base events come from the request's read of 'leads'"
     assert said in notes(over_base("lead_opps"))
     assert said not in notes({"n": "count(lead_opps)", "base": "count(leads)"})
+    assert any(note.startswith("rows: the rows of 'opportunities' that follow a row of 'leads' of the same ")
+               and note.endswith("of source 'lead_opps'") for note in notes({"n": "count(lead_opps)"}))
 
 
 def test_a_base_source_a_rollup_answers_keeps_the_events(data, tmp_path):
