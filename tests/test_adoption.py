@@ -214,7 +214,9 @@ def warehouse_db_rows(seed: int = 11) -> dict[str, list[tuple]]:
         spam = delivered and rng.random() < 0.1
         opened = sent + dt.timedelta(hours=rng.randrange(48)) if delivered and not spam and rng.random() < 0.5 else None
         clicked = opened + dt.timedelta(minutes=5) if opened and rng.random() < 0.4 else None
-        sends.append((i, sent, rng.choice(["welcome", "promo"]), delivered, spam, opened, clicked, not delivered))
+        recipient = 1 + i * 7 % 60  # 60 subscribers, each sent several emails (not drawn: the rows above stay as they were)
+        sends.append((i, sent, rng.choice(["welcome", "promo"]), delivered, spam, opened, clicked, not delivered,
+                      recipient))
     list_daily, members = [], 1000
     for month in MONTHS:
         for day in sorted(rng.sample(range(28), 10)):
@@ -256,7 +258,7 @@ TABLES_DB = {
     "ads.spend_daily": "day DATE, network VARCHAR, cost_micros BIGINT",
     "web.sessions": "id INTEGER, ts TIMESTAMP, source VARCHAR, landing VARCHAR, bounced INTEGER, duration_ms BIGINT",
     "esp.sends": "send_id INTEGER, sent_ts TIMESTAMP, campaign VARCHAR, delivered BOOLEAN, spam BOOLEAN, "
-                 "opened_ts TIMESTAMP, clicked_ts TIMESTAMP, bounced BOOLEAN",
+                 "opened_ts TIMESTAMP, clicked_ts TIMESTAMP, bounced BOOLEAN, recipient INTEGER",
     "esp.list_daily": "day DATE, members INTEGER, joined INTEGER, left_count INTEGER",
     "survey.nps": "answer_id INTEGER, answered_at TIMESTAMP, segment VARCHAR, rating INTEGER",
     "billing.accounts": "acct INTEGER, won_on DATE, person INTEGER, source VARCHAR, tier VARCHAR",
@@ -298,8 +300,9 @@ def standard_from_warehouse_db(raw: dict[str, list[tuple]]) -> dict[str, list[di
                 for i, ts, source, landing, bounced, ms in raw["web.sessions"]]
     sends = [{"send_id": str(i), "sent_at": iso(sent), "campaign": campaign, "channel": "email",
               "opened": "true" if opened else "false", "clicked": "true" if clicked else "false",
-              "inbox": "true" if delivered and not spam else "false", "bounced": "true" if bounced else "false"}
-             for i, sent, campaign, delivered, spam, opened, clicked, bounced in raw["esp.sends"]]
+              "inbox": "true" if delivered and not spam else "false", "bounced": "true" if bounced else "false",
+              "contact_id": str(recipient)}
+             for i, sent, campaign, delivered, spam, opened, clicked, bounced, recipient in raw["esp.sends"]]
     email_list = [{"snapshot_date": iso(day), "subscribers": text(members), "new_subscribers": text(joined),
                    "unsubscribes": text(left), "channel": "email"} for day, members, joined, left in raw["esp.list_daily"]]
     answers = [{"response_id": str(i), "responded_at": iso(at), "channel": segment, "score": str(rating)}
@@ -345,7 +348,7 @@ UNAVAILABLE = {
     "crm_export": {  # no email_sends, email_list, social_followers, nps_responses
         "email_list_size", "emails_sent", "email_open_rate", "email_click_through_rate", "inbox_placement_rate",
         "unsubscribes", "unsubscribe_rate", "list_growth_rate", "list_churn_rate", "followers",
-        "follower_growth_rate", "nps"},
+        "follower_growth_rate", "nps", "active_contacts_30d"},
     "warehouse_db": {"social_shares", "social_engagement"},  # no social_posts
 }
 
@@ -431,7 +434,7 @@ def test_the_worked_examples_of_the_docs_are_these_projects():
 def test_validate_summary_of_the_csv_exports(crm_export):
     root, _ = crm_export
     result = CliRunner().invoke(cli, ["validate", str(root)])
-    assert result.stdout.startswith("OK: project 'crm_export': 13 sources (4 unmapped), 44 KPIs (12 unavailable); "
+    assert result.stdout.startswith("OK: project 'crm_export': 15 sources (4 unmapped), 47 KPIs (13 unavailable); "
                                     "specs, formulas, tables and columns are valid.\n")
     assert "Unavailable (source 'nps_responses' is unmapped): nps.\n" in result.stdout
 
