@@ -434,7 +434,7 @@ def test_the_worked_examples_of_the_docs_are_these_projects():
 def test_validate_summary_of_the_csv_exports(crm_export):
     root, _ = crm_export
     result = CliRunner().invoke(cli, ["validate", str(root)])
-    assert result.stdout.startswith("OK: project 'crm_export': 15 sources (4 unmapped), 47 KPIs (13 unavailable); "
+    assert result.stdout.startswith("OK: project 'crm_export': 16 sources (5 unmapped), 47 KPIs (13 unavailable); "
                                     "specs, formulas, tables and columns are valid.\n")
     assert "Unavailable (source 'nps_responses' is unmapped): nps.\n" in result.stdout
 
@@ -447,3 +447,27 @@ def test_the_library_tests_pass_on_both_mappings(adopted):
                "warehouse_db": "mrr_is_a_month_end_snapshot: reads 'subscriptions' as intervals"}[name]
     assert f"SKIP {skipped.replace(':', ' (builtin:marketing):', 1)}" in result.stdout
     assert result.stdout.endswith("9 passed, 0 failed, 1 skipped (the SKIP lines say why).\n")
+
+
+def test_sends_without_a_recipient_leave_only_active_contacts_unavailable(warehouse_db, tmp_path):
+    """A warehouse whose sends name no recipient: validate names the column to map, and once the
+    source that reads it is declared unmapped only active_contacts_30d is unavailable."""
+    root, _ = warehouse_db
+    copy = tmp_path / "no_recipient"
+    shutil.copytree(root, copy)
+    sources = copy / "sources.yaml"
+    text = sources.read_text()
+    assert "      contact_id: recipient\n" in text
+    sources.write_text(text.replace("      contact_id: recipient\n", ""))
+    refused = CliRunner().invoke(cli, ["validate", str(copy)])
+    assert refused.exit_code == 1
+    assert "has no column 'contact_id', read by the library (active_contacts_30d)" in refused.output
+    sources.write_text(sources.read_text() + "\n  email_sends_by_contact: {unmapped: true}\n")
+    result = CliRunner().invoke(cli, ["validate", str(copy)])
+    assert result.exit_code == 0, result.output
+    with open_project(copy) as project:
+        model = project.model()
+        unavailable = {kpi for kpi, resolved in model.kpis.items() if resolved.unavailable}
+        assert unavailable == UNAVAILABLE["warehouse_db"] | {"active_contacts_30d"}
+        rows = project.evaluate(["email_open_rate", "emails_sent"], grain="month").to_dicts()
+    assert len(rows) == 3 and all(row["emails_sent"] > 0 for row in rows)

@@ -158,7 +158,7 @@ def test_the_whole_library_is_one_query_with_one_cte_per_source():
     assert sorted(source_ctes) == sorted(f"{s}_agg" for s in query.sources)
     # Every standard source once; opportunities is read inside the leads CTE, one row per lead, and
     # won_contacts inside the conversion source lead_conversions_90d.
-    assert len(source_ctes) == len(set(source_ctes)) == 16 and "opportunities" not in query.sources
+    assert len(source_ctes) == len(set(source_ctes)) == 17 and "opportunities" not in query.sources
     assert "lead_conversions_90d" in query.sources and "won_contacts" not in query.sources
 
 

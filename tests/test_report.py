@@ -495,7 +495,7 @@ def test_catalogue_in_the_browser(project, tmp_path):
     assert page.dom_console == page.console  # the DOM run saw the same page
     counts = _ready(page.console, "kpi-catalog-ready")
     assert counts["kpis"] == counts["lineages"] == len(project.project.kpis)
-    assert counts["sources"] == page.dom.count('<section class="source"') == 15  # sources.yaml declares 15
+    assert counts["sources"] == page.dom.count('<section class="source"') == 16  # sources.yaml declares 16
     assert counts["links"] > 3 * counts["kpis"]  # table of contents, tags, uses, lineage boxes: all checked
     assert page.dom.count('<section class="kpi"') == len(project.project.kpis)
     assert 'href="#kpi-customer_acquisition_cost"' in page.dom  # ltv_to_cac uses it
