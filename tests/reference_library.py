@@ -1,4 +1,4 @@
-"""Plain-Python reference values for the 41 KPIs of the marketing library.
+"""Plain-Python reference values for the 39 KPIs of the marketing library.
 
 Written from the textbook readings of docs/library.md ("What each KPI means") and the CSV files
 alone, without the engine, SQL or the library's YAML: rows are read with ``reference.load()``,
@@ -206,7 +206,7 @@ class Library:
         return self.snapshot("subscriptions", lambda row: Decimal(row["mrr"]))
 
 
-# --- the 41 KPIs: each returns {key: exact value or None} over its key set -----------------------
+# --- the 39 KPIs: each returns {key: exact value or None} over its key set -----------------------
 
 def new_contacts(lib: Library):
     """#1 New contacts: contacts created in P, leads or not."""
@@ -512,43 +512,6 @@ def lead_to_customer_rate_90d(lib: Library):
     return {key: ratio(won[key], leads[key], 100) for key in lib.keys("leads")}
 
 
-def _median(values: list[int]) -> Fraction | None:
-    """The middle value (the mean of the two middle ones for an even count), as PERCENTILE_CONT(0.5)."""
-    if not values:
-        return None
-    ordered, middle = sorted(values), len(values) // 2
-    return Fraction(ordered[middle]) if len(ordered) % 2 else Fraction(ordered[middle - 1] + ordered[middle], 2)
-
-
-def median_time_to_conversion(lib: Library):
-    """#9, median = the median of whole days from created_at to customer_at, over the contacts
-    whose customer_at is in P."""
-    days: defaultdict[Key, list[int]] = defaultdict(list)
-    for key, row in lib.rows("conversions"):
-        days[key].append((_day(row["customer_at"]) - _day(row["created_at"])).days)
-    return {key: _median(days[key]) for key in lib.keys("conversions")}
-
-
-def active_contacts_30d(lib: Library):
-    """Active email contacts = distinct contact_id of the email_sends opened or clicked on one of
-    the 30 days ending on the last day of P (of the key's channel), whatever their own month."""
-    active_days: defaultdict[tuple, set] = defaultdict(set)  # (day, channel) -> contacts
-    for row in lib.data.get("email_sends", []):
-        if row["sent_at"] is not None and (_true(row["opened"]) or _true(row["clicked"])):
-            active_days[_day(row["sent_at"]), row.get("channel")].add(row["contact_id"])
-    result = {}
-    for key in lib.keys("email_sends"):
-        month = key[0]
-        last = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
-        first = last - dt.timedelta(days=29)
-        contacts = set()
-        for (day, channel), ids in active_days.items():
-            if first <= day <= last and (not lib.by_channel or channel == key[1]):
-                contacts |= ids
-        result[key] = len(contacts)
-    return result
-
-
 KPIS: dict[str, Callable[[Library], dict]] = {function.__name__: function for function in (
     new_contacts, qualified_leads, mql_count, sql_count, cost_per_lead, close_rate,
     lead_to_customer_rate, lead_to_opportunity_rate, time_to_conversion_days,
@@ -558,7 +521,6 @@ KPIS: dict[str, Callable[[Library], dict]] = {function.__name__: function for fu
     unsubscribe_rate, list_growth_rate, list_churn_rate, website_sessions, organic_sessions,
     bounce_rate, avg_session_duration, social_shares, social_engagement, follower_growth_rate,
     customer_retention_rate, repeat_customer_revenue, lead_value, lead_to_customer_rate_90d,
-    median_time_to_conversion, active_contacts_30d,
 )}
 
 

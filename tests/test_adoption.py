@@ -214,9 +214,7 @@ def warehouse_db_rows(seed: int = 11) -> dict[str, list[tuple]]:
         spam = delivered and rng.random() < 0.1
         opened = sent + dt.timedelta(hours=rng.randrange(48)) if delivered and not spam and rng.random() < 0.5 else None
         clicked = opened + dt.timedelta(minutes=5) if opened and rng.random() < 0.4 else None
-        recipient = 1 + i * 7 % 60  # 60 subscribers, each sent several emails (not drawn: the rows above stay as they were)
-        sends.append((i, sent, rng.choice(["welcome", "promo"]), delivered, spam, opened, clicked, not delivered,
-                      recipient))
+        sends.append((i, sent, rng.choice(["welcome", "promo"]), delivered, spam, opened, clicked, not delivered))
     list_daily, members = [], 1000
     for month in MONTHS:
         for day in sorted(rng.sample(range(28), 10)):
@@ -258,7 +256,7 @@ TABLES_DB = {
     "ads.spend_daily": "day DATE, network VARCHAR, cost_micros BIGINT",
     "web.sessions": "id INTEGER, ts TIMESTAMP, source VARCHAR, landing VARCHAR, bounced INTEGER, duration_ms BIGINT",
     "esp.sends": "send_id INTEGER, sent_ts TIMESTAMP, campaign VARCHAR, delivered BOOLEAN, spam BOOLEAN, "
-                 "opened_ts TIMESTAMP, clicked_ts TIMESTAMP, bounced BOOLEAN, recipient INTEGER",
+                 "opened_ts TIMESTAMP, clicked_ts TIMESTAMP, bounced BOOLEAN",
     "esp.list_daily": "day DATE, members INTEGER, joined INTEGER, left_count INTEGER",
     "survey.nps": "answer_id INTEGER, answered_at TIMESTAMP, segment VARCHAR, rating INTEGER",
     "billing.accounts": "acct INTEGER, won_on DATE, person INTEGER, source VARCHAR, tier VARCHAR",
@@ -300,9 +298,8 @@ def standard_from_warehouse_db(raw: dict[str, list[tuple]]) -> dict[str, list[di
                 for i, ts, source, landing, bounced, ms in raw["web.sessions"]]
     sends = [{"send_id": str(i), "sent_at": iso(sent), "campaign": campaign, "channel": "email",
               "opened": "true" if opened else "false", "clicked": "true" if clicked else "false",
-              "inbox": "true" if delivered and not spam else "false", "bounced": "true" if bounced else "false",
-              "contact_id": str(recipient)}
-             for i, sent, campaign, delivered, spam, opened, clicked, bounced, recipient in raw["esp.sends"]]
+              "inbox": "true" if delivered and not spam else "false", "bounced": "true" if bounced else "false"}
+             for i, sent, campaign, delivered, spam, opened, clicked, bounced in raw["esp.sends"]]
     email_list = [{"snapshot_date": iso(day), "subscribers": text(members), "new_subscribers": text(joined),
                    "unsubscribes": text(left), "channel": "email"} for day, members, joined, left in raw["esp.list_daily"]]
     answers = [{"response_id": str(i), "responded_at": iso(at), "channel": segment, "score": str(rating)}
@@ -348,7 +345,7 @@ UNAVAILABLE = {
     "crm_export": {  # no email_sends, email_list, social_followers, nps_responses
         "email_list_size", "emails_sent", "email_open_rate", "email_click_through_rate", "inbox_placement_rate",
         "unsubscribes", "unsubscribe_rate", "list_growth_rate", "list_churn_rate", "followers",
-        "follower_growth_rate", "nps", "active_contacts_30d"},
+        "follower_growth_rate", "nps"},
     "warehouse_db": {"social_shares", "social_engagement"},  # no social_posts
 }
 
@@ -434,7 +431,7 @@ def test_the_worked_examples_of_the_docs_are_these_projects():
 def test_validate_summary_of_the_csv_exports(crm_export):
     root, _ = crm_export
     result = CliRunner().invoke(cli, ["validate", str(root)])
-    assert result.stdout.startswith("OK: project 'crm_export': 16 sources (5 unmapped), 47 KPIs (13 unavailable); "
+    assert result.stdout.startswith("OK: project 'crm_export': 15 sources (4 unmapped), 45 KPIs (12 unavailable); "
                                     "specs, formulas, tables and columns are valid.\n")
     assert "Unavailable (source 'nps_responses' is unmapped): nps.\n" in result.stdout
 
@@ -447,27 +444,3 @@ def test_the_library_tests_pass_on_both_mappings(adopted):
                "warehouse_db": "mrr_is_a_month_end_snapshot: reads 'subscriptions' as intervals"}[name]
     assert f"SKIP {skipped.replace(':', ' (builtin:marketing):', 1)}" in result.stdout
     assert result.stdout.endswith("9 passed, 0 failed, 1 skipped (the SKIP lines say why).\n")
-
-
-def test_sends_without_a_recipient_leave_only_active_contacts_unavailable(warehouse_db, tmp_path):
-    """A warehouse whose sends name no recipient: validate names the column to map, and once the
-    source that reads it is declared unmapped only active_contacts_30d is unavailable."""
-    root, _ = warehouse_db
-    copy = tmp_path / "no_recipient"
-    shutil.copytree(root, copy)
-    sources = copy / "sources.yaml"
-    text = sources.read_text()
-    assert "      contact_id: recipient\n" in text
-    sources.write_text(text.replace("      contact_id: recipient\n", ""))
-    refused = CliRunner().invoke(cli, ["validate", str(copy)])
-    assert refused.exit_code == 1
-    assert "has no column 'contact_id', read by the library (active_contacts_30d)" in refused.output
-    sources.write_text(sources.read_text() + "\n  email_sends_by_contact: {unmapped: true}\n")
-    result = CliRunner().invoke(cli, ["validate", str(copy)])
-    assert result.exit_code == 0, result.output
-    with open_project(copy) as project:
-        model = project.model()
-        unavailable = {kpi for kpi, resolved in model.kpis.items() if resolved.unavailable}
-        assert unavailable == UNAVAILABLE["warehouse_db"] | {"active_contacts_30d"}
-        rows = project.evaluate(["email_open_rate", "emails_sent"], grain="month").to_dicts()
-    assert len(rows) == 3 and all(row["emails_sent"] > 0 for row in rows)

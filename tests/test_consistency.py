@@ -374,22 +374,10 @@ def test_second_project_alone_together_and_plain_python_agree_on_postgres(bike_p
     assert_equals_reference(bike_truth, assert_alone_equals_together(bike_postgres, kpis, request), request)
 
 
-@pytest.fixture(scope="module")
-def example_sqlite_catalog(example_sqlite, example_catalog) -> Catalog:
-    """The example's catalog without the KPIs SQLite has no SQL for, named here: the exact median
-    (its refusal is tested in plugins/kpi-engine-sqlite)."""
-    from kpi_engine.testing import refused_kpis
-
-    assert set(refused_kpis(example_sqlite)) == {"median_time_to_conversion"}
-    kept = {name: facts for name, facts in example_catalog.kpis.items() if name != "median_time_to_conversion"}
-    return Catalog(kept, example_catalog.grains, example_catalog.first_day, example_catalog.last_day,
-                   example_catalog.values)
-
-
 @SMALL
 @given(data=st.data())
-def test_example_project_kpis_alone_equal_kpis_together_on_sqlite(example_sqlite, example_sqlite_catalog, data):
-    kpis, request = data.draw(requests(example_sqlite_catalog))
+def test_example_project_kpis_alone_equal_kpis_together_on_sqlite(example_sqlite, example_catalog, data):
+    kpis, request = data.draw(requests(example_catalog))
     assert_alone_equals_together(example_sqlite, kpis, request)
 
 

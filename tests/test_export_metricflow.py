@@ -119,7 +119,7 @@ def test_what_metricflow_cannot_say_is_reported(projects):
 
 
 def test_the_marketing_library_round_trips(tmp_path):
-    """The example project (the 41-KPI library on its CSV warehouse): every KPI MetricFlow can say
+    """The example project (the 39-KPI library on its CSV warehouse): every KPI MetricFlow can say
     gives the same numbers once exported and imported back."""
     example = Path(__file__).resolve().parent.parent / "examples" / "marketing"
     exported = tmp_path / "exported"

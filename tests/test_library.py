@@ -18,13 +18,12 @@ lead_to_opportunity_rate time_to_conversion_days traffic_to_lead_rate leads_per_
 cost_per_sale customer_lifetime_value ltv_to_cac mrr arr nps roi revenue revenue_growth_rate email_list_size
 email_open_rate email_click_through_rate inbox_placement_rate unsubscribe_rate list_growth_rate list_churn_rate
 website_sessions organic_sessions bounce_rate avg_session_duration social_shares social_engagement
-follower_growth_rate customer_retention_rate repeat_customer_revenue lead_value lead_to_customer_rate_90d
-median_time_to_conversion active_contacts_30d""".split()
+follower_growth_rate customer_retention_rate repeat_customer_revenue lead_value lead_to_customer_rate_90d""".split()
 CONFIG = "name: team\nwarehouse: {adapter: duckdb, data: data}\ninclude: [builtin:marketing]\n"
 
 
 def test_every_catalogue_kpi_is_in_the_library_and_fully_described():
-    assert len(LIBRARY_NAMES) == 41
+    assert len(LIBRARY_NAMES) == 39
     with open_project(ROOT / "definitions" / "marketing") as project:
         model = project.model(describe=False)
     for name in LIBRARY_NAMES:
@@ -158,17 +157,17 @@ def test_the_whole_library_is_one_query_with_one_cte_per_source():
     assert sorted(source_ctes) == sorted(f"{s}_agg" for s in query.sources)
     # Every standard source once; opportunities is read inside the leads CTE, one row per lead, and
     # won_contacts inside the conversion source lead_conversions_90d.
-    assert len(source_ctes) == len(set(source_ctes)) == 17 and "opportunities" not in query.sources
+    assert len(source_ctes) == len(set(source_ctes)) == 16 and "opportunities" not in query.sources
     assert "lead_conversions_90d" in query.sources and "won_contacts" not in query.sources
 
 
 def test_evaluate_all_without_a_grain_leaves_out_growth_rates():
     result = CliRunner().invoke(cli, ["evaluate", str(ROOT / "examples" / "marketing"), "--all", "--format", "json"])
     assert result.exit_code == 0
-    assert "left out 4 KPIs: active_contacts_30d (needs --grain), revenue_growth_rate (needs --grain), " \
-           "customer_retention_rate (needs --grain), follower_growth_rate (needs --grain)" in result.stderr
+    assert "left out 3 KPIs: revenue_growth_rate (needs --grain), customer_retention_rate (needs --grain), " \
+           "follower_growth_rate (needs --grain)" in result.stderr
     (row,) = __import__("json").loads(result.stdout)
-    assert len(row) == len(load_project(ROOT / "examples" / "marketing").kpis) - 4 + 1  # and "complete"
+    assert len(row) == len(load_project(ROOT / "examples" / "marketing").kpis) - 3 + 1  # and "complete"
     # no range: the whole of the data, but close_rate's latest cohorts are not 90 days old yet
     assert row["complete"] is False
 

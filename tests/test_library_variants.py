@@ -1,16 +1,33 @@
-"""The library's cohort, median and rolling variants (issue 16) at their edges, on rows written
-here, each value worked out by hand: a lead won exactly 90 days after its creation and one won on
-day 91, medians of odd and even counts, a contact opening twice in a window, months without opens.
-(The same KPIs over the whole example warehouse are compared with tests/reference_library.py in
-tests/test_library_golden.py.)"""
+"""The library's 90-day cohort variant (issue 16) and the two recipes of docs/library.md (the
+median time to conversion, 30-day active email contacts: not shipped, added by a team to its own
+project) at their edges, on rows written here, each value worked out by hand: a lead won exactly 90
+days after its creation and one won on day 91, medians of odd and even counts, a contact opening
+twice in a window, months without opens. (The cohort rate over the whole example warehouse is
+compared with tests/reference_library.py in tests/test_library_golden.py.)"""
 
 import datetime as dt
+import json
+import re
+import shutil
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 
 CONFIG = "name: team\nwarehouse: {adapter: duckdb, data: data}\ninclude: [builtin:marketing]\n"
+LIBRARY_MD = Path(__file__).resolve().parent.parent / "docs" / "library.md"
+
+
+def recipes() -> str:
+    """The recipes' YAML block of docs/library.md, as a team would paste it into its project."""
+    section = LIBRARY_MD.read_text().split("### Recipes:", 1)[1]
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S) if "median_time_to_conversion:" in b]
+    return block
+
+
 JAN, FEB, MAR, APR = (dt.date(2025, month, 1) for month in (1, 2, 3, 4))
 
 
@@ -27,7 +44,7 @@ def send(send_id, sent_at, contact_id, opened=False, clicked=False):
 
 
 def by_period(make_project, tables, kpis, **options):
-    root = make_project({}, tables, config=CONFIG)
+    root = make_project({"recipes.yaml": recipes()}, tables, config=CONFIG)
     with open_project(root) as project:
         rows = project.evaluate(kpis, **options).to_dicts()
     return {row["period"]: {name: value for name, value in row.items() if name != "complete"} for row in rows}
@@ -76,7 +93,36 @@ def test_the_90_day_rate_matures_90_days_after_the_period(make_project):
         assert project.project.kpis["lead_to_customer_rate_90d"].matures_after_days == 90
 
 
-# --------------------------------------------------------------------------- median_time_to_conversion
+# --------------------------------------------------------------------------- the recipes
+
+
+def test_the_recipes_are_not_in_the_shipped_library(make_project):
+    """Without the recipe file the KPIs are unknown: the library evaluates whole on SQLite and
+    MySQL (no median) and needs no recipient column on the sends (an adopted warehouse without one
+    validates: tests/test_adoption.py, warehouse_db)."""
+    root = make_project({}, {"leads": WINDOW_LEADS}, config=CONFIG)
+    with open_project(root) as project:
+        names, sources = set(project.project.kpis), set(project.project.sources)
+    assert "lead_to_customer_rate_90d" in names and {"won_contacts", "lead_conversions_90d"} <= sources
+    assert not names & {"median_time_to_conversion", "active_contacts_30d"}
+    assert "email_sends_by_contact" not in sources
+
+
+def test_the_recipes_on_the_example_project_and_all_without_a_grain(tmp_path):
+    """Pasted into the example project (whose sends have a contact_id), the recipes validate, and
+    evaluate --all without a grain leaves out the rolling one and says so, as the docs say."""
+    root = tmp_path / "marketing"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "marketing", root)
+    (root / "recipes.yaml").write_text(recipes())
+    assert CliRunner().invoke(cli, ["validate", str(root)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["evaluate", str(root), "--all", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "active_contacts_30d (needs --grain)" in result.stderr
+    (row,) = json.loads(result.stdout)
+    assert "median_time_to_conversion" in row and "active_contacts_30d" not in row
+
+
+# --------------------------------------------------------------------------- median_time_to_conversion (recipe)
 
 MEDIAN_CONTACTS = [
     # won in February after 3, 10, 40 and 41 whole days: the median is (10 + 40) / 2 = 25
@@ -111,7 +157,7 @@ def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two(make_project)
     assert rows == {FEB: {"period": FEB, "median_time_to_conversion": 25.0}}
 
 
-# --------------------------------------------------------------------------- active_contacts_30d
+# --------------------------------------------------------------------------- active_contacts_30d (recipe)
 
 SENDS = [
     send(1, "2025-01-01 08:00:00", 4, opened=True),     # before January's window (January 2 to 31)

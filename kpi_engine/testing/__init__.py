@@ -186,40 +186,6 @@ def check_conformance(warehouse: str | Mapping[str, Any], folder: Path, *, regis
     return mismatches
 
 
-def refused_kpis(project, names: Iterable[str] | None = None, **options: Any) -> dict[str, str]:
-    """The KPIs (of ``names``, else every KPI of the open ``project``) that the engine refuses to
-    compile for the project's warehouse, each alone, with the error: the ones a dialect has no SQL
-    for, such as an exact median on SQLite. A plugin's tests compare this with the list they
-    expect, so a KPI that starts failing is never left out silently."""
-    from ..errors import QueryError
-
-    refused = {}
-    for name in (list(names) if names is not None else list(project.project.kpis)):
-        try:
-            project.compile([name], **({"grain": "month"} | options))
-        except QueryError as error:
-            refused[name] = str(error)
-    return refused
-
-
-def assert_refused(project, expected: Mapping[str, str]) -> None:
-    """Exactly the KPIs of ``expected`` ({name: words of the error}) are refused on the open
-    ``project``'s warehouse, each with an error holding those words, when compiled and when
-    evaluated (before any query runs); every other KPI of the project compiles."""
-    from ..errors import QueryError
-
-    refused = refused_kpis(project)
-    assert set(refused) == set(expected), f"refused: {sorted(refused)}, expected: {sorted(expected)}"
-    for name, words in expected.items():
-        assert words in refused[name], refused[name]
-        try:
-            project.evaluate([name], grain="month")
-        except QueryError as error:
-            assert words in str(error), str(error)
-        else:
-            raise AssertionError(f"{name} was evaluated, not refused")
-
-
 def result_differences(rows: list[Mapping[str, Any]], reference_rows: list[Mapping[str, Any]], names: Iterable[str],
                        *, engine: str = "adapter", reference: str = "DuckDB", rel: float = 1e-9) -> list[str]:
     """How two evaluations of one request differ (rows keyed by period and channel): rows on one

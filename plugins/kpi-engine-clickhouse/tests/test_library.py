@@ -35,7 +35,7 @@ def projects(chdb_folder, duckdb_warehouse, tmp_path_factory):
 def test_every_library_kpi_matches_duckdb(projects, grouping):
     on_clickhouse, on_duckdb = projects
     names = list(on_clickhouse.project.kpis)
-    assert len(names) >= 41
+    assert len(names) >= 39
     options = GROUPINGS[grouping]
     if "grain" not in options:  # previous() and the like need periods
         model = on_clickhouse.model()

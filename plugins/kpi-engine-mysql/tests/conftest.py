@@ -18,17 +18,6 @@ def assert_same_results(rows: list[dict], duckdb_rows: list[dict], names: list[s
     same_results(rows, duckdb_rows, names, engine="MariaDB")
 
 
-#: Library KPIs the engine refuses on MySQL/MariaDB, with the words of the error: no exact
-#: percentile aggregate (docs/formulas.md, "Percentiles, by warehouse"). The comparisons with
-#: DuckDB leave them out; test_library.py checks that exactly these are refused.
-REFUSED = {"median_time_to_conversion": "the mysql dialect has no aggregate for exact percentiles"}
-
-
-def library_kpis(project) -> list[str]:
-    """Every KPI of the open project but the refused ones."""
-    return [name for name in project.project.kpis if name not in REFUSED]
-
-
 pytest_plugins = ["mariadb_server"]
 
 REPO = Path(__file__).resolve().parents[3]

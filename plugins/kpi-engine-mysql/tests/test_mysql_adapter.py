@@ -21,7 +21,7 @@ import pymysql
 import pytest
 import sqlglot
 from click.testing import CliRunner
-from conftest import assert_same_results, library_kpis
+from conftest import assert_same_results
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
@@ -470,9 +470,7 @@ def test_query_failures_name_the_problem(connect):
 def test_compiled_sql_runs_as_is_and_matches_duckdb(mariadb_server, marketing_db, duckdb_warehouse, tmp_path):
     project = write_project(tmp_path / "duck", duckdb_warehouse)  # any project: prepare follows the dialect
     options = ["--by", "channel", "--grain", "week", "--from", "2024-12-16", "--to", "2025-01-13", "--fill"]
-    with open_project(project) as kpi_project:
-        options = library_kpis(kpi_project) + options
-    result = run("compile", str(project), *options, "--dialect", "mysql")
+    result = run("compile", str(project), "--all", *options, "--dialect", "mysql")
     assert result.exit_code == 0, result.output
     sql = result.stdout
     assert "MAKEDATE" not in sql and "WEEKDAY(" in sql and "STR_TO_DATE" not in sql
@@ -481,7 +479,7 @@ def test_compiled_sql_runs_as_is_and_matches_duckdb(mariadb_server, marketing_db
         cursor.execute(sql.rstrip().rstrip(";"))
         rows = cursor.fetchall()
     reader.close()
-    on_duckdb = json.loads(run("evaluate", str(project), *options, "--format", "json").stdout)
+    on_duckdb = json.loads(run("evaluate", str(project), "--all", *options, "--format", "json").stdout)
     assert [(row[0].isoformat(), row[1]) for row in rows] == [(row["period"], row["channel"]) for row in on_duckdb]
     # The week that spans New Year is one week, from Monday 2024-12-30.
     assert sorted({row[0] for row in rows}) == [dt.date(2024, 12, 16), dt.date(2024, 12, 23), dt.date(2024, 12, 30),
@@ -492,7 +490,7 @@ def test_compiled_sql_runs_as_is_and_matches_duckdb(mariadb_server, marketing_db
 def test_preparing_twice_changes_nothing(mariadb_server, marketing_db, tmp_path, grain):
     project = write_project(tmp_path / "p", mariadb_server.settings(marketing_db), timezone="Europe/Paris")
     with open_project(project) as kpi_project:
-        compiled = kpi_project.compile(library_kpis(kpi_project), by=["channel"], grain=grain,
+        compiled = kpi_project.compile(list(kpi_project.project.kpis), by=["channel"], grain=grain,
                                        start="2024-06-01", end="2025-06-01", fill=True)
     assert compiled.dialect == "mysql"
     once = compiled.expression.sql(dialect="mysql")

@@ -32,17 +32,6 @@ GROUPINGS = {
 }
 
 
-#: Library KPIs the engine refuses on SQLite, with the words of the error: SQLite has no exact
-#: percentile aggregate (docs/formulas.md, "Percentiles, by warehouse"). They are left out of the
-#: comparisons with DuckDB below, and test_the_refused_kpis_are_exactly_these holds the list.
-REFUSED = {"median_time_to_conversion": "the sqlite dialect has no aggregate for exact percentiles"}
-
-
-def library_kpis(project) -> list[str]:
-    """Every KPI of the project but the refused ones."""
-    return [name for name in project.project.kpis if name not in REFUSED]
-
-
 def run(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
@@ -91,8 +80,8 @@ def test_the_registry_finds_it_through_its_entry_point():
 @pytest.mark.parametrize("grouping", GROUPINGS)
 def test_every_library_kpi_matches_duckdb(projects, grouping):
     on_sqlite, on_duckdb = projects
-    names = library_kpis(on_sqlite)
-    assert len(names) >= 40
+    names = list(on_sqlite.project.kpis)
+    assert len(names) >= 39
     options = GROUPINGS[grouping]
     if "grain" not in options:  # previous() and the like need periods
         model = on_sqlite.model()
@@ -104,13 +93,6 @@ def test_every_library_kpi_matches_duckdb(projects, grouping):
         assert all(isinstance(row["period"], dt.date) for row in sqlite_rows)  # dates, as DuckDB returns them
 
 
-def test_the_refused_kpis_are_exactly_these(projects):
-    """Each refused KPI fails alone with the engine's clear error before any query runs, and every
-    other library KPI compiles: the list above hides nothing."""
-    on_sqlite, _ = projects
-    testing.assert_refused(on_sqlite, REFUSED)
-
-
 def test_dates_declared_as_text_are_recognised(example_db_text_dates, duckdb_warehouse, tmp_path):
     """TEXT columns holding ISO dates are described as DATE/TIMESTAMP, so the library validates and agrees."""
     on_text = write_project(tmp_path / "text", {"adapter": "sqlite", "path": str(example_db_text_dates)})
@@ -119,7 +101,7 @@ def test_dates_declared_as_text_are_recognised(example_db_text_dates, duckdb_war
         catalog = sqlite_project.model().catalog
         assert catalog["ad_spend"]["spend_date"] == "date" and catalog["leads"]["created_at"] == "timestamp"
         assert catalog["leads"]["customer_at"] == "timestamp"  # mostly null, still recognised
-        names = library_kpis(sqlite_project)
+        names = list(sqlite_project.project.kpis)
         for options in (GROUPINGS["month_by_channel"], GROUPINGS["quarter"]):
             assert_same_results(sqlite_project.evaluate(names, **options).to_dicts(),
                                 duckdb_project.evaluate(names, **options).to_dicts(), names)
@@ -131,7 +113,7 @@ def test_week_start_and_fiscal_year_match_duckdb(example_db, duckdb_warehouse, t
     on_sqlite = write_project(tmp_path / "s", {"adapter": "sqlite", "path": str(example_db)}, **calendar)
     on_duckdb = write_project(tmp_path / "d", duckdb_warehouse, **calendar)
     with open_project(on_sqlite) as sqlite_project, open_project(on_duckdb) as duckdb_project:
-        names = library_kpis(sqlite_project)
+        names = list(sqlite_project.project.kpis)
         options = dict(grain=grain, by=["channel"], start="2024-05-01", end="2025-10-01")
         assert_same_results(sqlite_project.evaluate(names, **options).to_dicts(),
                             duckdb_project.evaluate(names, **options).to_dicts(), names)
@@ -161,8 +143,7 @@ def test_having_order_and_limit(projects):
 def test_the_conformance_kit_passes(tmp_path):
     """The packaged fixture tables and reference values every adapter is held to."""
     database = load_sqlite(testing.fixture_dir(), tmp_path / "fixture.sqlite")
-    kpis = [name for name in sorted(testing.expected_values()["month_channel"]) if name not in REFUSED]
-    testing.assert_conformance({"adapter": "sqlite", "path": str(database)}, tmp_path / "project", kpis=kpis)
+    testing.assert_conformance({"adapter": "sqlite", "path": str(database)}, tmp_path / "project")
 
 
 # --- the command line ------------------------------------------------------------------------------------------
@@ -171,9 +152,7 @@ def test_the_conformance_kit_passes(tmp_path):
 def test_compile_for_sqlite_has_no_date_trunc_and_its_sql_runs(example_db, tmp_path, duckdb_warehouse):
     project = write_project(tmp_path / "duck", duckdb_warehouse)  # any project: prepare follows the dialect
     options = ["--by", "channel", "--grain", "quarter", "--from", "2024-04-01", "--to", "2025-04-01", "--fill"]
-    with open_project(project) as kpi_project:
-        options = library_kpis(kpi_project) + options
-    result = run("compile", str(project), *options, "--dialect", "sqlite")
+    result = run("compile", str(project), "--all", *options, "--dialect", "sqlite")
     assert result.exit_code == 0, result.output
     sql = result.stdout
     for name in ("DATE_TRUNC", "TIMESTAMP_TRUNC", "DATETIME_TRUNC", "YEAR(", "MONTH(", "DATE_ADD", "DATE_DIFF",
@@ -181,7 +160,7 @@ def test_compile_for_sqlite_has_no_date_trunc_and_its_sql_runs(example_db, tmp_p
         assert name not in sql.upper(), name
     with sqlite3.connect(f"{example_db.as_uri()}?mode=ro", uri=True) as connection:
         rows = connection.execute(sql.rstrip().rstrip(";")).fetchall()
-    on_duckdb = json.loads(run("evaluate", str(project), *options, "--format", "json").stdout)
+    on_duckdb = json.loads(run("evaluate", str(project), "--all", *options, "--format", "json").stdout)
     assert len(rows) == len(on_duckdb) and {row[0] for row in rows} == {"2024-04-01", "2024-07-01", "2024-10-01",
                                                                         "2025-01-01"}
     assert [(row[0], row[1]) for row in rows] == [(row["period"], row["channel"]) for row in on_duckdb]
@@ -190,7 +169,7 @@ def test_compile_for_sqlite_has_no_date_trunc_and_its_sql_runs(example_db, tmp_p
 @pytest.mark.parametrize("grain", ["quarter", "fiscal_quarter", "week"])
 def test_preparing_twice_changes_nothing(projects, grain):
     on_sqlite, _ = projects
-    compiled = on_sqlite.compile(library_kpis(on_sqlite), by=["channel"], grain=grain, start="2024-06-01",
+    compiled = on_sqlite.compile(list(on_sqlite.project.kpis), by=["channel"], grain=grain, start="2024-06-01",
                                  end="2025-06-01", fill=True)
     assert compiled.dialect == "sqlite"
     assert SQLiteAdapter.prepare(compiled.expression).sql(dialect="sqlite") == compiled.expression.sql(dialect="sqlite")
@@ -232,7 +211,7 @@ def test_evaluation_never_changes_the_database_file(example_db, tmp_path):
         "    dimensions: [product]\n", encoding="utf-8")
     with open_project(project) as kpi_project:
         kpi_project.model()  # describes every source, the sql one through a temporary view
-        kpi_project.evaluate(library_kpis(kpi_project), by=["channel"], grain="month")
+        kpi_project.evaluate(list(kpi_project.project.kpis), by=["channel"], grain="month")
         by_quarter = kpi_project.evaluate(formulas=["count(big_orders)"], grain="quarter").to_dicts()
         with sqlite3.connect(copy.as_uri() + "?mode=ro", uri=True) as direct:
             (expected,) = direct.execute("SELECT COUNT(*) FROM orders WHERE amount > 1000").fetchone()
