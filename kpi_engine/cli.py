@@ -342,7 +342,7 @@ _INIT_FILES = {
 warehouse:
   adapter: duckdb
   data: data            # every data/<table>.csv is a read-only table named after the file
-# include: [builtin:marketing]   # the 38-KPI marketing library (docs/library.md)
+# include: [builtin:marketing]   # the 39-KPI marketing library (docs/library.md)
 """,
     "sources.yaml": """\
 sources:

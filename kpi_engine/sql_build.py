@@ -226,6 +226,9 @@ def aggregate_sql(func: str, arg: exp.Expression | None, where: exp.Expression |
 # form is written out here. Engines missing from both tables have no such aggregate.
 _WITHIN_GROUP = frozenset({"postgres", "snowflake", "redshift", "oracle"})
 _EXACT_FUNCTION = {"duckdb": "QUANTILE_CONT", "spark": "PERCENTILE", "databricks": "PERCENTILE"}
+# ClickHouse's parametric quantileExactInclusive(p)(x) interpolates as PERCENTILE_CONT; it refuses
+# decimals, so the value goes through toFloat64 (which keeps a NULL a NULL, unlike CAST).
+_EXACT_PARAMETRIC = {"clickhouse": "quantileExactInclusive"}
 _APPROXIMATE = frozenset({"duckdb", "spark", "databricks", "trino", "presto", "athena", "snowflake", "bigquery",
                           "redshift"})
 
@@ -240,10 +243,14 @@ def percentile_sql(value: exp.Expression, fraction, dialect: str, approximate: b
         return exp.ApproxQuantile(this=value, quantile=share)
     if not approximate and dialect in _EXACT_FUNCTION:
         return exp.Anonymous(this=_EXACT_FUNCTION[dialect], expressions=[value, share])
+    if not approximate and dialect in _EXACT_PARAMETRIC:
+        as_float = exp.Anonymous(this="toFloat64", expressions=[value])
+        return exp.ParameterizedAgg(this=_EXACT_PARAMETRIC[dialect], expressions=[share], params=[as_float])
     if not approximate and dialect in _WITHIN_GROUP:
         return exp.WithinGroup(this=exp.PercentileCont(this=share), expression=exp.Order(expressions=[exp.Ordered(this=value)]))
     kind = "approximate percentiles" if approximate else "exact percentiles (median, percentile)"
-    other = ("exact ones: median() and percentile()" if dialect in _EXACT_FUNCTION or dialect in _WITHIN_GROUP
+    other = ("exact ones: median() and percentile()"
+             if dialect in _EXACT_FUNCTION or dialect in _WITHIN_GROUP or dialect in _EXACT_PARAMETRIC
              else "approx_percentile()" if dialect in _APPROXIMATE and not approximate else None)
     raise QueryError(f"the {dialect} dialect has no aggregate for {kind}.", None,
                      f"Use {other} on this warehouse." if other else

@@ -1,4 +1,4 @@
-"""Plain-Python reference values for the 38 KPIs of the marketing library.
+"""Plain-Python reference values for the 39 KPIs of the marketing library.
 
 Written from the textbook readings of docs/library.md ("What each KPI means") and the CSV files
 alone, without the engine, SQL or the library's YAML: rows are read with ``reference.load()``,
@@ -206,7 +206,7 @@ class Library:
         return self.snapshot("subscriptions", lambda row: Decimal(row["mrr"]))
 
 
-# --- the 38 KPIs: each returns {key: exact value or None} over its key set -----------------------
+# --- the 39 KPIs: each returns {key: exact value or None} over its key set -----------------------
 
 def new_contacts(lib: Library):
     """#1 New contacts: contacts created in P, leads or not."""
@@ -492,6 +492,26 @@ def lead_value(lib: Library):
     return {key: ratio(values[key], leads[key]) for key in lib.keys("orders", "leads")}
 
 
+def _timestamp(value: str) -> dt.datetime:
+    """A date or timestamp as written (a date is its midnight)."""
+    return dt.datetime.fromisoformat(value)
+
+
+def lead_to_customer_rate_90d(lib: Library):
+    """#7, cohort within a window = 100 x leads created in P that became customers at most 90 days
+    (90 x 24 hours, both ends included) after their creation / leads created in P."""
+    window = dt.timedelta(days=90)
+
+    def won_in_time(row: Row) -> bool:
+        if row["customer_at"] is None:
+            return False
+        created, won = _timestamp(row["created_at"]), _timestamp(row["customer_at"])
+        return created <= won <= created + window
+
+    won, leads = lib.count("leads", won_in_time), lib.leads()
+    return {key: ratio(won[key], leads[key], 100) for key in lib.keys("leads")}
+
+
 KPIS: dict[str, Callable[[Library], dict]] = {function.__name__: function for function in (
     new_contacts, qualified_leads, mql_count, sql_count, cost_per_lead, close_rate,
     lead_to_customer_rate, lead_to_opportunity_rate, time_to_conversion_days,
@@ -500,7 +520,7 @@ KPIS: dict[str, Callable[[Library], dict]] = {function.__name__: function for fu
     email_list_size, email_open_rate, email_click_through_rate, inbox_placement_rate,
     unsubscribe_rate, list_growth_rate, list_churn_rate, website_sessions, organic_sessions,
     bounce_rate, avg_session_duration, social_shares, social_engagement, follower_growth_rate,
-    customer_retention_rate, repeat_customer_revenue, lead_value,
+    customer_retention_rate, repeat_customer_revenue, lead_value, lead_to_customer_rate_90d,
 )}
 
 

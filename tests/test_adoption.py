@@ -431,7 +431,7 @@ def test_the_worked_examples_of_the_docs_are_these_projects():
 def test_validate_summary_of_the_csv_exports(crm_export):
     root, _ = crm_export
     result = CliRunner().invoke(cli, ["validate", str(root)])
-    assert result.stdout.startswith("OK: project 'crm_export': 13 sources (4 unmapped), 44 KPIs (12 unavailable); "
+    assert result.stdout.startswith("OK: project 'crm_export': 15 sources (4 unmapped), 45 KPIs (12 unavailable); "
                                     "specs, formulas, tables and columns are valid.\n")
     assert "Unavailable (source 'nps_responses' is unmapped): nps.\n" in result.stdout
 

@@ -51,7 +51,7 @@ def test_expected_values_come_from_the_reference_and_are_current():
     assert Path(conformance_expected.TARGET).read_text() == conformance_expected.build(), \
         "kpi_engine/testing/expected.json is stale: run python tests/conformance_expected.py"
     expected = expected_values()
-    assert len(expected["month_channel"]) == 38
+    assert len(expected["month_channel"]) == 39
 
 
 def test_result_differences_between_two_engines():

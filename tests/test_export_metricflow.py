@@ -119,7 +119,7 @@ def test_what_metricflow_cannot_say_is_reported(projects):
 
 
 def test_the_marketing_library_round_trips(tmp_path):
-    """The example project (the 38-KPI library on its CSV warehouse): every KPI MetricFlow can say
+    """The example project (the 39-KPI library on its CSV warehouse): every KPI MetricFlow can say
     gives the same numbers once exported and imported back."""
     example = Path(__file__).resolve().parent.parent / "examples" / "marketing"
     exported = tmp_path / "exported"
@@ -155,3 +155,20 @@ def test_the_marketing_library_round_trips(tmp_path):
             if (want is None) != (got is None) or (want is not None and abs(want - got) > 1e-9 * max(1, abs(want))):
                 bad.append((name, key(row), want, got))
     assert not bad, bad[:10]
+
+
+def test_a_conversion_source_and_rows_placed_by_another_time_are_not_exported(tmp_path):
+    """Exported as subsets of the contacts, they would count every contact: both are left out,
+    with the KPIs that read them, and said so."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "marketing"
+    result = CliRunner().invoke(cli, ["export", "metricflow", str(example), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "source 'lead_conversions_90d': a conversion source is not exported" in result.output
+    assert "source 'won_contacts': it places the rows of source 'contacts' by another time column " \
+           "('customer_at')" in result.output
+    assert "KPI 'lead_to_customer_rate_90d': it reads source 'lead_conversions_90d', which is not exported" \
+        in result.output
+    exported = yaml.safe_load((tmp_path / "out" / "metrics.yml").read_text())["metrics"]
+    assert not {m["name"] for m in exported} & {"lead_to_customer_rate_90d", "won_contacts", "lead_conversions_90d"}
+    models = yaml.safe_load((tmp_path / "out" / "semantic_models.yml").read_text())["semantic_models"]
+    assert {"contacts", "orders"} <= {model["name"] for model in models}

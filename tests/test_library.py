@@ -18,12 +18,12 @@ lead_to_opportunity_rate time_to_conversion_days traffic_to_lead_rate leads_per_
 cost_per_sale customer_lifetime_value ltv_to_cac mrr arr nps roi revenue revenue_growth_rate email_list_size
 email_open_rate email_click_through_rate inbox_placement_rate unsubscribe_rate list_growth_rate list_churn_rate
 website_sessions organic_sessions bounce_rate avg_session_duration social_shares social_engagement
-follower_growth_rate customer_retention_rate repeat_customer_revenue lead_value""".split()
+follower_growth_rate customer_retention_rate repeat_customer_revenue lead_value lead_to_customer_rate_90d""".split()
 CONFIG = "name: team\nwarehouse: {adapter: duckdb, data: data}\ninclude: [builtin:marketing]\n"
 
 
 def test_every_catalogue_kpi_is_in_the_library_and_fully_described():
-    assert len(LIBRARY_NAMES) == 38
+    assert len(LIBRARY_NAMES) == 39
     with open_project(ROOT / "definitions" / "marketing") as project:
         model = project.model(describe=False)
     for name in LIBRARY_NAMES:
@@ -155,8 +155,10 @@ def test_the_whole_library_is_one_query_with_one_cte_per_source():
         query = project.compile(names, by=["channel"], grain="month")
     source_ctes = [c.alias for c in query.expression.ctes if c.alias.endswith("_agg")]
     assert sorted(source_ctes) == sorted(f"{s}_agg" for s in query.sources)
-    # Every standard source once; opportunities is read inside the leads CTE, one row per lead.
-    assert len(source_ctes) == len(set(source_ctes)) == 15 and "opportunities" not in query.sources
+    # Every standard source once; opportunities is read inside the leads CTE, one row per lead, and
+    # won_contacts inside the conversion source lead_conversions_90d.
+    assert len(source_ctes) == len(set(source_ctes)) == 16 and "opportunities" not in query.sources
+    assert "lead_conversions_90d" in query.sources and "won_contacts" not in query.sources
 
 
 def test_evaluate_all_without_a_grain_leaves_out_growth_rates():

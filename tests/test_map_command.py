@@ -71,7 +71,7 @@ def test_the_proposed_tables_and_unmapped_sources_are_the_ones_chosen_by_hand(na
         if "table" in body:
             assert proposed[source]["table"] == body["table"], source
     assert out.startswith("Wrote ") and "Review every entry." in out
-    assert re.search(r"KPIs available with this mapping: \d+ of 44", out)
+    assert re.search(r"KPIs available with this mapping: \d+ of 45", out)
     load_project(root)  # the proposal is a valid spec file, TODOs included (as comments)
 
 
@@ -79,7 +79,7 @@ def test_column_guesses_match_the_hand_mapping_where_names_tell(crm_folder):
     out, proposed = proposal(crm_folder)
     assert "mapping.yaml: 8 sources mapped to tables (36 columns guessed, 9 TODO), 4 unmapped." in out  # docs/library.md
     assert "\n  contacts: hubspot_contacts, 1 TODO\n" in out
-    assert "KPIs available with this mapping: 32 of 44 (unavailable: email_list_size, emails_sent, " in out
+    assert "KPIs available with this mapping: 33 of 45 (unavailable: email_list_size, emails_sent, " in out
     contacts = proposed["contacts"]["map"]
     for column in ("created_at", "lead_id", "is_qualified", "mql_at", "sql_at", "customer_at", "campaign"):
         assert contacts[column] == hand_mapping("crm_export")["contacts"]["map"][column], column

@@ -396,7 +396,7 @@ def test_docs_html_command(tmp_path):
     result = CliRunner().invoke(cli, ["docs", str(EXAMPLE), "--format", "html", "-o", str(output)])
     assert result.exit_code == 0, result.output
     page = output.read_text(encoding="utf-8")
-    assert page.startswith("<!doctype html>") and page.count('<section class="kpi"') == 46
+    assert page.startswith("<!doctype html>") and page.count('<section class="kpi"') == 47
 
 
 # --- the PNG reader of tests/browser.py ----------------------------------------------------
@@ -495,7 +495,7 @@ def test_catalogue_in_the_browser(project, tmp_path):
     assert page.dom_console == page.console  # the DOM run saw the same page
     counts = _ready(page.console, "kpi-catalog-ready")
     assert counts["kpis"] == counts["lineages"] == len(project.project.kpis)
-    assert counts["sources"] == page.dom.count('<section class="source"') == 13  # sources.yaml declares 13
+    assert counts["sources"] == page.dom.count('<section class="source"') == 15  # sources.yaml declares 15
     assert counts["links"] > 3 * counts["kpis"]  # table of contents, tags, uses, lineage boxes: all checked
     assert page.dom.count('<section class="kpi"') == len(project.project.kpis)
     assert 'href="#kpi-customer_acquisition_cost"' in page.dom  # ltv_to_cac uses it

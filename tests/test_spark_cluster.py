@@ -65,7 +65,7 @@ def on_duckdb(registry, parquet_data, tmp_path_factory):
 
 def library_equals_duckdb(project, on_duckdb) -> None:
     names, expected = on_duckdb
-    assert len(names) >= 38 and set(names) == set(project.project.kpis)
+    assert len(names) >= 39 and set(names) == set(project.project.kpis)
     result = project.evaluate(names, **OPTIONS)
     assert len(result.to_dicts()) > 100
     assert assert_same(result, expected, names) > 2500

@@ -48,6 +48,17 @@ class Export:
         for name, source in self.project.sources.items():
             if source.axis_of:
                 continue  # the views of a time axis are time dimensions of their source
+            # Neither a conversion source nor rows placed by another time column is a subset of its
+            # rows source's measures: exported as one, its counts would be the other source's.
+            why = ("a conversion source is not exported (its windowed matching has no measure or filter "
+                   "equivalent)" if source.conversion is not None else
+                   f"it places the rows of source '{source.rows_of}' by another time column ('{source.time}'), "
+                   "and a MetricFlow subset keeps its source's time"
+                   if source.rows_of and source.time != self.project.sources[source.rows_of].time else None)
+            if why:
+                file, line = self.where(source)
+                self.report.skip(file, line, f"source '{name}'", why)
+                continue
             if source.rows_of:  # the rows of another source: its measures, filtered by metric filters
                 subsets[name] = source
                 continue

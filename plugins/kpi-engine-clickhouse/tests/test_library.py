@@ -35,7 +35,7 @@ def projects(chdb_folder, duckdb_warehouse, tmp_path_factory):
 def test_every_library_kpi_matches_duckdb(projects, grouping):
     on_clickhouse, on_duckdb = projects
     names = list(on_clickhouse.project.kpis)
-    assert len(names) >= 38
+    assert len(names) >= 39
     options = GROUPINGS[grouping]
     if "grain" not in options:  # previous() and the like need periods
         model = on_clickhouse.model()
@@ -132,14 +132,36 @@ def test_per_entity_snapshots_match_duckdb(projects, options):
                         on_duckdb.evaluate(formulas=formulas, **options).to_dicts(), ["formula", "formula_2"])
 
 
-@pytest.mark.parametrize("formula, words", [("median(orders.amount)", "no aggregate for exact percentiles"),
-                                            ("approx_percentile(orders.amount, 0.9)",
-                                             "no aggregate for approximate percentiles")])
-def test_percentiles_are_a_clear_error(projects, formula, words):
+#: Exact percentiles through quantileExactInclusive: decimals, integers, a filter that leaves some
+#: groups without a row (null there), the ends 0 and 1 and an interpolated fraction.
+PERCENTILE_FORMULAS = [
+    "median(orders.amount)",
+    "percentile(orders.amount, 0.9 where status = 'paid')",
+    "percentile(web_sessions.duration_seconds, 0)",
+    "percentile(web_sessions.duration_seconds, 1)",
+    "percentile(web_sessions.pages_viewed, 0.37)",
+    "median(days_between(contacts.created_at, contacts.customer_at) at customer_at)",
+    "median(orders.amount where amount > 20000)",
+]
+
+
+@pytest.mark.parametrize("options", [dict(grain="month", by=["channel"]), dict(grain="week"), dict()],
+                         ids=["month_by_channel", "week", "total"])
+def test_exact_percentiles_match_duckdb(projects, options):
+    on_clickhouse, on_duckdb = projects
+    names = ["formula"] + [f"formula_{i}" for i in range(2, len(PERCENTILE_FORMULAS) + 1)]
+    rows = on_clickhouse.evaluate(formulas=PERCENTILE_FORMULAS, **options).to_dicts()
+    assert_same_results(rows, on_duckdb.evaluate(formulas=PERCENTILE_FORMULAS, **options).to_dicts(), names)
+    if options:  # some groups have no order above 20,000: null, not 0
+        assert any(row["formula_7"] is None for row in rows) and any(row["formula_7"] is not None for row in rows)
+
+
+def test_approximate_percentiles_are_a_clear_error(projects):
     """What this engine does not compute on ClickHouse is refused before a query runs."""
     from kpi_engine.errors import QueryError
 
     on_clickhouse, _ = projects
     with pytest.raises(QueryError) as raised:
-        on_clickhouse.evaluate(formulas=[formula], grain="month")
-    assert words in str(raised.value) and "DuckDB" in str(raised.value)
+        on_clickhouse.evaluate(formulas=["approx_percentile(orders.amount, 0.9)"], grain="month")
+    assert "no aggregate for approximate percentiles" in str(raised.value)
+    assert "Use exact ones: median() and percentile()" in str(raised.value)
