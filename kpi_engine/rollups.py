@@ -10,7 +10,7 @@ and --where are among its dimensions, reads the day totals instead of the raw ro
 and sums, minimum of minimums, maximum of maximums, grouped into the requested periods. Days after
 the last materialized one are read from the raw rows and added (UNION ALL), so an answer is never
 staler than the raw table; in a project with a time zone they are also bounded on the stored time
-(``stored_bound``), so that a scan skips the materialized rows. The engine reads the state and
+(``SourceReader.stored_bound``), so that a scan skips the materialized rows. The engine reads the state and
 hands it to the compiler (``RollupRoutes``); the compiler never queries.
 
 The first and last day of a source's data (the ``complete`` flag, a series' ends: completeness.py)
@@ -350,7 +350,7 @@ class Materialized:
 
         def raw_rows(compare, day: dt.date) -> exp.Select:
             condition = compare(this=time.copy(), expression=bound(day, is_date))
-            skip = stored_bound(reader, source, compare, day)
+            skip = reader.stored_bound(source, compare, day)
             return raw_days(condition if skip is None else exp.and_(skip, condition, copy=False))
 
         day = col(DAY, "stored")
@@ -492,20 +492,6 @@ def uncovered(m: Materialized, reader: SourceReader, read: SourceRead, where: n.
     return None
 
 
-def stored_bound(reader: SourceReader, source, compare, day: dt.date) -> exp.Expression | None:
-    """A bound on the stored time implied by ``compare(local time, day)`` (GTE or LT), for a
-    timestamp column read in the project's time zone (None otherwise). Converted, the time is an
-    expression no scan can skip row groups by: this bound, two days wider than any zone's offset,
-    lets the warehouse skip the raw rows a rollup holds (zone maps) without changing which rows
-    meet the exact condition."""
-    time, _ = reader.time_column(source)
-    stored = reader.column(source, source.time, local=False)
-    if stored == time or reader.model.mapped(source.name, source.time) is not None:
-        return None  # no conversion (a DATE, no time zone), or a map: formula
-    wide = day + dt.timedelta(days=-2 if compare is exp.GTE else 2)
-    return compare(this=cast(stored, "TIMESTAMP"), expression=bound(wide, False))
-
-
 def _of_the_day(reader: SourceReader, source: str, dim: str) -> bool:
     """A part of the row's local day (day_of_week, ...), computed from the rollup's day; never a
     part of the time of day (hour_of_day), which a day total has lost."""
@@ -553,7 +539,7 @@ def routed_ctes(reader: SourceReader, read: SourceRead, where: n.Node | None, ma
         fresh = SourceRead(f"{read.name}_fresh", plan, max(read.start, fresh_start) if read.start else fresh_start)
         fresh_ctes = raw.source_ctes(fresh, where, marked=False)
         grouping = fresh_ctes[-1][1]
-        skips = [stored_bound(raw, source, compare, day) for compare, day in ((exp.GTE, fresh.start), (exp.LT, end))
+        skips = [raw.stored_bound(source, compare, day) for compare, day in ((exp.GTE, fresh.start), (exp.LT, end))
                  if day is not None]
         rows = grouping.args.get("from_") if isinstance(grouping, exp.Select) else None
         if skips[0] is not None and rows is not None and rows.this.alias_or_name == source.name:

@@ -433,7 +433,7 @@ class SourceReader:
         if marked and not by_day:
             selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
 
-        conditions = self.range_conditions(time, is_date, start) if source.time else []
+        conditions = self.range_conditions(time, is_date, start, source) if source.time else []
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
             conditions.append(wrap(row_value(where)))
         if filtered:
@@ -548,14 +548,34 @@ class SourceReader:
             notes.append(f"{snapshot}: the {'last' if agg.func == 'last' else 'first'} snapshot time of each period")
         return Step(f"Aggregate {read.name}: {source.name} by {', '.join(keys) or 'nothing (one row)'}", notes)
 
-    def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None) -> list[exp.Expression]:
-        """A row belongs to the period of its time; a row without one belongs to none."""
+    def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None,
+                         source: SourceSpec | None = None) -> list[exp.Expression]:
+        """A row belongs to the period of its time; a row without one belongs to none. With
+        ``source``, a time read in the project's time zone is also bounded as stored (see
+        ``stored_bound``)."""
         conditions: list[exp.Expression] = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
-        if start:
-            conditions.append(exp.GTE(this=time.copy(), expression=bound(start, is_date)))
-        if self.request.end:
-            conditions.append(exp.LT(this=time.copy(), expression=bound(self.request.end, is_date)))
+        for compare, day in ((exp.GTE, start), (exp.LT, self.request.end)):
+            if day:
+                conditions.append(compare(this=time.copy(), expression=bound(day, is_date)))
+                stored = self.stored_bound(source, compare, day) if source is not None else None
+                if stored is not None:
+                    conditions.append(stored)
         return conditions
+
+    def stored_bound(self, source: SourceSpec, compare, day: dt.date) -> exp.Expression | None:
+        """A bound on the stored time implied by ``compare(local time, day)`` (GTE or LT), for a
+        timestamp column read in the project's time zone (None otherwise). Converted, the time is an
+        expression no scan can skip row groups by: this bound, two days wider than any zone's
+        offset, lets the warehouse skip the rows outside the range (zone maps) without changing
+        which rows meet the exact condition."""
+        if source.time_end or source.conversion:
+            return None  # rows spread over periods, or pairs of events: the time is not a stored column
+        time, _ = self.time_column(source)
+        stored = self.column(source, source.time, local=False)
+        if stored == time or self.model.mapped(source.name, source.time) is not None:
+            return None  # no conversion (a DATE, no time zone), or a map: formula
+        wide = day + dt.timedelta(days=-2 if compare is exp.GTE else 2)
+        return compare(this=cast(stored, "TIMESTAMP"), expression=bound(wide, False))
 
     def days_to_periods(self, read: "SourceRead", days: str, marked: bool, late: Mapping[str, str] | None = None,
                         late_keys: Mapping[str, Sequence[str]] | None = None) -> exp.Select:
