@@ -384,11 +384,13 @@ class _Compiler:
 
         kpi_sources = {name: {agg.source for agg in aggregates_in(expr)}
                        for name, expr in [(column.name, expr) for column, expr in outputs] + list(hidden.items())}
-        widened = bool(history_leaves) and history_start != request.start
+        day_leaves = [leaf for leaf in history_leaves if self.windows.over_days(leaf)]
+        # Rows read before --from for the windows (a wider range, or the days of windows counted
+        # from days) must not bring dimension values into the rows --fill lists.
+        widened = bool(history_leaves) and (history_start != request.start or bool(day_leaves))
         # A time function over another reads the inner one in periods where no source has a row
         # (a running total goes on through an empty month): the series lists every period.
         dense = self.windows.series_range(list(plans), history_start) if stages > 1 else None
-        day_leaves = [leaf for leaf in history_leaves if self.windows.over_days(leaf)]
         day_ctes, day_columns, window_steps = self.windows.day_windows(day_leaves, history_start, where, self.cte) if day_leaves \
             else ([], {}, [])
         masked, row_filter = self.row_sets(kpi_sources, set(plans), split or dense is not None or bool(day_leaves),

@@ -500,3 +500,21 @@ def test_a_range_that_ends_before_the_data_has_no_rows_and_no_error(project):
     before = FIRST_DAY - dt.timedelta(days=40)
     for grain in ("week", "month"):
         assert actual(project, "previous(cumulative(count(registrations)))", True, grain=grain, end=before) == {}
+
+
+def test_fill_lists_only_the_dimension_values_seen_in_the_range_for_windows_in_days(project, data):
+    """The days a window in days reads before --from must not add dimension values to the rows
+    --fill lists (as for every other time function): a region with rows only before the range
+    gets no row."""
+    registrations, _ = data
+    by_day: dict[dt.date, set] = {}
+    for r in registrations:
+        by_day.setdefault(r["registered_at"].date(), set()).add(r["region"])
+    regions = set().union(*by_day.values())
+    day = next(d for d in sorted(by_day) if d > FIRST_DAY + dt.timedelta(days=40) and by_day[d] != regions)
+    for formula, grain in (("rolling(count_distinct(registrations.fee), '30 days')", "day"),
+                           ("rolling(count(registrations), '30 days')", "week")):
+        start = day - dt.timedelta(days=day.weekday()) if grain == "week" else day
+        seen = set().union(*(by_day.get(start + dt.timedelta(days=k), set()) for k in range((day - start).days + 1)))
+        got = actual(project, formula, True, grain=grain, start=start, end=day + dt.timedelta(days=1), fill=True)
+        assert {region for _, region in got} == seen, formula
