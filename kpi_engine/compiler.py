@@ -13,6 +13,9 @@ Shape of every query (readable with ``kpi-engine compile``):
     FROM keys LEFT JOIN a ON <keys match, null-safe> LEFT JOIN b ON ...
     WHERE <--having> ORDER BY ... LIMIT ...
 
+(On DuckDB the keys and the joins are one step instead: the CTEs stacked with UNION ALL and
+grouped by the keys, key_fold.py.)
+
 Aggregating each source before joining is what keeps a cross-source ratio such as
 ``sum(ad_spend.spend) / count(leads)`` free of join fan-out. Time functions
 (previous, cumulative, rolling, share) add two CTEs: ``series`` (the joined grouped
@@ -47,6 +50,7 @@ from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_
                         period_literal, snapshot_mark, table_ref)
 from .plan import Step, window_text
 from .plan import formula as plan_text
+from .key_fold import FOLD_DIALECTS, fold_key_union
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
 from .windows import SERIES_CTE, WINDOWED_CTE, TimeWindows
 from .values import counts_whole
@@ -416,7 +420,8 @@ class _Compiler:
             dense = (min(first, dense[0] or first) if dense else first, request.end)
         ctes += day_ctes
         window_reads = list(dict.fromkeys(table for table, _ in day_columns.values()))
-        key_table, body, key_ctes = self.join_sources([read.name for read in reads] + window_reads, dense)
+        joined = [read.name for read in reads] + window_reads
+        key_table, body, key_ctes = self.join_sources(joined, dense)
         ctes += key_ctes
         values_of = {}  # source -> relation holding its observed dimension values (under --fill)
         if request.fill and self.dims and self.marked:
@@ -553,6 +558,11 @@ class _Compiler:
         if self.keys and not request.fill and others and set(plans) - others:
             query = query.where(exp.or_(*[not_null(present_column(s)) for s in sorted(others)], copy=False), copy=False)
         query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
+        folded = None
+        if key_ctes and dense is None and self.dialect in FOLD_DIALECTS:
+            folded = fold_key_union(dict(ctes)[SERIES_CTE] if leaves else query, self.keys, joined, KEYS_CTE)
+            if folded is not None:
+                ctes = [(name, folded if name == KEYS_CTE else cte) for name, cte in ctes]
         for name, cte in ctes:
             query = query.with_(ident(name), as_=cte, copy=False)
 
@@ -560,8 +570,10 @@ class _Compiler:
             inputs = [self.reader.describe(read, where) for read in reads] + [make() for make in window_steps]
             step = inputs[0]
             if len(inputs) > 1 or dense is not None:
-                notes = [f"every {', '.join(self.keys) or 'row'} that an input has, each input joined to it "
-                         "(null-safe; no rows counts 0)" if self.keys else "one row per input, side by side"]
+                how = "the inputs stacked and grouped by it (" if folded is not None else \
+                    "each input joined to it (null-safe; "
+                notes = [f"every {', '.join(self.keys) or 'row'} that an input has, {how}no rows counts 0)"
+                         if self.keys else "one row per input, side by side"]
                 if dense is not None:
                     notes.append(f"and every {self.grain} from {dense[0]} to {dense[1]} (end excluded) for each "
                                  "dimension value seen" + ("" if request.fill else

@@ -51,26 +51,34 @@ WITH "ad_spend_agg_days" AS (
     "leads_agg_days"."channel"
 ), "keys" AS (
   SELECT
-    "ad_spend_agg"."period",
-    "ad_spend_agg"."channel"
-  FROM "ad_spend_agg"
-  UNION
-  SELECT
-    "leads_agg"."period",
-    "leads_agg"."channel"
-  FROM "leads_agg"
+    "stacked"."period",
+    "stacked"."channel",
+    MAX("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend",
+    MAX("stacked"."leads_agg__count") AS "leads_agg__count"
+  FROM (
+    SELECT
+      "ad_spend_agg"."period",
+      "ad_spend_agg"."channel",
+      "ad_spend_agg"."sum_spend" AS "ad_spend_agg__sum_spend",
+      NULL AS "leads_agg__count"
+    FROM "ad_spend_agg"
+    UNION ALL
+    SELECT
+      "leads_agg"."period",
+      "leads_agg"."channel",
+      NULL AS "ad_spend_agg__sum_spend",
+      "leads_agg"."count" AS "leads_agg__count"
+    FROM "leads_agg"
+  ) AS "stacked"
+  GROUP BY
+    "stacked"."period",
+    "stacked"."channel"
 )
 SELECT
   "keys"."period" AS "period",
   "keys"."channel" AS "channel",
-  CAST(COALESCE("ad_spend_agg"."sum_spend", 0) / NULLIF(COALESCE("leads_agg"."count", 0), 0) AS DOUBLE) AS "cost_per_lead"
+  CAST(COALESCE("keys"."ad_spend_agg__sum_spend", 0) / NULLIF(COALESCE("keys"."leads_agg__count", 0), 0) AS DOUBLE) AS "cost_per_lead"
 FROM "keys"
-LEFT JOIN "ad_spend_agg"
-  ON "keys"."period" IS NOT DISTINCT FROM "ad_spend_agg"."period"
-  AND "keys"."channel" IS NOT DISTINCT FROM "ad_spend_agg"."channel"
-LEFT JOIN "leads_agg"
-  ON "keys"."period" IS NOT DISTINCT FROM "leads_agg"."period"
-  AND "keys"."channel" IS NOT DISTINCT FROM "leads_agg"."channel"
 ORDER BY
   "period" ASC,
   "channel" ASC;
@@ -266,37 +274,48 @@ WITH "orders_agg_days" AS (
     "ad_spend_agg_days"."channel"
 ), "keys" AS (
   SELECT
-    "orders_agg"."period",
-    "orders_agg"."channel"
-  FROM "orders_agg"
-  UNION
-  SELECT
-    "customers_agg"."period",
-    "customers_agg"."channel"
-  FROM "customers_agg"
-  UNION
-  SELECT
-    "ad_spend_agg"."period",
-    "ad_spend_agg"."channel"
-  FROM "ad_spend_agg"
+    "stacked"."period",
+    "stacked"."channel",
+    MAX("stacked"."orders_agg__sum_amount_where_status") AS "orders_agg__sum_amount_where_status",
+    MAX("stacked"."customers_agg__count") AS "customers_agg__count",
+    MAX("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend"
+  FROM (
+    SELECT
+      "orders_agg"."period",
+      "orders_agg"."channel",
+      "orders_agg"."sum_amount_where_status" AS "orders_agg__sum_amount_where_status",
+      NULL AS "customers_agg__count",
+      NULL AS "ad_spend_agg__sum_spend"
+    FROM "orders_agg"
+    UNION ALL
+    SELECT
+      "customers_agg"."period",
+      "customers_agg"."channel",
+      NULL AS "orders_agg__sum_amount_where_status",
+      "customers_agg"."count" AS "customers_agg__count",
+      NULL AS "ad_spend_agg__sum_spend"
+    FROM "customers_agg"
+    UNION ALL
+    SELECT
+      "ad_spend_agg"."period",
+      "ad_spend_agg"."channel",
+      NULL AS "orders_agg__sum_amount_where_status",
+      NULL AS "customers_agg__count",
+      "ad_spend_agg"."sum_spend" AS "ad_spend_agg__sum_spend"
+    FROM "ad_spend_agg"
+  ) AS "stacked"
+  GROUP BY
+    "stacked"."period",
+    "stacked"."channel"
 ), "series" AS (
   SELECT
     "keys"."period",
     "keys"."channel",
     YEAR("keys"."period") * 12 + MONTH("keys"."period") AS "period_index",
-    COALESCE("orders_agg"."sum_amount_where_status", 0) AS "orders__sum_amount_where_status",
-    COALESCE("customers_agg"."count", 0) AS "customers__count",
-    COALESCE("ad_spend_agg"."sum_spend", 0) AS "ad_spend__sum_spend"
+    COALESCE("keys"."orders_agg__sum_amount_where_status", 0) AS "orders__sum_amount_where_status",
+    COALESCE("keys"."customers_agg__count", 0) AS "customers__count",
+    COALESCE("keys"."ad_spend_agg__sum_spend", 0) AS "ad_spend__sum_spend"
   FROM "keys"
-  LEFT JOIN "orders_agg"
-    ON "keys"."period" IS NOT DISTINCT FROM "orders_agg"."period"
-    AND "keys"."channel" IS NOT DISTINCT FROM "orders_agg"."channel"
-  LEFT JOIN "customers_agg"
-    ON "keys"."period" IS NOT DISTINCT FROM "customers_agg"."period"
-    AND "keys"."channel" IS NOT DISTINCT FROM "customers_agg"."channel"
-  LEFT JOIN "ad_spend_agg"
-    ON "keys"."period" IS NOT DISTINCT FROM "ad_spend_agg"."period"
-    AND "keys"."channel" IS NOT DISTINCT FROM "ad_spend_agg"."channel"
 ), "windowed" AS (
   SELECT
     "series".*,
