@@ -96,13 +96,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", default=",".join(REQUESTS), help="which requests (default: all)")
     parser.add_argument("--cache", type=Path, default=build_warehouse.DEFAULT_CACHE,
                         help="cache folder of the warehouses (default benchmarks/.cache)")
+    parser.add_argument("--tile-from", type=int, metavar="N",
+                        help="sizes other than N: the generated warehouse of N leads tiled (build_warehouse.py)")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     chosen = [name.strip() for name in args.requests.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in REQUESTS]
     if unknown or not sizes:
         parser.error(f"unknown request {unknown[0]!r}" if unknown else "give at least one size")
-    folders = {leads: build_warehouse.build(leads, args.cache, log=lambda text: None) for leads in sizes}
+    if build_warehouse.tiling_error(sizes, args.tile_from):
+        parser.error(build_warehouse.tiling_error(sizes, args.tile_from))
+    folders = {leads: build_warehouse.build(leads, args.cache, log=lambda text: None, tile_from=args.tile_from)
+               for leads in sizes}
     print(f"# Peak memory of an evaluate (MiB; one child process per row; load average {load_average()})")
     print(f"{'leads':>10}  {'request':<10} {'mode':<5} {'rows':>9}  {'base':>7}  {'peak':>7}  {'peak-base':>9}  "
           f"{'seconds':>7}")

@@ -2,6 +2,7 @@
 """A dashboard-sized request with and without rollups, on the benchmark warehouse.
 
     python benchmarks/rollups.py --leads 1000000 --rounds 5
+    python benchmarks/rollups.py --leads 10000000 --tile-from 1000000 --cache /tmp/bench   # tiled warehouse
 
 Builds (or reuses) the warehouse of build_warehouse.py, writes a copy of its project with three
 rollups (contacts and leads by day, channel and campaign; customers by day, channel and industry)
@@ -65,13 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--timezone", help="the project's time zone (default none: timestamps read as stored)")
+    parser.add_argument("--cache", type=Path, help="cache folder of the warehouses (default benchmarks/.cache)")
+    parser.add_argument("--tile-from", type=int, metavar="N",
+                        help="the generated warehouse of N leads tiled to --leads (build_warehouse.py)")
     args = parser.parse_args(argv)
 
-    from build_warehouse import build
+    from build_warehouse import DEFAULT_CACHE, build, tiling_error
+
+    if tiling_error([args.leads], args.tile_from):
+        parser.error(tiling_error([args.leads], args.tile_from))
 
     from kpi_engine.engine import open_project
 
-    folder = build(args.leads)
+    folder = build(args.leads, args.cache or DEFAULT_CACHE, tile_from=args.tile_from)
     db_file = (folder / "warehouse.duckdb").resolve()
     with tempfile.TemporaryDirectory() as temp:
         project_dir = Path(temp)

@@ -7,6 +7,7 @@
     python benchmarks/sidebyside.py --explain roi            # EXPLAIN ANALYZE of both sides of one query
     python benchmarks/sidebyside.py --variants               # the engine's SQL edited as compiler fixes would
     python benchmarks/sidebyside.py --variants --only conversion_30d   # one query alone (also for the suite)
+    python benchmarks/sidebyside.py --sizes 1000000,10000000,100000000 --tile-from 1000000   # tiled (below)
     python benchmarks/run.py --only sidebyside               # the same suite as a section of run.py
 
 Each query is compiled from a project (the marketing library plus benchmarks/sidebyside/definitions)
@@ -15,7 +16,8 @@ benchmarks/sidebyside/<query>.sql on one read-only DuckDB connection, in interle
 results are compared in every round (floats within 1e-9 relative). Other shapes of the same query,
 benchmarks/sidebyside/<query>.<shape>.sql, are what was tried before keeping <query>.sql; --shapes
 times them too. Prints medians of wall and CPU time, the ratio engine / hand-written per query and
-their geometric mean. See benchmarks/README.md.
+their geometric mean. With --tile-from N, every size other than N is the generated warehouse of N
+leads repeated (build_warehouse.py --tile-from). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ CHANNELS = (("ppc", "paid"), ("paid_social", "paid"), ("email", "owned"), ("cont
 
 # ----------------------------------------------------------------------------- setup
 
-def prepare(leads: int, cache: Path, log=run.say) -> tuple[Path, Path]:
+def prepare(leads: int, cache: Path, log=run.say, tile_from: int | None = None) -> tuple[Path, Path]:
     """(build folder, project folder): the warehouse of ``leads`` rows with a ``channels`` table
     added, and a project over it: the library plus the suite's definitions."""
-    folder = build_warehouse.build(leads, cache, log=lambda text: log(f"  {text}"))
+    folder = build_warehouse.build(leads, cache, log=lambda text: log(f"  {text}"), tile_from=tile_from)
     return folder, suite_project(folder / "warehouse.duckdb", folder / "sidebyside_project")
 
 
@@ -130,10 +132,10 @@ def geometric_mean(values) -> float:
 # ----------------------------------------------------------------------------- the suite
 
 def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdown: Path | None = None,
-          only: set[str] | None = None) -> dict:
+          only: set[str] | None = None, tile_from: int | None = None) -> dict:
     import duckdb
 
-    folder, project = prepare(leads, cache)
+    folder, project = prepare(leads, cache, tile_from=tile_from)
     info = json.loads((folder / "build.json").read_text())
     db_file = folder / "warehouse.duckdb"
     engine_sql = engine_queries(project)
@@ -141,8 +143,9 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
     connection = duckdb.connect(str(db_file), read_only=True)
     connection.execute("PRAGMA threads=2")
     loads = [os.getloadavg()[0]]
+    tiled = f", {info['copies']} copies of {info['base']['rows']['leads']:,} leads" if "copies" in info else ""
     run.say(f"\n## Side by side at {info['rows']['leads']:,} leads ({db_file.stat().st_size / 2**20:,.0f} MiB "
-            f"DuckDB file): {len(queries)} queries, engine vs hand-written")
+            f"DuckDB file{tiled}): {len(queries)} queries, engine vs hand-written")
     run.say(f"{rounds} rounds after one warm-up; in each round every side runs once, in an order that "
             f"rotates; PRAGMA threads=2; medians; results checked equal in every round. {run.load_average()} before")
     header = (f"{'query':<22} {'by':<24} {'rows':>5} {'engine ms':>10} {'hand ms':>9} {'ratio':>6}"
@@ -227,14 +230,15 @@ def write_markdown(path: Path, summary: dict) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def variants(leads: int, rounds: int, cache: Path, only: set[str] | None = None) -> None:
+def variants(leads: int, rounds: int, cache: Path, only: set[str] | None = None,
+             tile_from: int | None = None) -> None:
     """Time the engine's SQL edited into the shape a proposed compiler change would produce
     (engine_variants.py), beside the engine's and the hand-written query; results checked equal."""
     import duckdb
 
     import engine_variants
 
-    folder, project = prepare(leads, cache)
+    folder, project = prepare(leads, cache, tile_from=tile_from)
     engine_sql = engine_queries(project)
     connection = duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True)
     connection.execute("PRAGMA threads=2")
@@ -270,14 +274,14 @@ def variants(leads: int, rounds: int, cache: Path, only: set[str] | None = None)
     connection.close()
 
 
-def explain(leads: int, cache: Path, name: str, shape: str = "hand") -> None:
+def explain(leads: int, cache: Path, name: str, shape: str = "hand", tile_from: int | None = None) -> None:
     """EXPLAIN ANALYZE of the engine's query and a hand-written shape (for finding what costs)."""
     import duckdb
 
     query = next((q for q in QUERIES if q.name == name), None)
     if query is None:
         raise SystemExit(f"unknown query {name!r}; the suite's queries: {', '.join(q.name for q in QUERIES)}")
-    folder, project = prepare(leads, cache)
+    folder, project = prepare(leads, cache, tile_from=tile_from)
     sql = {"engine": engine_queries(project)[name], shape: hand_shapes(query)[shape]}
     connection = duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True)
     connection.execute("PRAGMA threads=2")
@@ -321,20 +325,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", metavar="QUERIES", help="comma-separated query names: run only those")
     parser.add_argument("--cache", type=Path, default=build_warehouse.DEFAULT_CACHE,
                         help="cache folder (default benchmarks/.cache)")
+    parser.add_argument("--tile-from", type=int, metavar="N",
+                        help="sizes other than N: the generated warehouse of N leads tiled (build_warehouse.py)")
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     if args.rounds < 1 or not sizes:
         parser.error("need at least one size and one round")
+    if build_warehouse.tiling_error(sizes, args.tile_from):
+        parser.error(build_warehouse.tiling_error(sizes, args.tile_from))
     only = {name.strip() for name in args.only.split(",") if name.strip()} if args.only else None
     unknown = sorted((only or set()) - {q.name for q in QUERIES})
     if unknown:
         parser.error(f"unknown query {unknown[0]!r}; the suite's queries: {', '.join(q.name for q in QUERIES)}")
     if args.explain:
-        explain(sizes[0], args.cache, args.explain, args.shape)
+        explain(sizes[0], args.cache, args.explain, args.shape, tile_from=args.tile_from)
         return
     if args.variants:
         for leads in sizes:
-            variants(leads, args.rounds, args.cache, only)
+            variants(leads, args.rounds, args.cache, only, tile_from=args.tile_from)
         return
     run.say("# kpi-engine side-by-side suite")
     run.machine()
@@ -342,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
             .rstrip())
     try:
         for leads in sizes:
-            suite(leads, args.rounds, args.cache, shapes=args.shapes, markdown=args.markdown, only=only)
+            suite(leads, args.rounds, args.cache, shapes=args.shapes, markdown=args.markdown, only=only,
+                  tile_from=args.tile_from)
     except run.Mismatch as mismatch:
         run.say("")
         run.say(str(mismatch))
