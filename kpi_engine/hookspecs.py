@@ -83,10 +83,22 @@ def query_text(query, dialect: str) -> str:
     again (rendering costs about as much as compiling). Any other tree or dialect (a copy the
     adapter rewrote, the engine's own small queries) is rendered here with
     ``query.sql(dialect=dialect)``."""
+    text = rendered_text(query, dialect)
+    return query.sql(dialect=dialect) if text is None else text
+
+
+def rendered_text(query, dialect: str) -> str | None:
+    """The text the engine rendered this very tree to in ``dialect`` for the result it returns,
+    or None (any other tree or dialect).
+
+    The engine renders a request's tree after every adapter of the dialect has prepared it
+    (``Adapter.prepare``), so an adapter whose ``execute`` prepares a tree before rendering it
+    (to run trees from elsewhere too) runs this text as it is, and the result's ``sql`` is the
+    text that ran; it prepares and renders the tree itself only when this is None."""
     kept = _RENDERED.get()
     if kept is not None and kept[0] is query and kept[1] == dialect:
         return kept[2]
-    return query.sql(dialect=dialect)
+    return None
 
 
 @contextlib.contextmanager
@@ -122,8 +134,9 @@ class Connection(abc.ABC):
         """Run a sqlglot expression (a SELECT) and return all its rows.
 
         Render it with ``query_text(query, self.dialect)`` (the text the engine rendered the
-        same tree to, else ``query.sql(dialect=self.dialect)``); never accept SQL text
-        from elsewhere. Raise ``kpi_engine.errors.WarehouseError`` on failure, with
+        same tree to, else ``query.sql(dialect=self.dialect)``); an adapter that prepares a
+        tree itself before rendering it asks ``rendered_text`` first (the engine's tree is
+        prepared already). Never accept SQL text from elsewhere. Raise ``kpi_engine.errors.WarehouseError`` on failure, with
         a message that names the problem and never contains a password.
         """
 
@@ -177,9 +190,10 @@ class Adapter(abc.ABC):
     def prepare(cls, query):
         """Rewrite a compiled sqlglot query for this warehouse before it is rendered.
 
-        Called for ``compile --dialect <this dialect>`` and before ``execute``. Use it
-        where sqlglot's rendering of a node does not run on this engine (for example
-        date truncation on SQLite). The default returns the query unchanged.
+        Called for ``compile --dialect <this dialect>`` and on every query the engine runs,
+        before it renders the query or hands it to ``execute`` (so ``rendered_text`` is the
+        prepared tree's text). Use it where sqlglot's rendering of a node does not run on this
+        engine (for example date truncation on SQLite). The default returns the query unchanged.
         """
         return query
 

@@ -13,7 +13,7 @@ from sqlglot import exp
 import reference
 from kpi_engine.adapters import duckdb as duckdb_adapter
 from kpi_engine.engine import open_project
-from kpi_engine.hookspecs import KPIS_META, query_text, rendered
+from kpi_engine.hookspecs import KPIS_META, query_text, rendered, rendered_text
 
 EXAMPLE = reference.DEFAULT_DATA_DIR.parent
 
@@ -95,3 +95,16 @@ def test_the_kept_text_serves_only_that_tree_in_that_dialect_inside_the_block():
         assert query_text(other, "duckdb") == "SELECT a FROM t"  # a copy (e.g. rewritten by an adapter)
         assert query_text(query, "postgres") == "SELECT a FROM t"
     assert query_text(query, "duckdb") == "SELECT a FROM t"  # after the block: rendered again
+
+
+def test_rendered_text_is_the_kept_text_or_none():
+    """What an adapter that prepares trees itself asks first: the engine's text for this very tree
+    in this dialect, else None (it then prepares and renders the tree itself)."""
+    query = exp.select(exp.column("a")).from_("t")
+    with rendered(query, "sqlite", "SELECT 'kept'"):
+        assert rendered_text(query, "sqlite") == "SELECT 'kept'"
+        assert rendered_text(query.copy(), "sqlite") is None and rendered_text(query, "mysql") is None
+        with rendered(query.copy(), "sqlite", "SELECT 'inner'"):  # another tree's block hides this one's
+            assert rendered_text(query, "sqlite") is None
+        assert rendered_text(query, "sqlite") == "SELECT 'kept'"
+    assert rendered_text(query, "sqlite") is None

@@ -23,8 +23,8 @@ from kpi_engine import engine as engine_module
 from kpi_engine.cli import cli
 from kpi_engine.completeness import Extent
 from kpi_engine.engine import open_project
-from test_rollups import (CONFIG, FIRST_DAY, SPECS, build, insert_orders, load, make_orders, order_facts,
-                          plan_notes, reference, same)
+from test_rollups import (CONFIG, FIRST_DAY, SPECS, build, insert_orders, load, local_day, make_orders,
+                          order_facts, plan_notes, reference, same)
 
 CUT = dt.date(2024, 5, 1)  # materialized up to the day before
 BY_MARKET, DAILY, VISITS = "analytics_orders_by_market", "kpi_rollup_orders_daily", "kpi_rollup_visits_daily"
@@ -452,3 +452,80 @@ def test_the_stored_time_bounds_west_of_utc(tmp_path):
         assert rows == project.evaluate(rollups=False, **options).to_dicts()
         assert [(r["period"], r["orders"]) for r in rows] == [
             (day, float(days.count(day))) for day in (end - dt.timedelta(days=2), end - dt.timedelta(days=1))]
+
+
+# -- serve's freshness check
+
+
+def test_serve_checks_freshness_off_the_rollup_its_request_reads(tmp_path, extent_sql):
+    """serve keys a cached answer by the extents of its sources: for a routed request they are read
+    as evaluate reads them for the complete flag (off the rollup and the raw rows after its last
+    day), never by a scan of the whole raw table; they equal the raw extent while the rollup holds
+    what the raw table holds, and a change the routed answer cannot see keeps its cached answer."""
+    pytest.importorskip("pydantic")
+    from kpi_engine.serve.access import OPEN
+    from kpi_engine.serve.cache import HIT, MISS
+    from kpi_engine.serve.models import QueryRequest
+    from kpi_engine.serve.service import KpiService
+    from kpi_engine.serve.settings import CacheSettings, ServeSettings
+
+    folder = tmp_path / "shop"
+    rows = build(folder)["orders"]
+    with open_project(folder) as project:
+        project.materialize(["orders_by_market"], end=CUT)  # the raw rows of May and June come after it
+    service = KpiService.open(ServeSettings(project=folder, cache=CacheSettings(freshness_interval=0)))
+    request = QueryRequest.model_validate({"kpis": ["orders"], "grain": "month", "by": ["market"]})
+    options = dict(grain="month", by=["market"])
+
+    def ask(facts, status: str) -> list[dict]:
+        """Ask serve; check how the answer came, that every extent query read the rollup (the
+        freshness check and, on a miss, evaluate's: the same query), and the numbers."""
+        extent_sql.clear()
+        answer = service.query(request, OPEN)
+        assert answer.cache == status
+        assert extent_sql and all(off_rollup(sql, BY_MARKET, CUT) for sql in extent_sql)
+        assert len(set(extent_sql)) == 1 and len(extent_sql) == (2 if status == MISS else 1)
+        got = answer.result.to_dicts()
+        assert {(r["period"], r["market"]): r["orders"] for r in got} == reference(facts, "orders", "month",
+                                                                                   ("market",))
+        return got
+
+    def freshness(routed: bool):
+        rollups = service.project.compile(["orders"], **options).extent_rollups if routed else None
+        return service.freshness.key(["orders"], rollups)[0]
+
+    try:
+        facts = order_facts(rows)
+        assert set(service.project.compile(["orders"], **options).extent_rollups) == {"orders"}
+        first, last = extent(r["day"] for r in facts)
+        assert last > CUT  # rows after the last materialized day
+        got = ask(facts, MISS)
+        assert [r["complete"] for r in got] == [complete(r["period"], month_after(r["period"]), [(first, last)])
+                                                for r in got]
+        ask(facts, HIT)
+        assert freshness(routed=True) == freshness(routed=False) == (("orders", str(first), str(last)),)
+
+        # New rows after the last day of data: a new key, the answer computed again with them.
+        new = make_orders(random.Random(31), 25, last + dt.timedelta(days=3), 2, 60_000)
+        for row in new:
+            row["status"] = "paid"
+        service.project.close()  # let the test write the file (the project reopens it on its next query)
+        insert_orders(folder / "warehouse.duckdb", new)
+        facts = order_facts(rows + new)
+        first, last = extent(r["day"] for r in facts)
+        ask(facts, MISS)
+        assert freshness(routed=True) == freshness(routed=False) == (("orders", str(first), str(last)),)
+
+        # The orders of the first day deleted upstream: the raw extent starts a day later, but the
+        # rollup still holds that day, so the routed answer is the same and stays cached.
+        service.project.close()
+        gone = [r["order_id"] for r in rows if local_day(r["placed_at"]) == first]
+        with duckdb.connect(str(folder / "warehouse.duckdb")) as connection:
+            connection.execute(f"DELETE FROM orders WHERE order_id IN ({', '.join(map(str, gone))})")
+        cached = ask(facts, HIT)
+        assert cached == service.project.evaluate(["orders"], **options).to_dicts()
+        assert freshness(routed=True) == (("orders", str(first), str(last)),)
+        after = min(r["day"] for r in facts if r["order_id"] not in gone)
+        assert freshness(routed=False) == (("orders", str(after), str(last)),) and after > first
+    finally:
+        service.close()

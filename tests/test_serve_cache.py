@@ -137,7 +137,7 @@ def test_freshness_rereads_extents_after_the_interval_or_a_refresh_signal(tmp_pa
     reads = []
     last_day = {"value": "2025-03-01"}
 
-    def read(sources):
+    def read(sources, rollups):
         reads.append(sources)
         import datetime as dt
 
@@ -154,3 +154,26 @@ def test_freshness_rereads_extents_after_the_interval_or_a_refresh_signal(tmp_pa
     signal.touch()
     touched = fresh.key(["leads", "ad_spend"])
     assert touched[1] == signal.stat().st_mtime_ns and len(reads) == 3  # the signal forces a new read
+
+
+def test_freshness_reads_a_routed_set_of_sources_off_its_rollups_apart_from_the_raw_set():
+    """The same sources read off a rollup (a routed request) and off their raw rows (another
+    request) are two reads, each given the rollups of its own request, and each remembered."""
+    import datetime as dt
+
+    reads = []
+    ends = {None: dt.date(2025, 3, 1), "by_market": dt.date(2025, 3, 4)}
+
+    def read(sources, rollups):
+        reads.append((sources, dict(rollups)))
+        return {name: Extent(dt.date(2025, 1, 1), ends[rollups.get(name)]) for name in sources}
+
+    fresh = Freshness(read, interval=30, clock=Clock())
+    raw = fresh.key(["leads", "orders"])
+    routed = fresh.key(["orders", "leads"], {"orders": "by_market", "visits": "by_day"})
+    assert raw[0] == (("leads", "2025-01-01", "2025-03-01"), ("orders", "2025-01-01", "2025-03-01"))
+    assert routed[0] == (("leads", "2025-01-01", "2025-03-01"), ("orders", "2025-01-01", "2025-03-04"))
+    # visits is not asked: its rollup is not passed on
+    assert reads == [(("leads", "orders"), {}), (("leads", "orders"), {"orders": "by_market"})]
+    assert fresh.key(["orders", "leads"], {"orders": "by_market"}) == routed and fresh.key(["leads", "orders"]) == raw
+    assert len(reads) == 2  # both remembered within the interval

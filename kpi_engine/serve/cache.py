@@ -1,10 +1,12 @@
 """Answers kept in memory, so nobody waits for the warehouse twice for the same answer.
 
 The key of an answer is its compiled SQL plus the freshness of the sources it reads (each
-source's first and last day of data, and the modification time of an optional refresh-signal
-file that the loading pipeline touches): new data makes a new key, so a stale answer is never
-served for it. Entries also expire after a TTL (for corrections inside old days), and the cache
-is bounded in entries and in cells (rows x columns).
+source's first and last day of data, read as the request reads the source: off the rollup it is
+routed to and the raw rows after its last day, as ``evaluate`` reads them for the complete flag;
+and the modification time of an optional refresh-signal file that the loading pipeline touches):
+new data makes a new key, so a stale answer is never served for it. Entries also expire after a
+TTL (for corrections inside old days), and the cache is bounded in entries and in cells (rows x
+columns).
 
 Concurrent callers of the same key share one computation (single-flight): the first runs it,
 the others wait for its answer instead of sending the same query to the warehouse.
@@ -132,10 +134,13 @@ class ResultCache:
 class Freshness:
     """How fresh a set of sources is: their extents (first and last day of data) and the refresh
     signal's modification time. Extents are read from the warehouse at most once per
-    ``interval`` seconds per set of sources (and at once when the refresh signal changes)."""
+    ``interval`` seconds per set of sources and rollups they are read off (and at once when the
+    refresh signal changes). ``read_extents(sources, rollups)``: source -> the extent, with
+    ``rollups`` (source -> the materialized rollup the request reads it from) as
+    ``KpiProject.extents`` takes them, so a routed request's freshness is read off its rollup."""
 
-    def __init__(self, read_extents: Callable[[tuple[str, ...]], Mapping[str, Any]], interval: float,
-                 refresh_signal: Path | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, read_extents: Callable[[tuple[str, ...], Mapping[str, Any]], Mapping[str, Any]],
+                 interval: float, refresh_signal: Path | None = None, clock: Callable[[], float] = time.monotonic):
         self.read_extents, self.interval, self.refresh_signal, self.clock = read_extents, interval, refresh_signal, clock
         self._lock = threading.Lock()
         self._known: dict[Hashable, tuple[float, tuple]] = {}
@@ -149,22 +154,23 @@ class Freshness:
         except OSError:
             return None  # not touched yet
 
-    def key(self, sources: Iterable[str]) -> tuple:
+    def key(self, sources: Iterable[str], rollups: Mapping[str, Any] | None = None) -> tuple:
         names = tuple(sorted(set(sources)))
+        routed = {name: rollups[name] for name in names if name in (rollups or {})}
         signal = self.signal()
-        memo = (names, signal)
+        memo = (names, tuple(sorted(routed.items())), signal)  # a routed set is read apart from a raw one
         with self._lock:
             known = self._known.get(memo)
         if known is not None and self.clock() - known[0] < self.interval:
             return known[1], signal
 
         def read() -> tuple:
-            extents = self.read_extents(names)
+            extents = self.read_extents(names, routed)
             value = tuple((name, str(extents[name].first), str(extents[name].last))
                           for name in names if name in extents)
             with self._lock:
                 self._known = {k: v for k, v in self._known.items()  # drop older signals; stay small
-                               if k[1] == signal and len(self._known) < MAX_SOURCE_SETS}
+                               if k[2] == signal and len(self._known) < MAX_SOURCE_SETS}
                 self._known[memo] = (self.clock(), value)
             return value
 

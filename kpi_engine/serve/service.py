@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sqlglot import exp
 
@@ -58,7 +58,8 @@ class KpiService:
         self.cache = ResultCache(cache.entries, cache.max_cells, cache.ttl)
         self.compiled = ResultCache(COMPILED_REQUESTS, COMPILED_REQUESTS, float("inf"))  # request -> SQL
         self.warehouse_slots = threading.BoundedSemaphore(settings.limits.concurrent_queries)
-        self.freshness = Freshness(lambda sources: self._in_warehouse(project.extents, sources),
+        self.freshness = Freshness(lambda sources, rollups: self._in_warehouse(project.extents, sources,
+                                                                               rollups=rollups),
                                    cache.freshness_interval, cache.refresh_signal)
         self._ready_lock = threading.Lock()
         self._ready = False
@@ -179,8 +180,8 @@ class KpiService:
         complete_only = options.pop("complete_only")
         if options["limit"] is None:  # one row more than allowed tells a too-large answer apart
             options["limit"] = self.limits.max_rows + 1
-        sql, sources = self._compiled(kpis, options)
-        key = (sql, complete_only, self.freshness.key(sources))
+        sql, sources, rollups = self._compiled(kpis, options)
+        key = (sql, complete_only, self.freshness.key(sources, rollups))
         result, status, age = self.cache.get_or_compute(
             key, lambda: self._in_warehouse(self.project.evaluate, kpis, complete_only=complete_only, **options),
             lambda value: len(value.rows) * len(value.columns))
@@ -196,15 +197,15 @@ class KpiService:
         with self.warehouse_slots:
             return run(*args, **kwargs)
 
-    def _compiled(self, kpis: list[str], options: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-        """(SQL, sources) of a request, compiled once per distinct request: the project's files are
-        read once per process, so the same request always compiles to the same query, and a cached
-        answer is then found without compiling again."""
+    def _compiled(self, kpis: list[str], options: dict[str, Any]) -> tuple[str, tuple[str, ...], Mapping]:
+        """(SQL, sources, the rollups their extents are read off) of a request, compiled once per
+        distinct request: the project's files are read once per process, so the same request always
+        compiles to the same query, and a cached answer is then found without compiling again."""
         request = (tuple(kpis), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())))
 
         def compile_it():
             compiled = self.project.compile(kpis, **options)
-            return compiled.sql(pretty=False), compiled.sources
+            return compiled.sql(pretty=False), compiled.sources, compiled.extent_rollups
 
         value, _, _ = self.compiled.get_or_compute(request, compile_it, lambda value: 1)
         return value

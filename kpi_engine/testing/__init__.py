@@ -19,6 +19,7 @@ DuckDB, PostgreSQL, Spark and the SQLite and MySQL plugins run this same check.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 # Column types of the standard tables: integer, decimal, text, boolean, date, timestamp.
 TABLES: dict[str, dict[str, str]] = {
@@ -174,15 +175,26 @@ def check_conformance(warehouse: str | Mapping[str, Any], folder: Path, *, regis
     mismatches: list[Mismatch] = []
     with KpiProject(load_project(write_project(Path(folder), warehouse)), registry=registry) as project:
         for grouping, options in GROUPINGS.items():
-            rows = {key_of(row): row for row in project.evaluate(names, **options).to_dicts()}
-            for kpi in names:
-                reference = expected[grouping][kpi]
-                # The reference holds every key the whole library has rows for, as one query returns.
-                for key in reference.keys() | rows.keys():
-                    value = reference.get(key, "missing")
-                    actual = rows[key][kpi] if key in rows else "missing"
-                    if value == "missing" or actual == "missing" or not _same(value, actual, rel):
-                        mismatches.append(Mismatch(grouping, kpi, key, value, actual))
+            mismatches += _mismatches(grouping, names, project.evaluate(names, **options).to_dicts(), expected, rel)
+    return mismatches
+
+
+def _mismatches(grouping: str, names: list[str], rows: list[Mapping[str, Any]], expected, rel: float,
+                some: bool = False) -> list[Mismatch]:
+    """How ``rows`` differ from the reference; ``some``: only some KPIs asked, so a key where all
+    of them are None may have no row."""
+    keyed = {key_of(row): row for row in rows}
+    mismatches = []
+    for kpi in names:
+        reference = expected[grouping][kpi]
+        # The reference holds every key the whole library has rows for, as one query returns.
+        for key in reference.keys() | keyed.keys():
+            value = reference.get(key, "missing")
+            actual = keyed[key][kpi] if key in keyed else "missing"
+            if some and actual == "missing" and all(expected[grouping][name].get(key) is None for name in names):
+                continue
+            if value == "missing" or actual == "missing" or not _same(value, actual, rel):
+                mismatches.append(Mismatch(grouping, kpi, key, value, actual))
     return mismatches
 
 
@@ -222,3 +234,56 @@ def assert_conformance(warehouse: str | Mapping[str, Any], folder: Path, **optio
         shown = "\n".join(f"  {m}" for m in mismatches[:20])
         more = f"\n  ... and {len(mismatches) - 20} more" if len(mismatches) > 20 else ""
         raise AssertionError(f"{len(mismatches)} KPI values differ from the reference:\n{shown}{more}")
+
+
+def assert_runs_rendered_text(warehouse: str | Mapping[str, Any], folder: Path, last_sent: Callable[[], str], *,
+                              kpis: Iterable[str] = ("cost_per_lead", "new_contacts"), registry=None,
+                              rel: float = 1e-9) -> None:
+    """For an adapter that runs the text the engine rendered for the result (``hookspecs.query_text``,
+    or ``rendered_text`` for one that prepares trees itself): evaluate ``kpis`` by month and channel
+    on ``warehouse`` (holding the fixture tables) and check that the request's query was rendered
+    once, that ``last_sent()`` (the SQL text the test saw the driver receive last) is the result's
+    ``sql``, and that every value is the reference's."""
+    from ..engine import KpiProject
+    from ..spec import load_project
+
+    names = list(kpis)
+    with KpiProject(load_project(write_project(Path(folder), warehouse)), registry=registry) as project:
+        project.model()  # described first: describing runs queries of its own
+        with request_renders() as renders:
+            result = project.evaluate(names, **GROUPINGS["month_channel"])
+        sent = last_sent()
+    if len(renders) != 1:
+        raise AssertionError(f"the request's query was rendered {len(renders)} times, not once")
+    if sent != result.sql:
+        raise AssertionError(f"the driver received other SQL than the result shows:\n{sent}\n---\n{result.sql}")
+    mismatches = _mismatches("month_channel", names, result.to_dicts(), expected_values(), rel, some=True)
+    if mismatches:
+        raise AssertionError(f"{len(mismatches)} values differ from the reference:\n"
+                             + "\n".join(f"  {m}" for m in mismatches[:20]))
+
+
+@contextlib.contextmanager
+def request_renders() -> Iterator[list[str | None]]:
+    """While inside, the dialect of each rendering of a request's query tree (the tree holding the
+    KPIs asked, ``hookspecs.KPIS_META``; copies keep it). The engine renders it once per
+    ``evaluate``, ``stream`` or ``values``, for the result's ``sql``; an adapter that runs that
+    text (``hookspecs.query_text``, ``rendered_text``) adds none, so a test of one checks that
+    the list holds one entry and that the text its driver received is the result's ``sql``."""
+    from sqlglot import exp
+
+    from ..hookspecs import KPIS_META
+
+    real = exp.Expression.sql
+    seen: list[str | None] = []
+
+    def rendering(self, *args, **kwargs):
+        if (self._meta or {}).get(KPIS_META) is not None:
+            seen.append(kwargs.get("dialect", args[0] if args else None))
+        return real(self, *args, **kwargs)
+
+    exp.Expression.sql = rendering
+    try:
+        yield seen
+    finally:
+        exp.Expression.sql = real

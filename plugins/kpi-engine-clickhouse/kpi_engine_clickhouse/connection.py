@@ -18,7 +18,7 @@ import threading
 from typing import Any, Mapping
 
 from kpi_engine.errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from kpi_engine.hookspecs import Connection, Rows
+from kpi_engine.hookspecs import Connection, Rows, rendered_text
 from sqlglot import exp
 
 from .rewrite import to_clickhouse
@@ -130,7 +130,9 @@ class ClickHouseConnection(Connection):
         if not isinstance(query, exp.Query):
             raise QueryFailed(f"ClickHouse connections of kpi-engine only read: {type(query).__name__} is not a "
                               "query.", None, "Pass a SELECT.")
-        sql = render(query)
+        sql = rendered_text(query, self.dialect)  # the engine's request: prepared already
+        if sql is None:  # any other tree
+            sql = render(query)
         with self._lock:
             self._check_open()
             try:

@@ -165,3 +165,28 @@ def test_approximate_percentiles_are_a_clear_error(projects):
         on_clickhouse.evaluate(formulas=["approx_percentile(orders.amount, 0.9)"], grain="month")
     assert "no aggregate for approximate percentiles" in str(raised.value)
     assert "Use exact ones: median() and percentile()" in str(raised.value)
+
+
+def test_a_request_is_rendered_once_and_clickhouse_runs_the_text_it_shows(chdb_folder, tmp_path, monkeypatch):
+    """The engine prepares a request's tree for ClickHouse (to_clickhouse) and renders it once, for
+    the result's sql; the connection runs that text, not a second rewrite of the tree rendered again."""
+    import sqlglot
+    from chdb.state.sqlitelike import Cursor
+
+    from kpi_engine_clickhouse import render
+
+    sent: list[str] = []
+    real_execute = Cursor.execute  # the cursor class of chdb.connect()
+
+    def recording(self, query, *args, **kwargs):
+        sent.append(query)
+        return real_execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(Cursor, "execute", recording)
+    testing.assert_runs_rendered_text(settings(chdb_folder, "fixture"), tmp_path / "project", lambda: sent[-1])
+    ran = sent[-1]
+    # the SQL run before, the tree rewritten again and rendered without layout, is the same query
+    with open_project(tmp_path / "project") as project:
+        compiled = project.compile(["cost_per_lead", "new_contacts"], **testing.GROUPINGS["month_channel"])
+    assert sqlglot.parse_one(render(compiled.expression), read="clickhouse") == \
+        sqlglot.parse_one(ran, read="clickhouse")

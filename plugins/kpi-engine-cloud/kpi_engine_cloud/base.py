@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from kpi_engine.adapters.postgres import interpolate
 from kpi_engine.errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from kpi_engine.hookspecs import Adapter, Connection, Rows, asked_kpis, timeout_seconds
+from kpi_engine.hookspecs import Adapter, Connection, Rows, asked_kpis, query_text, timeout_seconds
 from kpi_engine.interrupts import on_ctrl_c
 from kpi_engine.redaction import redact
 from sqlglot import exp
@@ -303,7 +303,7 @@ class CloudConnection(Connection):
         if not isinstance(query, exp.Query):
             raise QueryFailed(f"{self.target.warehouse} connections of kpi-engine only read: {type(query).__name__} "
                               "is not a query.", None, "Pass a SELECT.")
-        columns, rows = self._guarded(query.sql(dialect=self.dialect), label_names(asked_kpis(query)))
+        columns, rows = self._guarded(query_text(query, self.dialect), label_names(asked_kpis(query)))
         return Rows(tuple(columns), [tuple(row) for row in rows])
 
     def _guarded(self, sql: str, kpis: tuple[str, ...], run=None):

@@ -23,7 +23,7 @@ import threading
 from typing import Any, Mapping
 
 from kpi_engine.errors import ConnectionFailed, QueryFailed, QueryTimeout, WarehouseError
-from kpi_engine.hookspecs import Connection, Rows
+from kpi_engine.hookspecs import Connection, Rows, rendered_text
 from kpi_engine.redaction import redact
 from sqlglot import exp
 
@@ -208,8 +208,10 @@ class MySQLConnection(Connection):
         if not isinstance(query, exp.Query):
             raise QueryFailed(f"MySQL connections of kpi-engine only read: {type(query).__name__} is not a query.",
                               None, "Pass a SELECT.")
-        prepared = to_mysql(query)
-        sql = prepared.sql(dialect="mysql")
+        prepared, sql = query, rendered_text(query, self.dialect)  # the engine's request: prepared already
+        if sql is None:  # any other tree
+            prepared = to_mysql(query)
+            sql = prepared.sql(dialect=self.dialect)
         session = self._session()
         try:
             with session.cursor() as cursor:

@@ -107,3 +107,28 @@ def test_having_order_and_limit(projects):
 def test_the_conformance_kit_passes(mariadb_server, fixture_db, tmp_path):
     """The packaged fixture tables and the reference values every adapter is held to."""
     testing.assert_conformance(mariadb_server.settings(fixture_db), tmp_path / "project")
+
+
+def test_a_request_is_rendered_once_and_mysql_runs_the_text_it_shows(mariadb_server, fixture_db, tmp_path,
+                                                                     monkeypatch):
+    """The engine prepares a request's tree for MySQL (to_mysql) and renders it once, for the
+    result's sql; the connection sends that text, not a second rewrite of the tree rendered again."""
+    import pymysql
+    import sqlglot
+
+    from kpi_engine_mysql import render
+
+    sent: list[str] = []
+    real_execute = pymysql.cursors.Cursor.execute
+
+    def recording(self, query, args=None):
+        sent.append(query)
+        return real_execute(self, query, args)
+
+    monkeypatch.setattr(pymysql.cursors.Cursor, "execute", recording)
+    testing.assert_runs_rendered_text(mariadb_server.settings(fixture_db), tmp_path / "project", lambda: sent[-1])
+    ran = sent[-1]
+    # the SQL sent before, the tree rewritten again and rendered without layout, is the same query
+    with open_project(tmp_path / "project") as project:
+        compiled = project.compile(["cost_per_lead", "new_contacts"], **testing.GROUPINGS["month_channel"])
+    assert sqlglot.parse_one(render(compiled.expression), read="mysql") == sqlglot.parse_one(ran, read="mysql")

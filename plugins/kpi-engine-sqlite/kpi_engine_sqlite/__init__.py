@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from kpi_engine import errors
+from kpi_engine import errors, hookspecs
 from kpi_engine.hookspecs import Adapter, Connection, Rows, hookimpl
 from sqlglot import exp
 
@@ -43,6 +43,9 @@ WarehouseError = errors.WarehouseError
 ConnectionFailed = getattr(errors, "ConnectionFailed", WarehouseError)
 QueryFailed = getattr(errors, "QueryFailed", WarehouseError)
 QueryTimeout = getattr(errors, "QueryTimeout", WarehouseError)
+# The text the engine rendered a request's tree to (prepared by SQLiteAdapter.prepare already);
+# a kpi-engine without it leaves every query to be rewritten and rendered here.
+rendered_text = getattr(hookspecs, "rendered_text", lambda query, dialect: None)
 
 #: RANGE BETWEEN n PRECEDING window frames need 3.28, NULLS FIRST/LAST 3.30.
 MIN_SQLITE_VERSION = (3, 30, 0)
@@ -109,9 +112,11 @@ class SQLiteConnection(Connection):
         if not isinstance(query, exp.Query):
             raise QueryFailed(f"SQLite connections of kpi-engine only read: {type(query).__name__} is not a query.",
                               None, "Pass a SELECT.")
-        query = to_sqlite(query)  # a no-op on a query compiled for SQLite; makes any other one runnable
+        sql = rendered_text(query, self.dialect)  # the text the result shows, when the engine runs its request
+        if sql is None:  # any other tree: make it runnable (a no-op on one compiled for SQLite) and render it
+            query = to_sqlite(query)
+            sql = query.sql(dialect=self.dialect)
         dates = _date_columns(query)
-        sql = query.sql(dialect=self.dialect)
         connection = self._connection()
         guard = _Guard(self._timeout)
         cursor = connection.cursor()

@@ -3,22 +3,26 @@ library equal to DuckDB's on the same example data, read-only, clear errors."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
 import sqlite3
 import threading
+from collections import Counter
 
 import pytest
 import sqlglot
 from click.testing import CliRunner
-from conftest import TEXT_DATES, load_sqlite, write_project
+from conftest import EXAMPLE_DATA, TEXT_DATES, load_sqlite, write_project
 from kpi_engine import errors, testing
 from kpi_engine.cli import cli
 from kpi_engine.engine import open_project
 from kpi_engine.errors import QueryError, WarehouseError
+from kpi_engine.hookspecs import KPIS_META, rendered
 from kpi_engine.plugins import Registry
 
+import kpi_engine_sqlite
 from kpi_engine_sqlite import SQLiteAdapter, SQLiteConnection
 
 GROUPINGS = {
@@ -164,6 +168,70 @@ def test_compile_for_sqlite_has_no_date_trunc_and_its_sql_runs(example_db, tmp_p
     assert len(rows) == len(on_duckdb) and {row[0] for row in rows} == {"2024-04-01", "2024-07-01", "2024-10-01",
                                                                         "2025-01-01"}
     assert [(row[0], row[1]) for row in rows] == [(row["period"], row["channel"]) for row in on_duckdb]
+
+
+def test_a_request_is_rewritten_and_rendered_once_and_sqlite_runs_the_text_shown(example_db, tmp_path, monkeypatch):
+    """The engine prepares a request's tree for SQLite and renders it once, for the result's sql;
+    the connection runs that text (no second rewrite or rendering): the statement SQLite ran is
+    the result's sql, the SQL it ran before up to layout, and the numbers are the CSV file's."""
+    ran: list[str] = []  # every statement SQLite runs
+    real_open = SQLiteConnection._open
+
+    def tracing(self):
+        connection = real_open(self)
+        connection.set_trace_callback(ran.append)
+        return connection
+
+    rewrites = []  # rewrites of the request's tree (the one holding the KPIs asked)
+    real_rewrite = kpi_engine_sqlite.to_sqlite
+
+    def rewriting(query):
+        if (query._meta or {}).get(KPIS_META) is not None:
+            rewrites.append(query)
+        return real_rewrite(query)
+
+    monkeypatch.setattr(SQLiteConnection, "_open", tracing)
+    monkeypatch.setattr(kpi_engine_sqlite, "to_sqlite", rewriting)
+    start, end = dt.date(2024, 1, 1), dt.date(2024, 7, 1)
+    options = dict(formulas=["sum(ad_spend.spend)"], by=["channel"], grain="month", start=start, end=end)
+    with open_project(write_project(tmp_path / "once", {"adapter": "sqlite", "path": str(example_db)})) as project:
+        project.model()  # described first: describing runs queries of its own
+        with testing.request_renders() as renders:
+            result = project.evaluate(**options)
+            assert renders == ["sqlite"] and not rewrites and ran[-1] == result.sql
+            renders.clear()
+            query, batches = project.stream(**options, batch_size=2)
+            streamed = [row for batch in batches for row in batch]
+            assert renders == ["sqlite"] and not rewrites and ran[-1] == query.sql()
+        # what the connection ran before: the tree rewritten again, rendered without layout
+        before = real_rewrite(query.expression).sql(dialect="sqlite")
+        assert sqlglot.parse_one(before, read="sqlite") == sqlglot.parse_one(result.sql, read="sqlite")
+    with open(EXAMPLE_DATA / "ad_spend.csv", newline="", encoding="utf-8") as handle:
+        spend = Counter()
+        for row in csv.DictReader(handle):
+            day = dt.date.fromisoformat(row["spend_date"])
+            if start <= day < end:
+                spend[(day.replace(day=1), row["channel"])] += float(row["spend"])
+    got = {(row["period"], row["channel"]): row["formula"] for row in result.to_dicts()}
+    assert set(got) == set(spend) and len(spend) == 6 * len({channel for _, channel in spend})
+    assert all(got[key] == pytest.approx(value, rel=1e-9) for key, value in spend.items())
+    assert [tuple(row[:3]) for row in streamed] == [(r["period"], r["channel"], r["formula"]) for r in result.to_dicts()]
+
+
+def test_a_tree_from_elsewhere_is_still_rewritten_for_sqlite(example_db, tmp_path):
+    """Only the engine's own tree runs as the engine's text; any other (here a DuckDB query, run
+    while the engine keeps the text of another tree) is rewritten and rendered by the connection."""
+    connection = SQLiteAdapter.connect({"path": str(example_db)}, tmp_path)
+    try:
+        foreign = sqlglot.parse_one("SELECT DATE_TRUNC('month', CAST('2024-03-15' AS DATE)) AS m, 7 % 2.5 AS r",
+                                    read="duckdb")
+        other = sqlglot.parse_one("SELECT 1 AS one")
+        with rendered(other, "sqlite", "SELECT 'the text of another tree' AS one"):
+            assert connection.execute(foreign).rows == [(dt.date(2024, 3, 1), 2.0)]
+            assert connection.execute(other).rows == [("the text of another tree",)]
+        assert connection.execute(other).rows == [(1,)]
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize("grain", ["quarter", "fiscal_quarter", "week"])
