@@ -44,6 +44,7 @@ from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula, unreachable_reason
 from .completeness import Extent
+from .gc_pause import collector_paused
 from .conversions import events_read_elsewhere
 from .source_sql import PERIOD, PERIOD_INDEX, SNAPSHOTS, ZERO_WHEN_EMPTY, SourcePlan, SourceRead, SourceReader
 from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
@@ -129,7 +130,7 @@ class CompiledQuery:
         if pretty in self._texts:
             return self._texts[pretty]
         try:
-            with _deep_recursion():
+            with _deep_recursion(), collector_paused():
                 self._texts[pretty] = self.expression.sql(
                     dialect=self.dialect, pretty=pretty, copy=self.dialect not in _RENDERED_IN_PLACE,
                     unsupported_level=sqlglot.ErrorLevel.RAISE)
@@ -297,14 +298,16 @@ class _Compiler:
     def compile(self) -> CompiledQuery:
         self.check_request()
         model, request = self.model, self.request
-        cache: dict[str, n.Node] = {}
+        cache = model.expansions  # KPI -> its expanded formula, shared by the model's queries
         outputs: list[tuple[OutputColumn, n.Node]] = []
         fill_values: dict[str, float] = {}  # KPI -> fill_nulls_with
         for name in dict.fromkeys(request.kpis):
             kpi = model.kpi(name)
             column = OutputColumn(name, "kpi", kpi.spec.unit, kpi.spec.label, kpi.spec.format,
                                   counts_whole(model, kpi.expr, kpi.spec.unit))
-            outputs.append((column, expand(model, kpi.expr, cache)))
+            if name not in cache:
+                cache[name] = expand(model, kpi.expr, cache)
+            outputs.append((column, cache[name]))
             if kpi.spec.fill_nulls_with is not None:
                 fill_values[name] = kpi.spec.fill_nulls_with
         for name, text, label in named_formulas(model, request.formulas):
@@ -809,7 +812,7 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
         request = replace(request, start=request.start and at_grain(request.start, request.grain),
                           end=request.end and at_grain(request.end, request.grain))
     try:
-        with _deep_recursion():
+        with _deep_recursion(), collector_paused():
             return _Compiler(model, request, dialect, read_dialect, extents, today, rollups).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,

@@ -256,6 +256,7 @@ class KpiProject:
     def _compile(self, request: Request, dialect: str | None = None, describe: bool = True) -> CompiledQuery:
         target = dialect or self.dialect
         model = self.model(describe, strict=False)
+        read_dialect = target if dialect is None else self.dialect  # once: it reads the warehouse settings
         extents: dict[str, Extent] = {}
         read_from: dict = {}  # source -> the rollup its extent was read from (None: its raw rows)
         routes = self._rollup_routes(model, request, target, describe) if self.project.rollups else None
@@ -270,7 +271,7 @@ class KpiProject:
             if routes is not None:
                 routes.begin()
             try:
-                query = compile_request(model, request, target, self.dialect, extents, rollups=routes)
+                query = compile_request(model, request, target, read_dialect, extents, rollups=routes)
             except ExtentsNeeded as needed:
                 if set(needed.sources) <= set(extents):
                     raise

@@ -33,10 +33,15 @@ class Node:
                 yield from (item for item in value if isinstance(item, Node))
 
     def walk(self) -> Iterator["Node"]:
-        """This node and every node below it, parents first."""
-        yield self
-        for child in self.children():
-            yield from child.walk()
+        """This node and every node below it, parents first (children in order). One generator
+        and a stack: nested generators cost a resume per level for every node yielded."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            below = list(node.children())
+            below.reverse()
+            stack += below
 
     def map(self, fn, stop: type | tuple[type, ...] = ()) -> "Node":
         """Rebuild the tree bottom-up, replacing each node by ``fn(node)``; nodes of a ``stop``

@@ -87,6 +87,9 @@ class Model:
     functions: Mapping[str, Any] = field(default_factory=dict)  # plugin FormulaFunctions by name
     maps: Mapping[str, "SourceMap"] = field(default_factory=dict)  # map: and where: of each source, resolved
     warehouse: Catalog = field(default_factory=dict)  # the warehouse's own columns of each source
+    # KPI -> its formula with every reference inlined (expand), filled as queries are compiled:
+    # the trees are immutable, and a KPI that many others reference is written out once
+    expansions: dict[str, n.Node] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def sources(self) -> Mapping[str, SourceSpec]:

@@ -23,8 +23,9 @@ from .conversions import conversion_relation, converted_only
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
 from .spec import Relationship, SourceSpec
-from .sql_build import (aggregate_sql, bound, col, compile_common, date_literal, existence_test, ident, left_join,
-                        number, qualified_table, scalar_function, snapshot_mark, table_ref, values_table, wrap)
+from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, date_literal, existence_test, ident,
+                        left_join, number, qualified_table, scalar_function, snapshot_mark, table_ref, values_table,
+                        wrap)
 
 if TYPE_CHECKING:
     from .compiler import Request
@@ -50,7 +51,7 @@ def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = N
         query = [parse_source_sql(source, read_dialect)]
         return exp.Subquery(this=query[0], alias=exp.TableAlias(this=ident(alias or source.name)))
     table = qualified_table(source.table)
-    return exp.alias_(table, ident(alias or source.name), table=True, copy=False)
+    return aliased(table, alias or source.name, table=True)
 
 
 @dataclass
@@ -292,11 +293,11 @@ class SourceReader:
         overlaps = exp.and_(exp.LTE(this=starts.copy(), expression=last_day.copy()), wrap(active_at(first_day.copy())),
                             wrap(active_at(starts.copy())), copy=False) if first < end else exp.false()
         spread = exp.select(exp.Column(this=exp.Star(), table=ident(source.name)),
-                            exp.alias_(last_day.copy(), ident(INTERVAL_DAY), copy=False),
-                            exp.alias_(flag(active_at(last_day.copy())), ident(ACTIVE_AT_END), copy=False),
-                            exp.alias_(flag(exp.and_(exp.LTE(this=starts.copy(), expression=first_day.copy()),
-                                                     wrap(active_at(first_day.copy())), copy=False)),
-                                       ident(ACTIVE_AT_START), copy=False), copy=False) \
+                            aliased(last_day.copy(), INTERVAL_DAY),
+                            aliased(flag(active_at(last_day.copy())), ACTIVE_AT_END),
+                            aliased(flag(exp.and_(exp.LTE(this=starts.copy(), expression=first_day.copy()),
+                                                  wrap(active_at(first_day.copy())), copy=False)), ACTIVE_AT_START),
+                            copy=False) \
             .from_(self.relation(source), copy=False)
         spread.append("joins", exp.Join(this=spine, on=overlaps))
         return exp.Subquery(this=spread, alias=exp.TableAlias(this=ident(source.name)))
@@ -384,7 +385,7 @@ class SourceReader:
                 bucket = time.copy() if is_date else cast(time.copy(), "DATE")
             else:
                 bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
-            selects.append(exp.alias_(bucket, ident(PERIOD), copy=False))
+            selects.append(aliased(bucket, PERIOD))
             group.append(bucket.copy())
         # A dimension table reached through a key is joined to the day totals, grouped by the key
         # (late_joins), rather than to every row: the days are few (see days_to_periods).
@@ -400,12 +401,12 @@ class SourceReader:
                     for here, _ in hops[-1][1].columns:
                         key = f"__kpi_key_{sum(map(len, late_keys.values())) + 1}"
                         column = self.column(owner, here, table, local=False)
-                        selects.append(exp.alias_(column, ident(key), copy=False))
+                        selects.append(aliased(column, key))
                         group.append(column.copy())
                         late_keys[alias].append(key)
                 continue
             column = dimension_column(dim)
-            selects.append(exp.alias_(column, ident(dim), copy=False))
+            selects.append(aliased(column, dim))
             group.append(column.copy())
         # What lets a row's value into a distinct count: the aggregate's filter and, on a
         # conversion source, being a conversion (not one of the base events it carries).
@@ -425,13 +426,12 @@ class SourceReader:
                 value = row_value(agg.arg)
                 if filters[agg] is not None and not (filtered and len(filters) == 1):
                     value = exp.Case(ifs=[exp.If(this=filters[agg].copy(), true=value)])
-                selects.append(exp.alias_(value, ident(alias), copy=False))
+                selects.append(aliased(value, alias))
                 group.append(value.copy())
                 continue
-            selects.append(exp.alias_(self.aggregate(agg, read, row_value, at_snapshot=not by_day, time=time),
-                                      ident(alias), copy=False))
+            selects.append(aliased(self.aggregate(agg, read, row_value, at_snapshot=not by_day, time=time), alias))
         if marked and not by_day:
-            selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
+            selects.append(aliased(number(1), self.marker))
 
         conditions = self.range_conditions(time, is_date, start, source) if source.time else []
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
@@ -585,7 +585,7 @@ class SourceReader:
         on the key columns ``late_keys`` the days were grouped by."""
         late, late_keys = late or {}, late_keys or {}
         bucket = self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True)
-        selects = [exp.alias_(bucket, ident(PERIOD), copy=False)]
+        selects = [aliased(bucket, PERIOD)]
         group = [bucket.copy()]
         joined: dict[str, tuple[exp.Expression, exp.Expression]] = {}  # alias -> (relation, ON)
         for dim in self.dims:
@@ -598,7 +598,7 @@ class SourceReader:
                           for key, (_, there) in zip(late_keys[alias], rel.columns)]
                     joined[alias] = (self.relation(target, alias), exp.and_(*on, copy=False) if len(on) > 1 else on[0])
                 value = self.column(target, self.paths(read.plan.source.name)[dim].dimension.column, alias, local=False)
-            selects.append(exp.alias_(value, ident(dim), copy=False))
+            selects.append(aliased(value, dim))
             group.append(value.copy())
         for agg, alias in read.plan.aggregates.items():
             day_total = col(alias, days)
@@ -608,9 +608,9 @@ class SourceReader:
                     value = exp.Coalesce(this=value, expressions=[number(0)])
             else:
                 value = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=day_total)
-            selects.append(exp.alias_(value, ident(alias), copy=False))
+            selects.append(aliased(value, alias))
         if marked:
-            selects.append(exp.alias_(number(1), ident(self.marker), copy=False))
+            selects.append(aliased(number(1), self.marker))
         query = exp.select(*selects, copy=False).from_(table_ref(days), copy=False)
         for relation, on in joined.values():
             left_join(query, relation, on)
@@ -659,8 +659,7 @@ class SourceReader:
             if self.grain:
                 partition.append(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date))
             pick = exp.Max if agg.func == "last" else exp.Min
-            selects.append(exp.alias_(exp.Window(this=pick(this=time.copy()), partition_by=partition), ident(name),
-                                      copy=False))
+            selects.append(aliased(exp.Window(this=pick(this=time.copy()), partition_by=partition), name))
         in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
         query = exp.select(*selects, copy=False).from_(rows, copy=False).where(in_range, copy=False)
         return exp.Subquery(this=query, alias=exp.TableAlias(this=ident(source.name)))
@@ -674,10 +673,10 @@ class SourceReader:
         pick = exp.Max if agg.func == "last" else exp.Min
 
         def per_period(time: exp.Expression, relation: exp.Expression, is_date: bool) -> exp.Select:
-            selects = [exp.alias_(pick(this=time.copy()), ident("snapshot_time"), copy=False)]
+            selects = [aliased(pick(this=time.copy()), "snapshot_time")]
             if self.grain:
                 bucket = self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date)
-                selects.insert(0, exp.alias_(bucket, ident(PERIOD), copy=False))
+                selects.insert(0, aliased(bucket, PERIOD))
             query = exp.select(*selects, copy=False).from_(relation, copy=False)
             return query.group_by(bucket.copy(), copy=False) if self.grain else query
 
@@ -689,7 +688,7 @@ class SourceReader:
         if not (is_date and self.grain):
             return per_period(time, relation, is_date=False).where(in_range, copy=False)
         # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
-        distinct_days = exp.select(exp.alias_(time.copy(), ident(PERIOD), copy=False), copy=False) \
+        distinct_days = exp.select(aliased(time.copy(), PERIOD), copy=False) \
             .from_(relation, copy=False).where(in_range, copy=False).group_by(time.copy(), copy=False)
         return per_period(col(PERIOD, "snapshot_days"),
                           exp.Subquery(this=distinct_days, alias=exp.TableAlias(this=ident("snapshot_days"))), is_date=True)
@@ -709,14 +708,14 @@ class SourceReader:
         if inner.conversion is not None:
             conditions.append(converted_only(inner.name))
         key = self.column(inner, lookup.key, local=False)
-        selects = [exp.alias_(key, ident(lookup.key), copy=False)]
+        selects = [aliased(key, lookup.key)]
         if keys_only:
             if lookup.arg is not None:  # count(x.col per key) counts the rows where col is not null
                 conditions.append(exp.Is(this=wrap(inner_value(lookup.arg)), expression=exp.Not(this=exp.Null())))
         else:
             value = aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
                                    self.dialect)
-            selects.append(exp.alias_(value, ident("value"), copy=False))
+            selects.append(aliased(value, "value"))
         subquery = exp.select(*selects, copy=False).from_(self.relation(inner), copy=False) \
             .group_by(key.copy(), copy=False)
         if conditions:

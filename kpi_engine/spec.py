@@ -319,6 +319,14 @@ _EXCEEDED = {
 }
 
 
+# Where a value is written in its file, and how (what ``formula_source`` reads): start line, start
+# column, start index, end line, end index, scalar style, a scalar's text ("" for a mapping or list).
+# Kept instead of PyYAML's node: a cached document otherwise holds a node and two marks for every
+# value it read (a third of the objects the garbage collector walked while a 2,000-KPI project
+# compiled); a plain tuple of strings and numbers is not walked at all.
+_Written = tuple[int, int, int, int, int, "str | None", str]
+
+
 class _Document:
     """Plain Python data of one YAML document plus the position of every value."""
 
@@ -329,7 +337,7 @@ class _Document:
         self.budget = MAX_VALUES
         self.values: dict[Path_, tuple[int, int]] = {}
         self.keys: dict[Path_, tuple[int, int]] = {}
-        self.nodes: dict[Path_, yaml.Node] = {}
+        self.nodes: dict[Path_, _Written] = {}
         self.errors: list[SpecError] = []
         self.data: Any = None
         self.schema_errors: dict[str, list[tuple[Path_, SpecError]]] = {}  # schema name -> its problems
@@ -389,8 +397,11 @@ class _Document:
         return SpecError(f"not valid YAML: {problem}.", where, hint)
 
     def _build(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader) -> Any:
-        self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        self.nodes[path] = node
+        start, end = node.start_mark, node.end_mark
+        self.values[path] = (start.line + 1, start.column + 1)
+        scalar = isinstance(node, yaml.ScalarNode)
+        self.nodes[path] = (start.line, start.column, start.index, end.line, end.index,
+                            node.style if scalar else None, node.value if scalar else "")
         self.budget -= 1
         if self.budget < 0:  # aliases can make a 1 KB file expand to billions of values
             raise _Exceeded("aliases", node.start_mark)
@@ -442,19 +453,17 @@ class _Document:
         re-read from the raw file text (the formula language treats newlines as
         spaces) so that every line and column of the formula is the file's own.
         """
-        node = self.nodes[path]
-        start, end = node.start_mark, node.end_mark
-        value = node.value
-        if node.style in ("|", ">"):
-            lines = self.text.splitlines()[start.line + 1:end.line]  # the end mark is where the next line starts
+        line, column, index, end_line, end_index, style, value = self.nodes[path]
+        if style in ("|", ">"):
+            lines = self.text.splitlines()[line + 1:end_line]  # the end mark is where the next line starts
             raw = "\n".join(lines).rstrip()
-            return raw, FormulaSource(self.file, start.line + 2, 1, indent=1, obj=obj)
-        quoted = node.style in ("'", '"')
-        if start.line != end.line and not quoted:
-            raw = self.text[start.index:end.index]
-            return raw, FormulaSource(self.file, start.line + 1, start.column + 1, indent=1, obj=obj)
+            return raw, FormulaSource(self.file, line + 2, 1, indent=1, obj=obj)
+        quoted = style in ("'", '"')
+        if line != end_line and not quoted:
+            raw = self.text[index:end_index]
+            return raw, FormulaSource(self.file, line + 1, column + 1, indent=1, obj=obj)
         offset = 1 if quoted else 0
-        return value, FormulaSource(self.file, start.line + 1, start.column + 1 + offset, indent=1, obj=obj)
+        return value, FormulaSource(self.file, line + 1, column + 1 + offset, indent=1, obj=obj)
 
 
 @functools.lru_cache(maxsize=1024)

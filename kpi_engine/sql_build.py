@@ -21,10 +21,19 @@ def ident(name: str) -> exp.Identifier:
     return exp.Identifier(this=name, quoted=True) if type(name) is str else exp.to_identifier(name, quoted=True)
 
 
-def aliased(expression: exp.Expression, name: str) -> exp.Expression:
-    """``expression AS "name"``. Named by text, not by an ``ident`` node: sqlglot's alias_
-    deep-copies an Identifier it is given (a tenth of the cost of compiling a KPI)."""
-    return exp.alias_(expression, name, quoted=True, copy=False)
+def aliased(expression: exp.Expression, name: str, table: bool = False) -> exp.Expression:
+    """``expression AS "name"`` (with ``table``: a FROM item's ``AS "name"``), the tree sqlglot's
+    alias_ builds, built directly: alias_ deep-copies an Identifier it is given and checks its
+    arguments on each call (thousands of times in a project of many KPIs)."""
+    if type(name) is not str:
+        return exp.alias_(expression, name, table=table, quoted=True, copy=False)
+    if table:
+        expression.set("alias", exp.TableAlias(this=exp.Identifier(this=name, quoted=True)))
+        return expression
+    if "alias" in expression.arg_types and type(expression).__name__ != "Window":
+        expression.set("alias", exp.Identifier(this=name, quoted=True))
+        return expression
+    return exp.Alias(this=expression, alias=exp.Identifier(this=name, quoted=True))
 
 
 def col(name: str, table: str | None = None) -> exp.Column:

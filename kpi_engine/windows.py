@@ -23,7 +23,7 @@ from .plan import Step, window_how, window_text
 from .plan import formula as plan_text
 from .source_sql import (MAX_FILL_PERIODS, PERIOD, PERIOD_INDEX, SPINE_CTE, ZERO_WHEN_EMPTY, ExtentsNeeded,
                          SourcePlan, SourceRead, SourceReader)
-from .sql_build import col, date_literal, ident, keys_match, left_join, number, period_literal, table_ref, values_table
+from .sql_build import aliased, col, date_literal, ident, keys_match, left_join, number, period_literal, table_ref, values_table
 from .time_ops import WindowLeaf
 
 if TYPE_CHECKING:
@@ -209,15 +209,15 @@ class TimeWindows:
                                 distinct_values=group[0].agg.func == "count_distinct", window_days=True)
             ctes += day_reader.source_ctes(totals, where, marked=False)
             spine, inside = self.window_spine(periods, spans, col(PERIOD, totals.name))
-            selects = [exp.alias_(col(PERIOD, "windows"), ident(PERIOD), copy=False)]
-            selects += [exp.alias_(col(d, totals.name), ident(d), copy=False) for d in self.dims]
+            selects = [aliased(col(PERIOD, "windows"), PERIOD)]
+            selects += [aliased(col(d, totals.name), d) for d in self.dims]
             for agg, alias in plan.aggregates.items():
                 value = col(alias, totals.name)
                 if agg.func == "count_distinct":
                     total = exp.Count(this=exp.Distinct(expressions=[value]))
                 else:
                     total = {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum)(this=value)
-                selects.append(exp.alias_(total, ident(alias), copy=False))
+                selects.append(aliased(total, alias))
             query = exp.select(*selects, copy=False).from_(spine, copy=False) \
                 .join(table_ref(totals.name), on=inside, join_type="INNER", copy=False) \
                 .group_by(col(PERIOD, "windows"), *[col(d, totals.name) for d in self.dims], copy=False)
@@ -249,8 +249,8 @@ class TimeWindows:
             offsets = values_table([(number(i),) for i in range(longest)], "offsets", ["day_offset"])
             listed_day = cast(exp.DateAdd(this=col("first_day", "spans"), expression=col("day_offset", "offsets"),
                                           unit=exp.var("DAY")), "DATE")
-            listed = exp.select(exp.alias_(col(PERIOD, "spans"), ident(PERIOD), copy=False),
-                                exp.alias_(listed_day, ident("day"), copy=False), copy=False) \
+            listed = exp.select(aliased(col(PERIOD, "spans"), PERIOD),
+                                aliased(listed_day, "day"), copy=False) \
                 .from_(starts, copy=False).join(offsets, join_type="CROSS", copy=False) \
                 .where(exp.LT(this=col("day_offset", "offsets"), expression=col("days", "spans")), copy=False)
             return (exp.Subquery(this=listed, alias=exp.TableAlias(this=ident("windows"))),
@@ -335,7 +335,7 @@ class TimeWindows:
         if not any(join.alias_or_name == alias for join in windowed.args.get("joins") or []):
             on = exp.and_(exp.EQ(this=col(PERIOD, alias), expression=self.shifted_period(table, leaf)),
                           *([keys_match(self.dims, table, alias)] if self.dims else []), copy=False)
-            left_join(windowed, exp.alias_(table_ref(table), ident(alias), table=True, copy=False), on)
+            left_join(windowed, aliased(table_ref(table), alias, table=True), on)
         value = col(column, alias)
         return exp.Coalesce(this=value, expressions=[number(0)]) if leaf.base.func in ZERO_WHEN_EMPTY else value
 
@@ -351,7 +351,7 @@ class TimeWindows:
                 back = exp.Sub(this=col(PERIOD_INDEX, table),
                                expression=number(leaf.periods * self.calendar.index_step(self.grain)))
                 on = exp.EQ(this=index, expression=back)
-            left_join(body, exp.alias_(table_ref(snapshot), ident(alias), table=True, copy=False), on)
+            left_join(body, aliased(table_ref(snapshot), alias, table=True), on)
         return alias
 
 

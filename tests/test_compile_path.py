@@ -95,3 +95,80 @@ def test_map_rebuilds_only_the_path_to_what_changed():
     assert changed is not tree and changed.right == n.NumberLit(2)
     assert changed.left is tree.left  # the untouched division is shared, not copied
     assert changed == parse("sum(orders.amount where status = 'paid') / count(leads) + 2")
+
+
+def test_walk_lists_parents_first_and_children_in_order():
+    tree = parse("sum(orders.amount where status = 'paid') / count(leads) + previous(count(leads))")
+
+    def nested(node):  # the order of a plain recursive walk, written out here
+        return [node] + [below for child in node.children() for below in nested(child)]
+
+    walked, expected = list(tree.walk()), nested(tree)
+    assert len(walked) == len(expected) > 10
+    assert all(a is b for a, b in zip(walked, expected))
+    assert isinstance(walked[0], n.Binary) and walked[0].op == "+"
+
+
+def _written_objects(root) -> list:
+    """Every object reachable from ``root`` (through gc referents), stopping at modules and types."""
+    import gc
+    import types
+
+    seen, stack, found = set(), [root], []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
+            continue
+        seen.add(id(obj))
+        found.append(obj)
+        stack.extend(gc.get_referents(obj))
+    return found
+
+
+def test_a_cached_document_keeps_no_yaml_nodes_only_plain_positions(tmp_path):
+    # The cache of parsed spec files lives as long as the process: it keeps positions as tuples
+    # of numbers (which the garbage collector skips), not PyYAML's nodes and marks (three objects
+    # per value, walked by every full collection while a large project compiles).
+    import yaml
+
+    text = KPIS + "  described:\n    label: Described\n    formula: |\n      count(orders)\n        / 2\n"
+    doc = spec._load_document(str(tmp_path / "kpis.yaml"), text)
+    reachable = _written_objects(doc)
+    assert not [obj for obj in reachable if isinstance(obj, (yaml.Node, yaml.Mark))]
+    # the positions are still those of the file: a block formula starts on the line below its key
+    formula, source = doc.formula_source(("kpis", "described", "formula"), "kpi 'described'")
+    assert formula == "      count(orders)\n        / 2"
+    assert (source.line, source.column) == (text.splitlines().index("      count(orders)") + 1, 1)
+    formula, source = doc.formula_source(("kpis", "order_count", "formula"), "kpi 'order_count'")
+    line = text.splitlines().index("    formula: count(orders)") + 1
+    assert (formula, source.line, source.column) == ("count(orders)", line, len("    formula: ") + 1)
+
+
+RATIO_KPIS = KPIS + """  big_orders:
+    label: Big orders
+    formula: count(orders where amount > 15)
+  big_share:
+    label: Share of big orders
+    formula: big_orders / order_count
+"""
+
+
+def test_a_kpi_is_expanded_once_per_model_and_compiles_the_same(tmp_path, monkeypatch):
+    from kpi_engine import compiler
+
+    folder = _write(tmp_path / "p", RATIO_KPIS)
+    fresh = {name: open_project(folder).compile([name], grain="month").sql()
+             for name in ("big_share", "order_count")}  # each from a model of its own
+    expanded = []
+    expand = compiler.expand
+    monkeypatch.setattr(compiler, "expand", lambda model, expr, cache: expanded.append(expr) or expand(model, expr, cache))
+    with open_project(folder) as project:
+        share = project.compile(["big_share"], grain="month").sql()
+        assert len(expanded) == 1  # its references were written out inside that one expansion
+        again = project.compile(["big_share"], grain="month").sql()
+        alone = project.compile(["order_count"], grain="month").sql()
+        assert len(expanded) == 1  # both came from the model's expansions
+        assert share == again == fresh["big_share"] and alone == fresh["order_count"]
+        rows = project.evaluate(["big_share"], grain="month").to_dicts()
+    # orders of 10 (January) and 20 (February): one big order in two
+    assert [(str(r["period"]), r["big_share"]) for r in rows] == [("2024-01-01", 0.0), ("2024-02-01", 1.0)]
