@@ -46,15 +46,16 @@ def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str]
     for column in references:
         column.replace(col(folded[(column.table, column.name)], key_table))
 
+    # Nodes built whole (one Select per branch), not column by column: this runs on every compile.
     stacked = None
     for name in names:
-        branch = exp.select(*[col(k, name) for k in keys], copy=False).from_(table_ref(name), copy=False)
-        for (source, column), alias in folded.items():
-            branch.select(aliased(col(column, name) if source == name else exp.Null(), alias), copy=False)
-        stacked = branch if stacked is None else exp.union(stacked, branch, distinct=False, copy=False)
+        branch = exp.Select(expressions=[col(k, name) for k in keys] + [
+            aliased(col(column, name) if source == name else exp.Null(), alias)
+            for (source, column), alias in folded.items()], from_=exp.From(this=table_ref(name)))
+        stacked = branch if stacked is None else exp.Union(this=stacked, expression=branch, distinct=False)
     inner = "stacked"
-    grouped = exp.select(*[col(k, inner) for k in keys], copy=False) \
-        .from_(exp.Subquery(this=stacked, alias=exp.TableAlias(this=ident(inner))), copy=False)
-    for alias in folded.values():
-        grouped.select(aliased(exp.Max(this=col(alias, inner)), alias), copy=False)
-    return grouped.group_by(*[col(k, inner) for k in keys], copy=False)
+    return exp.Select(
+        expressions=[col(k, inner) for k in keys]
+        + [aliased(exp.Max(this=col(alias, inner)), alias) for alias in folded.values()],
+        group=exp.Group(expressions=[col(k, inner) for k in keys]),
+        from_=exp.From(this=exp.Subquery(this=stacked, alias=exp.TableAlias(this=ident(inner)))))
