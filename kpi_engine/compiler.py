@@ -661,6 +661,9 @@ class _Compiler:
                 raise QueryError(f"cannot order by '{name}': it is neither an output column nor a KPI of the project.",
                                  None, did_you_mean(name, names + list(self.model.kpis)) or None)
             terms.append(exp.Ordered(this=col(name) if name in names else hidden[name], desc=desc, nulls_first=False))
+        if self.request.order_by:  # ties broken by the keys, so --limit keeps the same rows on every run
+            named = {item.lstrip("-+") for item in self.request.order_by}
+            terms += [exp.Ordered(this=col(k), desc=False, nulls_first=False) for k in self.keys if k not in named]
         if terms:
             query = query.order_by(*terms, copy=False)
         if self.request.limit is not None:

@@ -78,3 +78,18 @@ def test_the_python_api(root):
         result = project.evaluate(["lead_count"], by=["channel"], order_by=["-revenue"])
     assert result.names == ["channel", "lead_count", "complete"]
     assert [row["channel"] for row in result.to_dicts()] == ["ppc", "email", "social"]
+
+
+def test_ties_are_broken_by_the_keys_so_a_limit_keeps_the_same_rows(root, run_evaluate):
+    """By month and channel, lead counts tie: January email 1 and February ppc 1; January social 2
+    and February email 2. Among equal counts the rows come in key order (period, then channel), so
+    --limit cuts the same rows on every run and on every warehouse."""
+    out = run_evaluate(root, "lead_count", "--by", "channel", "--grain", "month", "--order", "lead_count",
+                       "--limit", "3", "--format", "csv").stdout
+    assert out.splitlines()[1:] == ["2025-01-01,email,1,true", "2025-02-01,ppc,1,true",
+                                    "2025-01-01,social,2,true"]
+    by_channel_first = run_evaluate(root, "lead_count", "--by", "channel", "--grain", "month", "--order",
+                                    "-lead_count", "--order", "channel", "--format", "csv").stdout
+    # Descending counts; among the 2s, channel (asked) before period (the key left).
+    assert by_channel_first.splitlines()[1:4] == ["2025-01-01,ppc,3,true", "2025-02-01,email,2,true",
+                                                  "2025-01-01,social,2,true"]
