@@ -127,3 +127,20 @@ def test_the_engine_reads_no_table_more_often_than_the_hand_written_query(suite,
     assert engine and set(engine) <= set(hand), (engine, hand)
     over = {table: (count, hand[table]) for table, count in engine.items() if count > hand[table]}
     assert not over, f"{name}: tables read more often than by the hand-written query: {over}"
+
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_each_side_runs_first_and_before_each_other_side_equally_often(suite, count):
+    """A round's first run is slower (the comparison of the previous round ran just before it), so
+    an order that favours one side biases the ratios: over 2 x count rounds each side must come
+    first equally often and precede every other side in half of the rounds."""
+    sidebyside = suite[1]
+    sides = [f"side{k}" for k in range(count)]
+    orders = [sidebyside.round_order(sides, i) for i in range(2 * count)]
+    assert all(sorted(order) == sides for order in orders)
+    firsts = {side: sum(order[0] == side for order in orders) for side in sides}
+    assert firsts == {side: 2 for side in sides}
+    for a in sides:
+        for b in sides:
+            if a != b:
+                assert sum(order.index(a) < order.index(b) for order in orders) == count
