@@ -563,18 +563,21 @@ class _Compiler:
         query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
         folded = None
         if key_ctes and dense is None and self.dialect in FOLD_DIALECTS:
-            folded = fold_key_union(dict(ctes)[SERIES_CTE] if leaves else query, self.keys, joined, KEYS_CTE)
+            by_name = dict(ctes)
+            folded = fold_key_union(by_name[SERIES_CTE] if leaves else query, self.keys, joined, KEYS_CTE, by_name)
             if folded is not None:
                 ctes = [(name, folded if name == KEYS_CTE else cte) for name, cte in ctes]
         for name, cte in ctes:
             query = query.with_(ident(name), as_=cte, copy=False)
 
         def plan() -> Step:
-            inputs = [self.reader.describe(read, where) for read in reads] + [make() for make in window_steps]
+            lookup = folded.args.get("joins") if folded is not None else None  # the lookup joined once
+            inputs = [self.reader.describe(read, where, bool(lookup)) for read in reads] + [make() for make in window_steps]
             step = inputs[0]
             if len(inputs) > 1 or dense is not None:
-                how = "the inputs stacked and grouped by it (" if folded is not None else \
-                    "each input joined to it (null-safe; "
+                how = "each input joined to it (null-safe; " if folded is None else \
+                    f"the inputs stacked, {lookup[0].this.name} joined once to them, and grouped by it (" if lookup \
+                    else "the inputs stacked and grouped by it ("
                 notes = [f"every {', '.join(self.keys) or 'row'} that an input has, {how}no rows counts 0)"
                          if self.keys else "one row per input, side by side"]
                 if dense is not None:

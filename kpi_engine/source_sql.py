@@ -504,8 +504,10 @@ class SourceReader:
                 and all(agg.func in REGROUPABLE and agg.per is None for agg in read.plan.aggregates)
                 and (is_date or not read.plan.snapshots))
 
-    def describe(self, read: "SourceRead", where: n.Node | None) -> Step:
-        """The plan step of ``source_ctes``: the rows read, how they are grouped, the aggregates."""
+    def describe(self, read: "SourceRead", where: n.Node | None, lookup_stacked: bool = False) -> Step:
+        """The plan step of ``source_ctes``: the rows read, how they are grouped, the aggregates.
+        ``lookup_stacked``: the dimension table is joined once to the stacked inputs (key_fold.py),
+        so the source keeps its key."""
         source = read.plan.source
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
         notes = [f"rows: {_rows_of(source)} of source '{source.name}'"
@@ -536,7 +538,8 @@ class SourceReader:
             elif self.paths(source.name)[dim].joins:
                 hops = " -> ".join([source.name] + [rel.to for _, rel in self.paths(source.name)[dim].joins])
                 notes.append(f"{dim}: through {hops} (many-to-one)"
-                             + (", joined to the day totals" if dim in late else ""))
+                             + ("" if dim not in late else ", the day totals grouped by its key, the table joined "
+                                "once to the stacked inputs" if lookup_stacked else ", joined to the day totals"))
         if where is not None:
             notes.append(f"--where {formula(where)}")
         for agg, alias in read.plan.aggregates.items():

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import kpi_engine.compiler as compiler
 from kpi_engine import windows
 from kpi_engine.engine import open_project
 from warehouse_loading import postgres_warehouse, sqlite_warehouse
@@ -354,14 +355,73 @@ def test_a_dimension_table_joined_to_the_day_totals(channel_project, channel_dat
     assert evaluate_groups(channel_project, REGROUPABLE_KPIS, START, END) == want
     sql = sql_of(channel_project, REGROUPABLE_KPIS, grain="quarter", by=["channel_group"], start="2024-01-01",
                  end="2025-04-01", dialect="duckdb")
-    for source in ("spend", "leads"):  # the days grouped by channel; the channel table joined to them
+    for source in ("spend", "leads"):  # the days grouped by channel
         days = sql[sql.index(f'"{source}_agg_days" AS'):sql.index(f'"{source}_agg" AS')]
         assert '"channels"' not in days and f'"{source}"."channel" AS "__kpi_key_1"' in days
-        assert f'LEFT JOIN "channels" AS "{source}__channels" ON "{source}_agg_days"."__kpi_key_1"' in sql
+    # several sources on DuckDB are stacked (key_fold.py): the channel table is joined once, to the
+    # stacked (quarter, channel) totals, not once per source
+    assert sql.count('"channels"') == 1
+    assert 'LEFT JOIN "channels" AS "__kpi_lookup" ON "stacked"."__kpi_lookup_key" = "__kpi_lookup"."channel"' in sql
+    # one source alone: the channel table joined to its day totals
+    alone = sql_of(channel_project, ["spend_total"], grain="quarter", by=["channel_group"], dialect="duckdb")
+    assert 'LEFT JOIN "channels" AS "spend__channels" ON "spend_agg_days"."__kpi_key_1"' in alone
     # orders reach the channel table through customers, a table with a time of its own: the
     # customers are joined to the order rows, the channel table to the day totals
     days = sql[sql.index('"orders_agg_days" AS'):sql.index('"orders_agg" AS')]
     assert '"customers" AS "orders__customers"' in days and '"channels"' not in days
+
+
+@pytest.mark.parametrize("options", [{}, {"having": "spend_total > 5000"},
+                                     {"order_by": ["-lead_count"], "limit": 3}])
+def test_the_lookup_joined_once_or_once_per_source_gives_the_same_rows(channel_folder, channel_data, monkeypatch,
+                                                                       options):
+    """The shape of other dialects (each source joined to the channel table, the sources joined
+    by key) against DuckDB's (stacked, the channel table joined once, sums added up across the
+    channels of a group, min and max taken across them), and both against plain Python."""
+    def rows(fold: bool):
+        monkeypatch.setattr(compiler, "FOLD_DIALECTS", compiler.FOLD_DIALECTS if fold else ())
+        with open_project(channel_folder) as opened:
+            result = evaluate_groups(opened, REGROUPABLE_KPIS, START, END, **options)
+            sql = opened.compile(REGROUPABLE_KPIS, grain="quarter", by=["channel_group"], start=START.isoformat(),
+                                 end=END.isoformat(), **options).sql()
+        monkeypatch.undo()
+        return result, sql
+
+    (once, once_sql), (each, each_sql) = rows(True), rows(False)
+    assert once_sql.count('"channels"') == 1 and each_sql.count('"channels"') == 3
+    assert once == each
+    if not options:
+        assert once == channel_reference(channel_data, START, END, REGROUPABLE_KPIS)
+    assert once
+
+
+def test_a_cumulative_over_sources_stacked_with_the_lookup(channel_project, channel_data):
+    """A time function's series reads the stacked keys too: revenue to date per channel group."""
+    got = channel_project.evaluate([], formulas=["to_date=cumulative(sum(orders.amount)) + 0 * count(leads)"],
+                                   grain="quarter", by=["channel_group"], start=START.isoformat(),
+                                   end=END.isoformat()).to_dicts()
+    sql = channel_project.compile([], formulas=["to_date=cumulative(sum(orders.amount)) + 0 * count(leads)"],
+                                  grain="quarter", by=["channel_group"], start=START.isoformat(),
+                                  end=END.isoformat()).sql()
+    assert sql.count('"channels"') == 1
+    group_of = {row["channel"]: row["channel_group"] for row in channel_data["channels"]}
+    channel_of = {row["customer_id"]: row["channel"] for row in channel_data["customers"]}
+    for row in got:
+        quarter_end = next_period(row["period"], "quarter")
+        want = sum(o["amount"] for o in channel_data["orders"]
+                   if o["ordered_at"].date() < quarter_end and group_of.get(channel_of.get(o["customer_id"]))
+                   == row["channel_group"])
+        assert row["to_date"] == pytest.approx(want, rel=1e-9), row
+    assert len(got) > 8
+
+
+def test_sources_joining_the_lookup_differently_keep_their_own_joins(channel_project, channel_data):
+    """A distinct count does not add up over days, so leads join the channel table on their rows
+    while spend joins it on its day totals: nothing to share, each keeps its join."""
+    kpis = ["lead_days", "spend_total"]
+    assert evaluate_groups(channel_project, kpis, START, END) == channel_reference(channel_data, START, END, kpis)
+    sql = sql_of(channel_project, kpis, grain="quarter", by=["channel_group"], dialect="duckdb")
+    assert '"leads__channels"' in sql and '"spend__channels"' in sql and "__kpi_lookup" not in sql
 
 
 def test_a_where_on_the_dimension_or_on_the_key(channel_project, channel_data):
