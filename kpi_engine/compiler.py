@@ -449,7 +449,10 @@ class _Compiler:
             """An aggregate at the current key, by the empty rule: no rows count 0 and sum 0, a period
             with no snapshot at all has no last()/first() value, other aggregates are null."""
             column = col(read.plan.aggregates[agg], read.name)
-            if agg.func in ZERO_WHEN_EMPTY or agg.func in SNAPSHOTS:
+            # A count read from the one source's own grouped rows is never NULL (at least one row
+            # per key, and COUNT of rows or a sum of day counts is a number): no COALESCE needed.
+            never_null = agg.func in ("count", "count_distinct") and not rows_may_be_missing
+            if (agg.func in ZERO_WHEN_EMPTY or agg.func in SNAPSHOTS) and not never_null:
                 column = exp.Coalesce(this=column, expressions=[number(0)])
             snapshot = read.snapshot_cte(agg)
             if snapshot in snapshot_joined:

@@ -101,9 +101,9 @@ SELECT
   "nps_responses_agg"."period" AS "period",
   CAST((
     100 * (
-      COALESCE("nps_responses_agg"."count_where_score", 0) - COALESCE("nps_responses_agg"."count_where_score_2", 0)
+      "nps_responses_agg"."count_where_score" - "nps_responses_agg"."count_where_score_2"
     )
-  ) / NULLIF(COALESCE("nps_responses_agg"."count", 0), 0) AS DOUBLE) AS "nps"
+  ) / NULLIF("nps_responses_agg"."count", 0) AS DOUBLE) AS "nps"
 FROM "nps_responses_agg"
 ORDER BY
   "period" ASC;
@@ -364,8 +364,8 @@ WITH "leads_agg_days" AS (
 SELECT
   "leads_agg"."period" AS "period",
   CAST((
-    100 * COALESCE("leads_agg"."count_where_filter", 0)
-  ) / NULLIF(COALESCE("leads_agg"."count", 0), 0) AS DOUBLE) AS "lead_to_opportunity_rate"
+    100 * "leads_agg"."count_where_filter"
+  ) / NULLIF("leads_agg"."count", 0) AS DOUBLE) AS "lead_to_opportunity_rate"
 FROM "leads_agg"
 ORDER BY
   "period" ASC;

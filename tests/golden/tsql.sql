@@ -101,9 +101,9 @@ SELECT
   [nps_responses_agg].[period] AS [period],
   CAST(CAST((
     100 * (
-      COALESCE([nps_responses_agg].[count_where_score], 0) - COALESCE([nps_responses_agg].[count_where_score_2], 0)
+      [nps_responses_agg].[count_where_score] - [nps_responses_agg].[count_where_score_2]
     )
-  ) AS FLOAT) / NULLIF(COALESCE([nps_responses_agg].[count], 0), 0) AS FLOAT) AS [nps]
+  ) AS FLOAT) / NULLIF([nps_responses_agg].[count], 0) AS FLOAT) AS [nps]
 FROM [nps_responses_agg]
 ORDER BY
   CASE WHEN [nps_responses_agg].[period] IS NULL THEN 1 ELSE 0 END, [nps_responses_agg].[period] ASC;
@@ -364,8 +364,8 @@ WITH [leads_agg_days] AS (
 SELECT
   [leads_agg].[period] AS [period],
   CAST(CAST((
-    100 * COALESCE([leads_agg].[count_where_filter], 0)
-  ) AS FLOAT) / NULLIF(COALESCE([leads_agg].[count], 0), 0) AS FLOAT) AS [lead_to_opportunity_rate]
+    100 * [leads_agg].[count_where_filter]
+  ) AS FLOAT) / NULLIF([leads_agg].[count], 0) AS FLOAT) AS [lead_to_opportunity_rate]
 FROM [leads_agg]
 ORDER BY
   CASE WHEN [leads_agg].[period] IS NULL THEN 1 ELSE 0 END, [leads_agg].[period] ASC;
