@@ -568,8 +568,8 @@ class _Compiler:
         if key_ctes and dense is None and self.dialect in FOLD_DIALECTS:
             by_name = dict(ctes)
             folded = fold_key_union(by_name[SERIES_CTE] if leaves else query, self.keys, joined, KEYS_CTE, by_name)
-            if folded is not None:
-                ctes = [(name, folded if name == KEYS_CTE else cte) for name, cte in ctes]
+            if folded is not None:  # (the fold may read some CTEs' inputs instead: those are gone)
+                ctes = [(name, folded if name == KEYS_CTE else by_name[name]) for name, _ in ctes if name in by_name]
         for name, cte in ctes:
             query = query.with_(ident(name), as_=cte, copy=False)
 
@@ -579,7 +579,7 @@ class _Compiler:
             step = inputs[0]
             if len(inputs) > 1 or dense is not None:
                 how = "each input joined to it (null-safe; " if folded is None else \
-                    f"the inputs stacked, {lookup[0].this.name} joined once to them, and grouped by it (" if lookup \
+                    f"the inputs' day totals stacked, {lookup[0].this.name} joined once to them, grouped by it (" if lookup \
                     else "the inputs stacked and grouped by it ("
                 notes = [f"every {', '.join(self.keys) or 'row'} that an input has, {how}no rows counts 0)"
                          if self.keys else "one row per input, side by side"]

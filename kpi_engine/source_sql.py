@@ -506,8 +506,8 @@ class SourceReader:
 
     def describe(self, read: "SourceRead", where: n.Node | None, lookup_stacked: bool = False) -> Step:
         """The plan step of ``source_ctes``: the rows read, how they are grouped, the aggregates.
-        ``lookup_stacked``: the dimension table is joined once to the stacked inputs (key_fold.py),
-        so the source keeps its key."""
+        ``lookup_stacked``: the dimension table is joined once to the inputs' stacked day totals
+        (key_fold.py), not to this source's."""
         source = read.plan.source
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
         notes = [f"rows: {_rows_of(source)} of source '{source.name}'"
@@ -538,8 +538,8 @@ class SourceReader:
             elif self.paths(source.name)[dim].joins:
                 hops = " -> ".join([source.name] + [rel.to for _, rel in self.paths(source.name)[dim].joins])
                 notes.append(f"{dim}: through {hops} (many-to-one)"
-                             + ("" if dim not in late else ", the day totals grouped by its key, the table joined "
-                                "once to the stacked inputs" if lookup_stacked else ", joined to the day totals"))
+                             + ("" if dim not in late else ", its day totals stacked by its key with the other "
+                                "inputs', the table joined once to the stack" if lookup_stacked else ", joined to the day totals"))
         if where is not None:
             notes.append(f"--where {formula(where)}")
         for agg, alias in read.plan.aggregates.items():
