@@ -564,23 +564,25 @@ class _Compiler:
         if self.keys and not request.fill and others and set(plans) - others:
             query = query.where(exp.or_(*[not_null(present_column(s)) for s in sorted(others)], copy=False), copy=False)
         query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
-        folded = None
+        folded, days_stacked = None, False
         if key_ctes and dense is None and self.dialect in FOLD_DIALECTS:
             by_name = dict(ctes)
             folded = fold_key_union(by_name[SERIES_CTE] if leaves else query, self.keys, joined, KEYS_CTE, by_name)
-            if folded is not None:  # (the fold may read some CTEs' inputs instead: those are gone)
+            if folded is not None:  # (the fold may stack the CTEs' day totals instead: those CTEs are gone)
+                days_stacked = any(name not in by_name for name in joined)
                 ctes = [(name, folded if name == KEYS_CTE else by_name[name]) for name, _ in ctes if name in by_name]
         for name, cte in ctes:
             query = query.with_(ident(name), as_=cte, copy=False)
 
         def plan() -> Step:
             lookup = folded.args.get("joins") if folded is not None else None  # the lookup joined once
-            inputs = [self.reader.describe(read, where, bool(lookup)) for read in reads] + [make() for make in window_steps]
+            inputs = [self.reader.describe(read, where, days_stacked) for read in reads] + [make() for make in window_steps]
             step = inputs[0]
             if len(inputs) > 1 or dense is not None:
+                stacked = "the inputs' day totals stacked" if days_stacked else "the inputs stacked"
                 how = "each input joined to it (null-safe; " if folded is None else \
-                    f"the inputs' day totals stacked, {lookup[0].this.name} joined once to them, grouped by it (" if lookup \
-                    else "the inputs stacked and grouped by it ("
+                    f"{stacked}, {lookup[0].this.name} joined once to them, grouped by it (" if lookup \
+                    else f"{stacked} and grouped by it ("
                 notes = [f"every {', '.join(self.keys) or 'row'} that an input has, {how}no rows counts 0)"
                          if self.keys else "one row per input, side by side"]
                 if dense is not None:

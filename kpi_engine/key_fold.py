@@ -11,15 +11,16 @@ It is the same result because each grouped CTE has at most one row per key: in a
 column has that one row's value or NULL, so MAX gives it back unchanged (whatever its type, a NULL
 value included); a key group holds NULL keys together as IS NOT DISTINCT FROM matched them.
 
-When every source reaches its dimensions through the same lookup table joined to its day totals
-(source_sql.joined_on_days: channel -> channel_group through ``channels``), the sources' day
-totals are stacked instead, by day and the lookup's key, the lookup is joined once to the stack,
-and the stack is grouped by the period and the lookup's columns, adding up as each source's
-second step did (sums and counts by SUM, min by MIN, max and the presence marker by MAX). The
-same rows, because the lookup is joined on its whole key (at most one row per key), so each
-source's value for a group is the same aggregate of the same day totals; one join instead of one
-per source, and one grouping step instead of two. That is the shape of the hand-written quarter
-query of the side-by-side suite.
+When every source is grouped by day first (source_sql.days_to_periods: its second step cuts the
+day totals into periods), the day totals are stacked instead and cut into periods once, the stack
+grouped by the period (and the dimensions), adding up as each source's second step did (sums and
+counts by SUM, min by MIN, max and the presence marker by MAX): the same aggregate of the same
+day totals, with one grouping step instead of one per source. If every source also reaches its
+dimensions through the same lookup table joined to its day totals (source_sql.joined_on_days:
+channel -> channel_group through ``channels``), the day totals are stacked by the lookup's key
+and the lookup joined once, to the stack: the lookup is joined on its whole key (at most one row
+per key), so each day total meets the same lookup row either way. One join instead of one per
+source: the shape of the hand-written quarter query of the side-by-side suite.
 
 Only for DuckDB: in PostgreSQL an untyped NULL in two branches of a UNION ALL becomes text and then
 clashes with the branch holding numbers; other dialects keep the joins they were tested with.
@@ -43,14 +44,15 @@ _SLOT = "__kpi_slot"  # stands for the day totals' column in a key's expression,
 
 
 @dataclass
-class SharedLookup:
-    """The lookup table every source joins to its day totals: the table (without alias), its key
-    column, the dimensions read from it (dimension -> column), each other key as an expression of
-    one column of the day totals (the same in every source: the period's bucket, a dimension), and
-    per source its day totals' CTE and the column each of its columns is read from (None: the
-    presence marker) with how it adds up (SUM, MIN or MAX)."""
-    table: exp.Table
-    key: str
+class DayStack:
+    """Every source's day totals, to stack: the lookup table each joins (None when none does),
+    without alias, its key column and the dimensions read from it (dimension -> column); each
+    other key as an expression of one column of the day totals (the same in every source: the
+    period's bucket, a dimension); per source its day totals' CTE, the day column of each key,
+    and the day column each of its columns is read from (None: the presence marker) with how it
+    adds up (SUM, MIN or MAX)."""
+    table: exp.Table | None
+    key: str | None
     attributes: dict[str, str]
     key_shapes: dict[str, exp.Expression]
     days: dict[str, str]
@@ -71,37 +73,42 @@ def _one_column(value: exp.Expression, table: str) -> tuple[str, exp.Expression]
     return columns[0].name, shape
 
 
-def shared_lookup(ctes: Mapping[str, exp.Expression], names: Sequence[str], keys: Sequence[str]
-                  ) -> SharedLookup | None:
-    """The lookup every CTE of ``names`` joins, when each is the second step of a source grouped
-    by day (source_sql.days_to_periods): FROM its day totals, one LEFT JOIN of a plain table on one
-    key column, the keys it does not read from that table each one column of the day totals under
-    the same expression, and every other column a SUM, MIN or MAX of one column of the day totals
-    or the presence marker 1. The same table, key and columns in each; None if one is not so."""
-    found: SharedLookup | None = None
+def day_stack(ctes: Mapping[str, exp.Expression], names: Sequence[str], keys: Sequence[str]) -> DayStack | None:
+    """How to stack the day totals of every CTE of ``names``, when each is the second step of a
+    source grouped by day (source_sql.days_to_periods): FROM its day totals (a CTE), at most one
+    LEFT JOIN, of a plain table on one key column (a lookup), the keys it does not read from that
+    table each one column of the day totals under the same expression, and every other column a
+    SUM, MIN or MAX of one column of the day totals or the presence marker 1. The same lookup (or
+    none), key and expressions in each; None if one is not so."""
+    found: DayStack | None = None
     for name in names:
         select = ctes.get(name)
         if not isinstance(select, exp.Select) or any(select.args.get(a) for a in ("where", "having", "qualify")):
             return None
-        source = select.args.get("from_")
-        joins = select.args.get("joins") or []
+        source, joins = select.args.get("from_"), select.args.get("joins") or []
         if (source is None or not isinstance(source.this, exp.Table) or source.this.alias
-                or len(joins) != 1 or joins[0].side != "LEFT" or not isinstance(joins[0].this, exp.Table)):
+                or source.this.name not in ctes or len(joins) > 1):
             return None
-        days, alias, on = source.this.name, joins[0].this.alias_or_name, joins[0].args.get("on")
-        if not isinstance(on, exp.EQ) or not all(isinstance(side, exp.Column) for side in (on.this, on.expression)):
-            return None
-        there = [side for side in (on.this, on.expression) if side.table == alias]
-        here = [side for side in (on.this, on.expression) if side.table == days]
-        if len(there) != 1 or len(here) != 1:
-            return None
+        days, table, key, day_key = source.this.name, None, None, None
+        alias = joins[0].this.alias_or_name if joins else None
+        if joins:
+            join, on = joins[0], joins[0].args.get("on")
+            if join.side != "LEFT" or not isinstance(join.this, exp.Table) or not isinstance(on, exp.EQ) \
+                    or not all(isinstance(side, exp.Column) for side in (on.this, on.expression)):
+                return None
+            there = [side.name for side in (on.this, on.expression) if side.table == alias]
+            here = [side.name for side in (on.this, on.expression) if side.table == days]
+            if len(there) != 1 or len(here) != 1:
+                return None
+            table, key, day_key = join.this.copy(), there[0], here[0]
+            table.set("alias", None)
         attributes: dict[str, str] = {}
         shapes: dict[str, exp.Expression] = {}
         day_columns: dict[tuple[str, str], tuple[str | None, type]] = {}
-        day_keys: dict[tuple[str, str], str] = {}
+        day_keys: dict[tuple[str, str], str] = {(name, LOOKUP_KEY): day_key} if joins else {}
         for projection in select.expressions:
             value, out = (projection.this if isinstance(projection, exp.Alias) else projection), projection.alias_or_name
-            if out in keys and isinstance(value, exp.Column) and value.table == alias:
+            if out in keys and alias is not None and isinstance(value, exp.Column) and value.table == alias:
                 attributes[out] = value.name
             elif out in keys:
                 read = _one_column(value, days)
@@ -115,45 +122,42 @@ def shared_lookup(ctes: Mapping[str, exp.Expression], names: Sequence[str], keys
                 day_columns[(name, out)] = (value.this.name, type(value))
             else:
                 return None
-        table = joins[0].this.copy()
-        table.set("alias", None)
-        if not attributes or set(attributes) | set(shapes) != set(keys):
+        if (joins and not attributes) or set(attributes) | set(shapes) != set(keys):
             return None
         if found is None:
-            found = SharedLookup(table, there[0].name, attributes, shapes, {}, {}, {})
-        elif (found.table != table or found.key != there[0].name or found.attributes != attributes
+            found = DayStack(table, key, attributes, shapes, {}, {}, {})
+        elif (found.table != table or found.key != key or found.attributes != attributes
               or found.key_shapes != shapes):
             return None
         found.days[name] = days
         found.day_keys.update(day_keys)
-        found.day_keys[(name, LOOKUP_KEY)] = here[0].name
         found.day_columns.update(day_columns)
     return found
 
 
-def _stacked_days(lookup: SharedLookup, names: Sequence[str], keys: Sequence[str],
+def _stacked_days(stack: DayStack, names: Sequence[str], keys: Sequence[str],
                   folded: Mapping[tuple[str, str], str]) -> exp.Select:
-    """The keys' query when the lookup is shared: every source's day totals stacked (its key
-    columns, the lookup's key, its own columns, NULL in the others'), the lookup joined once, and
-    the stack grouped by the keys, each column added up as its source's second step did."""
+    """The keys' query from the day totals: every source's stacked (its keys' day columns, the
+    lookup's key if any, its own columns, NULL in the others'), the lookup joined once, and the
+    stack grouped by the keys, each column added up as its source's second step did."""
     inner = "stacked"
-    branch_keys = [k for k in keys if k not in lookup.attributes] + [LOOKUP_KEY]
+    branch_keys = [k for k in keys if k not in stack.attributes] + ([LOOKUP_KEY] if stack.table is not None else [])
     stacked = None
     for name in names:
-        days = lookup.days[name]
+        days = stack.days[name]
         values = []
         for (source, column), alias in folded.items():
-            day_column = lookup.day_columns[(source, column)][0] if source == name else None
+            day_column = stack.day_columns[(source, column)][0] if source == name else None
             values.append(aliased(exp.Null() if source != name else number(1) if day_column is None
                                   else col(day_column, days), alias))
-        branch = exp.Select(expressions=[aliased(col(lookup.day_keys[(name, k)], days), k) for k in branch_keys]
+        branch = exp.Select(expressions=[aliased(col(stack.day_keys[(name, k)], days), k) for k in branch_keys]
                             + values, from_=exp.From(this=table_ref(days)))
         stacked = branch if stacked is None else exp.Union(this=stacked, expression=branch, distinct=False)
 
     def key_value(k: str) -> exp.Expression:  # the key's expression over the stacked day column
-        if k in lookup.attributes:
-            return col(lookup.attributes[k], LOOKUP_ALIAS)
-        shape = lookup.key_shapes[k].copy()
+        if k in stack.attributes:
+            return col(stack.attributes[k], LOOKUP_ALIAS)
+        shape = stack.key_shapes[k].copy()
         if isinstance(shape, exp.Column):
             return col(k, inner)
         next(shape.find_all(exp.Column)).replace(col(k, inner))
@@ -162,11 +166,12 @@ def _stacked_days(lookup: SharedLookup, names: Sequence[str], keys: Sequence[str
     values = [key_value(k) for k in keys]
     query = exp.Select(
         expressions=[aliased(value.copy(), k) for value, k in zip(values, keys)]
-        + [aliased(lookup.day_columns[key][1](this=col(alias, inner)), alias) for key, alias in folded.items()],
+        + [aliased(stack.day_columns[key][1](this=col(alias, inner)), alias) for key, alias in folded.items()],
         group=exp.Group(expressions=values),
         from_=exp.From(this=exp.Subquery(this=stacked, alias=exp.TableAlias(this=ident(inner)))))
-    left_join(query, aliased(lookup.table.copy(), LOOKUP_ALIAS, table=True),
-              exp.EQ(this=col(LOOKUP_KEY, inner), expression=col(lookup.key, LOOKUP_ALIAS)))
+    if stack.table is not None:
+        left_join(query, aliased(stack.table.copy(), LOOKUP_ALIAS, table=True),
+                  exp.EQ(this=col(LOOKUP_KEY, inner), expression=col(stack.key, LOOKUP_ALIAS)))
     return query
 
 
@@ -192,11 +197,11 @@ def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str]
         return None
     for column in references:
         column.replace(col(folded[(column.table, column.name)], key_table))
-    lookup = shared_lookup(ctes, names, keys) if ctes is not None else None
-    if lookup is not None and LOOKUP_KEY not in keys and set(folded) <= set(lookup.day_columns):
+    stack = day_stack(ctes, names, keys) if ctes is not None else None
+    if stack is not None and LOOKUP_KEY not in keys and set(folded) <= set(stack.day_columns):
         for name in names:  # read from their day totals now
             del ctes[name]
-        return _stacked_days(lookup, names, keys, folded)
+        return _stacked_days(stack, names, keys, folded)
 
     # Nodes built whole (one Select per branch), not column by column: this runs on every compile.
     stacked = None

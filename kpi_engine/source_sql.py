@@ -504,10 +504,10 @@ class SourceReader:
                 and all(agg.func in REGROUPABLE and agg.per is None for agg in read.plan.aggregates)
                 and (is_date or not read.plan.snapshots))
 
-    def describe(self, read: "SourceRead", where: n.Node | None, lookup_stacked: bool = False) -> Step:
+    def describe(self, read: "SourceRead", where: n.Node | None, days_stacked: bool = False) -> Step:
         """The plan step of ``source_ctes``: the rows read, how they are grouped, the aggregates.
-        ``lookup_stacked``: the dimension table is joined once to the inputs' stacked day totals
-        (key_fold.py), not to this source's."""
+        ``days_stacked``: the day totals are stacked with the other inputs' and cut into periods
+        there, a dimension table joined once to the stack (key_fold.py): no second step here."""
         source = read.plan.source
         keys = ([PERIOD] if self.grain else []) + list(self.dims)
         notes = [f"rows: {_rows_of(source)} of source '{source.name}'"
@@ -530,7 +530,8 @@ class SourceReader:
             late = self.joined_on_days(read, where) if self.groups_by_day(read, is_date) and not routed else {}
             if self.grain:
                 notes.append(f"period: the {self.grain} of {'the rollup day' if routed else source.time}"
-                             + (", from day totals (grouped by day first)" if self.groups_by_day(read, is_date)
+                             + (", cut from the day totals once stacked with the other inputs'" if days_stacked
+                                else ", from day totals (grouped by day first)" if self.groups_by_day(read, is_date)
                                 and not routed else ""))
         for dim in self.dims:
             if self.is_date_part(source.name, dim):
@@ -538,8 +539,8 @@ class SourceReader:
             elif self.paths(source.name)[dim].joins:
                 hops = " -> ".join([source.name] + [rel.to for _, rel in self.paths(source.name)[dim].joins])
                 notes.append(f"{dim}: through {hops} (many-to-one)"
-                             + ("" if dim not in late else ", its day totals stacked by its key with the other "
-                                "inputs', the table joined once to the stack" if lookup_stacked else ", joined to the day totals"))
+                             + ("" if dim not in late else ", the day totals grouped by its key, the table joined "
+                                "once to the stack" if days_stacked else ", joined to the day totals"))
         if where is not None:
             notes.append(f"--where {formula(where)}")
         for agg, alias in read.plan.aggregates.items():
@@ -549,6 +550,10 @@ class SourceReader:
                 notes.append(f"{alias} = {formula(agg)}")
         for snapshot, agg in read.snapshots().items():
             notes.append(f"{snapshot}: the {'last' if agg.func == 'last' else 'first'} snapshot time of each period")
+        if days_stacked:  # grouped by day (and a dimension table's key) only
+            keys = ["day"] + [f"the key of {self.paths(source.name)[dim].joins[-1][1].to}" if dim in late else dim
+                              for dim in self.dims]
+            return Step(f"Aggregate {read.name}_days: {source.name} by {', '.join(dict.fromkeys(keys))}", notes)
         return Step(f"Aggregate {read.name}: {source.name} by {', '.join(keys) or 'nothing (one row)'}", notes)
 
     def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None,

@@ -28,6 +28,7 @@ kpis:
   spend_per_order: {formula: "sum(spend.amount) / count(orders)", unit: currency}
   cheapest: {formula: "min(orders.amount)", unit: currency}
   last_spend_day: {formula: "days_between(min(spend.day), max(spend.day))"}
+  products: {formula: "count_distinct(orders.product)"}
 """
 LEADS = [  # created_at, channel
     ("2025-01-03 10:00:00", "ppc"), ("2025-01-09 23:59:59", "ppc"), ("2025-01-15 08:00:00", ""),
@@ -109,6 +110,8 @@ def test_stacked_sources_give_the_reference_and_the_joined_shape(project, monkey
     folded = evaluate(project, KPIS, True, monkeypatch)
     joined = evaluate(project, KPIS, False, monkeypatch)
     assert "UNION ALL" in folded.sql and "IS NOT DISTINCT FROM" not in folded.sql
+    # every source grouped by day first: their day totals are stacked and cut into months once
+    assert '"leads_agg_days" AS' in folded.sql and '"leads_agg" AS' not in folded.sql
     assert "UNION ALL" not in joined.sql and "IS NOT DISTINCT FROM" in joined.sql
     assert folded.rows == joined.rows
     expected = reference()
@@ -156,3 +159,22 @@ def test_fill_and_other_dialects_keep_the_joins(project):
                                        describe=False).sql()
     assert "IS NOT DISTINCT FROM" in filled and "IS NOT DISTINCT FROM" in postgres
     assert "UNION ALL" not in postgres
+
+
+def test_a_source_not_grouped_by_day_keeps_its_grouped_rows_stacked(project, monkeypatch):
+    """A distinct count does not add up over days, so orders are grouped by month from their rows;
+    the sources' month rows are stacked then (not their day totals), and give the same numbers."""
+    kpis = ["cost_per_lead", "products"]
+    folded = evaluate(project, kpis, True, monkeypatch)
+    joined = evaluate(project, kpis, False, monkeypatch)
+    assert "UNION ALL" in folded.sql and '"leads_agg" AS' in folded.sql and folded.rows == joined.rows
+    products = defaultdict(set)
+    for ordered, channel, _, product in ORDERS:
+        products[(month(ordered), channel or None)].add(product)
+    expected = reference()
+    got = {(row[0], row[1]): row[2:4] for row in folded.rows}
+    assert set(got) == set(expected)  # the keys of every source read
+    for key, (cost_per_lead, count) in got.items():
+        assert count == (len(products[key]) if key in products else None), key
+        assert cost_per_lead == (None if expected[key]["cost_per_lead"] is None
+                                 else pytest.approx(expected[key]["cost_per_lead"], rel=1e-12)), key

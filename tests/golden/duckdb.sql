@@ -12,15 +12,6 @@ WITH "ad_spend_agg_days" AS (
   GROUP BY
     CAST("ad_spend"."spend_date" AS DATE),
     "ad_spend"."channel"
-), "ad_spend_agg" AS (
-  SELECT
-    CAST(DATE_TRUNC('MONTH', "ad_spend_agg_days"."period") AS DATE) AS "period",
-    "ad_spend_agg_days"."channel" AS "channel",
-    SUM("ad_spend_agg_days"."sum_spend") AS "sum_spend"
-  FROM "ad_spend_agg_days"
-  GROUP BY
-    CAST(DATE_TRUNC('MONTH', "ad_spend_agg_days"."period") AS DATE),
-    "ad_spend_agg_days"."channel"
 ), "leads_agg_days" AS (
   SELECT
     CAST("leads"."created_at" AS DATE) AS "period",
@@ -40,38 +31,29 @@ WITH "ad_spend_agg_days" AS (
   GROUP BY
     CAST("leads"."created_at" AS DATE),
     "leads"."channel"
-), "leads_agg" AS (
-  SELECT
-    CAST(DATE_TRUNC('MONTH', "leads_agg_days"."period") AS DATE) AS "period",
-    "leads_agg_days"."channel" AS "channel",
-    SUM("leads_agg_days"."count") AS "count"
-  FROM "leads_agg_days"
-  GROUP BY
-    CAST(DATE_TRUNC('MONTH', "leads_agg_days"."period") AS DATE),
-    "leads_agg_days"."channel"
 ), "keys" AS (
   SELECT
-    "stacked"."period",
-    "stacked"."channel",
-    MAX("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend",
-    MAX("stacked"."leads_agg__count") AS "leads_agg__count"
+    CAST(DATE_TRUNC('MONTH', "stacked"."period") AS DATE) AS "period",
+    "stacked"."channel" AS "channel",
+    SUM("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend",
+    SUM("stacked"."leads_agg__count") AS "leads_agg__count"
   FROM (
     SELECT
-      "ad_spend_agg"."period",
-      "ad_spend_agg"."channel",
-      "ad_spend_agg"."sum_spend" AS "ad_spend_agg__sum_spend",
+      "ad_spend_agg_days"."period" AS "period",
+      "ad_spend_agg_days"."channel" AS "channel",
+      "ad_spend_agg_days"."sum_spend" AS "ad_spend_agg__sum_spend",
       NULL AS "leads_agg__count"
-    FROM "ad_spend_agg"
+    FROM "ad_spend_agg_days"
     UNION ALL
     SELECT
-      "leads_agg"."period",
-      "leads_agg"."channel",
+      "leads_agg_days"."period" AS "period",
+      "leads_agg_days"."channel" AS "channel",
       NULL AS "ad_spend_agg__sum_spend",
-      "leads_agg"."count" AS "leads_agg__count"
-    FROM "leads_agg"
+      "leads_agg_days"."count" AS "leads_agg__count"
+    FROM "leads_agg_days"
   ) AS "stacked"
   GROUP BY
-    "stacked"."period",
+    CAST(DATE_TRUNC('MONTH', "stacked"."period") AS DATE),
     "stacked"."channel"
 )
 SELECT
@@ -223,15 +205,6 @@ WITH "orders_agg_days" AS (
   GROUP BY
     CAST("orders"."ordered_at" AS DATE),
     "orders__customers"."channel"
-), "orders_agg" AS (
-  SELECT
-    CAST(DATE_TRUNC('QUARTER', "orders_agg_days"."period") AS DATE) AS "period",
-    "orders_agg_days"."channel" AS "channel",
-    SUM("orders_agg_days"."sum_amount_where_status") AS "sum_amount_where_status"
-  FROM "orders_agg_days"
-  GROUP BY
-    CAST(DATE_TRUNC('QUARTER', "orders_agg_days"."period") AS DATE),
-    "orders_agg_days"."channel"
 ), "customers_agg_days" AS (
   SELECT
     CAST("customers"."acquired_at" AS DATE) AS "period",
@@ -243,15 +216,6 @@ WITH "orders_agg_days" AS (
   GROUP BY
     CAST("customers"."acquired_at" AS DATE),
     "customers"."channel"
-), "customers_agg" AS (
-  SELECT
-    CAST(DATE_TRUNC('QUARTER', "customers_agg_days"."period") AS DATE) AS "period",
-    "customers_agg_days"."channel" AS "channel",
-    SUM("customers_agg_days"."count") AS "count"
-  FROM "customers_agg_days"
-  GROUP BY
-    CAST(DATE_TRUNC('QUARTER', "customers_agg_days"."period") AS DATE),
-    "customers_agg_days"."channel"
 ), "ad_spend_agg_days" AS (
   SELECT
     CAST("ad_spend"."spend_date" AS DATE) AS "period",
@@ -263,49 +227,40 @@ WITH "orders_agg_days" AS (
   GROUP BY
     CAST("ad_spend"."spend_date" AS DATE),
     "ad_spend"."channel"
-), "ad_spend_agg" AS (
-  SELECT
-    CAST(DATE_TRUNC('QUARTER', "ad_spend_agg_days"."period") AS DATE) AS "period",
-    "ad_spend_agg_days"."channel" AS "channel",
-    SUM("ad_spend_agg_days"."sum_spend") AS "sum_spend"
-  FROM "ad_spend_agg_days"
-  GROUP BY
-    CAST(DATE_TRUNC('QUARTER', "ad_spend_agg_days"."period") AS DATE),
-    "ad_spend_agg_days"."channel"
 ), "keys" AS (
   SELECT
-    "stacked"."period",
-    "stacked"."channel",
-    MAX("stacked"."orders_agg__sum_amount_where_status") AS "orders_agg__sum_amount_where_status",
-    MAX("stacked"."customers_agg__count") AS "customers_agg__count",
-    MAX("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend"
+    CAST(DATE_TRUNC('QUARTER', "stacked"."period") AS DATE) AS "period",
+    "stacked"."channel" AS "channel",
+    SUM("stacked"."orders_agg__sum_amount_where_status") AS "orders_agg__sum_amount_where_status",
+    SUM("stacked"."customers_agg__count") AS "customers_agg__count",
+    SUM("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend"
   FROM (
     SELECT
-      "orders_agg"."period",
-      "orders_agg"."channel",
-      "orders_agg"."sum_amount_where_status" AS "orders_agg__sum_amount_where_status",
+      "orders_agg_days"."period" AS "period",
+      "orders_agg_days"."channel" AS "channel",
+      "orders_agg_days"."sum_amount_where_status" AS "orders_agg__sum_amount_where_status",
       NULL AS "customers_agg__count",
       NULL AS "ad_spend_agg__sum_spend"
-    FROM "orders_agg"
+    FROM "orders_agg_days"
     UNION ALL
     SELECT
-      "customers_agg"."period",
-      "customers_agg"."channel",
+      "customers_agg_days"."period" AS "period",
+      "customers_agg_days"."channel" AS "channel",
       NULL AS "orders_agg__sum_amount_where_status",
-      "customers_agg"."count" AS "customers_agg__count",
+      "customers_agg_days"."count" AS "customers_agg__count",
       NULL AS "ad_spend_agg__sum_spend"
-    FROM "customers_agg"
+    FROM "customers_agg_days"
     UNION ALL
     SELECT
-      "ad_spend_agg"."period",
-      "ad_spend_agg"."channel",
+      "ad_spend_agg_days"."period" AS "period",
+      "ad_spend_agg_days"."channel" AS "channel",
       NULL AS "orders_agg__sum_amount_where_status",
       NULL AS "customers_agg__count",
-      "ad_spend_agg"."sum_spend" AS "ad_spend_agg__sum_spend"
-    FROM "ad_spend_agg"
+      "ad_spend_agg_days"."sum_spend" AS "ad_spend_agg__sum_spend"
+    FROM "ad_spend_agg_days"
   ) AS "stacked"
   GROUP BY
-    "stacked"."period",
+    CAST(DATE_TRUNC('QUARTER', "stacked"."period") AS DATE),
     "stacked"."channel"
 ), "series" AS (
   SELECT
