@@ -180,9 +180,9 @@ def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str]
     """Rewrite ``select`` (FROM ``key_table`` LEFT JOIN each of ``names`` on the keys, and nothing
     else) in place to read the folded keys, and return the query that ``key_table`` must then
     hold; None (``select`` untouched) when it has any other join or a column name would clash.
-    With ``ctes`` (name -> query), when every CTE of ``names`` joins the same lookup table to its
-    day totals, the day totals are stacked instead and the lookup joined once (see the module's
-    docstring); the CTEs of ``names`` are then removed from ``ctes``."""
+    With ``ctes`` (name -> query), when every CTE of ``names`` is the second step of a source
+    grouped by day, their day totals are stacked instead (a shared lookup table joined once; see
+    the module's docstring) and the CTEs of ``names`` removed from ``ctes``."""
     joins = select.args.get("joins") or []
     if [join.this.name for join in joins] != list(names) or any(
             join.side != "LEFT" or not isinstance(join.this, exp.Table) for join in joins):

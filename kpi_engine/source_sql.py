@@ -96,6 +96,11 @@ class SourceRead:
         """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
         return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS and agg.per is None else None
 
+    @property
+    def days_cte(self) -> str:
+        """The CTE of the day totals, when the source is grouped by day first."""
+        return f"{self.name}_days"
+
     def snapshots(self) -> dict[str, n.Aggregate]:
         return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if self.snapshot_cte(agg)}
 
@@ -369,7 +374,7 @@ class SourceReader:
         # only without snapshots (taken at an exact time, not on a day). Its day is the local one.
         rows = self.entity_snapshot_marks(plan, rows, time, is_date, start)
         by_day = self.groups_by_day(read, is_date)
-        days = f"{read.name}_days"
+        days = read.days_cte
         ctes: list[tuple[str, exp.Expression]] = []
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
             for snapshot, agg in read.snapshots().items():
@@ -553,7 +558,7 @@ class SourceReader:
         if days_stacked:  # grouped by day (and a dimension table's key) only
             keys = ["day"] + [f"the key of {self.paths(source.name)[dim].joins[-1][1].to}" if dim in late else dim
                               for dim in self.dims]
-            return Step(f"Aggregate {read.name}_days: {source.name} by {', '.join(dict.fromkeys(keys))}", notes)
+            return Step(f"Aggregate {read.days_cte}: {source.name} by {', '.join(dict.fromkeys(keys))}", notes)
         return Step(f"Aggregate {read.name}: {source.name} by {', '.join(keys) or 'nothing (one row)'}", notes)
 
     def range_conditions(self, time: exp.Expression, is_date: bool, start: dt.date | None,
