@@ -126,14 +126,14 @@ class CompiledQuery:
         renders the same again when an adapter runs it (tests/test_dialects.py checks it). The
         text is kept for later calls."""
         from .parser import _deep_recursion
+        from .render import render
 
         if pretty in self._texts:
             return self._texts[pretty]
         try:
             with _deep_recursion(), collector_paused():
-                self._texts[pretty] = self.expression.sql(
-                    dialect=self.dialect, pretty=pretty, copy=self.dialect not in _RENDERED_IN_PLACE,
-                    unsupported_level=sqlglot.ErrorLevel.RAISE)
+                self._texts[pretty] = render(self.expression, self.dialect, pretty,
+                                             copy=self.dialect not in _RENDERED_IN_PLACE)
                 return self._texts[pretty]
         except RecursionError:
             raise QueryError("the query is too deeply nested to write out.", None,
