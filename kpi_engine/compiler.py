@@ -815,7 +815,7 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
         request = replace(request, start=request.start and at_grain(request.start, request.grain),
                           end=request.end and at_grain(request.end, request.grain))
     try:
-        with _deep_recursion(), collector_paused():
+        with _deep_recursion(), collector_paused(young_first=True):
             return _Compiler(model, request, dialect, read_dialect, extents, today, rollups).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,
