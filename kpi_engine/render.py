@@ -104,16 +104,23 @@ def _identifier_sql(self, expression: exp.Identifier) -> str:
 
 
 def _column_sql(self, expression: exp.Column) -> str:
+    # _plain_identifier written out for both parts: a query has about forty columns
     args = expression.args
-    if args.keys() <= _COLUMN_ARGS:
-        name, table = _plain_identifier(args.get("this")), args.get("table")
-        qualifier = _plain_identifier(table) if table is not None else ()
-        if name is not None and qualifier is not None:
-            key = ("column", name, qualifier)
-            text = self._texts.get(key)
-            if text is None:
-                text = self._texts[key] = Generator.column_sql(self, expression)
-            return text
+    this, table = args.get("this"), args.get("table")
+    if (args.keys() <= _COLUMN_ARGS and type(this) is exp.Identifier and not this.comments
+            and this.args.keys() <= _IDENTIFIER_ARGS and type(this.args.get("this")) is str):
+        if table is None:
+            key = ("column", this.args.get("this"), bool(this.args.get("quoted")))
+        elif (type(table) is exp.Identifier and not table.comments and table.args.keys() <= _IDENTIFIER_ARGS
+              and type(table.args.get("this")) is str):
+            key = ("column", this.args.get("this"), bool(this.args.get("quoted")), table.args.get("this"),
+                   bool(table.args.get("quoted")))
+        else:
+            return Generator.column_sql(self, expression)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = Generator.column_sql(self, expression)
+        return text
     return Generator.column_sql(self, expression)
 
 
