@@ -11,7 +11,9 @@ hands it back for an equal leaf. It only does so for leaves whose every argument
 and for methods whose text depends on nothing else (not on the node's parent, not on generator
 settings other than the dialect and ``pretty``, which key the store): other leaves, and dialects
 that override these methods, render exactly as sqlglot renders them. The generated SQL is the
-same byte for byte (tests/test_render.py compares it with sqlglot's own rendering).
+same byte for byte (tests/test_render.py compares it with sqlglot's own rendering). With sqlglot
+compiled by mypyc (the ``fast`` extra), whose generators cannot be subclassed in Python, the
+dialect's generator is used as it is.
 """
 
 from __future__ import annotations
@@ -62,8 +64,13 @@ def _remembering(base: type[Generator]) -> type[Generator]:
             methods["column_sql"] = _column_sql
     if base.datatype_sql in _plain_datatype_methods():
         methods["datatype_sql"], methods["_dialect_datatype_sql"] = _datatype_sql, base.datatype_sql
-    made = type(f"Remembering{base.__name__}", (_Remembering, base), {"__slots__": ("_texts",), **methods}) \
-        if methods else base
+    made = base
+    if methods:
+        made = type(f"Remembering{base.__name__}", (_Remembering, base), {"__slots__": ("_texts",), **methods})
+        try:
+            made()
+        except TypeError:  # sqlglot compiled with mypyc (the `fast` extra): its classes take no Python subclass
+            made = base
     _classes[base] = made
     return made
 

@@ -161,3 +161,28 @@ def test_dialects_that_write_leaves_by_their_context_are_not_remembered():
     assert bigquery.column_sql is BigQueryGenerator.column_sql
     assert tsql.identifier_sql is TSQLGenerator.identifier_sql and tsql.column_sql is TSQLGenerator.column_sql
     assert rendering._remembering(SnowflakeGenerator).datatype_sql is SnowflakeGenerator.datatype_sql
+
+
+def test_a_generator_that_cannot_be_subclassed_is_used_as_it_is(monkeypatch):
+    # sqlglot compiled with mypyc (the `fast` extra) refuses to build an instance of a Python
+    # subclass of its classes ("interpreted classes cannot inherit from compiled"): stood in for here
+    from sqlglot.dialects.dialect import Dialect
+    from sqlglot.generators.duckdb import DuckDBGenerator
+
+    made = []
+
+    class Compiled(DuckDBGenerator):
+        def __new__(cls, *args, **kwargs):
+            if cls is not Compiled:
+                raise TypeError("interpreted classes cannot inherit from compiled")
+            made.append(cls)
+            return super().__new__(cls)
+
+    monkeypatch.setattr(type(Dialect.get_or_raise("duckdb")), "generator_class", Compiled)
+    monkeypatch.setattr(rendering, "_classes", {})
+    assert rendering._remembering(Compiled) is Compiled
+    query = exp.select(column("amount", "orders"), exp.Cast(this=column("x"), to=exp.DataType.build("DATE"))) \
+        .from_("orders")
+    made.clear()
+    assert render(query.copy(), "duckdb", True, copy=False) == 'SELECT\n  "orders"."amount",\n  CAST("x" AS DATE)\nFROM orders'
+    assert made == [Compiled]  # the dialect's own generator wrote it
