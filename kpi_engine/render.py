@@ -90,6 +90,8 @@ def _plain_datatype_methods() -> frozenset:
     return frozenset({Generator.datatype_sql, DuckDBGenerator.datatype_sql, PostgresGenerator.datatype_sql})
 
 
+# Keys of the store, told apart by their length: an identifier (name, quoted), a type (DType,),
+# a column ("column", name, quoted[, table, quoted]), a table ("table", sep, alias, catalog, db, name).
 _IDENTIFIER_ARGS = frozenset({"this", "quoted"})
 _COLUMN_ARGS = frozenset({"this", "table"})
 
@@ -165,7 +167,7 @@ def _datatype_sql(self, expression: exp.DataType) -> str:
     kind = args.get("this")
     if not isinstance(kind, exp.DType) or any(value for key, value in args.items() if key != "this"):
         return self._dialect_datatype_sql(expression)
-    key = ("type", kind)
+    key = (kind,)
     text = self._texts.get(key)
     if text is not None:
         return text
