@@ -126,14 +126,14 @@ class CompiledQuery:
         renders the same again when an adapter runs it (tests/test_dialects.py checks it). The
         text is kept for later calls."""
         from .parser import _deep_recursion
+        from .render import render
 
         if pretty in self._texts:
             return self._texts[pretty]
         try:
             with _deep_recursion(), collector_paused():
-                self._texts[pretty] = self.expression.sql(
-                    dialect=self.dialect, pretty=pretty, copy=self.dialect not in _RENDERED_IN_PLACE,
-                    unsupported_level=sqlglot.ErrorLevel.RAISE)
+                self._texts[pretty] = render(self.expression, self.dialect, pretty,
+                                             copy=self.dialect not in _RENDERED_IN_PLACE)
                 return self._texts[pretty]
         except RecursionError:
             raise QueryError("the query is too deeply nested to write out.", None,
@@ -823,7 +823,7 @@ def compile_request(model: Model, request: Request, dialect: str, read_dialect: 
         request = replace(request, start=request.start and at_grain(request.start, request.grain),
                           end=request.end and at_grain(request.end, request.grain))
     try:
-        with _deep_recursion(), collector_paused():
+        with _deep_recursion(), collector_paused(young_first=True):
             return _Compiler(model, request, dialect, read_dialect, extents, today, rollups).compile()
     except RecursionError:
         raise QueryError("the formulas chain too many operators to compile.", None,

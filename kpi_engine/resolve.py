@@ -1147,4 +1147,10 @@ def expand(model: Model, expr: n.Node, cache: dict[str, n.Node] | None = None) -
 
 
 def aggregates_in(expr: n.Node) -> list[n.Aggregate]:
-    return list(dict.fromkeys(node for node in expr.walk() if isinstance(node, n.Aggregate)))
+    # Kept on the node (immutable, and not a field: equality, hashing and replace() ignore it):
+    # a compile asks twice for each formula, and the model's expanded KPIs serve every compile.
+    found = expr.__dict__.get("_aggregates")
+    if found is None:
+        found = tuple(dict.fromkeys(node for node in expr.walk() if isinstance(node, n.Aggregate)))
+        object.__setattr__(expr, "_aggregates", found)
+    return list(found)

@@ -109,6 +109,32 @@ def test_walk_lists_parents_first_and_children_in_order():
     assert isinstance(walked[0], n.Binary) and walked[0].op == "+"
 
 
+def test_the_aggregates_of_a_formula_are_found_once_and_belong_to_that_tree():
+    from kpi_engine.resolve import aggregates_in
+
+    def paid():
+        return n.Aggregate("sum", "orders", n.Column("orders", "amount"),
+                           n.Binary("=", n.Column("orders", "status"), n.StringLit("paid")))
+
+    def formula():  # sum(orders.amount where status = 'paid') / count(leads) + the same sum, resolved
+        return n.Binary("+", n.Binary("/", paid(), n.Aggregate("count", "leads", None)), paid())
+
+    tree, leads = formula(), n.Aggregate("count", "leads", None)
+    assert aggregates_in(tree) == [paid(), leads]  # in order, the repeated one once
+    walks = []
+    original = n.Node.walk
+    n.Node.walk = lambda self: walks.append(self) or original(self)
+    try:
+        assert aggregates_in(tree) == [paid(), leads] and walks == []  # kept on the tree: not walked again
+        orders = n.Aggregate("count", "orders", None)
+        changed = tree.map(lambda node: orders if node == leads else node)
+        assert aggregates_in(changed) == [paid(), orders] and walks == [changed]
+    finally:
+        n.Node.walk = original
+    assert aggregates_in(tree) == [paid(), leads]  # the original keeps its own
+    assert tree == formula() and hash(tree) == hash(formula())  # equality and hashing ignore what is kept
+
+
 def _written_objects(root) -> list:
     """Every object reachable from ``root`` (through gc referents), stopping at modules and types."""
     import gc

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 from sqlglot import exp
+from sqlglot.generator import Generator
 
 import reference
 from kpi_engine.adapters import duckdb as duckdb_adapter
@@ -35,12 +36,12 @@ def renders(monkeypatch):
     """How many times the tree of a request's query (the one holding the KPIs asked) is rendered,
     and the texts DuckDB was given to run."""
     counted = Counter()
-    original = exp.Expression.sql
+    original = Generator.generate  # every render ends here: Expression.sql's and kpi_engine.render's
 
-    def counting(self, *args, **kwargs):
-        if (self._meta or {}).get(KPIS_META) is not None:
+    def counting(self, expression, *args, **kwargs):
+        if (expression._meta or {}).get(KPIS_META) is not None:
             counted["request"] += 1
-        return original(self, *args, **kwargs)
+        return original(self, expression, *args, **kwargs)
 
     ran: list[str] = []
     original_text = duckdb_adapter.query_text
@@ -50,7 +51,7 @@ def renders(monkeypatch):
         ran.append(text)
         return text
 
-    monkeypatch.setattr(exp.Expression, "sql", counting)
+    monkeypatch.setattr(Generator, "generate", counting)
     monkeypatch.setattr(duckdb_adapter, "query_text", recording)
     return counted, ran
 

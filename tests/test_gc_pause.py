@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 
 import pytest
 
 from kpi_engine import compiler
+from kpi_engine import render as rendering
 from kpi_engine.engine import open_project
 from kpi_engine.gc_pause import collector_paused
 
@@ -54,8 +56,8 @@ def test_compiling_and_rendering_run_with_the_collector_off_and_turn_it_back_on(
     monkeypatch.setattr(compiler._Compiler, "compile", compiling)
     query = project.compile(["paid"], grain="month")
     assert gc.isenabled()
-    monkeypatch.setattr(compiler.sqlglot.exp.Expression, "sql",
-                        lambda self, *a, **k: seen.append(("render", gc.isenabled())) or "SELECT 1")
+    monkeypatch.setattr(rendering, "render",  # (CompiledQuery.sql's renderer, kpi_engine/render.py)
+                        lambda *a, **k: seen.append(("render", gc.isenabled())) or "SELECT 1")
     assert render(query) == "SELECT 1"
     assert seen == [("compile", False), ("render", False)] and gc.isenabled()
 
@@ -85,7 +87,8 @@ def test_an_error_inside_turns_it_back_on(project):
     assert gc.isenabled()
 
 
-def test_only_the_thread_that_paused_turns_it_back_on():
+def other_thread_pausing() -> tuple[threading.Thread, threading.Event]:
+    """A thread that holds the pause until the event returned is set."""
     inside, leave = threading.Event(), threading.Event()
 
     def other():
@@ -96,6 +99,11 @@ def test_only_the_thread_that_paused_turns_it_back_on():
     thread = threading.Thread(target=other)
     thread.start()
     assert inside.wait(10)
+    return thread, leave
+
+
+def test_only_the_thread_that_paused_turns_it_back_on():
+    thread, leave = other_thread_pausing()
     assert not gc.isenabled()
     with collector_paused():  # a compile of this thread while the other one holds the pause
         with collector_paused():  # nested in the same thread
@@ -107,4 +115,59 @@ def test_only_the_thread_that_paused_turns_it_back_on():
     assert gc.isenabled()  # ended with the compile that started it
     with collector_paused():  # and a pause of this thread ends with it
         assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+class Probe:
+    """Put in a query's meta: alive as long as the query's (cyclic) tree is."""
+
+
+def probed(project, kpi: str = "paid"):
+    query = project.compile([kpi], grain="month")
+    query.sql()
+    probe = Probe()
+    query.expression.meta["probe"] = probe
+    return weakref.ref(probe)
+
+
+def test_the_next_compile_frees_the_tree_of_a_query_that_was_dropped(project):
+    # reference counting alone never frees a tree (each node points to its parent); the young
+    # collection at the start of the next compile does, before it can reach the oldest generation
+    gc.collect()
+    tree = probed(project)
+    assert tree() is not None
+    project.compile(["paid"], grain="week").sql()
+    assert tree() is None
+    kept = project.compile(["paid"], grain="month")
+    kept.expression.meta["probe"] = probe = Probe()
+    project.compile(["paid"], grain="week")
+    assert kept.expression.meta["probe"] is probe  # a query still held is left alone
+
+
+def test_no_collection_when_the_application_turned_the_collector_off(project):
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+    try:
+        gc.disable()
+        tree = probed(project)
+        project.compile(["paid"], grain="week").sql()
+        assert tree() is not None and collections == []
+        gc.enable()
+        project.compile(["paid"], grain="week")
+        assert 1 in collections and tree() is None
+    finally:
+        gc.callbacks.pop()
+
+
+def test_no_collection_while_another_thread_holds_the_pause(project):
+    collections = []
+    thread, leave = other_thread_pausing()
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+    try:
+        project.compile(["paid"], grain="week").sql()
+        assert collections == [] and not gc.isenabled()
+    finally:
+        gc.callbacks.pop()
+        leave.set()
+        thread.join(10)
     assert gc.isenabled()

@@ -270,20 +270,22 @@ def request_renders() -> Iterator[list[str | None]]:
     ``evaluate``, ``stream`` or ``values``, for the result's ``sql``; an adapter that runs that
     text (``hookspecs.query_text``, ``rendered_text``) adds none, so a test of one checks that
     the list holds one entry and that the text its driver received is the result's ``sql``."""
-    from sqlglot import exp
+    from sqlglot.dialects.dialect import Dialect
+    from sqlglot.generator import Generator
 
     from ..hookspecs import KPIS_META
 
-    real = exp.Expression.sql
+    # Every rendering ends in Generator.generate: Expression.sql's and the engine's (kpi_engine/render.py).
+    real = Generator.generate
     seen: list[str | None] = []
 
-    def rendering(self, *args, **kwargs):
-        if (self._meta or {}).get(KPIS_META) is not None:
-            seen.append(kwargs.get("dialect", args[0] if args else None))
-        return real(self, *args, **kwargs)
+    def rendering(self, expression, *args, **kwargs):
+        if (expression._meta or {}).get(KPIS_META) is not None:
+            seen.append(next((name for name, kind in Dialect.classes.items() if kind is type(self.dialect)), None))
+        return real(self, expression, *args, **kwargs)
 
-    exp.Expression.sql = rendering
+    Generator.generate = rendering
     try:
         yield seen
     finally:
-        exp.Expression.sql = real
+        Generator.generate = real
