@@ -84,9 +84,11 @@ def _plain_datatype_methods() -> frozenset:
     """The datatype_sql methods whose text for a type without parameters depends on that type alone
     (read in sqlglot's source: the base generator's, DuckDB's and PostgreSQL's). Others look at
     the node's parent (Snowflake, ClickHouse) or rewrite the node (Hive, Spark, Presto)."""
-    from sqlglot.generators.duckdb import DuckDBGenerator
-    from sqlglot.generators.postgres import PostgresGenerator
-
+    try:
+        from sqlglot.generators.duckdb import DuckDBGenerator
+        from sqlglot.generators.postgres import PostgresGenerator
+    except ImportError:  # a sqlglot 30 release laid out otherwise: only the base generator's types
+        return frozenset({Generator.datatype_sql})
     return frozenset({Generator.datatype_sql, DuckDBGenerator.datatype_sql, PostgresGenerator.datatype_sql})
 
 
