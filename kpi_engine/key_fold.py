@@ -41,6 +41,7 @@ FOLD_DIALECTS = ("duckdb",)
 LOOKUP_KEY = "__kpi_lookup_key"  # the lookup's key in each stacked branch
 LOOKUP_ALIAS = "__kpi_lookup"
 _SLOT = "__kpi_slot"  # stands for the day totals' column in a key's expression, to compare them
+STACKED = "stacked"  # the alias of the stacked rows
 
 
 @dataclass
@@ -140,9 +141,8 @@ def _stacked_days(stack: DayStack, names: Sequence[str], keys: Sequence[str],
     """The keys' query from the day totals: every source's stacked (its keys' day columns, the
     lookup's key if any, its own columns, NULL in the others'), the lookup joined once, and the
     stack grouped by the keys, each column added up as its source's second step did."""
-    inner = "stacked"
     branch_keys = [k for k in keys if k not in stack.attributes] + ([LOOKUP_KEY] if stack.table is not None else [])
-    stacked = None
+    branches = []
     for name in names:
         days = stack.days[name]
         values = []
@@ -150,28 +150,26 @@ def _stacked_days(stack: DayStack, names: Sequence[str], keys: Sequence[str],
             day_column = stack.day_columns[(source, column)][0] if source == name else None
             values.append(aliased(exp.Null() if source != name else number(1) if day_column is None
                                   else col(day_column, days), alias))
-        branch = exp.Select(expressions=[aliased(col(stack.day_keys[(name, k)], days), k) for k in branch_keys]
-                            + values, from_=exp.From(this=table_ref(days)))
-        stacked = branch if stacked is None else exp.Union(this=stacked, expression=branch, distinct=False)
+        branches.append(exp.Select(expressions=[aliased(col(stack.day_keys[(name, k)], days), k) for k in branch_keys]
+                                   + values, from_=exp.From(this=table_ref(days))))
 
     def key_value(k: str) -> exp.Expression:  # the key's expression over the stacked day column
         if k in stack.attributes:
             return col(stack.attributes[k], LOOKUP_ALIAS)
         shape = stack.key_shapes[k].copy()
         if isinstance(shape, exp.Column):
-            return col(k, inner)
-        next(shape.find_all(exp.Column)).replace(col(k, inner))
+            return col(k, STACKED)
+        next(shape.find_all(exp.Column)).replace(col(k, STACKED))
         return shape
 
     values = [key_value(k) for k in keys]
     query = exp.Select(
         expressions=[aliased(value.copy(), k) for value, k in zip(values, keys)]
-        + [aliased(stack.day_columns[key][1](this=col(alias, inner)), alias) for key, alias in folded.items()],
-        group=exp.Group(expressions=values),
-        from_=exp.From(this=exp.Subquery(this=stacked, alias=exp.TableAlias(this=ident(inner)))))
+        + [aliased(stack.day_columns[key][1](this=col(alias, STACKED)), alias) for key, alias in folded.items()],
+        group=exp.Group(expressions=values), from_=_stacked(branches))
     if stack.table is not None:
         left_join(query, aliased(stack.table.copy(), LOOKUP_ALIAS, table=True),
-                  exp.EQ(this=col(LOOKUP_KEY, inner), expression=col(stack.key, LOOKUP_ALIAS)))
+                  exp.EQ(this=col(LOOKUP_KEY, STACKED), expression=col(stack.key, LOOKUP_ALIAS)))
     return query
 
 
@@ -202,17 +200,25 @@ def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str]
         for name in names:  # read from their day totals now
             del ctes[name]
         return _stacked_days(stack, names, keys, folded)
+    return _stacked_rows(names, keys, folded)
 
+
+def _stacked_rows(names: Sequence[str], keys: Sequence[str], folded: Mapping[tuple[str, str], str]) -> exp.Select:
+    """The keys' query from the grouped CTEs ``names``: their rows stacked (their keys, their own
+    columns, NULL in the others') and grouped by the keys, each column's one value per key by MAX."""
     # Nodes built whole (one Select per branch), not column by column: this runs on every compile.
-    stacked = None
-    for name in names:
-        branch = exp.Select(expressions=[col(k, name) for k in keys] + [
-            aliased(col(column, name) if source == name else exp.Null(), alias)
-            for (source, column), alias in folded.items()], from_=exp.From(this=table_ref(name)))
-        stacked = branch if stacked is None else exp.Union(this=stacked, expression=branch, distinct=False)
-    inner = "stacked"
+    branches = [exp.Select(expressions=[col(k, name) for k in keys] + [
+        aliased(col(column, name) if source == name else exp.Null(), alias)
+        for (source, column), alias in folded.items()], from_=exp.From(this=table_ref(name))) for name in names]
     return exp.Select(
-        expressions=[col(k, inner) for k in keys]
-        + [aliased(exp.Max(this=col(alias, inner)), alias) for alias in folded.values()],
-        group=exp.Group(expressions=[col(k, inner) for k in keys]),
-        from_=exp.From(this=exp.Subquery(this=stacked, alias=exp.TableAlias(this=ident(inner)))))
+        expressions=[col(k, STACKED) for k in keys]
+        + [aliased(exp.Max(this=col(alias, STACKED)), alias) for alias in folded.values()],
+        group=exp.Group(expressions=[col(k, STACKED) for k in keys]), from_=_stacked(branches))
+
+
+def _stacked(branches: Sequence[exp.Select]) -> exp.From:
+    """FROM the branches stacked with UNION ALL, as ``stacked``."""
+    stacked = branches[0]
+    for branch in branches[1:]:
+        stacked = exp.Union(this=stacked, expression=branch, distinct=False)
+    return exp.From(this=exp.Subquery(this=stacked, alias=exp.TableAlias(this=ident(STACKED))))
