@@ -532,7 +532,7 @@ def list_(project: Path, fmt: str) -> None:
 @handle_errors
 def compile(project: Path, dialect: str | None, offline: bool, plan: str | None, warehouse: str | None,
             **query) -> None:
-    """Print the SQL that computes KPIS (one CTE per source, then the join), or its plan."""
+    """Print the SQL that computes KPIS (one named part per source, then the join), or its plan."""
     with _open(project, warehouse) as kpi_project:
         names, options = _request_options(kpi_project, **query)
         compiled = kpi_project.compile(names, dialect=dialect, describe=not offline, **options)

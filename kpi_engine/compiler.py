@@ -14,7 +14,8 @@ Shape of every query (readable with ``kpi-engine compile``):
     WHERE <--having> ORDER BY ... LIMIT ...
 
 (On DuckDB the keys and the joins are one step instead: the CTEs stacked with UNION ALL and
-grouped by the keys, key_fold.py.)
+grouped by the keys, key_fold.py; and a CTE read once is written in place as a subquery of the
+same name, cte_inline.py.)
 
 Aggregating each source before joining is what keeps a cross-source ratio such as
 ``sum(ad_spend.spend) / count(leads)`` free of join fan-out. Time functions
@@ -51,6 +52,7 @@ from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_
                         period_literal, snapshot_mark, table_ref)
 from .plan import Step, window_text
 from .plan import formula as plan_text
+from .cte_inline import attach_ctes
 from .key_fold import FOLD_DIALECTS, fold_key_union
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
 from .windows import SERIES_CTE, WINDOWED_CTE, TimeWindows
@@ -571,8 +573,7 @@ class _Compiler:
             if folded is not None:  # (the fold may stack the CTEs' day totals instead: those CTEs are gone)
                 days_stacked = any(name not in by_name for name in joined)
                 ctes = [(name, folded if name == KEYS_CTE else by_name[name]) for name, _ in ctes if name in by_name]
-        for name, cte in ctes:
-            query = query.with_(ident(name), as_=cte, copy=False)
+        query = attach_ctes(query, ctes, self.dialect)
 
         def plan() -> Step:
             lookup = folded.args.get("joins") if folded is not None else None  # the lookup joined once

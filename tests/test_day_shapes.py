@@ -19,6 +19,7 @@ import kpi_engine.compiler as compiler
 from kpi_engine import windows
 from kpi_engine.engine import open_project
 from warehouse_loading import postgres_warehouse, sqlite_warehouse
+from sql_parts import named_parts
 
 pytest_plugins = ["pg"]
 
@@ -170,13 +171,13 @@ def test_filtered_and_unfiltered_distinct_counts_over_30_days(sends_project, sen
 def test_the_filter_is_in_the_where_of_the_day_read(sends_project):
     sql = sql_of(sends_project, ["engaged_30d"], grain="month", by=["campaign"], start="2024-02-01", end="2024-11-01",
                  dialect="duckdb")
-    read = sql[sql.index('"sends_agg_window_1_days" AS'):sql.index('"sends_agg_window_1" AS')]
+    read = named_parts(sql)["sends_agg_window_1_days"]
     assert 'AND "sends"."opened"' in read and "CASE" not in read
     assert 'CAST("sends"."sent_at" AS DATE) AS "period"' in read
     # an unfiltered distinct count reads every row: there is nothing to leave out
     sql = sql_of(sends_project, ["reached_30d"], grain="month", by=["campaign"], start="2024-02-01", end="2024-11-01",
                  dialect="duckdb")
-    read = sql[sql.index('"sends_agg_window_1_days" AS'):sql.index('"sends_agg_window_1" AS')]
+    read = named_parts(sql)["sends_agg_window_1_days"]
     assert '"opened"' not in read
 
 
@@ -355,23 +356,20 @@ def test_a_dimension_table_joined_to_the_day_totals(channel_project, channel_dat
     assert evaluate_groups(channel_project, REGROUPABLE_KPIS, START, END) == want
     sql = sql_of(channel_project, REGROUPABLE_KPIS, grain="quarter", by=["channel_group"], start="2024-01-01",
                  end="2025-04-01", dialect="duckdb")
-    def cte(name: str) -> str:
-        start = sql.index(f'"{name}" AS (') + len(name) + 7
-        return sql[start:sql.index(' AS (', start)]  # up to the next CTE
-
+    parts = named_parts(sql)
     for source in ("spend", "leads"):  # the days grouped by channel
-        days = cte(f"{source}_agg_days")
+        days = parts[f"{source}_agg_days"]
         assert '"channels"' not in days and f'"{source}"."channel" AS "__kpi_key_1"' in days
     # several sources on DuckDB are stacked (key_fold.py): their day totals, by channel, with the
     # channel table joined once to the stack, not once per source, and no second step per source
-    assert sql.count('"channels"') == 1 and '"spend_agg" AS' not in sql
+    assert sql.count('"channels"') == 1 and "spend_agg" not in parts
     assert 'LEFT JOIN "channels" AS "__kpi_lookup" ON "stacked"."__kpi_lookup_key" = "__kpi_lookup"."channel"' in sql
     # one source alone: the channel table joined to its day totals
     alone = sql_of(channel_project, ["spend_total"], grain="quarter", by=["channel_group"], dialect="duckdb")
     assert 'LEFT JOIN "channels" AS "spend__channels" ON "spend_agg_days"."__kpi_key_1"' in alone
     # orders reach the channel table through customers, a table with a time of its own: the
     # customers are joined to the order rows, the channel table to the day totals
-    days = cte("orders_agg_days")
+    days = parts["orders_agg_days"]
     assert '"customers" AS "orders__customers"' in days and '"channels"' not in days
 
 
@@ -434,7 +432,7 @@ def test_a_where_on_the_dimension_or_on_the_key(channel_project, channel_data):
     # a --where on the dimension itself needs the join on the rows
     sql = sql_of(channel_project, ["spend_total"], grain="quarter", by=["channel_group"], start="2024-01-01",
                  end="2025-04-01", where="channel_group = 'paid'", dialect="duckdb")
-    days = sql[sql.index('"spend_agg_days" AS'):sql.index('"spend_agg" AS')]
+    days = named_parts(sql)["spend_agg_days"]
     assert '"channels"' in days
     kpis = ["spend_total", "lead_count"]
     want = channel_reference(channel_data, START, END, kpis, channel_filter=lambda c: c is not None and c != "email")

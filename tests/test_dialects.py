@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from kpi_engine.engine import open_project
 from kpi_engine.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, Registry
+from sql_parts import named_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -132,7 +133,7 @@ def test_day_totals_of_date_sources_parse_back(project, dialect):
     sql = project.compile(["mrr", "active_subscriptions", "cost_per_lead"], dialect=dialect, grain="quarter",
                           by=["channel"]).sql()
     parsed = sqlglot.parse_one(sql, read=dialect)
-    names = {cte.alias for cte in parsed.find_all(exp.CTE)}
+    names = set(named_parts(sql, dialect))
     assert {"subscriptions_agg_days", "ad_spend_agg_days", "subscriptions_agg", "leads_agg"} <= names
     # subscriptions is read once: its snapshot days come from its day totals.
     assert sum(1 for t in parsed.find_all(exp.Table) if t.name == "subscriptions") == 1
@@ -148,7 +149,7 @@ def test_windows_over_windows_and_over_days_parse_back(project, dialect):
     sql = project.compile(formulas=formulas, dialect=dialect, describe=False, grain="month", by=["channel"],
                           start="2025-01-15", end="2025-06-01").sql()
     parsed = sqlglot.parse_one(sql, read=dialect)
-    names = {cte.alias for cte in parsed.find_all(exp.CTE)}
+    names = set(named_parts(sql, dialect))
     assert {"windowed", "windowed_2", "leads_agg_window_1", "orders_agg_window_2"} <= names, names
     assert any(isinstance(node.this, exp.Distinct) for node in parsed.find_all(exp.Count))
 

@@ -9,6 +9,7 @@ import pytest
 from kpi_engine.engine import KpiProject
 from kpi_engine.errors import KpiEngineError, ProjectInvalid
 from kpi_engine.spec import load_project
+from sql_parts import named_parts
 
 CHANNELS = ("ppc", "email", "organic")
 SPEC = """
@@ -388,7 +389,8 @@ def test_dense_series_fills_empty_periods(project):
 def test_compile_shows_windows_in_readable_ctes(project):
     sql = project.compile(["lead_growth", "leads_to_date", "lead_share"], by=["channel"], grain="month",
                           start="2025-01-01").sql()
-    for fragment in ('"series" AS (', '"windowed" AS (', "RANGE BETWEEN 1 PRECEDING AND 1 PRECEDING",
+    assert {"series", "windowed"} <= set(named_parts(sql))
+    for fragment in ("RANGE BETWEEN 1 PRECEDING AND 1 PRECEDING",
                      "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW", 'PARTITION BY "series"."period"'):
         assert fragment in sql
     # previous() widened the range by one month, cumulative() to all history.
@@ -443,8 +445,8 @@ def test_a_date_source_grouped_by_day_then_by_period_matches_plain_python(make_p
     formulas = ["count(snaps)", "sum(snaps.amount where paid)", "min(snaps.amount)", "max(snaps.amount)",
                 "last(snaps)", "last(snaps.amount)", "first(snaps.amount where paid)", "count_distinct(snaps.account)"]
     with KpiProject(load_project(make_project({"s.yaml": spec}, {"snaps": rows}))) as project:
-        assert '"snaps_agg_days" AS' in project.compile(formulas=formulas[:-1], by=["channel"], grain="month").sql()
-        assert '"snaps_agg_days" AS' not in project.compile(formulas=formulas, by=["channel"], grain="month").sql()
+        assert "snaps_agg_days" in named_parts(project.compile(formulas=formulas[:-1], by=["channel"], grain="month").sql())
+        assert "snaps_agg_days" not in named_parts(project.compile(formulas=formulas, by=["channel"], grain="month").sql())
         two_stage = rows_by_key(project.evaluate(formulas=formulas[:-1], by=["channel"], grain="month"))
         one_stage = rows_by_key(project.evaluate(formulas=formulas, by=["channel"], grain="month"))
 
