@@ -52,9 +52,10 @@ from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_
                         period_literal, snapshot_mark, table_ref)
 from .plan import Step, window_text
 from .plan import formula as plan_text
-from .cte_inline import attach_ctes
+from .cte_inline import INLINE_DIALECTS, attach_ctes
 from .key_fold import FOLD_DIALECTS, fold_key_union
 from .time_ops import WindowLeaf, lower_for, lower_time_ops
+from .window_merge import merge_window_steps
 from .windows import SERIES_CTE, WINDOWED_CTE, TimeWindows
 from .values import counts_whole
 
@@ -573,6 +574,8 @@ class _Compiler:
             if folded is not None:  # (the fold may stack the CTEs' day totals instead: those CTEs are gone)
                 days_stacked = any(name not in by_name for name in joined)
                 ctes = [(name, folded if name == KEYS_CTE else by_name[name]) for name, _ in ctes if name in by_name]
+        if leaves and self.dialect in INLINE_DIALECTS:
+            query, ctes = merge_window_steps(query, ctes)
         query = attach_ctes(query, ctes, self.dialect)
 
         def plan() -> Step:

@@ -188,111 +188,99 @@ ORDER BY
 
 -- ltv_to_cac_by_channel_quarter
 SELECT
-  "windowed"."period" AS "period",
-  "windowed"."channel" AS "channel",
+  "keys"."period" AS "period",
+  "keys"."channel" AS "channel",
   CAST((
-    "windowed"."cumulative_orders__sum_amount_where_status_1" / NULLIF("windowed"."cumulative_customers__count_2", 0)
+    SUM(COALESCE("keys"."orders_agg__sum_amount_where_status", 0)) OVER (
+      PARTITION BY "keys"."channel"
+      ORDER BY YEAR("keys"."period") * 12 + MONTH("keys"."period")
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) / NULLIF(
+      SUM(COALESCE("keys"."customers_agg__count", 0)) OVER (
+        PARTITION BY "keys"."channel"
+        ORDER BY YEAR("keys"."period") * 12 + MONTH("keys"."period")
+        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+      ),
+      0
+    )
   ) / NULLIF(
     (
-      "windowed"."ad_spend__sum_spend" / NULLIF("windowed"."customers__count", 0)
+      COALESCE("keys"."ad_spend_agg__sum_spend", 0) / NULLIF(COALESCE("keys"."customers_agg__count", 0), 0)
     ),
     0
   ) AS DOUBLE) AS "ltv_to_cac"
 FROM (
   SELECT
-    "series".*,
-    SUM("series"."orders__sum_amount_where_status") OVER (
-      PARTITION BY "series"."channel"
-      ORDER BY "series"."period_index"
-      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-    ) AS "cumulative_orders__sum_amount_where_status_1",
-    SUM("series"."customers__count") OVER (
-      PARTITION BY "series"."channel"
-      ORDER BY "series"."period_index"
-      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-    ) AS "cumulative_customers__count_2"
+    CAST(DATE_TRUNC('QUARTER', "stacked"."period") AS DATE) AS "period",
+    "stacked"."channel" AS "channel",
+    SUM("stacked"."orders_agg__sum_amount_where_status") AS "orders_agg__sum_amount_where_status",
+    SUM("stacked"."customers_agg__count") AS "customers_agg__count",
+    SUM("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend"
   FROM (
     SELECT
-      "keys"."period",
-      "keys"."channel",
-      YEAR("keys"."period") * 12 + MONTH("keys"."period") AS "period_index",
-      COALESCE("keys"."orders_agg__sum_amount_where_status", 0) AS "orders__sum_amount_where_status",
-      COALESCE("keys"."customers_agg__count", 0) AS "customers__count",
-      COALESCE("keys"."ad_spend_agg__sum_spend", 0) AS "ad_spend__sum_spend"
+      "orders_agg_days"."period" AS "period",
+      "orders_agg_days"."channel" AS "channel",
+      "orders_agg_days"."sum_amount_where_status" AS "orders_agg__sum_amount_where_status",
+      NULL AS "customers_agg__count",
+      NULL AS "ad_spend_agg__sum_spend"
     FROM (
       SELECT
-        CAST(DATE_TRUNC('QUARTER', "stacked"."period") AS DATE) AS "period",
-        "stacked"."channel" AS "channel",
-        SUM("stacked"."orders_agg__sum_amount_where_status") AS "orders_agg__sum_amount_where_status",
-        SUM("stacked"."customers_agg__count") AS "customers_agg__count",
-        SUM("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend"
-      FROM (
-        SELECT
-          "orders_agg_days"."period" AS "period",
-          "orders_agg_days"."channel" AS "channel",
-          "orders_agg_days"."sum_amount_where_status" AS "orders_agg__sum_amount_where_status",
-          NULL AS "customers_agg__count",
-          NULL AS "ad_spend_agg__sum_spend"
-        FROM (
-          SELECT
-            CAST("orders"."ordered_at" AS DATE) AS "period",
-            "orders__customers"."channel" AS "channel",
-            SUM("orders"."amount") FILTER(WHERE
-              "orders"."status" = 'paid') AS "sum_amount_where_status"
-          FROM "orders" AS "orders"
-          LEFT JOIN "customers" AS "orders__customers"
-            ON "orders"."customer_id" = "orders__customers"."customer_id"
-          WHERE
-            "orders"."ordered_at" IS NOT NULL
-          GROUP BY
-            CAST("orders"."ordered_at" AS DATE),
-            "orders__customers"."channel"
-        ) AS "orders_agg_days"
-        UNION ALL
-        SELECT
-          "customers_agg_days"."period" AS "period",
-          "customers_agg_days"."channel" AS "channel",
-          NULL AS "orders_agg__sum_amount_where_status",
-          "customers_agg_days"."count" AS "customers_agg__count",
-          NULL AS "ad_spend_agg__sum_spend"
-        FROM (
-          SELECT
-            CAST("customers"."acquired_at" AS DATE) AS "period",
-            "customers"."channel" AS "channel",
-            COUNT(*) AS "count"
-          FROM "customers" AS "customers"
-          WHERE
-            "customers"."acquired_at" IS NOT NULL
-          GROUP BY
-            CAST("customers"."acquired_at" AS DATE),
-            "customers"."channel"
-        ) AS "customers_agg_days"
-        UNION ALL
-        SELECT
-          "ad_spend_agg_days"."period" AS "period",
-          "ad_spend_agg_days"."channel" AS "channel",
-          NULL AS "orders_agg__sum_amount_where_status",
-          NULL AS "customers_agg__count",
-          "ad_spend_agg_days"."sum_spend" AS "ad_spend_agg__sum_spend"
-        FROM (
-          SELECT
-            CAST("ad_spend"."spend_date" AS DATE) AS "period",
-            "ad_spend"."channel" AS "channel",
-            SUM("ad_spend"."spend") AS "sum_spend"
-          FROM "ad_spend" AS "ad_spend"
-          WHERE
-            "ad_spend"."spend_date" IS NOT NULL
-          GROUP BY
-            CAST("ad_spend"."spend_date" AS DATE),
-            "ad_spend"."channel"
-        ) AS "ad_spend_agg_days"
-      ) AS "stacked"
+        CAST("orders"."ordered_at" AS DATE) AS "period",
+        "orders__customers"."channel" AS "channel",
+        SUM("orders"."amount") FILTER(WHERE
+          "orders"."status" = 'paid') AS "sum_amount_where_status"
+      FROM "orders" AS "orders"
+      LEFT JOIN "customers" AS "orders__customers"
+        ON "orders"."customer_id" = "orders__customers"."customer_id"
+      WHERE
+        "orders"."ordered_at" IS NOT NULL
       GROUP BY
-        CAST(DATE_TRUNC('QUARTER', "stacked"."period") AS DATE),
-        "stacked"."channel"
-    ) AS "keys"
-  ) AS "series"
-) AS "windowed"
+        CAST("orders"."ordered_at" AS DATE),
+        "orders__customers"."channel"
+    ) AS "orders_agg_days"
+    UNION ALL
+    SELECT
+      "customers_agg_days"."period" AS "period",
+      "customers_agg_days"."channel" AS "channel",
+      NULL AS "orders_agg__sum_amount_where_status",
+      "customers_agg_days"."count" AS "customers_agg__count",
+      NULL AS "ad_spend_agg__sum_spend"
+    FROM (
+      SELECT
+        CAST("customers"."acquired_at" AS DATE) AS "period",
+        "customers"."channel" AS "channel",
+        COUNT(*) AS "count"
+      FROM "customers" AS "customers"
+      WHERE
+        "customers"."acquired_at" IS NOT NULL
+      GROUP BY
+        CAST("customers"."acquired_at" AS DATE),
+        "customers"."channel"
+    ) AS "customers_agg_days"
+    UNION ALL
+    SELECT
+      "ad_spend_agg_days"."period" AS "period",
+      "ad_spend_agg_days"."channel" AS "channel",
+      NULL AS "orders_agg__sum_amount_where_status",
+      NULL AS "customers_agg__count",
+      "ad_spend_agg_days"."sum_spend" AS "ad_spend_agg__sum_spend"
+    FROM (
+      SELECT
+        CAST("ad_spend"."spend_date" AS DATE) AS "period",
+        "ad_spend"."channel" AS "channel",
+        SUM("ad_spend"."spend") AS "sum_spend"
+      FROM "ad_spend" AS "ad_spend"
+      WHERE
+        "ad_spend"."spend_date" IS NOT NULL
+      GROUP BY
+        CAST("ad_spend"."spend_date" AS DATE),
+        "ad_spend"."channel"
+    ) AS "ad_spend_agg_days"
+  ) AS "stacked"
+  GROUP BY
+    CAST(DATE_TRUNC('QUARTER', "stacked"."period") AS DATE),
+    "stacked"."channel"
+) AS "keys"
 ORDER BY
   "period" ASC,
   "channel" ASC;
