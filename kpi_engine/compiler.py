@@ -465,6 +465,18 @@ class _Compiler:
         def presence(source: str) -> exp.Expression:
             return col(self.marker, values_of.get(source, ranges[source].name))
 
+        def never_zero(node: n.Node) -> bool:
+            """count(source) read from the one source's own grouped rows: each key is a group of
+            that source's rows, so it counts at least 1 and a division by it needs no NULLIF (a
+            filtered count, a count of a column and the rows of interval, history and conversion
+            sources can be 0; snapshots add rows of their own)."""
+            if rows_may_be_missing or not (isinstance(node, n.Aggregate) and node.func == "count"
+                                           and node.arg is None and node.where is None and node.per is None):
+                return False
+            read, source = ranges.get(node.source), model.sources[node.source]
+            return (read is not None and not read.conversions_only and not read.plan.snapshots
+                    and source.time_end is None and source.valid_from is None and source.conversion is None)
+
         if leaves:
             # series: the joined grouped rows; windowed: window functions over that series.
             series_columns = {agg: label for agg, label in labels.items() if agg in grouped}
@@ -542,7 +554,7 @@ class _Compiler:
             measure = _Measure(lambda agg: col(series_columns[agg], key_table), window_value, self.reader.function)
             present_column = lambda source: col(presence_columns[source], key_table)  # noqa: E731
         else:
-            measure = _Measure(lambda agg: value(ranges[agg.source], agg), None, self.reader.function)
+            measure = _Measure(lambda agg: value(ranges[agg.source], agg), None, self.reader.function, never_zero)
             present_column = presence
 
         def kpi_value(name: str, expr: n.Node) -> exp.Expression:
@@ -750,17 +762,19 @@ class _Measure:
     """Compiles KPI-level expressions: aggregates and window leaves become columns."""
 
     def __init__(self, aggregate: Callable[[n.Aggregate], exp.Expression],
-                 window: Callable[[WindowLeaf], exp.Expression] | None, function):
+                 window: Callable[[WindowLeaf], exp.Expression] | None, function,
+                 never_zero: Callable[[n.Node], bool] | None = None):
         self.aggregate = aggregate
         self.window = window
         self.function = function
+        self.never_zero = never_zero
 
     def __call__(self, node: n.Node) -> exp.Expression:
         if isinstance(node, n.Aggregate):
             return self.aggregate(node)
         if isinstance(node, WindowLeaf):
             return self.window(node)
-        return compile_common(node, self, self.function)
+        return compile_common(node, self, self.function, self.never_zero)
 
 
 def extent_query(model: Model, sources: Sequence[str], dialect: str, read_dialect: str = "duckdb",

@@ -103,9 +103,10 @@ def literal(node: n.Node) -> exp.Expression:
     return exp.Null()
 
 
-def compile_common(node: n.Node, recurse, function=None) -> exp.Expression:
+def compile_common(node: n.Node, recurse, function=None, never_zero=None) -> exp.Expression:
     """Operators, literals and functions: the same at row level and at KPI level.
-    ``function(name, args)`` compiles function calls (built-in or from a plugin)."""
+    ``function(name, args)`` compiles function calls (built-in or from a plugin);
+    ``never_zero(node)`` says a divisor cannot be 0, so it needs no NULLIF."""
     if isinstance(node, (n.NumberLit, n.StringLit, n.BoolLit, n.NullLit)):
         return literal(node)
     if isinstance(node, n.Unary):
@@ -113,11 +114,12 @@ def compile_common(node: n.Node, recurse, function=None) -> exp.Expression:
         return exp.Not(this=wrap(operand)) if node.op == "not" else exp.Neg(this=wrap(operand))
     if isinstance(node, n.Binary):
         left, right = wrap(recurse(node.left)), wrap(recurse(node.right))
-        if node.op == "/":
-            # Division by zero is null, never an error; typed=False keeps it a true division.
-            return exp.Div(this=left, expression=exp.Nullif(this=right, expression=number(0)), typed=False, safe=False)
+        if node.op in ("/", "%") and not (never_zero and never_zero(node.right)):
+            right = exp.Nullif(this=right, expression=number(0))  # a division by zero is null, never an error
+        if node.op == "/":  # typed=False keeps it a true division
+            return exp.Div(this=left, expression=right, typed=False, safe=False)
         if node.op == "%":
-            return exp.Mod(this=left, expression=exp.Nullif(this=right, expression=number(0)))
+            return exp.Mod(this=left, expression=right)
         cls = {"+": exp.Add, "-": exp.Sub, "*": exp.Mul}[node.op]
         return cls(this=left, expression=right)
     if isinstance(node, n.Compare):

@@ -103,7 +103,7 @@ SELECT
     100 * (
       "nps_responses_agg"."count_where_score" - "nps_responses_agg"."count_where_score_2"
     )
-  ) / nullIf("nps_responses_agg"."count", 0) AS Nullable(Float64)) AS "nps"
+  ) / "nps_responses_agg"."count" AS Nullable(Float64)) AS "nps"
 FROM "nps_responses_agg"
 ORDER BY
   "period" ASC;
@@ -368,7 +368,7 @@ SELECT
   "leads_agg"."period" AS "period",
   CAST((
     100 * "leads_agg"."count_where_filter"
-  ) / nullIf("leads_agg"."count", 0) AS Nullable(Float64)) AS "lead_to_opportunity_rate"
+  ) / "leads_agg"."count" AS Nullable(Float64)) AS "lead_to_opportunity_rate"
 FROM "leads_agg"
 ORDER BY
   "period" ASC;

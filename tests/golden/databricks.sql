@@ -105,7 +105,7 @@ SELECT
     100 * (
       `nps_responses_agg`.`count_where_score` - `nps_responses_agg`.`count_where_score_2`
     )
-  ) / NULLIF(`nps_responses_agg`.`count`, 0) AS DOUBLE) AS `nps`
+  ) / `nps_responses_agg`.`count` AS DOUBLE) AS `nps`
 FROM `nps_responses_agg`
 ORDER BY
   `period` ASC NULLS LAST;
@@ -369,7 +369,7 @@ SELECT
   `leads_agg`.`period` AS `period`,
   CAST((
     100 * `leads_agg`.`count_where_filter`
-  ) / NULLIF(`leads_agg`.`count`, 0) AS DOUBLE) AS `lead_to_opportunity_rate`
+  ) / `leads_agg`.`count` AS DOUBLE) AS `lead_to_opportunity_rate`
 FROM `leads_agg`
 ORDER BY
   `period` ASC NULLS LAST;

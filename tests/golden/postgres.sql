@@ -105,7 +105,7 @@ SELECT
     100 * (
       "nps_responses_agg"."count_where_score" - "nps_responses_agg"."count_where_score_2"
     )
-  ) AS DOUBLE PRECISION) / NULLIF("nps_responses_agg"."count", 0) AS DOUBLE PRECISION) AS "nps"
+  ) AS DOUBLE PRECISION) / "nps_responses_agg"."count" AS DOUBLE PRECISION) AS "nps"
 FROM "nps_responses_agg"
 ORDER BY
   "period" ASC;
@@ -369,7 +369,7 @@ SELECT
   "leads_agg"."period" AS "period",
   CAST(CAST((
     100 * "leads_agg"."count_where_filter"
-  ) AS DOUBLE PRECISION) / NULLIF("leads_agg"."count", 0) AS DOUBLE PRECISION) AS "lead_to_opportunity_rate"
+  ) AS DOUBLE PRECISION) / "leads_agg"."count" AS DOUBLE PRECISION) AS "lead_to_opportunity_rate"
 FROM "leads_agg"
 ORDER BY
   "period" ASC;

@@ -103,7 +103,7 @@ SELECT
     100 * (
       [nps_responses_agg].[count_where_score] - [nps_responses_agg].[count_where_score_2]
     )
-  ) AS FLOAT) / NULLIF([nps_responses_agg].[count], 0) AS FLOAT) AS [nps]
+  ) AS FLOAT) / [nps_responses_agg].[count] AS FLOAT) AS [nps]
 FROM [nps_responses_agg]
 ORDER BY
   CASE WHEN [nps_responses_agg].[period] IS NULL THEN 1 ELSE 0 END, [nps_responses_agg].[period] ASC;
@@ -365,7 +365,7 @@ SELECT
   [leads_agg].[period] AS [period],
   CAST(CAST((
     100 * [leads_agg].[count_where_filter]
-  ) AS FLOAT) / NULLIF([leads_agg].[count], 0) AS FLOAT) AS [lead_to_opportunity_rate]
+  ) AS FLOAT) / [leads_agg].[count] AS FLOAT) AS [lead_to_opportunity_rate]
 FROM [leads_agg]
 ORDER BY
   CASE WHEN [leads_agg].[period] IS NULL THEN 1 ELSE 0 END, [leads_agg].[period] ASC;
