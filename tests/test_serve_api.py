@@ -17,6 +17,8 @@ import time
 from dataclasses import replace
 
 import pytest
+import sqlglot
+from sqlglot import exp
 
 pytest.importorskip("fastapi")
 
@@ -80,7 +82,8 @@ def test_explain_gives_the_kpi_in_words_and_its_sql(serve):
     body = client.get("/v1/kpis/cpl").json()
     assert body["uses"] == ["spend", "lead_count"] and body["sources"] == ["ad_spend", "leads"]
     assert "Cost per lead" in body["explanation"] and "KPI spend" in body["explanation"]
-    assert body["sql"].startswith("WITH")
+    tables = {table.name for table in sqlglot.parse_one(body["sql"], read="duckdb").find_all(exp.Table)}
+    assert {"ad_spend", "leads"} <= tables  # the query that computes it, with both sources
 
 
 def test_explain_of_an_unknown_kpi_is_404_with_a_suggestion(serve):
@@ -113,7 +116,7 @@ def test_query_by_channel_and_month_matches_the_rows(serve):
         assert_values(rows_by_key(body, ["period", "channel"], kpi),
                       reference(kpi, by_channel=True, monthly=True, start="2025-01-01", end="2025-03-01"))
     assert body["row_count"] == len(body["rows"]) == 4
-    assert body["sql"].startswith("WITH") and body["cached"] is False
+    assert "ad_spend" in body["sql"] and body["cached"] is False
 
 
 def test_query_total_with_where_and_having(serve):
