@@ -42,6 +42,8 @@ def golden_cases(dialect: str) -> dict[str, str]:
 
 
 def core_cases():
+    if str(REPO / "tests") not in sys.path:  # the core tests' own helper modules (sql_parts, ...)
+        sys.path.append(str(REPO / "tests"))
     spec = importlib.util.spec_from_file_location("core_test_dialects", REPO / "tests" / "test_dialects.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
