@@ -52,7 +52,7 @@ from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_
 from .plan import Step, window_text
 from .plan import formula as plan_text
 from .key_fold import FOLD_DIALECTS, fold_key_union
-from .time_ops import WindowLeaf, lower_for, lower_time_ops
+from .time_ops import WindowLeaf, lower_for, lower_time_ops, window_leaves
 from .windows import SERIES_CTE, WINDOWED_CTE, TimeWindows
 from .values import counts_whole
 
@@ -334,7 +334,7 @@ class _Compiler:
         hidden = {name: lower_for(name, expr, self.grain, self.calendar) for name, expr in hidden.items()}
         having = lower_time_ops(having, self.grain, self.calendar) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
-        leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
+        leaves = list(dict.fromkeys(leaf for expr in expressions for leaf in window_leaves(expr)))
         self.check_date_parts(leaves)
 
         # An aggregate read only by windows counted from days (rolling(count_distinct(x), '30 days'))
@@ -728,6 +728,8 @@ class _Compiler:
 def _grouped_aggregates(expr: n.Node, over_days: Callable[[WindowLeaf], bool]) -> list[n.Aggregate]:
     """The aggregates of ``expr`` that its sources' groupings compute: all but those that only
     windows counted from days read."""
+    if not window_leaves(expr):  # then every aggregate (a walk kept on the node, not a rebuild per query)
+        return aggregates_in(expr)
     found: list[n.Aggregate] = []
 
     def visit(node: n.Node) -> n.Node:

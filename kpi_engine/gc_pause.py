@@ -27,32 +27,41 @@ collector and never collects the oldest generation.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
-from typing import Iterator
 
 _lock = threading.Lock()
 _paused_by: int | None = None  # the thread whose compile holds the pause
 
 
-@contextlib.contextmanager
-def collector_paused(young_first: bool = False) -> Iterator[None]:
+class collector_paused:
     """Pause the collector for one compile or render. ``young_first`` (the start of a compile):
     collect the two young generations before pausing, when the previous query is usually garbage
-    already (see the module's notes)."""
-    global _paused_by
-    if young_first and _paused_by is None and gc.isenabled():
-        gc.collect(1)
-    with _lock:
-        mine = _paused_by is None and gc.isenabled()
-        if mine:
-            _paused_by = threading.get_ident()
-            gc.disable()
-    try:
-        yield
-    finally:
-        if mine:
+    already (see the module's notes).
+
+    A class rather than a generator-based context manager: it wraps every compile and render,
+    and contextlib's machinery (a generator object, resumed on entry and on exit) is several
+    Python calls each time."""
+
+    __slots__ = ("young_first", "mine")
+
+    def __init__(self, young_first: bool = False):
+        self.young_first = young_first
+        self.mine = False
+
+    def __enter__(self) -> None:
+        global _paused_by
+        if self.young_first and _paused_by is None and gc.isenabled():
+            gc.collect(1)
+        with _lock:
+            self.mine = _paused_by is None and gc.isenabled()
+            if self.mine:
+                _paused_by = threading.get_ident()
+                gc.disable()
+
+    def __exit__(self, *exc) -> None:
+        global _paused_by
+        if self.mine:
             with _lock:
                 _paused_by = None
                 gc.enable()

@@ -21,11 +21,11 @@ from .completeness import Extent
 from .plan import Step, formula
 from .conversions import conversion_relation, converted_only
 from .errors import QueryError
-from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
+from .resolve import TIMESTAMP, DimensionPath, Model, parse_source_sql
 from .spec import Relationship, SourceSpec
 from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, date_literal, existence_test, ident,
-                        left_join, number, qualified_table, scalar_function, snapshot_mark, table_ref, values_table,
-                        wrap)
+                        number, qualified_table, scalar_function, select_from, snapshot_mark, table_ref,
+                        values_table, wrap)
 
 if TYPE_CHECKING:
     from .compiler import Request
@@ -110,14 +110,14 @@ class SourceRead:
 
 def has_dimension(model: Model, source: str, dim: str) -> bool:
     """A declared (or related) dimension of the source, or a date part of its time column."""
-    return dim in dimension_paths(model.sources, source) or is_date_part(model, source, dim)
+    return dim in model.dimension_paths(source) or is_date_part(model, source, dim)
 
 
 def is_date_part(model: Model, source: str, dim: str) -> bool:
     """A date part (day_of_week, ...) the source has through its time column, unless it declares
     a dimension of that name."""
     return (dim in PARTS and bool(model.sources[source].time)
-            and dim not in dimension_paths(model.sources, source))
+            and dim not in model.dimension_paths(source))
 
 
 class ExtentsNeeded(QueryError):
@@ -164,8 +164,8 @@ class SourceReader:
                              None, "Fix the plugin: compile() must build its result from sqlglot nodes.")
         return result
 
-    def paths(self, source: str) -> dict[str, DimensionPath]:
-        return dimension_paths(self.model.sources, source)
+    def paths(self, source: str) -> Mapping[str, DimensionPath]:
+        return self.model.dimension_paths(source)
 
     def has_dimension(self, source: str, dim: str) -> bool:
         return has_dimension(self.model, source, dim)
@@ -239,8 +239,7 @@ class SourceReader:
         if condition is None:
             return relation
         name = alias or source.name
-        rows = exp.select(exp.Star(), copy=False).from_(relation, copy=False) \
-            .where(self.row_formula(source, condition, name), copy=False)
+        rows = select_from([exp.Star()], relation, where=self.row_formula(source, condition, name))
         return exp.Subquery(this=rows, alias=exp.TableAlias(this=ident(name)))
 
     def time_column(self, source: SourceSpec, name: str | None = None) -> tuple[exp.Expression, bool]:
@@ -444,13 +443,8 @@ class SourceReader:
         if filtered:
             kept = [wrap(condition.copy()) for condition in filters.values()]
             conditions.append(wrap(exp.or_(*kept, copy=False)) if len(kept) > 1 else kept[0])
-        query = exp.select(*selects, copy=False).from_(rows, copy=False)
-        for alias, condition in joins.items():
-            left_join(query, relations[alias], condition)
-        if conditions:
-            query = query.where(exp.and_(*conditions, copy=False), copy=False)
-        if group:
-            query = query.group_by(*group, copy=False)
+        query = select_from(selects, rows, joins=[(relations[alias], condition) for alias, condition in joins.items()],
+                            where=exp.and_(*conditions, copy=False) if conditions else None, group=group)
         if not by_day:
             return ctes + [(read.name, query)]
         # Without --where the day totals see every row in range, so the snapshot days can be
@@ -624,12 +618,9 @@ class SourceReader:
             selects.append(aliased(value, alias))
         if marked:
             selects.append(aliased(number(1), self.marker))
-        query = exp.select(*selects, copy=False).from_(table_ref(days), copy=False)
-        for relation, on in joined.values():
-            left_join(query, relation, on)
-        for snapshot in read.snapshots():
-            left_join(query, table_ref(snapshot), exp.EQ(this=col(PERIOD, days), expression=col("snapshot_time", snapshot)))
-        return query.group_by(*group, copy=False)
+        snapshots = [(table_ref(snapshot), exp.EQ(this=col(PERIOD, days), expression=col("snapshot_time", snapshot)))
+                     for snapshot in read.snapshots()]
+        return select_from(selects, table_ref(days), joins=list(joined.values()) + snapshots, group=group)
 
     def aggregate(self, agg: n.Aggregate, read: "SourceRead", row_value: Callable[[n.Node], exp.Expression],
                   at_snapshot: bool = True, time: exp.Expression | None = None) -> exp.Expression:
@@ -674,7 +665,7 @@ class SourceReader:
             pick = exp.Max if agg.func == "last" else exp.Min
             selects.append(aliased(exp.Window(this=pick(this=time.copy()), partition_by=partition), name))
         in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
-        query = exp.select(*selects, copy=False).from_(rows, copy=False).where(in_range, copy=False)
+        query = select_from(selects, rows, where=in_range)
         return exp.Subquery(this=query, alias=exp.TableAlias(this=ident(source.name)))
 
     def snapshot_times(self, agg: n.Aggregate, start: dt.date | None, days: str | None = None) -> exp.Select:
@@ -729,10 +720,8 @@ class SourceReader:
             value = aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
                                    self.dialect)
             selects.append(aliased(value, "value"))
-        subquery = exp.select(*selects, copy=False).from_(self.relation(inner), copy=False) \
-            .group_by(key.copy(), copy=False)
-        if conditions:
-            subquery = subquery.where(exp.and_(*conditions, copy=False), copy=False)
+        subquery = select_from(selects, self.relation(inner), group=[key.copy()],
+                               where=exp.and_(*conditions, copy=False) if conditions else None)
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=ident(alias)))
 
 

@@ -51,6 +51,22 @@ def qualified_table(dotted: str) -> exp.Table:
                      catalog=ident(parts[-3]) if len(parts) > 2 else None)
 
 
+def select_from(selects: Sequence[exp.Expression], relation: exp.Expression, *,
+                joins: Sequence[tuple[exp.Expression, exp.Expression]] = (), where: exp.Expression | None = None,
+                group: Sequence[exp.Expression] = ()) -> exp.Select:
+    """``SELECT selects FROM relation [LEFT JOIN r ON c ...] [WHERE where] [GROUP BY group]``: the
+    tree ``exp.select(...).from_(...).where(...).group_by(...)`` builds, built in one step.
+    (sqlglot's builders wrap and unwrap each part: a throwaway GROUP BY node per grouped column.)"""
+    args: dict = {"expressions": list(selects), "from_": exp.From(this=relation)}
+    if joins:
+        args["joins"] = [exp.Join(this=joined, side="LEFT", on=on) for joined, on in joins]
+    if where is not None:
+        args["where"] = exp.Where(this=where)
+    if group:
+        args["group"] = exp.Group(expressions=list(group))
+    return exp.Select(**args)
+
+
 def left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression) -> None:
     """Add a LEFT JOIN in place. (Select.join parses its join_type text on every call.)"""
     query.append("joins", exp.Join(this=relation, side="LEFT", on=on))

@@ -121,16 +121,19 @@ def test_the_aggregates_of_a_formula_are_found_once_and_belong_to_that_tree():
 
     tree, leads = formula(), n.Aggregate("count", "leads", None)
     assert aggregates_in(tree) == [paid(), leads]  # in order, the repeated one once
-    walks = []
-    original = n.Node.walk
-    n.Node.walk = lambda self: walks.append(self) or original(self)
+    visits = []
+    original = n.Node.children
+    n.Node.children = lambda self: visits.append(self) or original(self)
     try:
-        assert aggregates_in(tree) == [paid(), leads] and walks == []  # kept on the tree: not walked again
+        assert aggregates_in(tree) == [paid(), leads] and visits == []  # kept on the tree: not walked again
         orders = n.Aggregate("count", "orders", None)
         changed = tree.map(lambda node: orders if node == leads else node)
-        assert aggregates_in(changed) == [paid(), orders] and walks == [changed]
+        assert changed.right is tree.right  # (map shares what it did not change)
+        assert aggregates_in(changed) == [paid(), orders]
+        # only the nodes the change rebuilt are visited: the shared subtrees answer with what they keep
+        assert sorted(map(id, visits)) == sorted(map(id, [changed, changed.left, orders]))
     finally:
-        n.Node.walk = original
+        n.Node.children = original
     assert aggregates_in(tree) == [paid(), leads]  # the original keeps its own
     assert tree == formula() and hash(tree) == hash(formula())  # equality and hashing ignore what is kept
 
