@@ -90,8 +90,9 @@ class Model:
     # KPI -> its formula with every reference inlined (expand), filled as queries are compiled:
     # the trees are immutable, and a KPI that many others reference is written out once
     expansions: dict[str, n.Node] = field(default_factory=dict, compare=False, repr=False)
-    # source -> its dimension_paths, filled as queries are compiled (a query asked a few times per source)
-    reachable: dict[str, dict[str, "DimensionPath"]] = field(default_factory=dict, compare=False, repr=False)
+    # what queries work out from the model alone, by key, kept as they are compiled (each asked
+    # for again by every query): a source's dimension paths, its CTE name (compiler.cte_names)
+    derived: dict[tuple, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def sources(self) -> Mapping[str, SourceSpec]:
@@ -99,9 +100,9 @@ class Model:
 
     def dimension_paths(self, source: str) -> Mapping[str, "DimensionPath"]:
         """``dimension_paths(self.sources, source)``, worked out once per model (read it, never change it)."""
-        found = self.reachable.get(source)
+        found = self.derived.get(("paths", source))
         if found is None:
-            found = self.reachable[source] = dimension_paths(self.sources, source)
+            found = self.derived[("paths", source)] = dimension_paths(self.sources, source)
         return found
 
     def kpi(self, name: str) -> ResolvedKpi:

@@ -23,8 +23,8 @@ from .conversions import conversion_relation, converted_only
 from .errors import QueryError
 from .resolve import TIMESTAMP, DimensionPath, Model, parse_source_sql
 from .spec import Relationship, SourceSpec
-from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, date_literal, existence_test, ident,
-                        number, qualified_table, scalar_function, select_from, snapshot_mark, table_ref,
+from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, copy_of, date_literal, existence_test,
+                        ident, number, qualified_table, scalar_function, select_from, snapshot_mark, table_ref,
                         values_table, wrap)
 
 if TYPE_CHECKING:
@@ -102,7 +102,9 @@ class SourceRead:
         return f"{self.name}_days"
 
     def snapshots(self) -> dict[str, n.Aggregate]:
-        return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if self.snapshot_cte(agg)}
+        # snapshot_cte written out: asked several times per read, for every aggregate
+        return {f"{self.name}_{agg.func}": agg for agg in self.plan.aggregates
+                if agg.func in SNAPSHOTS and agg.per is None}
 
     def snapshot_ctes(self) -> list[str]:
         return list(self.snapshots())
@@ -286,7 +288,8 @@ class SourceReader:
         first_day, last_day = col("first_day", SPINE_CTE), col("last_day", SPINE_CTE)
 
         def active_at(day: exp.Expression) -> exp.Expression:
-            return exp.or_(exp.Is(this=ends.copy(), expression=exp.Null()), exp.GT(this=ends.copy(), expression=day),
+            return exp.or_(exp.Is(this=copy_of(ends), expression=exp.Null()),
+                           exp.GT(this=copy_of(ends), expression=day),
                            copy=False)
 
         def flag(condition: exp.Expression) -> exp.Expression:
@@ -294,13 +297,14 @@ class SourceReader:
 
         # Active on some day of the period: from a day on or before its last, to a day after its
         # first and after the row's own first (a row that starts and ends on one day never is).
-        overlaps = exp.and_(exp.LTE(this=starts.copy(), expression=last_day.copy()), wrap(active_at(first_day.copy())),
-                            wrap(active_at(starts.copy())), copy=False) if first < end else exp.false()
+        overlaps = exp.and_(exp.LTE(this=copy_of(starts), expression=copy_of(last_day)),
+                            wrap(active_at(copy_of(first_day))),
+                            wrap(active_at(copy_of(starts))), copy=False) if first < end else exp.false()
         spread = exp.select(exp.Column(this=exp.Star(), table=ident(source.name)),
-                            aliased(last_day.copy(), INTERVAL_DAY),
-                            aliased(flag(active_at(last_day.copy())), ACTIVE_AT_END),
-                            aliased(flag(exp.and_(exp.LTE(this=starts.copy(), expression=first_day.copy()),
-                                                  wrap(active_at(first_day.copy())), copy=False)), ACTIVE_AT_START),
+                            aliased(copy_of(last_day), INTERVAL_DAY),
+                            aliased(flag(active_at(copy_of(last_day))), ACTIVE_AT_END),
+                            aliased(flag(exp.and_(exp.LTE(this=copy_of(starts), expression=copy_of(first_day)),
+                                                  wrap(active_at(copy_of(first_day))), copy=False)), ACTIVE_AT_START),
                             copy=False) \
             .from_(self.relation(source), copy=False)
         spread.append("joins", exp.Join(this=spine, on=overlaps))
@@ -333,7 +337,7 @@ class SourceReader:
 
         def dimension_column(dim: str) -> exp.Expression:
             if self.is_date_part(name, dim):  # of the row's local day (local time for hour_of_day)
-                local = time.copy() if is_date or dim in TIME_PARTS else cast(time.copy(), "DATE")
+                local = copy_of(time) if is_date or dim in TIME_PARTS else cast(copy_of(time), "DATE")
                 return self.calendar.date_part(local, dim)
             path = self.paths(name)[dim]
             table, owner = reach(path.joins)
@@ -378,7 +382,7 @@ class SourceReader:
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
             for snapshot, agg in read.snapshots().items():
                 ctes.append((snapshot, self.snapshot_times(agg, start)))
-                joins[snapshot] = exp.EQ(this=time.copy(), expression=col("snapshot_time", snapshot))
+                joins[snapshot] = exp.EQ(this=copy_of(time), expression=col("snapshot_time", snapshot))
                 relations[snapshot] = table_ref(snapshot)
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
@@ -386,11 +390,11 @@ class SourceReader:
             # A window's days of a TIMESTAMP as the day totals of other reads take them (CAST AS
             # DATE), not truncated; in a project time zone the converted time keeps today's form.
             if by_day or (read.window_days and self.grain == "day" and not is_date and not self.calendar.timezone):
-                bucket = time.copy() if is_date else cast(time.copy(), "DATE")
+                bucket = copy_of(time) if is_date else cast(copy_of(time), "DATE")
             else:
                 bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
             selects.append(aliased(bucket, PERIOD))
-            group.append(bucket.copy())
+            group.append(copy_of(bucket))
         # A dimension table reached through a key is joined to the day totals, grouped by the key
         # (late_joins), rather than to every row: the days are few (see days_to_periods).
         late = self.joined_on_days(read, where) if by_day else {}
@@ -406,12 +410,12 @@ class SourceReader:
                         key = f"__kpi_key_{sum(map(len, late_keys.values())) + 1}"
                         column = self.column(owner, here, table, local=False)
                         selects.append(aliased(column, key))
-                        group.append(column.copy())
+                        group.append(copy_of(column))
                         late_keys[alias].append(key)
                 continue
             column = dimension_column(dim)
             selects.append(aliased(column, dim))
-            group.append(column.copy())
+            group.append(copy_of(column))
         # What lets a row's value into a distinct count: the aggregate's filter and, on a
         # conversion source, being a conversion (not one of the base events it carries).
         filters: dict[n.Aggregate, exp.Expression | None] = {}
@@ -431,7 +435,7 @@ class SourceReader:
                 if filters[agg] is not None and not (filtered and len(filters) == 1):
                     value = exp.Case(ifs=[exp.If(this=filters[agg].copy(), true=value)])
                 selects.append(aliased(value, alias))
-                group.append(value.copy())
+                group.append(copy_of(value))
                 continue
             selects.append(aliased(self.aggregate(agg, read, row_value, at_snapshot=not by_day, time=time), alias))
         if marked and not by_day:
@@ -560,10 +564,10 @@ class SourceReader:
         """A row belongs to the period of its time; a row without one belongs to none. With
         ``source``, a time read in the project's time zone is also bounded as stored (see
         ``stored_bound``)."""
-        conditions: list[exp.Expression] = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
+        conditions: list[exp.Expression] = [exp.Is(this=copy_of(time), expression=exp.Not(this=exp.Null()))]
         for compare, day in ((exp.GTE, start), (exp.LT, self.request.end)):
             if day:
-                conditions.append(compare(this=time.copy(), expression=bound(day, is_date)))
+                conditions.append(compare(this=copy_of(time), expression=bound(day, is_date)))
                 stored = self.stored_bound(source, compare, day) if source is not None else None
                 if stored is not None:
                     conditions.append(stored)
@@ -593,7 +597,7 @@ class SourceReader:
         late, late_keys = late or {}, late_keys or {}
         bucket = self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True)
         selects = [aliased(bucket, PERIOD)]
-        group = [bucket.copy()]
+        group = [copy_of(bucket)]
         joined: dict[str, tuple[exp.Expression, exp.Expression]] = {}  # alias -> (relation, ON)
         for dim in self.dims:
             value = col(dim, days)
@@ -606,7 +610,7 @@ class SourceReader:
                     joined[alias] = (self.relation(target, alias), exp.and_(*on, copy=False) if len(on) > 1 else on[0])
                 value = self.column(target, self.paths(read.plan.source.name)[dim].dimension.column, alias, local=False)
             selects.append(aliased(value, dim))
-            group.append(value.copy())
+            group.append(copy_of(value))
         for agg, alias in read.plan.aggregates.items():
             day_total = col(alias, days)
             if agg.func in SNAPSHOTS:
@@ -632,7 +636,7 @@ class SourceReader:
             converted = converted_only(read.plan.source.name)
             where = converted if where is None else exp.and_(converted, wrap(where), copy=False)
         if agg.per is not None:  # each entity's own latest (earliest) row of the period
-            own = exp.EQ(this=time.copy(), expression=col(_entity_mark(agg), read.plan.source.name))
+            own = exp.EQ(this=copy_of(time), expression=col(_entity_mark(agg), read.plan.source.name))
             where = own if where is None else exp.and_(own, wrap(where), copy=False)
             return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         if agg.func in SNAPSHOTS and read.plan.source.time_end:  # the rows active at the period's end (start)
@@ -661,9 +665,9 @@ class SourceReader:
         for name, agg in marks.items():
             partition = [self.column(source, agg.per, local=False)]
             if self.grain:
-                partition.append(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date))
+                partition.append(self.calendar.bucket(copy_of(time), self.grain, self.dialect, is_date))
             pick = exp.Max if agg.func == "last" else exp.Min
-            selects.append(aliased(exp.Window(this=pick(this=time.copy()), partition_by=partition), name))
+            selects.append(aliased(exp.Window(this=pick(this=copy_of(time)), partition_by=partition), name))
         in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
         query = select_from(selects, rows, where=in_range)
         return exp.Subquery(this=query, alias=exp.TableAlias(this=ident(source.name)))
@@ -677,12 +681,12 @@ class SourceReader:
         pick = exp.Max if agg.func == "last" else exp.Min
 
         def per_period(time: exp.Expression, relation: exp.Expression, is_date: bool) -> exp.Select:
-            selects = [aliased(pick(this=time.copy()), "snapshot_time")]
+            selects = [aliased(pick(this=copy_of(time)), "snapshot_time")]
             if self.grain:
-                bucket = self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date)
+                bucket = self.calendar.bucket(copy_of(time), self.grain, self.dialect, is_date)
                 selects.insert(0, aliased(bucket, PERIOD))
             query = exp.select(*selects, copy=False).from_(relation, copy=False)
-            return query.group_by(bucket.copy(), copy=False) if self.grain else query
+            return query.group_by(copy_of(bucket), copy=False) if self.grain else query
 
         if days is not None:
             return per_period(col(PERIOD, days), table_ref(days), is_date=True)
@@ -692,8 +696,8 @@ class SourceReader:
         if not (is_date and self.grain):
             return per_period(time, relation, is_date=False).where(in_range, copy=False)
         # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
-        distinct_days = exp.select(aliased(time.copy(), PERIOD), copy=False) \
-            .from_(relation, copy=False).where(in_range, copy=False).group_by(time.copy(), copy=False)
+        distinct_days = exp.select(aliased(copy_of(time), PERIOD), copy=False) \
+            .from_(relation, copy=False).where(in_range, copy=False).group_by(copy_of(time), copy=False)
         return per_period(col(PERIOD, "snapshot_days"),
                           exp.Subquery(this=distinct_days, alias=exp.TableAlias(this=ident("snapshot_days"))), is_date=True)
 
@@ -720,7 +724,7 @@ class SourceReader:
             value = aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
                                    self.dialect)
             selects.append(aliased(value, "value"))
-        subquery = select_from(selects, self.relation(inner), group=[key.copy()],
+        subquery = select_from(selects, self.relation(inner), group=[copy_of(key)],
                                where=exp.and_(*conditions, copy=False) if conditions else None)
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=ident(alias)))
 
