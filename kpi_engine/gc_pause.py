@@ -29,7 +29,7 @@ through a weak reference that keeps nothing alive). A caller that keeps the prev
 compiling the next (``query = project.compile(...)`` in a loop, a server answering several
 requests) would otherwise have each still-living tree moved to the oldest generation by the
 collection that was meant to free it young: a 2,000-KPI project compiled that way ran 36 full
-collections (3 s) instead of 1 to 2 (docs/performance.md, section 3).
+collections (3.2 s in the collector); skipped, 3 to 5 (1.2 to 1.4 s; docs/performance.md, section 3).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class SourcePlan:
             if isinstance(agg.arg, n.Column):
                 parts.append(agg.arg.name)
             if agg.where is not None:
-                first = next((c.name for c in agg.where.walk() if isinstance(c, n.Column)), "filter")
+                columns = n.found_below(agg.where, n.Column, "_columns")
+                first = columns[0].name if columns else "filter"
                 parts += ["where", first]
             base = "_".join(parts)
             name, i = base, 2
@@ -479,10 +480,11 @@ class SourceReader:
                 found.append(table)
             return found
 
-        names = [node.dotted for node in (where.walk() if where is not None else ()) if isinstance(node, n.Name)]
+        # the dimensions named in the --where and in the aggregates (each once: kept on their nodes)
+        names = [node.dotted for node in n.found_below(where, n.Name, "_names")] if where is not None else []
         for agg in read.plan.aggregates:
             names += [node.dotted for part in (agg.arg, agg.where) if part is not None
-                      for node in part.walk() if isinstance(node, n.Name)]
+                      for node in n.found_below(part, n.Name, "_names")]
         candidates: dict[str, str] = {}
         needed: set[str] = set()  # aliases the rows must be joined to
         for dim in list(self.dims) + names:
