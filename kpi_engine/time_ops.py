@@ -16,6 +16,7 @@ from .calendar import Calendar, grain_rank
 from .errors import Location, QueryError
 
 
+@n.hashed_once  # (defined after nodes.py wrapped its own classes)
 @dataclass(frozen=True)
 class WindowLeaf(n.Node):
     """An aggregate's value taken over the time series: what a TimeOp becomes per aggregate.
