@@ -42,11 +42,19 @@ _ORDINAL_MONDAY = dt.date(1, 1, 1)  # year 1 starts on a Monday: days since it, 
 _ORACLE_FORMATS = {"day": "DD", "week": "IW", "month": "MM", "quarter": "Q", "year": "YYYY"}
 
 
-def cast(expression: "exp.Expression", kind: str) -> "exp.Expression":
-    """CAST(expression AS kind) without sqlglot parsing the type name each time."""
-    from sqlglot import exp
+_TYPES: dict = {}  # type name -> (Cast, DataType, its DataType.Type): at most one entry per member of that enumeration
 
-    return exp.Cast(this=expression, to=exp.DataType(this=exp.DataType.Type[kind]))
+
+def cast(expression: "exp.Expression", kind: str) -> "exp.Expression":
+    """CAST(expression AS kind) without sqlglot parsing the type name each time (nor importing
+    sqlglot's module, or looking the name up in its enumeration, on each of a query's casts)."""
+    found = _TYPES.get(kind)
+    if found is None:
+        from sqlglot import exp
+
+        found = _TYPES[kind] = (exp.Cast, exp.DataType, exp.DataType.Type[kind])
+    cast_class, type_class, member = found
+    return cast_class(this=expression, to=type_class(this=member))
 
 
 @dataclass(frozen=True)
@@ -67,10 +75,10 @@ class Calendar:
 
     def local_time(self, column: exp.Expression, is_timestamp: bool) -> exp.Expression:
         """Timestamps are stored in UTC; convert them to the project's zone. Dates stay as they are."""
-        from sqlglot import exp
-
         if not self.timezone or not is_timestamp:
             return column
+        from sqlglot import exp
+
         return exp.ConvertTimezone(source_tz=exp.Literal.string("UTC"), target_tz=exp.Literal.string(self.timezone),
                                    timestamp=cast(column, "TIMESTAMP"))
 

@@ -45,7 +45,7 @@ from .errors import Location, QueryError, did_you_mean
 from .adhoc import named_formulas, unit_of
 from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formula, unreachable_reason
 from .completeness import Extent
-from .gc_pause import collector_paused
+from .gc_pause import collector_paused, compiled
 from .conversions import events_read_elsewhere
 from .source_sql import PERIOD, PERIOD_INDEX, SNAPSHOTS, ZERO_WHEN_EMPTY, SourcePlan, SourceRead, SourceReader
 from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
@@ -54,7 +54,7 @@ from .plan import Step, window_text
 from .plan import formula as plan_text
 from .cte_inline import INLINE_DIALECTS, attach_ctes
 from .key_fold import FOLD_DIALECTS, fold_key_union
-from .time_ops import WindowLeaf, lower_for, lower_time_ops
+from .time_ops import WindowLeaf, lower_for, lower_time_ops, window_leaves
 from .window_merge import merge_window_steps
 from .windows import SERIES_CTE, WINDOWED_CTE, TimeWindows
 from .values import counts_whole
@@ -113,6 +113,9 @@ class CompiledQuery:
     extent_rollups: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
     _texts: dict[bool, str] = field(default_factory=dict, compare=False, repr=False)
     _plan: Callable[[], Step] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        compiled(self)  # (gc_pause: the next compile collects young garbage only once this one is dropped)
 
     @property
     def plan(self) -> Step | None:
@@ -337,7 +340,7 @@ class _Compiler:
         hidden = {name: lower_for(name, expr, self.grain, self.calendar) for name, expr in hidden.items()}
         having = lower_time_ops(having, self.grain, self.calendar) if having is not None else None
         expressions = [expr for _, expr in outputs] + ([having] if having is not None else []) + list(hidden.values())
-        leaves = list(dict.fromkeys(node for expr in expressions for node in expr.walk() if isinstance(node, WindowLeaf)))
+        leaves = list(dict.fromkeys(leaf for expr in expressions for leaf in window_leaves(expr)))
         self.check_date_parts(leaves)
 
         # An aggregate read only by windows counted from days (rolling(count_distinct(x), '30 days'))
@@ -654,13 +657,16 @@ class _Compiler:
         """<source>_agg for each source's CTE (and the CTEs named after it: day totals, snapshot
         times, the longer range of the windows), never the name of a table the query reads (a CTE
         would hide that table from the CTEs after it)."""
-        tables = {source.table.rsplit(".", 1)[-1].lower() for source in self.model.sources.values() if source.table}
         names = {}
         for source in plans:
-            name = f"{source}_agg"
-            while ({f"{name}{suffix}{more}".lower() for suffix in _CTE_SUFFIXES for more in _CTE_SUFFIXES} & tables
-                   or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE)):
-                name += "_"
+            name = self.model.derived.get(("cte", source))  # the same for every query of the model
+            if name is None:
+                tables = {spec.table.rsplit(".", 1)[-1].lower() for spec in self.model.sources.values() if spec.table}
+                name = f"{source}_agg"
+                while ({f"{name}{suffix}{more}".lower() for suffix in _CTE_SUFFIXES for more in _CTE_SUFFIXES}
+                       & tables or name in (KEYS_CTE, SERIES_CTE, WINDOWED_CTE)):
+                    name += "_"
+                self.model.derived[("cte", source)] = name
             names[source] = name
         self.marker = "present"
         while self.marker in self.dims:
@@ -688,7 +694,9 @@ class _Compiler:
         if self.request.order_by:  # ties broken by the keys, so --limit keeps the same rows on every run
             named = {item.lstrip("-+") for item in self.request.order_by}
             terms += [exp.Ordered(this=col(k), desc=False, nulls_first=False) for k in self.keys if k not in named]
-        if terms:
+        if terms and query.args.get("order") is None:  # (Select.order_by wraps each term in a throwaway ORDER BY)
+            query.set("order", exp.Order(expressions=terms))
+        elif terms:
             query = query.order_by(*terms, copy=False)
         if self.request.limit is not None:
             query = query.limit(self.request.limit, copy=False)
@@ -744,6 +752,8 @@ class _Compiler:
 def _grouped_aggregates(expr: n.Node, over_days: Callable[[WindowLeaf], bool]) -> list[n.Aggregate]:
     """The aggregates of ``expr`` that its sources' groupings compute: all but those that only
     windows counted from days read."""
+    if not window_leaves(expr):  # then every aggregate (a walk kept on the node, not a rebuild per query)
+        return aggregates_in(expr)
     found: list[n.Aggregate] = []
 
     def visit(node: n.Node) -> n.Node:

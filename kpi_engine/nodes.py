@@ -24,6 +24,12 @@ class Pos:
 class Node:
     pos: Pos = field(default=Pos(), compare=False, repr=False, kw_only=True)
 
+    def __getstate__(self) -> dict:
+        # a remembered hash (hashed_once) is of this process's string hashes: never carried over
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     def children(self) -> Iterator["Node"]:
         for name in _field_names(type(self)):
             value = getattr(self, name)
@@ -62,6 +68,24 @@ class Node:
                 if any(new is not old for new, old in zip(mapped, value)):
                     changes[name] = mapped
         return fn(replace(self, **changes) if changes else self)
+
+
+def found_below(node: Node, kind: type | tuple[type, ...], key: str) -> tuple[Node, ...]:
+    """The nodes of ``kind`` in ``node``'s tree, each once (the first of equal ones), in walk order
+    (parents first, children in order), as ``dict.fromkeys`` over ``walk()`` finds them.
+
+    Kept on every node visited, under ``key`` (outside the fields: equality, hashing and
+    ``replace()`` ignore it; a node is immutable, so it cannot go stale). Formulas share their
+    subtrees (a KPI's expansion holds the expansions of the KPIs it references), so a subtree
+    already visited for another query or another question is not walked again."""
+    found = node.__dict__.get(key)
+    if found is None:
+        parts = [node] if isinstance(node, kind) else []
+        for child in node.children():
+            parts += found_below(child, kind, key)
+        found = tuple(dict.fromkeys(parts)) if len(parts) > 1 else tuple(parts)
+        object.__setattr__(node, key, found)
+    return found
 
 
 @functools.cache
@@ -235,3 +259,34 @@ class Function(Node):
 
     name: str
     args: tuple[Node, ...]
+
+
+def hashed_once(cls: type) -> type:
+    """Make a node class keep its hash once computed. A frozen dataclass hashes its fields
+    again on every call, and a node's fields hold its whole subtree: aggregates are dict keys
+    throughout a compile (a hundred hashes of formula trees per query, each walking the tree).
+    The hash lives outside the fields, as ``aggregates_in``'s list does: equality, ``replace()``
+    and the fields are unchanged, and a node is immutable, so its hash cannot go stale."""
+    compute = cls.__dict__.get("__hash__")
+    if compute is None:
+        return cls
+
+    def __hash__(self) -> int:
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = compute(self)
+            object.__setattr__(self, "_hash", found)
+        return found
+
+    cls.__hash__ = __hash__
+    return cls
+
+
+def _every_subclass(cls: type):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _every_subclass(sub)
+
+
+for _cls in (Node, *_every_subclass(Node)):
+    hashed_once(_cls)

@@ -7,7 +7,6 @@ offending column and what was expected there.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 import sys
@@ -282,21 +281,28 @@ _recursion_users = 0  # threads (or nested blocks) inside _deep_recursion
 _recursion_previous = 0
 
 
-@contextlib.contextmanager
-def _deep_recursion(limit: int = 6000):
+class _deep_recursion:
     """Deep trees (up to MAX_EXPANDED_DEPTH levels, several Python frames each in sqlglot's
     generator) are parsed, compiled and rendered recursively. Allow more than Python's
     default 1,000 frames while it lasts. The limit is process-wide: it is restored only when
-    the last thread inside leaves, so one thread finishing cannot cut another's short."""
-    global _recursion_users, _recursion_previous
-    with _recursion_lock:
-        if _recursion_users == 0:
-            _recursion_previous = sys.getrecursionlimit()
-        _recursion_users += 1
-        sys.setrecursionlimit(max(sys.getrecursionlimit(), limit))
-    try:
-        yield
-    finally:
+    the last thread inside leaves, so one thread finishing cannot cut another's short.
+    (A class, not a generator-based context manager: it wraps every compile and render.)"""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = 6000):
+        self.limit = limit
+
+    def __enter__(self) -> None:
+        global _recursion_users, _recursion_previous
+        with _recursion_lock:
+            if _recursion_users == 0:
+                _recursion_previous = sys.getrecursionlimit()
+            _recursion_users += 1
+            sys.setrecursionlimit(max(sys.getrecursionlimit(), self.limit))
+
+    def __exit__(self, *exc) -> None:
+        global _recursion_users
         with _recursion_lock:
             _recursion_users -= 1
             if _recursion_users == 0:

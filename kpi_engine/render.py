@@ -59,6 +59,8 @@ def _remembering(base: type[Generator]) -> type[Generator]:
     if made is not None:
         return made
     methods: dict[str, Any] = {}
+    if base.sql is Generator.sql and base.maybe_comment is Generator.maybe_comment:
+        methods["sql"] = _sql
     if base.identifier_sql is Generator.identifier_sql:
         methods["identifier_sql"] = _identifier_sql
         if base.column_sql is Generator.column_sql and base.column_parts is Generator.column_parts:
@@ -104,6 +106,26 @@ def _plain_identifier(node: Any) -> tuple[str, bool] | None:
         return None
     name = node.args.get("this")
     return (name, bool(node.args.get("quoted"))) if type(name) is str else None
+
+
+def _sql(self, expression: Any, key: str | None = None, comment: bool = True) -> str:
+    # Generator.sql, called for every node and for every argument a node looks up, minus one call
+    # per node: maybe_comment only adds a node's comments, so it is called when there are some.
+    if not expression:
+        return ""
+    if isinstance(expression, str):
+        return expression
+    if key:
+        value = expression.args.get(key)
+        return self.sql(value) if value else ""
+    handler = self._dispatch.get(expression.__class__)
+    if handler is None:  # functions, properties and what sqlglot refuses: as sqlglot handles them
+        text = Generator.sql(self, expression, comment=False)
+    else:
+        text = handler(self, expression)
+    if comment and self.comments and expression.comments:
+        return self.maybe_comment(text, expression)
+    return text
 
 
 def _identifier_sql(self, expression: exp.Identifier) -> str:

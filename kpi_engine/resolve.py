@@ -90,10 +90,20 @@ class Model:
     # KPI -> its formula with every reference inlined (expand), filled as queries are compiled:
     # the trees are immutable, and a KPI that many others reference is written out once
     expansions: dict[str, n.Node] = field(default_factory=dict, compare=False, repr=False)
+    # what queries work out from the model alone, by key, kept as they are compiled (each asked
+    # for again by every query): a source's dimension paths, its CTE name (compiler.cte_names)
+    derived: dict[tuple, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def sources(self) -> Mapping[str, SourceSpec]:
         return self.project.sources
+
+    def dimension_paths(self, source: str) -> Mapping[str, "DimensionPath"]:
+        """``dimension_paths(self.sources, source)``, worked out once per model (read it, never change it)."""
+        found = self.derived.get(("paths", source))
+        if found is None:
+            found = self.derived[("paths", source)] = dimension_paths(self.sources, source)
+        return found
 
     def kpi(self, name: str) -> ResolvedKpi:
         if name not in self.kpis:
@@ -1147,10 +1157,6 @@ def expand(model: Model, expr: n.Node, cache: dict[str, n.Node] | None = None) -
 
 
 def aggregates_in(expr: n.Node) -> list[n.Aggregate]:
-    # Kept on the node (immutable, and not a field: equality, hashing and replace() ignore it):
-    # a compile asks twice for each formula, and the model's expanded KPIs serve every compile.
-    found = expr.__dict__.get("_aggregates")
-    if found is None:
-        found = tuple(dict.fromkeys(node for node in expr.walk() if isinstance(node, n.Aggregate)))
-        object.__setattr__(expr, "_aggregates", found)
-    return list(found)
+    # Kept on the nodes (see nodes.found_below): a compile asks several times for each formula,
+    # and the model's expanded KPIs, which share their subtrees, serve every compile.
+    return list(n.found_below(expr, n.Aggregate, "_aggregates"))

@@ -21,11 +21,11 @@ from .completeness import Extent
 from .plan import Step, formula
 from .conversions import conversion_relation, converted_only
 from .errors import QueryError
-from .resolve import TIMESTAMP, DimensionPath, Model, dimension_paths, parse_source_sql
+from .resolve import TIMESTAMP, DimensionPath, Model, parse_source_sql
 from .spec import Relationship, SourceSpec
-from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, date_literal, existence_test, ident,
-                        left_join, number, qualified_table, scalar_function, snapshot_mark, table_ref, values_table,
-                        wrap)
+from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, copy_of, date_literal, existence_test,
+                        ident, number, qualified_table, scalar_function, select_from, snapshot_mark, table_ref,
+                        values_table, wrap)
 
 if TYPE_CHECKING:
     from .compiler import Request
@@ -66,7 +66,8 @@ class SourcePlan:
             if isinstance(agg.arg, n.Column):
                 parts.append(agg.arg.name)
             if agg.where is not None:
-                first = next((c.name for c in agg.where.walk() if isinstance(c, n.Column)), "filter")
+                columns = n.found_below(agg.where, n.Column, "_columns")
+                first = columns[0].name if columns else "filter"
                 parts += ["where", first]
             base = "_".join(parts)
             name, i = base, 2
@@ -102,7 +103,9 @@ class SourceRead:
         return f"{self.name}_days"
 
     def snapshots(self) -> dict[str, n.Aggregate]:
-        return {self.snapshot_cte(agg): agg for agg in self.plan.aggregates if self.snapshot_cte(agg)}
+        # snapshot_cte written out: asked several times per read, for every aggregate
+        return {f"{self.name}_{agg.func}": agg for agg in self.plan.aggregates
+                if agg.func in SNAPSHOTS and agg.per is None}
 
     def snapshot_ctes(self) -> list[str]:
         return list(self.snapshots())
@@ -110,14 +113,14 @@ class SourceRead:
 
 def has_dimension(model: Model, source: str, dim: str) -> bool:
     """A declared (or related) dimension of the source, or a date part of its time column."""
-    return dim in dimension_paths(model.sources, source) or is_date_part(model, source, dim)
+    return dim in model.dimension_paths(source) or is_date_part(model, source, dim)
 
 
 def is_date_part(model: Model, source: str, dim: str) -> bool:
     """A date part (day_of_week, ...) the source has through its time column, unless it declares
     a dimension of that name."""
     return (dim in PARTS and bool(model.sources[source].time)
-            and dim not in dimension_paths(model.sources, source))
+            and dim not in model.dimension_paths(source))
 
 
 class ExtentsNeeded(QueryError):
@@ -164,8 +167,8 @@ class SourceReader:
                              None, "Fix the plugin: compile() must build its result from sqlglot nodes.")
         return result
 
-    def paths(self, source: str) -> dict[str, DimensionPath]:
-        return dimension_paths(self.model.sources, source)
+    def paths(self, source: str) -> Mapping[str, DimensionPath]:
+        return self.model.dimension_paths(source)
 
     def has_dimension(self, source: str, dim: str) -> bool:
         return has_dimension(self.model, source, dim)
@@ -239,8 +242,7 @@ class SourceReader:
         if condition is None:
             return relation
         name = alias or source.name
-        rows = exp.select(exp.Star(), copy=False).from_(relation, copy=False) \
-            .where(self.row_formula(source, condition, name), copy=False)
+        rows = select_from([exp.Star()], relation, where=self.row_formula(source, condition, name))
         return exp.Subquery(this=rows, alias=exp.TableAlias(this=ident(name)))
 
     def time_column(self, source: SourceSpec, name: str | None = None) -> tuple[exp.Expression, bool]:
@@ -287,7 +289,8 @@ class SourceReader:
         first_day, last_day = col("first_day", SPINE_CTE), col("last_day", SPINE_CTE)
 
         def active_at(day: exp.Expression) -> exp.Expression:
-            return exp.or_(exp.Is(this=ends.copy(), expression=exp.Null()), exp.GT(this=ends.copy(), expression=day),
+            return exp.or_(exp.Is(this=copy_of(ends), expression=exp.Null()),
+                           exp.GT(this=copy_of(ends), expression=day),
                            copy=False)
 
         def flag(condition: exp.Expression) -> exp.Expression:
@@ -295,13 +298,14 @@ class SourceReader:
 
         # Active on some day of the period: from a day on or before its last, to a day after its
         # first and after the row's own first (a row that starts and ends on one day never is).
-        overlaps = exp.and_(exp.LTE(this=starts.copy(), expression=last_day.copy()), wrap(active_at(first_day.copy())),
-                            wrap(active_at(starts.copy())), copy=False) if first < end else exp.false()
+        overlaps = exp.and_(exp.LTE(this=copy_of(starts), expression=copy_of(last_day)),
+                            wrap(active_at(copy_of(first_day))),
+                            wrap(active_at(copy_of(starts))), copy=False) if first < end else exp.false()
         spread = exp.select(exp.Column(this=exp.Star(), table=ident(source.name)),
-                            aliased(last_day.copy(), INTERVAL_DAY),
-                            aliased(flag(active_at(last_day.copy())), ACTIVE_AT_END),
-                            aliased(flag(exp.and_(exp.LTE(this=starts.copy(), expression=first_day.copy()),
-                                                  wrap(active_at(first_day.copy())), copy=False)), ACTIVE_AT_START),
+                            aliased(copy_of(last_day), INTERVAL_DAY),
+                            aliased(flag(active_at(copy_of(last_day))), ACTIVE_AT_END),
+                            aliased(flag(exp.and_(exp.LTE(this=copy_of(starts), expression=copy_of(first_day)),
+                                                  wrap(active_at(copy_of(first_day))), copy=False)), ACTIVE_AT_START),
                             copy=False) \
             .from_(self.relation(source), copy=False)
         spread.append("joins", exp.Join(this=spine, on=overlaps))
@@ -334,7 +338,7 @@ class SourceReader:
 
         def dimension_column(dim: str) -> exp.Expression:
             if self.is_date_part(name, dim):  # of the row's local day (local time for hour_of_day)
-                local = time.copy() if is_date or dim in TIME_PARTS else cast(time.copy(), "DATE")
+                local = copy_of(time) if is_date or dim in TIME_PARTS else cast(copy_of(time), "DATE")
                 return self.calendar.date_part(local, dim)
             path = self.paths(name)[dim]
             table, owner = reach(path.joins)
@@ -379,7 +383,7 @@ class SourceReader:
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
             for snapshot, agg in read.snapshots().items():
                 ctes.append((snapshot, self.snapshot_times(agg, start)))
-                joins[snapshot] = exp.EQ(this=time.copy(), expression=col("snapshot_time", snapshot))
+                joins[snapshot] = exp.EQ(this=copy_of(time), expression=col("snapshot_time", snapshot))
                 relations[snapshot] = table_ref(snapshot)
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
@@ -387,11 +391,11 @@ class SourceReader:
             # A window's days of a TIMESTAMP as the day totals of other reads take them (CAST AS
             # DATE), not truncated; in a project time zone the converted time keeps today's form.
             if by_day or (read.window_days and self.grain == "day" and not is_date and not self.calendar.timezone):
-                bucket = time.copy() if is_date else cast(time.copy(), "DATE")
+                bucket = copy_of(time) if is_date else cast(copy_of(time), "DATE")
             else:
                 bucket = self.calendar.bucket(time, self.grain, self.dialect, is_date)
             selects.append(aliased(bucket, PERIOD))
-            group.append(bucket.copy())
+            group.append(copy_of(bucket))
         # A dimension table reached through a key is joined to the day totals, grouped by the key
         # (late_joins), rather than to every row: the days are few (see days_to_periods).
         late = self.joined_on_days(read, where) if by_day else {}
@@ -407,12 +411,12 @@ class SourceReader:
                         key = f"__kpi_key_{sum(map(len, late_keys.values())) + 1}"
                         column = self.column(owner, here, table, local=False)
                         selects.append(aliased(column, key))
-                        group.append(column.copy())
+                        group.append(copy_of(column))
                         late_keys[alias].append(key)
                 continue
             column = dimension_column(dim)
             selects.append(aliased(column, dim))
-            group.append(column.copy())
+            group.append(copy_of(column))
         # What lets a row's value into a distinct count: the aggregate's filter and, on a
         # conversion source, being a conversion (not one of the base events it carries).
         filters: dict[n.Aggregate, exp.Expression | None] = {}
@@ -432,7 +436,7 @@ class SourceReader:
                 if filters[agg] is not None and not (filtered and len(filters) == 1):
                     value = exp.Case(ifs=[exp.If(this=filters[agg].copy(), true=value)])
                 selects.append(aliased(value, alias))
-                group.append(value.copy())
+                group.append(copy_of(value))
                 continue
             selects.append(aliased(self.aggregate(agg, read, row_value, at_snapshot=not by_day, time=time), alias))
         if marked and not by_day:
@@ -444,13 +448,8 @@ class SourceReader:
         if filtered:
             kept = [wrap(condition.copy()) for condition in filters.values()]
             conditions.append(wrap(exp.or_(*kept, copy=False)) if len(kept) > 1 else kept[0])
-        query = exp.select(*selects, copy=False).from_(rows, copy=False)
-        for alias, condition in joins.items():
-            left_join(query, relations[alias], condition)
-        if conditions:
-            query = query.where(exp.and_(*conditions, copy=False), copy=False)
-        if group:
-            query = query.group_by(*group, copy=False)
+        query = select_from(selects, rows, joins=[(relations[alias], condition) for alias, condition in joins.items()],
+                            where=exp.and_(*conditions, copy=False) if conditions else None, group=group)
         if not by_day:
             return ctes + [(read.name, query)]
         # Without --where the day totals see every row in range, so the snapshot days can be
@@ -481,10 +480,11 @@ class SourceReader:
                 found.append(table)
             return found
 
-        names = [node.dotted for node in (where.walk() if where is not None else ()) if isinstance(node, n.Name)]
+        # the dimensions named in the --where and in the aggregates (each once: kept on their nodes)
+        names = [node.dotted for node in n.found_below(where, n.Name, "_names")] if where is not None else []
         for agg in read.plan.aggregates:
             names += [node.dotted for part in (agg.arg, agg.where) if part is not None
-                      for node in part.walk() if isinstance(node, n.Name)]
+                      for node in n.found_below(part, n.Name, "_names")]
         candidates: dict[str, str] = {}
         needed: set[str] = set()  # aliases the rows must be joined to
         for dim in list(self.dims) + names:
@@ -566,10 +566,10 @@ class SourceReader:
         """A row belongs to the period of its time; a row without one belongs to none. With
         ``source``, a time read in the project's time zone is also bounded as stored (see
         ``stored_bound``)."""
-        conditions: list[exp.Expression] = [exp.Is(this=time.copy(), expression=exp.Not(this=exp.Null()))]
+        conditions: list[exp.Expression] = [exp.Is(this=copy_of(time), expression=exp.Not(this=exp.Null()))]
         for compare, day in ((exp.GTE, start), (exp.LT, self.request.end)):
             if day:
-                conditions.append(compare(this=time.copy(), expression=bound(day, is_date)))
+                conditions.append(compare(this=copy_of(time), expression=bound(day, is_date)))
                 stored = self.stored_bound(source, compare, day) if source is not None else None
                 if stored is not None:
                     conditions.append(stored)
@@ -599,7 +599,7 @@ class SourceReader:
         late, late_keys = late or {}, late_keys or {}
         bucket = self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True)
         selects = [aliased(bucket, PERIOD)]
-        group = [bucket.copy()]
+        group = [copy_of(bucket)]
         joined: dict[str, tuple[exp.Expression, exp.Expression]] = {}  # alias -> (relation, ON)
         for dim in self.dims:
             value = col(dim, days)
@@ -612,7 +612,7 @@ class SourceReader:
                     joined[alias] = (self.relation(target, alias), exp.and_(*on, copy=False) if len(on) > 1 else on[0])
                 value = self.column(target, self.paths(read.plan.source.name)[dim].dimension.column, alias, local=False)
             selects.append(aliased(value, dim))
-            group.append(value.copy())
+            group.append(copy_of(value))
         for agg, alias in read.plan.aggregates.items():
             day_total = col(alias, days)
             if agg.func in SNAPSHOTS:
@@ -624,12 +624,9 @@ class SourceReader:
             selects.append(aliased(value, alias))
         if marked:
             selects.append(aliased(number(1), self.marker))
-        query = exp.select(*selects, copy=False).from_(table_ref(days), copy=False)
-        for relation, on in joined.values():
-            left_join(query, relation, on)
-        for snapshot in read.snapshots():
-            left_join(query, table_ref(snapshot), exp.EQ(this=col(PERIOD, days), expression=col("snapshot_time", snapshot)))
-        return query.group_by(*group, copy=False)
+        snapshots = [(table_ref(snapshot), exp.EQ(this=col(PERIOD, days), expression=col("snapshot_time", snapshot)))
+                     for snapshot in read.snapshots()]
+        return select_from(selects, table_ref(days), joins=list(joined.values()) + snapshots, group=group)
 
     def aggregate(self, agg: n.Aggregate, read: "SourceRead", row_value: Callable[[n.Node], exp.Expression],
                   at_snapshot: bool = True, time: exp.Expression | None = None) -> exp.Expression:
@@ -641,7 +638,7 @@ class SourceReader:
             converted = converted_only(read.plan.source.name)
             where = converted if where is None else exp.and_(converted, wrap(where), copy=False)
         if agg.per is not None:  # each entity's own latest (earliest) row of the period
-            own = exp.EQ(this=time.copy(), expression=col(_entity_mark(agg), read.plan.source.name))
+            own = exp.EQ(this=copy_of(time), expression=col(_entity_mark(agg), read.plan.source.name))
             where = own if where is None else exp.and_(own, wrap(where), copy=False)
             return aggregate_sql("sum" if arg is not None else "count", arg, where, self.dialect)
         if agg.func in SNAPSHOTS and read.plan.source.time_end:  # the rows active at the period's end (start)
@@ -670,11 +667,11 @@ class SourceReader:
         for name, agg in marks.items():
             partition = [self.column(source, agg.per, local=False)]
             if self.grain:
-                partition.append(self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date))
+                partition.append(self.calendar.bucket(copy_of(time), self.grain, self.dialect, is_date))
             pick = exp.Max if agg.func == "last" else exp.Min
-            selects.append(aliased(exp.Window(this=pick(this=time.copy()), partition_by=partition), name))
+            selects.append(aliased(exp.Window(this=pick(this=copy_of(time)), partition_by=partition), name))
         in_range = exp.and_(*self.range_conditions(time, is_date, start), copy=False)
-        query = exp.select(*selects, copy=False).from_(rows, copy=False).where(in_range, copy=False)
+        query = select_from(selects, rows, where=in_range)
         return exp.Subquery(this=query, alias=exp.TableAlias(this=ident(source.name)))
 
     def snapshot_times(self, agg: n.Aggregate, start: dt.date | None, days: str | None = None) -> exp.Select:
@@ -686,12 +683,12 @@ class SourceReader:
         pick = exp.Max if agg.func == "last" else exp.Min
 
         def per_period(time: exp.Expression, relation: exp.Expression, is_date: bool) -> exp.Select:
-            selects = [aliased(pick(this=time.copy()), "snapshot_time")]
+            selects = [aliased(pick(this=copy_of(time)), "snapshot_time")]
             if self.grain:
-                bucket = self.calendar.bucket(time.copy(), self.grain, self.dialect, is_date)
+                bucket = self.calendar.bucket(copy_of(time), self.grain, self.dialect, is_date)
                 selects.insert(0, aliased(bucket, PERIOD))
             query = exp.select(*selects, copy=False).from_(relation, copy=False)
-            return query.group_by(bucket.copy(), copy=False) if self.grain else query
+            return query.group_by(copy_of(bucket), copy=False) if self.grain else query
 
         if days is not None:
             return per_period(col(PERIOD, days), table_ref(days), is_date=True)
@@ -701,8 +698,8 @@ class SourceReader:
         if not (is_date and self.grain):
             return per_period(time, relation, is_date=False).where(in_range, copy=False)
         # The distinct days first, then the periods: as in days_to_periods, few values to truncate.
-        distinct_days = exp.select(aliased(time.copy(), PERIOD), copy=False) \
-            .from_(relation, copy=False).where(in_range, copy=False).group_by(time.copy(), copy=False)
+        distinct_days = exp.select(aliased(copy_of(time), PERIOD), copy=False) \
+            .from_(relation, copy=False).where(in_range, copy=False).group_by(copy_of(time), copy=False)
         return per_period(col(PERIOD, "snapshot_days"),
                           exp.Subquery(this=distinct_days, alias=exp.TableAlias(this=ident("snapshot_days"))), is_date=True)
 
@@ -729,10 +726,8 @@ class SourceReader:
             value = aggregate_sql(lookup.func, inner_value(lookup.arg) if lookup.arg is not None else None, None,
                                    self.dialect)
             selects.append(aliased(value, "value"))
-        subquery = exp.select(*selects, copy=False).from_(self.relation(inner), copy=False) \
-            .group_by(key.copy(), copy=False)
-        if conditions:
-            subquery = subquery.where(exp.and_(*conditions, copy=False), copy=False)
+        subquery = select_from(selects, self.relation(inner), group=[copy_of(key)],
+                               where=exp.and_(*conditions, copy=False) if conditions else None)
         return exp.Subquery(this=subquery, alias=exp.TableAlias(this=ident(alias)))
 
 

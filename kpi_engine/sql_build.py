@@ -40,6 +40,44 @@ def col(name: str, table: str | None = None) -> exp.Column:
     return exp.Column(this=ident(name), table=ident(table) if table else None)
 
 
+def copy_of(node: exp.Expression) -> exp.Expression:
+    """``node.copy()``, built anew when it is a plain column or a cast of one to a plain type (a
+    time column, a bucket, a dimension: copied a few times per query for GROUP BY and WHERE).
+    sqlglot's deep copy costs twice what building such a node does; anything else is copied."""
+    kind = type(node)
+    if kind is exp.Column:
+        key = _plain_column(node)
+        if key is not None:
+            return col(*key)
+    elif kind is exp.Cast and node.comments is None and node._type is None and node._meta is None:
+        args, to = node.args, node.args.get("to")
+        if (len(args) == 2 and "this" in args and type(to) is exp.DataType and len(to.args) == 1
+                and type(to.args.get("this")) is exp.DataType.Type
+                and to.comments is None and to._type is None and to._meta is None):
+            return exp.Cast(this=copy_of(args["this"]), to=exp.DataType(this=to.args["this"]))
+    return node.copy()
+
+
+def _plain_column(node: exp.Column) -> tuple[str, str | None] | None:
+    """(name, table) of a column ``col`` would build as it is, else None."""
+    if node.comments is not None or node._type is not None or node._meta is not None or len(node.args) != 2:
+        return None
+    parts = []
+    for key in ("this", "table"):
+        part = node.args.get(key, False)
+        if part is None and key == "table":
+            parts.append(None)
+        elif key == "table" and type(part) is exp.Identifier and not part.args.get("this"):
+            return None  # (col() reads an empty table name as none)
+        elif (type(part) is exp.Identifier and part.args.get("quoted") is True and len(part.args) == 2
+              and type(part.args.get("this")) is str and part.comments is None and part._meta is None
+              and part._type is None):
+            parts.append(part.args["this"])
+        else:
+            return None
+    return parts[0], parts[1]
+
+
 def table_ref(name: str) -> exp.Table:
     return exp.Table(this=ident(name))
 
@@ -49,6 +87,22 @@ def qualified_table(dotted: str) -> exp.Table:
     parts = dotted.split(".")
     return exp.Table(this=ident(parts[-1]), db=ident(parts[-2]) if len(parts) > 1 else None,
                      catalog=ident(parts[-3]) if len(parts) > 2 else None)
+
+
+def select_from(selects: Sequence[exp.Expression], relation: exp.Expression, *,
+                joins: Sequence[tuple[exp.Expression, exp.Expression]] = (), where: exp.Expression | None = None,
+                group: Sequence[exp.Expression] = ()) -> exp.Select:
+    """``SELECT selects FROM relation [LEFT JOIN r ON c ...] [WHERE where] [GROUP BY group]``: the
+    tree ``exp.select(...).from_(...).where(...).group_by(...)`` builds, built in one step.
+    (sqlglot's builders wrap and unwrap each part: a throwaway GROUP BY node per grouped column.)"""
+    args: dict = {"expressions": list(selects), "from_": exp.From(this=relation)}
+    if joins:
+        args["joins"] = [exp.Join(this=joined, side="LEFT", on=on) for joined, on in joins]
+    if where is not None:
+        args["where"] = exp.Where(this=where)
+    if group:
+        args["group"] = exp.Group(expressions=list(group))
+    return exp.Select(**args)
 
 
 def left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression) -> None:

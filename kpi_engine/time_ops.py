@@ -16,6 +16,7 @@ from .calendar import Calendar, grain_rank
 from .errors import Location, QueryError
 
 
+@n.hashed_once  # (defined after nodes.py wrapped its own classes)
 @dataclass(frozen=True)
 class WindowLeaf(n.Node):
     """An aggregate's value taken over the time series: what a TimeOp becomes per aggregate.
@@ -49,7 +50,16 @@ def lower_time_ops(expr: n.Node, grain: str | None, calendar: Calendar | None = 
     cumulative(a / b) is cumulative(a) / cumulative(b): a ratio is accumulated as its
     numerator and denominator, never as the ratio. avg is split into sum / count for
     the same reason.
+
+    A formula without time functions is returned as it is (what the rewrite would give), and
+    a lowered formula is kept on the formula for its grain (see ``_remembered``): the model's
+    expanded KPIs serve every query, and this rewrite was a walk and a rebuild of each per query.
     """
+    if not has_time_ops(expr):
+        return expr
+    remembered = _remembered(expr, grain, calendar)
+    if remembered is not None and remembered[0] in remembered[1]:
+        return remembered[1][remembered[0]]
 
     def lower(node: n.Node) -> n.Node:
         if not isinstance(node, n.TimeOp):
@@ -72,7 +82,35 @@ def lower_time_ops(expr: n.Node, grain: str | None, calendar: Calendar | None = 
             else (node.periods, None, None)
         return _leaves(node.operand, node.func, periods, node.reset, months, days=days)
 
-    return expr.map(lower)
+    lowered = expr.map(lower)
+    if remembered is not None:
+        remembered[1][remembered[0]] = lowered
+    return lowered
+
+
+def has_time_ops(expr: n.Node) -> bool:
+    """Whether a formula holds a time function (kept on its nodes: nodes.found_below)."""
+    return bool(n.found_below(expr, n.TimeOp, "_time_ops"))
+
+
+def _remembered(expr: n.Node, grain: str | None, calendar: Calendar | None) -> tuple[str | None, dict] | None:
+    """(key, store) of the lowerings kept on ``expr``: one per grain a project's requests use. At a
+    built-in grain a lowering depends on the grain alone (the calendar's spans in periods are
+    ``Calendar.span_in_periods`` for them); a named granularity's (custom_calendars.py) depends on
+    its calendar, so it is not kept. Errors are not kept: they are raised again."""
+    if calendar is not None and calendar.is_custom(grain):
+        return None
+    store = expr.__dict__.get("_lowered")
+    if store is None:
+        store = {}
+        object.__setattr__(expr, "_lowered", store)
+    return grain, store
+
+
+def window_leaves(expr: n.Node) -> tuple[WindowLeaf, ...]:
+    """The window leaves of a lowered formula, each once, in walk order (kept on its nodes:
+    nodes.found_below)."""
+    return n.found_below(expr, WindowLeaf, "_window_leaves")
 
 
 def lower_for(name: str, expr: n.Node, grain: str | None, calendar: Calendar | None = None) -> n.Node:

@@ -121,16 +121,19 @@ def test_the_aggregates_of_a_formula_are_found_once_and_belong_to_that_tree():
 
     tree, leads = formula(), n.Aggregate("count", "leads", None)
     assert aggregates_in(tree) == [paid(), leads]  # in order, the repeated one once
-    walks = []
-    original = n.Node.walk
-    n.Node.walk = lambda self: walks.append(self) or original(self)
+    visits = []
+    original = n.Node.children
+    n.Node.children = lambda self: visits.append(self) or original(self)
     try:
-        assert aggregates_in(tree) == [paid(), leads] and walks == []  # kept on the tree: not walked again
+        assert aggregates_in(tree) == [paid(), leads] and visits == []  # kept on the tree: not walked again
         orders = n.Aggregate("count", "orders", None)
         changed = tree.map(lambda node: orders if node == leads else node)
-        assert aggregates_in(changed) == [paid(), orders] and walks == [changed]
+        assert changed.right is tree.right  # (map shares what it did not change)
+        assert aggregates_in(changed) == [paid(), orders]
+        # only the nodes the change rebuilt are visited: the shared subtrees answer with what they keep
+        assert sorted(map(id, visits)) == sorted(map(id, [changed, changed.left, orders]))
     finally:
-        n.Node.walk = original
+        n.Node.children = original
     assert aggregates_in(tree) == [paid(), leads]  # the original keeps its own
     assert tree == formula() and hash(tree) == hash(formula())  # equality and hashing ignore what is kept
 
@@ -198,3 +201,121 @@ def test_a_kpi_is_expanded_once_per_model_and_compiles_the_same(tmp_path, monkey
         rows = project.evaluate(["big_share"], grain="month").to_dicts()
     # orders of 10 (January) and 20 (February): one big order in two
     assert [(str(r["period"]), r["big_share"]) for r in rows] == [("2024-01-01", 0.0), ("2024-02-01", 1.0)]
+
+
+TIMED_KPIS = RATIO_KPIS + """  growth:
+    label: Growth of orders
+    formula: 100 * (order_count - previous(order_count)) / previous(order_count)
+  running_share:
+    label: Running share of big orders
+    formula: cumulative(big_orders) / cumulative(order_count)
+"""
+
+
+def _expanded(folder: Path) -> dict[str, n.Node]:
+    """Every KPI's formula with its references written out, from a model of its own."""
+    from kpi_engine.resolve import expand
+
+    with open_project(folder) as project:
+        model = project.model(describe=False)
+        return {name: expand(model, model.kpi(name).expr) for name in model.kpis}
+
+
+def test_what_is_kept_on_formula_nodes_is_what_a_walk_finds(tmp_path):
+    # found_below keeps, on every node, what a walk of its subtree finds; a subtree shared by
+    # several formulas (a referenced KPI) answers for each of them, in each one's walk order
+    from kpi_engine.resolve import aggregates_in
+    from kpi_engine.time_ops import WindowLeaf, has_time_ops, lower_time_ops, window_leaves
+
+    formulas = _expanded(_write(tmp_path / "p", TIMED_KPIS))
+    lowered = {name: lower_time_ops(expr, "month") for name, expr in formulas.items()}
+    for trees in (formulas, lowered):
+        for expr in list(trees.values()) + list(trees.values()):  # twice: the second time from what is kept
+            walked = list(expr.walk())
+            assert aggregates_in(expr) == list(dict.fromkeys(x for x in walked if isinstance(x, n.Aggregate)))
+            assert window_leaves(expr) == tuple(dict.fromkeys(x for x in walked if isinstance(x, WindowLeaf)))
+            assert has_time_ops(expr) == any(isinstance(x, n.TimeOp) for x in walked)
+    assert [name for name, expr in formulas.items() if has_time_ops(expr)] == ["growth", "running_share"]
+    assert len(window_leaves(lowered["growth"])) == 1 and len(window_leaves(lowered["running_share"])) == 2
+    assert aggregates_in(lowered["running_share"]) == [formulas["big_orders"], formulas["order_count"]]
+
+
+def test_a_lowered_formula_is_kept_per_grain_and_equals_a_fresh_one(tmp_path):
+    from kpi_engine.calendar import Calendar
+    from kpi_engine.errors import QueryError
+    from kpi_engine.time_ops import lower_time_ops
+
+    folder = _write(tmp_path / "p", TIMED_KPIS)
+    kept, fresh = _expanded(folder), _expanded(folder)
+    plain = kept["big_share"]
+    assert lower_time_ops(plain, "month") is plain  # no time function: the formula itself
+    growth = kept["growth"]
+    by_month = lower_time_ops(growth, "month", Calendar())
+    assert lower_time_ops(growth, "month", Calendar()) is by_month  # kept
+    assert by_month == lower_time_ops(fresh["growth"], "month")  # and what a fresh formula gives
+    by_week = lower_time_ops(growth, "week")
+    assert by_week is not by_month and by_week == lower_time_ops(fresh["growth"], "week")
+    for _ in range(2):  # an error is not kept: raised each time
+        with pytest.raises(QueryError, match="needs a time grain"):
+            lower_time_ops(growth, None)
+
+
+def test_a_node_keeps_its_hash_but_never_carries_it_elsewhere():
+    import copy
+    import pickle
+
+    def paid(amount: int):
+        return n.Aggregate("sum", "orders", n.Column("orders", "amount"),
+                           n.Compare(">", n.Column("orders", "amount"), n.NumberLit(amount)))
+
+    first, same, other = paid(10), paid(10), paid(20)
+    assert hash(first) == hash(same) and first == same and first != other
+    assert first.__dict__["_hash"] == hash(same)  # kept after the first hash
+    assert hash(other) != hash(first)  # (equal hashes would be a coincidence of the seed)
+    for moved in (pickle.loads(pickle.dumps(first)), copy.copy(first), copy.deepcopy(first)):
+        assert "_hash" not in moved.__dict__ and moved == first and hash(moved) == hash(first)
+    assert {first: 1}[same] == 1
+
+
+def test_dimension_paths_and_cte_names_are_worked_out_once_per_model(tmp_path, monkeypatch):
+    from kpi_engine import resolve
+
+    folder = _write(tmp_path / "p", RATIO_KPIS)
+    fresh = open_project(folder).compile(["big_share"], grain="month").sql()
+    asked = []
+    paths = resolve.dimension_paths
+    monkeypatch.setattr(resolve, "dimension_paths", lambda sources, name, **kw: asked.append(name) or
+                        paths(sources, name, **kw))
+    with open_project(folder) as project:
+        model = project.model()
+        asked.clear()  # (resolving the model asks too)
+        texts = [project.compile(["big_share"], grain="month").sql() for _ in range(3)]
+        assert asked == ["orders"] and model.derived[("cte", "orders")] == "orders_agg"
+    assert texts == [fresh] * 3
+
+
+def test_copy_of_gives_what_sqlglot_copy_gives():
+    from sqlglot import exp
+
+    from kpi_engine.calendar import Calendar, cast
+    from kpi_engine.sql_build import col, copy_of
+
+    commented = col("amount", "orders")
+    commented.comments = ["paid"]
+    typed = col("amount", "orders")
+    typed.type = "DECIMAL(10, 2)"
+    nodes = [col("amount", "orders"), col("amount"), exp.column("amount", "orders"), commented, typed,
+             exp.Column(this=exp.Identifier(this="a", quoted=True), table=exp.Identifier(this="", quoted=True)),
+             cast(col("created_at", "leads"), "DATE"), cast(cast(col("at", "t"), "TIMESTAMP"), "DATE"),
+             exp.Cast(this=col("a"), to=exp.DataType.build("DECIMAL(10, 2)")),
+             Calendar().bucket(col("created_at", "leads"), "month", "duckdb"), exp.Literal.number(1)]
+    for node in nodes:
+        original = node.copy()
+        copied, expected = copy_of(node), node.copy()
+        assert copied == expected and copied.sql("duckdb") == expected.sql("duckdb")
+        assert copied.comments == expected.comments and copied.type == expected.type
+        assert copied.parent is None and node == original  # a new tree; the node left as it was
+        assert not {id(x) for x in copied.walk()} & {id(x) for x in node.walk()}
+        for a, b in zip(copied.walk(), expected.walk()):  # node by node: same class, arguments, parents' keys
+            assert type(a) is type(b) and a.arg_key == b.arg_key and a.index == b.index
+            assert {k for k, v in a.args.items() if v is not None} == {k for k, v in b.args.items() if v is not None}

@@ -171,3 +171,23 @@ def test_no_collection_while_another_thread_holds_the_pause(project):
         leave.set()
         thread.join(10)
     assert gc.isenabled()
+
+
+def test_no_young_collection_while_the_query_compiled_last_is_still_held(project):
+    # a caller that keeps the previous query (query = project.compile(...) in a loop): collecting
+    # at the next compile would only move that living tree to the oldest generation
+    collections = []
+    held = project.compile(["paid"], grain="month")
+    gc.collect()  # (every count at zero: no automatic collection of the middle generation below)
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+    try:
+        project.compile(["paid"], grain="week").sql()
+        assert 1 not in collections and 2 not in collections
+        assert held.sql() == project.compile(["paid"], grain="month").sql()
+        dropped = project.compile(["paid"], grain="month")
+        del dropped, held
+        collections.clear()
+        project.compile(["paid"], grain="week")  # the query compiled last was dropped: collected young
+        assert collections[0] == 1
+    finally:
+        gc.callbacks.pop()

@@ -223,3 +223,20 @@ def test_a_generator_that_cannot_be_subclassed_is_used_as_it_is(monkeypatch):
     made.clear()
     assert render(query.copy(), "duckdb", True, copy=False) == 'SELECT\n  "orders"."amount",\n  CAST("x" AS DATE)\nFROM orders'
     assert made == [Compiled]  # the dialect's own generator wrote it
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_comments_on_any_node_are_written_as_sqlglot_writes_them(dialect):
+    # render's generator calls maybe_comment only for nodes that have comments: every kind of
+    # node below carries one (a query, a select item and its alias, a function, a column, a
+    # literal, a condition, a table), and empty comment lists are left out as sqlglot leaves them
+    total = exp.Alias(this=exp.Sum(this=column("amount", "orders")), alias=exp.Identifier(this="total", quoted=True))
+    condition = exp.GT(this=column("amount", "orders"), expression=exp.Literal.number(10))
+    query = exp.select(total, column("channel", "orders")).from_(table("orders", "orders")) \
+        .where(condition).group_by(column("channel", "orders"))
+    plain = query.copy()
+    for i, node in enumerate(list(query.walk())):
+        node.comments = [f"note {i}"] if i % 2 == 0 else []
+    for tree in (query, plain, query):
+        assert_renders_as_sqlglot(tree, dialect)
+    assert "note 0" in render(query.copy(), dialect, True, copy=False)
