@@ -294,6 +294,9 @@ class TimeWindows:
         order = exp.Order(expressions=[exp.Ordered(this=col(PERIOD_INDEX, table), nulls_first=nulls_first)])
         step = self.calendar.index_step(self.grain)
         if leaf.kind == "cumulative":
+            # A ROWS frame needs only the order, which the period itself gives (the index is a
+            # number for RANGE frames; ordering by the period spares computing it).
+            order = exp.Order(expressions=[exp.Ordered(this=col(PERIOD, table), nulls_first=nulls_first)])
             partition = dims
             if leaf.reset:
                 built_in = not (self.calendar.is_custom(self.grain) or self.calendar.is_custom(leaf.reset))

@@ -193,12 +193,12 @@ SELECT
   CAST((
     SUM(COALESCE("keys"."orders_agg__sum_amount_where_status", 0)) OVER (
       PARTITION BY "keys"."channel"
-      ORDER BY YEAR("keys"."period") * 12 + MONTH("keys"."period")
+      ORDER BY "keys"."period"
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) / NULLIF(
       SUM(COALESCE("keys"."customers_agg__count", 0)) OVER (
         PARTITION BY "keys"."channel"
-        ORDER BY YEAR("keys"."period") * 12 + MONTH("keys"."period")
+        ORDER BY "keys"."period"
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
       ),
       0

@@ -302,12 +302,12 @@ WITH "orders_agg_days" AS (
     "series".*,
     SUM("series"."orders__sum_amount_where_status") OVER (
       PARTITION BY "series"."channel"
-      ORDER BY "series"."period_index"
+      ORDER BY "series"."period"
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS "cumulative_orders__sum_amount_where_status_1",
     SUM("series"."customers__count") OVER (
       PARTITION BY "series"."channel"
-      ORDER BY "series"."period_index"
+      ORDER BY "series"."period"
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS "cumulative_customers__count_2"
   FROM "series"
