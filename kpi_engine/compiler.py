@@ -21,7 +21,8 @@ Aggregating each source before joining is what keeps a cross-source ratio such a
 ``sum(ad_spend.spend) / count(leads)`` free of join fan-out. Time functions
 (previous, cumulative, rolling, share) add two CTEs: ``series`` (the joined grouped
 rows) and ``windowed`` (window functions over that series), and the requested range
-is applied after the windows, so the first period can see the ones before it.
+is applied after the windows, so the first period can see the ones before it (on DuckDB the two
+are folded into the output SELECT when nothing filters between, window_merge.py).
 Everything is built as sqlglot nodes: identifiers are quoted, values are literals.
 
 Along the data flow: time_ops.py turns time functions into window leaves over aggregates;

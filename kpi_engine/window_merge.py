@@ -55,6 +55,7 @@ def merge_window_steps(query: exp.Select, ctes: list[tuple[str, exp.Expression]]
             or not all(name in windows or name in row_values for name in names)
             or not all(name in row_values for name in inner)):
         return query, ctes
+
     def row_value(node: exp.Expression) -> exp.Expression:
         return row_values[node.name].copy() if isinstance(node, exp.Column) and node.table == SERIES_CTE else node
 
