@@ -16,13 +16,10 @@ from typing import Iterable
 from sqlglot import exp
 
 from .sql_build import ident
+from .tree_walk import tables_in
 
 INLINE_DIALECTS = frozenset({"duckdb"})
 
-_Expression, _Table, _With = exp.Expression, exp.Table, exp.With
-# Nodes that never hold a table: not walked into (most of a query's nodes are these).
-_LEAVES = frozenset({exp.Column, exp.Identifier, exp.Literal, exp.DataType, exp.Star, exp.Var, exp.Null,
-                     exp.Boolean})
 
 
 def attach_ctes(query: exp.Select, ctes: Iterable[tuple[str, exp.Expression]], dialect: str) -> exp.Select:
@@ -46,7 +43,7 @@ def _inline_read_once(query: exp.Select, ctes: list[tuple[str, exp.Expression]])
         return ctes
     reads: dict[str, list[exp.Table]] = {name: [] for name in position}
     for i, tree in enumerate([cte for _, cte in ctes] + [query]):
-        tables = _tables(tree)
+        tables = tables_in(tree)
         if tables is None:
             return ctes
         for table in tables:
@@ -70,25 +67,3 @@ def _plain(table: exp.Table) -> bool:
     alias = table.args.get("alias")
     return ({key for key, value in table.args.items() if value} <= {"this", "alias"}
             and (alias is None or not alias.args.get("columns")))
-
-
-def _tables(node: exp.Expression) -> list[exp.Table] | None:
-    """Every Table node under ``node`` (faster than sqlglot's generic walk, which matters at
-    compile speed); None if a WITH inside scopes names anew (the engine builds none: then
-    nothing is inlined)."""
-    found: list[exp.Table] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        for value in current.args.values():
-            if type(value) is list:
-                for item in value:
-                    if isinstance(item, _Expression) and type(item) not in _LEAVES:
-                        stack.append(item)
-            elif isinstance(value, _Expression) and type(value) not in _LEAVES:
-                stack.append(value)
-        if type(current) is _Table:
-            found.append(current)
-        elif type(current) is _With:
-            return None
-    return found

@@ -33,7 +33,8 @@ from typing import Mapping, MutableMapping, Sequence
 
 from sqlglot import exp
 
-from .sql_build import aliased, col, ident, left_join, number, table_ref
+from .sql_build import aliased, col, copy_of, ident, left_join, number, table_ref
+from .tree_walk import columns_in
 
 FOLD_DIALECTS = ("duckdb",)
 
@@ -64,13 +65,13 @@ class DayStack:
 def _one_column(value: exp.Expression, table: str) -> tuple[str, exp.Expression] | None:
     """(column, shape) when ``value`` reads exactly one column, of ``table``: the shape is value
     with that column replaced by a placeholder, to compare the same expression across sources."""
-    columns = list(value.find_all(exp.Column))
+    columns = columns_in(value)
     if len(columns) != 1 or columns[0].table != table:
         return None
     if value is columns[0]:
         return columns[0].name, col(_SLOT)
-    shape = value.copy()
-    next(shape.find_all(exp.Column)).replace(col(_SLOT))
+    shape = copy_of(value)
+    columns_in(shape)[0].replace(col(_SLOT))
     return columns[0].name, shape
 
 
@@ -156,15 +157,15 @@ def _stacked_days(stack: DayStack, names: Sequence[str], keys: Sequence[str],
     def key_value(k: str) -> exp.Expression:  # the key's expression over the stacked day column
         if k in stack.attributes:
             return col(stack.attributes[k], LOOKUP_ALIAS)
-        shape = stack.key_shapes[k].copy()
+        shape = copy_of(stack.key_shapes[k])
         if isinstance(shape, exp.Column):
             return col(k, STACKED)
-        next(shape.find_all(exp.Column)).replace(col(k, STACKED))
+        columns_in(shape)[0].replace(col(k, STACKED))
         return shape
 
     values = [key_value(k) for k in keys]
     query = exp.Select(
-        expressions=[aliased(value.copy(), k) for value, k in zip(values, keys)]
+        expressions=[aliased(copy_of(value), k) for value, k in zip(values, keys)]
         + [aliased(stack.day_columns[key][1](this=col(alias, STACKED)), alias) for key, alias in folded.items()],
         group=exp.Group(expressions=values), from_=_stacked(branches))
     if stack.table is not None:
@@ -187,7 +188,7 @@ def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str]
         return None
     select.set("joins", None)  # the columns the rest of the query reads, not the join conditions
     folded: dict[tuple[str, str], str] = {}  # (CTE, column) -> its column in the folded keys
-    references = [column for column in select.find_all(exp.Column) if column.table in names]
+    references = [column for column in columns_in(select) if column.table in names]
     for column in references:
         folded.setdefault((column.table, column.name), f"{column.table}__{column.name}")
     if set(folded.values()) & set(keys) or len(set(folded.values())) != len(folded):

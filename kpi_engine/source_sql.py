@@ -434,7 +434,7 @@ class SourceReader:
             if read.distinct_values:  # grouped by, so each value is one row per key
                 value = row_value(agg.arg)
                 if filters[agg] is not None and not (filtered and len(filters) == 1):
-                    value = exp.Case(ifs=[exp.If(this=filters[agg].copy(), true=value)])
+                    value = exp.Case(ifs=[exp.If(this=copy_of(filters[agg]), true=value)])
                 selects.append(aliased(value, alias))
                 group.append(copy_of(value))
                 continue
@@ -446,7 +446,7 @@ class SourceReader:
         if where is not None:  # before the joins are added: a --where dimension may need one of its own
             conditions.append(wrap(row_value(where)))
         if filtered:
-            kept = [wrap(condition.copy()) for condition in filters.values()]
+            kept = [wrap(copy_of(condition)) for condition in filters.values()]
             conditions.append(wrap(exp.or_(*kept, copy=False)) if len(kept) > 1 else kept[0])
         query = select_from(selects, rows, joins=[(relations[alias], condition) for alias, condition in joins.items()],
                             where=exp.and_(*conditions, copy=False) if conditions else None, group=group)

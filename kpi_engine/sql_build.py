@@ -41,41 +41,28 @@ def col(name: str, table: str | None = None) -> exp.Column:
 
 
 def copy_of(node: exp.Expression) -> exp.Expression:
-    """``node.copy()``, built anew when it is a plain column or a cast of one to a plain type (a
-    time column, a bucket, a dimension: copied a few times per query for GROUP BY and WHERE).
-    sqlglot's deep copy costs twice what building such a node does; anything else is copied."""
+    """``node.copy()``, built anew: sqlglot's deep copy sets each argument through ``set`` (which
+    walks up the tree clearing hashes) and costs about twice what building the same nodes does; a
+    query copies its time column, buckets and dimensions several times (GROUP BY, WHERE). A node
+    with comments, a type or meta, or of a class whose constructor rewrites its arguments
+    (DateTrunc, the time units), is copied by sqlglot, with everything under it."""
     kind = type(node)
-    if kind is exp.Column:
-        key = _plain_column(node)
-        if key is not None:
-            return col(*key)
-    elif kind is exp.Cast and node.comments is None and node._type is None and node._meta is None:
-        args, to = node.args, node.args.get("to")
-        if (len(args) == 2 and "this" in args and type(to) is exp.DataType and len(to.args) == 1
-                and type(to.args.get("this")) is exp.DataType.Type
-                and to.comments is None and to._type is None and to._meta is None):
-            return exp.Cast(this=copy_of(args["this"]), to=exp.DataType(this=to.args["this"]))
-    return node.copy()
+    if (kind.__init__ is not _PLAIN_INIT or node.comments is not None or node._type is not None
+            or node._meta is not None):
+        return node.copy()
+    args = {}
+    for key, value in node.args.items():
+        if isinstance(value, _Expression):
+            value = copy_of(value)
+        elif type(value) is list:
+            value = [copy_of(item) if isinstance(item, _Expression) else item for item in value]
+        args[key] = value
+    copied = kind(**args)
+    copied._hash = node._hash
+    return copied
 
 
-def _plain_column(node: exp.Column) -> tuple[str, str | None] | None:
-    """(name, table) of a column ``col`` would build as it is, else None."""
-    if node.comments is not None or node._type is not None or node._meta is not None or len(node.args) != 2:
-        return None
-    parts = []
-    for key in ("this", "table"):
-        part = node.args.get(key, False)
-        if part is None and key == "table":
-            parts.append(None)
-        elif key == "table" and type(part) is exp.Identifier and not part.args.get("this"):
-            return None  # (col() reads an empty table name as none)
-        elif (type(part) is exp.Identifier and part.args.get("quoted") is True and len(part.args) == 2
-              and type(part.args.get("this")) is str and part.comments is None and part._meta is None
-              and part._type is None):
-            parts.append(part.args["this"])
-        else:
-            return None
-    return parts[0], parts[1]
+_Expression, _PLAIN_INIT = exp.Expression, exp.Expression.__init__
 
 
 def table_ref(name: str) -> exp.Table:

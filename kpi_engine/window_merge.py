@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from .sql_build import copy_of
+from .tree_walk import columns_in
 from .windows import SERIES_CTE, WINDOWED_CTE
 
 # Clauses that put something between the rows read and the values written (the output's ORDER
@@ -47,9 +49,9 @@ def merge_window_steps(query: exp.Select, ctes: list[tuple[str, exp.Expression]]
         if not isinstance(column, exp.Alias):
             return query, ctes
         windows[column.alias] = column.this
-    reads = [column for column in query.find_all(exp.Column) if column.table == WINDOWED_CTE]
+    reads = [column for column in columns_in(query) if column.table == WINDOWED_CTE]
     names = [column.name for column in reads]
-    inner = [column.name for window in windows.values() for column in window.find_all(exp.Column)
+    inner = [column.name for window in windows.values() for column in columns_in(window)
              if column.table == SERIES_CTE]
     if (any(names.count(name) > 1 for name in windows)
             or not all(name in windows or name in row_values for name in names)
@@ -57,13 +59,13 @@ def merge_window_steps(query: exp.Select, ctes: list[tuple[str, exp.Expression]]
         return query, ctes
 
     def row_value(node: exp.Expression) -> exp.Expression:
-        return row_values[node.name].copy() if isinstance(node, exp.Column) and node.table == SERIES_CTE else node
+        return copy_of(row_values[node.name]) if isinstance(node, exp.Column) and node.table == SERIES_CTE else node
 
     for column in reads:
         if column.name in windows:  # (without a grain a running total is the series' column itself)
             column.replace(windows[column.name].transform(row_value, copy=False))
         else:
-            column.replace(row_values[column.name].copy())
+            column.replace(copy_of(row_values[column.name]))
     query.set("from_", series.args["from_"])
     return query, [(name, cte) for name, cte in ctes if name not in (SERIES_CTE, WINDOWED_CTE)]
 

@@ -308,7 +308,13 @@ def test_copy_of_gives_what_sqlglot_copy_gives():
              exp.Column(this=exp.Identifier(this="a", quoted=True), table=exp.Identifier(this="", quoted=True)),
              cast(col("created_at", "leads"), "DATE"), cast(cast(col("at", "t"), "TIMESTAMP"), "DATE"),
              exp.Cast(this=col("a"), to=exp.DataType.build("DECIMAL(10, 2)")),
-             Calendar().bucket(col("created_at", "leads"), "month", "duckdb"), exp.Literal.number(1)]
+             Calendar().bucket(col("created_at", "leads"), "month", "duckdb"), exp.Literal.number(1),
+             Calendar().bucket(col("day", "spend"), "quarter", "duckdb", is_date=True),  # DateTrunc: sqlglot copies it
+             exp.DateTrunc(this=col("d"), unit=exp.Literal.string("Q"), unabbreviate=False),  # kept as 'Q'
+             exp.Coalesce(this=col("a", "t"), expressions=[exp.Literal.number(0), col("b")]),
+             exp.In(this=col("channel"), expressions=[exp.Literal.string("ppc"), exp.Literal.string("seo")]),
+             exp.and_(exp.GT(this=col("a"), expression=exp.Literal.number(1)), exp.Paren(this=commented.copy())),
+             exp.Anonymous(this="TRUNC", expressions=[typed.copy(), exp.Literal.string("MM")])]
     for node in nodes:
         original = node.copy()
         copied, expected = copy_of(node), node.copy()
@@ -319,3 +325,35 @@ def test_copy_of_gives_what_sqlglot_copy_gives():
         for a, b in zip(copied.walk(), expected.walk()):  # node by node: same class, arguments, parents' keys
             assert type(a) is type(b) and a.arg_key == b.arg_key and a.index == b.index
             assert {k for k, v in a.args.items() if v is not None} == {k for k, v in b.args.items() if v is not None}
+            assert a.comments == b.comments and a.type == b.type
+
+
+def test_the_rewrites_walks_find_what_sqlglot_finds_in_the_same_order():
+    """tree_walk (used by the rewrites on every compile) against sqlglot's find_all: the same
+    columns in the same order (their order decides the order of the columns a rewrite writes),
+    the same tables, and no answer when a WITH inside scopes names anew."""
+    import sqlglot
+    from sqlglot import exp
+
+    from kpi_engine.tree_walk import columns_in, tables_in
+
+    trees = [sqlglot.parse_one(text, read="duckdb") for text in (
+        "SELECT a.x, b.y, ROWNUM FROM a JOIN (SELECT y, z FROM c WHERE c.z > 1) AS b ON a.k = b.k",
+        "SELECT CAST(DATE_TRUNC('month', t.at) AS DATE) AS p, SUM(t.v) FILTER(WHERE t.s IN ('a', 'b')) FROM t GROUP BY 1",
+        "SELECT * FROM x UNION ALL SELECT q.* FROM (SELECT 1 AS one) AS q",
+        "SELECT x.a FROM x WHERE x.a IN (SELECT y.a FROM y)")]
+    pseudo = exp.Pseudocolumn(this=exp.Identifier(this="ROWNUM"))  # a Column to find_all
+    trees.append(exp.select(pseudo, exp.column("a", "t")).from_("t").where(exp.GT(this=pseudo.copy(),
+                                                                                  expression=exp.Literal.number(2))))
+    with open_project(Path(__file__).resolve().parents[1] / "examples" / "marketing") as project:
+        for name in list(project.model().kpis)[:20]:
+            trees.append(project.compile([name], by=["channel"], grain="month").expression)
+    for tree in trees:
+        assert [id(c) for c in columns_in(tree)] == [id(c) for c in tree.find_all(exp.Column)]
+        tables = tables_in(tree)
+        if tree.find(exp.With) is not None:
+            assert tables is None
+        else:
+            assert sorted(map(id, tables)) == sorted(id(t) for t in tree.find_all(exp.Table))
+    assert any(isinstance(c, exp.Pseudocolumn) for c in columns_in(trees[4]))
+    assert columns_in(exp.Column(this=exp.Identifier(this="a"))) != []
