@@ -431,7 +431,11 @@ class _Compiler:
         ctes += day_ctes
         window_reads = list(dict.fromkeys(table for table, _ in day_columns.values()))
         joined = [read.name for read in reads] + window_reads
-        key_table, body, key_ctes = self.join_sources(joined, dense)
+        # On DuckDB the key union and its joins are usually folded away (key_fold.py): built only
+        # if the fold is not taken.
+        foldable = dense is None and self.dialect in FOLD_DIALECTS
+        key_table, body, key_ctes = self.join_sources(joined, dense, deferred=foldable)
+        lined_up = body  # (the SELECT that holds the joins to the keys, whatever body becomes below)
         ctes += key_ctes
         values_of = {}  # source -> relation holding its observed dimension values (under --fill)
         if request.fill and self.dims and self.marked:
@@ -584,12 +588,16 @@ class _Compiler:
             query = query.where(exp.or_(*[not_null(present_column(s)) for s in sorted(others)], copy=False), copy=False)
         query = self.order_and_limit(query, columns, {name: kpi_value(name, expr) for name, expr in hidden.items()})
         folded, days_stacked = None, False
-        if key_ctes and dense is None and self.dialect in FOLD_DIALECTS:
+        if key_ctes and foldable:
             by_name = dict(ctes)
-            folded = fold_key_union(by_name[SERIES_CTE] if leaves else query, self.keys, joined, KEYS_CTE, by_name)
+            folded = fold_key_union(lined_up, self.keys, joined, KEYS_CTE, by_name)
             if folded is not None:  # (the fold may stack the CTEs' day totals instead: those CTEs are gone)
                 days_stacked = any(name not in by_name for name in joined)
                 ctes = [(name, folded if name == KEYS_CTE else by_name[name]) for name, _ in ctes if name in by_name]
+            else:
+                ctes = [(name, self.key_union(joined, dense) if name == KEYS_CTE else cte) for name, cte in ctes]
+                for join in lined_up.args["joins"][:len(joined)]:
+                    join.set("on", keys_match(self.keys, KEYS_CTE, join.this.name))
         if leaves and self.dialect in INLINE_DIALECTS:
             query, ctes = merge_window_steps(query, ctes)
         query = attach_ctes(query, ctes, self.dialect)
@@ -704,11 +712,12 @@ class _Compiler:
         return query
 
     # -- joining the sources
-    def join_sources(self, names: list[str], dense: tuple[dt.date | None, dt.date | None] | None
-                     ) -> tuple[str, exp.Select, list]:
+    def join_sources(self, names: list[str], dense: tuple[dt.date | None, dt.date | None] | None,
+                     deferred: bool = False) -> tuple[str, exp.Select, list]:
         """FROM clause over the grouped CTEs ``names``: the table that holds the keys, the SELECT
         with its FROM and joins, and the CTEs it needs (the keys). ``dense``: the range [start, end)
-        whose every period is a key for every observed dimension value."""
+        whose every period is a key for every observed dimension value. ``deferred``: the key
+        union (None in its place) and the joins' conditions are left for the caller to build."""
         keys = self.keys
         if len(names) == 1 and dense is None:
             return names[0], exp.select(copy=False).from_(table_ref(names[0]), copy=False), []
@@ -717,16 +726,19 @@ class _Compiler:
             for name in names[1:]:
                 body.append("joins", exp.Join(this=table_ref(name), kind="CROSS"))
             return names[0], body, []
-        union = None
-        for name in names:
-            part = exp.select(*[col(k, name) for k in keys], copy=False).from_(table_ref(name), copy=False)
-            union = part if union is None else exp.union(union, part, distinct=True, copy=False)
-        if dense is not None:
-            union = self.windows.dense_keys(union, *dense)
         body = exp.select(copy=False).from_(table_ref(KEYS_CTE), copy=False)
         for name in names:
-            left_join(body, table_ref(name), keys_match(keys, KEYS_CTE, name))
-        return KEYS_CTE, body, [(KEYS_CTE, union)]
+            left_join(body, table_ref(name), None if deferred else keys_match(keys, KEYS_CTE, name))
+        return KEYS_CTE, body, [(KEYS_CTE, None if deferred else self.key_union(names, dense))]
+
+    def key_union(self, names: list[str], dense: tuple[dt.date | None, dt.date | None] | None) -> exp.Expression:
+        """Every key that one of the grouped CTEs ``names`` has (and, with ``dense``, every period of
+        that range for each dimension value)."""
+        union = None
+        for name in names:
+            part = exp.select(*[col(k, name) for k in self.keys], copy=False).from_(table_ref(name), copy=False)
+            union = part if union is None else exp.union(union, part, distinct=True, copy=False)
+        return self.windows.dense_keys(union, *dense) if dense is not None else union
 
     def join_observed_values(self, body: exp.Select, read: "SourceRead", first: dt.date | None) -> str:
         """Join the dimension values a source has anywhere in range (--fill lists every period for

@@ -45,10 +45,18 @@ def copy_of(node: exp.Expression) -> exp.Expression:
     walks up the tree clearing hashes) and costs about twice what building the same nodes does; a
     query copies its time column, buckets and dimensions several times (GROUP BY, WHERE). A node
     with comments, a type or meta, or of a class whose constructor rewrites its arguments
-    (DateTrunc, the time units), is copied by sqlglot, with everything under it."""
+    (the time units; DateTrunc unless its unit is written as its constructor writes it), is
+    copied by sqlglot, with everything under it."""
     kind = type(node)
-    if (kind.__init__ is not _PLAIN_INIT or node.comments is not None or node._type is not None
-            or node._meta is not None):
+    if node.comments is not None or node._type is not None or node._meta is not None:
+        return node.copy()
+    options = {}
+    if kind is exp.DateTrunc:  # (a bucket) its constructor writes the unit as an upper-case string, once
+        unit = node.args.get("unit")
+        if not (type(unit) is exp.Literal and unit.is_string and unit.this == unit.this.upper()):
+            return node.copy()
+        options["unabbreviate"] = False
+    elif kind.__init__ is not _PLAIN_INIT:
         return node.copy()
     args = {}
     for key, value in node.args.items():
@@ -57,7 +65,7 @@ def copy_of(node: exp.Expression) -> exp.Expression:
         elif type(value) is list:
             value = [copy_of(item) if isinstance(item, _Expression) else item for item in value]
         args[key] = value
-    copied = kind(**args)
+    copied = kind(**args, **options)
     copied._hash = node._hash
     return copied
 
@@ -92,8 +100,9 @@ def select_from(selects: Sequence[exp.Expression], relation: exp.Expression, *,
     return exp.Select(**args)
 
 
-def left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression) -> None:
-    """Add a LEFT JOIN in place. (Select.join parses its join_type text on every call.)"""
+def left_join(query: exp.Select, relation: exp.Expression, on: exp.Expression | None) -> None:
+    """Add a LEFT JOIN in place (``on`` None: its condition set later). (Select.join parses its join_type
+    text on every call.)"""
     query.append("joins", exp.Join(this=relation, side="LEFT", on=on))
 
 
