@@ -48,7 +48,8 @@ from .resolve import Model, aggregates_in, expand, place_on_axis, resolve_formul
 from .completeness import Extent
 from .gc_pause import collector_paused, compiled
 from .conversions import events_read_elsewhere
-from .source_sql import PERIOD, PERIOD_INDEX, SNAPSHOTS, ZERO_WHEN_EMPTY, SourcePlan, SourceRead, SourceReader
+from .source_sql import (PERIOD, PERIOD_INDEX, SNAPSHOTS, ZERO_WHEN_EMPTY, DaySplit, SourcePlan, SourceRead,
+                         SourceReader)
 from .sql_build import (aliased, col, compile_common, date_literal, ident, keys_match, left_join, not_null, number,
                         period_literal, snapshot_mark, table_ref)
 from .plan import Step, window_text
@@ -422,18 +423,19 @@ class _Compiler:
         reads = list(ranges.values()) + list(histories.values())
         rows_may_be_missing = len(reads) > 1 or request.fill or not self.keys or bool(leaves)
 
-        ctes: list[tuple[str, exp.Expression]] = []
+        # On DuckDB the key union and its joins are usually folded away (key_fold.py), and the day
+        # totals of several sources stacked: what that replaces is built only if it is not done.
+        foldable = dense is None and not request.fill and self.dialect in FOLD_DIALECTS  # (--fill: dense below)
+        ctes: list[tuple[str, exp.Expression | DaySplit]] = []
         for read in reads:
-            ctes += self.reader.source_ctes(read, where, marked=self.marked and read in ranges.values())
+            ctes += self.reader.source_ctes(read, where, marked=self.marked and read in ranges.values(),
+                                            deferred=foldable)
         if request.fill:  # every period of the range, and of the history the stages read (if any)
             first = history_start if isinstance(history_start, dt.date) else request.start
             dense = (min(first, dense[0] or first) if dense else first, request.end)
         ctes += day_ctes
         window_reads = list(dict.fromkeys(table for table, _ in day_columns.values()))
         joined = [read.name for read in reads] + window_reads
-        # On DuckDB the key union and its joins are usually folded away (key_fold.py): built only
-        # if the fold is not taken.
-        foldable = dense is None and self.dialect in FOLD_DIALECTS
         key_table, body, key_ctes = self.join_sources(joined, dense, deferred=foldable)
         lined_up = body  # (the SELECT that holds the joins to the keys, whatever body becomes below)
         ctes += key_ctes
@@ -590,7 +592,12 @@ class _Compiler:
         folded, days_stacked = None, False
         if key_ctes and foldable:
             by_name = dict(ctes)
-            folded = fold_key_union(lined_up, self.keys, joined, KEYS_CTE, by_name)
+
+            def day_source(name: str):  # (asked by the fold only once the rest of the query allows it)
+                split = by_name.get(name)
+                return self.reader.day_source(split) if isinstance(split, DaySplit) else None
+
+            folded = fold_key_union(lined_up, self.keys, joined, KEYS_CTE, by_name, day_source)
             if folded is not None:  # (the fold may stack the CTEs' day totals instead: those CTEs are gone)
                 days_stacked = any(name not in by_name for name in joined)
                 ctes = [(name, folded if name == KEYS_CTE else by_name[name]) for name, _ in ctes if name in by_name]
@@ -598,6 +605,7 @@ class _Compiler:
                 ctes = [(name, self.key_union(joined, dense) if name == KEYS_CTE else cte) for name, cte in ctes]
                 for join in lined_up.args["joins"][:len(joined)]:
                     join.set("on", keys_match(self.keys, KEYS_CTE, join.this.name))
+        ctes = [(name, self.reader.periods_of(cte) if isinstance(cte, DaySplit) else cte) for name, cte in ctes]
         if leaves and self.dialect in INLINE_DIALECTS:
             query, ctes = merge_window_steps(query, ctes)
         query = attach_ctes(query, ctes, self.dialect)

@@ -20,7 +20,10 @@ dimensions through the same lookup table joined to its day totals (source_sql.jo
 channel -> channel_group through ``channels``), the day totals are stacked by the lookup's key
 and the lookup joined once, to the stack: the lookup is joined on its whole key (at most one row
 per key), so each day total meets the same lookup row either way. One join instead of one per
-source: the shape of the hand-written quarter query of the side-by-side suite.
+source: the shape of the hand-written quarter query of the side-by-side suite. Whether the day
+totals can be stacked is read off what each source read knows (a DaySource, from
+source_sql.SourceReader.day_source) before any second step is built: stacked, none is. (The key
+union and its joins, which the fold replaces, are built by the compiler only when it declines.)
 
 Only for DuckDB: in PostgreSQL an untyped NULL in two branches of a UNION ALL becomes text and then
 clashes with the branch holding numbers; other dialects keep the joins they were tested with.
@@ -29,7 +32,7 @@ clashes with the branch holding numbers; other dialects keep the joins they were
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, MutableMapping, Sequence
+from typing import Callable, Mapping, MutableMapping, Sequence
 
 from sqlglot import exp
 
@@ -41,7 +44,7 @@ FOLD_DIALECTS = ("duckdb",)
 
 LOOKUP_KEY = "__kpi_lookup_key"  # the lookup's key in each stacked branch
 LOOKUP_ALIAS = "__kpi_lookup"
-_SLOT = "__kpi_slot"  # stands for the day totals' column in a key's expression, to compare them
+SLOT = "__kpi_slot"  # stands for the day totals' column in a key's expression, to compare them
 STACKED = "stacked"  # the alias of the stacked rows
 
 
@@ -62,78 +65,60 @@ class DayStack:
     day_keys: dict[tuple[str, str], str]
 
 
-def _one_column(value: exp.Expression, table: str) -> tuple[str, exp.Expression] | None:
+@dataclass
+class DaySource:
+    """What stacking needs of one source grouped by day, worked out before its second step is
+    built (source_sql.SourceReader.day_source): its day totals' CTE; the lookup table joined to
+    them (None: none), without alias, its key column and the day totals' column matched to it;
+    each key read from the lookup (dimension -> its column); each other key as the day column it
+    reads and its expression over that column (the column replaced by a placeholder, to compare
+    across sources: one_column); each output column as the day column it adds up (None: the
+    presence marker 1) and how (SUM, MIN or MAX)."""
+    days: str
+    table: exp.Table | None
+    key: str | None
+    day_key: str | None
+    attributes: dict[str, str]
+    key_columns: dict[str, tuple[str, exp.Expression]]
+    columns: dict[str, tuple[str | None, type]]
+
+
+def one_column(value: exp.Expression, table: str) -> tuple[str, exp.Expression] | None:
     """(column, shape) when ``value`` reads exactly one column, of ``table``: the shape is value
     with that column replaced by a placeholder, to compare the same expression across sources."""
     columns = columns_in(value)
     if len(columns) != 1 or columns[0].table != table:
         return None
     if value is columns[0]:
-        return columns[0].name, col(_SLOT)
+        return columns[0].name, col(SLOT)
     shape = copy_of(value)
-    columns_in(shape)[0].replace(col(_SLOT))
+    columns_in(shape)[0].replace(col(SLOT))
     return columns[0].name, shape
 
 
-def day_stack(ctes: Mapping[str, exp.Expression], names: Sequence[str], keys: Sequence[str]) -> DayStack | None:
-    """How to stack the day totals of every CTE of ``names``, when each is the second step of a
-    source grouped by day (source_sql.days_to_periods): FROM its day totals (a CTE), at most one
-    LEFT JOIN, of a plain table on one key column (a lookup), the keys it does not read from that
-    table each one column of the day totals under the same expression, and every other column a
-    SUM, MIN or MAX of one column of the day totals or the presence marker 1. The same lookup (or
-    none), key and expressions in each; None if one is not so."""
+def day_stack(day_source: Callable[[str], DaySource | None], names: Sequence[str],
+              keys: Sequence[str]) -> DayStack | None:
+    """How to stack the day totals of every source of ``names``: each grouped by day (a
+    DaySource), with the same lookup (or none), lookup key, dimensions read from it and
+    expressions of the other keys, which together are ``keys``; None if one is not so."""
     found: DayStack | None = None
     for name in names:
-        select = ctes.get(name)
-        if not isinstance(select, exp.Select) or any(select.args.get(a) for a in ("where", "having", "qualify")):
+        part = day_source(name)
+        if part is None or (part.table is not None and not part.attributes):
             return None
-        source, joins = select.args.get("from_"), select.args.get("joins") or []
-        if (source is None or not isinstance(source.this, exp.Table) or source.this.alias
-                or source.this.name not in ctes or len(joins) > 1):
-            return None
-        days, table, key, day_key = source.this.name, None, None, None
-        alias = joins[0].this.alias_or_name if joins else None
-        if joins:
-            join, on = joins[0], joins[0].args.get("on")
-            if join.side != "LEFT" or not isinstance(join.this, exp.Table) or not isinstance(on, exp.EQ) \
-                    or not all(isinstance(side, exp.Column) for side in (on.this, on.expression)):
-                return None
-            there = [side.name for side in (on.this, on.expression) if side.table == alias]
-            here = [side.name for side in (on.this, on.expression) if side.table == days]
-            if len(there) != 1 or len(here) != 1:
-                return None
-            table, key, day_key = join.this.copy(), there[0], here[0]
-            table.set("alias", None)
-        attributes: dict[str, str] = {}
-        shapes: dict[str, exp.Expression] = {}
-        day_columns: dict[tuple[str, str], tuple[str | None, type]] = {}
-        day_keys: dict[tuple[str, str], str] = {(name, LOOKUP_KEY): day_key} if joins else {}
-        for projection in select.expressions:
-            value, out = (projection.this if isinstance(projection, exp.Alias) else projection), projection.alias_or_name
-            if out in keys and alias is not None and isinstance(value, exp.Column) and value.table == alias:
-                attributes[out] = value.name
-            elif out in keys:
-                read = _one_column(value, days)
-                if read is None:
-                    return None
-                day_keys[(name, out)], shapes[out] = read
-            elif isinstance(value, exp.Literal) and not value.is_string and value.this == "1":  # presence marker
-                day_columns[(name, out)] = (None, exp.Max)
-            elif type(value) in (exp.Sum, exp.Min, exp.Max) and isinstance(value.this, exp.Column) \
-                    and value.this.table == days:
-                day_columns[(name, out)] = (value.this.name, type(value))
-            else:
-                return None
-        if (joins and not attributes) or set(attributes) | set(shapes) != set(keys):
+        shapes = {k: shape for k, (_, shape) in part.key_columns.items()}
+        if set(part.attributes) | set(shapes) != set(keys):
             return None
         if found is None:
-            found = DayStack(table, key, attributes, shapes, {}, {}, {})
-        elif (found.table != table or found.key != key or found.attributes != attributes
+            found = DayStack(part.table, part.key, dict(part.attributes), shapes, {}, {}, {})
+        elif (found.table != part.table or found.key != part.key or found.attributes != part.attributes
               or found.key_shapes != shapes):
             return None
-        found.days[name] = days
-        found.day_keys.update(day_keys)
-        found.day_columns.update(day_columns)
+        found.days[name] = part.days
+        found.day_keys.update({(name, k): column for k, (column, _) in part.key_columns.items()})
+        if part.table is not None:
+            found.day_keys[(name, LOOKUP_KEY)] = part.day_key
+        found.day_columns.update({(name, out): how for out, how in part.columns.items()})
     return found
 
 
@@ -175,13 +160,15 @@ def _stacked_days(stack: DayStack, names: Sequence[str], keys: Sequence[str],
 
 
 def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str], key_table: str,
-                   ctes: MutableMapping[str, exp.Expression] | None = None) -> exp.Select | None:
+                   ctes: MutableMapping[str, object] | None = None,
+                   day_source: Callable[[str], DaySource | None] | None = None) -> exp.Select | None:
     """Rewrite ``select`` (FROM ``key_table`` LEFT JOIN each of ``names`` on the keys, and nothing
     else) in place to read the folded keys, and return the query that ``key_table`` must then
     hold; None (``select`` untouched) when it has any other join or a column name would clash.
-    With ``ctes`` (name -> query), when every CTE of ``names`` is the second step of a source
-    grouped by day, their day totals are stacked instead (a shared lookup table joined once; see
-    the module's docstring) and the CTEs of ``names`` removed from ``ctes``."""
+    With ``day_source`` (name -> DaySource, or None for a CTE not grouped by day), when every CTE of
+    ``names`` is the second step of a source grouped by day, their day totals are stacked
+    instead (a shared lookup table joined once; see the module's docstring) and the CTEs of
+    ``names`` removed from ``ctes`` (name -> query)."""
     joins = select.args.get("joins") or []
     if [join.this.name for join in joins] != list(names) or any(
             join.side != "LEFT" or not isinstance(join.this, exp.Table) for join in joins):
@@ -196,7 +183,7 @@ def fold_key_union(select: exp.Select, keys: Sequence[str], names: Sequence[str]
         return None
     for column in references:
         column.replace(col(folded[(column.table, column.name)], key_table))
-    stack = day_stack(ctes, names, keys) if ctes is not None else None
+    stack = day_stack(day_source, names, keys) if day_source is not None and ctes is not None else None
     if stack is not None and LOOKUP_KEY not in keys and set(folded) <= set(stack.day_columns):
         for name in names:  # read from their day totals now
             del ctes[name]

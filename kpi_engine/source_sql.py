@@ -21,6 +21,7 @@ from .completeness import Extent
 from .plan import Step, formula
 from .conversions import conversion_relation, converted_only
 from .errors import QueryError
+from .key_fold import SLOT, DaySource, one_column
 from .resolve import TIMESTAMP, DimensionPath, Model, parse_source_sql
 from .spec import Relationship, SourceSpec
 from .sql_build import (aggregate_sql, aliased, bound, col, compile_common, copy_of, date_literal, existence_test,
@@ -52,6 +53,16 @@ def source_relation(source: SourceSpec, read_dialect: str, alias: str | None = N
         return exp.Subquery(this=query[0], alias=exp.TableAlias(this=ident(alias or source.name)))
     table = qualified_table(source.table)
     return aliased(table, alias or source.name, table=True)
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """A source's day totals to cut into periods (SourceReader.days_to_periods), not built yet."""
+    read: "SourceRead"
+    days: str
+    marked: bool
+    late: Mapping[str, str]
+    late_keys: Mapping[str, Sequence[str]]
 
 
 @dataclass
@@ -311,10 +322,13 @@ class SourceReader:
         spread.append("joins", exp.Join(this=spine, on=overlaps))
         return exp.Subquery(this=spread, alias=exp.TableAlias(this=ident(source.name)))
 
-    def source_ctes(self, read: "SourceRead", where: n.Node | None, marked: bool) -> list[tuple[str, exp.Expression]]:
+    def source_ctes(self, read: "SourceRead", where: n.Node | None, marked: bool,
+                    deferred: bool = False) -> list[tuple[str, exp.Expression | DaySplit]]:
         """The CTEs that group one source's rows from ``read.start``: [its day totals], [the snapshot
         time of each period], then its rows grouped by key (with a presence marker when ``marked``).
-        A grouping a materialized rollup answers reads its day totals instead (rollups.py)."""
+        A grouping a materialized rollup answers reads its day totals instead (rollups.py).
+        ``deferred``: the day totals' cut into periods comes as a DaySplit, to build (periods_of)
+        unless the compiler stacks the day totals instead."""
         if self.rollups is not None:
             chosen, _ = self.rollups.route(self, read, where)
             if chosen is not None:
@@ -457,7 +471,52 @@ class SourceReader:
         ctes.append((days, query))
         for snapshot, agg in read.snapshots().items():
             ctes.append((snapshot, self.snapshot_times(agg, start, days if where is None else None)))
-        return ctes + [(read.name, self.days_to_periods(read, days, marked, late, late_keys))]
+        split = DaySplit(read, days, marked, late, late_keys)
+        return ctes + [(read.name, split if deferred else self.periods_of(split))]
+
+    def periods_of(self, split: "DaySplit") -> exp.Select:
+        return self.days_to_periods(split.read, split.days, split.marked, split.late, split.late_keys)
+
+    def day_source(self, split: "DaySplit") -> DaySource | None:
+        """What stacking these day totals with others' needs (key_fold.DaySource), read off what
+        days_to_periods would build, without building it; None when they cannot be stacked: a
+        snapshot aggregate (its period keeps only its snapshot days), a lookup joined on more
+        than one column or not a plain table, more than one, or a key that is not one column."""
+        read, days, late = split.read, split.days, split.late
+        if read.snapshots() or len(set(late.values())) > 1:
+            return None
+        source = read.plan.source
+        table = key = day_key = None
+        attributes: dict[str, str] = {}
+        if late:
+            alias = next(iter(late.values()))
+            rel = self.paths(source.name)[next(iter(late))].joins[-1][1]
+            target = self.model.sources[rel.to]
+            relation = self.relation(target, alias)
+            if type(relation) is not exp.Table or len(rel.columns) != 1:
+                return None
+            there = self.column(target, rel.columns[0][1], alias, local=False)
+            if type(there) is not exp.Column or there.table != alias:
+                return None
+            table, key, day_key = relation, there.name, split.late_keys[alias][0]
+            table.set("alias", None)
+            for dim in late:
+                value = self.column(target, self.paths(source.name)[dim].dimension.column, alias, local=False)
+                if type(value) is not exp.Column or value.table != alias:
+                    return None
+                attributes[dim] = value.name
+        period = one_column(self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True), days)
+        if period is None:
+            return None
+        key_columns = {PERIOD: period, **{dim: (dim, col(SLOT)) for dim in self.dims if dim not in late}}
+        columns: dict[str, tuple[str | None, type]] = {
+            alias: (alias, {"min": exp.Min, "max": exp.Max}.get(agg.func, exp.Sum))
+            for agg, alias in read.plan.aggregates.items()}
+        if split.marked:
+            columns[self.marker] = (None, exp.Max)
+        if set(columns) & (set(key_columns) | set(attributes)):
+            return None
+        return DaySource(days, table, key, day_key, attributes, key_columns, columns)
 
     def joined_on_days(self, read: "SourceRead", where: n.Node | None) -> dict[str, str]:
         """The dimensions (of a source grouped by day) whose table is joined to the day totals

@@ -180,3 +180,28 @@ def test_a_source_not_grouped_by_day_keeps_its_grouped_rows_stacked(project, mon
         assert count == (len(products[key]) if key in products else None), key
         assert cost_per_lead == (None if expected[key]["cost_per_lead"] is None
                                  else pytest.approx(expected[key]["cost_per_lead"], rel=1e-12)), key
+
+
+def test_stacked_day_totals_are_never_cut_into_periods_per_source(project, monkeypatch):
+    """When the day totals are stacked, no source's own second step (days_to_periods) is built:
+    the fold decides from what the source read knows. Where they are not stacked (PostgreSQL, a
+    distinct count that does not add up over days) it is built for each source grouped by day,
+    and the two shapes give the same rows."""
+    from kpi_engine.source_sql import SourceReader
+
+    built = []
+    cut = SourceReader.days_to_periods
+    monkeypatch.setattr(SourceReader, "days_to_periods", lambda self, read, *rest: built.append(read.name)
+                        or cut(self, read, *rest))
+    with open_project(project) as kpi_project:
+        stacked = kpi_project.evaluate(["cost_per_lead", "revenue"], by=["channel"], grain="month")
+        assert built == [] and "leads_agg" not in named_parts(stacked.sql)
+        kpi_project.compile(["cost_per_lead", "revenue"], by=["channel"], grain="month", dialect="postgres",
+                            describe=False)
+        assert sorted(built) == ["leads_agg", "orders_agg", "spend_agg"]
+        built.clear()
+        mixed = kpi_project.evaluate(["cost_per_lead", "products"], by=["channel"], grain="month")
+        assert sorted(built) == ["leads_agg", "spend_agg"]  # orders: grouped by month from its rows
+    joined = evaluate(project, ["cost_per_lead", "revenue"], False, monkeypatch)
+    assert stacked.rows == joined.rows
+    assert mixed.rows == evaluate(project, ["cost_per_lead", "products"], False, monkeypatch).rows
