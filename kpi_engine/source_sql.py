@@ -505,8 +505,17 @@ class SourceReader:
                 if type(value) is not exp.Column or value.table != alias:
                     return None
                 attributes[dim] = value.name
-        period = one_column(self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True), days)
+        # The period's expression over the day column: at a built-in grain the same for every source
+        # of the model in a dialect, so worked out once (read only: stacking copies it); a named
+        # granularity's depends on the days the request reads (TimeWindows.span_custom_periods).
+        shape_key = ("period shape", self.grain, self.dialect)
+        period = None if self.calendar.is_custom(self.grain) else self.model.derived.get(shape_key)
         if period is None:
+            period = one_column(self.calendar.bucket(col(PERIOD, days), self.grain, self.dialect, is_date=True),
+                                days) or ()
+            if not self.calendar.is_custom(self.grain):
+                self.model.derived[shape_key] = period
+        if not period:
             return None
         key_columns = {PERIOD: period, **{dim: (dim, col(SLOT)) for dim in self.dims if dim not in late}}
         columns: dict[str, tuple[str | None, type]] = {
