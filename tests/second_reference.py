@@ -197,7 +197,27 @@ def _growth(current, before) -> Fraction | None:
 # --- evaluation ----------------------------------------------------------------------------------------
 
 
-class Reference:
+class Readings:
+    """A reference's KPIs, each read at the keys of a request. A subclass sets ``kpis`` (name ->
+    (sources read, value at a key)) and gives ``row_set(kpi, request)`` and ``at(request)``,
+    which returns a function of (period, dimension values) -> the place formulas are read at."""
+
+    kpis: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]]
+
+    def sources_of(self, kpi: str) -> tuple[str, ...]:
+        return self.kpis[kpi][0]
+
+    def evaluate(self, kpi: str, request: Request) -> dict[tuple, float | None]:
+        """The KPI alone: {key: value} over exactly its row set."""
+        at, compute = self.at(request), self.kpis[kpi][1]
+        values = {}
+        for key in self.row_set(kpi, request):
+            value = compute(at(key[0], key[1:]) if request.grain else at(None, key))
+            values[key] = None if value is None else float(value)
+        return values
+
+
+class Reference(Readings):
     """The bike_rentals KPIs over the rows of ``read_tables``."""
 
     def __init__(self, tables: dict[str, list[dict]]):
@@ -255,19 +275,9 @@ class Reference:
                                        lambda at: _growth(at.cumulative(revenue), at.earlier(1).cumulative(revenue))),
         }
 
-    def sources_of(self, kpi: str) -> tuple[str, ...]:
-        return self.kpis[kpi][0]
-
-    # -- what a request returns
-    def evaluate(self, kpi: str, request: Request) -> dict[tuple, float | None]:
-        """The KPI alone: {key: value} over exactly its row set."""
+    def at(self, request: Request) -> Callable[[Any, tuple], _At]:
         frame = _Frame(self, request)
-        compute = self.kpis[kpi][1]
-        values = {}
-        for key in self.row_set(kpi, request):
-            value = compute(_At(frame, key[0] if request.grain else None, key[1 if request.grain else 0:]))
-            values[key] = None if value is None else float(value)
-        return values
+        return lambda period, dims: _At(frame, period, dims)
 
     def row_set(self, kpi: str, request: Request) -> set[tuple]:
         seen = set()

@@ -1,0 +1,327 @@
+"""Plain-Python reference values for the saas_billing test project (tests/projects/saas_billing).
+
+Written from docs/semantics.md and docs/time.md, without the engine, SQL or the project's YAML;
+rows come from ``third_project.read_tables``, values are computed with exact arithmetic and
+converted to ``float`` at the end. The request shapes (``Where``, ``Request``), the aggregates
+(``Agg``) and the helpers for ratios and growth are second_reference's; what is new here:
+
+* Local days. A TIMESTAMP (UTC in the warehouse) belongs to its day in the project's time zone
+  (America/New_York; ``zone=None`` reads it as UTC, for SQLite). Weeks start on Sunday.
+* Every row has a span of days: an event's is its day; a subscription's runs from its start's day
+  to the day before its end's day (never active when they are the same day), or to today (the
+  request's ``as_of``) while it has no end. A row counts at a key when its span meets the key's
+  days: the period's days inside ``[from, to)``, never after today, and for an interval source never
+  before its first day of data when there is no ``--from``.
+* ``last``/``first`` over the interval source sum the rows active on the last (first) of those
+  days; null when there are none. ``last(x per account_id)`` takes each account's latest row of the
+  key's days, whatever ``--where`` says, then keeps it when it passes ``--where``.
+* ``previous(x, n)`` reads the whole period n back (up to today); for the interval snapshot it is
+  null when no row at all is active in that period, else the rows active on its last day.
+  ``rolling(x, n)`` adds up the n periods ending with P, cut only by ``--to`` and today.
+  ``cumulative(x)`` adds up every row up to the end of P (from the start of the restart period for
+  ``cumulative(x, 'year')``), cut by ``--to``. ``rolling(x, '90 days')`` of a distinct count counts
+  the 90 days ending on P's last day, or on the day before ``--to``. ``share(x)`` divides by the
+  total over every dimension value of the period, in the range, after ``--where``.
+* The per-entity condition ``count(usage per account_id) > 0`` reads every usage row, whatever the
+  request.
+* Row sets: the keys at which a source the KPI reads has a row (an active day, for the interval
+  source) inside the range after ``--where``; the single key ``()`` without grain and ``--by``;
+  under ``--fill`` every period of the range for every dimension combination seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Callable, Iterable
+from zoneinfo import ZoneInfo
+
+import second_reference
+from second_reference import Agg, Readings, Where, _div, _growth, shift  # noqa: F401  (Where: for the tests)
+
+AS_OF = dt.date(2026, 1, 20)  # "today" for every request: open subscriptions run to it
+ZONE = "America/New_York"
+ONE_DAY = dt.timedelta(days=1)
+NEVER, ALWAYS = dt.date.min, dt.date.max
+GRAINS = ("day", "week", "month", "quarter", "year")
+
+# source -> (table, time column, end column or None, its own dimensions)
+SOURCES = {
+    "subscriptions": ("subscriptions", "started_at", "ended_at", ("plan",)),
+    "invoices": ("invoices", "issued_at", None, ("plan", "status")),
+    "usage": ("usage_events", "used_on", None, ("feature",)),
+}
+ACCOUNT_DIMENSIONS = ("country", "segment", "sales_team")  # country one join away, the others two
+
+
+def dimensions_of(source: str) -> tuple[str, ...]:
+    return SOURCES[source][3] + ACCOUNT_DIMENSIONS
+
+
+# --- calendar: weeks start on Sunday --------------------------------------------------------------------
+
+
+def period_start(day: dt.date, grain: str) -> dt.date:
+    if grain == "week":
+        return day - dt.timedelta(days=(day.weekday() + 1) % 7)
+    return second_reference.period_start(day, grain)
+
+
+def period_days(start: dt.date, grain: str) -> tuple[dt.date, dt.date]:
+    """First and last day of the period that starts on ``start``."""
+    return start, shift(start, grain, 1) - ONE_DAY
+
+
+def periods_overlapping(first: dt.date, last: dt.date, grain: str) -> list[dt.date]:
+    """Periods holding a day of ``[first, last]``."""
+    result, current = [], period_start(first, grain)
+    while current <= last:
+        result.append(current)
+        current = shift(current, grain, 1)
+    return result
+
+
+# --- requests: second_reference's, with "today" pinned ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request(second_reference.Request):
+    as_of: dt.date = AS_OF
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "as_of": self.as_of}
+
+    def command_line(self) -> str:
+        return f"{super().command_line()} --as-of {self.as_of}".strip()
+
+
+def pinned(request: second_reference.Request, as_of: dt.date = AS_OF) -> Request:
+    """``request`` (as test_consistency draws it) with today pinned."""
+    return Request(**{field.name: getattr(request, field.name) for field in dataclasses.fields(request)},
+                   as_of=as_of)
+
+
+@dataclass(frozen=True, eq=False)
+class PerEntityLast(Agg):
+    """``last(source.column per key)``: each entity's latest row of the key's days, summed."""
+
+    key: str = "account_id"
+
+
+# --- rows ----------------------------------------------------------------------------------------------------
+
+
+def local_day(value: Any, zone: ZoneInfo | None) -> dt.date:
+    if isinstance(value, dt.datetime):
+        if zone is not None:
+            value = value.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+        return value.date()
+    return value
+
+
+class Reference(Readings):
+    """The saas_billing KPIs over the rows of ``third_project.read_tables``."""
+
+    def __init__(self, tables: dict[str, list[dict]], zone: str | None = ZONE):
+        tz = ZoneInfo(zone) if zone else None
+        accounts = {row["account_id"]: row for row in tables["accounts"]}
+        segments = {row["segment_code"]: row for row in tables["segments"]}
+        self.rows: dict[str, list[dict]] = {}
+        for source, (table, time_column, end_column, own) in SOURCES.items():
+            rows = []
+            for raw in tables[table]:
+                account = accounts.get(raw["account_id"], {})
+                segment = segments.get(account.get("segment_code"), {})
+                dims = {name: raw[name] for name in own}
+                dims.update(country=account.get("country"), segment=segment.get("segment"),
+                            sales_team=segment.get("sales_team"))
+                day = local_day(raw[time_column], tz)
+                # the last day the row counts on: its own day, the day before its end, or open (None)
+                if end_column is None:
+                    last = day
+                else:
+                    last = None if raw[end_column] is None else local_day(raw[end_column], tz) - ONE_DAY
+                rows.append({**raw, "_dims": dims, "_day": day, "_last": last})
+            self.rows[source] = rows
+        self.first_day = {source: min(row["_day"] for row in rows) for source, rows in self.rows.items()}
+        users = {row["account_id"] for row in self.rows["usage"]}
+        paid = lambda row: row["status"] == "paid"  # noqa: E731
+        invoices, billed = Agg("invoices", "count"), Agg("invoices", "sum", "amount")
+        collected = Agg("invoices", "sum", "amount", paid)
+        accounts_invoiced = Agg("invoices", "count_distinct", "account_id")
+        paying = Agg("invoices", "count_distinct", "account_id", paid)
+        active = Agg("subscriptions", "count")
+        mrr, opening_mrr = Agg("subscriptions", "last", "mrr"), Agg("subscriptions", "first", "mrr")
+        subscribed = Agg("subscriptions", "count_distinct", "account_id")
+        usage = Agg("usage", "sum", "quantity")
+        growth = lambda agg: lambda at: _growth(at.current(agg), at.previous(agg, 1))  # noqa: E731
+        # name -> (sources read, value at a key)
+        self.kpis: dict[str, tuple[tuple[str, ...], Callable[[_At], Any]]] = {
+            "invoices_issued": (("invoices",), lambda at: at.current(invoices)),
+            "billed": (("invoices",), lambda at: at.current(billed)),
+            "collected": (("invoices",), lambda at: at.current(collected)),
+            "avg_invoice": (("invoices",), lambda at: at.current(Agg("invoices", "avg", "amount"))),
+            "priced_invoices": (("invoices",), lambda at: at.current(Agg("invoices", "count", None,
+                                                                         lambda r: r["amount"] is not None))),
+            "unpaid_invoices": (("invoices",), lambda at: at.current(Agg("invoices", "count", None,
+                                                                         lambda r: r["status"] != "paid"))),
+            "paying_accounts": (("invoices",), lambda at: at.current(paying)),
+            "collection_rate": (("invoices",), lambda at: _div(at.current(collected), at.current(billed), 100)),
+            "active_subscriptions": (("subscriptions",), lambda at: at.current(active)),
+            "subscriptions_at_end": (("subscriptions",), lambda at: at.current(Agg("subscriptions", "last"))),
+            "mrr": (("subscriptions",), lambda at: at.current(mrr)),
+            "opening_mrr": (("subscriptions",), lambda at: at.current(opening_mrr)),
+            "pro_mrr": (("subscriptions",), lambda at: at.current(Agg("subscriptions", "last", "mrr",
+                                                                      lambda r: r["plan"] == "pro"))),
+            "subscribed_accounts": (("subscriptions",), lambda at: at.current(subscribed)),
+            "mrr_growth": (("subscriptions",), growth(mrr)),
+            "subscriptions_change": (("subscriptions",), lambda at: at.current(active) - at.previous(active, 1)),
+            "mrr_per_account": (("subscriptions",), lambda at: _div(at.current(mrr), at.current(subscribed))),
+            "subscriptions_3_periods": (("subscriptions",), lambda at: at.rolling(active, 3)),
+            "collected_per_subscription": (("invoices", "subscriptions"),
+                                           lambda at: _div(at.current(collected), at.current(active))),
+            "collected_growth": (("invoices",), growth(collected)),
+            "collected_to_date": (("invoices",), lambda at: at.cumulative(collected)),
+            "collected_ytd": (("invoices",), lambda at: at.cumulative(collected, "year")),
+            "collected_3_periods": (("invoices",), lambda at: at.rolling(collected, 3)),
+            "invoiced_accounts_90d": (("invoices",), lambda at: at.days_back(accounts_invoiced, 90)),
+            "collected_from_users": (("invoices",), lambda at: at.current(Agg(
+                "invoices", "sum", "amount", lambda r: paid(r) and r["account_id"] in users))),
+            "usage_quantity": (("usage",), lambda at: at.current(usage)),
+            "usage_share": (("usage",), lambda at: _div(at.current(usage), at.total(usage), 100)),
+            "seats": (("usage",), lambda at: at.current(PerEntityLast("usage", "last", "seats"))),
+            "usage_per_paying_account": (("usage", "invoices"),
+                                         lambda at: _div(at.current(usage), at.current(paying))),
+        }
+
+    def at(self, request: Request) -> Callable[[Any, tuple], _At]:
+        frame = _Frame(self, request)
+        return lambda period, dims: _At(frame, period, dims)
+
+    def range_days(self, source: str, request: Request) -> tuple[dt.date, dt.date]:
+        """First and last day a request reads of ``source``: an interval source starts with its
+        data when there is no --from (first() reads that day), and nothing runs past today."""
+        first = request.start or (self.first_day[source] if source == "subscriptions" else NEVER)
+        last = min(request.end - ONE_DAY, request.as_of) if request.end else request.as_of
+        return first, last
+
+    def row_set(self, kpi: str, request: Request) -> set[tuple]:
+        seen = set()
+        for source in self.sources_of(kpi):
+            first, last = self.range_days(source, request)
+            for row in self.rows[source]:
+                if not _passes(request, row):
+                    continue
+                low, high = max(row["_day"], first), min(_last_of(row, request), last)
+                if low > high:
+                    continue
+                dims = tuple(row["_dims"][d] for d in request.by)
+                periods = periods_overlapping(low, high, request.grain) if request.grain else [None]
+                seen.update((period, dims) for period in periods)
+        if request.fill:
+            combos = {dims for _, dims in seen} if request.by else {()}
+            return {(period, *dims) for period in periods_overlapping(request.start, request.end - ONE_DAY,
+                                                                       request.grain)
+                    for dims in combos}
+        if not request.grain and not request.by:
+            return {()}
+        return {((period,) if request.grain else ()) + dims for period, dims in seen}
+
+
+def _passes(request: Request, row: dict) -> bool:
+    return request.where is None or request.where.holds(row["_dims"][request.where.dimension])
+
+
+def _last_of(row: dict, request: Request) -> dt.date:
+    return request.as_of if row["_last"] is None else row["_last"]
+
+
+class _Frame:
+    """One request: each source's rows after --where, grouped by their --by values."""
+
+    def __init__(self, reference: Reference, request: Request):
+        self.reference, self.request = reference, request
+        self.groups: dict[str, dict[tuple, list[dict]]] = {}
+        for source, rows in reference.rows.items():
+            groups = defaultdict(list)
+            if {*request.by, *([request.where.dimension] if request.where else [])} <= set(dimensions_of(source)):
+                for row in rows:
+                    if _passes(request, row):
+                        groups[tuple(row["_dims"][d] for d in request.by)].append(row)
+            self.groups[source] = groups
+
+    def meeting(self, rows: Iterable[dict], first: dt.date, last: dt.date) -> list[dict]:
+        """The rows whose span meets the days ``[first, last]``."""
+        return [row for row in rows if max(row["_day"], first) <= min(_last_of(row, self.request), last)]
+
+    def value(self, agg: Agg, dims: tuple | None, first: dt.date, last: dt.date) -> Any:
+        """``agg`` over the days ``[first, last]`` at the dimension values ``dims`` (None: all)."""
+        rows = self.groups[agg.source].get(dims, []) if dims is not None else \
+            [row for group in self.groups[agg.source].values() for row in group]
+        if first > last:
+            return None if agg.func in ("last", "first") else agg.fold([])
+        if isinstance(agg, PerEntityLast):
+            latest: dict[Any, dict] = {}
+            for row in self.meeting(self.reference.rows[agg.source], first, last):  # whatever --where says
+                if row[agg.key] not in latest or row["_day"] > latest[row[agg.key]]["_day"]:
+                    latest[row[agg.key]] = row
+            chosen = {id(row) for row in latest.values()}
+            return agg.fold(row for row in rows if id(row) in chosen)
+        if agg.func in ("last", "first"):
+            day = last if agg.func == "last" else first
+            return agg.fold(self.meeting(rows, day, day))
+        return agg.fold(self.meeting(rows, first, last))
+
+    def has_snapshot(self, source: str, first: dt.date, last: dt.date) -> bool:
+        return bool(self.meeting(self.reference.rows[source], first, last))
+
+
+@dataclass(frozen=True)
+class _At:
+    """One key of a request: where KPI formulas are evaluated."""
+
+    frame: _Frame
+    period: dt.date | None
+    dims: tuple
+
+    @property
+    def request(self) -> Request:
+        return self.frame.request
+
+    def days(self, source: str, period: dt.date | None, cut_start: bool = True) -> tuple[dt.date, dt.date]:
+        """The days of ``period`` (the whole range without a grain) a value at it reads."""
+        first, last = self.frame.reference.range_days(source, self.request)
+        if period is None:
+            return first, last
+        begin, end = period_days(period, self.request.grain)
+        return (max(begin, first) if cut_start else begin), min(end, last)
+
+    def current(self, agg: Agg):
+        return self.frame.value(agg, self.dims, *self.days(agg.source, self.period))
+
+    def previous(self, agg: Agg, periods: int):
+        first, last = self.days(agg.source, shift(self.period, self.request.grain, -periods), cut_start=False)
+        if agg.func in ("last", "first") and not self.frame.has_snapshot(agg.source, first, last):
+            return None
+        return self.frame.value(agg, self.dims, first, last)
+
+    def rolling(self, agg: Agg, periods: int):
+        return sum((self.frame.value(agg, self.dims, *self.days(agg.source, shift(self.period, self.request.grain, -k),
+                                                                 cut_start=False))
+                    for k in range(periods)), 0)
+
+    def cumulative(self, agg: Agg, reset: str | None = None):
+        last = self.days(agg.source, self.period)[1]
+        first = period_start(self.period, reset) if reset else NEVER
+        return self.frame.value(agg, self.dims, first, last)
+
+    def total(self, agg: Agg):
+        return self.frame.value(agg, None, *self.days(agg.source, self.period))
+
+    def days_back(self, agg: Agg, days: int):
+        last = self.days(agg.source, self.period)[1]
+        return self.frame.value(agg, self.dims, last - dt.timedelta(days=days - 1), last)
