@@ -164,7 +164,7 @@ class Agg:
     """An aggregate over one source: func of column over the rows where ``when`` holds."""
 
     source: str
-    func: str  # count, sum, avg, count_distinct, last, first
+    func: str  # count, sum, avg, min, max, count_distinct, last, first
     column: str | None = None
     when: Callable[[dict], bool] | None = None
 
@@ -178,6 +178,8 @@ class Agg:
             return len(set(values))
         if self.func == "avg":
             return Fraction(sum(values, Decimal(0))) / len(values) if values else None
+        if self.func in ("min", "max"):
+            return (min if self.func == "min" else max)(values, default=None)
         return sum(values, Decimal(0))  # sum, and last/first of a column
 
 

@@ -10,8 +10,8 @@ converted to ``float`` at the end. The request shapes (``Where``, ``Request``), 
 * Every row has a span of days: an event's is its day; a subscription's runs from its start's day
   to the day before its end's day (never active when they are the same day), or to today (the
   request's ``as_of``) while it has no end. A row counts at a key when its span meets the key's
-  days: the period's days inside ``[from, to)``, never after today, and for an interval source never
-  before its first day of data when there is no ``--from``.
+  days: the period's days inside ``[from, to)`` (for the interval source also never after today, nor
+  before its first day of data when there is no ``--from``).
 * ``last``/``first`` over the interval source sum the rows active on the last (first) of those
   days; null when there are none. ``last(x per account_id)`` takes each account's latest row of the
   key's days, whatever ``--where`` says, then keeps it when it passes ``--where``.
@@ -56,10 +56,15 @@ SOURCES = {
     "usage": ("usage_events", "used_on", None, ("feature",)),
 }
 ACCOUNT_DIMENSIONS = ("country", "segment", "sales_team")  # country one join away, the others two
+CHURN = "subscriptions__at__ended_at"  # the subscriptions placed by their end (a time axis), named as the engine does
 
 
 def dimensions_of(source: str) -> tuple[str, ...]:
-    return SOURCES[source][3] + ACCOUNT_DIMENSIONS
+    return SOURCES[source.split("__at__")[0]][3] + ACCOUNT_DIMENSIONS
+
+
+def _or_zero(value):
+    return 0 if value is None else value  # fill_nulls_with: 0
 
 
 # --- calendar: weeks start on Sunday --------------------------------------------------------------------
@@ -106,8 +111,9 @@ def pinned(request: second_reference.Request, as_of: dt.date = AS_OF) -> Request
 
 
 @dataclass(frozen=True, eq=False)
-class PerEntityLast(Agg):
-    """``last(source.column per key)``: each entity's latest row of the key's days, summed."""
+class PerEntity(Agg):
+    """``last(source.column per key)`` (``first``): each entity's latest (earliest) row of the key's
+    days, summed."""
 
     key: str = "account_id"
 
@@ -147,8 +153,13 @@ class Reference(Readings):
                     last = None if raw[end_column] is None else local_day(raw[end_column], tz) - ONE_DAY
                 rows.append({**raw, "_dims": dims, "_day": day, "_last": last})
             self.rows[source] = rows
+        # the rows of the churn axis: each ended subscription as an event at its end's day
+        self.rows[CHURN] = [{**row, "_day": row["_last"] + ONE_DAY, "_last": row["_last"] + ONE_DAY}
+                            for row in self.rows["subscriptions"] if row["_last"] is not None]
         self.first_day = {source: min(row["_day"] for row in rows) for source, rows in self.rows.items()}
         users = {row["account_id"] for row in self.rows["usage"]}
+        subscribers = {row["account_id"] for row in self.rows["subscriptions"]}
+        seats = PerEntity("usage", "last", "seats")
         paid = lambda row: row["status"] == "paid"  # noqa: E731
         invoices, billed = Agg("invoices", "count"), Agg("invoices", "sum", "amount")
         collected = Agg("invoices", "sum", "amount", paid)
@@ -193,7 +204,23 @@ class Reference(Readings):
                 "invoices", "sum", "amount", lambda r: paid(r) and r["account_id"] in users))),
             "usage_quantity": (("usage",), lambda at: at.current(usage)),
             "usage_share": (("usage",), lambda at: _div(at.current(usage), at.total(usage), 100)),
-            "seats": (("usage",), lambda at: at.current(PerEntityLast("usage", "last", "seats"))),
+            "seats": (("usage",), lambda at: at.current(seats)),
+            "opening_seats": (("usage",), lambda at: at.current(PerEntity("usage", "first", "seats"))),
+            "seats_before": (("usage",), lambda at: at.previous(seats, 1)),
+            "usage_accounts_30d": (("usage",), lambda at: at.days_back(Agg("usage", "count_distinct", "account_id"), 30)),
+            "avg_mrr": (("subscriptions",), lambda at: at.current(Agg("subscriptions", "avg", "mrr"))),
+            "churned_subscriptions": ((CHURN,), lambda at: at.current(Agg(CHURN, "count"))),
+            "subscribers_ever": (("subscriptions",), lambda at: at.cumulative(subscribed)),
+            "mrr_share": (("subscriptions",), lambda at: _div(at.current(mrr), at.total(mrr), 100)),
+            "mrr_at_quarter_start": (("subscriptions",), lambda at: at.at_start(mrr, "quarter")),
+            "mrr_last_year": (("subscriptions",), lambda at: at.year_before(mrr)),
+            "largest_invoice": (("invoices",), lambda at: at.current(Agg("invoices", "max", "amount"))),
+            "collection_rate_to_date": (("invoices",), lambda at: _div(at.cumulative(collected), at.cumulative(billed),
+                                                                       100)),
+            "collection_rate_or_zero": (("invoices",), lambda at: _or_zero(_div(at.current(collected),
+                                                                                 at.current(billed), 100))),
+            "invoices_of_subscribers": (("invoices",), lambda at: at.current(Agg(
+                "invoices", "count", None, lambda r: r["account_id"] in subscribers))),
             "usage_per_paying_account": (("usage", "invoices"),
                                          lambda at: _div(at.current(usage), at.current(paying))),
         }
@@ -203,11 +230,12 @@ class Reference(Readings):
         return lambda period, dims: _At(frame, period, dims)
 
     def range_days(self, source: str, request: Request) -> tuple[dt.date, dt.date]:
-        """First and last day a request reads of ``source``: an interval source starts with its
-        data when there is no --from (first() reads that day), and nothing runs past today."""
-        first = request.start or (self.first_day[source] if source == "subscriptions" else NEVER)
-        last = min(request.end - ONE_DAY, request.as_of) if request.end else request.as_of
-        return first, last
+        """First and last day a request reads of ``source``: the interval source starts with its
+        data when there is no --from (first() reads that day) and stops at today."""
+        if source != "subscriptions":
+            return request.start or NEVER, request.end - ONE_DAY if request.end else ALWAYS
+        first = request.start or self.first_day[source]
+        return first, min(request.end - ONE_DAY, request.as_of) if request.end else request.as_of
 
     def row_set(self, kpi: str, request: Request) -> set[tuple]:
         seen = set()
@@ -264,12 +292,13 @@ class _Frame:
             [row for group in self.groups[agg.source].values() for row in group]
         if first > last:
             return None if agg.func in ("last", "first") else agg.fold([])
-        if isinstance(agg, PerEntityLast):
-            latest: dict[Any, dict] = {}
+        if isinstance(agg, PerEntity):
+            picked: dict[Any, dict] = {}
             for row in self.meeting(self.reference.rows[agg.source], first, last):  # whatever --where says
-                if row[agg.key] not in latest or row["_day"] > latest[row[agg.key]]["_day"]:
-                    latest[row[agg.key]] = row
-            chosen = {id(row) for row in latest.values()}
+                held = picked.get(row[agg.key])
+                if held is None or (row["_day"] > held["_day"]) == (agg.func == "last"):
+                    picked[row[agg.key]] = row
+            chosen = {id(row) for row in picked.values()}
             return agg.fold(row for row in rows if id(row) in chosen)
         if agg.func in ("last", "first"):
             day = last if agg.func == "last" else first
@@ -300,14 +329,20 @@ class _At:
         begin, end = period_days(period, self.request.grain)
         return (max(begin, first) if cut_start else begin), min(end, last)
 
-    def current(self, agg: Agg):
-        return self.frame.value(agg, self.dims, *self.days(agg.source, self.period))
-
-    def previous(self, agg: Agg, periods: int):
-        first, last = self.days(agg.source, shift(self.period, self.request.grain, -periods), cut_start=False)
+    def read(self, agg: Agg, first: dt.date, last: dt.date):
+        """``agg`` over the days ``[first, last]``: a snapshot is null when no row at all (whatever
+        --where and the dimensions say) counts on those days (an empty period under --fill, or
+        one previous() reads), and 0 when rows do but none of this key's."""
         if agg.func in ("last", "first") and not self.frame.has_snapshot(agg.source, first, last):
             return None
         return self.frame.value(agg, self.dims, first, last)
+
+    def current(self, agg: Agg):
+        return self.read(agg, *self.days(agg.source, self.period))
+
+    def previous(self, agg: Agg, periods: int, period: dt.date | None = None):
+        period = period or shift(self.period, self.request.grain, -periods)
+        return self.read(agg, *self.days(agg.source, period, cut_start=False))
 
     def rolling(self, agg: Agg, periods: int):
         return sum((self.frame.value(agg, self.dims, *self.days(agg.source, shift(self.period, self.request.grain, -k),
@@ -318,6 +353,19 @@ class _At:
         last = self.days(agg.source, self.period)[1]
         first = period_start(self.period, reset) if reset else NEVER
         return self.frame.value(agg, self.dims, first, last)
+
+    def at_start(self, agg: Agg, coarser: str):
+        """``at_start(x, coarser)``: x in the first period of the coarser one holding P, read as
+        previous() reads a period (whole, up to --to and today)."""
+        first_period = period_start(period_start(self.period, coarser), self.request.grain)
+        return self.previous(agg, 0, first_period)
+
+    def year_before(self, agg: Agg):
+        """``previous(x, '1 year')``: the period holding the same day a year earlier (February
+        29 reads February 28)."""
+        start = self.period
+        day = start.replace(year=start.year - 1, day=min(start.day, 28 if start.month == 2 else start.day))
+        return self.previous(agg, 0, period_start(day, self.request.grain))
 
     def total(self, agg: Agg):
         return self.frame.value(agg, None, *self.days(agg.source, self.period))
