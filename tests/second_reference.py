@@ -218,6 +218,19 @@ class Readings:
             values[key] = None if value is None else float(value)
         return values
 
+    def complete(self, kpis: Iterable[str], request: Request, key: tuple) -> bool:
+        """Whether the row at ``key`` of a request for ``kpis`` is complete: its period (the range,
+        without a grain) inside the range and inside ``self.coverage`` (source -> first and last
+        day of its data) of every source the KPIs read."""
+        if request.grain:
+            first, after = key[0], shift(key[0], request.grain, 1)
+        else:
+            first, after = request.start, request.end
+        if (request.start is not None and first < request.start) or (request.end is not None and after > request.end):
+            return False
+        sources = {source for kpi in kpis for source in self.sources_of(kpi)}
+        return all(self.coverage[s][0] <= first and after - ONE_DAY <= self.coverage[s][1] for s in sources)
+
 
 class Reference(Readings):
     """The bike_rentals KPIs over the rows of ``read_tables``."""
@@ -295,18 +308,6 @@ class Reference(Readings):
         if not request.grain and not request.by:
             return {()}
         return {(*period, *dims) for period, dims in seen}
-
-    def complete(self, kpis: Iterable[str], request: Request, key: tuple) -> bool:
-        """Whether the row at ``key`` of a request for ``kpis`` is complete."""
-        if request.grain:
-            first, after = key[0], shift(key[0], request.grain, 1)
-        else:
-            first, after = request.start, request.end
-        if (request.start is not None and first < request.start) or (request.end is not None and after > request.end):
-            return False
-        sources = {source for kpi in kpis for source in self.sources_of(kpi)}
-        return all(self.coverage[s][0] <= first and after - ONE_DAY <= self.coverage[s][1] for s in sources)
-
 
 def _passes(request: Request, row: dict) -> bool:
     return request.where is None or request.where.holds(row["_dims"][request.where.dimension])

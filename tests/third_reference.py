@@ -19,9 +19,10 @@ converted to ``float`` at the end. The request shapes (``Where``, ``Request``), 
   null when no row at all is active in that period, else the rows active on its last day.
   ``rolling(x, n)`` adds up the n periods ending with P, cut only by ``--to`` and today.
   ``cumulative(x)`` adds up every row up to the end of P (from the start of the restart period for
-  ``cumulative(x, 'year')``), cut by ``--to``. ``rolling(x, '90 days')`` of a distinct count counts
-  the 90 days ending on P's last day, or on the day before ``--to``. ``share(x)`` divides by the
-  total over every dimension value of the period, in the range, after ``--where``.
+  ``cumulative(x, 'year')``), cut by ``--to``; over the interval source, the periods' own counts
+  added up. ``rolling(x, 'N days')`` of a distinct count counts the N days ending on P's last day,
+  or on the day before ``--to`` (not at today). ``share(x)`` divides by the total over every
+  dimension value of the period, in the range, after ``--where``.
 * The per-entity condition ``count(usage per account_id) > 0`` reads every usage row, whatever the
   request.
 * Row sets: the keys at which a source the KPI reads has a row (an active day, for the interval
@@ -35,8 +36,6 @@ import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
-from decimal import Decimal
-from fractions import Fraction
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
@@ -157,9 +156,13 @@ class Reference(Readings):
         self.rows[CHURN] = [{**row, "_day": row["_last"] + ONE_DAY, "_last": row["_last"] + ONE_DAY}
                             for row in self.rows["subscriptions"] if row["_last"] is not None]
         self.first_day = {source: min(row["_day"] for row in rows) for source, rows in self.rows.items()}
+        # first and last day of each source's data (the interval source's runs to today while a row is open)
+        self.coverage = {source: (min(row["_day"] for row in rows), max(_last_of(row, AS_OF) for row in rows))
+                         for source, rows in self.rows.items()}
         users = {row["account_id"] for row in self.rows["usage"]}
         subscribers = {row["account_id"] for row in self.rows["subscriptions"]}
         seats = PerEntity("usage", "last", "seats")
+        at_start = Agg("subscriptions", "first")
         paid = lambda row: row["status"] == "paid"  # noqa: E731
         invoices, billed = Agg("invoices", "count"), Agg("invoices", "sum", "amount")
         collected = Agg("invoices", "sum", "amount", paid)
@@ -207,13 +210,21 @@ class Reference(Readings):
             "seats": (("usage",), lambda at: at.current(seats)),
             "opening_seats": (("usage",), lambda at: at.current(PerEntity("usage", "first", "seats"))),
             "seats_before": (("usage",), lambda at: at.previous(seats, 1)),
-            "usage_accounts_30d": (("usage",), lambda at: at.days_back(Agg("usage", "count_distinct", "account_id"), 30)),
+            "usage_accounts_30d": (("usage",), lambda at: at.days_back(Agg("usage", "count_distinct", "account_id"),
+                                                                        30)),
             "avg_mrr": (("subscriptions",), lambda at: at.current(Agg("subscriptions", "avg", "mrr"))),
             "churned_subscriptions": ((CHURN,), lambda at: at.current(Agg(CHURN, "count"))),
             "subscribers_ever": (("subscriptions",), lambda at: at.cumulative(subscribed)),
             "mrr_share": (("subscriptions",), lambda at: _div(at.current(mrr), at.total(mrr), 100)),
             "mrr_at_quarter_start": (("subscriptions",), lambda at: at.at_start(mrr, "quarter")),
             "mrr_last_year": (("subscriptions",), lambda at: at.year_before(mrr)),
+            "subscriptions_at_start": (("subscriptions",), lambda at: at.current(at_start)),
+            "churn_rate": ((CHURN, "subscriptions"), lambda at: _div(at.current(Agg(CHURN, "count")),
+                                                                       at.current(at_start), 100)),
+            "subscribers_this_year": (("subscriptions",), lambda at: at.cumulative(subscribed, "year")),
+            "subscriptions_30d": (("subscriptions",), lambda at: at.days_back(
+                Agg("subscriptions", "count_distinct", "subscription_id"), 30)),
+            "subscription_periods_to_date": (("subscriptions",), lambda at: at.running(active)),
             "largest_invoice": (("invoices",), lambda at: at.current(Agg("invoices", "max", "amount"))),
             "collection_rate_to_date": (("invoices",), lambda at: _div(at.cumulative(collected), at.cumulative(billed),
                                                                        100)),
@@ -244,7 +255,7 @@ class Reference(Readings):
             for row in self.rows[source]:
                 if not _passes(request, row):
                     continue
-                low, high = max(row["_day"], first), min(_last_of(row, request), last)
+                low, high = max(row["_day"], first), min(_last_of(row, request.as_of), last)
                 if low > high:
                     continue
                 dims = tuple(row["_dims"][d] for d in request.by)
@@ -264,8 +275,8 @@ def _passes(request: Request, row: dict) -> bool:
     return request.where is None or request.where.holds(row["_dims"][request.where.dimension])
 
 
-def _last_of(row: dict, request: Request) -> dt.date:
-    return request.as_of if row["_last"] is None else row["_last"]
+def _last_of(row: dict, today: dt.date) -> dt.date:
+    return today if row["_last"] is None else row["_last"]
 
 
 class _Frame:
@@ -284,7 +295,7 @@ class _Frame:
 
     def meeting(self, rows: Iterable[dict], first: dt.date, last: dt.date) -> list[dict]:
         """The rows whose span meets the days ``[first, last]``."""
-        return [row for row in rows if max(row["_day"], first) <= min(_last_of(row, self.request), last)]
+        return [row for row in rows if max(row["_day"], first) <= min(_last_of(row, self.request.as_of), last)]
 
     def value(self, agg: Agg, dims: tuple | None, first: dt.date, last: dt.date) -> Any:
         """``agg`` over the days ``[first, last]`` at the dimension values ``dims`` (None: all)."""
@@ -367,9 +378,25 @@ class _At:
         day = start.replace(year=start.year - 1, day=min(start.day, 28 if start.month == 2 else start.day))
         return self.previous(agg, 0, period_start(day, self.request.grain))
 
+    def running(self, agg: Agg):
+        """``cumulative(x)`` of a value that is not a sum over days (rows active during a period):
+        the periods' own values added up, from the first period of the data to P."""
+        if self.period is None:
+            return self.current(agg)  # no grain (and so no --from): the whole data once
+        first_period = period_start(self.frame.reference.first_day[agg.source], self.request.grain)
+        total, period = 0, first_period
+        while period <= self.period:
+            total += self.frame.value(agg, self.dims, *self.days(agg.source, period, cut_start=False))
+            period = shift(period, self.request.grain, 1)
+        return total
+
     def total(self, agg: Agg):
         return self.frame.value(agg, None, *self.days(agg.source, self.period))
 
     def days_back(self, agg: Agg, days: int):
-        last = self.days(agg.source, self.period)[1]
+        """The ``days`` days ending on P's last day, or on the day before --to (not at today: a
+        subscription is still active only up to today)."""
+        last = period_days(self.period, self.request.grain)[1]
+        if self.request.end is not None:
+            last = min(last, self.request.end - ONE_DAY)
         return self.frame.value(agg, self.dims, last - dt.timedelta(days=days - 1), last)
