@@ -220,16 +220,19 @@ class Readings:
 
     def complete(self, kpis: Iterable[str], request: Request, key: tuple) -> bool:
         """Whether the row at ``key`` of a request for ``kpis`` is complete: its period (the range,
-        without a grain) inside the range and inside ``self.coverage`` (source -> first and last
-        day of its data) of every source the KPIs read."""
+        without a grain) inside the range and inside the first and last day of the data of every
+        source the KPIs read (``extent``, by default ``self.coverage[source]``)."""
         if request.grain:
             first, after = key[0], shift(key[0], request.grain, 1)
         else:
             first, after = request.start, request.end
         if (request.start is not None and first < request.start) or (request.end is not None and after > request.end):
             return False
-        sources = {source for kpi in kpis for source in self.sources_of(kpi)}
-        return all(self.coverage[s][0] <= first and after - ONE_DAY <= self.coverage[s][1] for s in sources)
+        extents = [self.extent(source, request) for kpi in kpis for source in self.sources_of(kpi)]
+        return all(begin <= first and after - ONE_DAY <= end for begin, end in extents)
+
+    def extent(self, source: str, request: Request) -> tuple[dt.date, dt.date]:
+        return self.coverage[source]
 
 
 class Reference(Readings):

@@ -8,8 +8,8 @@ converted to ``float`` at the end. The request shapes (``Where``, ``Request``), 
 * Local days. A TIMESTAMP (UTC in the warehouse) belongs to its day in the project's time zone
   (America/New_York; ``zone=None`` reads it as UTC, for SQLite). Weeks start on Sunday.
 * Every row has a span of days: an event's is its day; a subscription's runs from its start's day
-  to the day before its end's day (never active when they are the same day), or to today (the
-  request's ``as_of``) while it has no end. A row counts at a key when its span meets the key's
+  to the day before its end's day (never active when they are the same day), and never after
+  today (the request's ``as_of``), up to which it runs while it has no end. A row counts at a key when its span meets the key's
   days: the period's days inside ``[from, to)`` (for the interval source also never after today, nor
   before its first day of data when there is no ``--from``).
 * ``last``/``first`` over the interval source sum the rows active on the last (first) of those
@@ -150,15 +150,12 @@ class Reference(Readings):
                     last = day
                 else:
                     last = None if raw[end_column] is None else local_day(raw[end_column], tz) - ONE_DAY
-                rows.append({**raw, "_dims": dims, "_day": day, "_last": last})
+                rows.append({**raw, "_dims": dims, "_day": day, "_last": last, "_interval": end_column is not None})
             self.rows[source] = rows
         # the rows of the churn axis: each ended subscription as an event at its end's day
-        self.rows[CHURN] = [{**row, "_day": row["_last"] + ONE_DAY, "_last": row["_last"] + ONE_DAY}
+        self.rows[CHURN] = [{**row, "_day": row["_last"] + ONE_DAY, "_last": row["_last"] + ONE_DAY, "_interval": False}
                             for row in self.rows["subscriptions"] if row["_last"] is not None]
         self.first_day = {source: min(row["_day"] for row in rows) for source, rows in self.rows.items()}
-        # first and last day of each source's data (the interval source's runs to today while a row is open)
-        self.coverage = {source: (min(row["_day"] for row in rows), max(_last_of(row, AS_OF) for row in rows))
-                         for source, rows in self.rows.items()}
         users = {row["account_id"] for row in self.rows["usage"]}
         subscribers = {row["account_id"] for row in self.rows["subscriptions"]}
         seats = PerEntity("usage", "last", "seats")
@@ -240,6 +237,12 @@ class Reference(Readings):
         frame = _Frame(self, request)
         return lambda period, dims: _At(frame, period, dims)
 
+    def extent(self, source: str, request: Request) -> tuple[dt.date, dt.date]:
+        """First and last day of a source's data (the interval source's runs to today while a row
+        is open)."""
+        rows = self.rows[source]
+        return min(row["_day"] for row in rows), max(_last_of(row, request.as_of) for row in rows)
+
     def range_days(self, source: str, request: Request) -> tuple[dt.date, dt.date]:
         """First and last day a request reads of ``source``: the interval source starts with its
         data when there is no --from (first() reads that day) and stops at today."""
@@ -276,7 +279,11 @@ def _passes(request: Request, row: dict) -> bool:
 
 
 def _last_of(row: dict, today: dt.date) -> dt.date:
-    return today if row["_last"] is None else row["_last"]
+    """The last day a row counts on: a subscription never after today (nothing is known of later
+    days), an event on its own day."""
+    if row["_last"] is None:
+        return today
+    return min(row["_last"], today) if row["_interval"] else row["_last"]
 
 
 class _Frame:
