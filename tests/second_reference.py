@@ -205,6 +205,7 @@ class Readings:
     which returns a function of (period, dimension values) -> the place formulas are read at."""
 
     kpis: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]]
+    shift = staticmethod(shift)  # the calendar's: a subclass with other grains gives its own
 
     def sources_of(self, kpi: str) -> tuple[str, ...]:
         return self.kpis[kpi][0]
@@ -223,7 +224,7 @@ class Readings:
         without a grain) inside the range and inside the first and last day of the data of every
         source the KPIs read (``extent``, by default ``self.coverage[source]``)."""
         if request.grain:
-            first, after = key[0], shift(key[0], request.grain, 1)
+            first, after = key[0], self.shift(key[0], request.grain, 1)
         else:
             first, after = request.start, request.end
         if (request.start is not None and first < request.start) or (request.end is not None and after > request.end):

@@ -6,12 +6,13 @@ converted to ``float`` at the end. The request shapes (``Where``, ``Request``), 
 (``Agg``) and the helpers for ratios and growth are second_reference's; what is new here:
 
 * Local days. A TIMESTAMP (UTC in the warehouse) belongs to its day in the project's time zone
-  (America/New_York; ``zone=None`` reads it as UTC, for SQLite). Weeks start on Sunday.
+  (America/New_York; ``zone=None`` reads it as UTC, for SQLite). Weeks start on Sunday, fiscal
+  years in April (``fiscal_quarter``, ``fiscal_year``).
 * Every row has a span of days: an event's is its day; a subscription's runs from its start's day
   to the day before its end's day (never active when they are the same day), and never after
-  today (the request's ``as_of``), up to which it runs while it has no end. A row counts at a key when its span meets the key's
-  days: the period's days inside ``[from, to)`` (for the interval source also never after today, nor
-  before its first day of data when there is no ``--from``).
+  today (the request's ``as_of``), up to which it runs while it has no end. A row counts at a key
+  when its span meets the key's days: the period's days inside ``[from, to)`` (for the interval
+  source also never after today, nor before its first day of data when there is no ``--from``).
 * ``last``/``first`` over the interval source sum the rows active on the last (first) of those
   days; null when there are none. ``last(x per account_id)`` takes each account's latest row of the
   key's days, whatever ``--where`` says, then keeps it when it passes ``--where``.
@@ -40,13 +41,15 @@ from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
 import second_reference
-from second_reference import Agg, Readings, Where, _div, _growth, shift  # noqa: F401  (Where: for the tests)
+from second_reference import Agg, Readings, Where, _div, _growth  # noqa: F401  (Where: for the tests)
 
 AS_OF = dt.date(2026, 1, 20)  # "today" for every request: open subscriptions run to it
 ZONE = "America/New_York"
 ONE_DAY = dt.timedelta(days=1)
 NEVER, ALWAYS = dt.date.min, dt.date.max
-GRAINS = ("day", "week", "month", "quarter", "year")
+GRAINS = ("day", "week", "month", "quarter", "year", "fiscal_quarter", "fiscal_year")
+FISCAL_START = 4  # the project's fiscal_year_start: fiscal years start in April
+_FISCAL_MONTHS = {"fiscal_quarter": 3, "fiscal_year": 12}
 
 # source -> (table, time column, end column or None, its own dimensions)
 SOURCES = {
@@ -66,13 +69,24 @@ def _or_zero(value):
     return 0 if value is None else value  # fill_nulls_with: 0
 
 
-# --- calendar: weeks start on Sunday --------------------------------------------------------------------
+# --- calendar: weeks start on Sunday, fiscal years in April ----------------------------------------------
 
 
 def period_start(day: dt.date, grain: str) -> dt.date:
     if grain == "week":
         return day - dt.timedelta(days=(day.weekday() + 1) % 7)
+    if grain in _FISCAL_MONTHS:
+        months = _FISCAL_MONTHS[grain]
+        index = (day.year * 12 + day.month - FISCAL_START) // months * months + FISCAL_START - 1
+        return dt.date(index // 12, index % 12 + 1, 1)
     return second_reference.period_start(day, grain)
+
+
+def shift(start: dt.date, grain: str, periods: int) -> dt.date:
+    """The first day of the period ``periods`` after the one that starts on ``start``."""
+    if grain in _FISCAL_MONTHS:
+        return second_reference.shift(start, "month", periods * _FISCAL_MONTHS[grain])
+    return second_reference.shift(start, grain, periods)
 
 
 def period_days(start: dt.date, grain: str) -> tuple[dt.date, dt.date]:
@@ -130,6 +144,8 @@ def local_day(value: Any, zone: ZoneInfo | None) -> dt.date:
 
 class Reference(Readings):
     """The saas_billing KPIs over the rows of ``third_project.read_tables``."""
+
+    shift = staticmethod(shift)  # for Readings.complete
 
     def __init__(self, tables: dict[str, list[dict]], zone: str | None = ZONE):
         tz = ZoneInfo(zone) if zone else None
@@ -368,6 +384,7 @@ class _At:
                     for k in range(periods)), 0)
 
     def cumulative(self, agg: Agg, reset: str | None = None):
+        """From the start of the data, or of the restart period (made of whole periods of the grain)."""
         last = self.days(agg.source, self.period)[1]
         first = period_start(self.period, reset) if reset else NEVER
         return self.frame.value(agg, self.dims, first, last)
