@@ -5,8 +5,8 @@ tests/third_project.py), checked against a plain-Python reading of its raw rows
 What it adds to the marketing example and bike_rentals: dimensions two joins away with dangling
 keys at both hops, an interval source (subscriptions with TIMESTAMP starts and ends, open ones, ends
 on local month boundaries) read in a project time zone, invoices several a day around local
-midnight, a sparse DATE source, Sunday weeks and April fiscal years, a per-entity snapshot and a per-entity condition
-across two sources, and ratios of KPIs over an event and an interval source.
+midnight, a sparse DATE source, Sunday weeks and April fiscal years, a per-entity snapshot and a
+per-entity condition across two sources, and ratios of KPIs over an event and an interval source.
 
 - Fixed requests (each grain, the two-hop dimensions, --from/--to inside a period, --where on a
   dimension, --fill, no grain): every KPI that can answer, asked together, equals the reference at
