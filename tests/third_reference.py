@@ -22,7 +22,8 @@ converted to ``float`` at the end. The request shapes (``Where``, ``Request``), 
   ``cumulative(x)`` adds up every row up to the end of P (from the start of the restart period for
   ``cumulative(x, 'year')``), cut by ``--to``; over the interval source, the periods' own counts
   added up. ``rolling(x, 'N days')`` of a distinct count counts the N days ending on P's last day,
-  or on the day before ``--to`` (not at today). ``share(x)`` divides by the total over every
+  or on the day before ``--to`` (not at today); of a count over the interval source, it adds up
+  the 30 days' own counts (subscription-days). ``share(x)`` divides by the total over every
   dimension value of the period, in the range, after ``--where``.
 * The per-entity condition ``count(usage per account_id) > 0`` reads every usage row, whatever the
   request.
@@ -238,6 +239,7 @@ class Reference(Readings):
             "subscriptions_30d": (("subscriptions",), lambda at: at.days_back(
                 Agg("subscriptions", "count_distinct", "subscription_id"), 30)),
             "subscription_periods_to_date": (("subscriptions",), lambda at: at.running(active)),
+            "subscription_days_30d": (("subscriptions",), lambda at: at.days_back(active, 30, day_by_day=True)),
             "largest_invoice": (("invoices",), lambda at: at.current(Agg("invoices", "max", "amount"))),
             "collection_rate_to_date": (("invoices",), lambda at: _div(at.cumulative(collected), at.cumulative(billed),
                                                                        100)),
@@ -417,10 +419,15 @@ class _At:
     def total(self, agg: Agg):
         return self.frame.value(agg, None, *self.days(agg.source, self.period))
 
-    def days_back(self, agg: Agg, days: int):
+    def days_back(self, agg: Agg, days: int, day_by_day: bool = False):
         """The ``days`` days ending on P's last day, or on the day before --to (not at today: a
-        subscription is still active only up to today)."""
+        subscription is still active only up to today): counted over the window's rows, or
+        ``day_by_day``, each day's value added up (a sum of day totals)."""
         last = period_days(self.period, self.request.grain)[1]
         if self.request.end is not None:
             last = min(last, self.request.end - ONE_DAY)
-        return self.frame.value(agg, self.dims, last - dt.timedelta(days=days - 1), last)
+        first = last - dt.timedelta(days=days - 1)
+        if day_by_day:
+            return sum(self.frame.value(agg, self.dims, first + dt.timedelta(days=k), first + dt.timedelta(days=k))
+                       for k in range(days))
+        return self.frame.value(agg, self.dims, first, last)
