@@ -35,29 +35,30 @@ TABLES: dict[str, dict[str, str]] = {
 }
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("bike_rentals_generate", PROJECT_DIR / "generate.py")
+def _generator(project_dir: Path = PROJECT_DIR):
+    spec = importlib.util.spec_from_file_location(f"{project_dir.name}_generate", project_dir / "generate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def make_folder(folder: Path, extra_files: dict[str, str] | None = None) -> Path:
-    """Copy the project's YAML files into ``folder``, generate ``folder/data`` and add
-    ``extra_files`` (name -> text) beside them."""
+def make_folder(folder: Path, extra_files: dict[str, str] | None = None, project_dir: Path = PROJECT_DIR) -> Path:
+    """Copy the YAML files of ``project_dir`` (a project beside its ``generate.py``) into ``folder``,
+    generate ``folder/data`` and add ``extra_files`` (name -> text) beside them."""
     folder.mkdir(parents=True, exist_ok=True)
-    for path in PROJECT_DIR.glob("*.yaml"):
+    for path in project_dir.glob("*.yaml"):
         shutil.copy(path, folder / path.name)
-    _generator().generate(folder / "data")
+    _generator(project_dir).generate(folder / "data")
     for name, text in (extra_files or {}).items():
         (folder / name).write_text(text, encoding="utf-8")
     return folder
 
 
-def read_tables(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every table of ``data_dir`` as typed rows: {table: [{column: value}]}, NULL as None."""
+def read_tables(data_dir: Path, kinds_of: dict[str, dict[str, str]] = TABLES) -> dict[str, list[dict[str, Any]]]:
+    """Every table of ``data_dir`` named in ``kinds_of`` as typed rows: {table: [{column: value}]},
+    NULL as None."""
     tables = {}
-    for table, kinds in TABLES.items():
+    for table, kinds in kinds_of.items():
         with open(Path(data_dir) / f"{table}.csv", newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             assert reader.fieldnames == list(kinds), f"{table}.csv columns differ from TABLES"

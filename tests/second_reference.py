@@ -164,7 +164,7 @@ class Agg:
     """An aggregate over one source: func of column over the rows where ``when`` holds."""
 
     source: str
-    func: str  # count, sum, avg, count_distinct, last, first
+    func: str  # count, sum, avg, min, max, count_distinct, last, first
     column: str | None = None
     when: Callable[[dict], bool] | None = None
 
@@ -178,6 +178,8 @@ class Agg:
             return len(set(values))
         if self.func == "avg":
             return Fraction(sum(values, Decimal(0))) / len(values) if values else None
+        if self.func in ("min", "max"):
+            return (min if self.func == "min" else max)(values, default=None)
         return sum(values, Decimal(0))  # sum, and last/first of a column
 
 
@@ -197,7 +199,44 @@ def _growth(current, before) -> Fraction | None:
 # --- evaluation ----------------------------------------------------------------------------------------
 
 
-class Reference:
+class Readings:
+    """A reference's KPIs, each read at the keys of a request. A subclass sets ``kpis`` (name ->
+    (sources read, value at a key)) and gives ``row_set(kpi, request)`` and ``at(request)``,
+    which returns a function of (period, dimension values) -> the place formulas are read at."""
+
+    kpis: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]]
+    shift = staticmethod(shift)  # the calendar's: a subclass with other grains gives its own
+
+    def sources_of(self, kpi: str) -> tuple[str, ...]:
+        return self.kpis[kpi][0]
+
+    def evaluate(self, kpi: str, request: Request) -> dict[tuple, float | None]:
+        """The KPI alone: {key: value} over exactly its row set."""
+        at, compute = self.at(request), self.kpis[kpi][1]
+        values = {}
+        for key in self.row_set(kpi, request):
+            value = compute(at(key[0], key[1:]) if request.grain else at(None, key))
+            values[key] = None if value is None else float(value)
+        return values
+
+    def complete(self, kpis: Iterable[str], request: Request, key: tuple) -> bool:
+        """Whether the row at ``key`` of a request for ``kpis`` is complete: its period (the range,
+        without a grain) inside the range and inside the first and last day of the data of every
+        source the KPIs read (``extent``, by default ``self.coverage[source]``)."""
+        if request.grain:
+            first, after = key[0], self.shift(key[0], request.grain, 1)
+        else:
+            first, after = request.start, request.end
+        if (request.start is not None and first < request.start) or (request.end is not None and after > request.end):
+            return False
+        extents = [self.extent(source, request) for kpi in kpis for source in self.sources_of(kpi)]
+        return all(begin <= first and after - ONE_DAY <= end for begin, end in extents)
+
+    def extent(self, source: str, request: Request) -> tuple[dt.date, dt.date]:
+        return self.coverage[source]
+
+
+class Reference(Readings):
     """The bike_rentals KPIs over the rows of ``read_tables``."""
 
     def __init__(self, tables: dict[str, list[dict]]):
@@ -255,19 +294,9 @@ class Reference:
                                        lambda at: _growth(at.cumulative(revenue), at.earlier(1).cumulative(revenue))),
         }
 
-    def sources_of(self, kpi: str) -> tuple[str, ...]:
-        return self.kpis[kpi][0]
-
-    # -- what a request returns
-    def evaluate(self, kpi: str, request: Request) -> dict[tuple, float | None]:
-        """The KPI alone: {key: value} over exactly its row set."""
+    def at(self, request: Request) -> Callable[[Any, tuple], _At]:
         frame = _Frame(self, request)
-        compute = self.kpis[kpi][1]
-        values = {}
-        for key in self.row_set(kpi, request):
-            value = compute(_At(frame, key[0] if request.grain else None, key[1 if request.grain else 0:]))
-            values[key] = None if value is None else float(value)
-        return values
+        return lambda period, dims: _At(frame, period, dims)
 
     def row_set(self, kpi: str, request: Request) -> set[tuple]:
         seen = set()
@@ -283,18 +312,6 @@ class Reference:
         if not request.grain and not request.by:
             return {()}
         return {(*period, *dims) for period, dims in seen}
-
-    def complete(self, kpis: Iterable[str], request: Request, key: tuple) -> bool:
-        """Whether the row at ``key`` of a request for ``kpis`` is complete."""
-        if request.grain:
-            first, after = key[0], shift(key[0], request.grain, 1)
-        else:
-            first, after = request.start, request.end
-        if (request.start is not None and first < request.start) or (request.end is not None and after > request.end):
-            return False
-        sources = {source for kpi in kpis for source in self.sources_of(kpi)}
-        return all(self.coverage[s][0] <= first and after - ONE_DAY <= self.coverage[s][1] for s in sources)
-
 
 def _passes(request: Request, row: dict) -> bool:
     return request.where is None or request.where.holds(row["_dims"][request.where.dimension])
