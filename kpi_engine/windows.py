@@ -273,9 +273,24 @@ class TimeWindows:
             first = self.calendar.months_back(last, leaf.months) + dt.timedelta(days=1)
         elif leaf.kind == "rolling":
             first = self.calendar.try_shift(period, self.grain, -(leaf.periods - 1)) or dt.date.min
-        else:  # cumulative: from the start of data, or of the restart period
-            first = self.calendar.try_period_start(period, leaf.reset) if leaf.reset else dt.date.min
+        elif leaf.reset:  # cumulative with a restart: from the first period that starts in this restart period
+            first = self.first_in_reset(period, leaf.reset)
+        else:  # cumulative: from the start of data
+            first = dt.date.min
         return first, last
+
+    def first_in_reset(self, period: dt.date, reset: str) -> dt.date:
+        """The first day of the first ``grain`` period that starts inside the ``reset`` period holding
+        ``period``'s first day: a running total restarted every ``reset`` adds up the periods that
+        start in it (a week starting on 30 December counts with the year before, as the count's
+        window partitions by the restart period of each period's first day), so a window of days
+        must not reach back to days of a period that belongs to the previous restart (the 1st to
+        the 5th of January, there)."""
+        start = self.calendar.try_period_start(period, reset)
+        if start is None:
+            return dt.date.min
+        holding = self.calendar.period_start(start, self.grain)
+        return start if holding == start else (self.calendar.try_shift(holding, self.grain, 1) or start)
 
     def window(self, leaf: WindowLeaf, column: str, table: str = SERIES_CTE) -> exp.Expression:
         """The ``leaf``'s window over ``column`` of ``table`` (the series, or the stage before)."""

@@ -102,8 +102,11 @@ def reference(rows, grain, start, end, by=None, window=("cumulative", None), whe
     for period, group in keys:
         last = min(shift(period, grain, 1), end) - dt.timedelta(days=1)
         kind, size = window
-        if kind == "cumulative":
-            first = period_of(period, size) if size else dt.date.min
+        if kind == "cumulative" and size:  # a period counts with the restart period of its first day:
+            restart = period_of(period, size)  # from the first period that starts in that restart period
+            first = restart if period_of(restart, grain) == restart else shift(period_of(restart, grain), grain, 1)
+        elif kind == "cumulative":
+            first = dt.date.min
         elif kind == "rolling":
             first = shift(period, grain, -(size - 1))
         else:
