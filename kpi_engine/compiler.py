@@ -550,7 +550,7 @@ class _Compiler:
                 body = body.where(exp.and_(*conditions, copy=False), copy=False)
             backs = {}
             for leaf in history_leaves:
-                if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS and leaf.agg.per is None:
+                if leaf.kind == "previous" and leaf.agg.func in SNAPSHOTS:
                     read = histories.get(leaf.agg.source, ranges[leaf.agg.source])
                     backs[leaf] = self.windows.join_snapshot_back(body, read.snapshot_cte(leaf.agg), leaf, key_table)
 

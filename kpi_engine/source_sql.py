@@ -105,8 +105,10 @@ class SourceRead:
     conversions_only: bool = False  # a conversion source without its base events (the base's read has their keys)
 
     def snapshot_cte(self, agg: n.Aggregate) -> str | None:
-        """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind)."""
-        return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS and agg.per is None else None
+        """The CTE of the snapshot times a last()/first() aggregate is taken at (one per kind). A
+        per-entity one (``per key``) is taken at each entity's own time, but reads the CTE too: a
+        period without it holds no snapshot at all, so its value is null, not 0 (as last(x))."""
+        return f"{self.name}_{agg.func}" if agg.func in SNAPSHOTS else None
 
     @property
     def days_cte(self) -> str:
@@ -115,8 +117,7 @@ class SourceRead:
 
     def snapshots(self) -> dict[str, n.Aggregate]:
         # snapshot_cte written out: asked several times per read, for every aggregate
-        return {f"{self.name}_{agg.func}": agg for agg in self.plan.aggregates
-                if agg.func in SNAPSHOTS and agg.per is None}
+        return {f"{self.name}_{agg.func}": agg for agg in self.plan.aggregates if agg.func in SNAPSHOTS}
 
     def snapshot_ctes(self) -> list[str]:
         return list(self.snapshots())
@@ -397,8 +398,10 @@ class SourceReader:
         if not by_day:  # (grouped by day, the snapshot days are marked in days_to_periods)
             for snapshot, agg in read.snapshots().items():
                 ctes.append((snapshot, self.snapshot_times(agg, start)))
-                joins[snapshot] = exp.EQ(this=copy_of(time), expression=col("snapshot_time", snapshot))
-                relations[snapshot] = table_ref(snapshot)
+                if any(other.func == agg.func and other.per is None for other in plan.aggregates):
+                    # (rows are marked at the source-wide snapshot; a per-entity one marks its own)
+                    joins[snapshot] = exp.EQ(this=copy_of(time), expression=col("snapshot_time", snapshot))
+                    relations[snapshot] = table_ref(snapshot)
         selects: list[exp.Expression] = []
         group: list[exp.Expression] = []
         if self.grain:

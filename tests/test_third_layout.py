@@ -39,12 +39,6 @@ from warehouse_loading import sqlite_warehouse
 
 D = dt.date
 FINER_THAN_QUARTER = {"mrr_at_quarter_start"}
-# Engine bugs, each pinned by a strict xfail test at the end of this module, kept out of the
-# general checks so that these still catch anything else: previous() of a per-entity snapshot
-# (seats_before) is checked alone and without --by only, and per-entity snapshots never where a
-# period can be empty (under --fill, or without a grain over a range without usage).
-PREVIOUS_PER_ENTITY = {"seats_before"}
-PER_ENTITY = {"seats", "opening_seats", "seats_before"}
 # THIRD_LAYOUT_EXAMPLES=500 for a longer hunt by hand; 30 keep the module within a minute.
 RANDOM = settings(max_examples=int(os.environ.get("THIRD_LAYOUT_EXAMPLES", "30")), deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow])
@@ -97,21 +91,16 @@ def catalog(project, truth):
 
 def fits(catalog, truth: Reference, name: str, request: Request) -> bool:
     """Whether KPI ``name`` can answer ``request``: the time functions it allows (at_start(x,
-    'quarter') needs a grain finer than a quarter; a calendar year does not start on a fiscal
-    year's first day), the dimensions it has; and whether a known engine bug (above) keeps it out."""
+    'quarter') needs a grain finer than a quarter) and the dimensions it has."""
     needed = set(request.by) | ({request.where.dimension} if request.where else set())
     facts = catalog.kpis[name]
-    empty_period = request.fill or (request.grain is None and not any(
-        request.in_range(row["_day"]) for row in truth.rows["usage"]))
     return (answerable(facts, request) and needed <= facts.dimensions
-            and (name not in FINER_THAN_QUARTER or request.grain in ("day", "week", "month"))
-            and not (facts.cumulative_reset and request.grain == "fiscal_year")
-            and not (empty_period and name in PER_ENTITY))
+            and (name not in FINER_THAN_QUARTER or request.grain in ("day", "week", "month")))
 
 
 def kpis_for(catalog, truth: Reference, request: Request) -> list[str]:
     return sorted(name for name in catalog.kpis
-                  if fits(catalog, truth, name, request) and name not in PREVIOUS_PER_ENTITY)
+                  if fits(catalog, truth, name, request))
 
 
 def assert_together_equals_reference(project, truth: Reference, kpis: list[str], request: Request
@@ -148,9 +137,6 @@ def test_fixed_requests_equal_plain_python(project, truth, catalog, request_):
         wrong = [f"{key}: expected {truth.complete(kpis, request_, key)}, got {row['complete']}"
                  for key, row in rows.items() if row["complete"] is not truth.complete(kpis, request_, key)]
         assert not wrong, f"complete flags of {shown(kpis, request_)}\n" + "\n".join(wrong[:10])
-    for name in sorted(PREVIOUS_PER_ENTITY):
-        if fits(catalog, truth, name, request_) and not request_.by:
-            assert_together_equals_reference(project, truth, [name], request_)
 
 
 @RANDOM
@@ -158,7 +144,7 @@ def test_fixed_requests_equal_plain_python(project, truth, catalog, request_):
 def test_random_requests_alone_together_and_plain_python_agree(project, truth, catalog, data):
     drawn, request = data.draw(requests(catalog))
     request = pinned(request, data.draw(st.just(AS_OF) | st.dates(D(2024, 8, 1), D(2026, 6, 1)), label="as_of"))
-    drawn = [name for name in drawn if fits(catalog, truth, name, request) and name not in PREVIOUS_PER_ENTITY]
+    drawn = [name for name in drawn if fits(catalog, truth, name, request)]
     assume(len(drawn) >= 2)
     note(shown(drawn, request))
     assert_equals_reference(truth, assert_alone_equals_together(project, drawn, request), request)
@@ -187,7 +173,7 @@ def test_sqlite_equals_plain_python_in_utc(on_sqlite, utc_folder, catalog, reque
     assert_together_equals_reference(on_sqlite, truth, kpis_for(catalog, truth, request_), request_)
 
 
-# --- engine bugs found by this layout (strict: each turns into a failure once fixed) -------------------------
+# --- engine bugs this layout found (fixed; kept as regression tests) -----------------------------------------
 #
 # A per-entity snapshot (last/first(x per key)) is a snapshot (docs/time.md, "Per-entity snapshots"),
 # so docs/semantics.md's "Empty versus zero" applies: null in a period without any row of the
@@ -199,16 +185,12 @@ def _one(project, names, **options) -> list[dict]:
     return project.evaluate(names, as_of=AS_OF, **options).to_dicts()
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: previous() of a per-entity snapshot reads 0 for a period "
-                                       "without rows when another source's KPI puts that period in the series")
 def test_previous_of_a_per_entity_snapshot_over_an_empty_period_is_null_asked_with_another_source(project):
     options = dict(grain="month", start=D(2025, 4, 1), end=D(2025, 5, 1))
     assert _one(project, ["seats_before"], **options)[0]["seats_before"] is None  # alone: null, as documented
     assert _one(project, ["seats_before", "collected"], **options)[0]["seats_before"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a per-entity snapshot reads 0, not null, over a range "
-                                       "without rows")
 def test_a_per_entity_snapshot_is_null_over_a_range_without_rows(project):
     options = dict(start=D(2025, 3, 2), end=D(2025, 3, 20))  # no usage in March 2025
     plain = _one(project, [], formulas=["last(usage.seats)"], **options)
@@ -216,8 +198,6 @@ def test_a_per_entity_snapshot_is_null_over_a_range_without_rows(project):
     assert _one(project, ["seats"], **options)[0]["seats"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: under --fill a per-entity snapshot reads 0, not null, in a "
-                                       "period without rows")
 def test_a_per_entity_snapshot_is_null_in_an_empty_period_under_fill(project):
     rows = _one(project, ["seats", "opening_seats"], grain="month", start=D(2025, 2, 1), end=D(2025, 4, 1),
                 fill=True)
@@ -226,8 +206,6 @@ def test_a_per_entity_snapshot_is_null_in_an_empty_period_under_fill(project):
     assert (rows[1]["seats"], rows[1]["opening_seats"]) == (None, None)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: previous() of a per-entity snapshot reads null, not 0, for "
-                                       "a dimension value without a row in a previous period that has rows")
 def test_previous_of_a_per_entity_snapshot_is_zero_for_a_value_without_rows(project):
     options = dict(grain="week", start=D(2025, 4, 13), end=D(2025, 4, 20), by=["country"])
     plain = {row["country"]: row["formula"] for row in _one(project, [], formulas=["previous(last(usage.seats))"],

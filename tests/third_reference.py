@@ -19,9 +19,9 @@ converted to ``float`` at the end. The request shapes (``Where``, ``Request``), 
 * ``previous(x, n)`` reads the whole period n back (up to today); for the interval snapshot it is
   null when no row at all is active in that period, else the rows active on its last day.
   ``rolling(x, n)`` adds up the n periods ending with P, cut only by ``--to`` and today.
-  ``cumulative(x)`` adds up every row up to the end of P (from the start of the restart period for
-  ``cumulative(x, 'year')``), cut by ``--to``; over the interval source, the periods' own counts
-  added up. ``rolling(x, 'N days')`` of a distinct count counts the N days ending on P's last day,
+  ``cumulative(x)`` adds up every row up to the end of P (for ``cumulative(x, 'year')``, from the
+  first period that starts in the year holding P's first day), cut by ``--to``; over the interval
+  source, the periods' own counts added up. ``rolling(x, 'N days')`` of a distinct count counts the N days ending on P's last day,
   or on the day before ``--to`` (not at today); of a count over the interval source, it adds up
   the 30 days' own counts (subscription-days). ``share(x)`` divides by the total over every
   dimension value of the period, in the range, after ``--where``.
@@ -386,9 +386,15 @@ class _At:
                     for k in range(periods)), 0)
 
     def cumulative(self, agg: Agg, reset: str | None = None):
-        """From the start of the data, or of the restart period (made of whole periods of the grain)."""
+        """From the start of the data, or of the first period that starts in the restart period
+        holding P's first day (a period counts with the restart period of its first day: the
+        fiscal year from April 2025 with calendar 2025, from April)."""
         last = self.days(agg.source, self.period)[1]
-        first = period_start(self.period, reset) if reset else NEVER
+        first = NEVER
+        if reset:
+            restart = period_start(self.period, reset)
+            holding = period_start(restart, self.request.grain)
+            first = restart if holding == restart else shift(holding, self.request.grain, 1)
         return self.frame.value(agg, self.dims, first, last)
 
     def at_start(self, agg: Agg, coarser: str):
