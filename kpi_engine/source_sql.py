@@ -172,7 +172,7 @@ class SourceReader:
     def function(self, name: str, args: list[exp.Expression]) -> exp.Expression:
         plugin = self.model.functions.get(name)
         if plugin is None:
-            return scalar_function(name, args)
+            return scalar_function(name, args, self.dialect)
         result = plugin.compile(args, self.dialect)
         if not isinstance(result, exp.Expression):
             raise QueryError(f"the plugin function '{name}' returned {type(result).__name__}, not a sqlglot expression.",

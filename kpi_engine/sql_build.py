@@ -193,7 +193,7 @@ def compile_common(node: n.Node, recurse, function=None, never_zero=None) -> exp
     raise AssertionError(f"cannot compile {node!r} here")  # pragma: no cover
 
 
-def scalar_function(name: str, args: list[exp.Expression]) -> exp.Expression:
+def scalar_function(name: str, args: list[exp.Expression], dialect: str | None = None) -> exp.Expression:
     if name == "if":
         return exp.If(this=args[0], true=args[1], false=args[2])
     if name == "coalesce":
@@ -207,8 +207,12 @@ def scalar_function(name: str, args: list[exp.Expression]) -> exp.Expression:
     if name in ("least", "greatest"):
         return null_if_any_null(args, exp.Least if name == "least" else exp.Greatest)
     if name == "days_between":
-        # Whole calendar days from the first to the second, the same on every engine.
-        return exp.DateDiff(this=cast(args[1], "DATE"), expression=cast(args[0], "DATE"), unit=exp.var("DAY"))
+        # Whole calendar days from the first to the second, the same on every engine. DuckDB
+        # subtracts two dates into that day count directly, cheaper per row than its DATE_DIFF.
+        later, earlier = cast(args[1], "DATE"), cast(args[0], "DATE")
+        if dialect == "duckdb":
+            return exp.Sub(this=later, expression=earlier)
+        return exp.DateDiff(this=later, expression=earlier, unit=exp.var("DAY"))
     raise AssertionError(f"function {name} has no compiler")  # pragma: no cover
 
 

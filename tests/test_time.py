@@ -5,6 +5,7 @@ import random
 from collections import defaultdict
 
 import pytest
+from sqlglot import exp
 
 from kpi_engine.engine import KpiProject
 from kpi_engine.errors import KpiEngineError, ProjectInvalid
@@ -256,6 +257,31 @@ def test_cohort_conversion_within_a_window_and_time_to_convert(project):
         days = [_days(r["created_at"], r["customer_at"]) for r in leads if r["customer_at"]]
         assert rows[(period, None)]["converted_90d"] == approx(100 * len(converted) / len(leads))
         assert rows[(period, None)]["days_to_convert"] == approx(sum(days) / len(days))
+
+
+def test_days_between_counts_calendar_days_in_every_form(make_project):
+    """days_between is whole calendar days between the two dates: DuckDB subtracts the dates,
+    the other dialects call DATE_DIFF; both checked against Python on the edges (a minute
+    across midnight, a leap day, a later start, a missing end)."""
+    pairs = [("2024-02-28 23:59:00", "2024-03-01 00:01:00"), ("2025-03-31 00:00:00", "2025-03-31 23:59:59"),
+             ("2025-01-10 08:00:00", "2024-12-31 22:00:00"), ("2023-12-31 12:00:00", "2025-01-01 12:00:00"),
+             ("2025-01-05 09:00:00", "")]
+    root = make_project({"s.yaml": """
+        sources:
+          deals: {table: deals, time: opened_at, dimensions: [deal]}
+        kpis:
+          days_open: {formula: "max(days_between(deals.opened_at, deals.closed_at))"}
+          within_a_day: {formula: "count(deals where days_between(opened_at, closed_at) <= 1)"}
+        """}, {"deals": [{"deal": f"d{i}", "opened_at": a, "closed_at": b} for i, (a, b) in enumerate(pairs)]})
+    project = KpiProject(load_project(root))
+    duckdb = project.compile(["days_open"], by=["deal"]).expression
+    assert duckdb.find(exp.DateDiff) is None and 'AS DATE) - CAST(' in duckdb.sql("duckdb")
+    assert project.compile(["days_open"], by=["deal"], dialect="spark").expression.find(exp.DateDiff)
+    rows = {row["deal"]: row for row in project.evaluate(["days_open", "within_a_day"], by=["deal"])}
+    for i, (opened, closed) in enumerate(pairs):
+        days = _days(opened, closed) if closed else None
+        assert rows[f"d{i}"]["days_open"] == days
+        assert rows[f"d{i}"]["within_a_day"] == (1 if days is not None and days <= 1 else 0)
 
 
 def test_conversion_across_a_one_to_many_link_does_not_fan_out(project):
