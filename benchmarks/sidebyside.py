@@ -16,7 +16,8 @@ benchmarks/sidebyside/<query>.sql on one read-only DuckDB connection, in interle
 results are compared in every round (floats within 1e-9 relative). Other shapes of the same query,
 benchmarks/sidebyside/<query>.<shape>.sql, are what was tried before keeping <query>.sql; --shapes
 times them too. Prints medians of wall and CPU time, the ratio engine / hand-written per query and
-their geometric mean. With --tile-from N, every size other than N is the generated warehouse of N
+their geometric mean, and the paired ratio of CPU time (each round's engine / hand, the rounds
+with the engine first and second weighed alike: steadier when the machine's speed drifts). With --tile-from N, every size other than N is the generated warehouse of N
 leads repeated (build_warehouse.py --tile-from). See benchmarks/README.md.
 """
 
@@ -30,6 +31,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 BENCH = Path(__file__).resolve().parent
 SUITE = BENCH / "sidebyside"
@@ -134,6 +136,20 @@ def round_order(sides: list[str], i: int) -> list[str]:
     return rotated[::-1] if (i // len(sides)) % 2 else rotated
 
 
+def paired_ratio(engine: list[float], hand: list[float], engine_first: list[bool]) -> float:
+    """engine / hand from each round's two runs, taken one after the other, so a drift of the
+    machine's speed during the run (seen here as 5% between minutes) moves both alike and cancels
+    out, where it moves a ratio of two medians. The run that comes first in a round costs more, so
+    the rounds where the engine ran first and those where it ran second each give their median
+    ratio, and the paired ratio is the geometric mean of the two."""
+    ratios = [e / h for e, h in zip(engine, hand, strict=True)]
+    first = [r for r, flag in zip(ratios, engine_first, strict=True) if flag]
+    second = [r for r, flag in zip(ratios, engine_first) if not flag]
+    if not first or not second:
+        raise ValueError("a paired ratio needs rounds with the engine first and rounds with it second")
+    return math.sqrt(median(first) * median(second))
+
+
 def geometric_mean(values) -> float:
     values = list(values)
     return math.exp(sum(math.log(v) for v in values) / len(values))
@@ -159,11 +175,11 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
     run.say(f"{rounds} rounds after one warm-up; in each round every side runs once, in an order that "
             f"rotates; PRAGMA threads=2; medians; results checked equal in every round. {run.load_average()} before")
     header = (f"{'query':<22} {'by':<24} {'rows':>5} {'engine ms':>10} {'hand ms':>9} {'ratio':>6}"
-              f"   {'engine CPU':>10} {'hand CPU':>9} {'ratio':>6}")
+              f"   {'engine CPU':>10} {'hand CPU':>9} {'ratio':>6} {'paired':>7}")
     run.say("")
     run.say(header)
     run.say("-" * len(header))
-    results = {}
+    results, paired = {}, {}
     for query in queries:
         sides = {"engine": engine_sql[query.name], **hand_shapes(query)}
         if not shapes:
@@ -181,11 +197,13 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
         loads.append(os.getloadavg()[0])
         medians = {side: t.medians for side, t in timings.items()}
         results[query.name] = medians
+        engine_first = [(o := round_order(order, i)).index("engine") < o.index("hand") for i in range(rounds)]
+        paired[query.name] = paired_ratio(timings["engine"].cpu, timings["hand"].cpu, engine_first)
         engine, hand = medians["engine"], medians["hand"]
         by = f"{query.by} x {query.grain}"
         run.say(f"{query.name:<22} {by:<24} {len(rows):>5} {run.ms(engine[0]):>10} {run.ms(hand[0]):>9} "
                 f"{engine[0] / hand[0]:>5.2f}x   {run.ms(engine[1]):>10} {run.ms(hand[1]):>9} "
-                f"{engine[1] / hand[1]:>5.2f}x")
+                f"{engine[1] / hand[1]:>5.2f}x {paired[query.name]:>6.2f}x")
         for side in order[2:]:
             other = medians[side]
             run.say(f"{'  shape ' + side:<47} {'':>10} {run.ms(other[0]):>9} {engine[0] / other[0]:>5.2f}x   "
@@ -194,7 +212,8 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
     run.say("-" * len(header))
     wall = geometric_mean(m["engine"][0] / m["hand"][0] for m in results.values())
     cpu = geometric_mean(m["engine"][1] / m["hand"][1] for m in results.values())
-    run.say(f"{'geometric mean of the ratios':<64} {wall:>5.2f}x   {'':>21}{cpu:>5.2f}x")
+    cpu_paired = geometric_mean(paired.values())
+    run.say(f"{'geometric mean of the ratios':<64} {wall:>5.2f}x   {'':>21}{cpu:>5.2f}x {cpu_paired:>6.2f}x")
     if shapes:
         fastest = {name: tuple(min(v[i] for k, v in m.items() if k != "engine") for i in (0, 1))
                    for name, m in results.items()}
@@ -202,11 +221,13 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
         cpu_f = geometric_mean(results[n]["engine"][1] / f[1] for n, f in fastest.items())
         run.say(f"{'  against the fastest shape of each query':<64} {wall_f:>5.2f}x   {'':>21}{cpu_f:>5.2f}x")
     over = [n for n, m in results.items() if m["engine"][1] / m["hand"][1] > 1.05]
+    over_paired = [n for n, ratio in paired.items() if ratio > 1.05]
     run.say(f"1-minute load average during the run: {min(loads):.2f} to {max(loads):.2f} "
             f"({run.load_average()} after)")
-    run.say(f"over 1.05x (CPU): {', '.join(over) if over else 'none'}")
+    run.say(f"over 1.05x (CPU): {', '.join(over) if over else 'none'}; paired: "
+            f"{', '.join(over_paired) if over_paired else 'none'}")
     summary = {"leads": info["rows"]["leads"], "rows": info["rows"], "rounds": rounds, "results": results,
-               "geomean": (wall, cpu), "load": (min(loads), max(loads)),
+               "geomean": (wall, cpu), "paired": paired, "geomean_paired": cpu_paired, "load": (min(loads), max(loads)),
                "size_mib": db_file.stat().st_size / 2**20, "fastest": (wall_f, cpu_f) if shapes else None}
     if markdown is not None:
         write_markdown(markdown, summary)
@@ -218,19 +239,21 @@ def write_markdown(path: Path, summary: dict) -> None:
     titles = {q.name: q for q in QUERIES}
     lines = [f"**{summary['leads']:,} leads** ({summary['size_mib']:,.0f} MiB DuckDB file), {summary['rounds']} rounds, "
              f"1-minute load average {summary['load'][0]:.2f} to {summary['load'][1]:.2f} during the run:", "",
-             "| Query | By | Engine ms | Hand ms | Ratio (wall) | Engine CPU ms | Hand CPU ms | Ratio (CPU) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| Query | By | Engine ms | Hand ms | Ratio (wall) | Engine CPU ms | Hand CPU ms | Ratio (CPU) | Paired (CPU) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, medians in summary["results"].items():
         (ew, ec), (hw, hc) = medians["engine"], medians["hand"]
         q = titles[name]
         lines.append(f"| {q.title} (`{name}`) | {q.by}, {q.grain} | {ew * 1000:,.1f} | {hw * 1000:,.1f} | "
-                     f"{ew / hw:.2f}x | {ec * 1000:,.1f} | {hc * 1000:,.1f} | {ec / hc:.2f}x |")
+                     f"{ew / hw:.2f}x | {ec * 1000:,.1f} | {hc * 1000:,.1f} | {ec / hc:.2f}x | "
+                     f"{summary['paired'][name]:.2f}x |")
     wall, cpu = summary["geomean"]
-    lines.append(f"| **geometric mean** | | | | **{wall:.2f}x** | | | **{cpu:.2f}x** |")
+    lines.append(f"| **geometric mean** | | | | **{wall:.2f}x** | | | **{cpu:.2f}x** | "
+                 f"**{summary['geomean_paired']:.2f}x** |")
     if summary["fastest"]:
         wall_f, cpu_f = summary["fastest"]
         lines.append(f"| geometric mean against the fastest hand-written shape of each query | | | | {wall_f:.2f}x "
-                     f"| | | {cpu_f:.2f}x |")
+                     f"| | | {cpu_f:.2f}x | |")
     lines.append("")
     with path.open("a") as handle:
         handle.write("\n".join(lines) + "\n")

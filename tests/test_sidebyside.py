@@ -141,3 +141,21 @@ def test_each_side_runs_first_and_before_each_other_side_equally_often(suite, co
         for b in sides:
             if a != b:
                 assert sum(order.index(a) < order.index(b) for order in orders) == count
+
+
+def test_the_paired_ratio_weighs_each_order_of_the_sides_alike(suite):
+    """Worked by hand: rounds of (engine, hand) = (2, 1), (4, 4), (9, 3) with the engine first,
+    ratios 2, 1, 3 (median 2), and (4, 2), (1, 2) with it second, ratios 2 and 0.5 (median 1.25):
+    sqrt(2 * 1.25). A machine slowing down through the run, the engine 2% slower within each round,
+    reads 1.02 whatever the drift; and running first costing 10% more cancels out."""
+    sidebyside = suite[1]
+    first = [True, True, True, False, False]
+    assert sidebyside.paired_ratio([2, 4, 9, 4, 1], [1, 4, 3, 2, 2], first) == pytest.approx((2 * 1.25) ** 0.5)
+    hand = [0.010 * (1 + 0.05 * i) for i in range(9)]
+    order = [i % 2 == 0 for i in range(9)]
+    assert sidebyside.paired_ratio([1.02 * h for h in hand], hand, order) == pytest.approx(1.02)
+    penalised = [1.02 * h * (1.1 if f else 1) for h, f in zip(hand, order)]
+    hand_penalised = [h * (1 if f else 1.1) for h, f in zip(hand, order)]
+    assert sidebyside.paired_ratio(penalised, hand_penalised, order) == pytest.approx(1.02)
+    with pytest.raises(ValueError):
+        sidebyside.paired_ratio([1.0, 2.0], [1.0, 2.0], [True, True])
