@@ -146,6 +146,28 @@ def test_as_of_pins_where_open_intervals_end(make_project, root):
     assert all(line.split(",")[1] in ("", "0") for line in result.stdout.splitlines()[3:])
 
 
+def test_as_of_stops_interval_sources_but_does_not_rewind_events(make_project):
+    """docs/time.md: an interval source is read up to the as-of day (a subscription started after
+    it is not counted, one ended after it is active until it); event rows after it still count."""
+    subscriptions = [{"started_on": "2025-01-10", "ended_on": "2025-05-20"},  # ends after the as-of day
+                     {"started_on": "2025-02-01", "ended_on": ""},
+                     {"started_on": "2025-04-05", "ended_on": "2025-06-01"}]  # starts after it
+    root = make_project({"s.yaml": SPEC}, {"orders": ORDERS, "subscriptions": subscriptions}, config=CONFIG)
+
+    def read(kpi):
+        out = CliRunner().invoke(cli, ["evaluate", str(root), kpi, "--grain", "month", "--from", "2025-01-01",
+                                       "--to", "2025-06-01", "--as-of", "2025-03-15", "--format", "csv"])
+        assert out.exit_code == 0, out.output
+        return {line.split(",")[0]: line.split(",")[1] for line in out.stdout.splitlines()[1:]}
+
+    active = read("active")
+    assert {period: active.get(period, "") for period in ("2025-01-01", "2025-02-01", "2025-03-01")} == {
+        "2025-01-01": "1", "2025-02-01": "2", "2025-03-01": "2"}
+    assert all(active.get(period, "") in ("", "0") for period in ("2025-04-01", "2025-05-01"))
+    # Orders on the 10th of each month and two on 31 March, whatever the as-of day.
+    assert read("orders_n") == {"2025-01-01": "1", "2025-02-01": "1", "2025-03-01": "3", "2025-04-01": "1"}
+
+
 def test_the_python_api_takes_the_same_forms(root):
     with open_project(root) as project:
         last = project.evaluate(["orders_n"], grain="month", last="2 months", as_of="2025-03-31").to_dicts()
