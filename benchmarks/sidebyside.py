@@ -17,8 +17,9 @@ results are compared in every round (floats within 1e-9 relative). Other shapes 
 benchmarks/sidebyside/<query>.<shape>.sql, are what was tried before keeping <query>.sql; --shapes
 times them too. Prints medians of wall and CPU time, the ratio engine / hand-written per query and
 their geometric mean, and the paired ratio of CPU time (each round's engine / hand, the rounds
-with the engine first and second weighed alike: steadier when the machine's speed drifts). With --tile-from N, every size other than N is the generated warehouse of N
-leads repeated (build_warehouse.py --tile-from). See benchmarks/README.md.
+with the engine first and second weighed alike: steadier when the machine's speed drifts). With
+--tile-from N, every size other than N is the generated warehouse of N leads repeated
+(build_warehouse.py --tile-from). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def suite(leads: int, rounds: int, cache: Path, *, shapes: bool = False, markdow
     run.say(f"over 1.05x (CPU): {', '.join(over) if over else 'none'}; paired: "
             f"{', '.join(over_paired) if over_paired else 'none'}")
     summary = {"leads": info["rows"]["leads"], "rows": info["rows"], "rounds": rounds, "results": results,
-               "geomean": (wall, cpu), "paired": paired, "geomean_paired": cpu_paired, "load": (min(loads), max(loads)),
+               "geomean": (wall, cpu), "paired": paired, "geomean_paired": cpu_paired,
+               "load": (min(loads), max(loads)),
                "size_mib": db_file.stat().st_size / 2**20, "fastest": (wall_f, cpu_f) if shapes else None}
     if markdown is not None:
         write_markdown(markdown, summary)
