@@ -438,3 +438,33 @@ def test_a_time_function_over_a_kpi_with_one_validates_and_gives_the_shifted_gro
     assert got == pytest.approx(want, rel=1e-12)
     everything = run("evaluate", EXAMPLE, "--all", "--grain", "quarter", "--format", "json")
     assert everything.exit_code == 0 and json.loads(everything.stdout), everything.stderr
+
+
+def test_a_sum_over_rows_whose_values_are_all_null_is_0_as_with_no_rows(make_project):
+    """docs/semantics.md, "Empty versus zero": inside a KPI's rows, sum reads 0 where the rows have
+    no value (as where there are no rows), avg/min/max null, count(column) 0; the same alone and
+    asked with a KPI of another source."""
+    root = make_project({"s.yaml": """
+        sources:
+          deals: {table: deals, time: opened_on, dimensions: [team]}
+          calls: {table: calls, time: called_on, dimensions: [team]}
+        kpis:
+          amount: {formula: sum(deals.amount)}
+          average: {formula: avg(deals.amount)}
+          largest: {formula: max(deals.amount)}
+          priced: {formula: count(deals.amount)}
+          calls_n: {formula: count(calls)}
+        """}, {"deals": [{"opened_on": "2025-01-05", "team": "a", "amount": ""},
+                         {"opened_on": "2025-01-20", "team": "a", "amount": ""},
+                         {"opened_on": "2025-01-07", "team": "b", "amount": "12.5"},
+                         {"opened_on": "2025-01-09", "team": "b", "amount": ""}],
+               "calls": [{"called_on": "2025-01-03", "team": "a"}, {"called_on": "2025-01-04", "team": "c"}]})
+    expected = {"a": (0, None, None, 0), "b": (12.5, 12.5, 12.5, 1)}
+    kpis = ["amount", "average", "largest", "priced"]
+    with open_project(root) as project:
+        for asked in (kpis, kpis + ["calls_n"]):
+            rows = {row["team"]: row for row in project.evaluate(asked, by=["team"])}
+            for team, values in expected.items():
+                assert tuple(rows[team][k] for k in kpis) == values, (asked, team)
+            if "calls_n" in asked:  # team c has calls only: the deal KPIs are outside their rows there
+                assert [rows["c"][k] for k in kpis] == [None] * 4 and rows["c"]["calls_n"] == 1
