@@ -619,7 +619,9 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
         return
     if error.validator == "pattern" and path and path[-1] in ("table",):
         yield SpecError(f"{field_name}: {error.instance!r} is not a valid table name.", where,
-                        "Write table, schema.table or catalog.schema.table with letters, digits, '_', '$' or '-'.")
+                        "Write table, schema.table or catalog.schema.table with letters, digits, '_', '$' or '-'. "
+                        "A table named otherwise is read with 'sql:' instead of 'table:' "
+                        "(sql: SELECT * FROM \"Deal Log\").")
         return
     if error.validator == "pattern" and path and path[-1] == "timezone":
         yield SpecError(f"{field_name}: {error.instance!r} is not a time zone name.", where,
@@ -630,8 +632,11 @@ def _explain(doc: _Document, error, root_schema) -> Iterator[SpecError]:
                         "Write the 3-letter ISO code in capitals, e.g. USD or EUR.")
         return
     if error.validator == "pattern":
-        yield SpecError(f"{field_name}: {error.instance!r} is not a valid name.", where,
-                        "Names start with a letter or '_' and contain only letters, digits and '_'.")
+        hint = "Names start with a letter or '_' and contain only letters, digits and '_'."
+        if path and path[0] == "sources" and isinstance(error.instance, str):
+            hint += (" A warehouse column named otherwise is renamed in the source's 'sql:' "
+                     "(sql: SELECT \"Opened At\" AS opened_at, ... FROM ...).")
+        yield SpecError(f"{field_name}: {error.instance!r} is not a valid name.", where, hint)
         return
     if error.validator == "enum":
         options = ", ".join(str(o) for o in error.validator_value)
