@@ -486,8 +486,11 @@ class _Resolver:
         elif name == "days_between":
             for arg, t in zip(node.args, types):
                 if t not in (DATE, TIMESTAMP, UNKNOWN, NULL):
-                    scope.error(arg, f"days_between needs dates or timestamps, but this is a {t}.",
-                                "Pass two date or timestamp columns: 'days_between(created_at, customer_at)'.")
+                    hint = "Pass two date or timestamp columns: 'days_between(created_at, customer_at)'."
+                    if t == STRING:
+                        hint += (" A text column holding dates is cast in the source's 'sql:' "
+                                 "(CAST(closed AS DATE) AS closed), or typed in a data folder's 'types:'.")
+                    scope.error(arg, f"days_between needs dates or timestamps, but this is a {t}.", hint)
             result = NUMBER
         elif name in ("abs", "round"):
             for arg, t in zip(node.args, types):
