@@ -58,6 +58,8 @@ FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "least": (1, None),
     "greatest": (1, None),
     "days_between": (2, 2),
+    "date": (1, 1),
+    "timestamp": (1, 1),
 }
 
 # Type categories of values. UNKNOWN when the warehouse could not be described.
@@ -488,10 +490,20 @@ class _Resolver:
                 if t not in (DATE, TIMESTAMP, UNKNOWN, NULL):
                     hint = "Pass two date or timestamp columns: 'days_between(created_at, customer_at)'."
                     if t == STRING:
-                        hint += (" A text column holding dates is cast in the source's 'sql:' "
-                                 "(CAST(closed AS DATE) AS closed), or typed in a data folder's 'types:'.")
+                        hint += (" A text column holding ISO dates is read with date() or timestamp(): "
+                                 "'days_between(opened, date(closed))', or mapped once in the source: "
+                                 "'map: {closed: date(closed)}'.")
                     scope.error(arg, f"days_between needs dates or timestamps, but this is a {t}.", hint)
             result = NUMBER
+        elif name in ("date", "timestamp"):
+            # Text in ISO form (or a date or timestamp) read as a date or a timestamp: a time column
+            # stored as text becomes usable through the source's map.
+            if types[0] not in (STRING, DATE, TIMESTAMP, UNKNOWN, NULL):
+                scope.error(node.args[0], f"{name}() reads text written as an ISO date or time, but this is a "
+                                          f"{types[0]}.",
+                            "Pass a text column such as '2025-01-31' or '2025-01-31 14:05:00'; a number of seconds "
+                            "since 1970 is converted in the source's 'sql:' (SELECT to_timestamp(ts) AS ts ...).")
+            result = DATE if name == "date" else TIMESTAMP
         elif name in ("abs", "round"):
             for arg, t in zip(node.args, types):
                 self._expect(arg, t, NUMBER)
@@ -712,6 +724,8 @@ _USAGE = {
     "least": "Write 'least(a, b, ...)'.",
     "greatest": "Write 'greatest(a, b, ...)'.",
     "days_between": "Write 'days_between(start_time, end_time)'.",
+    "date": "Write 'date(text_column)'.",
+    "timestamp": "Write 'timestamp(text_column)'.",
     "if": "Write 'if(condition, value_if_true, value_if_false)'.",
     "nullif": "Write 'nullif(value, value_that_means_null)'.",
     "round": "Write 'round(value)' or 'round(value, digits)'.",
@@ -1037,7 +1051,10 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
                 yield ResolveError(f"{field_.replace('_', ' ')} column '{col}' is a {described[col]}, not a date or "
                                    "timestamp.", source.where(*path),
                                    f"Point '{field_}' at a DATE or TIMESTAMP column, or map it to one (e.g. "
-                                   f"'map: {{{col}: <a date column>}}'); for a CSV file, declare the column's "
+                                   f"'map: {{{col}: <a date column>}}'"
+                                   + (f", or 'map: {{{col}: date({col})}}' for ISO dates stored as text"
+                                      if described[col] == STRING else "")
+                                   + "); for a CSV file, declare the column's "
                                    "type and date format in the warehouse's 'data' settings (docs/specs.md).")
 
 

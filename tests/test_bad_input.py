@@ -446,7 +446,7 @@ CASES: list[Case] = [
     formula("days_between_number", "max(days_between(leads.score, leads.created_at))",
             "days_between needs dates or timestamps, but this is a number", "Pass two date or timestamp columns"),
     formula("days_between_text", "max(days_between(leads.created_at, leads.channel))",
-            "days_between needs dates or timestamps, but this is a string", "A text column holding dates is cast"),
+            "days_between needs dates or timestamps, but this is a string", "is read with date() or timestamp()"),
     formula("greatest_text_and_number", "greatest(spend, 'a')", "cannot compare a number with a string",
             "Compare values of the same kind"),
     formula("nullif_text_and_number", "nullif(spend, 'a')", "cannot compare a number with a string",
