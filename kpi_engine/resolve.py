@@ -1052,10 +1052,16 @@ def _source_errors(project: Project, catalog: Catalog, warehouse_dialect: str | 
                                    "timestamp.", source.where(*path),
                                    f"Point '{field_}' at a DATE or TIMESTAMP column, or map it to one (e.g. "
                                    f"'map: {{{col}: <a date column>}}'"
-                                   + (f", or 'map: {{{col}: date({col})}}' for ISO dates stored as text"
-                                      if described[col] == STRING else "")
+                                   + (f", or 'map: {{{col}: date({_text_of(source, col)})}}' for ISO dates "
+                                      "stored as text" if described[col] == STRING else "")
                                    + "); for a CSV file, declare the column's "
                                    "type and date format in the warehouse's 'data' settings (docs/specs.md).")
+
+
+def _text_of(source: SourceSpec, column: str) -> str:
+    """What a column of a source reads: its map: formula's text, or the warehouse column itself."""
+    mapped = source.column_map.get(column)
+    return mapped.text.strip() if mapped is not None else column
 
 
 def _first(reported: set[tuple[str, str]], source: SourceSpec, column: str) -> bool:

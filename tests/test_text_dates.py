@@ -100,7 +100,7 @@ def test_a_text_time_column_error_names_date_and_a_number_is_refused(tmp_path):
         project.model()
     message = str(raised.value)
     assert "time column 'opened' is a string, not a date or timestamp" in message
-    assert "'map: {opened: date(opened)}' for ISO dates stored as text" in message
+    assert "'map: {opened: date(opened_txt)}' for ISO dates stored as text" in message
     (folder / "specs.yaml").write_text(SPECS + "  bad: {formula: \"count(tickets where date(1) > date(2))\"}\n")
     with open_project(folder) as project, pytest.raises(ProjectInvalid) as raised:
         project.model()
