@@ -203,6 +203,8 @@ def scalar_function(name: str, args: list[exp.Expression], dialect: str | None =
     if name == "abs":
         return exp.Abs(this=args[0])
     if name == "round":
+        if dialect == "duckdb":
+            return _round_as_printed(args[0], args[1] if len(args) > 1 else number(0))
         return exp.Round(this=args[0], decimals=args[1] if len(args) > 1 else None)
     if name in ("least", "greatest"):
         return null_if_any_null(args, exp.Least if name == "least" else exp.Greatest)
@@ -216,6 +218,18 @@ def scalar_function(name: str, args: list[exp.Expression], dialect: str | None =
     if name in ("date", "timestamp"):  # each dialect's own cast (DATE(x) and DATETIME(x) on SQLite)
         return cast(args[0], name.upper())
     raise AssertionError(f"function {name} has no compiler")  # pragma: no cover
+
+
+def _round_as_printed(value: exp.Expression, digits: exp.Expression) -> exp.Expression:
+    """round() half away from zero on the number as it prints (the shortest decimal that reads
+    back as it), as SQLite and PostgreSQL (on NUMERIC) round: 78.55 is 78.6. DuckDB rounds a
+    DOUBLE's binary value (78.549999... is 78.5), so the value is rounded as a DECIMAL of its text,
+    and as a DOUBLE only where that text does not fit one (over 10^20, infinity, NaN)."""
+    text = cast(value, "VARCHAR")
+    exact = exp.TryCast(this=text, to=exp.DataType(this=exp.DataType.Type.DECIMAL, expressions=[
+        exp.DataTypeParam(this=number(38)), exp.DataTypeParam(this=number(18))]))
+    return exp.Coalesce(this=exp.Round(this=exact, decimals=digits),
+                        expressions=[exp.Round(this=copy_of(value), decimals=copy_of(digits))])
 
 
 # Dialects whose SQL has the standard FILTER clause (or that sqlglot rewrites into

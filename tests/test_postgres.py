@@ -235,7 +235,7 @@ def test_round_runs_on_postgres(pg_project, duck_project):
 def test_prepare_rounds_on_numeric():
     query = sqlglot.parse_one("SELECT ROUND(a / b, 2) AS r, ROUND(c) AS s FROM t", read="postgres")
     prepared = pg_adapter.PostgresAdapter.prepare(query)
-    assert prepared.sql(dialect="postgres") == "SELECT ROUND(CAST(a / b AS DECIMAL), 2) AS r, ROUND(c) AS s FROM t"
+    assert prepared.sql(dialect="postgres") == "SELECT ROUND(CAST(a / b AS DECIMAL), 2) AS r, ROUND(CAST(c AS DECIMAL)) AS s FROM t"
     assert pg_adapter.PostgresAdapter.prepare(prepared).sql(dialect="postgres") == prepared.sql(dialect="postgres")
     assert query.sql(dialect="postgres") == "SELECT ROUND(a / b, 2) AS r, ROUND(c) AS s FROM t"  # not modified
 

@@ -1,7 +1,7 @@
 """Load a folder of CSV files into PostgreSQL or SQLite, with declared column types.
 
 Tables are described as {table: {column: kind}} with the kinds of ``kpi_engine.testing.TABLES``
-(integer, decimal, text, boolean, date, timestamp), in CSV column order. An empty CSV field is NULL.
+(integer, decimal, text, boolean, date, timestamp) and double, in CSV column order. An empty CSV field is NULL.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 from kpi_engine.testing import _convert as typed_value
 
 POSTGRES_TYPES = {"integer": "integer", "decimal": "numeric(12,2)", "text": "text", "boolean": "boolean",
-                  "date": "date", "timestamp": "timestamp"}
+                  "date": "date", "timestamp": "timestamp", "double": "double precision"}
 # SQLite keeps dates and timestamps as ISO text and booleans as 0/1; the declared type tells
 # kpi-engine the kind of each column.
 SQLITE_TYPES = {"integer": "INTEGER", "decimal": "REAL", "text": "TEXT", "boolean": "BOOLEAN", "date": "DATE",
-                "timestamp": "TIMESTAMP"}
+                "timestamp": "TIMESTAMP", "double": "REAL"}  # a double's text becomes a REAL by the column's affinity
 
 
 def _header(path: Path, columns: dict[str, str]) -> list[str]:

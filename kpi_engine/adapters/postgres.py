@@ -625,8 +625,10 @@ def render(query) -> str:
 
 
 def _round_on_numeric(node: exp.Expression) -> exp.Expression:
-    """ROUND(x, n) -> ROUND(CAST(x AS NUMERIC), n): PostgreSQL has no ROUND(double precision, int)."""
-    if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
+    """ROUND(x, n) -> ROUND(CAST(x AS NUMERIC), n): PostgreSQL has no ROUND(double precision, int),
+    and its ROUND(double precision) breaks ties to even (2.5 -> 2) where NUMERIC rounds them away
+    from zero, as the other warehouses do."""
+    if isinstance(node, exp.Round):
         value = node.this
         if not (isinstance(value, exp.Cast) and value.to.is_type(exp.DataType.Type.DECIMAL)):
             node = node.copy()
@@ -643,7 +645,7 @@ class PostgresAdapter(Adapter):
     @classmethod
     def prepare(cls, query):
         """PostgreSQL has no ROUND(double precision, integer): round on NUMERIC instead."""
-        if not any(node.args.get("decimals") is not None for node in query.find_all(exp.Round)):
+        if next(query.find_all(exp.Round), None) is None:
             return query
         return query.transform(_round_on_numeric)
 
