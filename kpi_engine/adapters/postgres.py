@@ -644,7 +644,8 @@ class PostgresAdapter(Adapter):
 
     @classmethod
     def prepare(cls, query):
-        """PostgreSQL has no ROUND(double precision, integer): round on NUMERIC instead."""
+        """Every ROUND on NUMERIC: PostgreSQL has no ROUND(double precision, integer), and its
+        ROUND(double precision) breaks ties to even."""
         if next(query.find_all(exp.Round), None) is None:
             return query
         return query.transform(_round_on_numeric)
