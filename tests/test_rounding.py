@@ -14,10 +14,12 @@ pytest_plugins = ["pg"]
 
 # id, value: ties at the rounded digit, written in decimal; a DOUBLE holds most of them inexactly.
 VALUES = [("a", "78.55"), ("b", "2.675"), ("c", "-2.5"), ("d", "1234567.15"), ("e", "0.05"), ("f", "2.5"),
-          ("g", "-0.45"), ("h", "1e30")]
-EXPECTED = {  # round(x, 1), round(x), round(x, 2)
-    "a": (78.6, 79.0, 78.55), "b": (2.7, 3.0, 2.68), "c": (-2.5, -3.0, -2.5), "d": (1234567.2, 1234567.0, 1234567.15),
-    "e": (0.1, 0.0, 0.05), "f": (2.5, 3.0, 2.5), "g": (-0.5, 0.0, -0.45), "h": (1e30, 1e30, 1e30)}
+          ("g", "-0.45"), ("h", "1e30"), ("i", "25"), ("j", "-34.5")]
+EXPECTED = {  # round(x, 1), round(x), round(x, 2), round(x, -1)
+    "a": (78.6, 79.0, 78.55, 80.0), "b": (2.7, 3.0, 2.68, 0.0), "c": (-2.5, -3.0, -2.5, 0.0),
+    "d": (1234567.2, 1234567.0, 1234567.15, 1234570.0), "e": (0.1, 0.0, 0.05, 0.0), "f": (2.5, 3.0, 2.5, 0.0),
+    "g": (-0.5, 0.0, -0.45, 0.0), "h": (1e30, 1e30, 1e30, 1e30), "i": (25.0, 25.0, 25.0, 30.0),
+    "j": (-34.5, -35.0, -34.5, -30.0)}
 SPECS = """\
 sources:
   readings: {table: readings, time: taken_on, dimensions: [id]}
@@ -25,6 +27,7 @@ kpis:
   one_digit: {formula: "round(max(readings.value), 1)"}
   whole: {formula: "round(max(readings.value))"}
   two_digits: {formula: "round(max(readings.value), 2)"}
+  tens: {formula: "round(max(readings.value), -1)"}
 """
 TABLES = {"readings": {"taken_on": "date", "id": "text", "value": "double"}}
 
@@ -38,10 +41,10 @@ def folder(make_project):
 
 
 def check(project):
-    rows = {row["id"]: row for row in project.evaluate(["one_digit", "whole", "two_digits"], by=["id"])}
-    for name, (one, whole, two) in EXPECTED.items():
-        got = (rows[name]["one_digit"], rows[name]["whole"], rows[name]["two_digits"])
-        assert got == pytest.approx((one, whole, two), rel=1e-12, abs=1e-12), name
+    kpis = ["one_digit", "whole", "two_digits", "tens"]
+    rows = {row["id"]: row for row in project.evaluate(kpis, by=["id"])}
+    for name, expected in EXPECTED.items():
+        assert tuple(rows[name][kpi] for kpi in kpis) == pytest.approx(expected, rel=1e-12, abs=1e-12), name
 
 
 def test_duckdb_rounds_as_the_number_prints(folder):

@@ -16,6 +16,7 @@ DATE_DIFF(DAY, b, a)                   CAST(JULIANDAY(DATE(a)) - JULIANDAY(DATE(
 YEAR(x), MONTH(x)                      CAST(STRFTIME('%Y', x) AS INTEGER), ...
 IF(c, a, b)                            CASE WHEN c THEN a ELSE b END   (IIF needs SQLite 3.32)
 a % b                                  a - b * CAST(a / b AS INTEGER)  (keeps fractions, as elsewhere)
+ROUND(x, -k)                           ROUND(x / 10.0^k) * 10.0^k  (SQLite reads negative digits as 0)
 (VALUES ...) AS t(c)                   (SELECT column1 AS c FROM (VALUES ...)) AS t
 CONVERT_TIMEZONE                       refused: SQLite has no time zones
 =====================================  ==============================================================
@@ -90,6 +91,10 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return _add(node)
     if isinstance(node, _DIFF):
         return _diff(node)
+    if isinstance(node, exp.Round) and _negative_digits(node.args.get("decimals")):
+        scale = _number(10.0 ** _negative_digits(node.args["decimals"]))
+        whole = exp.Round(this=exp.Div(this=exp.Paren(this=node.this), expression=scale, typed=False, safe=False))
+        return exp.Paren(this=exp.Mul(this=whole, expression=scale.copy()))
     if isinstance(node, exp.Year):
         return _part("%Y", node.this)
     if isinstance(node, exp.Month):
@@ -127,6 +132,15 @@ def _call(name: str, *args: exp.Expression) -> exp.Anonymous:
 
 def _is_call(node: exp.Expression | None, name: str) -> bool:
     return isinstance(node, exp.Anonymous) and str(node.this).upper() == name
+
+
+def _negative_digits(digits: exp.Expression | None) -> int:
+    """k when ROUND's digits are the literal -k (k > 0), else 0."""
+    if isinstance(digits, exp.Neg) and isinstance(digits.this, exp.Literal) and digits.this.is_int:
+        return int(digits.this.this)
+    if isinstance(digits, exp.Literal) and digits.is_int and int(digits.this) < 0:
+        return -int(digits.this)
+    return 0
 
 
 def _number(value) -> exp.Literal:
