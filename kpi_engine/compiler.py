@@ -57,6 +57,7 @@ from .plan import formula as plan_text
 from .cte_inline import INLINE_DIALECTS, attach_ctes
 from .key_fold import FOLD_DIALECTS, fold_key_union
 from .time_ops import WindowLeaf, lower_for, lower_time_ops, window_leaves
+from .output_fold import fold_output
 from .window_merge import merge_window_steps
 from .windows import SERIES_CTE, WINDOWED_CTE, TimeWindows
 from .values import counts_whole
@@ -609,6 +610,8 @@ class _Compiler:
         if leaves and self.dialect in INLINE_DIALECTS:
             query, ctes = merge_window_steps(query, ctes)
         query = attach_ctes(query, ctes, self.dialect)
+        if self.dialect in INLINE_DIALECTS:
+            query = fold_output(query)
 
         def plan() -> Step:
             lookup = folded.args.get("joins") if folded is not None else None  # the lookup joined once

@@ -27,6 +27,23 @@ def columns_in(node: exp.Expression) -> list[exp.Column]:
     return _collect(node, _COLUMNS)
 
 
+def projections(select: exp.Select) -> dict[str, exp.Expression] | None:
+    """{output name: expression} of a SELECT of columns and aliased expressions, each name
+    written once; None for any other SELECT (a star, an unnamed expression, a name twice)."""
+    values: dict[str, exp.Expression] = {}
+    for expression in select.expressions:
+        if isinstance(expression, exp.Alias):
+            name, value = expression.alias, expression.this
+        elif isinstance(expression, exp.Column) and not isinstance(expression.this, exp.Star):
+            name, value = expression.name, expression
+        else:
+            return None
+        if name in values:
+            return None
+        values[name] = value
+    return values
+
+
 def tables_in(node: exp.Expression) -> list[exp.Table] | None:
     """Every Table under ``node``; None if a WITH inside scopes names anew (the engine builds
     none: then the caller leaves the query as it is)."""

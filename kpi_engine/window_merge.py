@@ -20,7 +20,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from .sql_build import copy_of
-from .tree_walk import columns_in
+from .tree_walk import columns_in, projections
 from .windows import SERIES_CTE, WINDOWED_CTE
 
 # Clauses that put something between the rows read and the values written (the output's ORDER
@@ -39,7 +39,7 @@ def merge_window_steps(query: exp.Select, ctes: list[tuple[str, exp.Expression]]
         return query, ctes
     if not (_reads(query, WINDOWED_CTE, _AFTER) and _reads(windowed, SERIES_CTE) and _reads(series, None)):
         return query, ctes
-    row_values = _projections(series)
+    row_values = projections(series)
     first, *window_columns = windowed.expressions
     if row_values is None or not (isinstance(first, exp.Column) and isinstance(first.this, exp.Star)
                                   and first.table == SERIES_CTE):
@@ -78,15 +78,3 @@ def _reads(select: exp.Select, table: str | None, allowed: tuple[str, ...] = ())
         return False
     return not any(select.args.get(key) for key in _BETWEEN + tuple(k for k in _AFTER if k not in allowed))
 
-
-def _projections(select: exp.Select) -> dict[str, exp.Expression] | None:
-    """{output name: expression} of a SELECT of columns and aliased expressions (None otherwise)."""
-    values = {}
-    for expression in select.expressions:
-        if isinstance(expression, exp.Alias):
-            values[expression.alias] = expression.this
-        elif isinstance(expression, exp.Column) and not isinstance(expression.this, exp.Star):
-            values[expression.name] = expression
-        else:
-            return None
-    return values

@@ -230,9 +230,14 @@ def test_one_cte_per_source_however_many_kpis(project):
     query = project.compile(["spend", "lead_count", "cpl", "close_rate", "qualified_share", "avg_score"],
                             by=["channel"], grain="month")
     parts = named_parts(query.sql())
-    # ad_spend has a DATE time column: its rows are grouped by day first (ad_spend_agg_days).
+    # ad_spend has a DATE time column: its rows are grouped by day first (ad_spend_agg_days). The
+    # keys' grouping is the output's own SELECT on DuckDB (output_fold.py), a part of its own elsewhere.
     assert {name for name in parts if "_agg" in name or name == "keys"} == {"ad_spend_agg_days", "ad_spend_agg",
-                                                                            "leads_agg", "keys"}
+                                                                            "leads_agg"}
+    assert query.expression.args.get("group") is not None
+    postgres = named_parts(project.compile(["spend", "lead_count"], by=["channel"], grain="month",
+                                           dialect="postgres").sql(), "postgres")
+    assert "keys" in postgres
     # count(leads) is shared by four KPIs but computed once.
     leads_cte = sqlglot.parse_one(parts["leads_agg"], read="duckdb")
     assert sum(1 for _ in leads_cte.find_all(exp.Count)) == 3  # count(*), close filter, qualified filter

@@ -1,129 +1,113 @@
 -- cost_per_lead_by_channel_month
 SELECT
-  "keys"."period" AS "period",
-  "keys"."channel" AS "channel",
-  CAST(COALESCE("keys"."ad_spend_agg__sum_spend", 0) / NULLIF(COALESCE("keys"."leads_agg__count", 0), 0) AS DOUBLE) AS "cost_per_lead"
+  CAST(DATE_TRUNC('MONTH', "stacked"."period") AS DATE) AS "period",
+  "stacked"."channel" AS "channel",
+  CAST(COALESCE(SUM("stacked"."ad_spend_agg__sum_spend"), 0) / NULLIF(COALESCE(SUM("stacked"."leads_agg__count"), 0), 0) AS DOUBLE) AS "cost_per_lead"
 FROM (
   SELECT
-    CAST(DATE_TRUNC('MONTH', "stacked"."period") AS DATE) AS "period",
-    "stacked"."channel" AS "channel",
-    SUM("stacked"."ad_spend_agg__sum_spend") AS "ad_spend_agg__sum_spend",
-    SUM("stacked"."leads_agg__count") AS "leads_agg__count"
+    "ad_spend_agg_days"."period" AS "period",
+    "ad_spend_agg_days"."channel" AS "channel",
+    "ad_spend_agg_days"."sum_spend" AS "ad_spend_agg__sum_spend",
+    NULL AS "leads_agg__count"
   FROM (
     SELECT
-      "ad_spend_agg_days"."period" AS "period",
-      "ad_spend_agg_days"."channel" AS "channel",
-      "ad_spend_agg_days"."sum_spend" AS "ad_spend_agg__sum_spend",
-      NULL AS "leads_agg__count"
-    FROM (
-      SELECT
-        CAST("ad_spend"."spend_date" AS DATE) AS "period",
-        "ad_spend"."channel" AS "channel",
-        SUM("ad_spend"."spend") AS "sum_spend"
-      FROM "ad_spend" AS "ad_spend"
-      WHERE
-        "ad_spend"."spend_date" IS NOT NULL
-        AND "ad_spend"."spend_date" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
-        AND "ad_spend"."spend_date" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
-      GROUP BY
-        CAST("ad_spend"."spend_date" AS DATE),
-        "ad_spend"."channel"
-    ) AS "ad_spend_agg_days"
-    UNION ALL
+      CAST("ad_spend"."spend_date" AS DATE) AS "period",
+      "ad_spend"."channel" AS "channel",
+      SUM("ad_spend"."spend") AS "sum_spend"
+    FROM "ad_spend" AS "ad_spend"
+    WHERE
+      "ad_spend"."spend_date" IS NOT NULL
+      AND "ad_spend"."spend_date" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
+      AND "ad_spend"."spend_date" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
+    GROUP BY
+      CAST("ad_spend"."spend_date" AS DATE),
+      "ad_spend"."channel"
+  ) AS "ad_spend_agg_days"
+  UNION ALL
+  SELECT
+    "leads_agg_days"."period" AS "period",
+    "leads_agg_days"."channel" AS "channel",
+    NULL AS "ad_spend_agg__sum_spend",
+    "leads_agg_days"."count" AS "leads_agg__count"
+  FROM (
     SELECT
-      "leads_agg_days"."period" AS "period",
-      "leads_agg_days"."channel" AS "channel",
-      NULL AS "ad_spend_agg__sum_spend",
-      "leads_agg_days"."count" AS "leads_agg__count"
+      CAST("leads"."created_at" AS DATE) AS "period",
+      "leads"."channel" AS "channel",
+      COUNT(*) AS "count"
     FROM (
       SELECT
-        CAST("leads"."created_at" AS DATE) AS "period",
-        "leads"."channel" AS "channel",
-        COUNT(*) AS "count"
-      FROM (
-        SELECT
-          *
-        FROM "leads" AS "leads"
-        WHERE
-          "leads"."is_qualified"
-      ) AS "leads"
+        *
+      FROM "leads" AS "leads"
       WHERE
-        "leads"."created_at" IS NOT NULL
-        AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
-        AND "leads"."created_at" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
-      GROUP BY
-        CAST("leads"."created_at" AS DATE),
-        "leads"."channel"
-    ) AS "leads_agg_days"
-  ) AS "stacked"
-  GROUP BY
-    CAST(DATE_TRUNC('MONTH', "stacked"."period") AS DATE),
-    "stacked"."channel"
-) AS "keys"
+        "leads"."is_qualified"
+    ) AS "leads"
+    WHERE
+      "leads"."created_at" IS NOT NULL
+      AND "leads"."created_at" >= CAST('2025-01-01 00:00:00' AS TIMESTAMP)
+      AND "leads"."created_at" < CAST('2025-07-01 00:00:00' AS TIMESTAMP)
+    GROUP BY
+      CAST("leads"."created_at" AS DATE),
+      "leads"."channel"
+  ) AS "leads_agg_days"
+) AS "stacked"
+GROUP BY
+  CAST(DATE_TRUNC('MONTH', "stacked"."period") AS DATE),
+  "stacked"."channel"
 ORDER BY
   "period" ASC,
   "channel" ASC;
 
 -- nps_by_quarter
 SELECT
-  "nps_responses_agg"."period" AS "period",
+  CAST(DATE_TRUNC('QUARTER', "nps_responses_agg_days"."period") AS DATE) AS "period",
   CAST((
     100 * (
-      "nps_responses_agg"."count_where_score" - "nps_responses_agg"."count_where_score_2"
+      SUM("nps_responses_agg_days"."count_where_score") - SUM("nps_responses_agg_days"."count_where_score_2")
     )
-  ) / "nps_responses_agg"."count" AS DOUBLE) AS "nps"
+  ) / SUM("nps_responses_agg_days"."count") AS DOUBLE) AS "nps"
 FROM (
   SELECT
-    CAST(DATE_TRUNC('QUARTER', "nps_responses_agg_days"."period") AS DATE) AS "period",
-    SUM("nps_responses_agg_days"."count_where_score") AS "count_where_score",
-    SUM("nps_responses_agg_days"."count_where_score_2") AS "count_where_score_2",
-    SUM("nps_responses_agg_days"."count") AS "count"
-  FROM (
-    SELECT
-      CAST("nps_responses"."responded_at" AS DATE) AS "period",
-      COUNT(*) FILTER(WHERE
-        "nps_responses"."score" >= 9) AS "count_where_score",
-      COUNT(*) FILTER(WHERE
-        "nps_responses"."score" <= 6) AS "count_where_score_2",
-      COUNT(*) AS "count"
-    FROM "nps_responses" AS "nps_responses"
-    WHERE
-      "nps_responses"."responded_at" IS NOT NULL
-    GROUP BY
-      CAST("nps_responses"."responded_at" AS DATE)
-  ) AS "nps_responses_agg_days"
+    CAST("nps_responses"."responded_at" AS DATE) AS "period",
+    COUNT(*) FILTER(WHERE
+      "nps_responses"."score" >= 9) AS "count_where_score",
+    COUNT(*) FILTER(WHERE
+      "nps_responses"."score" <= 6) AS "count_where_score_2",
+    COUNT(*) AS "count"
+  FROM "nps_responses" AS "nps_responses"
+  WHERE
+    "nps_responses"."responded_at" IS NOT NULL
   GROUP BY
-    CAST(DATE_TRUNC('QUARTER', "nps_responses_agg_days"."period") AS DATE)
-) AS "nps_responses_agg"
+    CAST("nps_responses"."responded_at" AS DATE)
+) AS "nps_responses_agg_days"
+GROUP BY
+  CAST(DATE_TRUNC('QUARTER', "nps_responses_agg_days"."period") AS DATE)
 ORDER BY
   "period" ASC;
 
 -- mrr_by_month
 SELECT
-  "subscriptions_agg"."period" AS "period",
-  CAST(COALESCE("subscriptions_agg"."last_mrr", 0) AS DOUBLE) AS "mrr"
-FROM (
+  CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE) AS "period",
+  CAST(COALESCE(
+    SUM("subscriptions"."mrr") FILTER(WHERE
+      "subscriptions_agg_last"."snapshot_time" IS NOT NULL),
+    0
+  ) AS DOUBLE) AS "mrr"
+FROM "subscriptions" AS "subscriptions"
+LEFT JOIN (
   SELECT
     CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE) AS "period",
-    SUM("subscriptions"."mrr") FILTER(WHERE
-      "subscriptions_agg_last"."snapshot_time" IS NOT NULL) AS "last_mrr"
+    MAX("subscriptions"."snapshot_date") AS "snapshot_time"
   FROM "subscriptions" AS "subscriptions"
-  LEFT JOIN (
-    SELECT
-      CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE) AS "period",
-      MAX("subscriptions"."snapshot_date") AS "snapshot_time"
-    FROM "subscriptions" AS "subscriptions"
-    WHERE
-      "subscriptions"."snapshot_date" IS NOT NULL
-    GROUP BY
-      CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
-  ) AS "subscriptions_agg_last"
-    ON "subscriptions"."snapshot_date" = "subscriptions_agg_last"."snapshot_time"
   WHERE
     "subscriptions"."snapshot_date" IS NOT NULL
   GROUP BY
     CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
-) AS "subscriptions_agg"
+) AS "subscriptions_agg_last"
+  ON "subscriptions"."snapshot_date" = "subscriptions_agg_last"."snapshot_time"
+WHERE
+  "subscriptions"."snapshot_date" IS NOT NULL
+GROUP BY
+  CAST(DATE_TRUNC('MONTH', CAST("subscriptions"."snapshot_date" AS TIMESTAMP)) AS DATE)
 ORDER BY
   "period" ASC;
 
@@ -287,46 +271,40 @@ ORDER BY
 
 -- lead_to_opportunity_by_week
 SELECT
-  "leads_agg"."period" AS "period",
+  CAST(DATE_TRUNC('WEEK', "leads_agg_days"."period") AS DATE) AS "period",
   CAST((
-    100 * "leads_agg"."count_where_filter"
-  ) / "leads_agg"."count" AS DOUBLE) AS "lead_to_opportunity_rate"
+    100 * SUM("leads_agg_days"."count_where_filter")
+  ) / SUM("leads_agg_days"."count") AS DOUBLE) AS "lead_to_opportunity_rate"
 FROM (
   SELECT
-    CAST(DATE_TRUNC('WEEK', "leads_agg_days"."period") AS DATE) AS "period",
-    SUM("leads_agg_days"."count_where_filter") AS "count_where_filter",
-    SUM("leads_agg_days"."count") AS "count"
+    CAST("leads"."created_at" AS DATE) AS "period",
+    COUNT(*) FILTER(WHERE
+      "opportunities_with_lead_id_1"."lead_id" IS NOT NULL) AS "count_where_filter",
+    COUNT(*) AS "count"
   FROM (
     SELECT
-      CAST("leads"."created_at" AS DATE) AS "period",
-      COUNT(*) FILTER(WHERE
-        "opportunities_with_lead_id_1"."lead_id" IS NOT NULL) AS "count_where_filter",
-      COUNT(*) AS "count"
-    FROM (
-      SELECT
-        *
-      FROM "leads" AS "leads"
-      WHERE
-        "leads"."is_qualified"
-    ) AS "leads"
-    LEFT JOIN (
-      SELECT
-        "opportunities"."lead_id" AS "lead_id"
-      FROM "opportunities" AS "opportunities"
-      GROUP BY
-        "opportunities"."lead_id"
-    ) AS "opportunities_with_lead_id_1"
-      ON "leads"."lead_id" = "opportunities_with_lead_id_1"."lead_id"
+      *
+    FROM "leads" AS "leads"
     WHERE
-      "leads"."created_at" IS NOT NULL AND (
-        "leads"."channel" <> 'email'
-      )
+      "leads"."is_qualified"
+  ) AS "leads"
+  LEFT JOIN (
+    SELECT
+      "opportunities"."lead_id" AS "lead_id"
+    FROM "opportunities" AS "opportunities"
     GROUP BY
-      CAST("leads"."created_at" AS DATE)
-  ) AS "leads_agg_days"
+      "opportunities"."lead_id"
+  ) AS "opportunities_with_lead_id_1"
+    ON "leads"."lead_id" = "opportunities_with_lead_id_1"."lead_id"
+  WHERE
+    "leads"."created_at" IS NOT NULL AND (
+      "leads"."channel" <> 'email'
+    )
   GROUP BY
-    CAST(DATE_TRUNC('WEEK', "leads_agg_days"."period") AS DATE)
-) AS "leads_agg"
+    CAST("leads"."created_at" AS DATE)
+) AS "leads_agg_days"
+GROUP BY
+  CAST(DATE_TRUNC('WEEK', "leads_agg_days"."period") AS DATE)
 ORDER BY
   "period" ASC;
 
