@@ -1,7 +1,7 @@
 """Rewrite a compiled kpi-engine query (a sqlglot tree) so that ClickHouse runs it and gives the
 numbers the other engines give.
 
-sqlglot's ClickHouse rendering runs, but three things mean something else there:
+sqlglot's ClickHouse rendering runs, but these mean something else there:
 
 =====================================  ==============================================================
 node                                   ClickHouse
@@ -14,6 +14,12 @@ a % b (b not a whole-number literal)  CAST(a AS Float64) % b: ClickHouse 26 take
                                        day arithmetic (days % 7) keeps integers
 SELECT t.x (no alias) in a subquery    SELECT t.x AS x: ClickHouse names the column ``t.x``, so an
                                        outer ``s.x`` (or ``s.*`` then ``s.x``) cannot be resolved
+round(x, d)                            coalesce(CAST(round(toDecimal128OrNull(toString(x), 18), d) AS
+                                       Float64), x): ClickHouse rounds a Float64 tie to even and
+                                       reads its binary value (round(2.5) = 2, round(0.05, 1) = 0);
+                                       a Decimal of the number's shortest text rounds half away from
+                                       zero, the engine's rule (past 10^20, where the Decimal does
+                                       not fit, x has no fraction to round)
 =====================================  ==============================================================
 
 (A LEFT JOIN row without a match has NULLs only with ``join_use_nulls = 1``, which the
@@ -25,6 +31,8 @@ from __future__ import annotations
 from sqlglot import exp
 
 _FLOAT = exp.DataType.Type.DOUBLE
+#: A Decimal(38, 18) of text, NULL when the text is no number that fits.
+_EXACT = "toDecimal128OrNull"
 
 
 def to_clickhouse(query: exp.Expression) -> exp.Expression:
@@ -46,7 +54,23 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         node.set("this", _float(node.this))
     elif isinstance(node, exp.Select):
         _name_qualified_columns(node)
+    elif isinstance(node, exp.Round) and not _exact(node.this):
+        return _round_exactly(node)
     return node
+
+
+def _exact(value: exp.Expression) -> bool:
+    return isinstance(value, exp.Anonymous) and value.name == _EXACT
+
+
+def _round_exactly(node: exp.Round) -> exp.Expression:
+    """round() half away from zero on the number as it prints (see the table above). toString
+    writes a Float64 as its shortest decimal form (78.55, not 78.5499...)."""
+    value = to_clickhouse(node.this)
+    text = exp.Anonymous(this="toString", expressions=[value])
+    exact = exp.Anonymous(this=_EXACT, expressions=[text, exp.Literal.number(18)])
+    rounded = _float(exp.Round(this=exact, decimals=node.args.get("decimals")))
+    return exp.Coalesce(this=rounded, expressions=[_float(value.copy())])
 
 
 def _name_qualified_columns(select: exp.Select) -> None:

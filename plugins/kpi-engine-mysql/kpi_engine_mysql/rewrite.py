@@ -1,7 +1,7 @@
 """Rewrite a compiled kpi-engine query (a sqlglot tree) so that MySQL and MariaDB run it and
 give the numbers the other engines give.
 
-sqlglot's MySQL rendering runs, but three things mean something else there:
+sqlglot's MySQL rendering runs, but these mean something else there:
 
 =====================================  ==============================================================
 node                                   MySQL
@@ -15,6 +15,10 @@ TIMESTAMP_TRUNC(x, WEEK)               DATE_SUB(DATE(x), INTERVAL ((WEEKDAY(x) +
                                        hours, minutes and seconds CAST(DATE_FORMAT(x, ...) AS DATETIME)
 CONVERT_TZ(x, 'UTC', zone)             CONVERT_TZ(x, '+00:00', zone): a zone name needs the server's
                                        time zone tables (``named_zones`` lists those a query needs)
+ROUND(x, d)                            ROUND(CAST(x AS DECIMAL(65, 30)), d) below 1e30: a DOUBLE's ROUND
+                                       breaks ties to even and reads its binary value (ROUND(2.5) = 2,
+                                       ROUND(0.05, 1) = 0); the cast reads the number as it prints,
+                                       which DECIMAL rounds half away from zero, the engine's rule
 =====================================  ==============================================================
 
 Rewriting a rewritten query changes nothing.
@@ -49,6 +53,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         return _float_average(node)
     if isinstance(node, exp.ConvertTimezone):
         return _convert_timezone(node)
+    if isinstance(node, exp.Round) and not _exact(node.this):
+        return _round_exactly(node)
     return node
 
 
@@ -74,6 +80,27 @@ def _float_average(node: exp.Avg) -> exp.Expression:
     else:
         node.set("this", _double(value))
     return node
+
+
+#: The largest magnitude rounded as a DECIMAL(65, 30) (35 digits before the point); a DOUBLE
+#: above it has no fraction to round.
+_EXACT_BELOW = "1e30"
+
+
+def _exact(value: exp.Expression) -> bool:
+    return isinstance(value, exp.Cast) and value.to.this == exp.DataType.Type.DECIMAL
+
+
+def _round_exactly(node: exp.Round) -> exp.Expression:
+    """round() half away from zero on the number as it prints. MariaDB casts a DOUBLE to DECIMAL
+    through its shortest decimal form (78.55 is 78.55, not 78.5499...), and rounds a DECIMAL half
+    away from zero; past 1e30 the cast would clip at the type's largest value, so the number is
+    left as it is (a DOUBLE that large is a whole number)."""
+    value = to_mysql(node.this)
+    exact = exp.Cast(this=value, to=exp.DataType.build("DECIMAL(65, 30)"))
+    rounded = exp.Round(this=exact, decimals=node.args.get("decimals"))
+    small = exp.LT(this=exp.Abs(this=value.copy()), expression=exp.Literal.number(_EXACT_BELOW))
+    return exp.Case(ifs=[exp.If(this=small, true=rounded)], default=value.copy())
 
 
 # --- dates -----------------------------------------------------------------------------------
