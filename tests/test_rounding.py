@@ -1,64 +1,75 @@
-"""round() is half away from zero on the number as it prints, the same on every warehouse: 78.55
-rounds to 78.6 on DuckDB (which on its own rounds the DOUBLE's binary value, 78.5499..., to 78.5),
-SQLite and PostgreSQL (whose ROUND of a DOUBLE breaks ties to even: 2.5 -> 2). Expected values
-are worked by hand from the decimals written in the data."""
+"""round() is half away from zero on the number as it prints, the same on every warehouse: the
+conformance kit's check (kpi_engine/testing/rounding.py, hand-worked values) on DuckDB (which on
+its own rounds a DOUBLE's binary value, 78.5499..., to 78.5), SQLite (which reads negative digits
+as 0) and PostgreSQL (whose ROUND of a DOUBLE breaks ties to even: 2.5 -> 2). The MySQL and
+ClickHouse plugins run the same check in their own tests."""
 
 from __future__ import annotations
+
+import csv
 
 import pytest
 
 from kpi_engine.engine import open_project
+from kpi_engine.testing.rounding import COLUMNS, ROWS, TABLE, rounding_mismatches, write_rounding_project
 from warehouse_loading import postgres_warehouse, sqlite_warehouse
 
 pytest_plugins = ["pg"]
 
-# id, value: ties at the rounded digit, written in decimal; a DOUBLE holds most of them inexactly.
-VALUES = [("a", "78.55"), ("b", "2.675"), ("c", "-2.5"), ("d", "1234567.15"), ("e", "0.05"), ("f", "2.5"),
-          ("g", "-0.45"), ("h", "1e30"), ("i", "25"), ("j", "-34.5")]
-EXPECTED = {  # round(x, 1), round(x), round(x, 2), round(x, -1)
-    "a": (78.6, 79.0, 78.55, 80.0), "b": (2.7, 3.0, 2.68, 0.0), "c": (-2.5, -3.0, -2.5, 0.0),
-    "d": (1234567.2, 1234567.0, 1234567.15, 1234570.0), "e": (0.1, 0.0, 0.05, 0.0), "f": (2.5, 3.0, 2.5, 0.0),
-    "g": (-0.5, 0.0, -0.45, 0.0), "h": (1e30, 1e30, 1e30, 1e30), "i": (25.0, 25.0, 25.0, 30.0),
-    "j": (-34.5, -35.0, -34.5, -30.0)}
-SPECS = """\
-sources:
-  readings: {table: readings, time: taken_on, dimensions: [id]}
-kpis:
-  one_digit: {formula: "round(max(readings.value), 1)"}
-  whole: {formula: "round(max(readings.value))"}
-  two_digits: {formula: "round(max(readings.value), 2)"}
-  tens: {formula: "round(max(readings.value), -1)"}
-"""
-TABLES = {"readings": {"taken_on": "date", "id": "text", "value": "double"}}
+TABLES = {TABLE: COLUMNS}
 
 
 @pytest.fixture
-def folder(make_project):
-    rows = [{"taken_on": "2025-01-01", "id": name, "value": value} for name, value in VALUES]
-    return make_project({"specs.yaml": SPECS}, {"readings": rows},
-                        config="name: rounding\nwarehouse: {adapter: duckdb, data: data, tables: {readings: "
-                               "{types: {value: number}}}}\n")
+def data(tmp_path):
+    """The check's rows as CSV (an empty field is NULL), for the loaders of each warehouse."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with open(folder / f"{TABLE}.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        writer.writerows([["" if value is None else value.isoformat() if hasattr(value, "isoformat") else repr(value)
+                           if isinstance(value, float) else str(value) for value in row] for row in ROWS])
+    return folder
 
 
-def check(project):
-    kpis = ["one_digit", "whole", "two_digits", "tens"]
-    rows = {row["id"]: row for row in project.evaluate(kpis, by=["id"])}
-    for name, expected in EXPECTED.items():
-        assert tuple(rows[name][kpi] for kpi in kpis) == pytest.approx(expected, rel=1e-12, abs=1e-12), name
+def test_duckdb_rounds_as_the_number_prints(data, tmp_path):
+    warehouse = {"adapter": "duckdb", "data": str(data),
+                 "tables": {TABLE: {"types": {"value": "number", "price": "number"}}}}
+    with open_project(write_rounding_project(tmp_path / "duckdb", warehouse)) as project:
+        assert rounding_mismatches(project) == []
 
 
-def test_duckdb_rounds_as_the_number_prints(folder):
-    with open_project(folder) as project:
-        assert project.model().sources["readings"]  # read from CSV as DOUBLE (types: number)
-        check(project)
+def test_sqlite_rounds_the_same(data, tmp_path):
+    warehouse = sqlite_warehouse(tmp_path, "rounding", TABLES, data)
+    with open_project(write_rounding_project(tmp_path / "sqlite", warehouse)) as project:
+        assert rounding_mismatches(project) == []
 
 
-def test_sqlite_rounds_the_same(folder, tmp_path):
-    with open_project(folder, warehouse=sqlite_warehouse(tmp_path, "rounding", TABLES, folder / "data")) as project:
-        check(project)
+def test_postgres_rounds_the_same(data, tmp_path, pg_server):
+    warehouse = postgres_warehouse(pg_server, "kpi_rounding", TABLES, data)
+    with open_project(write_rounding_project(tmp_path / "postgres", warehouse)) as project:
+        assert rounding_mismatches(project) == []
 
 
-def test_postgres_rounds_the_same(folder, pg_server):
-    with open_project(folder, warehouse=postgres_warehouse(pg_server, "kpi_rounding", TABLES,
-                                                             folder / "data")) as project:
-        check(project)
+def test_the_check_catches_a_warehouse_that_rounds_ties_to_even(data, tmp_path):
+    # The kit must fail a warehouse that rounds otherwise: Python's round() breaks ties to even on
+    # the binary value, so a project whose values are those of Python's round() is told apart.
+    class TiesToEven:
+        def evaluate(self, names, by):
+            class Result:
+                @staticmethod
+                def to_dicts():
+                    rows = []
+                    for _, name, value, price, units in ROWS:
+                        row = {"id": name, "price": round(float(price), 1), "units_tens": float(round(units, -1))}
+                        for kpi, digits in (("one_digit", 1), ("whole", 0), ("two_digits", 2), ("tens", -1)):
+                            row[kpi] = None if value is None else round(value, digits)
+                        rows.append(row)
+                    return rows
+            return Result()
+
+    problems = rounding_mismatches(TiesToEven())
+    assert any(problem.startswith("f whole: 2.0, expected 3.0") for problem in problems), problems
+    assert any(problem.startswith("a one_digit: 78.5, expected 78.6") for problem in problems), problems
+    assert any(problem.startswith("i tens: 20.0, expected 30.0") for problem in problems), problems
+    assert not any(problem.startswith("n one_digit") for problem in problems)  # null is null on both sides
