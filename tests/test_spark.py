@@ -417,6 +417,22 @@ def test_tables_of_a_catalog_database(spark, registry, duckdb_leads, tmp_path):
     assert spark.catalog.currentDatabase() == "default"  # the active session was not switched
 
 
+def test_round_is_half_away_from_zero_on_the_printed_number(spark, registry, tmp_path):
+    # the conformance kit's rounding check (hand-worked values) on a table of a catalog database
+    from pyspark.sql import types as T
+
+    from kpi_engine.testing.rounding import ROWS, TABLE, rounding_mismatches, write_rounding_project
+
+    schema = T.StructType([T.StructField("taken_on", T.DateType()), T.StructField("id", T.StringType()),
+                           T.StructField("value", T.DoubleType()), T.StructField("price", T.DecimalType(14, 2)),
+                           T.StructField("units", T.LongType())])
+    spark.sql("CREATE DATABASE IF NOT EXISTS kpi_rounding")
+    spark.createDataFrame(ROWS, schema).write.mode("overwrite").saveAsTable(f"kpi_rounding.{TABLE}")
+    root = write_rounding_project(tmp_path / "p", {"adapter": "spark", "database": "kpi_rounding"})
+    with open_with(registry, root) as project:
+        assert rounding_mismatches(project) == []
+
+
 @pytest.fixture
 def duckdb_leads(example):
     return example[1].evaluate(["new_contacts", "qualified_leads"], by=["channel"], grain="quarter")
