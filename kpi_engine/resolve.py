@@ -60,6 +60,7 @@ FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "days_between": (2, 2),
     "date": (1, 1),
     "timestamp": (1, 1),
+    "from_unixtime": (1, 1),
 }
 
 # Type categories of values. UNKNOWN when the warehouse could not be described.
@@ -499,11 +500,22 @@ class _Resolver:
             # Text in ISO form (or a date or timestamp) read as a date or a timestamp: a time column
             # stored as text becomes usable through the source's map.
             if types[0] not in (STRING, DATE, TIMESTAMP, UNKNOWN, NULL):
+                epoch = "from_unixtime(ts)" if name == "timestamp" else "date(from_unixtime(ts))"
                 scope.error(node.args[0], f"{name}() reads text written as an ISO date or time, but this is a "
                                           f"{types[0]}.",
-                            "Pass a text column such as '2025-01-31' or '2025-01-31 14:05:00'; a number of seconds "
-                            "since 1970 is converted in the source's 'sql:' (SELECT to_timestamp(ts) AS ts ...).")
+                            "Pass a text column such as '2025-01-31' or '2025-01-31 14:05:00'. A number of seconds "
+                            f"since 1970-01-01 00:00 UTC (Unix time) is read with '{epoch}' (milliseconds: "
+                            "'from_unixtime(ts / 1000)').")
             result = DATE if name == "date" else TIMESTAMP
+        elif name == "from_unixtime":
+            # Unix time (seconds since 1970-01-01 00:00 UTC, fractions kept where the warehouse can)
+            # as a timestamp in UTC, which is how the engine reads every stored timestamp.
+            if types[0] not in (NUMBER, UNKNOWN, NULL):
+                scope.error(node.args[0], f"from_unixtime() reads a number of seconds since 1970-01-01 00:00 UTC, "
+                                          f"but this is a {types[0]}.",
+                            "Pass a number column such as 'created' (a Unix time); text holding an ISO date or time "
+                            "is read with 'timestamp(text_column)'.")
+            result = TIMESTAMP
         elif name in ("abs", "round"):
             for arg, t in zip(node.args, types):
                 self._expect(arg, t, NUMBER)
@@ -726,6 +738,7 @@ _USAGE = {
     "days_between": "Write 'days_between(start_time, end_time)'.",
     "date": "Write 'date(text_column)'.",
     "timestamp": "Write 'timestamp(text_column)'.",
+    "from_unixtime": "Write 'from_unixtime(seconds_column)', or 'from_unixtime(ms_column / 1000)' for milliseconds.",
     "if": "Write 'if(condition, value_if_true, value_if_false)'.",
     "nullif": "Write 'nullif(value, value_that_means_null)'.",
     "round": "Write 'round(value)' or 'round(value, digits)'.",

@@ -169,10 +169,12 @@ class SourceReader:
         self.dims = tuple(dict.fromkeys(request.dimensions))
         self.marker = "present"  # the presence marker's column name (the compiler picks it)
 
-    def function(self, name: str, args: list[exp.Expression]) -> exp.Expression:
+    def function(self, name: str, args: list[exp.Expression], local: bool = True) -> exp.Expression:
         plugin = self.model.functions.get(name)
         if plugin is None:
-            return scalar_function(name, args, self.dialect)
+            value = scalar_function(name, args, self.dialect)
+            # Unix time is UTC: seen in the project's time zone, as a stored timestamp is
+            return self.calendar.local_time(value, local) if name == "from_unixtime" else value
         result = plugin.compile(args, self.dialect)
         if not isinstance(result, exp.Expression):
             raise QueryError(f"the plugin function '{name}' returned {type(result).__name__}, not a sqlglot expression.",
@@ -200,7 +202,10 @@ class SourceReader:
         def leaf(node: n.Node) -> exp.Expression:
             if isinstance(node, n.Column):
                 return self.warehouse_column(source, node.name, table, local)
-            return compile_common(node, leaf, self.function)
+            return compile_common(node, leaf, function)
+
+        def function(name: str, args: list[exp.Expression]) -> exp.Expression:
+            return self.function(name, args, local)
 
         return wrap(leaf(mapped))
 

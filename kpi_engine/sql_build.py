@@ -217,7 +217,31 @@ def scalar_function(name: str, args: list[exp.Expression], dialect: str | None =
         return exp.DateDiff(this=later, expression=earlier, unit=exp.var("DAY"))
     if name in ("date", "timestamp"):  # each dialect's own cast (DATE(x) and DATETIME(x) on SQLite)
         return cast(args[0], name.upper())
+    if name == "from_unixtime":
+        return _from_unixtime(args[0], dialect)
     raise AssertionError(f"function {name} has no compiler")  # pragma: no cover
+
+
+def _from_unixtime(seconds: exp.Expression, dialect: str | None) -> exp.Expression:
+    """The UTC timestamp ``seconds`` after 1970-01-01 00:00, a TIMESTAMP without a zone as the
+    engine reads stored times: the epoch plus that many seconds, which no session time zone
+    moves (TO_TIMESTAMP and FROM_UNIXTIME answer in the session's zone, and FROM_UNIXTIME is null
+    before 1970 on MySQL). SQLite has no interval type, Spark's DATE_ADD counts days and
+    ClickHouse's DateTime drops the fraction (and wraps before 1970), so those get their own
+    Unix-time functions."""
+    if dialect == "clickhouse":  # milliseconds kept, as a DateTime64(3) in UTC
+        millis = exp.Round(this=exp.Mul(this=seconds, expression=number(1000)))
+        return exp.Anonymous(this="fromUnixTimestamp64Milli", expressions=[
+            exp.Cast(this=millis, to=exp.DataType.build("BIGINT")), exp.Literal.string("UTC")])
+    if dialect == "sqlite":
+        return exp.Anonymous(this="DATETIME", expressions=[seconds, exp.Literal.string("unixepoch")])
+    if dialect in ("spark", "databricks"):
+        return exp.Anonymous(this="TIMESTAMP_SECONDS", expressions=[seconds])
+    epoch = cast(exp.Literal.string("1970-01-01 00:00:00"), "TIMESTAMP")
+    if dialect == "oracle":
+        return exp.Add(this=epoch, expression=exp.Anonymous(this="NUMTODSINTERVAL", expressions=[
+            seconds, exp.Literal.string("SECOND")]))
+    return exp.DateAdd(this=epoch, expression=seconds, unit=exp.var("SECOND"))
 
 
 def _round_as_printed(value: exp.Expression, digits: exp.Expression) -> exp.Expression:

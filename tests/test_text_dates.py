@@ -105,4 +105,17 @@ def test_a_text_time_column_error_names_date_and_a_number_is_refused(tmp_path):
     with open_project(folder) as project, pytest.raises(ProjectInvalid) as raised:
         project.model()
     assert "date() reads text written as an ISO date or time, but this is a number" in str(raised.value)
-    assert "converted in the source's 'sql:'" in str(raised.value)
+    assert "read with 'date(from_unixtime(ts))'" in str(raised.value)
+
+
+def test_text_times_are_local_times_in_a_project_with_a_time_zone(tmp_path):
+    # Text carries no zone: it is read as written, the project's local time, never shifted from
+    # UTC (Tokyo is 9 hours ahead: shifted, 31 January 23:59:59 would be February's).
+    folder = write(tmp_path / "p")
+    config = folder / "kpi_engine.yaml"
+    config.write_text(config.read_text() + "timezone: Asia/Tokyo\n")
+    with open_project(folder) as project:
+        check(project)
+        rows = project.evaluate(["tickets_n"], grain="day", start="2025-01-31", end="2025-02-02")
+        assert [(row["period"], row["tickets_n"]) for row in rows] == [(dt.date(2025, 1, 31), 1),
+                                                                         (dt.date(2025, 2, 1), 1)]

@@ -163,6 +163,16 @@ def write_project(folder: Path, warehouse: str | Mapping[str, Any], *, timezone:
     return folder
 
 
+def write_specs_project(folder: Path, warehouse: str | Mapping[str, Any], specs: Mapping[str, Any],
+                        name: str = "project") -> Path:
+    """A project in ``folder`` over ``warehouse`` with ``specs`` (sources and KPIs, as a YAML
+    spec file would hold them) and nothing else."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kpi_engine.yaml").write_text(json.dumps({"name": name, "warehouse": warehouse}), encoding="utf-8")
+    (folder / "specs.yaml").write_text(json.dumps(specs), encoding="utf-8")  # JSON is YAML
+    return folder
+
+
 def check_conformance(warehouse: str | Mapping[str, Any], folder: Path, *, registry=None,
                       kpis: Iterable[str] | None = None, rel: float = 1e-9) -> list[Mismatch]:
     """Evaluate the library on ``warehouse`` (holding the fixture tables) and list every

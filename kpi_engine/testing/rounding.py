@@ -19,10 +19,11 @@ The expected values were worked by hand from the decimals as written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
+
+from . import write_specs_project
 
 TABLE = "readings"
 #: Column kinds: value is a floating-point column (DOUBLE, Float64), price a DECIMAL(14, 2).
@@ -48,13 +49,9 @@ PRICE, UNITS_TENS = 2.5, 50.0
 
 def write_rounding_project(folder: Path, warehouse: str | Mapping[str, Any]) -> Path:
     """A project in ``folder`` over ``warehouse``'s ``readings`` table, with the check's KPIs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kpi_engine.yaml").write_text(json.dumps({"name": "rounding", "warehouse": warehouse}),
-                                            encoding="utf-8")  # JSON is YAML
-    (folder / "specs.yaml").write_text(json.dumps({
+    return write_specs_project(folder, warehouse, {
         "sources": {TABLE: {"table": TABLE, "time": "taken_on", "dimensions": ["id"]}},
-        "kpis": {name: {"formula": formula} for name, formula in KPIS.items()}}), encoding="utf-8")
-    return folder
+        "kpis": {name: {"formula": formula} for name, formula in KPIS.items()}}, name="rounding")
 
 
 def rounding_mismatches(project, rel: float = 1e-12) -> list[str]:
