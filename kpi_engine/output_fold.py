@@ -8,9 +8,8 @@ columns, the two are one SELECT: each column read replaced by the expression tha
 (a key by its grouping expression, a value by its aggregate), as a hand-written query would put
 ``100 * (sum(a) - sum(b)) / sum(c)`` beside its GROUP BY. DuckDB then parses, binds and plans one
 SELECT fewer (about 1% of a 7 ms query of NPS by month, 0.986x in 401 paired rounds:
-docs/performance.md). The rows are
-the same: a grouped SELECT's projections are computed per group, as the outer SELECT computed
-them per row of the grouped table.
+docs/performance.md). The rows are the same: a grouped SELECT's projections are computed per
+group, as the outer SELECT computed them per row of the grouped table.
 
 Only that shape is folded: an output that filters, groups, joins or reads a window, an
 aggregate or a subquery, an ORDER BY naming a column that is not an output column, or a
