@@ -202,9 +202,7 @@ def scalar_function(name: str, args: list[exp.Expression], dialect: str | None =
         return exp.Nullif(this=args[0], expression=args[1])
     if name == "abs":
         return exp.Abs(this=args[0])
-    if name == "round":
-        if dialect == "duckdb":
-            return _round_as_printed(args[0], args[1] if len(args) > 1 else number(0))
+    if name == "round":  # (each warehouse's adapter makes its ROUND half away from zero: docs/plugins.md)
         return exp.Round(this=args[0], decimals=args[1] if len(args) > 1 else None)
     if name in ("least", "greatest"):
         return null_if_any_null(args, exp.Least if name == "least" else exp.Greatest)
@@ -242,25 +240,6 @@ def _from_unixtime(seconds: exp.Expression, dialect: str | None) -> exp.Expressi
         return exp.Add(this=epoch, expression=exp.Anonymous(this="NUMTODSINTERVAL", expressions=[
             seconds, exp.Literal.string("SECOND")]))
     return exp.DateAdd(this=epoch, expression=seconds, unit=exp.var("SECOND"))
-
-
-def _round_as_printed(value: exp.Expression, digits: exp.Expression) -> exp.Expression:
-    """round() half away from zero on the number as it prints (the shortest decimal that reads
-    back as it), as SQLite and PostgreSQL (on NUMERIC) round: 78.55 is 78.6. DuckDB rounds a
-    DOUBLE's binary value (78.549999... is 78.5). Only a value within 1e-7 of a tie can differ, so
-    that value alone is rounded as a DECIMAL of its text (45 times the cost of ROUND per row), and
-    as a DOUBLE where the text does not fit one (over 10^20); every other value as it is."""
-    scale = (exp.Literal.number(repr(10.0 ** float(digits.this))) if isinstance(digits, exp.Literal)
-             else exp.Pow(this=number(10.0), expression=copy_of(digits)))
-    scaled = exp.Mul(this=exp.Abs(this=copy_of(value)), expression=scale)
-    off_tie = exp.Sub(this=exp.Sub(this=scaled, expression=exp.Floor(this=copy_of(scaled))), expression=number(0.5))
-    near_tie = exp.LT(this=exp.Abs(this=off_tie), expression=number(1e-07))
-    text = cast(copy_of(value), "VARCHAR")
-    exact = exp.TryCast(this=text, to=exp.DataType(this=exp.DataType.Type.DECIMAL, expressions=[
-        exp.DataTypeParam(this=number(38)), exp.DataTypeParam(this=number(18))]))
-    binary = exp.Round(this=value, decimals=digits)
-    as_printed = exp.Coalesce(this=exp.Round(this=exact, decimals=copy_of(digits)), expressions=[copy_of(binary)])
-    return exp.Case(ifs=[exp.If(this=near_tie, true=as_printed)], default=binary)
 
 
 # Dialects whose SQL has the standard FILTER clause (or that sqlglot rewrites into

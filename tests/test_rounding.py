@@ -27,9 +27,16 @@ def data(tmp_path):
     with open(folder / f"{TABLE}.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
-        writer.writerows([["" if value is None else value.isoformat() if hasattr(value, "isoformat") else repr(value)
-                           if isinstance(value, float) else str(value) for value in row] for row in ROWS])
+        writer.writerows([[_csv_text(value) for value in row] for row in ROWS])
     return folder
+
+
+def _csv_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # (the shortest text that reads back as the same double)
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def test_duckdb_rounds_as_the_number_prints(data, tmp_path):

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import write_specs_project
+from . import _same, write_specs_project
 
 TABLE = "readings"
 #: Column kinds: value is a floating-point column (DOUBLE, Float64), price a DECIMAL(14, 2).
@@ -66,12 +66,7 @@ def rounding_mismatches(project, rel: float = 1e-12) -> list[str]:
         wanted = dict(zip(names, values + (PRICE, UNITS_TENS)))
         for kpi, want in wanted.items():
             got = rows[name][kpi]
-            if not _same(got, want, rel):
+            if not _same(want, got, rel):
                 problems.append(f"{name} {kpi}: {got!r}, expected {want!r} ({KPIS[kpi]} of {dict(_VALUES)[name]})")
     return problems
 
-
-def _same(got, want, rel: float) -> bool:
-    if got is None or want is None:
-        return got is None and want is None
-    return abs(float(got) - want) <= rel * max(abs(want), 1.0)
